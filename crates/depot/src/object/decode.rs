@@ -1,0 +1,281 @@
+//! Decoding: strict and total. Every malformation is a [`DecodeError`] naming what is wrong; no input
+//! panics, and whatever decodes re-encodes to the same bytes (non-canonical forms are refused).
+
+use std::collections::BTreeMap;
+use std::str;
+
+use super::{parse_date, Affix, Checkpoint, Event, Kind, Object, DATE_KEY, SESSION_KEY};
+use crate::hash::ObjectId;
+use crate::name::{EventName, FieldKey, FieldValue, NameError, PartitionName};
+
+/// The longest header accepted before the NUL byte.
+const MAX_HEADER: usize = 512;
+
+/// Why bytes are not a valid object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// No NUL byte ends the header within its first 512 bytes.
+    #[error("object has no header: no NUL byte in the first {MAX_HEADER} bytes")]
+    MissingHeaderEnd,
+    /// The header is not ASCII text of the expected shape.
+    #[error("malformed object header '{0}'")]
+    BadHeader(String),
+    /// The header names a kind that does not exist.
+    #[error("unknown object kind '{0}'")]
+    UnknownKind(String),
+    /// An event's encoding is not `json`.
+    #[error("event encoding '{0}' is not supported (only 'json')")]
+    UnknownEncoding(String),
+    /// The declared body length differs from the actual one.
+    #[error("header declares a body of {declared} bytes but the body has {actual}")]
+    LengthMismatch {
+        /// The length in the header.
+        declared: usize,
+        /// The bytes actually present.
+        actual: usize,
+    },
+    /// The object is of another kind than expected.
+    #[error("expected a {expected} object, found a {found}")]
+    WrongKind {
+        /// What the caller wanted.
+        expected: Kind,
+        /// What the bytes are.
+        found: Kind,
+    },
+    /// A name inside the object is invalid.
+    #[error("invalid name in {kind}: {source}")]
+    BadName {
+        /// The object kind.
+        kind: Kind,
+        /// What was wrong with the name.
+        source: NameError,
+    },
+    /// An affix line is malformed.
+    #[error("affix line {line}: {reason}")]
+    BadAffixLine {
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint header line is malformed.
+    #[error("checkpoint line {line}: {reason}")]
+    BadCheckpointLine {
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A required checkpoint field is missing.
+    #[error("checkpoint has no '{0}' field")]
+    MissingField(&'static str),
+    /// The body is not valid UTF-8 where text is required.
+    #[error("{0} body is not valid UTF-8")]
+    NotUtf8(Kind),
+}
+
+/// Splits `<header>\0<body>` and checks the declared length.
+fn split(bytes: &[u8]) -> Result<(&str, &[u8]), DecodeError> {
+    let window = &bytes[..bytes.len().min(MAX_HEADER)];
+    let nul = window
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(DecodeError::MissingHeaderEnd)?;
+    let header = str::from_utf8(&bytes[..nul])
+        .map_err(|_| DecodeError::BadHeader(String::from_utf8_lossy(&bytes[..nul]).into_owned()))?;
+    Ok((header, &bytes[nul + 1..]))
+}
+
+fn parse_len(header: &str, token: &str) -> Result<usize, DecodeError> {
+    let canonical = !token.is_empty()
+        && token.bytes().all(|b| b.is_ascii_digit())
+        && (token == "0" || !token.starts_with('0'));
+    if !canonical {
+        return Err(DecodeError::BadHeader(header.to_owned()));
+    }
+    token
+        .parse()
+        .map_err(|_| DecodeError::BadHeader(header.to_owned()))
+}
+
+fn check_len(declared: usize, body: &[u8]) -> Result<(), DecodeError> {
+    if declared != body.len() {
+        return Err(DecodeError::LengthMismatch {
+            declared,
+            actual: body.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The kind named by the header, checked for shape but without decoding the body.
+pub(super) fn kind_of(bytes: &[u8]) -> Result<Kind, DecodeError> {
+    let (header, _) = split(bytes)?;
+    match header.split(' ').next() {
+        Some("event") => Ok(Kind::Event),
+        Some("affix") => Ok(Kind::Affix),
+        Some("checkpoint") => Ok(Kind::Checkpoint),
+        Some(other) => Err(DecodeError::UnknownKind(other.to_owned())),
+        None => Err(DecodeError::BadHeader(header.to_owned())),
+    }
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
+    let (header, body) = split(bytes)?;
+    let tokens: Vec<&str> = header.split(' ').collect();
+    match tokens.as_slice() {
+        ["event", encoding, name, len] => {
+            if *encoding != "json" {
+                return Err(DecodeError::UnknownEncoding((*encoding).to_owned()));
+            }
+            check_len(parse_len(header, len)?, body)?;
+            let name = EventName::new(name).map_err(|source| DecodeError::BadName {
+                kind: Kind::Event,
+                source,
+            })?;
+            Ok(Object::Event(Event::new(name, body)))
+        }
+        ["affix", len] => {
+            check_len(parse_len(header, len)?, body)?;
+            decode_affix(body).map(Object::Affix)
+        }
+        ["checkpoint", len] => {
+            check_len(parse_len(header, len)?, body)?;
+            decode_checkpoint(body).map(Object::Checkpoint)
+        }
+        [kind, ..] if !matches!(*kind, "event" | "affix" | "checkpoint") => {
+            Err(DecodeError::UnknownKind((*kind).to_owned()))
+        }
+        _ => Err(DecodeError::BadHeader(header.to_owned())),
+    }
+}
+
+fn parse_id(text: &str, line: usize, kind: Kind) -> Result<ObjectId, DecodeError> {
+    text.parse().map_err(|err| {
+        let reason = format!("bad object id: {err}");
+        match kind {
+            Kind::Affix => DecodeError::BadAffixLine { line, reason },
+            _ => DecodeError::BadCheckpointLine { line, reason },
+        }
+    })
+}
+
+fn decode_affix(body: &[u8]) -> Result<Affix, DecodeError> {
+    let text = str::from_utf8(body).map_err(|_| DecodeError::NotUtf8(Kind::Affix))?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(DecodeError::BadAffixLine {
+            line: text.lines().count(),
+            reason: "last line does not end with a newline".to_owned(),
+        });
+    }
+    let mut affix = Affix::new();
+    let mut current: Option<(usize, PartitionName)> = None;
+    for (number, line) in text.split_terminator('\n').enumerate() {
+        let line_no = number + 1;
+        let bad = |reason: &str| DecodeError::BadAffixLine {
+            line: line_no,
+            reason: reason.to_owned(),
+        };
+        let mut parts = line.split(' ');
+        let (Some(index), Some(partition), Some(id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("expected '<index> <partition> sha256:<hex>'"));
+        };
+        let index: usize = parse_len(line, index).map_err(|_| bad("index is not a number"))?;
+        let partition = PartitionName::new(partition).map_err(|source| DecodeError::BadName {
+            kind: Kind::Affix,
+            source,
+        })?;
+        let id = parse_id(id, line_no, Kind::Affix)?;
+        match &current {
+            None if index != 0 => return Err(bad("the first partition's index must be 0")),
+            Some((prev_index, prev)) if *prev == partition => {
+                if *prev_index != index {
+                    return Err(bad("events of one partition must share its index"));
+                }
+            }
+            Some((prev_index, prev)) => {
+                if partition <= *prev {
+                    return Err(bad("partitions are not in lexicographic order"));
+                }
+                if index != prev_index + 1 {
+                    return Err(bad("partition indexes must count up from 0 by one"));
+                }
+            }
+            None => {}
+        }
+        current = Some((index, partition.clone()));
+        affix.push(partition, id);
+    }
+    Ok(affix)
+}
+
+fn decode_checkpoint(body: &[u8]) -> Result<Checkpoint, DecodeError> {
+    // Headers are text up to the first empty line; the message is arbitrary bytes after it.
+    let split_at = body
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .ok_or(DecodeError::BadCheckpointLine {
+            line: 1,
+            reason: "no empty line ends the headers".to_owned(),
+        })?;
+    let head = str::from_utf8(&body[..split_at]).map_err(|_| DecodeError::NotUtf8(Kind::Checkpoint))?;
+    let rest = &body[split_at + 2..];
+    let message = rest
+        .strip_suffix(b"\n")
+        .ok_or(DecodeError::BadCheckpointLine {
+            line: head.lines().count() + 2,
+            reason: "the message does not end with a newline".to_owned(),
+        })?;
+
+    let mut affix = None;
+    let mut parents = Vec::new();
+    let mut fields: BTreeMap<FieldKey, FieldValue> = BTreeMap::new();
+    for (number, line) in head.split('\n').enumerate() {
+        let line_no = number + 1;
+        let bad = |reason: String| DecodeError::BadCheckpointLine {
+            line: line_no,
+            reason,
+        };
+        let (key, value) = line
+            .split_once(' ')
+            .ok_or_else(|| bad(format!("'{line}' is not '<key> <value>'")))?;
+        match key {
+            "affix" if line_no == 1 => affix = Some(parse_id(value, line_no, Kind::Checkpoint)?),
+            "affix" => return Err(bad("'affix' must be the first line, once".to_owned())),
+            "parent" if affix.is_some() && fields.is_empty() => {
+                parents.push(parse_id(value, line_no, Kind::Checkpoint)?)
+            }
+            "parent" => return Err(bad("'parent' lines must follow 'affix'".to_owned())),
+            _ if affix.is_none() => return Err(bad("the first line must be 'affix'".to_owned())),
+            _ => {
+                let key = FieldKey::new(key).map_err(|source| DecodeError::BadName {
+                    kind: Kind::Checkpoint,
+                    source,
+                })?;
+                let value = FieldValue::new(value).map_err(|source| DecodeError::BadName {
+                    kind: Kind::Checkpoint,
+                    source,
+                })?;
+                if let Some((last, _)) = fields.last_key_value() {
+                    if key <= *last {
+                        return Err(bad(format!(
+                            "field '{key}' is out of order or repeated (fields are sorted by key)"
+                        )));
+                    }
+                }
+                if key.as_str() == DATE_KEY {
+                    parse_date(value.as_str()).map_err(bad)?;
+                }
+                fields.insert(key, value);
+            }
+        }
+    }
+    let affix = affix.ok_or(DecodeError::MissingField("affix"))?;
+    if !fields.keys().any(|k| k.as_str() == SESSION_KEY) {
+        return Err(DecodeError::MissingField(SESSION_KEY));
+    }
+    Ok(Checkpoint::with_fields(affix, parents, fields, message))
+}

@@ -1,0 +1,379 @@
+//! The three kinds of objects (events, affixes, checkpoints) and their one canonical encoding.
+//!
+//! Every object is stored as `<header>\0<body>` and named by the SHA-256 of exactly those bytes
+//! (byte-compatible with go-retro; see `docs/format.md`). [`Object::encode`] is the only way bytes are
+//! produced and [`Object::decode`] the only way they are read back: decoding is strict and total, so
+//! arbitrary bytes give a typed [`DecodeError`], never a panic, and a decoded object re-encodes to the
+//! very same bytes.
+
+mod decode;
+mod encode;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::hash::ObjectId;
+use crate::name::{EventName, FieldKey, FieldValue, NameError, PartitionName};
+
+pub use decode::DecodeError;
+
+/// Which of the three kinds an object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A domain event.
+    Event,
+    /// The events one command produced, per partition.
+    Affix,
+    /// A commit-like record: affix, parents, fields and message.
+    Checkpoint,
+}
+
+impl Kind {
+    /// The kind's name as written in headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Event => "event",
+            Kind::Affix => "affix",
+            Kind::Checkpoint => "checkpoint",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A domain event: a name and its JSON payload, kept byte for byte as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    name: EventName,
+    data: Vec<u8>,
+}
+
+impl Event {
+    /// An event named `name` whose payload is the JSON text `data`.
+    pub fn new(name: EventName, data: impl Into<Vec<u8>>) -> Event {
+        Event {
+            name,
+            data: data.into(),
+        }
+    }
+
+    /// The event's name.
+    pub fn name(&self) -> &EventName {
+        &self.name
+    }
+
+    /// The event's JSON payload.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Which events one command produced, per partition. Partitions are kept sorted (the encoding's
+/// order); events of a partition keep their emission order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Affix {
+    partitions: BTreeMap<PartitionName, Vec<ObjectId>>,
+}
+
+impl Affix {
+    /// An empty affix.
+    pub fn new() -> Affix {
+        Affix::default()
+    }
+
+    /// Appends `event` to `partition`'s list.
+    pub fn push(&mut self, partition: PartitionName, event: ObjectId) {
+        self.partitions.entry(partition).or_default().push(event);
+    }
+
+    /// The partitions and their events, partitions in lexicographic order.
+    pub fn partitions(&self) -> impl Iterator<Item = (&PartitionName, &[ObjectId])> {
+        self.partitions.iter().map(|(p, ids)| (p, ids.as_slice()))
+    }
+
+    /// The events of one partition, if it is in the affix.
+    pub fn events_of(&self, partition: &PartitionName) -> Option<&[ObjectId]> {
+        self.partitions.get(partition).map(Vec::as_slice)
+    }
+
+    /// How many events the affix lists, over all partitions.
+    pub fn event_count(&self) -> usize {
+        self.partitions.values().map(Vec::len).sum()
+    }
+
+    /// True when no partition is listed.
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+}
+
+impl FromIterator<(PartitionName, ObjectId)> for Affix {
+    fn from_iter<T: IntoIterator<Item = (PartitionName, ObjectId)>>(iter: T) -> Self {
+        let mut affix = Affix::new();
+        for (partition, id) in iter {
+            affix.push(partition, id);
+        }
+        affix
+    }
+}
+
+/// The header key of a checkpoint's session.
+pub const SESSION_KEY: &str = "session";
+/// The header key of a checkpoint's date.
+pub const DATE_KEY: &str = "date";
+
+/// A commit-like record: the affix it adds, its parents, sorted header fields (`date` and `session`
+/// among them) and a message (retro keeps the original command payload there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    affix: ObjectId,
+    parents: Vec<ObjectId>,
+    fields: BTreeMap<FieldKey, FieldValue>,
+    message: Vec<u8>,
+}
+
+/// Why a checkpoint could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// A field key or value is invalid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+impl Checkpoint {
+    /// A checkpoint with the two required fields, `session` and `date` (UTC, whole seconds).
+    pub fn new(
+        affix: ObjectId,
+        parents: Vec<ObjectId>,
+        session: &str,
+        date: DateTime<Utc>,
+        message: impl Into<Vec<u8>>,
+    ) -> Result<Checkpoint, CheckpointError> {
+        let mut fields = BTreeMap::new();
+        fields.insert(FieldKey::new(SESSION_KEY)?, FieldValue::new(session)?);
+        fields.insert(
+            FieldKey::new(DATE_KEY)?,
+            FieldValue::new(&format_date(date))?,
+        );
+        Ok(Checkpoint {
+            affix,
+            parents,
+            fields,
+            message: message.into(),
+        })
+    }
+
+    /// A checkpoint with arbitrary fields, as read from another system (go-retro's vectors carry
+    /// only `session`). Prefer [`Checkpoint::new`].
+    pub fn with_fields(
+        affix: ObjectId,
+        parents: Vec<ObjectId>,
+        fields: BTreeMap<FieldKey, FieldValue>,
+        message: impl Into<Vec<u8>>,
+    ) -> Checkpoint {
+        Checkpoint {
+            affix,
+            parents,
+            fields,
+            message: message.into(),
+        }
+    }
+
+    /// Sets an extra header field (replacing one with the same key).
+    pub fn set_field(&mut self, key: FieldKey, value: FieldValue) {
+        self.fields.insert(key, value);
+    }
+
+    /// The affix this checkpoint adds.
+    pub fn affix(&self) -> ObjectId {
+        self.affix
+    }
+
+    /// Its parents: none for a root, one usually, two or more for a merge.
+    pub fn parents(&self) -> &[ObjectId] {
+        &self.parents
+    }
+
+    /// The first parent, the mainline predecessor.
+    pub fn first_parent(&self) -> Option<ObjectId> {
+        self.parents.first().copied()
+    }
+
+    /// Replaces the parents (used to re-parent a checkpoint onto a moved head).
+    pub fn set_parents(&mut self, parents: Vec<ObjectId>) {
+        self.parents = parents;
+    }
+
+    /// All header fields other than `affix` and `parent`, sorted by key.
+    pub fn fields(&self) -> impl Iterator<Item = (&FieldKey, &FieldValue)> {
+        self.fields.iter()
+    }
+
+    /// One header field by key.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The session that made this checkpoint.
+    pub fn session(&self) -> &str {
+        self.field(SESSION_KEY).unwrap_or_default()
+    }
+
+    /// The date it was made, if it has one (every checkpoint retro writes has; go-retro's test
+    /// vectors do not).
+    pub fn date(&self) -> Option<DateTime<Utc>> {
+        self.field(DATE_KEY).and_then(|d| parse_date(d).ok())
+    }
+
+    /// The message: the original command payload.
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+}
+
+/// Formats a date as go-retro does: RFC 3339, UTC, whole seconds, `Z`.
+pub fn format_date(date: DateTime<Utc>) -> String {
+    date.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Parses a `date` field (RFC 3339; it must be in UTC).
+pub fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
+    if !text.ends_with('Z') {
+        return Err(format!("date '{text}' is not in UTC (expected a trailing 'Z')"));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| format!("date '{text}' is not RFC 3339: {e}"))
+}
+
+/// Any object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// An event.
+    Event(Event),
+    /// An affix.
+    Affix(Affix),
+    /// A checkpoint.
+    Checkpoint(Checkpoint),
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Event(_) => Kind::Event,
+            Object::Affix(_) => Kind::Affix,
+            Object::Checkpoint(_) => Kind::Checkpoint,
+        }
+    }
+
+    /// The canonical encoding, `<header>\0<body>`.
+    pub fn encode(&self) -> Vec<u8> {
+        encode::encode(self)
+    }
+
+    /// Encodes and names the object.
+    pub fn to_encoded(&self) -> EncodedObject {
+        EncodedObject::from_bytes(self.encode())
+    }
+
+    /// Decodes bytes strictly; see [`DecodeError`] for what is refused.
+    pub fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
+        decode::decode(bytes)
+    }
+}
+
+impl From<Event> for Object {
+    fn from(value: Event) -> Self {
+        Object::Event(value)
+    }
+}
+
+impl From<Affix> for Object {
+    fn from(value: Affix) -> Self {
+        Object::Affix(value)
+    }
+}
+
+impl From<Checkpoint> for Object {
+    fn from(value: Checkpoint) -> Self {
+        Object::Checkpoint(value)
+    }
+}
+
+/// An object's encoded bytes together with its id, as stores keep them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedObject {
+    id: ObjectId,
+    bytes: Vec<u8>,
+}
+
+impl EncodedObject {
+    /// Names encoded bytes by hashing them.
+    pub fn from_bytes(bytes: Vec<u8>) -> EncodedObject {
+        EncodedObject {
+            id: ObjectId::of(&bytes),
+            bytes,
+        }
+    }
+
+    /// Pairs bytes with an id without hashing; only for bytes whose id was just verified.
+    pub(crate) fn from_verified(id: ObjectId, bytes: Vec<u8>) -> EncodedObject {
+        EncodedObject { id, bytes }
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Takes the encoded bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The kind named in the header, without decoding the body.
+    pub fn kind(&self) -> Result<Kind, DecodeError> {
+        decode::kind_of(&self.bytes)
+    }
+
+    /// The body's length (the encoded size less the header).
+    pub fn body_len(&self) -> usize {
+        match self.bytes.iter().position(|&b| b == 0) {
+            Some(nul) => self.bytes.len() - nul - 1,
+            None => self.bytes.len(),
+        }
+    }
+
+    /// Decodes the bytes.
+    pub fn decode(&self) -> Result<Object, DecodeError> {
+        decode::decode(&self.bytes)
+    }
+}
+
+impl fmt::Debug for EncodedObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedObject")
+            .field("id", &self.id)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+use std::collections::BTreeMap;
+
+use chrono::{TimeZone, Utc};
+use proptest::prelude::*;
+
+use super::*;
+
+fn id(text: &str) -> ObjectId {
+    text.parse().unwrap()
+}
+
+fn p(name: &str) -> PartitionName {
+    PartitionName::new(name).unwrap()
+}
+
+#[test]
+fn go_retro_event_vector() {
+    let event = Event::new(
+        EventName::new("dummy").unwrap(),
+        r#"{"foo":"hello","bar":"world"}"#,
+    );
+    let encoded = Object::from(event.clone()).to_encoded();
+    assert_eq!(
+        encoded.bytes(),
+        b"event json dummy 29\0{\"foo\":\"hello\",\"bar\":\"world\"}"
+    );
+    assert_eq!(
+        encoded.id(),
+        id("sha256:0756fae7f4a43d60b5532e1d4da5665daeb0f1a5274f363b99a7757511ec88db")
+    );
+    assert_eq!(encoded.decode().unwrap(), Object::Event(event));
+}
+
+#[test]
+fn go_retro_affix_vector() {
+    let h = ObjectId::of(b"foo");
+    let affix: Affix = [(p("baz/123"), h), (p("bar/123"), h)].into_iter().collect();
+    let encoded = Object::from(affix.clone()).to_encoded();
+    assert!(encoded.bytes().starts_with(b"affix 164\0"));
+    assert_eq!(
+        encoded.id(),
+        id("sha256:f51b6e929c8f79300603460b9d545c51993cfc5c7d2f05808357baec29f84a4d")
+    );
+    assert_eq!(encoded.decode().unwrap(), Object::Affix(affix));
+}
+
+#[test]
+fn go_retro_checkpoint_vector() {
+    let mut fields = BTreeMap::new();
+    fields.insert(
+        FieldKey::new("session").unwrap(),
+        FieldValue::new("DEADBEEF-SESSIONID").unwrap(),
+    );
+    let checkpoint =
+        Checkpoint::with_fields(ObjectId::of(b"hello"), vec![], fields, r#"{"foo":"bar"}"#);
+    let encoded = Object::from(checkpoint.clone()).to_encoded();
+    assert!(encoded.bytes().starts_with(b"checkpoint 120\0affix sha256:2cf24dba"));
+    assert_eq!(
+        encoded.id(),
+        id("sha256:7903903299257e21884b0fd0f5fa50145bdf47ef0b0ffac60dbf52642b758044")
+    );
+    let decoded = encoded.decode().unwrap();
+    assert_eq!(decoded, Object::Checkpoint(checkpoint));
+    let Object::Checkpoint(decoded) = decoded else {
+        unreachable!()
+    };
+    assert_eq!(decoded.session(), "DEADBEEF-SESSIONID");
+    assert_eq!(decoded.date(), None);
+}
+
+#[test]
+fn checkpoint_with_parents_and_date_round_trips() {
+    let date = Utc.with_ymd_and_hms(2019, 2, 11, 14, 51, 0).unwrap();
+    let checkpoint = Checkpoint::new(
+        ObjectId::of(b"a"),
+        vec![ObjectId::of(b"p1"), ObjectId::of(b"p2")],
+        "s1",
+        date,
+        "line one\n\nline three",
+    )
+    .unwrap();
+    let bytes = Object::from(checkpoint.clone()).encode();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.contains("\ndate 2019-02-11T14:51:00Z\nsession s1\n\nline one"));
+    let Object::Checkpoint(decoded) = Object::decode(&bytes).unwrap() else {
+        panic!("not a checkpoint")
+    };
+    assert_eq!(decoded, checkpoint);
+    assert_eq!(decoded.date(), Some(date));
+    assert_eq!(decoded.parents().len(), 2);
+}
+
+fn err(bytes: &[u8]) -> String {
+    Object::decode(bytes).unwrap_err().to_string()
+}
+
+#[test]
+fn decoding_names_what_is_wrong() {
+    assert_eq!(
+        err(b"no nul here"),
+        "object has no header: no NUL byte in the first 512 bytes"
+    );
+    assert_eq!(err(b"blob 3\0abc"), "unknown object kind 'blob'");
+    assert_eq!(
+        err(b"event json x 4\0abc"),
+        "header declares a body of 4 bytes but the body has 3"
+    );
+    assert_eq!(err(b"affix 03\0abc"), "malformed object header 'affix 03'");
+    assert_eq!(
+        err(b"event xml x 0\0"),
+        "event encoding 'xml' is not supported (only 'json')"
+    );
+    let affix = b"0 a/1 sha256:zz\n";
+    let mut bytes = format!("affix {}\0", affix.len()).into_bytes();
+    bytes.extend_from_slice(affix);
+    assert!(err(&bytes).starts_with("affix line 1: bad object id"));
+
+    let h = ObjectId::of(b"x");
+    let body = format!("affix {h}\ndate 2019-02-11T14:51:00Z\n\nmsg\n");
+    let bytes = format!("checkpoint {}\0{body}", body.len());
+    assert_eq!(err(bytes.as_bytes()), "checkpoint has no 'session' field");
+
+    let body = format!("affix {h}\nsession s\ndate 2019-02-11T14:51:00Z\n\nmsg\n");
+    let bytes = format!("checkpoint {}\0{body}", body.len());
+    assert!(err(bytes.as_bytes()).contains("out of order"));
+
+    let body = format!("affix {h}\ndate yesterday\nsession s\n\nmsg\n");
+    let bytes = format!("checkpoint {}\0{body}", body.len());
+    assert!(err(bytes.as_bytes()).contains("date 'yesterday'"));
+}
+
+#[test]
+fn affix_indexes_and_order_are_checked() {
+    let h = ObjectId::of(b"x");
+    for body in [
+        format!("1 a/1 {h}\n"),
+        format!("0 b/1 {h}\n1 a/1 {h}\n"),
+        format!("0 a/1 {h}\n2 b/1 {h}\n"),
+        format!("0 a/1 {h}\n1 a/1 {h}\n"),
+        format!("0 a/1 {h}"),
+    ] {
+        let bytes = format!("affix {}\0{body}", body.len());
+        assert!(Object::decode(bytes.as_bytes()).is_err(), "{body}");
+    }
+}
+
+fn partition_strategy() -> impl Strategy<Value = PartitionName> {
+    "[a-z_]{1,6}(/[a-z0-9-]{1,6}){0,2}".prop_map(|s| PartitionName::new(&s).unwrap())
+}
+
+fn id_strategy() -> impl Strategy<Value = ObjectId> {
+    any::<[u8; 32]>().prop_map(ObjectId::from_bytes)
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = Object::decode(&bytes);
+        let _ = EncodedObject::from_bytes(bytes).kind();
+    }
+
+    #[test]
+    fn arbitrary_bytes_after_a_valid_header_never_panic(
+        kind in prop_oneof![Just("affix"), Just("checkpoint"), Just("event json e")],
+        body in proptest::collection::vec(any::<u8>(), 0..400),
+    ) {
+        let mut bytes = format!("{kind} {}\0", body.len()).into_bytes();
+        bytes.extend_from_slice(&body);
+        if let Ok(object) = Object::decode(&bytes) {
+            prop_assert_eq!(object.encode(), bytes);
+        }
+    }
+
+    #[test]
+    fn events_round_trip(name in "[A-Za-z][A-Za-z0-9_.:-]{0,20}", data in ".{0,100}") {
+        let event = Object::Event(Event::new(EventName::new(&name).unwrap(), data.as_bytes()));
+        let bytes = event.encode();
+        prop_assert_eq!(Object::decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn affixes_round_trip(entries in proptest::collection::vec((partition_strategy(), id_strategy()), 0..12)) {
+        let affix = Object::Affix(entries.into_iter().collect());
+        let bytes = affix.encode();
+        prop_assert_eq!(Object::decode(&bytes).unwrap(), affix);
+    }
+
+    #[test]
+    fn checkpoints_round_trip(
+        affix in id_strategy(),
+        parents in proptest::collection::vec(id_strategy(), 0..3),
+        session in "[A-Za-z0-9-]{1,40}",
+        secs in 0i64..4_000_000_000,
+        message in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let date = Utc.timestamp_opt(secs, 0).unwrap();
+        let checkpoint = Object::Checkpoint(Checkpoint::new(affix, parents, &session, date, message).unwrap());
+        let bytes = checkpoint.encode();
+        prop_assert_eq!(Object::decode(&bytes).unwrap(), checkpoint);
+    }
+}

@@ -1,0 +1,988 @@
+//! Pack files: retro's default object store and the medium of its one-fsync commit.
+//!
+//! A pack directory holds numbered, append-only files `pack-<seq>.pack`. Each starts with the magic
+//! `RETROPK1` and holds records:
+//!
+//! ```text
+//! tag: u8 | len: u32 BE | payload: len bytes | crc32: u32 BE over tag, len and payload
+//! ```
+//!
+//! An object record (tag 1) carries `id[32] | codec u8 | data` where codec 0 is the encoded object
+//! as is and codec 1 is it deflated with zlib. A journal record (tag 2) is opaque here: the depot's
+//! journal uses it to make a ref move ride in the same append (and the same fsync) as the objects.
+//!
+//! The highest-numbered pack without an index is *active*: writers append to it under
+//! `packs/write.lock`. When it grows past a size it is *sealed*: a sorted index `pack-<seq>.idx`
+//! (fan-out table, then `id[32] | offset u64 BE` entries) is written durably and a new active pack
+//! begins. Sealed packs and their indexes are memory-mapped and never change again.
+//!
+//! Crash safety: a record is acknowledged only after an fsync that covers it. A crash can leave a
+//! torn tail (a partial record, or one whose crc does not match); readers stop at the first invalid
+//! record and never serve anything after it, and the next writer truncates the tail before
+//! appending. Every object read is verified against its id.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use flate2::read::ZlibDecoder;
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+use fs2::FileExt as _;
+use memmap2::Mmap;
+
+use super::{Error, LooseStore, ObjectStore};
+use crate::fsutil;
+use crate::hash::{ObjectId, Prefix};
+use crate::object::EncodedObject;
+
+const PACK_MAGIC: &[u8; 8] = b"RETROPK1";
+const IDX_MAGIC: &[u8; 8] = b"RETROIX1";
+/// Header of an index: magic, covered pack length (u64), entry count (u64), 256 cumulative u32.
+const IDX_HEADER: usize = 8 + 8 + 8 + 256 * 4;
+const IDX_ENTRY: usize = 32 + 8;
+const RECORD_OVERHEAD: u64 = 1 + 4 + 4;
+/// Records larger than this are treated as corruption.
+const MAX_RECORD: u32 = 256 << 20;
+/// Active packs are sealed once they pass this size.
+const DEFAULT_ROLL_SIZE: u64 = 8 << 20;
+
+/// The kinds of record a pack holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// An object.
+    Object,
+    /// A journal entry (a ref transaction), opaque to the pack store.
+    Journal,
+}
+
+impl RecordKind {
+    fn tag(self) -> u8 {
+        match self {
+            RecordKind::Object => 1,
+            RecordKind::Journal => 2,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<RecordKind> {
+        match tag {
+            1 => Some(RecordKind::Object),
+            2 => Some(RecordKind::Journal),
+            _ => None,
+        }
+    }
+}
+
+/// Where a record sits: pack sequence number and byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// The pack's number.
+    pub pack: u64,
+    /// The record's byte offset in it.
+    pub offset: u64,
+}
+
+/// Counts for `gc` and reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackStats {
+    /// Number of pack files.
+    pub packs: usize,
+    /// Objects in packs (duplicates across packs counted once per pack).
+    pub objects: u64,
+    /// Bytes of pack and index files.
+    pub bytes: u64,
+}
+
+fn pack_name(seq: u64) -> String {
+    format!("pack-{seq:016}.pack")
+}
+
+fn idx_name(seq: u64) -> String {
+    format!("pack-{seq:016}.idx")
+}
+
+fn parse_pack_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("pack-")?.strip_suffix(".pack")?;
+    if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Frames one record.
+pub(crate) fn frame_record(out: &mut Vec<u8>, kind: RecordKind, payload_parts: &[&[u8]]) {
+    let len: usize = payload_parts.iter().map(|p| p.len()).sum();
+    let start = out.len();
+    out.push(kind.tag());
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    for part in payload_parts {
+        out.extend_from_slice(part);
+    }
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// Scans records from `start`, calling `f(offset, kind, payload)` for each valid one, and returns
+/// the offset just past the last valid record. Stops at the first torn or corrupt record.
+pub(crate) fn scan_records(
+    file: &File,
+    start: u64,
+    mut f: impl FnMut(u64, RecordKind, &[u8]) -> Result<(), Error>,
+) -> Result<u64, Error> {
+    let mut reader = BufReader::with_capacity(1 << 16, ReadAt { file, pos: start });
+    let mut offset = start;
+    let mut payload = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        if !read_full(&mut reader, &mut head)? {
+            return Ok(offset);
+        }
+        let Some(kind) = RecordKind::from_tag(head[0]) else {
+            return Ok(offset);
+        };
+        let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes"));
+        if len > MAX_RECORD {
+            return Ok(offset);
+        }
+        payload.resize(len as usize + 4, 0);
+        if !read_full(&mut reader, &mut payload)? {
+            return Ok(offset);
+        }
+        let (body, crc) = payload.split_at(len as usize);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&head);
+        hasher.update(body);
+        if hasher.finalize() != u32::from_be_bytes(crc.try_into().expect("4 bytes")) {
+            return Ok(offset);
+        }
+        f(offset, kind, body)?;
+        offset += RECORD_OVERHEAD + u64::from(len);
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; `false` on a clean or partial end of file.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> Result<bool, Error> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    verb: "read",
+                    path: PathBuf::from("pack"),
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// A `Read` over a file at a moving offset, without touching the file's cursor.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Decodes an object record's payload into the encoded object bytes.
+fn decode_object_payload(payload: &[u8], id: &ObjectId) -> Result<Vec<u8>, Error> {
+    let corrupt = |reason: &str| Error::Corrupt {
+        id: *id,
+        reason: reason.to_owned(),
+    };
+    if payload.len() < 33 {
+        return Err(corrupt("pack record is too short"));
+    }
+    if &payload[..32] != id.as_bytes() {
+        return Err(corrupt("pack index points at another object's record"));
+    }
+    let data = &payload[33..];
+    match payload[32] {
+        0 => Ok(data.to_vec()),
+        1 => {
+            let mut out = Vec::with_capacity(data.len() * 2);
+            ZlibDecoder::new(data)
+                .take(u64::from(MAX_RECORD))
+                .read_to_end(&mut out)
+                .map_err(|e| corrupt(&format!("record does not inflate: {e}")))?;
+            Ok(out)
+        }
+        other => Err(corrupt(&format!("unknown codec {other}"))),
+    }
+}
+
+#[allow(unsafe_code)]
+fn map_file(file: &File) -> io::Result<Mmap> {
+    // SAFETY: sealed packs and their indexes are never written again once their index exists
+    // (retro only ever creates them whole and deletes them whole); a deleted file stays mapped.
+    unsafe { Mmap::map(file) }
+}
+
+struct Sealed {
+    seq: u64,
+    data: Mmap,
+    idx: Mmap,
+    count: usize,
+}
+
+impl Sealed {
+    fn open(dir: &Path, seq: u64) -> Result<Sealed, Error> {
+        let pack_path = dir.join(pack_name(seq));
+        let idx_path = dir.join(idx_name(seq));
+        let pack = File::open(&pack_path).map_err(Error::io("open", &pack_path))?;
+        let idx = File::open(&idx_path).map_err(Error::io("open", &idx_path))?;
+        let data = map_file(&pack).map_err(Error::io("map", &pack_path))?;
+        let idx = map_file(&idx).map_err(Error::io("map", &idx_path))?;
+        let bad = |reason: &str| Error::CorruptFile {
+            path: idx_path.clone(),
+            reason: reason.to_owned(),
+        };
+        if idx.len() < IDX_HEADER || &idx[..8] != IDX_MAGIC {
+            return Err(bad("not a retro pack index"));
+        }
+        let covered = u64::from_be_bytes(idx[8..16].try_into().expect("8 bytes"));
+        let count = u64::from_be_bytes(idx[16..24].try_into().expect("8 bytes")) as usize;
+        if idx.len() != IDX_HEADER + count * IDX_ENTRY + 4 {
+            return Err(bad("its length does not match its entry count"));
+        }
+        if (data.len() as u64) < covered || data.len() < 8 || &data[..8] != PACK_MAGIC {
+            return Err(Error::CorruptFile {
+                path: pack_path,
+                reason: "shorter than its index says, or not a retro pack".to_owned(),
+            });
+        }
+        Ok(Sealed {
+            seq,
+            data,
+            idx,
+            count,
+        })
+    }
+
+    fn entry(&self, i: usize) -> (&[u8], u64) {
+        let at = IDX_HEADER + i * IDX_ENTRY;
+        let id = &self.idx[at..at + 32];
+        let offset = u64::from_be_bytes(self.idx[at + 32..at + 40].try_into().expect("8 bytes"));
+        (id, offset)
+    }
+
+    fn fanout(&self, byte: usize) -> usize {
+        let at = 24 + byte * 4;
+        u32::from_be_bytes(self.idx[at..at + 4].try_into().expect("4 bytes")) as usize
+    }
+
+    fn range_of(&self, first: u8) -> (usize, usize) {
+        let lo = if first == 0 {
+            0
+        } else {
+            self.fanout(first as usize - 1)
+        };
+        (lo.min(self.count), self.fanout(first as usize).min(self.count))
+    }
+
+    fn find(&self, id: &ObjectId) -> Option<u64> {
+        let (mut lo, mut hi) = self.range_of(id.first_byte());
+        let key = id.as_bytes().as_slice();
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (probe, offset) = self.entry(mid);
+            match probe.cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(offset),
+            }
+        }
+        None
+    }
+
+    fn record(&self, offset: u64, id: &ObjectId) -> Result<Vec<u8>, Error> {
+        let corrupt = |reason: &str| Error::Corrupt {
+            id: *id,
+            reason: format!("pack {}: {reason}", self.seq),
+        };
+        let start = offset as usize;
+        let head = self
+            .data
+            .get(start..start + 5)
+            .ok_or_else(|| corrupt("index points past the end"))?;
+        let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
+        let end = start + 5 + len;
+        let crc_bytes = self
+            .data
+            .get(end..end + 4)
+            .ok_or_else(|| corrupt("record runs past the end"))?;
+        if crc32fast::hash(&self.data[start..end])
+            != u32::from_be_bytes(crc_bytes.try_into().expect("4 bytes"))
+        {
+            return Err(corrupt("record checksum mismatch"));
+        }
+        decode_object_payload(&self.data[start + 5..end], id)
+    }
+}
+
+struct Active {
+    seq: u64,
+    path: PathBuf,
+    file: File,
+    map: HashMap<ObjectId, u64>,
+    /// Offset just past the last valid record seen.
+    scanned: u64,
+}
+
+impl Active {
+    fn open(dir: &Path, seq: u64) -> Result<Active, Error> {
+        let path = dir.join(pack_name(seq));
+        let file = File::open(&path).map_err(Error::io("open", &path))?;
+        let mut magic = [0u8; 8];
+        file.read_exact_at(&mut magic, 0)
+            .map_err(Error::io("read", &path))?;
+        if &magic != PACK_MAGIC {
+            return Err(Error::CorruptFile {
+                path,
+                reason: "not a retro pack".to_owned(),
+            });
+        }
+        let mut active = Active {
+            seq,
+            path,
+            file,
+            map: HashMap::new(),
+            scanned: 8,
+        };
+        active.catch_up()?;
+        Ok(active)
+    }
+
+    /// Indexes records appended since the last scan (by this or another process).
+    fn catch_up(&mut self) -> Result<(), Error> {
+        let map = &mut self.map;
+        self.scanned = scan_records(&self.file, self.scanned, |offset, kind, payload| {
+            if kind == RecordKind::Object && payload.len() >= 33 {
+                let id = ObjectId::from_slice(&payload[..32]).expect("32 bytes");
+                map.entry(id).or_insert(offset);
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn record(&self, offset: u64, id: &ObjectId) -> Result<Vec<u8>, Error> {
+        let mut head = [0u8; 5];
+        self.file
+            .read_exact_at(&mut head, offset)
+            .map_err(Error::io("read", &self.path))?;
+        let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
+        let mut rest = vec![0u8; len + 4];
+        self.file
+            .read_exact_at(&mut rest, offset + 5)
+            .map_err(Error::io("read", &self.path))?;
+        let (payload, crc) = rest.split_at(len);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&head);
+        hasher.update(payload);
+        if hasher.finalize() != u32::from_be_bytes(crc.try_into().expect("4 bytes")) {
+            return Err(Error::Corrupt {
+                id: *id,
+                reason: format!("pack {}: record checksum mismatch", self.seq),
+            });
+        }
+        decode_object_payload(payload, id)
+    }
+}
+
+struct State {
+    /// Newest first, so recent objects are found first.
+    sealed: Vec<Sealed>,
+    active: Option<Active>,
+}
+
+/// A directory of pack files; see the module documentation for the format.
+pub struct PackStore {
+    dir: PathBuf,
+    state: RwLock<State>,
+    /// Serializes this process's appends; the file lock serializes processes.
+    append: Mutex<()>,
+    loose: Option<LooseStore>,
+    roll_size: u64,
+}
+
+/// Holds `packs/write.lock` for the duration of an append.
+struct WriteLock(File);
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = fs2::FileExt::unlock(&self.0);
+    }
+}
+
+impl PackStore {
+    /// Opens (creating if needed) the pack directory `dir`. Objects missing from packs are looked
+    /// up in `loose` when given (a depot's `objects/` directory).
+    pub fn open(dir: impl Into<PathBuf>, loose: Option<LooseStore>) -> Result<PackStore, Error> {
+        let dir = dir.into();
+        fsutil::create_dir_durable(&dir).map_err(Error::io("create directory", &dir))?;
+        let store = PackStore {
+            dir,
+            state: RwLock::new(State {
+                sealed: Vec::new(),
+                active: None,
+            }),
+            append: Mutex::new(()),
+            loose,
+            roll_size: DEFAULT_ROLL_SIZE,
+        };
+        store.refresh()?;
+        Ok(store)
+    }
+
+    /// Sets the size past which the active pack is sealed (tests use small sizes).
+    pub fn with_roll_size(mut self, bytes: u64) -> PackStore {
+        self.roll_size = bytes.max(64);
+        self
+    }
+
+    /// The directory holding the packs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The loose store consulted for objects not in packs.
+    pub fn loose(&self) -> Option<&LooseStore> {
+        self.loose.as_ref()
+    }
+
+    fn list(&self) -> Result<Vec<(u64, bool)>, Error> {
+        let mut packs = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(Error::io("list", &self.dir))? {
+            let entry = entry.map_err(Error::io("list", &self.dir))?;
+            if let Some(seq) = parse_pack_name(&entry.file_name().to_string_lossy()) {
+                let sealed = self.dir.join(idx_name(seq)).exists();
+                packs.push((seq, sealed));
+            }
+        }
+        packs.sort();
+        Ok(packs)
+    }
+
+    /// Re-reads the directory: packs sealed, added or removed by other processes, and records
+    /// appended to the active pack since the last look.
+    pub fn refresh(&self) -> Result<(), Error> {
+        let listing = self.list()?;
+        let mut state = self.state.write().expect("pack state lock poisoned");
+        let mut sealed = Vec::new();
+        let mut old = std::mem::take(&mut state.sealed);
+        for &(seq, _) in listing.iter().filter(|(_, is_sealed)| *is_sealed) {
+            match old.iter().position(|s| s.seq == seq) {
+                Some(pos) => sealed.push(old.swap_remove(pos)),
+                None => sealed.push(Sealed::open(&self.dir, seq)?),
+            }
+        }
+        sealed.sort_by(|a, b| b.seq.cmp(&a.seq));
+        state.sealed = sealed;
+        let newest_active = listing
+            .last()
+            .filter(|(_, is_sealed)| !*is_sealed)
+            .map(|(seq, _)| *seq);
+        match (newest_active, state.active.as_mut()) {
+            (Some(seq), Some(active)) if active.seq == seq => active.catch_up()?,
+            (Some(seq), _) => state.active = Some(Active::open(&self.dir, seq)?),
+            (None, _) => state.active = None,
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, id: &ObjectId) -> Result<Option<Vec<u8>>, Error> {
+        let state = self.state.read().expect("pack state lock poisoned");
+        if let Some(active) = &state.active {
+            if let Some(&offset) = active.map.get(id) {
+                return active.record(offset, id).map(Some);
+            }
+        }
+        for sealed in &state.sealed {
+            if let Some(offset) = sealed.find(id) {
+                return sealed.record(offset, id).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    fn in_packs(&self, id: &ObjectId) -> bool {
+        let state = self.state.read().expect("pack state lock poisoned");
+        state
+            .active
+            .as_ref()
+            .is_some_and(|a| a.map.contains_key(id))
+            || state.sealed.iter().any(|s| s.find(id).is_some())
+    }
+
+    fn take_write_lock(&self) -> Result<WriteLock, Error> {
+        let path = self.dir.join("write.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("open", &path))?;
+        file.lock_exclusive().map_err(Error::io("lock", &path))?;
+        Ok(WriteLock(file))
+    }
+
+    /// Appends records to the active pack in one write, fdatasyncs when `sync`, and returns the
+    /// positions of the records. A torn tail left by a crashed writer is truncated first. The
+    /// caller may hold the depot lock; this takes the pack write lock inside it.
+    pub fn append(
+        &self,
+        records: &[(RecordKind, Vec<u8>)],
+        sync: bool,
+    ) -> Result<Vec<Position>, Error> {
+        let _guard = self.append.lock().expect("pack append lock poisoned");
+        let _lock = self.take_write_lock()?;
+        self.refresh()?;
+        let mut state = self.state.write().expect("pack state lock poisoned");
+        if state.active.is_none() {
+            let next = self.next_seq(&state);
+            drop(state);
+            self.create_pack(next)?;
+            drop(_lock);
+            drop(_guard);
+            return self.append(records, sync);
+        }
+        let active = state.active.as_mut().expect("checked above");
+        let writer = OpenOptions::new()
+            .write(true)
+            .open(&active.path)
+            .map_err(Error::io("open", &active.path))?;
+        let len = writer
+            .metadata()
+            .map_err(Error::io("stat", &active.path))?
+            .len();
+        if len > active.scanned {
+            // A crashed writer left a torn tail: nothing in it was acknowledged.
+            writer
+                .set_len(active.scanned)
+                .map_err(Error::io("truncate", &active.path))?;
+        }
+        let mut buf = Vec::with_capacity(records.iter().map(|(_, p)| p.len() + 9).sum());
+        let mut positions = Vec::with_capacity(records.len());
+        for (kind, payload) in records {
+            positions.push(Position {
+                pack: active.seq,
+                offset: active.scanned + buf.len() as u64,
+            });
+            frame_record(&mut buf, *kind, &[payload]);
+        }
+        writer
+            .write_all_at(&buf, active.scanned)
+            .map_err(Error::io("append to", &active.path))?;
+        if sync {
+            writer
+                .sync_data()
+                .map_err(Error::io("fsync", &active.path))?;
+        }
+        for ((kind, payload), pos) in records.iter().zip(&positions) {
+            if *kind == RecordKind::Object {
+                let id = ObjectId::from_slice(&payload[..32]).expect("object payload has an id");
+                active.map.entry(id).or_insert(pos.offset);
+            }
+        }
+        active.scanned += buf.len() as u64;
+        if active.scanned >= self.roll_size {
+            let seq = active.seq;
+            self.seal_locked(&mut state, seq)?;
+        }
+        Ok(positions)
+    }
+
+    fn next_seq(&self, state: &State) -> u64 {
+        let top_sealed = state.sealed.iter().map(|s| s.seq).max().unwrap_or(0);
+        let top_active = state.active.as_ref().map(|a| a.seq).unwrap_or(0);
+        top_sealed.max(top_active) + 1
+    }
+
+    fn create_pack(&self, seq: u64) -> Result<(), Error> {
+        let path = self.dir.join(pack_name(seq));
+        fsutil::write_atomic(&path, PACK_MAGIC).map_err(Error::io("create", &path))
+    }
+
+    /// Writes the active pack's index durably, then starts the next pack. Called with the write
+    /// lock held.
+    fn seal_locked(&self, state: &mut State, seq: u64) -> Result<(), Error> {
+        let active = state.active.take().expect("sealing needs an active pack");
+        let pack = OpenOptions::new()
+            .write(true)
+            .open(&active.path)
+            .map_err(Error::io("open", &active.path))?;
+        pack.sync_data().map_err(Error::io("fsync", &active.path))?;
+        let mut entries: Vec<(ObjectId, u64)> = active.map.iter().map(|(k, v)| (*k, *v)).collect();
+        entries.sort();
+        let idx = encode_index(active.scanned, &entries);
+        let idx_path = self.dir.join(idx_name(seq));
+        fsutil::write_atomic(&idx_path, &idx).map_err(Error::io("write", &idx_path))?;
+        self.create_pack(seq + 1)?;
+        state.sealed.insert(0, Sealed::open(&self.dir, seq)?);
+        state.active = Some(Active::open(&self.dir, seq + 1)?);
+        Ok(())
+    }
+
+    /// Seals the active pack now (gc does before repacking).
+    pub fn seal(&self) -> Result<(), Error> {
+        let _guard = self.append.lock().expect("pack append lock poisoned");
+        let _lock = self.take_write_lock()?;
+        self.refresh()?;
+        let mut state = self.state.write().expect("pack state lock poisoned");
+        match state.active.as_ref() {
+            Some(active) if active.scanned > PACK_MAGIC.len() as u64 => {
+                let seq = active.seq;
+                self.seal_locked(&mut state, seq)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Scans journal records from `from` (a position in some pack) to the end of the newest pack,
+    /// calling `f` for each with the position just after it. Returns the end position.
+    pub fn scan_journal(
+        &self,
+        from: Position,
+        mut f: impl FnMut(Position, &[u8]) -> Result<(), Error>,
+    ) -> Result<Position, Error> {
+        let listing = self.list()?;
+        let mut end = from;
+        for (seq, _) in listing.into_iter().filter(|(seq, _)| *seq >= from.pack) {
+            let path = self.dir.join(pack_name(seq));
+            let file = File::open(&path).map_err(Error::io("open", &path))?;
+            let start = if seq == from.pack {
+                from.offset.max(8)
+            } else {
+                8
+            };
+            let mut next = start;
+            let last = scan_records(&file, start, |offset, kind, payload| {
+                next = offset + RECORD_OVERHEAD + payload.len() as u64;
+                if kind == RecordKind::Journal {
+                    f(
+                        Position {
+                            pack: seq,
+                            offset: next,
+                        },
+                        payload,
+                    )?;
+                }
+                Ok(())
+            })?;
+            end = Position {
+                pack: seq,
+                offset: last,
+            };
+        }
+        Ok(end)
+    }
+
+    /// The position just past the last valid record of the newest pack.
+    pub fn end(&self) -> Result<Position, Error> {
+        self.refresh()?;
+        let state = self.state.read().expect("pack state lock poisoned");
+        Ok(match (&state.active, state.sealed.first()) {
+            (Some(active), _) => Position {
+                pack: active.seq,
+                offset: active.scanned,
+            },
+            (None, Some(sealed)) => Position {
+                pack: sealed.seq,
+                offset: sealed.data.len() as u64,
+            },
+            (None, None) => Position { pack: 0, offset: 0 },
+        })
+    }
+
+    /// Counts of packs, objects and bytes.
+    pub fn stats(&self) -> Result<PackStats, Error> {
+        self.refresh()?;
+        let state = self.state.read().expect("pack state lock poisoned");
+        let mut stats = PackStats::default();
+        for sealed in &state.sealed {
+            stats.packs += 1;
+            stats.objects += sealed.count as u64;
+            stats.bytes += (sealed.data.len() + sealed.idx.len()) as u64;
+        }
+        if let Some(active) = &state.active {
+            stats.packs += 1;
+            stats.objects += active.map.len() as u64;
+            stats.bytes += active.scanned;
+        }
+        Ok(stats)
+    }
+
+    /// Writes `objects` (already deduplicated by the caller) as one new sealed pack, compressed,
+    /// and removes every older pack and the given loose objects. Used by gc with the depot lock
+    /// held; readers that still map an old pack keep reading it until they refresh.
+    pub fn repack<I>(&self, objects: I, drop_loose: &[ObjectId]) -> Result<PackStats, Error>
+    where
+        I: IntoIterator<Item = Result<EncodedObject, Error>>,
+    {
+        let _guard = self.append.lock().expect("pack append lock poisoned");
+        let _lock = self.take_write_lock()?;
+        self.refresh()?;
+        let mut state = self.state.write().expect("pack state lock poisoned");
+        let old: Vec<u64> = state
+            .sealed
+            .iter()
+            .map(|s| s.seq)
+            .chain(state.active.as_ref().map(|a| a.seq))
+            .collect();
+        let seq = self.next_seq(&state);
+        let path = self.dir.join(pack_name(seq));
+        let temp = fsutil::temp_path_for(&path);
+        let file = File::create(&temp).map_err(Error::io("create", &temp))?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(PACK_MAGIC).map_err(Error::io("write", &temp))?;
+        let mut offset = PACK_MAGIC.len() as u64;
+        let mut entries = Vec::new();
+        let mut record = Vec::new();
+        let mut compressed = Vec::new();
+        for object in objects {
+            let object = object?;
+            compressed.clear();
+            let mut encoder = ZlibEncoder::new(&mut compressed, Compression::default());
+            encoder
+                .write_all(object.bytes())
+                .and_then(|_| encoder.finish().map(|_| ()))
+                .map_err(Error::io("compress for", &temp))?;
+            let (codec, data): (u8, &[u8]) = if compressed.len() < object.bytes().len() {
+                (1, &compressed)
+            } else {
+                (0, object.bytes())
+            };
+            record.clear();
+            frame_record(
+                &mut record,
+                RecordKind::Object,
+                &[object.id().as_bytes(), &[codec], data],
+            );
+            out.write_all(&record).map_err(Error::io("write", &temp))?;
+            entries.push((object.id(), offset));
+            offset += record.len() as u64;
+        }
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io("write", &temp)(e.into_error()))?;
+        file.sync_all().map_err(Error::io("fsync", &temp))?;
+        drop(file);
+        entries.sort();
+        entries.dedup_by_key(|e| e.0);
+        let idx = encode_index(offset, &entries);
+        let idx_path = self.dir.join(idx_name(seq));
+        fsutil::write_atomic(&idx_path, &idx).map_err(Error::io("write", &idx_path))?;
+        fs::rename(&temp, &path).map_err(Error::io("rename", &temp))?;
+        self.create_pack(seq + 1)?;
+        fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
+        // Only now, with the new pack durable, remove what it replaces.
+        for old_seq in old {
+            let _ = fs::remove_file(self.dir.join(idx_name(old_seq)));
+            let _ = fs::remove_file(self.dir.join(pack_name(old_seq)));
+        }
+        if let Some(loose) = &self.loose {
+            for id in drop_loose {
+                loose.remove(id)?;
+            }
+        }
+        fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
+        state.sealed = vec![Sealed::open(&self.dir, seq)?];
+        state.active = Some(Active::open(&self.dir, seq + 1)?);
+        drop(state);
+        self.stats()
+    }
+
+    /// Verifies every sealed index's checksum and order; returns the problems found.
+    pub fn check_indexes(&self) -> Result<Vec<String>, Error> {
+        self.refresh()?;
+        let state = self.state.read().expect("pack state lock poisoned");
+        let mut problems = Vec::new();
+        for sealed in &state.sealed {
+            let body = &sealed.idx[..sealed.idx.len() - 4];
+            let crc = u32::from_be_bytes(
+                sealed.idx[sealed.idx.len() - 4..]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            if crc32fast::hash(body) != crc {
+                problems.push(format!("index of pack {} has a bad checksum", sealed.seq));
+            }
+            for i in 1..sealed.count {
+                if sealed.entry(i - 1).0 >= sealed.entry(i).0 {
+                    problems.push(format!("index of pack {} is not sorted", sealed.seq));
+                    break;
+                }
+            }
+        }
+        Ok(problems)
+    }
+}
+
+fn encode_index(covered: u64, entries: &[(ObjectId, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(IDX_HEADER + entries.len() * IDX_ENTRY + 4);
+    out.extend_from_slice(IDX_MAGIC);
+    out.extend_from_slice(&covered.to_be_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_be_bytes());
+    let mut fanout = [0u32; 256];
+    for (id, _) in entries {
+        fanout[id.first_byte() as usize] += 1;
+    }
+    let mut running = 0u32;
+    for count in fanout {
+        running += count;
+        out.extend_from_slice(&running.to_be_bytes());
+    }
+    for (id, offset) in entries {
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&offset.to_be_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+impl ObjectStore for PackStore {
+    fn read(&self, id: &ObjectId) -> Result<Option<EncodedObject>, Error> {
+        let bytes = match self.lookup(id) {
+            Ok(Some(bytes)) => Some(bytes),
+            // Missing, or a pack removed by a concurrent gc: look again after a refresh.
+            Ok(None) | Err(Error::Io { .. }) => {
+                self.refresh()?;
+                self.lookup(id)?
+            }
+            Err(e) => return Err(e),
+        };
+        match bytes {
+            Some(bytes) => super::verify(id, bytes).map(Some),
+            None => match &self.loose {
+                Some(loose) => loose.read(id),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn contains(&self, id: &ObjectId) -> Result<bool, Error> {
+        if self.in_packs(id) {
+            return Ok(true);
+        }
+        self.refresh()?;
+        if self.in_packs(id) {
+            return Ok(true);
+        }
+        match &self.loose {
+            Some(loose) => loose.contains(id),
+            None => Ok(false),
+        }
+    }
+
+    fn write(&self, objects: &[EncodedObject]) -> Result<(), Error> {
+        let mut records = Vec::with_capacity(objects.len());
+        for object in objects {
+            if self.in_packs(&object.id()) {
+                continue;
+            }
+            records.push((RecordKind::Object, object_payload(object)));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.append(&records, false).map(|_| ())
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        let state = self.state.read().expect("pack state lock poisoned");
+        if let Some(active) = &state.active {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&active.path)
+                .map_err(Error::io("open", &active.path))?;
+            file.sync_data().map_err(Error::io("fsync", &active.path))?;
+        }
+        Ok(())
+    }
+
+    fn for_each_id(&self, f: &mut dyn FnMut(ObjectId) -> Result<(), Error>) -> Result<(), Error> {
+        self.refresh()?;
+        let state = self.state.read().expect("pack state lock poisoned");
+        for sealed in &state.sealed {
+            for i in 0..sealed.count {
+                f(ObjectId::from_slice(sealed.entry(i).0).expect("32 bytes"))?;
+            }
+        }
+        if let Some(active) = &state.active {
+            for id in active.map.keys() {
+                f(*id)?;
+            }
+        }
+        drop(state);
+        if let Some(loose) = &self.loose {
+            loose.for_each_id(f)?;
+        }
+        Ok(())
+    }
+
+    fn find_prefix(&self, prefix: &Prefix, limit: usize) -> Result<Vec<ObjectId>, Error> {
+        self.refresh()?;
+        let mut found = Vec::new();
+        {
+            let state = self.state.read().expect("pack state lock poisoned");
+            let lower = prefix.lower_bound();
+            for sealed in &state.sealed {
+                let (lo, hi) = sealed.range_of(lower.first_byte());
+                let (mut start, mut end) = (lo, hi);
+                while start < end {
+                    let mid = (start + end) / 2;
+                    if sealed.entry(mid).0 < lower.as_bytes().as_slice() {
+                        start = mid + 1;
+                    } else {
+                        end = mid;
+                    }
+                }
+                for i in start..hi {
+                    let id = ObjectId::from_slice(sealed.entry(i).0).expect("32 bytes");
+                    if !prefix.matches(&id) {
+                        break;
+                    }
+                    found.push(id);
+                }
+            }
+            if let Some(active) = &state.active {
+                found.extend(active.map.keys().filter(|id| prefix.matches(id)));
+            }
+        }
+        if let Some(loose) = &self.loose {
+            found.extend(loose.find_prefix(prefix, limit)?);
+        }
+        found.sort();
+        found.dedup();
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    fn describe(&self) -> String {
+        format!("pack store at '{}'", self.dir.display())
+    }
+}
+
+/// The payload of an uncompressed object record.
+pub(crate) fn object_payload(object: &EncodedObject) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(33 + object.bytes().len());
+    payload.extend_from_slice(object.id().as_bytes());
+    payload.push(0);
+    payload.extend_from_slice(object.bytes());
+    payload
+}
