@@ -14,3 +14,4 @@ pub use object::{
 };
 mod fsutil;
 pub mod odb;
+pub mod refdb;

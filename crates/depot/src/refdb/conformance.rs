@@ -1,0 +1,213 @@
+//! The one test suite every ref store must pass.
+
+use super::{Error, Expected, LogInfo, RefEdit, RefName, RefStore, RefValue};
+use crate::hash::ObjectId;
+
+fn id(n: u8) -> ObjectId {
+    ObjectId::of(&[n])
+}
+
+fn master() -> RefName {
+    RefName::master()
+}
+
+fn log(message: &str) -> LogInfo {
+    LogInfo {
+        session: "s1".to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// Runs every check against a fresh store made by `make`.
+pub(crate) fn run(make: &dyn Fn() -> Box<dyn RefStore>) {
+    create_then_compare_and_swap(make());
+    conflict_carries_the_actual_value(make());
+    must_not_exist_refuses_an_existing_ref(make());
+    symbolic_head_is_followed(make());
+    a_failed_transaction_changes_nothing(make());
+    delete_and_list(make());
+    reflog_records_every_move(make());
+}
+
+fn create_then_compare_and_swap(store: Box<dyn RefStore>) {
+    store
+        .transaction(&[RefEdit::cas(master(), None, id(1), log("create"))])
+        .unwrap();
+    assert_eq!(store.read(&master()).unwrap(), Some(RefValue::Direct(id(1))));
+    store
+        .transaction(&[RefEdit::cas(master(), Some(id(1)), id(2), log("move"))])
+        .unwrap();
+    assert_eq!(store.resolve(&master()).unwrap().1, Some(id(2)));
+}
+
+fn conflict_carries_the_actual_value(store: Box<dyn RefStore>) {
+    store
+        .transaction(&[RefEdit::cas(master(), None, id(1), log("create"))])
+        .unwrap();
+    let err = store
+        .transaction(&[RefEdit::cas(master(), Some(id(9)), id(2), log("stale"))])
+        .unwrap_err();
+    match err {
+        Error::Conflict { name, actual, .. } => {
+            assert_eq!(name, master());
+            assert_eq!(actual, Some(RefValue::Direct(id(1))));
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    assert_eq!(store.read(&master()).unwrap(), Some(RefValue::Direct(id(1))));
+}
+
+fn must_not_exist_refuses_an_existing_ref(store: Box<dyn RefStore>) {
+    store
+        .transaction(&[RefEdit::cas(master(), None, id(1), log("create"))])
+        .unwrap();
+    let err = store
+        .transaction(&[RefEdit::cas(master(), None, id(2), log("again"))])
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+}
+
+fn symbolic_head_is_followed(store: Box<dyn RefStore>) {
+    store
+        .transaction(&[RefEdit {
+            name: RefName::head(),
+            expected: Expected::Any,
+            new: Some(RefValue::Symbolic(master())),
+            log: LogInfo::default(),
+        }])
+        .unwrap();
+    assert_eq!(store.resolve(&RefName::head()).unwrap(), (master(), None));
+    store
+        .transaction(&[RefEdit::cas(RefName::head(), None, id(3), log("via HEAD"))])
+        .unwrap();
+    assert_eq!(store.read(&master()).unwrap(), Some(RefValue::Direct(id(3))));
+    assert_eq!(
+        store.read(&RefName::head()).unwrap(),
+        Some(RefValue::Symbolic(master()))
+    );
+}
+
+fn a_failed_transaction_changes_nothing(store: Box<dyn RefStore>) {
+    let other = RefName::new("refs/heads/other").unwrap();
+    store
+        .transaction(&[RefEdit::cas(other.clone(), None, id(1), log("create"))])
+        .unwrap();
+    let err = store
+        .transaction(&[
+            RefEdit::cas(master(), None, id(5), log("a")),
+            RefEdit::cas(other.clone(), Some(id(7)), id(6), log("b")),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }));
+    assert_eq!(store.read(&master()).unwrap(), None);
+    assert_eq!(store.read(&other).unwrap(), Some(RefValue::Direct(id(1))));
+    assert!(store.reflog(&master()).unwrap().is_empty());
+}
+
+fn delete_and_list(store: Box<dyn RefStore>) {
+    let consumer = RefName::new("refs/consumers/c1").unwrap();
+    store
+        .transaction(&[
+            RefEdit::cas(master(), None, id(1), log("a")),
+            RefEdit::cas(consumer.clone(), None, id(2), log("b")),
+        ])
+        .unwrap();
+    let names: Vec<_> = store
+        .list("refs/")
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, vec![consumer.clone(), master()]);
+    store
+        .transaction(&[RefEdit {
+            name: consumer.clone(),
+            expected: Expected::MustBe(id(2)),
+            new: None,
+            log: log("delete"),
+        }])
+        .unwrap();
+    assert_eq!(store.read(&consumer).unwrap(), None);
+    assert_eq!(store.list("refs/consumers/").unwrap(), vec![]);
+}
+
+fn reflog_records_every_move(store: Box<dyn RefStore>) {
+    store
+        .transaction(&[RefEdit::cas(master(), None, id(1), log("first"))])
+        .unwrap();
+    store
+        .transaction(&[RefEdit::cas(master(), Some(id(1)), id(2), log("second"))])
+        .unwrap();
+    let entries = store.reflog(&master()).unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].old, None);
+    assert_eq!(entries[0].new, Some(id(1)));
+    assert_eq!(entries[1].old, Some(id(1)));
+    assert_eq!(entries[1].new, Some(id(2)));
+    assert_eq!(entries[1].session, "s1");
+    assert_eq!(entries[1].message, "second");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::refdb::{DepotLock, FilesRefStore, MemoryRefStore};
+
+    #[test]
+    fn memory_refs_conform() {
+        run(&|| Box::new(MemoryRefStore::new()));
+    }
+
+    #[test]
+    fn files_refs_conform() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = std::cell::Cell::new(0);
+        run(&|| {
+            counter.set(counter.get() + 1);
+            let root = dir.path().join(counter.get().to_string());
+            std::fs::create_dir_all(&root).unwrap();
+            Box::new(FilesRefStore::new(&root, root.join("lock")))
+        });
+    }
+
+    #[test]
+    fn a_stale_lock_file_of_a_dead_writer_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FilesRefStore::new(dir.path(), dir.path().join("lock"));
+        std::fs::create_dir_all(dir.path().join("refs/heads")).unwrap();
+        std::fs::write(dir.path().join("refs/heads/master.lock"), "half-written").unwrap();
+        store
+            .transaction(&[RefEdit::cas(master(), None, id(1), log("after crash"))])
+            .unwrap();
+        assert_eq!(store.read(&master()).unwrap(), Some(RefValue::Direct(id(1))));
+        assert!(!dir.path().join("refs/heads/master.lock").exists());
+    }
+
+    #[test]
+    fn a_lock_held_by_a_live_writer_names_the_file_and_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_path = dir.path().join("lock");
+        let _held = DepotLock::acquire(&lock_path, Duration::from_secs(1)).unwrap();
+        let store = FilesRefStore::new(dir.path(), &lock_path)
+            .with_lock_timeout(Duration::from_millis(100));
+        let err = store
+            .transaction(&[RefEdit::cas(master(), None, id(1), log("blocked"))])
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(text.contains(&lock_path.display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn ref_files_are_written_as_go_retro_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FilesRefStore::new(dir.path(), dir.path().join("lock"));
+        store
+            .transaction(&[RefEdit::cas(master(), None, id(1), log("x"))])
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join("refs/heads/master")).unwrap();
+        assert_eq!(text, id(1).to_string());
+    }
+}

@@ -1,0 +1,289 @@
+//! Ref files: `<root>/<refname>` holding `sha256:<hex>` (no newline, as go-retro writes) or
+//! `ref: <refname>`, and reflogs at `<root>/logs/<refname>`.
+//!
+//! A transaction, in this order:
+//! 1. take the depot lock (`flock` on the lock file; the kernel drops it if we die);
+//! 2. for each edit, create `<ref>.lock` with `O_EXCL` (a leftover one can only belong to a dead
+//!    writer, since every writer holds the depot lock: it is removed), check the expected value,
+//!    write the new value into the lock file and fsync it;
+//! 3. if any expectation fails, remove every lock file: nothing changed;
+//! 4. rename each lock file over its ref, fsync each directory touched;
+//! 5. append the reflog lines and fsync them; release the depot lock.
+//!
+//! A crash before step 4 leaves at most stale `.lock` files, removed by the next writer. A crash
+//! during step 4 of a multi-ref transaction can leave some refs moved: the files backend alone is
+//! not atomic across refs (the depot's journal is; see `docs/crash-safety.md`).
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    prepare_edits, DepotLock, Error, RefEdit, RefName, RefStore, RefValue, ReflogEntry,
+    DEFAULT_LOCK_TIMEOUT,
+};
+use crate::fsutil;
+
+/// Refs as files under a root directory.
+pub struct FilesRefStore {
+    root: PathBuf,
+    lock_path: PathBuf,
+    lock_timeout: Duration,
+}
+
+impl FilesRefStore {
+    /// Refs under `root`, writers serialized by an advisory lock on `lock_path`.
+    pub fn new(root: impl Into<PathBuf>, lock_path: impl Into<PathBuf>) -> FilesRefStore {
+        FilesRefStore {
+            root: root.into(),
+            lock_path: lock_path.into(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+
+    /// Sets how long a writer waits for the depot lock.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> FilesRefStore {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The file of a ref.
+    pub fn path_of(&self, name: &RefName) -> PathBuf {
+        self.root.join(name.as_str())
+    }
+
+    /// The reflog file of a ref.
+    pub fn log_path_of(&self, name: &RefName) -> PathBuf {
+        self.root.join("logs").join(name.as_str())
+    }
+
+    /// Takes the depot lock.
+    pub fn lock(&self) -> Result<DepotLock, Error> {
+        DepotLock::acquire(&self.lock_path, self.lock_timeout)
+    }
+
+    fn read_path(path: &Path) -> Result<Option<RefValue>, Error> {
+        match fs::read_to_string(path) {
+            Ok(text) => RefValue::parse_file_text(&text).map(Some).ok_or_else(|| {
+                Error::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("'{}' is not 'sha256:<hex>' or 'ref: <name>'", text.escape_debug()),
+                }
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => Ok(None),
+            Err(e) => Err(Error::io("read", path)(e)),
+        }
+    }
+
+    /// Writes a ref file and its reflog line without fsync, for a caller that holds the depot lock
+    /// and has already made the move durable elsewhere (the depot's journal).
+    pub fn materialize(
+        &self,
+        name: &RefName,
+        new: Option<&RefValue>,
+        entry: Option<&ReflogEntry>,
+    ) -> Result<(), Error> {
+        let path = self.path_of(name);
+        match new {
+            Some(value) => {
+                let dir = path.parent().expect("a ref path has a parent");
+                fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+                fsutil::write_replace(&path, value.to_file_text().as_bytes())
+                    .map_err(Error::io("write", &path))?;
+            }
+            None => match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &path)(e)),
+            },
+        }
+        if let Some(entry) = entry {
+            self.append_reflog(name, entry, false)?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs the files and directories of these refs and their reflogs.
+    pub fn sync_refs<'a>(&self, names: impl IntoIterator<Item = &'a RefName>) -> Result<(), Error> {
+        let mut dirs = BTreeSet::new();
+        for name in names {
+            for path in [self.path_of(name), self.log_path_of(name)] {
+                match File::open(&path) {
+                    Ok(file) => file.sync_all().map_err(Error::io("fsync", &path))?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("open", &path)(e)),
+                }
+                if let Some(dir) = path.parent() {
+                    dirs.insert(dir.to_path_buf());
+                }
+            }
+        }
+        for dir in dirs {
+            if dir.is_dir() {
+                fsutil::fsync_dir(&dir).map_err(Error::io("fsync", &dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append_reflog(&self, name: &RefName, entry: &ReflogEntry, durable: bool) -> Result<(), Error> {
+        let path = self.log_path_of(name);
+        let dir = path.parent().expect("a reflog path has a parent");
+        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io("open", &path))?;
+        file.write_all(entry.to_line().as_bytes())
+            .map_err(Error::io("append to", &path))?;
+        if durable {
+            file.sync_data().map_err(Error::io("fsync", &path))?;
+        }
+        Ok(())
+    }
+
+    fn create_lock_file(&self, name: &RefName) -> Result<(PathBuf, File), Error> {
+        let path = self.root.join(format!("{}.lock", name.as_str()));
+        let dir = path.parent().expect("a ref path has a parent");
+        fsutil::create_dir_durable(dir).map_err(Error::io("create directory", dir))?;
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => return Ok((path, file)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Every writer holds the depot lock, and we do: this lock file's writer died.
+                    fs::remove_file(&path).map_err(Error::io("remove stale lock", &path))?;
+                }
+                Err(e) => return Err(Error::io("create", &path)(e)),
+            }
+        }
+        Err(Error::io("create", &path)(io::Error::other(
+            "lock file keeps reappearing",
+        )))
+    }
+
+    fn walk(&self, dir: &Path, out: &mut Vec<(RefName, RefValue)>) -> Result<(), Error> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("list", dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(Error::io("list", dir))?;
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(Error::io("stat", &path))?;
+            if file_type.is_dir() {
+                self.walk(&path, out)?;
+            } else if file_type.is_file() {
+                let Ok(relative) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let Some(text) = relative.to_str() else {
+                    continue;
+                };
+                // Lock and temp files are not refs; RefName refuses them.
+                if let Ok(name) = RefName::new(text) {
+                    if let Some(value) = Self::read_path(&path)? {
+                        out.push((name, value));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RefStore for FilesRefStore {
+    fn read(&self, name: &RefName) -> Result<Option<RefValue>, Error> {
+        Self::read_path(&self.path_of(name))
+    }
+
+    fn transaction(&self, edits: &[RefEdit]) -> Result<(), Error> {
+        let _lock = self.lock()?;
+        let prepared = prepare_edits(edits, |n| self.read(n))?;
+        let mut locks: Vec<PathBuf> = Vec::with_capacity(prepared.len());
+        let result = (|| {
+            for (edit, _) in &prepared {
+                let (path, mut file) = self.create_lock_file(&edit.name)?;
+                locks.push(path.clone());
+                if let Some(value) = &edit.new {
+                    file.write_all(value.to_file_text().as_bytes())
+                        .map_err(Error::io("write", &path))?;
+                    file.sync_all().map_err(Error::io("fsync", &path))?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for path in &locks {
+                let _ = fs::remove_file(path);
+            }
+            return Err(e);
+        }
+        let mut dirs = BTreeSet::new();
+        for ((edit, _), lock) in prepared.iter().zip(&locks) {
+            let path = self.path_of(&edit.name);
+            if edit.new.is_some() {
+                fs::rename(lock, &path).map_err(Error::io("rename", lock))?;
+            } else {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove", &path)(e)),
+                }
+                fs::remove_file(lock).map_err(Error::io("remove", lock))?;
+            }
+            dirs.insert(path.parent().expect("a ref path has a parent").to_path_buf());
+        }
+        for dir in dirs {
+            fsutil::fsync_dir(&dir).map_err(Error::io("fsync", &dir))?;
+        }
+        let date = chrono::Utc::now();
+        for (edit, old) in &prepared {
+            if let Some(RefValue::Symbolic(_)) = &edit.new {
+                continue;
+            }
+            let entry = ReflogEntry {
+                old: old.as_ref().and_then(RefValue::id),
+                new: edit.new.as_ref().and_then(RefValue::id),
+                date,
+                session: edit.log.session.clone(),
+                message: edit.log.message.clone(),
+            };
+            self.append_reflog(&edit.name, &entry, true)?;
+        }
+        Ok(())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(RefName, RefValue)>, Error> {
+        let mut out = Vec::new();
+        self.walk(&self.root.join("refs"), &mut out)?;
+        if let Some(head) = self.read(&RefName::head())? {
+            out.push((RefName::head(), head));
+        }
+        out.retain(|(name, _)| name.as_str().starts_with(prefix));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn reflog(&self, name: &RefName) -> Result<Vec<ReflogEntry>, Error> {
+        let path = self.log_path_of(name);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("read", &path)(e)),
+        };
+        text.lines()
+            .enumerate()
+            .map(|(i, line)| {
+                ReflogEntry::parse_line(line).ok_or_else(|| Error::Corrupt {
+                    path: path.clone(),
+                    reason: format!("line {} is not a reflog entry", i + 1),
+                })
+            })
+            .collect()
+    }
+}
