@@ -30,6 +30,10 @@ struct Cli {
     /// current directory, as fsync costs depend on the filesystem).
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Small sizes, in place of any size flags: a 20,000-event SQLite read database, 10,000
+    /// fast-imported commands, 200 durable Git commands.
+    #[arg(long, global = true)]
+    quick: bool,
     #[command(subcommand)]
     command: Peer,
 }
@@ -48,16 +52,8 @@ enum Peer {
     /// Git: per-command plumbing loop with core.fsync=all (long-lived processes, and one process
     /// per step).
     GitDurable(git::DurableArgs),
-    /// Everything, one after the other.
-    All(AllArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct AllArgs {
-    /// Small sizes: a 20,000-event SQLite read database, 10,000 fast-imported commands, 200
-    /// durable Git commands.
-    #[arg(long)]
-    quick: bool,
+    /// Everything, one after the other, with default (or, with --quick, small) sizes.
+    All,
 }
 
 fn main() -> Result<()> {
@@ -68,9 +64,17 @@ fn main() -> Result<()> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a scratch directory in {}", parent.display()))?;
     let mut report = Report::printing();
-    let result = run(cli.command, scratch.path(), &mut report);
-    scratch.close().context("removing the scratch directory")?;
-    result
+    let peers = if cli.quick {
+        cli.command.quick()
+    } else {
+        vec![cli.command]
+    };
+    let result = peers
+        .into_iter()
+        .try_for_each(|peer| run(peer, scratch.path(), &mut report));
+    let closed = scratch.close();
+    result?;
+    closed.context("removing the scratch directory")
 }
 
 fn run(peer: Peer, scratch: &Path, report: &mut Report) -> Result<()> {
@@ -82,27 +86,44 @@ fn run(peer: Peer, scratch: &Path, report: &mut Report) -> Result<()> {
         Peer::SqliteRead(args) => sqlite::run_read(&args, &stage(scratch, "sqlite-read")?, report),
         Peer::GitBulk(args) => git::run_bulk(&args, &stage(scratch, "git-bulk")?, report),
         Peer::GitDurable(args) => git::run_durable(&args, &stage(scratch, "git-durable")?, report),
-        Peer::All(AllArgs { quick }) => {
-            let all = if quick {
-                [
-                    Peer::Fsync(fsync::Args::quick()),
-                    Peer::SqliteDurable(sqlite::DurableArgs::quick()),
-                    Peer::SqliteRead(sqlite::ReadArgs::quick()),
-                    Peer::GitBulk(git::BulkArgs::quick()),
-                    Peer::GitDurable(git::DurableArgs::quick()),
-                ]
-            } else {
-                [
-                    Peer::Fsync(fsync::Args::default()),
-                    Peer::SqliteDurable(sqlite::DurableArgs::default()),
-                    Peer::SqliteRead(sqlite::ReadArgs::default()),
-                    Peer::GitBulk(git::BulkArgs::default()),
-                    Peer::GitDurable(git::DurableArgs::default()),
-                ]
-            };
-            all.into_iter()
-                .try_for_each(|peer| run(peer, scratch, report))
+        Peer::All => everything(false)
+            .into_iter()
+            .try_for_each(|peer| run(peer, scratch, report)),
+    }
+}
+
+impl Peer {
+    /// The same measurement with the quick sizes (for `all`: every measurement, quick).
+    fn quick(self) -> Vec<Self> {
+        match self {
+            Self::Fsync(_) => vec![Self::Fsync(fsync::Args::quick())],
+            Self::SqliteDurable(_) => vec![Self::SqliteDurable(sqlite::DurableArgs::quick())],
+            Self::SqliteRead(_) => vec![Self::SqliteRead(sqlite::ReadArgs::quick())],
+            Self::GitBulk(_) => vec![Self::GitBulk(git::BulkArgs::quick())],
+            Self::GitDurable(_) => vec![Self::GitDurable(git::DurableArgs::quick())],
+            Self::All => everything(true),
         }
+    }
+}
+
+/// Every measurement, with the default or the quick sizes.
+fn everything(quick: bool) -> Vec<Peer> {
+    if quick {
+        vec![
+            Peer::Fsync(fsync::Args::quick()),
+            Peer::SqliteDurable(sqlite::DurableArgs::quick()),
+            Peer::SqliteRead(sqlite::ReadArgs::quick()),
+            Peer::GitBulk(git::BulkArgs::quick()),
+            Peer::GitDurable(git::DurableArgs::quick()),
+        ]
+    } else {
+        vec![
+            Peer::Fsync(fsync::Args::default()),
+            Peer::SqliteDurable(sqlite::DurableArgs::default()),
+            Peer::SqliteRead(sqlite::ReadArgs::default()),
+            Peer::GitBulk(git::BulkArgs::default()),
+            Peer::GitDurable(git::DurableArgs::default()),
+        ]
     }
 }
 

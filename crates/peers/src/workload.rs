@@ -54,7 +54,7 @@ impl Command {
                 partition: partition.clone(),
                 seq: 0,
                 name: "IdentityCreated",
-                data: format!(r#"{{"identity":"{identity}","email":"{email}","plan":"free"}}"#),
+                data: format!(r#"{{"identity":"{identity}","email":"{email}"}}"#),
             },
             Event {
                 partition,
@@ -66,11 +66,13 @@ impl Command {
                 partition: SESSION_PARTITION.to_owned(),
                 seq: index,
                 name: "SessionCommandApplied",
-                data: format!(r#"{{"session":"{SESSION}","identity":"{identity}","n":{index}}}"#),
+                data: format!(
+                    r#"{{"session":"{SESSION}","identity":"{identity}","seq":{index},"ok":true}}"#
+                ),
             },
         ];
         let message = format!(
-            r#"{{"command":"createIdentity","session":"{SESSION}","identity":"{identity}","email":"{email}","plan":"free"}}"#
+            r#"{{"command":"createIdentity","session":"{SESSION}","identity":"{identity}","email":"{email}"}}"#
         );
         Self {
             index,

@@ -23,7 +23,8 @@ use crate::object::EncodedObject;
 
 pub use loose::LooseStore;
 pub use memory::MemoryStore;
-pub use pack::{PackStats, PackStore, RecordKind};
+pub use pack::{PackStats, PackStore, Position, RecordKind};
+pub(crate) use pack::object_payload as pack_object_payload;
 
 /// What went wrong in an object store.
 #[derive(Debug, thiserror::Error)]

@@ -45,6 +45,8 @@ const IDX_MAGIC: &[u8; 8] = b"RETROIX1";
 const IDX_HEADER: usize = 8 + 8 + 8 + 256 * 4;
 const IDX_ENTRY: usize = 32 + 8;
 const RECORD_OVERHEAD: u64 = 1 + 4 + 4;
+/// The tag of a batch record, which frames one append.
+const BATCH_TAG: u8 = 3;
 /// Records larger than this are treated as corruption.
 const MAX_RECORD: u32 = 256 << 20;
 /// Active packs are sealed once they pass this size.
@@ -114,9 +116,13 @@ fn parse_pack_name(name: &str) -> Option<u64> {
 
 /// Frames one record.
 pub(crate) fn frame_record(out: &mut Vec<u8>, kind: RecordKind, payload_parts: &[&[u8]]) {
+    frame_raw(out, kind.tag(), payload_parts);
+}
+
+fn frame_raw(out: &mut Vec<u8>, tag: u8, payload_parts: &[&[u8]]) {
     let len: usize = payload_parts.iter().map(|p| p.len()).sum();
     let start = out.len();
-    out.push(kind.tag());
+    out.push(tag);
     out.extend_from_slice(&(len as u32).to_be_bytes());
     for part in payload_parts {
         out.extend_from_slice(part);
@@ -125,42 +131,180 @@ pub(crate) fn frame_record(out: &mut Vec<u8>, kind: RecordKind, payload_parts: &
     out.extend_from_slice(&crc.to_be_bytes());
 }
 
-/// Scans records from `start`, calling `f(offset, kind, payload)` for each valid one, and returns
-/// the offset just past the last valid record. Stops at the first torn or corrupt record.
+/// Reads one record at `offset`: `Some((kind_tag, payload))` when it is whole and its crc matches.
+fn read_record_at(file: &File, offset: u64, len_limit: u64) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    file.read_exact_at(&mut head, offset).ok()?;
+    let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes"));
+    if len > MAX_RECORD || offset + RECORD_OVERHEAD + u64::from(len) > len_limit {
+        return None;
+    }
+    let mut rest = vec![0u8; len as usize + 4];
+    file.read_exact_at(&mut rest, offset + 5).ok()?;
+    let (body, crc) = rest.split_at(len as usize);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&head);
+    hasher.update(body);
+    if hasher.finalize() != u32::from_be_bytes(crc.try_into().expect("4 bytes")) {
+        return None;
+    }
+    rest.truncate(len as usize);
+    Some((head[0], rest))
+}
+
+/// Where a scan stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ScanEnd {
+    /// Offset just past the last valid record: everything after it is a torn tail.
+    pub valid_end: u64,
+    /// Byte ranges of damaged batches that valid data follows (corruption, not a crash).
+    pub damaged: Vec<(u64, u64)>,
+}
+
+/// Scans records from `start`, calling `f(offset, kind, payload)` for each valid one.
+///
+/// Appends are framed by a batch record giving the length of the records that follow. An invalid
+/// record inside a batch is a *torn tail* when nothing valid follows the batch (a crash during
+/// that append: nothing in it was acknowledged) and the scan ends at the batch's start; when a
+/// valid record follows the batch, the batch is *damaged* (bit rot): it is reported, its valid
+/// records are still delivered, and the scan goes on after it. Nothing is ever truncated here.
 pub(crate) fn scan_records(
     file: &File,
     start: u64,
     mut f: impl FnMut(u64, RecordKind, &[u8]) -> Result<(), Error>,
-) -> Result<u64, Error> {
+) -> Result<ScanEnd, Error> {
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::Io {
+            verb: "stat",
+            path: PathBuf::from("pack"),
+            source: e,
+        })?
+        .len();
     let mut reader = BufReader::with_capacity(1 << 16, ReadAt { file, pos: start });
     let mut offset = start;
+    let mut end = ScanEnd {
+        valid_end: start,
+        damaged: Vec::new(),
+    };
+    // The batch the scan is inside: (start, end), and its records, delivered only once the
+    // whole batch has been read and checked.
+    let mut batch: Option<(u64, u64)> = None;
+    let mut pending: Vec<(u64, RecordKind, Vec<u8>)> = Vec::new();
     let mut payload = Vec::new();
     loop {
-        let mut head = [0u8; 5];
-        if !read_full(&mut reader, &mut head)? {
-            return Ok(offset);
+        if let Some((_, batch_end)) = batch {
+            if offset >= batch_end {
+                for (at, kind, body) in pending.drain(..) {
+                    f(at, kind, &body)?;
+                }
+                batch = None;
+                end.valid_end = offset;
+            }
         }
-        let Some(kind) = RecordKind::from_tag(head[0]) else {
-            return Ok(offset);
+        let record = next_record(&mut reader, &mut payload)?;
+        let Some((tag, len)) = record else {
+            // Invalid or missing record at `offset`.
+            match batch {
+                Some((batch_start, batch_end))
+                    if batch_end < file_len
+                        && read_record_at(file, batch_end, file_len).is_some() =>
+                {
+                    // Damage inside a batch that valid data follows: report and skip it, but
+                    // keep the batch's other valid records visible.
+                    // Deliver the batch's valid records, skipping damaged records whose header
+                    // still tells their length.
+                    for (at, kind, body) in pending.drain(..) {
+                        f(at, kind, &body)?;
+                    }
+                    let mut inner = offset;
+                    while inner < batch_end {
+                        if let Some((tag, body)) = read_record_at(file, inner, batch_end) {
+                            if let Some(kind) = RecordKind::from_tag(tag) {
+                                f(inner, kind, &body)?;
+                            }
+                            inner += RECORD_OVERHEAD + body.len() as u64;
+                            continue;
+                        }
+                        let mut head = [0u8; 5];
+                        if file.read_exact_at(&mut head, inner).is_err() {
+                            break;
+                        }
+                        let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes"));
+                        inner += RECORD_OVERHEAD + u64::from(len);
+                    }
+                    end.damaged.push((batch_start, batch_end));
+                    offset = batch_end;
+                    reader = BufReader::with_capacity(1 << 16, ReadAt { file, pos: offset });
+                    batch = None;
+                    end.valid_end = offset;
+                    continue;
+                }
+                Some((batch_start, _)) => {
+                    end.valid_end = batch_start;
+                    return Ok(end);
+                }
+                None => {
+                    end.valid_end = offset;
+                    return Ok(end);
+                }
+            }
         };
-        let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes"));
-        if len > MAX_RECORD {
-            return Ok(offset);
+        let body = &payload[..len];
+        if tag == BATCH_TAG {
+            if let Some((batch_start, _)) = batch {
+                // A batch header inside a batch: the earlier batch was cut short.
+                end.valid_end = batch_start;
+                return Ok(end);
+            }
+            let Ok(bytes) = <[u8; 8]>::try_from(body) else {
+                end.valid_end = offset;
+                return Ok(end);
+            };
+            let inner_len = u64::from_be_bytes(bytes);
+            let header_end = offset + RECORD_OVERHEAD + 8;
+            batch = Some((offset, header_end + inner_len));
+            offset = header_end;
+            continue;
         }
-        payload.resize(len as usize + 4, 0);
-        if !read_full(&mut reader, &mut payload)? {
-            return Ok(offset);
+        match RecordKind::from_tag(tag) {
+            Some(kind) if batch.is_some() => pending.push((offset, kind, body.to_vec())),
+            Some(kind) => f(offset, kind, body)?,
+            None => {
+                end.valid_end = batch.map_or(offset, |b| b.0);
+                return Ok(end);
+            }
         }
-        let (body, crc) = payload.split_at(len as usize);
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&head);
-        hasher.update(body);
-        if hasher.finalize() != u32::from_be_bytes(crc.try_into().expect("4 bytes")) {
-            return Ok(offset);
+        offset += RECORD_OVERHEAD + len as u64;
+        if batch.is_none() {
+            end.valid_end = offset;
         }
-        f(offset, kind, body)?;
-        offset += RECORD_OVERHEAD + u64::from(len);
     }
+}
+
+/// Reads the next whole, crc-valid record into `payload`: `(tag, len)`, or `None` when the
+/// record is missing, cut short or corrupt.
+fn next_record(reader: &mut impl Read, payload: &mut Vec<u8>) -> Result<Option<(u8, usize)>, Error> {
+    let mut head = [0u8; 5];
+    if !read_full(reader, &mut head)? {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes"));
+    if len > MAX_RECORD {
+        return Ok(None);
+    }
+    payload.resize(len as usize + 4, 0);
+    if !read_full(reader, payload)? {
+        return Ok(None);
+    }
+    let (body, crc) = payload.split_at(len as usize);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&head);
+    hasher.update(body);
+    if hasher.finalize() != u32::from_be_bytes(crc.try_into().expect("4 bytes")) {
+        return Ok(None);
+    }
+    Ok(Some((head[0], len as usize)))
 }
 
 /// Reads exactly `buf.len()` bytes; `false` on a clean or partial end of file.
@@ -340,6 +484,8 @@ struct Active {
     map: HashMap<ObjectId, u64>,
     /// Offset just past the last valid record seen.
     scanned: u64,
+    /// Damaged batches seen (corruption that valid data follows).
+    damaged: Vec<(u64, u64)>,
 }
 
 impl Active {
@@ -361,6 +507,7 @@ impl Active {
             file,
             map: HashMap::new(),
             scanned: 8,
+            damaged: Vec::new(),
         };
         active.catch_up()?;
         Ok(active)
@@ -369,13 +516,15 @@ impl Active {
     /// Indexes records appended since the last scan (by this or another process).
     fn catch_up(&mut self) -> Result<(), Error> {
         let map = &mut self.map;
-        self.scanned = scan_records(&self.file, self.scanned, |offset, kind, payload| {
+        let end = scan_records(&self.file, self.scanned, |offset, kind, payload| {
             if kind == RecordKind::Object && payload.len() >= 33 {
                 let id = ObjectId::from_slice(&payload[..32]).expect("32 bytes");
                 map.entry(id).or_insert(offset);
             }
             Ok(())
         })?;
+        self.scanned = end.valid_end;
+        self.damaged.extend(end.damaged);
         Ok(())
     }
 
@@ -519,6 +668,12 @@ impl PackStore {
         Ok(None)
     }
 
+    /// Whether the packs as last refreshed hold `id` (no directory re-read: callers holding the
+    /// depot lock have just refreshed).
+    pub fn has_in_packs(&self, id: &ObjectId) -> bool {
+        self.in_packs(id)
+    }
+
     fn in_packs(&self, id: &ObjectId) -> bool {
         let state = self.state.read().expect("pack state lock poisoned");
         state
@@ -575,7 +730,12 @@ impl PackStore {
                 .set_len(active.scanned)
                 .map_err(Error::io("truncate", &active.path))?;
         }
-        let mut buf = Vec::with_capacity(records.iter().map(|(_, p)| p.len() + 9).sum());
+        let inner_len: u64 = records
+            .iter()
+            .map(|(_, p)| RECORD_OVERHEAD + p.len() as u64)
+            .sum();
+        let mut buf = Vec::with_capacity(inner_len as usize + 17);
+        frame_raw(&mut buf, BATCH_TAG, &[&inner_len.to_be_bytes()]);
         let mut positions = Vec::with_capacity(records.len());
         for (kind, payload) in records {
             positions.push(Position {
@@ -682,7 +842,8 @@ impl PackStore {
                     )?;
                 }
                 Ok(())
-            })?;
+            })?
+            .valid_end;
             end = Position {
                 pack: seq,
                 offset: last,
@@ -736,14 +897,17 @@ impl PackStore {
         let _guard = self.append.lock().expect("pack append lock poisoned");
         let _lock = self.take_write_lock()?;
         self.refresh()?;
-        let mut state = self.state.write().expect("pack state lock poisoned");
-        let old: Vec<u64> = state
-            .sealed
-            .iter()
-            .map(|s| s.seq)
-            .chain(state.active.as_ref().map(|a| a.seq))
-            .collect();
-        let seq = self.next_seq(&state);
+        // The state lock is not held while `objects` runs: it reads from these very packs.
+        let (old, seq) = {
+            let state = self.state.read().expect("pack state lock poisoned");
+            let old: Vec<u64> = state
+                .sealed
+                .iter()
+                .map(|s| s.seq)
+                .chain(state.active.as_ref().map(|a| a.seq))
+                .collect();
+            (old, self.next_seq(&state))
+        };
         let path = self.dir.join(pack_name(seq));
         let temp = fsutil::temp_path_for(&path);
         let file = File::create(&temp).map_err(Error::io("create", &temp))?;
@@ -800,10 +964,33 @@ impl PackStore {
             }
         }
         fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
+        let mut state = self.state.write().expect("pack state lock poisoned");
         state.sealed = vec![Sealed::open(&self.dir, seq)?];
         state.active = Some(Active::open(&self.dir, seq + 1)?);
         drop(state);
         self.stats()
+    }
+
+    /// Ids of objects in packs modified after `cutoff` (gc's grace period for unreachable
+    /// objects: a pack's mtime is the time of its last append).
+    pub fn young_object_ids(&self, cutoff: std::time::SystemTime) -> Result<Vec<ObjectId>, Error> {
+        self.refresh()?;
+        let state = self.state.read().expect("pack state lock poisoned");
+        let young = |seq: u64| {
+            fs::metadata(self.dir.join(pack_name(seq)))
+                .and_then(|m| m.modified())
+                .map_or(true, |t| t > cutoff)
+        };
+        let mut out = Vec::new();
+        for sealed in state.sealed.iter().filter(|s| young(s.seq)) {
+            for i in 0..sealed.count {
+                out.push(ObjectId::from_slice(sealed.entry(i).0).expect("32 bytes"));
+            }
+        }
+        if let Some(active) = state.active.as_ref().filter(|a| young(a.seq)) {
+            out.extend(active.map.keys().copied());
+        }
+        Ok(out)
     }
 
     /// Verifies every sealed index's checksum and order; returns the problems found.
@@ -821,11 +1008,19 @@ impl PackStore {
             if crc32fast::hash(body) != crc {
                 problems.push(format!("index of pack {} has a bad checksum", sealed.seq));
             }
-            for i in 1..sealed.count {
+            for i in 1..sealed.count.min(usize::MAX) {
                 if sealed.entry(i - 1).0 >= sealed.entry(i).0 {
                     problems.push(format!("index of pack {} is not sorted", sealed.seq));
                     break;
                 }
+            }
+        }
+        if let Some(active) = &state.active {
+            for (start, end) in &active.damaged {
+                problems.push(format!(
+                    "pack {} is damaged between bytes {start} and {end} (records there fail their checksum)",
+                    active.seq
+                ));
             }
         }
         Ok(problems)

@@ -1,0 +1,33 @@
+# retro's make targets: the interface for people and CI (`make help` lists them).
+CARGO ?= cargo
+BENCH_ARGS ?=
+
+.PHONY: help build test demo bench fmt lint doc torture clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+build: ## Build everything (release)
+	$(CARGO) build --release --workspace
+
+test: ## Run every test: unit, integration, doc tests, CLI end-to-end
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+demo: ## Run the built-in example domain in a fresh depot and print its log
+	$(CARGO) run --quiet --release -p retro-cli --bin retro -- demo
+
+bench: ## Run the benchmarks and the peer comparison; writes docs/benchmarks.md
+	$(CARGO) build --release -p retro-bench -p retro-peers
+	./target/release/retro-bench $(BENCH_ARGS)
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: ## fmt check, clippy with -D warnings, docs with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+clean: ## Remove build output
+	$(CARGO) clean

@@ -1,0 +1,520 @@
+//! The commit pipeline: turn events into an affix and a checkpoint, and move a ref by CAS.
+//!
+//! Callers prepare their objects (encode and hash events and the affix) on their own thread, then
+//! queue. The first caller to find no leader becomes the leader: it takes the whole queue as one
+//! batch, takes the depot lock, decides each checkpoint's parent against the ref's current value,
+//! appends every object and one journal record in one write, fsyncs once, materializes the refs and
+//! hands each caller its own result (group commit). Each request keeps its own checkpoint and its
+//! own compare-and-swap: a request whose base is stale fails with a conflict, unless it allows a
+//! rebase and no checkpoint that landed since its base touched a partition it read or wrote, in
+//! which case its checkpoint is re-parented onto the new head without re-running anything.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use super::{Depot, Error};
+use crate::hash::ObjectId;
+use crate::index::IndexedCheckpoint;
+use crate::journal::{JournalRecord, JournalUpdate};
+use crate::name::PartitionName;
+use crate::object::{Affix, Checkpoint, EncodedObject, Event, Object};
+use crate::odb::{RecordKind, pack_object_payload};
+use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefValue};
+
+/// How far back a rebase may look for the request's base.
+const REBASE_WALK_LIMIT: usize = 10_000;
+/// The most requests one leader takes in one batch.
+const MAX_BATCH: usize = 512;
+/// How many recent checkpoints are kept decoded for rebase checks and index catch-up.
+const RECENT_CAPACITY: usize = 8192;
+
+/// What the new checkpoint's parent must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// The ref must hold this value (`None`: must be unborn), or the request may be rebased.
+    Expect(Option<ObjectId>),
+    /// On top of whatever the ref holds when the commit is made (imports, demos).
+    Tip,
+}
+
+/// A request to add one checkpoint.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    /// The ref to move (`HEAD` is followed to its target).
+    pub target: RefName,
+    /// What the parent must be.
+    pub base: Base,
+    /// The events, in emission order, with their partitions.
+    pub events: Vec<(PartitionName, Event)>,
+    /// The session; required, one token.
+    pub session: String,
+    /// The checkpoint date (whole seconds are kept).
+    pub date: DateTime<Utc>,
+    /// The message: the original command payload.
+    pub message: Vec<u8>,
+    /// Partitions the request read, for the rebase check (the ones it writes are added).
+    pub reads: Vec<PartitionName>,
+    /// Whether a stale base may be rebased onto a moved head when nothing it touched changed.
+    pub rebase: bool,
+    /// The reflog line (default: `commit`).
+    pub reflog_message: String,
+}
+
+impl CommitRequest {
+    /// A request to commit `events` on `HEAD` on top of `base`.
+    pub fn new(
+        base: Option<ObjectId>,
+        events: Vec<(PartitionName, Event)>,
+        session: impl Into<String>,
+        message: impl Into<Vec<u8>>,
+    ) -> CommitRequest {
+        CommitRequest {
+            target: RefName::head(),
+            base: Base::Expect(base),
+            events,
+            session: session.into(),
+            date: Utc::now(),
+            message: message.into(),
+            reads: Vec::new(),
+            rebase: false,
+            reflog_message: "commit".to_owned(),
+        }
+    }
+}
+
+/// What a commit produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The new checkpoint.
+    pub checkpoint: ObjectId,
+    /// Its parent.
+    pub parent: Option<ObjectId>,
+    /// Its affix.
+    pub affix: ObjectId,
+    /// The events, in emission order.
+    pub events: Vec<ObjectId>,
+    /// The ref that moved.
+    pub ref_name: RefName,
+    /// True when the checkpoint was re-parented onto a head that moved after its base.
+    pub rebased: bool,
+}
+
+/// A request with its objects encoded.
+struct Prepared {
+    request: CommitRequest,
+    events: Vec<EncodedObject>,
+    affix: Affix,
+    affix_encoded: EncodedObject,
+    touched: HashSet<PartitionName>,
+}
+
+fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
+    if request.session.is_empty()
+        || request.session.len() > 128
+        || request.session.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::Invalid(format!(
+            "session id '{}' must be 1 to 128 characters with no whitespace",
+            request.session.escape_debug()
+        )));
+    }
+    let mut events = Vec::with_capacity(request.events.len());
+    let mut affix = Affix::new();
+    for (partition, event) in &request.events {
+        let encoded = Object::Event(event.clone()).to_encoded();
+        affix.push(partition.clone(), encoded.id());
+        events.push(encoded);
+    }
+    let affix_encoded = Object::Affix(affix.clone()).to_encoded();
+    let touched = affix
+        .partitions()
+        .map(|(p, _)| p.clone())
+        .chain(request.reads.iter().cloned())
+        .collect();
+    Ok(Prepared {
+        request,
+        events,
+        affix,
+        affix_encoded,
+        touched,
+    })
+}
+
+struct Job {
+    prepared: Prepared,
+    reply: mpsc::Sender<Result<Committed, Error>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    leading: bool,
+}
+
+/// Checkpoints committed recently, decoded, so that rebase checks and index catch-up need not
+/// read them back.
+#[derive(Default)]
+pub(crate) struct Recent {
+    order: VecDeque<ObjectId>,
+    map: HashMap<ObjectId, Arc<IndexedCheckpoint>>,
+}
+
+impl Recent {
+    fn insert(&mut self, checkpoint: IndexedCheckpoint) {
+        if self.map.len() >= RECENT_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.order.push_back(checkpoint.id);
+        self.map.insert(checkpoint.id, Arc::new(checkpoint));
+    }
+
+    pub(crate) fn get(&self, id: &ObjectId) -> Option<Arc<IndexedCheckpoint>> {
+        self.map.get(id).cloned()
+    }
+}
+
+/// The group-commit queue and its caches.
+#[derive(Default)]
+pub(crate) struct Committer {
+    queue: Mutex<Queue>,
+    pub(crate) recent: Mutex<Recent>,
+    failures: Mutex<Vec<ObjectId>>,
+}
+
+impl Committer {
+    pub(crate) fn remember_failure(&self, id: ObjectId) {
+        self.failures.lock().expect("failures poisoned").push(id);
+    }
+
+    pub(crate) fn failures(&self) -> Vec<ObjectId> {
+        self.failures.lock().expect("failures poisoned").clone()
+    }
+}
+
+/// A batch-wide failure, shared by every request of the batch.
+fn shared(err: &Error) -> Error {
+    Error::Invalid(format!("commit failed: {err}"))
+}
+
+impl Depot {
+    /// Commits one checkpoint; see the module documentation for the pipeline and [`Base`] for
+    /// what is checked. Once this returns `Ok`, the checkpoint is durable.
+    pub fn commit(&self, request: CommitRequest) -> Result<Committed, Error> {
+        let prepared = prepare(request)?;
+        let (reply, result) = mpsc::channel();
+        {
+            let mut queue = self.committer.queue.lock().expect("commit queue poisoned");
+            queue.jobs.push(Job { prepared, reply });
+            if queue.leading {
+                drop(queue);
+                return result.recv().unwrap_or_else(|_| {
+                    Err(Error::Invalid("the committing thread panicked".to_owned()))
+                });
+            }
+            queue.leading = true;
+        }
+        loop {
+            let jobs = {
+                let mut queue = self.committer.queue.lock().expect("commit queue poisoned");
+                if queue.jobs.is_empty() {
+                    queue.leading = false;
+                    break;
+                }
+                let take = queue.jobs.len().min(MAX_BATCH);
+                queue.jobs.drain(..take).collect::<Vec<_>>()
+            };
+            let (prepared, replies): (Vec<_>, Vec<_>) =
+                jobs.into_iter().map(|j| (j.prepared, j.reply)).unzip();
+            let results = self.commit_batch(prepared);
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+            // Keep the index following HEAD; a failure here is recovered by the next catch-up.
+            let _ = self.catch_up_index();
+        }
+        result
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Invalid("commit result lost".to_owned())))
+    }
+
+    /// Commits many checkpoints as one batch (one write, one fsync): the bulk import path.
+    /// Each request is committed in order; results come back in the same order.
+    pub fn commit_many(&self, requests: Vec<CommitRequest>) -> Vec<Result<Committed, Error>> {
+        let mut prepared = Vec::with_capacity(requests.len());
+        let mut early: Vec<Option<Error>> = Vec::with_capacity(requests.len());
+        for request in requests {
+            match prepare(request) {
+                Ok(p) => {
+                    prepared.push(p);
+                    early.push(None);
+                }
+                Err(e) => early.push(Some(e)),
+            }
+        }
+        let mut results = self.commit_batch(prepared).into_iter();
+        let out = early
+            .into_iter()
+            .map(|e| match e {
+                Some(err) => Err(err),
+                None => results.next().expect("one result per prepared request"),
+            })
+            .collect();
+        let _ = self.catch_up_index();
+        out
+    }
+
+    fn commit_batch(&self, jobs: Vec<Prepared>) -> Vec<Result<Committed, Error>> {
+        if jobs.is_empty() {
+            return Vec::new();
+        }
+        match &self.journal {
+            Some(journal) => {
+                let attempt = (|| {
+                    let _lock = journal.lock()?;
+                    journal.recover_locked()?;
+                    let mut plan = self.plan(&jobs, &mut |name| Ok(self.refs.read(name)?))?;
+                    let mut records = Vec::new();
+                    let packs = self.packs.as_ref().expect("native depots have packs");
+                    let mut seen = HashSet::new();
+                    for object in plan.objects.iter() {
+                        if seen.insert(object.id()) && !packs.has_in_packs(&object.id()) {
+                            records.push((RecordKind::Object, pack_object_payload(object)));
+                        }
+                    }
+                    if !plan.updates.is_empty() {
+                        let record = JournalRecord {
+                            date: Utc::now(),
+                            updates: std::mem::take(&mut plan.updates),
+                        };
+                        journal.commit_locked(records, &record)?;
+                    }
+                    Ok::<_, Error>(plan)
+                })();
+                match attempt {
+                    Ok(plan) => self.finish(plan),
+                    Err(err) => jobs.iter().map(|_| Err(shared(&err))).collect(),
+                }
+            }
+            None => {
+                for _ in 0..64 {
+                    let attempt = (|| {
+                        let plan = self.plan(&jobs, &mut |name| Ok(self.refs.read(name)?))?;
+                        self.objects.write(&plan.objects)?;
+                        self.objects.sync()?;
+                        let edits: Vec<RefEdit> = plan
+                            .ref_moves
+                            .iter()
+                            .map(|(name, (old, new, log))| RefEdit {
+                                name: name.clone(),
+                                expected: Expected::MustBeOrAbsent(*old),
+                                new: Some(RefValue::Direct(*new)),
+                                log: log.clone(),
+                            })
+                            .collect();
+                        if !edits.is_empty() {
+                            self.refs.transaction(&edits)?;
+                        }
+                        Ok::<_, Error>(plan)
+                    })();
+                    match attempt {
+                        Ok(plan) => return self.finish(plan),
+                        // Another process moved a ref between planning and the CAS: plan again.
+                        Err(err) if err.is_conflict() => continue,
+                        Err(err) => return jobs.iter().map(|_| Err(shared(&err))).collect(),
+                    }
+                }
+                jobs.iter()
+                    .map(|_| Err(Error::Invalid("the ref kept moving; gave up after 64 attempts".to_owned())))
+                    .collect()
+            }
+        }
+    }
+
+    fn finish(&self, plan: Plan) -> Vec<Result<Committed, Error>> {
+        let mut recent = self.committer.recent.lock().expect("recent poisoned");
+        for checkpoint in plan.indexed {
+            recent.insert(checkpoint);
+        }
+        plan.results
+    }
+
+    /// Decides parents and builds every checkpoint of a batch, without writing anything.
+    fn plan(
+        &self,
+        jobs: &[Prepared],
+        read_ref: &mut dyn FnMut(&RefName) -> Result<Option<RefValue>, Error>,
+    ) -> Result<Plan, Error> {
+        let mut plan = Plan::default();
+        let mut heads: HashMap<RefName, Option<ObjectId>> = HashMap::new();
+        let mut in_batch: HashMap<ObjectId, Arc<IndexedCheckpoint>> = HashMap::new();
+        for job in jobs {
+            let request = &job.request;
+            let target = match crate::refdb::resolve_with(&request.target, |n| {
+                match read_ref(n) {
+                    Ok(None) if n.as_str() == "HEAD" => Ok(Some(RefValue::Symbolic(RefName::master()))),
+                    Ok(v) => Ok(v),
+                    Err(e) => Err(crate::refdb::Error::Backend(e.to_string())),
+                }
+            }) {
+                Ok((name, _)) => name,
+                Err(e) => {
+                    plan.results.push(Err(e.into()));
+                    continue;
+                }
+            };
+            let start = match heads.get(&target) {
+                Some(head) => *head,
+                None => {
+                    let head = read_ref(&target)?.and_then(|v| v.id());
+                    heads.insert(target.clone(), head);
+                    head
+                }
+            };
+            let current = start;
+            let (parent, rebased) = match &request.base {
+                Base::Tip => (current, false),
+                Base::Expect(base) if *base == current => (current, false),
+                Base::Expect(base) if request.rebase => {
+                    match self.touched_since(current, *base, &in_batch)? {
+                        Some(changed) if changed.is_disjoint(&job.touched) => (current, true),
+                        _ => {
+                            plan.results.push(Err(Error::Conflict {
+                                name: target,
+                                expected: *base,
+                                actual: current,
+                            }));
+                            continue;
+                        }
+                    }
+                }
+                Base::Expect(base) => {
+                    plan.results.push(Err(Error::Conflict {
+                        name: target,
+                        expected: *base,
+                        actual: current,
+                    }));
+                    continue;
+                }
+            };
+            let checkpoint = Checkpoint::new(
+                job.affix_encoded.id(),
+                parent.into_iter().collect(),
+                &request.session,
+                request.date,
+                request.message.clone(),
+            )
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+            let date = checkpoint.date();
+            let encoded = Object::Checkpoint(checkpoint).to_encoded();
+            let id = encoded.id();
+            plan.objects.extend(job.events.iter().cloned());
+            plan.objects.push(job.affix_encoded.clone());
+            plan.objects.push(encoded);
+            heads.insert(target.clone(), Some(id));
+            plan.updates.push(JournalUpdate {
+                name: target.clone(),
+                old: current,
+                new: Some(id),
+                session: request.session.clone(),
+                message: request.reflog_message.clone(),
+            });
+            let log = LogInfo {
+                session: request.session.clone(),
+                message: request.reflog_message.clone(),
+            };
+            plan.ref_moves
+                .entry(target.clone())
+                .and_modify(|m| {
+                    m.1 = id;
+                    m.2 = log.clone();
+                })
+                .or_insert((start, id, log));
+            let indexed = IndexedCheckpoint {
+                id,
+                parent,
+                date,
+                session: request.session.clone(),
+                partitions: job
+                    .affix
+                    .partitions()
+                    .map(|(p, ids)| (p.clone(), ids.to_vec()))
+                    .collect(),
+            };
+            in_batch.insert(id, Arc::new(indexed.clone()));
+            plan.indexed.push(indexed);
+            plan.results.push(Ok(Committed {
+                checkpoint: id,
+                parent,
+                affix: job.affix_encoded.id(),
+                events: job.events.iter().map(EncodedObject::id).collect(),
+                ref_name: target,
+                rebased,
+            }));
+        }
+        Ok(plan)
+    }
+
+    /// The partitions touched by checkpoints after `base` up to `head` (first parents), or `None`
+    /// when `base` is not found within the walk limit (not an ancestor: a non-fast-forward).
+    fn touched_since(
+        &self,
+        head: Option<ObjectId>,
+        base: Option<ObjectId>,
+        in_batch: &HashMap<ObjectId, Arc<IndexedCheckpoint>>,
+    ) -> Result<Option<HashSet<PartitionName>>, Error> {
+        let mut changed = HashSet::new();
+        let mut cursor = head;
+        for _ in 0..REBASE_WALK_LIMIT {
+            if cursor == base {
+                return Ok(Some(changed));
+            }
+            let Some(id) = cursor else {
+                return Ok(None);
+            };
+            let checkpoint = self.indexed_checkpoint(&id, in_batch)?;
+            changed.extend(checkpoint.partitions.iter().map(|(p, _)| p.clone()));
+            cursor = checkpoint.parent;
+        }
+        Ok(None)
+    }
+
+    /// A checkpoint's index data, from the batch, the recent cache, or the object store.
+    pub(crate) fn indexed_checkpoint(
+        &self,
+        id: &ObjectId,
+        in_batch: &HashMap<ObjectId, Arc<IndexedCheckpoint>>,
+    ) -> Result<Arc<IndexedCheckpoint>, Error> {
+        if let Some(found) = in_batch.get(id) {
+            return Ok(found.clone());
+        }
+        if let Some(found) = self.committer.recent.lock().expect("recent poisoned").get(id) {
+            return Ok(found);
+        }
+        let checkpoint = self.read_checkpoint(id)?;
+        let affix = self.read_affix(&checkpoint.affix())?;
+        Ok(Arc::new(IndexedCheckpoint {
+            id: *id,
+            parent: checkpoint.first_parent(),
+            date: checkpoint.date(),
+            session: checkpoint.session().to_owned(),
+            partitions: affix
+                .partitions()
+                .map(|(p, ids)| (p.clone(), ids.to_vec()))
+                .collect(),
+        }))
+    }
+}
+
+#[derive(Default)]
+struct Plan {
+    objects: Vec<EncodedObject>,
+    updates: Vec<JournalUpdate>,
+    ref_moves: HashMap<RefName, (Option<ObjectId>, ObjectId, LogInfo)>,
+    indexed: Vec<IndexedCheckpoint>,
+    results: Vec<Result<Committed, Error>>,
+}

@@ -1,0 +1,164 @@
+//! The depot's error: one superset over the layers below, each variant naming what failed.
+
+use std::path::PathBuf;
+
+use crate::hash::{ObjectId, ParseIdError};
+use crate::index::IndexError;
+use crate::journal::JournalError;
+use crate::name::NameError;
+use crate::object::{DecodeError, Kind};
+use crate::refdb::{self, RefName, RefNameError};
+use crate::odb;
+
+/// What went wrong in a depot operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The directory holds no depot.
+    #[error("'{0}' is not a retro depot (no 'config' file, and not a go-retro depot either)")]
+    NotADepot(PathBuf),
+    /// `init` found a depot already there.
+    #[error("'{0}' already holds a depot")]
+    AlreadyExists(PathBuf),
+    /// The depot's format version is newer than this build understands.
+    #[error("depot '{path}' has format '{found}', this retro reads 'retro depot 1'")]
+    UnsupportedFormat {
+        /// The depot.
+        path: PathBuf,
+        /// What its config says.
+        found: String,
+    },
+    /// A file operation outside the stores failed.
+    #[error("could not {verb} '{path}': {source}")]
+    Io {
+        /// What was being done.
+        verb: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The object store failed.
+    #[error(transparent)]
+    Objects(#[from] odb::Error),
+    /// The ref store failed.
+    #[error(transparent)]
+    Refs(refdb::Error),
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The partition index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// An object is missing.
+    #[error("object {id} is missing ({context})")]
+    MissingObject {
+        /// The id.
+        id: ObjectId,
+        /// Where it was referenced from.
+        context: String,
+    },
+    /// An object does not decode.
+    #[error("object {id} does not decode: {source}")]
+    Decode {
+        /// The id.
+        id: ObjectId,
+        /// Why.
+        source: DecodeError,
+    },
+    /// An object is of the wrong kind.
+    #[error("object {id} is a {found}, expected a {expected}")]
+    WrongKind {
+        /// The id.
+        id: ObjectId,
+        /// What was wanted.
+        expected: Kind,
+        /// What it is.
+        found: Kind,
+    },
+    /// A compare-and-swap lost: the ref moved.
+    #[error("ref '{name}' moved: expected {}, found {}", show(.expected), show(.actual))]
+    Conflict {
+        /// The ref.
+        name: RefName,
+        /// The value the writer expected.
+        expected: Option<ObjectId>,
+        /// The value it holds.
+        actual: Option<ObjectId>,
+    },
+    /// A revision does not parse.
+    #[error("bad revision '{rev}': {reason}")]
+    BadRevision {
+        /// The text.
+        rev: String,
+        /// Why.
+        reason: String,
+    },
+    /// A revision names nothing.
+    #[error("unknown revision '{0}': no such ref, and no object id starts with it")]
+    UnknownRevision(String),
+    /// A prefix matches several objects.
+    #[error("prefix '{prefix}' is ambiguous: {} and {} more match", .candidates.first().map(|c| c.to_string()).unwrap_or_default(), .candidates.len().saturating_sub(1))]
+    AmbiguousPrefix {
+        /// The prefix.
+        prefix: String,
+        /// The ids it matches (a few).
+        candidates: Vec<ObjectId>,
+    },
+    /// A ref name is invalid.
+    #[error(transparent)]
+    RefName(#[from] RefNameError),
+    /// An id does not parse.
+    #[error(transparent)]
+    Id(#[from] ParseIdError),
+    /// A partition, event name or field is invalid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// A glob pattern is invalid.
+    #[error("bad partition glob '{pattern}': {reason}")]
+    Glob {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// A request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn show(id: &Option<ObjectId>) -> String {
+    id.map_or_else(|| "no checkpoint".to_owned(), |id| id.to_string())
+}
+
+impl From<refdb::Error> for Error {
+    fn from(err: refdb::Error) -> Self {
+        match err {
+            refdb::Error::Conflict {
+                name,
+                expected,
+                actual,
+            } => Error::Conflict {
+                name,
+                expected: match expected {
+                    refdb::Expected::MustBe(id) | refdb::Expected::MustBeOrAbsent(Some(id)) => Some(id),
+                    _ => None,
+                },
+                actual: actual.and_then(|v| v.id()),
+            },
+            other => Error::Refs(other),
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn io(verb: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { verb, path, source }
+    }
+
+    /// True for a lost compare-and-swap (retry on fresh state).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+}

@@ -1,0 +1,252 @@
+//! fsck: every object reachable from every ref (and every recorded failure) exists, hashes right,
+//! decodes, and points to objects of the right kind; the partition index agrees with a replay of
+//! history. Unreachable objects are listed, not errors.
+
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+
+use super::{Depot, Error};
+use crate::hash::ObjectId;
+use crate::name::PartitionName;
+use crate::object::{Kind, Object};
+use crate::refdb::RefName;
+
+const FAILED_LOG: &str = "the failed-command log";
+
+/// One thing fsck found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsckProblem {
+    /// The object concerned, if any.
+    pub id: Option<ObjectId>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What fsck found.
+#[derive(Debug, Clone, Default)]
+pub struct FsckReport {
+    /// Refs checked.
+    pub refs: usize,
+    /// Checkpoints reachable from refs.
+    pub checkpoints: u64,
+    /// Affixes reachable.
+    pub affixes: u64,
+    /// Events reachable.
+    pub events: u64,
+    /// Objects in the store that nothing reaches (failed commands excluded).
+    pub unreachable: Vec<ObjectId>,
+    /// Checkpoints of recorded failed commands (kept on purpose, not corruption).
+    pub failed_commands: u64,
+    /// Partitions whose index entries were compared with a replay.
+    pub partitions_checked: u64,
+    /// Corruption and inconsistencies.
+    pub problems: Vec<FsckProblem>,
+}
+
+impl FsckReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Depot {
+    /// Checks the whole depot; `progress` is called with the number of objects checked so far.
+    pub fn fsck(&self, mut progress: impl FnMut(u64)) -> Result<FsckReport, Error> {
+        let mut report = FsckReport::default();
+        let mut reachable: HashSet<ObjectId> = HashSet::new();
+        let mut roots: Vec<(String, ObjectId)> = Vec::new();
+        for (name, value) in self.list_refs("")? {
+            report.refs += 1;
+            if let Some(id) = value.id() {
+                roots.push((name.to_string(), id));
+            }
+        }
+        let failures = self.failures()?;
+        report.failed_commands = failures.len() as u64;
+        for id in &failures {
+            roots.push((FAILED_LOG.to_owned(), *id));
+        }
+        if let Some(packs) = &self.packs {
+            for problem in packs.check_indexes()? {
+                report.problems.push(FsckProblem {
+                    id: None,
+                    message: problem,
+                });
+            }
+        }
+        let mut checked = 0u64;
+        let mut stack: Vec<(ObjectId, Kind, String)> = roots
+            .into_iter()
+            .map(|(from, id)| (id, Kind::Checkpoint, from))
+            .collect();
+        while let Some((id, expected, from)) = stack.pop() {
+            if !reachable.insert(id) {
+                continue;
+            }
+            checked += 1;
+            if checked % 10_000 == 0 {
+                progress(checked);
+            }
+            let problem = |message: String| FsckProblem {
+                id: Some(id),
+                message,
+            };
+            let encoded = match self.objects.read(&id) {
+                Ok(Some(encoded)) => encoded,
+                Ok(None) => {
+                    report
+                        .problems
+                        .push(problem(format!("missing {expected} (referenced by {from})")));
+                    continue;
+                }
+                Err(e) => {
+                    report.problems.push(problem(e.to_string()));
+                    continue;
+                }
+            };
+            let object = match encoded.decode() {
+                Ok(object) => object,
+                Err(e) => {
+                    report
+                        .problems
+                        .push(problem(format!("does not decode: {e} (referenced by {from})")));
+                    continue;
+                }
+            };
+            if object.kind() != expected {
+                report.problems.push(problem(format!(
+                    "is a {}, but {from} needs a {expected}",
+                    object.kind()
+                )));
+                continue;
+            }
+            let here = format!("{} {}", expected, id.to_short_hex(12));
+            match object {
+                Object::Checkpoint(checkpoint) => {
+                    if from != FAILED_LOG {
+                        report.checkpoints += 1;
+                    }
+                    if checkpoint.date().is_none() && checkpoint.field("date").is_some() {
+                        report.problems.push(problem("has an unreadable date".to_owned()));
+                    }
+                    stack.push((checkpoint.affix(), Kind::Affix, here.clone()));
+                    for parent in checkpoint.parents() {
+                        stack.push((*parent, Kind::Checkpoint, here.clone()));
+                    }
+                }
+                Object::Affix(affix) => {
+                    report.affixes += 1;
+                    for (_, ids) in affix.partitions() {
+                        for event in ids {
+                            stack.push((*event, Kind::Event, here.clone()));
+                        }
+                    }
+                }
+                Object::Event(_) => report.events += 1,
+            }
+        }
+        progress(checked);
+        let failed: HashSet<ObjectId> = failures.into_iter().collect();
+        self.objects.for_each_id(&mut |id| {
+            if !reachable.contains(&id) && !failed.contains(&id) {
+                report.unreachable.push(id);
+            }
+            Ok(())
+        })?;
+        report.unreachable.sort();
+        report.unreachable.dedup();
+        drop(reachable);
+        self.check_index(&mut report)?;
+        Ok(report)
+    }
+
+    /// Replays `HEAD`'s first-parent history and compares every partition's event list with the
+    /// index (count and an order-sensitive digest of the ids).
+    fn check_index(&self, report: &mut FsckReport) -> Result<(), Error> {
+        if let Err(e) = self.catch_up_index() {
+            report.problems.push(FsckProblem {
+                id: None,
+                message: format!("the partition index cannot catch up: {e}"),
+            });
+            return Ok(());
+        }
+        let (_, head) = self.resolve_ref(&RefName::head())?;
+        let mut chain = Vec::new();
+        let mut cursor = head;
+        while let Some(id) = cursor {
+            chain.push(id);
+            cursor = match self.read_checkpoint(&id) {
+                Ok(c) => c.first_parent(),
+                Err(_) => return Ok(()), // already reported above
+            };
+        }
+        let mut replay: HashMap<PartitionName, (u64, [u8; 32])> = HashMap::new();
+        for id in chain.iter().rev() {
+            let Ok(checkpoint) = self.read_checkpoint(id) else {
+                return Ok(());
+            };
+            let Ok(affix) = self.read_affix(&checkpoint.affix()) else {
+                return Ok(());
+            };
+            for (partition, ids) in affix.partitions() {
+                let entry = replay.entry(partition.clone()).or_insert((0, [0; 32]));
+                for event in ids {
+                    entry.0 += 1;
+                    entry.1 = fold(&entry.1, event);
+                }
+            }
+        }
+        let index = self.index.lock().expect("index lock poisoned");
+        let mut indexed_names = Vec::new();
+        index.for_each_partition(|name, count| {
+            indexed_names.push((name.to_owned(), count));
+            Ok(())
+        })?;
+        for (name, count) in &indexed_names {
+            let Ok(partition) = PartitionName::new(name) else {
+                report.problems.push(FsckProblem {
+                    id: None,
+                    message: format!("partition index holds an invalid partition name '{name}'"),
+                });
+                continue;
+            };
+            let rows = index.partition_events(&partition, 0)?;
+            let mut digest = [0u8; 32];
+            for row in &rows {
+                digest = fold(&digest, &row.event);
+            }
+            report.partitions_checked += 1;
+            match replay.remove(&partition) {
+                Some((n, d)) if n == *count && n == rows.len() as u64 && d == digest => {}
+                Some((n, _)) => report.problems.push(FsckProblem {
+                    id: None,
+                    message: format!(
+                        "partition index disagrees with history for '{partition}' ({count} indexed, {n} in history); run 'retro reindex'"
+                    ),
+                }),
+                None => report.problems.push(FsckProblem {
+                    id: None,
+                    message: format!("partition index lists '{partition}', which history does not have; run 'retro reindex'"),
+                }),
+            }
+        }
+        for (partition, (n, _)) in replay {
+            report.problems.push(FsckProblem {
+                id: None,
+                message: format!(
+                    "partition '{partition}' ({n} events) is missing from the partition index; run 'retro reindex'"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn fold(digest: &[u8; 32], id: &ObjectId) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(digest);
+    hasher.update(id.as_bytes());
+    hasher.finalize().into()
+}

@@ -1,0 +1,316 @@
+//! Reading history: walking checkpoints, keeping the partition index caught up, and reading
+//! events by partition or glob.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use globset::{GlobBuilder, GlobMatcher};
+
+use super::{Depot, Error};
+use crate::hash::ObjectId;
+use crate::index::EventRow;
+use crate::name::PartitionName;
+use crate::object::{Checkpoint, Event};
+use crate::refdb::RefName;
+
+/// One event as read back, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Its partition.
+    pub partition: PartitionName,
+    /// Its 1-based position in the partition.
+    pub version: u64,
+    /// The event object's id.
+    pub id: ObjectId,
+    /// The event.
+    pub event: Event,
+    /// The checkpoint that added it.
+    pub checkpoint: ObjectId,
+    /// The checkpoint's date.
+    pub date: Option<DateTime<Utc>>,
+    /// The checkpoint's session.
+    pub session: String,
+}
+
+/// Which checkpoints a walk visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryOrder {
+    /// First parents only: the mainline.
+    FirstParent,
+    /// Every ancestor (breadth first, each once), for merges.
+    Full,
+}
+
+/// Compiles a partition glob: `*` stays within a segment, `**` crosses segments.
+pub(crate) fn compile_glob(pattern: &str) -> Result<GlobMatcher, Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| Error::Glob {
+            pattern: pattern.to_owned(),
+            reason: e.kind().to_string(),
+        })
+}
+
+impl Depot {
+    /// Walks checkpoints from `start`, newest first, calling `f` until it returns `false`.
+    pub fn walk(
+        &self,
+        start: ObjectId,
+        order: HistoryOrder,
+        mut f: impl FnMut(ObjectId, &Checkpoint) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        match order {
+            HistoryOrder::FirstParent => {
+                let mut cursor = Some(start);
+                while let Some(id) = cursor {
+                    let checkpoint = self.read_checkpoint(&id)?;
+                    if !f(id, &checkpoint)? {
+                        break;
+                    }
+                    cursor = checkpoint.first_parent();
+                }
+            }
+            HistoryOrder::Full => {
+                let mut seen = HashSet::new();
+                let mut queue = VecDeque::from([start]);
+                seen.insert(start);
+                while let Some(id) = queue.pop_front() {
+                    let checkpoint = self.read_checkpoint(&id)?;
+                    if !f(id, &checkpoint)? {
+                        break;
+                    }
+                    for parent in checkpoint.parents() {
+                        if seen.insert(*parent) {
+                            queue.push_back(*parent);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the partition index up to `HEAD`: appends what is new, or rebuilds after a
+    /// non-fast-forward move. Cheap when already current (one ref read, one query).
+    pub fn catch_up_index(&self) -> Result<(), Error> {
+        let (_, head) = self.resolve_ref(&RefName::head())?;
+        let mut index = self.index.lock().expect("index lock poisoned");
+        if index.head()?.map(|(id, _)| id) == head {
+            return Ok(());
+        }
+        index.write(|writer| {
+            let indexed = writer.head()?.map(|(id, _)| id);
+            if indexed == head {
+                return Ok(Ok(()));
+            }
+            // Walk back from the head to what is indexed, keeping only ids (bounded memory).
+            let mut chain = Vec::new();
+            let mut cursor = head;
+            let mut found = false;
+            while let Some(id) = cursor {
+                if Some(id) == indexed {
+                    found = true;
+                    break;
+                }
+                let checkpoint = match self.indexed_checkpoint(&id, &HashMap::new()) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Err(e)),
+                };
+                chain.push(id);
+                cursor = checkpoint.parent;
+            }
+            if !found && indexed.is_some() {
+                // Not a fast-forward of what was indexed: rebuild from the root.
+                writer.clear()?;
+            }
+            for id in chain.iter().rev() {
+                let checkpoint = match self.indexed_checkpoint(id, &HashMap::new()) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Err(e)),
+                };
+                writer.append(&checkpoint)?;
+            }
+            Ok(Ok(()))
+        })?
+    }
+
+    /// Drops the partition index and rebuilds it from history.
+    pub fn reindex(&self) -> Result<(u64, u64, u64), Error> {
+        {
+            let mut index = self.index.lock().expect("index lock poisoned");
+            index.write(|w| w.clear())?;
+        }
+        self.catch_up_index()?;
+        let index = self.index.lock().expect("index lock poisoned");
+        Ok(index.counts()?)
+    }
+
+    fn load_rows(&self, rows: Vec<EventRow>) -> Result<Vec<EventRecord>, Error> {
+        rows.into_iter()
+            .map(|row| {
+                let event = self.read_event(&row.event)?;
+                Ok(EventRecord {
+                    partition: row.partition,
+                    version: row.version,
+                    id: row.event,
+                    event,
+                    checkpoint: row.checkpoint,
+                    date: row.date,
+                    session: row.session,
+                })
+            })
+            .collect()
+    }
+
+    /// One partition's events on `HEAD`, oldest first, with checkpoint, date and session.
+    /// Costs O(events of the partition), whatever the depot's size.
+    pub fn partition_events(&self, partition: &PartitionName) -> Result<Vec<EventRecord>, Error> {
+        self.partition_events_after(partition, 0)
+    }
+
+    /// A partition's events after version `after` (0: all).
+    pub fn partition_events_after(
+        &self,
+        partition: &PartitionName,
+        after: u64,
+    ) -> Result<Vec<EventRecord>, Error> {
+        self.catch_up_index()?;
+        let rows = {
+            let index = self.index.lock().expect("index lock poisoned");
+            index.partition_events(partition, after)?
+        };
+        self.load_rows(rows)
+    }
+
+    /// How many events a partition has on `HEAD`.
+    pub fn partition_version(&self, partition: &PartitionName) -> Result<u64, Error> {
+        self.catch_up_index()?;
+        let index = self.index.lock().expect("index lock poisoned");
+        Ok(index.partition_version(partition)?)
+    }
+
+    /// Partitions matching `glob` with their event counts, sorted by name.
+    pub fn partitions(&self, glob: &str) -> Result<Vec<(PartitionName, u64)>, Error> {
+        let matcher = compile_glob(glob)?;
+        self.catch_up_index()?;
+        let index = self.index.lock().expect("index lock poisoned");
+        let mut out = Vec::new();
+        index.for_each_partition(|name, count| {
+            if matcher.is_match(name) {
+                if let Ok(p) = PartitionName::new(name) {
+                    out.push((p, count));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Events of every partition matching `glob`, oldest first (history order, then affix order),
+    /// optionally only those after checkpoint `since`; streamed to `f` until it returns `false`.
+    pub fn events_matching(
+        &self,
+        glob: &str,
+        since: Option<ObjectId>,
+        mut f: impl FnMut(EventRecord) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let matcher = compile_glob(glob)?;
+        self.catch_up_index()?;
+        let after_seq = match since {
+            None => 0,
+            Some(id) => {
+                let index = self.index.lock().expect("index lock poisoned");
+                index.checkpoint_seq(&id)?.ok_or_else(|| Error::Invalid(format!(
+                    "checkpoint {id} is not on HEAD's first-parent history"
+                )))?
+            }
+        };
+        // Few matching partitions: merge their indexed lists. Many: walk checkpoints in order.
+        let matched = self.partitions(glob)?;
+        if matched.len() <= 64 {
+            let mut rows = Vec::new();
+            {
+                let index = self.index.lock().expect("index lock poisoned");
+                for (partition, _) in &matched {
+                    rows.extend(
+                        index
+                            .partition_events(partition, 0)?
+                            .into_iter()
+                            .filter(|r| r.checkpoint_seq > after_seq),
+                    );
+                }
+            }
+            rows.sort_by(|a, b| {
+                (a.checkpoint_seq, &a.partition, a.version).cmp(&(b.checkpoint_seq, &b.partition, b.version))
+            });
+            for row in rows {
+                let event = self.read_event(&row.event)?;
+                let record = EventRecord {
+                    partition: row.partition,
+                    version: row.version,
+                    id: row.event,
+                    event,
+                    checkpoint: row.checkpoint,
+                    date: row.date,
+                    session: row.session,
+                };
+                if !f(record)? {
+                    return Ok(());
+                }
+            }
+            return Ok(());
+        }
+        let mut versions: HashMap<PartitionName, u64> = HashMap::new();
+        let mut stop = false;
+        let mut checkpoints = Vec::new();
+        {
+            let index = self.index.lock().expect("index lock poisoned");
+            index.for_each_checkpoint(0, |seq, id| {
+                checkpoints.push((seq, id));
+                Ok(true)
+            })?;
+        }
+        for (seq, id) in checkpoints {
+            if stop {
+                break;
+            }
+            let checkpoint = self.indexed_checkpoint(&id, &HashMap::new())?;
+            for (partition, ids) in &checkpoint.partitions {
+                let version = versions.entry(partition.clone()).or_insert(0);
+                for event_id in ids {
+                    *version += 1;
+                    if seq <= after_seq || !matcher.is_match(partition.as_str()) {
+                        continue;
+                    }
+                    let record = EventRecord {
+                        partition: partition.clone(),
+                        version: *version,
+                        id: *event_id,
+                        event: self.read_event(event_id)?,
+                        checkpoint: id,
+                        date: checkpoint.date,
+                        session: checkpoint.session.clone(),
+                    };
+                    if !f(record)? {
+                        stop = true;
+                        break;
+                    }
+                }
+                if stop {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a checkpoint touches a partition matching `matcher`.
+    pub fn checkpoint_touches(&self, checkpoint: &Checkpoint, glob: &str) -> Result<bool, Error> {
+        let matcher = compile_glob(glob)?;
+        let affix = self.read_affix(&checkpoint.affix())?;
+        let touches = affix.partitions().any(|(p, _)| matcher.is_match(p.as_str()));
+        Ok(touches)
+    }
+}

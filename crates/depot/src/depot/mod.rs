@@ -1,0 +1,446 @@
+//! The depot: an object database and a ref database used together, with the partition index, the
+//! commit pipeline (group commit, one fsync per batch), history walks, fsck and gc.
+//!
+//! Three layouts open through the same type:
+//! - **native** (`retro init`): packs + journal, ref files, reflogs, the SQLite partition index;
+//! - **go-retro**: a directory written by go-retro's filesystem store (loose objects at the root,
+//!   `refs/heads/master`, no `HEAD`), read and written in place in its own format;
+//! - **memory**: everything in memory, for tests and embedding.
+
+mod commit;
+mod error;
+mod fsck;
+mod gc;
+mod history;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use commit::{Base, CommitRequest, Committed};
+pub use error::Error;
+pub use fsck::{FsckProblem, FsckReport};
+pub use gc::{GcOptions, GcReport};
+pub use history::{EventRecord, HistoryOrder};
+
+use crate::fsutil;
+use crate::hash::{ObjectId, Prefix};
+use crate::index::PartitionIndex;
+use crate::journal::Journal;
+use crate::object::{Affix, Checkpoint, EncodedObject, Event, Kind, Object};
+use crate::odb::{LooseStore, MemoryStore, ObjectStore, PackStore};
+use crate::refdb::{
+    Expected, FilesRefStore, LogInfo, MemoryRefStore, RefEdit, RefName, RefStore, RefValue,
+    ReflogEntry,
+};
+
+/// The format line in a native depot's `config`.
+const FORMAT_LINE: &str = "retro depot 1";
+
+/// Which on-disk shape a depot has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// retro's own: packs, journal, index.
+    Native,
+    /// go-retro's filesystem store, read and written in its format.
+    GoRetro,
+    /// In memory only.
+    Memory,
+}
+
+/// Settings for opening a depot.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a writer waits for the depot lock.
+    pub lock_timeout: Duration,
+    /// Size past which the active pack is sealed.
+    pub pack_roll_size: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            lock_timeout: crate::refdb::DEFAULT_LOCK_TIMEOUT,
+            pack_roll_size: None,
+        }
+    }
+}
+
+/// A depot: objects, refs, the partition index and the commit pipeline.
+pub struct Depot {
+    root: Option<PathBuf>,
+    layout: Layout,
+    objects: Arc<dyn ObjectStore>,
+    refs: Arc<dyn RefStore>,
+    packs: Option<Arc<PackStore>>,
+    journal: Option<Journal>,
+    index: Mutex<PartitionIndex>,
+    committer: commit::Committer,
+    failed_log: Option<PathBuf>,
+    lock_path: Option<PathBuf>,
+    options: Options,
+}
+
+impl Depot {
+    /// Creates a native depot in `dir` (which may exist but must not hold a depot).
+    pub fn init(dir: impl AsRef<Path>) -> Result<Depot, Error> {
+        Self::init_with(dir, Options::default())
+    }
+
+    /// [`Depot::init`] with options.
+    pub fn init_with(dir: impl AsRef<Path>, options: Options) -> Result<Depot, Error> {
+        let dir = dir.as_ref();
+        if dir.join("config").exists() || detect_go_retro(dir) {
+            return Err(Error::AlreadyExists(dir.to_path_buf()));
+        }
+        fsutil::create_dir_durable(&dir.join("refs/heads"))
+            .map_err(Error::io("create directory", dir.join("refs/heads")))?;
+        for sub in ["objects", "packs", "logs"] {
+            fsutil::create_dir_durable(&dir.join(sub))
+                .map_err(Error::io("create directory", dir.join(sub)))?;
+        }
+        fsutil::write_atomic(&dir.join("HEAD"), b"ref: refs/heads/master")
+            .map_err(Error::io("write", dir.join("HEAD")))?;
+        // The config is written last: a crash before it leaves no half-made depot behind.
+        fsutil::write_atomic(&dir.join("config"), format!("{FORMAT_LINE}\n").as_bytes())
+            .map_err(Error::io("write", dir.join("config")))?;
+        Self::open_with(dir, options)
+    }
+
+    /// Opens the depot in `dir`, native or go-retro.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Depot, Error> {
+        Self::open_with(dir, Options::default())
+    }
+
+    /// [`Depot::open`] with options.
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Depot, Error> {
+        let dir = dir.as_ref();
+        let config = dir.join("config");
+        if config.is_file() {
+            let text = fs::read_to_string(&config).map_err(Error::io("read", &config))?;
+            let first = text.lines().next().unwrap_or_default().trim().to_owned();
+            if first != FORMAT_LINE {
+                return Err(Error::UnsupportedFormat {
+                    path: dir.to_path_buf(),
+                    found: first,
+                });
+            }
+            return Self::open_native(dir, options);
+        }
+        if detect_go_retro(dir) {
+            return Self::open_go_retro(dir, options);
+        }
+        Err(Error::NotADepot(dir.to_path_buf()))
+    }
+
+    fn open_native(dir: &Path, options: Options) -> Result<Depot, Error> {
+        let loose = LooseStore::new(dir.join("objects"));
+        let mut packs = PackStore::open(dir.join("packs"), Some(loose))?;
+        if let Some(size) = options.pack_roll_size {
+            packs = packs.with_roll_size(size);
+        }
+        let packs = Arc::new(packs);
+        let files = Arc::new(
+            FilesRefStore::new(dir, dir.join("lock")).with_lock_timeout(options.lock_timeout),
+        );
+        let mut journal = Journal::new(packs.clone(), files.clone(), dir);
+        journal.set_lock_timeout(options.lock_timeout);
+        if journal.needs_recovery()? {
+            let _lock = journal.lock()?;
+            journal.recover_locked()?;
+        }
+        let index = PartitionIndex::open(&dir.join("index.sqlite"))?;
+        Ok(Depot {
+            root: Some(dir.to_path_buf()),
+            layout: Layout::Native,
+            objects: packs.clone(),
+            refs: files,
+            packs: Some(packs),
+            journal: Some(journal),
+            index: Mutex::new(index),
+            committer: commit::Committer::default(),
+            failed_log: Some(dir.join("logs/failed")),
+            lock_path: Some(dir.join("lock")),
+            options,
+        })
+    }
+
+    fn open_go_retro(dir: &Path, options: Options) -> Result<Depot, Error> {
+        let lock_path = dir.join(".retro-lock");
+        let refs = Arc::new(
+            FilesRefStore::new(dir, &lock_path).with_lock_timeout(options.lock_timeout),
+        );
+        let index = PartitionIndex::open(&dir.join(".retro-index.sqlite"))?;
+        Ok(Depot {
+            root: Some(dir.to_path_buf()),
+            layout: Layout::GoRetro,
+            objects: Arc::new(LooseStore::new(dir)),
+            refs,
+            packs: None,
+            journal: None,
+            index: Mutex::new(index),
+            committer: commit::Committer::default(),
+            failed_log: Some(dir.join(".retro-failed")),
+            lock_path: Some(lock_path),
+            options,
+        })
+    }
+
+    /// A depot in memory.
+    pub fn in_memory() -> Result<Depot, Error> {
+        Self::with_stores(Arc::new(MemoryStore::new()), Arc::new(MemoryRefStore::new()))
+    }
+
+    /// A depot over any object and ref stores (PostgreSQL, say); commits write objects, sync, then
+    /// move refs by compare-and-swap. `HEAD` is created pointing at `refs/heads/master` if absent.
+    pub fn with_stores(
+        objects: Arc<dyn ObjectStore>,
+        refs: Arc<dyn RefStore>,
+    ) -> Result<Depot, Error> {
+        if refs.read(&RefName::head())?.is_none() {
+            refs.transaction(&[RefEdit {
+                name: RefName::head(),
+                expected: Expected::MustNotExist,
+                new: Some(RefValue::Symbolic(RefName::master())),
+                log: LogInfo::default(),
+            }])?;
+        }
+        Ok(Depot {
+            root: None,
+            layout: Layout::Memory,
+            objects,
+            refs,
+            packs: None,
+            journal: None,
+            index: Mutex::new(PartitionIndex::in_memory()?),
+            committer: commit::Committer::default(),
+            failed_log: None,
+            lock_path: None,
+            options: Options::default(),
+        })
+    }
+
+    /// The depot's directory (none for a memory depot).
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    /// The depot's layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The object store.
+    pub fn objects(&self) -> &dyn ObjectStore {
+        &*self.objects
+    }
+
+    /// The ref store (read it freely; move refs through [`Depot::update_refs`]).
+    pub fn refs(&self) -> &dyn RefStore {
+        &*self.refs
+    }
+
+    /// Reads a ref's raw value. A go-retro depot has no `HEAD` file: `HEAD` reads as a symbolic
+    /// ref to `refs/heads/master` there.
+    pub fn read_ref(&self, name: &RefName) -> Result<Option<RefValue>, Error> {
+        match self.refs.read(name)? {
+            None if name.as_str() == "HEAD" => Ok(Some(RefValue::Symbolic(RefName::master()))),
+            other => Ok(other),
+        }
+    }
+
+    /// Follows symbolic refs: the direct ref's name and its checkpoint (`None` while unborn).
+    pub fn resolve_ref(&self, name: &RefName) -> Result<(RefName, Option<ObjectId>), Error> {
+        Ok(crate::refdb::resolve_with(name, |n| {
+            self.read_ref(n).map_err(|e| match e {
+                Error::Refs(r) => r,
+                other => crate::refdb::Error::Backend(other.to_string()),
+            })
+        })?)
+    }
+
+    /// The checkpoint `HEAD` points at, if any.
+    pub fn head(&self) -> Result<Option<ObjectId>, Error> {
+        Ok(self.resolve_ref(&RefName::head())?.1)
+    }
+
+    /// Every ref whose name starts with `prefix`, with `HEAD` shown for go-retro depots too.
+    pub fn list_refs(&self, prefix: &str) -> Result<Vec<(RefName, RefValue)>, Error> {
+        let mut refs = self.refs.list(prefix)?;
+        if "HEAD".starts_with(prefix) && !refs.iter().any(|(n, _)| n.as_str() == "HEAD") {
+            if let Some(head) = self.read_ref(&RefName::head())? {
+                refs.push((RefName::head(), head));
+                refs.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        Ok(refs)
+    }
+
+    /// A ref's reflog, oldest first.
+    pub fn reflog(&self, name: &RefName) -> Result<Vec<ReflogEntry>, Error> {
+        let (target, _) = self.resolve_ref(name)?;
+        Ok(self.refs.reflog(&target)?)
+    }
+
+    /// Reads an object, verified.
+    pub fn read_object(&self, id: &ObjectId) -> Result<EncodedObject, Error> {
+        self.objects.read(id)?.ok_or_else(|| Error::MissingObject {
+            id: *id,
+            context: "not in the object store".to_owned(),
+        })
+    }
+
+    /// Reads and decodes an object.
+    pub fn read_decoded(&self, id: &ObjectId) -> Result<Object, Error> {
+        self.read_object(id)?
+            .decode()
+            .map_err(|source| Error::Decode { id: *id, source })
+    }
+
+    /// Reads a checkpoint.
+    pub fn read_checkpoint(&self, id: &ObjectId) -> Result<Checkpoint, Error> {
+        match self.read_decoded(id)? {
+            Object::Checkpoint(c) => Ok(c),
+            other => Err(Error::WrongKind {
+                id: *id,
+                expected: Kind::Checkpoint,
+                found: other.kind(),
+            }),
+        }
+    }
+
+    /// Reads an affix.
+    pub fn read_affix(&self, id: &ObjectId) -> Result<Affix, Error> {
+        match self.read_decoded(id)? {
+            Object::Affix(a) => Ok(a),
+            other => Err(Error::WrongKind {
+                id: *id,
+                expected: Kind::Affix,
+                found: other.kind(),
+            }),
+        }
+    }
+
+    /// Reads an event.
+    pub fn read_event(&self, id: &ObjectId) -> Result<Event, Error> {
+        match self.read_decoded(id)? {
+            Object::Event(e) => Ok(e),
+            other => Err(Error::WrongKind {
+                id: *id,
+                expected: Kind::Event,
+                found: other.kind(),
+            }),
+        }
+    }
+
+    /// Resolves a unique id prefix (at least 4 hex digits).
+    pub fn resolve_prefix(&self, prefix: &Prefix) -> Result<ObjectId, Error> {
+        let found = self.objects.find_prefix(prefix, 8)?;
+        match found.as_slice() {
+            [] => Err(Error::UnknownRevision(prefix.to_string())),
+            [one] => Ok(*one),
+            _ => Err(Error::AmbiguousPrefix {
+                prefix: prefix.to_string(),
+                candidates: found,
+            }),
+        }
+    }
+
+    /// Moves refs by compare-and-swap, all or none (through the journal in a native depot).
+    pub fn update_refs(&self, edits: &[RefEdit]) -> Result<(), Error> {
+        for edit in edits {
+            if let Some(RefValue::Direct(id)) = &edit.new {
+                self.read_checkpoint(id)?;
+            }
+        }
+        match &self.journal {
+            Some(journal) => {
+                if edits.iter().any(|e| matches!(e.new, Some(RefValue::Symbolic(_)))) {
+                    // Symbolic refs (HEAD) are not journaled: set them with a plain ref transaction.
+                    return Ok(self.refs.transaction(edits)?);
+                }
+                let _lock = journal.lock()?;
+                journal.recover_locked()?;
+                let prepared = crate::refdb::prepare_edits(edits, |n| self.refs.read(n))?;
+                let record = crate::journal::JournalRecord {
+                    date: chrono::Utc::now(),
+                    updates: prepared
+                        .iter()
+                        .map(|(edit, old)| crate::journal::JournalUpdate {
+                            name: edit.name.clone(),
+                            old: old.as_ref().and_then(RefValue::id),
+                            new: edit.new.as_ref().and_then(RefValue::id),
+                            session: edit.log.session.clone(),
+                            message: edit.log.message.clone(),
+                        })
+                        .collect(),
+                };
+                journal.commit_locked(Vec::new(), &record)?;
+                Ok(())
+            }
+            None => Ok(self.refs.transaction(edits)?),
+        }
+    }
+
+    /// Records a failed command: its checkpoint is written (unreferenced) and listed in the
+    /// depot's failure log, which fsck and gc treat as a root. Returns the checkpoint id.
+    pub fn record_failure(&self, checkpoint: &Checkpoint, affix: &Affix) -> Result<ObjectId, Error> {
+        let affix = Object::from(affix.clone()).to_encoded();
+        let encoded = Object::from(checkpoint.clone()).to_encoded();
+        let id = encoded.id();
+        let _lock = match (&self.journal, &self.lock_path) {
+            (Some(journal), _) => Some(journal.lock()?),
+            (None, Some(path)) => Some(crate::refdb::DepotLock::acquire(path, self.options.lock_timeout)?),
+            (None, None) => None,
+        };
+        self.objects.write(&[affix, encoded])?;
+        self.objects.sync()?;
+        if let Some(path) = &self.failed_log {
+            use std::io::Write;
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(Error::io("open", path))?;
+            writeln!(file, "{id}").map_err(Error::io("append to", path))?;
+            file.sync_data().map_err(Error::io("fsync", path))?;
+        } else {
+            self.committer.remember_failure(id);
+        }
+        Ok(id)
+    }
+
+    /// The recorded failed commands' checkpoints, oldest first.
+    pub fn failures(&self) -> Result<Vec<ObjectId>, Error> {
+        match &self.failed_log {
+            Some(path) => {
+                let text = match fs::read_to_string(path) {
+                    Ok(text) => text,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                    Err(e) => return Err(Error::io("read", path)(e)),
+                };
+                Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            }
+            None => Ok(self.committer.failures()),
+        }
+    }
+}
+
+/// A go-retro depot: `refs/heads/master` or two-hex-digit object directories, and no `config`.
+fn detect_go_retro(dir: &Path) -> bool {
+    if dir.join("config").exists() {
+        return false;
+    }
+    if dir.join("refs/heads").is_dir() {
+        return true;
+    }
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.len() == 2
+                && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                && e.path().is_dir()
+        })
+    })
+}

@@ -1,0 +1,338 @@
+//! The partition index: a derived, rebuildable SQLite table of which events each partition holds,
+//! in order, with each event's checkpoint, date and session.
+//!
+//! It follows one ref (the one `HEAD` names) along first parents. Reading a partition costs one
+//! indexed range query, O(events of the partition), whatever the depot's size. It catches up from
+//! the last indexed checkpoint; when the ref moved in a way that is not a fast-forward of what was
+//! indexed, it is rebuilt from the root. It is never trusted over the objects: event ids read from
+//! it are loaded (and hash-verified) from the object store, and fsck replays history to compare.
+//!
+//! SQLite runs in WAL mode with `synchronous=NORMAL`: a power cut may lose the newest index rows
+//! but never corrupts the file, and lost rows are re-derived on the next catch-up.
+
+use std::path::Path;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::hash::ObjectId;
+use crate::name::PartitionName;
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// What went wrong with the index.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// SQLite failed.
+    #[error("partition index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The index holds something that cannot be right.
+    #[error("partition index is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// One checkpoint to add to the index: its events per partition in affix order.
+#[derive(Debug, Clone)]
+pub struct IndexedCheckpoint {
+    /// The checkpoint.
+    pub id: ObjectId,
+    /// Its first parent.
+    pub parent: Option<ObjectId>,
+    /// Its date (seconds since the epoch), if it has one.
+    pub date: Option<DateTime<Utc>>,
+    /// Its session.
+    pub session: String,
+    /// Partitions (sorted) and their events in order.
+    pub partitions: Vec<(PartitionName, Vec<ObjectId>)>,
+}
+
+/// An event's place in the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// The partition.
+    pub partition: PartitionName,
+    /// 1-based position in the partition (its version after this event).
+    pub version: u64,
+    /// The event object.
+    pub event: ObjectId,
+    /// The checkpoint that added it.
+    pub checkpoint: ObjectId,
+    /// The order of that checkpoint in history (1 = the root).
+    pub checkpoint_seq: u64,
+    /// The checkpoint's date.
+    pub date: Option<DateTime<Utc>>,
+    /// The checkpoint's session.
+    pub session: String,
+}
+
+/// The SQLite-backed partition index.
+pub struct PartitionIndex {
+    conn: Connection,
+}
+
+fn id_from(blob: Vec<u8>) -> Result<ObjectId, IndexError> {
+    ObjectId::from_slice(&blob).ok_or_else(|| IndexError::Corrupt("an id is not 32 bytes".into()))
+}
+
+fn date_from(secs: Option<i64>) -> Option<DateTime<Utc>> {
+    secs.and_then(|s| Utc.timestamp_opt(s, 0).single())
+}
+
+impl PartitionIndex {
+    /// Opens (creating) the index file at `path`.
+    pub fn open(path: &Path) -> Result<PartitionIndex, IndexError> {
+        let conn = Connection::open(path)?;
+        Self::setup(conn, true)
+    }
+
+    /// An index that lives in memory.
+    pub fn in_memory() -> Result<PartitionIndex, IndexError> {
+        Self::setup(Connection::open_in_memory()?, false)
+    }
+
+    fn setup(conn: Connection, on_disk: bool) -> Result<PartitionIndex, IndexError> {
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        if on_disk {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        conn.pragma_update(None, "cache_size", -16_000)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);
+             CREATE TABLE IF NOT EXISTS checkpoints(
+                 seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, date INTEGER, session TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS partitions(
+                 pid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, events INTEGER NOT NULL,
+                 last_seq INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS events(
+                 pid INTEGER NOT NULL, n INTEGER NOT NULL, cseq INTEGER NOT NULL, event BLOB NOT NULL,
+                 PRIMARY KEY(pid, n)) WITHOUT ROWID;",
+        )?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| r.get(0))
+            .optional()?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('version', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(IndexError::Corrupt(format!(
+                    "schema version {other} is not {SCHEMA_VERSION}; run 'retro reindex'"
+                )))
+            }
+        }
+        Ok(PartitionIndex { conn })
+    }
+
+    /// The checkpoint the index is complete up to, and its sequence number.
+    pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
+        let row: Option<(Vec<u8>, i64)> = self
+            .conn
+            .query_row(
+                "SELECT id, seq FROM checkpoints ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(id, seq)| Ok((id_from(id)?, seq as u64))).transpose()
+    }
+
+    /// Runs `f` inside one write transaction that holds SQLite's write lock from the start, so
+    /// concurrent catch-ups (in other processes too) serialize.
+    pub fn write<T>(
+        &mut self,
+        f: impl FnOnce(&mut IndexWriter<'_>) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut writer = IndexWriter { tx };
+        let out = f(&mut writer)?;
+        writer.tx.commit()?;
+        Ok(out)
+    }
+
+    /// The events of one partition from `after_version` on (0: all), oldest first.
+    pub fn partition_events(
+        &self,
+        partition: &PartitionName,
+        after_version: u64,
+    ) -> Result<Vec<EventRow>, IndexError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.n, e.event, c.id, c.seq, c.date, c.session
+             FROM partitions p JOIN events e ON e.pid = p.pid JOIN checkpoints c ON c.seq = e.cseq
+             WHERE p.name = ?1 AND e.n > ?2 ORDER BY e.n",
+        )?;
+        let rows = stmt.query_map(params![partition.as_str(), after_version as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (n, event, checkpoint, seq, date, session) = row?;
+            out.push(EventRow {
+                partition: partition.clone(),
+                version: n as u64,
+                event: id_from(event)?,
+                checkpoint: id_from(checkpoint)?,
+                checkpoint_seq: seq as u64,
+                date: date_from(date),
+                session,
+            });
+        }
+        Ok(out)
+    }
+
+    /// How many events a partition has (its version), 0 if none.
+    pub fn partition_version(&self, partition: &PartitionName) -> Result<u64, IndexError> {
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT events FROM partitions WHERE name = ?1")?
+            .query_row([partition.as_str()], |r| r.get(0))
+            .optional()?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
+    /// Every partition with its event count, sorted by name, streamed to `f`.
+    pub fn for_each_partition(
+        &self,
+        mut f: impl FnMut(&str, u64) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, events FROM partitions ORDER BY name")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let name: String = row.get(0)?;
+            let n: i64 = row.get(1)?;
+            f(&name, n as u64)?;
+        }
+        Ok(())
+    }
+
+    /// The sequence number of an indexed checkpoint.
+    pub fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT seq FROM checkpoints WHERE id = ?1")?
+            .query_row([id.as_bytes().as_slice()], |r| r.get(0))
+            .optional()?;
+        Ok(n.map(|n| n as u64))
+    }
+
+    /// Indexed checkpoints with `seq > after`, oldest first, streamed to `f(seq, id)`.
+    pub fn for_each_checkpoint(
+        &self,
+        after: u64,
+        mut f: impl FnMut(u64, ObjectId) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, id FROM checkpoints WHERE seq > ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([after as i64])?;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let id = id_from(row.get(1)?)?;
+            if !f(seq as u64, id)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts for reports: checkpoints, partitions, events.
+    pub fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
+        let q = |sql: &str| -> Result<u64, IndexError> {
+            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok((
+            q("SELECT COUNT(*) FROM checkpoints")?,
+            q("SELECT COUNT(*) FROM partitions")?,
+            q("SELECT COUNT(*) FROM events")?,
+        ))
+    }
+}
+
+/// Writes inside one index transaction.
+pub struct IndexWriter<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+impl IndexWriter<'_> {
+    /// The head inside this transaction.
+    pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
+        let row: Option<(Vec<u8>, i64)> = self
+            .tx
+            .query_row(
+                "SELECT id, seq FROM checkpoints ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(id, seq)| Ok((id_from(id)?, seq as u64))).transpose()
+    }
+
+    /// Empties the index (before a rebuild).
+    pub fn clear(&mut self) -> Result<(), IndexError> {
+        self.tx
+            .execute_batch("DELETE FROM events; DELETE FROM partitions; DELETE FROM checkpoints;")?;
+        Ok(())
+    }
+
+    /// Appends one checkpoint (which must be a child of the head).
+    pub fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
+        let seq = self.head()?.map_or(1, |(_, seq)| seq + 1);
+        self.tx
+            .prepare_cached("INSERT INTO checkpoints(seq, id, date, session) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![
+                seq as i64,
+                checkpoint.id.as_bytes().as_slice(),
+                checkpoint.date.map(|d| d.timestamp()),
+                checkpoint.session
+            ])?;
+        for (partition, events) in &checkpoint.partitions {
+            let existing: Option<(i64, i64)> = self
+                .tx
+                .prepare_cached("SELECT pid, events FROM partitions WHERE name = ?1")?
+                .query_row([partition.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let (pid, before) = match existing {
+                Some(found) => found,
+                None => {
+                    self.tx
+                        .prepare_cached(
+                            "INSERT INTO partitions(name, events, last_seq) VALUES (?1, 0, ?2)",
+                        )?
+                        .execute(params![partition.as_str(), seq as i64])?;
+                    (self.tx.last_insert_rowid(), 0)
+                }
+            };
+            let mut insert = self
+                .tx
+                .prepare_cached("INSERT INTO events(pid, n, cseq, event) VALUES (?1, ?2, ?3, ?4)")?;
+            for (i, event) in events.iter().enumerate() {
+                insert.execute(params![
+                    pid,
+                    before + 1 + i as i64,
+                    seq as i64,
+                    event.as_bytes().as_slice()
+                ])?;
+            }
+            self.tx
+                .prepare_cached("UPDATE partitions SET events = ?1, last_seq = ?2 WHERE pid = ?3")?
+                .execute(params![before + events.len() as i64, seq as i64, pid])?;
+        }
+        Ok(seq)
+    }
+}

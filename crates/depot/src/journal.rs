@@ -1,0 +1,418 @@
+//! The journal: how a native depot makes a commit durable with one fsync.
+//!
+//! A commit's objects **and** its ref moves are appended to the active pack in one write, as object
+//! records followed by one journal record, and made durable by one `fdatasync`. The journal record is
+//! the truth about refs; the ref files and reflogs are its *materialization*, written right after
+//! (without fsync) under the same depot lock, so readers can keep reading plain ref files.
+//!
+//! `<depot>/journal` (64 bytes, overwritten in place, crc-checked) remembers how far the packs have
+//! been materialized and how far that materialization is known to be durable, with the boot id of
+//! the kernel that wrote it:
+//!
+//! - same boot, materialized up to the end of the packs: nothing to do (the common case, one read);
+//! - same boot, behind the end: a writer died between its fsync and its materialization (the page
+//!   cache survived): replay the journal records from the materialized position;
+//! - different boot (power cut, reboot): only fsynced data survived, so replay from the durable
+//!   position, fsync what was replayed, and advance the durable position.
+//!
+//! Every `DURABLE_EVERY` bytes of journal a writer also fsyncs the ref files it materialized and
+//! advances the durable position, so that the replay after a reboot stays short.
+//! See `docs/crash-safety.md` for the full argument.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::str;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::hash::ObjectId;
+use crate::odb::{self, PackStore, Position, RecordKind};
+use crate::refdb::{self, DepotLock, FilesRefStore, RefName, RefStore, RefValue, ReflogEntry};
+
+const STATE_MAGIC: &[u8; 8] = b"RETROJN1";
+const STATE_LEN: usize = 8 + 8 + 16 + 16 + 4;
+/// Advance the durable position after this many journal bytes.
+const DURABLE_EVERY: u64 = 4 << 20;
+
+/// One ref move inside a journal record, with its reflog details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JournalUpdate {
+    pub name: RefName,
+    pub old: Option<ObjectId>,
+    pub new: Option<ObjectId>,
+    pub session: String,
+    pub message: String,
+}
+
+/// A journal record: ref moves made together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JournalRecord {
+    pub date: DateTime<Utc>,
+    pub updates: Vec<JournalUpdate>,
+}
+
+fn one_token(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.replace(char::is_whitespace, "_")
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r', '\t'], " ")
+}
+
+fn show(id: &Option<ObjectId>) -> String {
+    id.map_or_else(|| "-".to_owned(), |id| id.to_string())
+}
+
+impl JournalRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = format!(
+            "retro-journal 1\ndate {}\n",
+            crate::object::format_date(self.date)
+        );
+        for update in &self.updates {
+            out.push_str(&format!(
+                "update {} {} {} {}\t{}\n",
+                update.name,
+                show(&update.old),
+                show(&update.new),
+                one_token(&update.session),
+                one_line(&update.message)
+            ));
+        }
+        out.into_bytes()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<JournalRecord> {
+        let text = str::from_utf8(bytes).ok()?;
+        let mut lines = text.split_terminator('\n');
+        if lines.next()? != "retro-journal 1" {
+            return None;
+        }
+        let date = crate::object::parse_date(lines.next()?.strip_prefix("date ")?).ok()?;
+        let read = |t: &str| -> Option<Option<ObjectId>> {
+            if t == "-" {
+                Some(None)
+            } else {
+                t.parse().ok().map(Some)
+            }
+        };
+        let mut updates = Vec::new();
+        for line in lines {
+            let (head, message) = line.strip_prefix("update ")?.split_once('\t')?;
+            let mut parts = head.split(' ');
+            let name = RefName::new(parts.next()?).ok()?;
+            let old = read(parts.next()?)?;
+            let new = read(parts.next()?)?;
+            let session = parts.next()?;
+            updates.push(JournalUpdate {
+                name,
+                old,
+                new,
+                session: if session == "-" { String::new() } else { session.to_owned() },
+                message: message.to_owned(),
+            });
+        }
+        Some(JournalRecord { date, updates })
+    }
+
+    fn reflog_entry(&self, update: &JournalUpdate) -> ReflogEntry {
+        ReflogEntry {
+            old: update.old,
+            new: update.new,
+            date: self.date,
+            session: update.session.clone(),
+            message: update.message.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct State {
+    boot: u64,
+    materialized: Position,
+    durable: Position,
+}
+
+fn boot_hash() -> u64 {
+    let id = crate::fsutil::boot_id();
+    let digest = ObjectId::of(id.as_bytes());
+    u64::from_be_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// What went wrong in the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The pack store failed.
+    #[error(transparent)]
+    Objects(#[from] odb::Error),
+    /// The ref store failed.
+    #[error(transparent)]
+    Refs(#[from] refdb::Error),
+    /// The state file could not be written.
+    #[error("could not {verb} '{path}': {source}")]
+    Io {
+        /// What was being done.
+        verb: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The native depot's journal: packs, ref files and the state file, under the depot lock.
+pub(crate) struct Journal {
+    packs: std::sync::Arc<PackStore>,
+    refs: std::sync::Arc<FilesRefStore>,
+    state_path: PathBuf,
+    lock_path: PathBuf,
+    lock_timeout: Duration,
+}
+
+impl Journal {
+    pub(crate) fn new(
+        packs: std::sync::Arc<PackStore>,
+        refs: std::sync::Arc<FilesRefStore>,
+        root: &Path,
+    ) -> Journal {
+        Journal {
+            packs,
+            refs,
+            state_path: root.join("journal"),
+            lock_path: root.join("lock"),
+            lock_timeout: refdb::DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+
+    pub(crate) fn set_lock_timeout(&mut self, timeout: Duration) {
+        self.lock_timeout = timeout;
+    }
+
+    pub(crate) fn lock(&self) -> Result<DepotLock, JournalError> {
+        Ok(DepotLock::acquire(&self.lock_path, self.lock_timeout)?)
+    }
+
+    fn read_state(&self) -> Option<State> {
+        let file = File::open(&self.state_path).ok()?;
+        let mut buf = [0u8; STATE_LEN];
+        file.read_exact_at(&mut buf, 0).ok()?;
+        if &buf[..8] != STATE_MAGIC {
+            return None;
+        }
+        let crc = u32::from_be_bytes(buf[STATE_LEN - 4..].try_into().expect("4 bytes"));
+        if crc32fast::hash(&buf[..STATE_LEN - 4]) != crc {
+            return None;
+        }
+        let u = |at: usize| u64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+        Some(State {
+            boot: u(8),
+            materialized: Position {
+                pack: u(16),
+                offset: u(24),
+            },
+            durable: Position {
+                pack: u(32),
+                offset: u(40),
+            },
+        })
+    }
+
+    fn write_state(&self, state: &State, sync: bool) -> Result<(), JournalError> {
+        let mut buf = Vec::with_capacity(STATE_LEN);
+        buf.extend_from_slice(STATE_MAGIC);
+        for v in [
+            state.boot,
+            state.materialized.pack,
+            state.materialized.offset,
+            state.durable.pack,
+            state.durable.offset,
+        ] {
+            buf.extend_from_slice(&v.to_be_bytes());
+        }
+        let crc = crc32fast::hash(&buf);
+        buf.extend_from_slice(&crc.to_be_bytes());
+        let io = |verb| {
+            let path = self.state_path.clone();
+            move |source| JournalError::Io { verb, path, source }
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.state_path)
+            .map_err(io("open"))?;
+        file.write_all_at(&buf, 0).map_err(io("write"))?;
+        if sync {
+            file.sync_data().map_err(io("fsync"))?;
+        }
+        Ok(())
+    }
+
+    /// True when the materialized refs may lag the packs (checked without the lock).
+    pub(crate) fn needs_recovery(&self) -> Result<bool, JournalError> {
+        let end = self.packs.end()?;
+        Ok(match self.read_state() {
+            Some(state) => state.boot != boot_hash() || state.materialized != end,
+            None => end.offset > 8,
+        })
+    }
+
+    /// Brings ref files up to date with the journal. Call with the depot lock held.
+    pub(crate) fn recover_locked(&self) -> Result<(), JournalError> {
+        let end = self.packs.end()?;
+        let boot = boot_hash();
+        let state = self.read_state();
+        let (from, rebooted) = match state {
+            Some(s) if s.boot == boot && s.materialized == end => return Ok(()),
+            Some(s) if s.boot == boot => (s.materialized, false),
+            Some(s) => (s.durable, true),
+            None => (Position { pack: 0, offset: 0 }, true),
+        };
+        let mut records = Vec::new();
+        let end = self.packs.scan_journal(from, |_, payload| {
+            if let Some(record) = JournalRecord::decode(payload) {
+                records.push(record);
+            }
+            Ok(())
+        })?;
+        let mut touched = BTreeSet::new();
+        for record in &records {
+            let mut done_in_record = BTreeSet::new();
+            for (i, update) in record.updates.iter().enumerate() {
+                // A record whose moves were all materialized before the crash shows as the ref
+                // already holding its final value: replaying it must not log it twice.
+                if done_in_record.contains(&update.name) {
+                    continue;
+                }
+                let first_for_ref = record.updates[..i].iter().all(|u| u.name != update.name);
+                if first_for_ref {
+                    let last_for_ref = record.updates[i..]
+                        .iter()
+                        .rev()
+                        .find(|u| u.name == update.name)
+                        .expect("update is in its own record");
+                    let current = self.refs.read(&update.name)?.and_then(|v| v.id());
+                    if current == last_for_ref.new {
+                        done_in_record.insert(update.name.clone());
+                        continue;
+                    }
+                }
+                let entry = record.reflog_entry(update);
+                self.refs.materialize(
+                    &update.name,
+                    update.new.map(RefValue::Direct).as_ref(),
+                    Some(&entry),
+                )?;
+                touched.insert(update.name.clone());
+            }
+        }
+        let durable = if rebooted {
+            self.refs.sync_refs(&touched)?;
+            end
+        } else {
+            state.map_or(end, |s| s.durable)
+        };
+        self.write_state(
+            &State {
+                boot,
+                materialized: end,
+                durable,
+            },
+            rebooted,
+        )
+    }
+
+    /// Appends `objects` and one journal record in one write and one fdatasync, then materializes
+    /// the ref moves. Call with the depot lock held, after checking the moves' expectations.
+    pub(crate) fn commit_locked(
+        &self,
+        mut records: Vec<(RecordKind, Vec<u8>)>,
+        journal: &JournalRecord,
+    ) -> Result<(), JournalError> {
+        records.push((RecordKind::Journal, journal.encode()));
+        let positions = self.packs.append(&records, true)?;
+        // The commit is durable now; what follows only materializes it.
+        for update in &journal.updates {
+            let entry = journal.reflog_entry(update);
+            self.refs.materialize(
+                &update.name,
+                update.new.map(RefValue::Direct).as_ref(),
+                Some(&entry),
+            )?;
+        }
+        let end = self.packs.end()?;
+        let last = positions.last().copied().unwrap_or(end);
+        let boot = boot_hash();
+        let previous = self.read_state().filter(|s| s.boot == boot);
+        let mut durable = previous.map_or(Position { pack: 0, offset: 0 }, |s| s.durable);
+        let behind = durable.pack != last.pack || last.offset.saturating_sub(durable.offset) > DURABLE_EVERY;
+        if behind {
+            let mut touched = BTreeSet::new();
+            self.packs.scan_journal(durable, |_, payload| {
+                if let Some(record) = JournalRecord::decode(payload) {
+                    touched.extend(record.updates.into_iter().map(|u| u.name));
+                }
+                Ok(())
+            })?;
+            self.refs.sync_refs(&touched)?;
+            durable = end;
+        }
+        self.write_state(
+            &State {
+                boot,
+                materialized: end,
+                durable,
+            },
+            behind,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_records_round_trip() {
+        let record = JournalRecord {
+            date: crate::object::parse_date("2026-11-25T10:00:00Z").unwrap(),
+            updates: vec![
+                JournalUpdate {
+                    name: RefName::master(),
+                    old: None,
+                    new: Some(ObjectId::of(b"a")),
+                    session: "s1".to_owned(),
+                    message: "apply accounts/a deposit".to_owned(),
+                },
+                JournalUpdate {
+                    name: RefName::new("refs/consumers/x").unwrap(),
+                    old: Some(ObjectId::of(b"a")),
+                    new: None,
+                    session: String::new(),
+                    message: "delete".to_owned(),
+                },
+            ],
+        };
+        let decoded = JournalRecord::decode(&record.encode()).unwrap();
+        assert_eq!(decoded, record);
+        let odd = JournalRecord {
+            date: record.date,
+            updates: vec![JournalUpdate {
+                session: "s 1".to_owned(),
+                message: "two\nlines\tand tab".to_owned(),
+                ..record.updates[0].clone()
+            }],
+        };
+        let decoded = JournalRecord::decode(&odd.encode()).unwrap();
+        assert_eq!(decoded.updates[0].session, "s_1");
+        assert_eq!(decoded.updates[0].message, "two lines and tab");
+    }
+}

@@ -1,0 +1,92 @@
+//! A depot in go-retro's layout, built here from the format spec, opens and reads.
+
+use std::io::Write;
+use std::path::Path;
+
+use depot::{Affix, Checkpoint, Depot, Layout, Object, ObjectId};
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+
+use crate::common::*;
+
+fn write_loose(root: &Path, object: &Object) -> ObjectId {
+    let encoded = object.to_encoded();
+    let hex = encoded.id().to_hex();
+    let dir = root.join(&hex[0..2]).join(&hex[2..4]);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut encoder = ZlibEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(encoded.bytes()).unwrap();
+    std::fs::write(dir.join(&hex[4..]), encoder.finish().unwrap()).unwrap();
+    encoded.id()
+}
+
+/// Two commands as go-retro's engine would store them (message `<path>/<name>`).
+fn build_go_retro_depot(root: &Path) -> (ObjectId, ObjectId) {
+    let mut parent = None;
+    let mut ids = Vec::new();
+    for (n, name) in ["Alice", "Bob"].iter().enumerate() {
+        let event = Object::Event(ev("SetName", &format!(r#"{{"name":"{name}"}}"#)));
+        let session_event = Object::Event(ev("IdentityCreated", "{}"));
+        let e1 = write_loose(root, &event);
+        let e2 = write_loose(root, &session_event);
+        let affix: Affix = [(p(&format!("identity/{n}")), e1), (p("session/DEADBEEF"), e2)]
+            .into_iter()
+            .collect();
+        let affix_id = write_loose(root, &Object::Affix(affix));
+        let date = depot::parse_date("2019-02-11T14:51:00Z").unwrap();
+        let checkpoint = Checkpoint::new(
+            affix_id,
+            parent.into_iter().collect(),
+            "DEADBEEF",
+            date,
+            format!("identity/{n}/createIdentity"),
+        )
+        .unwrap();
+        let id = write_loose(root, &Object::Checkpoint(checkpoint));
+        ids.push(id);
+        parent = Some(id);
+    }
+    std::fs::create_dir_all(root.join("refs/heads")).unwrap();
+    std::fs::write(root.join("refs/heads/master"), ids[1].to_string()).unwrap();
+    (ids[0], ids[1])
+}
+
+#[test]
+fn a_go_retro_depot_opens_and_reads_without_conversion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = build_go_retro_depot(dir.path());
+    let before: Vec<_> = snapshot(dir.path());
+    let depot = Depot::open(dir.path()).unwrap();
+    assert_eq!(depot.layout(), Layout::GoRetro);
+    assert_eq!(depot.head().unwrap(), Some(second));
+    assert_eq!(depot.resolve_revision("HEAD~1").unwrap(), first);
+    assert_eq!(depot.resolve_revision("master").unwrap(), second);
+    let events = depot.partition_events(&p("session/DEADBEEF")).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].checkpoint, second);
+    assert_eq!(events[1].session, "DEADBEEF");
+    let report = depot.fsck(|_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.checkpoints, 2);
+    // Reading added only retro's own files beside go-retro's: none of its files changed.
+    let after: Vec<_> = snapshot(dir.path())
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with(".retro"))
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn commits_to_a_go_retro_depot_stay_in_its_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, second) = build_go_retro_depot(dir.path());
+    let depot = Depot::open(dir.path()).unwrap();
+    let committed = commit_retrying(&depot, workload(7, "DEADBEEF"), "identity/7/createIdentity");
+    assert_eq!(committed.parent, Some(second));
+    let hex = committed.checkpoint.to_hex();
+    assert!(dir.path().join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..]).is_file());
+    let text = std::fs::read_to_string(dir.path().join("refs/heads/master")).unwrap();
+    assert_eq!(text, committed.checkpoint.to_string());
+    assert!(!dir.path().join("HEAD").exists(), "no HEAD is added to a go-retro depot");
+    assert_eq!(depot.partition_events(&p("session/DEADBEEF")).unwrap().len(), 3);
+}

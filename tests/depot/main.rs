@@ -1,0 +1,10 @@
+//! Integration tests of the depot crate: commits, concurrency (threads and processes), crash
+//! safety, go-retro depots, fsck, gc, revisions.
+
+mod common;
+mod commits;
+mod concurrency;
+mod crash;
+mod go_retro;
+mod maintenance;
+mod revisions;
