@@ -170,6 +170,59 @@ impl Depot {
         self.partition_events_after(partition, 0)
     }
 
+    /// The checkpoint the index stands at (HEAD after catching up) together with a partition's
+    /// events as of that checkpoint: the consistent snapshot a command handler works on.
+    pub fn partition_snapshot(
+        &self,
+        partition: &PartitionName,
+    ) -> Result<(Option<ObjectId>, Vec<EventRecord>), Error> {
+        self.catch_up_index()?;
+        let (head, rows) = {
+            let index = self.index.lock().expect("index lock poisoned");
+            (
+                index.head()?.map(|(id, _)| id),
+                index.partition_events(partition, 0)?,
+            )
+        };
+        Ok((head, self.load_rows(rows)?))
+    }
+
+    /// A partition's events as of checkpoint `head` by walking its first-parent history: the slow
+    /// path for refs other than `HEAD`'s branch (the index follows `HEAD` only). O(history).
+    pub fn partition_events_at(
+        &self,
+        head: Option<ObjectId>,
+        partition: &PartitionName,
+    ) -> Result<Vec<EventRecord>, Error> {
+        let mut found: Vec<(ObjectId, Option<DateTime<Utc>>, String, Vec<ObjectId>)> = Vec::new();
+        if let Some(head) = head {
+            self.walk(head, HistoryOrder::FirstParent, |id, checkpoint| {
+                let affix = self.read_affix(&checkpoint.affix())?;
+                if let Some(ids) = affix.events_of(partition) {
+                    found.push((id, checkpoint.date(), checkpoint.session().to_owned(), ids.to_vec()));
+                }
+                Ok(true)
+            })?;
+        }
+        let mut out = Vec::new();
+        let mut version = 0;
+        for (checkpoint, date, session, ids) in found.into_iter().rev() {
+            for id in ids {
+                version += 1;
+                out.push(EventRecord {
+                    partition: partition.clone(),
+                    version,
+                    id,
+                    event: self.read_event(&id)?,
+                    checkpoint,
+                    date,
+                    session: session.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// A partition's events after version `after` (0: all).
     pub fn partition_events_after(
         &self,

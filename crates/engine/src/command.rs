@@ -1,0 +1,213 @@
+//! Commands: `{"path":"users/123","name":"createProfile","params":{...}}`, parsed and validated.
+
+use serde_json::{Map, Value};
+
+use depot::PartitionName;
+
+/// The longest command payload accepted, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 1 << 20;
+
+/// Why a command payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// Not JSON at all.
+    #[error("command is not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not an object.
+    #[error("command must be a JSON object like {{\"path\":\"users/123\",\"name\":\"create\",\"params\":{{}}}}")]
+    NotAnObject,
+    /// No `name`.
+    #[error("command has no \"name\" (a non-empty string)")]
+    MissingName,
+    /// A bad `name`.
+    #[error("command name '{0}' must be letters, digits, '_' or '-', starting with a letter")]
+    BadName(String),
+    /// No `path`.
+    #[error("command has no \"path\" (a string such as \"users/123\" or \"_\")")]
+    MissingPath,
+    /// A bad `path`.
+    #[error("command path '{path}' is invalid: {reason}")]
+    BadPath {
+        /// The path given.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// `params` present but not an object.
+    #[error("command \"params\" must be a JSON object, found {0}")]
+    ParamsNotObject(&'static str),
+    /// A key other than path, name and params.
+    #[error("command has an unknown key \"{0}\" (expected path, name, params)")]
+    UnknownKey(String),
+    /// Too large.
+    #[error("command is {0} bytes, the limit is {MAX_COMMAND_BYTES}")]
+    TooLarge(usize),
+}
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    path: String,
+    name: String,
+    params: Map<String, Value>,
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Command {
+    /// Parses and validates a command payload.
+    pub fn parse(payload: &[u8]) -> Result<Command, CommandError> {
+        if payload.len() > MAX_COMMAND_BYTES {
+            return Err(CommandError::TooLarge(payload.len()));
+        }
+        let value: Value =
+            serde_json::from_slice(payload).map_err(|e| CommandError::NotJson(e.to_string()))?;
+        let Value::Object(mut object) = value else {
+            return Err(CommandError::NotAnObject);
+        };
+        if let Some(key) = object
+            .keys()
+            .find(|k| !matches!(k.as_str(), "path" | "name" | "params"))
+        {
+            return Err(CommandError::UnknownKey(key.clone()));
+        }
+        let name = match object.remove("name") {
+            Some(Value::String(name)) if !name.is_empty() => name,
+            _ => return Err(CommandError::MissingName),
+        };
+        let valid_name = name.len() <= 128
+            && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid_name {
+            return Err(CommandError::BadName(name));
+        }
+        let path = match object.remove("path") {
+            Some(Value::String(path)) => path,
+            _ => return Err(CommandError::MissingPath),
+        };
+        PartitionName::new(&path).map_err(|e| CommandError::BadPath {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let params = match object.remove("params") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(params)) => params,
+            Some(other) => return Err(CommandError::ParamsNotObject(kind_of(&other))),
+        };
+        Ok(Command { path, name, params })
+    }
+
+    /// Builds a command from parts (the path is validated).
+    pub fn new(
+        path: &str,
+        name: &str,
+        params: Map<String, Value>,
+    ) -> Result<Command, CommandError> {
+        let payload = serde_json::json!({"path": path, "name": name, "params": params});
+        Command::parse(payload.to_string().as_bytes())
+    }
+
+    /// The aggregate path as given (`users/123`, `_`, or a kind alone for a new aggregate).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The command name as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Map<String, Value> {
+        &self.params
+    }
+
+    /// The command with `path` replaced (after an anonymous aggregate got its id).
+    pub fn with_path(mut self, path: String) -> Command {
+        self.path = path;
+        self
+    }
+
+    /// Compact canonical JSON: `{"path":…,"name":…,"params":…}`, the checkpoint message.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(64);
+        out.push_str("{\"path\":");
+        out.push_str(&Value::String(self.path.clone()).to_string());
+        out.push_str(",\"name\":");
+        out.push_str(&Value::String(self.name.clone()).to_string());
+        out.push_str(",\"params\":");
+        out.push_str(&Value::Object(self.params.clone()).to_string());
+        out.push('}');
+        out
+    }
+}
+
+/// go-retro accepts `createProfile` and `CreateProfile` alike: names compare with their first
+/// letter lowercased.
+pub fn normalize_command_name(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Command::parse(text.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_the_seed_command() {
+        let c = Command::parse(br#"{"path":"users/123", "name":"createProfile", "params": {"a":1}}"#)
+            .unwrap();
+        assert_eq!(c.path(), "users/123");
+        assert_eq!(c.name(), "createProfile");
+        assert_eq!(
+            c.to_json(),
+            r#"{"path":"users/123","name":"createProfile","params":{"a":1}}"#
+        );
+    }
+
+    #[test]
+    fn every_malformation_has_a_clear_error() {
+        assert!(err("{").starts_with("command is not valid JSON"));
+        assert!(err("[1]").starts_with("command must be a JSON object"));
+        assert_eq!(
+            err(r#"{"path":"a/1"}"#),
+            "command has no \"name\" (a non-empty string)"
+        );
+        assert_eq!(
+            err(r#"{"name":"x"}"#),
+            "command has no \"path\" (a string such as \"users/123\" or \"_\")"
+        );
+        assert!(err(r#"{"name":"x","path":"../etc"}"#).starts_with("command path '../etc' is invalid"));
+        assert_eq!(
+            err(r#"{"name":"x","path":"a/1","params":[1]}"#),
+            "command \"params\" must be a JSON object, found an array"
+        );
+        assert!(err(r#"{"name":"has space","path":"a/1"}"#).starts_with("command name 'has space'"));
+        assert!(err(r#"{"name":"x","path":"a/1","extra":1}"#).contains("unknown key \"extra\""));
+    }
+
+    #[test]
+    fn names_compare_in_either_camel_case_style() {
+        assert_eq!(normalize_command_name("CreateProfile"), "createProfile");
+        assert_eq!(normalize_command_name("createProfile"), "createProfile");
+    }
+}

@@ -1,0 +1,133 @@
+//! What a command handler sees: the command, the session, its aggregate's address and version,
+//! read access to other aggregates, and where to put the events it emits.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use depot::{Depot, Event, EventName, PartitionName};
+
+use crate::command::Command;
+use crate::domain::{to_event, Aggregate, DomainError, DomainEvent, RecordedEvent};
+
+/// Makes ids for new aggregates (`accounts` → `accounts/<id>`).
+pub type IdFn = dyn Fn() -> String + Send + Sync;
+
+/// Another aggregate, loaded for reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    /// Its state.
+    pub state: A,
+    /// How many events it has (0: it does not exist).
+    pub version: u64,
+}
+
+/// The handler's view of one command application.
+pub struct Context<'a> {
+    pub(crate) depot: &'a Depot,
+    pub(crate) command: &'a Command,
+    pub(crate) path: PartitionName,
+    pub(crate) session: &'a str,
+    pub(crate) version: u64,
+    pub(crate) emitted: Vec<(PartitionName, Event)>,
+    pub(crate) reads: Vec<PartitionName>,
+    pub(crate) id_fn: &'a IdFn,
+}
+
+impl<'a> Context<'a> {
+    /// The aggregate's address (`accounts/alice`).
+    pub fn path(&self) -> &PartitionName {
+        &self.path
+    }
+
+    /// The session applying the command.
+    pub fn session(&self) -> &str {
+        self.session
+    }
+
+    /// How many events the aggregate had when rehydrated.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether the aggregate had any event.
+    pub fn exists(&self) -> bool {
+        self.version > 0
+    }
+
+    /// The command as given.
+    pub fn command(&self) -> &Command {
+        self.command
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Map<String, Value> {
+        self.command.params()
+    }
+
+    /// One parameter, typed; a missing or mistyped one is an `invalid_params` rejection.
+    pub fn param<T: DeserializeOwned>(&self, key: &str) -> Result<T, DomainError> {
+        let value = self
+            .params()
+            .get(key)
+            .ok_or_else(|| DomainError::invalid_params(format!("missing parameter '{key}'")))?;
+        serde_json::from_value(value.clone())
+            .map_err(|e| DomainError::invalid_params(format!("parameter '{key}': {e}")))
+    }
+
+    /// All parameters as one typed value.
+    pub fn params_as<T: DeserializeOwned>(&self) -> Result<T, DomainError> {
+        serde_json::from_value(Value::Object(self.params().clone()))
+            .map_err(|e| DomainError::invalid_params(e.to_string()))
+    }
+
+    /// Emits an event to this aggregate's partition.
+    pub fn emit<E: DomainEvent>(&mut self, event: &E) -> Result<(), DomainError> {
+        let event = to_event(event)?;
+        self.emitted.push((self.path.clone(), event));
+        Ok(())
+    }
+
+    /// Emits an event to another partition (in the same affix: all or nothing).
+    pub fn emit_to<E: DomainEvent>(&mut self, partition: &str, event: &E) -> Result<(), DomainError> {
+        let partition = PartitionName::new(partition)
+            .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
+        let event = to_event(event)?;
+        self.emitted.push((partition, event));
+        Ok(())
+    }
+
+    /// Emits an untyped event.
+    pub fn emit_json(&mut self, partition: &str, name: &str, data: &Value) -> Result<(), DomainError> {
+        let partition = PartitionName::new(partition)
+            .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
+        let name = EventName::new(name).map_err(|e| DomainError::new("bad_event", e.to_string()))?;
+        self.emitted
+            .push((partition, Event::new(name, data.to_string())));
+        Ok(())
+    }
+
+    /// Rehydrates another aggregate for reading. It joins the command's read set: if it changes
+    /// before this command lands, the command is re-run on fresh state.
+    pub fn load<A: Aggregate>(&mut self, path: &str) -> Result<Loaded<A>, DomainError> {
+        let partition = PartitionName::new(path)
+            .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
+        let records = self
+            .depot
+            .partition_events(&partition)
+            .map_err(|e| DomainError::new("read_failed", e.to_string()))?;
+        let mut state = A::default();
+        for record in &records {
+            state.apply(&RecordedEvent::from_record(record));
+        }
+        self.reads.push(partition);
+        Ok(Loaded {
+            state,
+            version: records.len() as u64,
+        })
+    }
+
+    /// A fresh id from the engine's id function.
+    pub fn new_id(&self) -> String {
+        (self.id_fn)()
+    }
+}

@@ -1,0 +1,351 @@
+//! The engine: applies commands as checkpoints.
+//!
+//! Pipeline: parse and validate the command JSON → resolve the aggregate kind and command in the
+//! [`Manifest`] → rehydrate the aggregate from its partition through the partition index (a
+//! consistent snapshot: the events as of checkpoint `base`) → run the handler → commit its events,
+//! an affix and a checkpoint (headers `affix`, `parent`, `session`, `date`; message: the command as
+//! compact JSON) by compare-and-swap from `base`.
+//!
+//! When the ref moved after `base`: if no checkpoint since `base` touched a partition this command
+//! read or wrote, the depot re-parents the checkpoint onto the new head without re-running the
+//! handler; otherwise the command is re-run on fresh state, up to a bounded number of attempts.
+//!
+//! A handler that rejects or fails moves no ref: its payload, session, date and error are kept as
+//! an orphaned checkpoint listed in the depot's failure log.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Map;
+
+use depot::{
+    Affix, Base, Checkpoint, CommitRequest, Depot, FieldKey, FieldValue, Object, ObjectId,
+    PartitionName, RefName,
+};
+
+use crate::command::{Command, CommandError};
+use crate::context::{Context, IdFn};
+use crate::domain::{DomainError, Failure, Manifest, RecordedEvent, ResolveError};
+
+/// How many times a command is re-run on fresh state before giving up with a conflict.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
+
+/// The event that starts a session in `session/<id>`.
+pub const SESSION_STARTED: &str = "SessionStarted";
+/// The event that ends one.
+pub const SESSION_ENDED: &str = "SessionEnded";
+
+/// Why a command was not applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The command JSON is malformed.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// No aggregate kind or command matches.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The session id is malformed.
+    #[error("session id '{0}' must be 1 to 128 characters: letters, digits, '-', '_' or '.'")]
+    BadSession(String),
+    /// The command needs a live session and this one is not.
+    #[error("command '{command}' needs a live session, and session '{session}' was not started (or has ended); start one with 'retro session start'")]
+    SessionRequired {
+        /// The session given.
+        session: String,
+        /// The command.
+        command: String,
+    },
+    /// The domain rejected the command.
+    #[error("command rejected: {error}")]
+    Rejected {
+        /// The rejection.
+        error: DomainError,
+        /// The orphaned checkpoint recording it, if recording worked.
+        recorded: Option<ObjectId>,
+    },
+    /// The handler failed.
+    #[error("handler {handler} failed: {reason}")]
+    Handler {
+        /// The handler.
+        handler: String,
+        /// What went wrong.
+        reason: String,
+        /// The orphaned checkpoint recording it, if recording worked.
+        recorded: Option<ObjectId>,
+    },
+    /// The aggregate kept changing under the command.
+    #[error("conflict: the aggregate kept changing; gave up after {attempts} attempts")]
+    Conflict {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The depot failed.
+    #[error(transparent)]
+    Depot(#[from] depot::Error),
+}
+
+impl ApplyError {
+    /// True for a lost race (the caller may retry later).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ApplyError::Conflict { .. })
+            || matches!(self, ApplyError::Depot(e) if e.is_conflict())
+    }
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The new checkpoint.
+    pub checkpoint: ObjectId,
+    /// Its parent.
+    pub parent: Option<ObjectId>,
+    /// The aggregate's path (with its new id, for an anonymous aggregate).
+    pub path: String,
+    /// Events written.
+    pub events: usize,
+    /// Partitions written, sorted.
+    pub partitions: Vec<String>,
+    /// Times the handler ran (1 unless the aggregate changed under it).
+    pub attempts: u32,
+    /// Whether the checkpoint was re-parented onto a moved head without re-running.
+    pub rebased: bool,
+}
+
+/// Applies commands to a depot.
+#[derive(Clone)]
+pub struct Engine {
+    depot: Arc<Depot>,
+    manifest: Arc<Manifest>,
+    id_fn: Arc<IdFn>,
+    target: RefName,
+    max_attempts: u32,
+}
+
+fn check_session(session: &str) -> Result<(), ApplyError> {
+    let ok = !session.is_empty()
+        && session.len() <= 128
+        && session
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApplyError::BadSession(session.to_owned()))
+    }
+}
+
+impl Engine {
+    /// An engine over `depot` with the commands of `manifest`; new ids are random UUIDs.
+    pub fn new(depot: Arc<Depot>, manifest: Manifest) -> Engine {
+        Engine {
+            depot,
+            manifest: Arc::new(manifest),
+            id_fn: Arc::new(|| uuid::Uuid::new_v4().to_string()),
+            target: RefName::head(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Replaces the id function used for new aggregates and sessions.
+    pub fn with_id_fn(mut self, id_fn: impl Fn() -> String + Send + Sync + 'static) -> Engine {
+        self.id_fn = Arc::new(id_fn);
+        self
+    }
+
+    /// Applies to `target` instead of `HEAD`.
+    pub fn with_ref(mut self, target: RefName) -> Engine {
+        self.target = target;
+        self
+    }
+
+    /// Sets how many times a command may be re-run on fresh state.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Engine {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The depot.
+    pub fn depot(&self) -> &Arc<Depot> {
+        &self.depot
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Starts a session: writes `SessionStarted` to `session/<id>` and returns the id.
+    pub fn start_session(&self) -> Result<String, ApplyError> {
+        let id = (self.id_fn)();
+        check_session(&id)?;
+        self.write_session_event(&id, SESSION_STARTED, "startSession")?;
+        Ok(id)
+    }
+
+    /// Ends a session: writes `SessionEnded`.
+    pub fn end_session(&self, id: &str) -> Result<(), ApplyError> {
+        check_session(id)?;
+        if !self.session_is_live(id)? {
+            return Err(ApplyError::SessionRequired {
+                session: id.to_owned(),
+                command: "endSession".to_owned(),
+            });
+        }
+        self.write_session_event(id, SESSION_ENDED, "endSession")
+    }
+
+    /// Whether a session was started and not ended.
+    pub fn session_is_live(&self, id: &str) -> Result<bool, ApplyError> {
+        let partition = PartitionName::new(&format!("session/{id}")).map_err(|_| ApplyError::BadSession(id.to_owned()))?;
+        let events = self.depot.partition_events(&partition)?;
+        let started = events.iter().any(|e| e.event.name().as_str() == SESSION_STARTED);
+        let ended = events.iter().any(|e| e.event.name().as_str() == SESSION_ENDED);
+        Ok(started && !ended)
+    }
+
+    fn write_session_event(&self, id: &str, name: &str, command: &str) -> Result<(), ApplyError> {
+        let partition = PartitionName::new(&format!("session/{id}")).map_err(|_| ApplyError::BadSession(id.to_owned()))?;
+        let event = depot::Event::new(
+            depot::EventName::new(name).expect("a valid constant event name"),
+            format!(r#"{{"session":"{id}"}}"#),
+        );
+        let message = Command::new(partition.as_str(), command, Map::new())?.to_json();
+        let mut request = CommitRequest::new(None, vec![(partition, event)], id, message);
+        request.target = self.target.clone();
+        request.base = Base::Tip;
+        request.reflog_message = format!("session {command}");
+        self.depot.commit(request)?;
+        Ok(())
+    }
+
+    /// Applies a command payload (JSON bytes) in `session`.
+    pub fn apply(&self, session: &str, payload: &[u8]) -> Result<Applied, ApplyError> {
+        let command = Command::parse(payload)?;
+        self.apply_command(session, command)
+    }
+
+    /// Applies a parsed command in `session`.
+    pub fn apply_command(&self, session: &str, command: Command) -> Result<Applied, ApplyError> {
+        check_session(session)?;
+        let resolved = self.manifest.resolve(command.path(), command.name())?;
+        let runner = resolved.command.runner.clone();
+        let requires_session = resolved.command.requires_session;
+        let command = if resolved.anonymous {
+            let path = format!("{}/{}", resolved.kind, (self.id_fn)());
+            command.with_path(path)
+        } else {
+            command
+        };
+        let partition = PartitionName::new(command.path()).map_err(|e| CommandError::BadPath {
+            path: command.path().to_owned(),
+            reason: e.to_string(),
+        })?;
+        if requires_session && !self.session_is_live(session)? {
+            return Err(ApplyError::SessionRequired {
+                session: session.to_owned(),
+                command: command.name().to_owned(),
+            });
+        }
+        let message = command.to_json();
+        for attempt in 1..=self.max_attempts {
+            let (base, records) = self.snapshot(&partition)?;
+            let recorded: Vec<RecordedEvent> = records.iter().map(RecordedEvent::from_record).collect();
+            let mut ctx = Context {
+                depot: &self.depot,
+                command: &command,
+                path: partition.clone(),
+                session,
+                version: recorded.len() as u64,
+                emitted: Vec::new(),
+                reads: vec![partition.clone()],
+                id_fn: &*self.id_fn,
+            };
+            if let Err(failure) = runner.run(&mut ctx, &recorded) {
+                let recorded = self.record_failure(base, session, &message, &failure);
+                return Err(match failure {
+                    Failure::Rejected(error) => ApplyError::Rejected { error, recorded },
+                    Failure::Broken { handler, reason } => ApplyError::Handler {
+                        handler,
+                        reason,
+                        recorded,
+                    },
+                });
+            }
+            let mut partitions: Vec<String> =
+                ctx.emitted.iter().map(|(p, _)| p.to_string()).collect();
+            partitions.sort();
+            partitions.dedup();
+            let events = ctx.emitted.len();
+            let request = CommitRequest {
+                target: self.target.clone(),
+                base: Base::Expect(base),
+                events: std::mem::take(&mut ctx.emitted),
+                session: session.to_owned(),
+                date: Utc::now(),
+                message: message.clone().into_bytes(),
+                reads: std::mem::take(&mut ctx.reads),
+                rebase: true,
+                reflog_message: format!("apply {} {}", command.path(), command.name()),
+            };
+            match self.depot.commit(request) {
+                Ok(committed) => {
+                    return Ok(Applied {
+                        checkpoint: committed.checkpoint,
+                        parent: committed.parent,
+                        path: command.path().to_owned(),
+                        events,
+                        partitions,
+                        attempts: attempt,
+                        rebased: committed.rebased,
+                    })
+                }
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApplyError::Conflict {
+            attempts: self.max_attempts,
+        })
+    }
+
+    /// The partition's events as of the target ref's head: through the index when the target is
+    /// `HEAD`'s branch, by walking history otherwise.
+    fn snapshot(
+        &self,
+        partition: &PartitionName,
+    ) -> Result<(Option<ObjectId>, Vec<depot::EventRecord>), ApplyError> {
+        let (target, head) = self.depot.resolve_ref(&self.target)?;
+        let (head_branch, _) = self.depot.resolve_ref(&RefName::head())?;
+        if target == head_branch {
+            return Ok(self.depot.partition_snapshot(partition)?);
+        }
+        Ok((head, self.depot.partition_events_at(head, partition)?))
+    }
+
+    fn record_failure(
+        &self,
+        base: Option<ObjectId>,
+        session: &str,
+        message: &str,
+        failure: &Failure,
+    ) -> Option<ObjectId> {
+        let affix = Affix::new();
+        let affix_id = Object::Affix(affix.clone()).to_encoded().id();
+        let mut checkpoint =
+            Checkpoint::new(affix_id, base.into_iter().collect(), session, Utc::now(), message).ok()?;
+        let text: String = match failure {
+            Failure::Rejected(e) => format!("{}: {}", e.code, e.message),
+            Failure::Broken { handler, reason } => format!("handler {handler} failed: {reason}"),
+        }
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(FieldValue::MAX_LEN)
+        .collect();
+        checkpoint.set_field(
+            FieldKey::new("error").expect("a valid constant key"),
+            FieldValue::new(&text).ok()?,
+        );
+        self.depot.record_failure(&checkpoint, &affix).ok()
+    }
+}

@@ -1,0 +1,376 @@
+//! Handlers in any language: external programs speaking JSON over stdin and stdout, and the JSON
+//! domain manifest that maps aggregate kinds and commands to them.
+//!
+//! Request on stdin: `{"command": …, "session": "…", "aggregate": {"path", "exists", "version",
+//! "events": [{"name", "data", "checkpoint"}…]}}`. The same facts are in the environment for shell
+//! handlers: `RETRO_PATH`, `RETRO_COMMAND`, `RETRO_SESSION`, `RETRO_PARAMS` (compact JSON),
+//! `RETRO_AGGREGATE_EXISTS`, `RETRO_AGGREGATE_VERSION`.
+//!
+//! Response on stdout: exit 0 with `{"events": {"<partition>": [{"name", "data"}…]}}`, or a domain
+//! rejection `{"error": {"code", "message"}}` with a non-zero exit (an error object wins even with
+//! exit 0). A handler that cannot start, times out, dies, prints invalid JSON, prints more than its
+//! output limit, or emits invalid names is a [`Failure::Broken`] naming the handler; nothing it
+//! printed is written. Each handler runs in its own process group, killed whole on timeout.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use depot::{Event, EventName, PartitionName};
+
+use crate::context::Context;
+use crate::domain::{DomainError, Failure, Manifest, RecordedEvent, Runner};
+
+/// Default time a handler may take.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Default limit on what a handler may print.
+pub const DEFAULT_MAX_OUTPUT: u64 = 8 << 20;
+const STDERR_KEEP: usize = 2048;
+
+/// One external handler.
+#[derive(Debug, Clone)]
+pub struct ExecHandler {
+    label: String,
+    program: Vec<String>,
+    dir: PathBuf,
+    timeout: Duration,
+    max_output: u64,
+}
+
+impl ExecHandler {
+    /// A handler running `program` (argv) in `dir`.
+    pub fn new(label: impl Into<String>, program: Vec<String>, dir: PathBuf) -> ExecHandler {
+        ExecHandler {
+            label: label.into(),
+            program,
+            dir,
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            max_output: DEFAULT_MAX_OUTPUT,
+        }
+    }
+
+    /// Sets the time limit.
+    pub fn with_timeout(mut self, timeout: Duration) -> ExecHandler {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the output limit in bytes.
+    pub fn with_max_output(mut self, bytes: u64) -> ExecHandler {
+        self.max_output = bytes;
+        self
+    }
+
+    fn broken(&self, reason: impl Into<String>) -> Failure {
+        Failure::Broken {
+            handler: self.describe(),
+            reason: reason.into(),
+        }
+    }
+
+    fn request(ctx: &Context<'_>, events: &[RecordedEvent]) -> Value {
+        json!({
+            "command": {
+                "path": ctx.path().as_str(),
+                "name": ctx.command().name(),
+                "params": ctx.params(),
+            },
+            "session": ctx.session(),
+            "aggregate": {
+                "path": ctx.path().as_str(),
+                "exists": ctx.exists(),
+                "version": ctx.version(),
+                "events": events.iter().map(|e| json!({
+                    "name": e.name,
+                    "data": e.data,
+                    "checkpoint": e.checkpoint.to_string(),
+                })).collect::<Vec<_>>(),
+            }
+        })
+    }
+
+    fn parse_response(&self, stdout: &[u8]) -> Result<Vec<(PartitionName, Event)>, Failure> {
+        let value: Value = serde_json::from_slice(stdout).map_err(|e| {
+            let shown = String::from_utf8_lossy(&stdout[..stdout.len().min(80)]).into_owned();
+            self.broken(format!("printed invalid JSON ({e}): {shown:?}"))
+        })?;
+        if let Some(rejection) = rejection_of(&value) {
+            return Err(Failure::Rejected(rejection));
+        }
+        let events = value
+            .get("events")
+            .and_then(Value::as_object)
+            .ok_or_else(|| self.broken("response has no \"events\" object"))?;
+        let mut out = Vec::new();
+        for (partition, list) in events {
+            let partition = PartitionName::new(partition)
+                .map_err(|e| self.broken(format!("emitted to an invalid partition: {e}")))?;
+            let list = list.as_array().ok_or_else(|| {
+                self.broken(format!("events of '{partition}' are not an array"))
+            })?;
+            for event in list {
+                let name = event
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| self.broken(format!("an event of '{partition}' has no \"name\"")))?;
+                let name = EventName::new(name)
+                    .map_err(|e| self.broken(format!("emitted an invalid event name: {e}")))?;
+                let data = event.get("data").cloned().unwrap_or(Value::Object(Default::default()));
+                out.push((partition.clone(), Event::new(name, data.to_string())));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn rejection_of(value: &Value) -> Option<DomainError> {
+    let error = value.get("error")?;
+    let code = error
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or("rejected")
+        .to_owned();
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("the handler rejected the command")
+        .to_owned();
+    Some(DomainError { code, message })
+}
+
+fn kill_group(pid: u32) {
+    // The handler leads its own process group: kill everything it started.
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
+
+impl Runner for ExecHandler {
+    fn run(&self, ctx: &mut Context<'_>, events: &[RecordedEvent]) -> Result<(), Failure> {
+        let Some((program, args)) = self.program.split_first() else {
+            return Err(self.broken("its exec list is empty"));
+        };
+        let request = Self::request(ctx, events).to_string();
+        let mut child = Process::new(program)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("RETRO_PATH", ctx.path().as_str())
+            .env("RETRO_COMMAND", ctx.command().name())
+            .env("RETRO_SESSION", ctx.session())
+            .env("RETRO_PARAMS", Value::Object(ctx.params().clone()).to_string())
+            .env("RETRO_AGGREGATE_EXISTS", ctx.exists().to_string())
+            .env("RETRO_AGGREGATE_VERSION", ctx.version().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| self.broken(format!("could not start {program:?}: {e}")))?;
+        let pid = child.id();
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let writer = std::thread::spawn(move || {
+            // A handler may exit without reading: a broken pipe here is not an error.
+            let _ = stdin.write_all(request.as_bytes());
+        });
+        let limit = self.max_output;
+        let out_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let read = (&mut stdout).take(limit + 1).read_to_end(&mut buf);
+            let over = buf.len() as u64 > limit;
+            if over {
+                kill_group(pid);
+            }
+            (buf, over, read.is_ok())
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut stderr).take(1 << 20).read_to_end(&mut buf);
+            let start = buf.len().saturating_sub(STDERR_KEEP);
+            String::from_utf8_lossy(&buf[start..]).trim().to_owned()
+        });
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(100);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if started.elapsed() >= self.timeout => {
+                    kill_group(pid);
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(e) => return Err(self.broken(format!("could not wait for it: {e}"))),
+            }
+        };
+        let _ = writer.join();
+        let (stdout, oversized, _) = out_reader.join().unwrap_or_default();
+        let stderr = err_reader.join().unwrap_or_default();
+        let with_stderr = |reason: String| {
+            if stderr.is_empty() {
+                reason
+            } else {
+                format!("{reason}; stderr: {stderr}")
+            }
+        };
+        let Some(status) = status else {
+            return Err(self.broken(format!(
+                "timed out after {} ms and was killed",
+                self.timeout.as_millis()
+            )));
+        };
+        if oversized {
+            return Err(self.broken(format!("printed more than {} bytes", self.max_output)));
+        }
+        if !status.success() {
+            if let Some(rejection) = serde_json::from_slice::<Value>(&stdout)
+                .ok()
+                .as_ref()
+                .and_then(rejection_of)
+            {
+                return Err(Failure::Rejected(rejection));
+            }
+            let how = match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exited with status {code} without an error object"),
+                (None, Some(signal)) => format!("was killed by signal {signal}"),
+                _ => "ended abnormally".to_owned(),
+            };
+            return Err(self.broken(with_stderr(how)));
+        }
+        let events = self.parse_response(&stdout)?;
+        ctx.emitted.extend(events);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("'{}' ({})", self.label, self.program.join(" "))
+    }
+}
+
+/// Why a domain manifest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("could not read domain manifest '{path}': {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a valid manifest.
+    #[error("domain manifest '{path}' is invalid: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    aggregates: BTreeMap<String, AggregateSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateSpec {
+    commands: BTreeMap<String, CommandSpec>,
+}
+
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+fn default_max_output() -> u64 {
+    DEFAULT_MAX_OUTPUT
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandSpec {
+    exec: Vec<String>,
+    #[serde(default = "default_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_max_output")]
+    max_output_bytes: u64,
+    #[serde(default)]
+    requires_session: bool,
+}
+
+/// Loads a JSON domain manifest into `manifest` (see the module docs for the handler protocol).
+/// Relative paths in `exec` resolve against the manifest's directory, which is also the handlers'
+/// working directory.
+pub fn load_manifest(path: &Path, manifest: &mut Manifest) -> Result<(), ManifestError> {
+    let text = std::fs::read(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_manifest_bytes(&text, path, manifest)
+}
+
+/// [`load_manifest`] from bytes already read; `path` locates relative handler paths.
+pub fn load_manifest_bytes(text: &[u8], path: &Path, manifest: &mut Manifest) -> Result<(), ManifestError> {
+    let invalid = |reason: String| ManifestError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file: ManifestFile = serde_json::from_slice(text).map_err(|e| invalid(e.to_string()))?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let dir = dir.canonicalize().unwrap_or(dir);
+    for (kind, spec) in file.aggregates {
+        for (name, command) in spec.commands {
+            if command.exec.is_empty() {
+                return Err(invalid(format!("{kind}/{name}: \"exec\" is empty")));
+            }
+            if command.timeout_ms == 0 || command.timeout_ms > 600_000 {
+                return Err(invalid(format!(
+                    "{kind}/{name}: \"timeout_ms\" must be between 1 and 600000"
+                )));
+            }
+            let program = command
+                .exec
+                .iter()
+                .map(|part| {
+                    let p = Path::new(part);
+                    if part.contains('/') && p.is_relative() {
+                        dir.join(p).display().to_string()
+                    } else {
+                        part.clone()
+                    }
+                })
+                .collect();
+            let handler = ExecHandler::new(format!("{kind}/{name}"), program, dir.clone())
+                .with_timeout(Duration::from_millis(command.timeout_ms))
+                .with_max_output(command.max_output_bytes);
+            manifest
+                .register(&kind, &name, Arc::new(handler), command.requires_session)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the engine: the apply pipeline and its errors, sessions, failure
+//! recording, concurrency, and the exec protocol with the fixture handlers.
+
+mod common;
+mod concurrency;
+mod exec;
+mod pipeline;
