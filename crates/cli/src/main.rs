@@ -1,1 +1,55 @@
-fn main(){}
+//! `retro`: the command line. Parses arguments, runs one command, maps errors to exit codes.
+//! Logic lives in the depot and engine crates; this crate is the command line plus glue.
+
+mod args;
+mod commands;
+mod error;
+mod locate;
+mod render;
+mod ui;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = match err.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    error::OK
+                }
+                _ => error::USAGE,
+            };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    let mut ui = ui::Ui::new();
+    let result = commands::run(cli, &mut ui).and_then(|()| ui.flush().map_err(Into::into));
+    match result {
+        Ok(()) => ExitCode::from(error::OK),
+        // `retro log | head`: the reader went away; that is not an error.
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(error::OK),
+        Err(err) => {
+            let _ = ui.flush();
+            let (code, hint) = error::classify(&err);
+            let mut stderr = io::stderr().lock();
+            let _ = writeln!(stderr, "retro: error: {err:#}");
+            if let Some(hint) = hint {
+                let _ = writeln!(stderr, "hint: {hint}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

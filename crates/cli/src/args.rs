@@ -1,0 +1,255 @@
+//! The command line as clap parses it: a literal description with no side effects. Resolution
+//! (finding the depot, loading the manifest) happens after parsing, in the commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES_INIT: &str = "Examples:\n  retro init                 # creates ./.retro\n  retro init /var/lib/bank   # a depot in that directory";
+const EXAMPLES_APPLY: &str = "Examples:\n  retro apply '{\"path\":\"accounts/alice\",\"name\":\"open\",\"params\":{\"owner\":\"Alice\"}}'\n  echo '{\"path\":\"accounts/alice\",\"name\":\"deposit\",\"params\":{\"amount\":50}}' | retro apply -\n  retro apply --manifest fixtures/domain/manifest.json --session \"$S\" '{\"path\":\"notes/1\",\"name\":\"add\",\"params\":{\"text\":\"hi\"}}'\n\nThe domain manifest is --manifest FILE, else $RETRO_MANIFEST, else <depot>/manifest.json, else the\nbuilt-in example bank (kind 'accounts'). The session is --session ID, else $RETRO_SESSION, else 'cli'.";
+const EXAMPLES_LOG: &str = "Examples:\n  retro log\n  retro log --oneline -n 5\n  retro log --partition 'accounts/*' --json\n  retro log refs/heads/master~2";
+const EXAMPLES_CAT: &str = "Examples:\n  retro cat-object -p HEAD\n  retro cat-object -t 3f2a9c\n  retro log --oneline --json | jq -r .checkpoint | retro cat-object --batch";
+const EXAMPLES_EVENTS: &str =
+    "Examples:\n  retro events 'accounts/*'\n  retro events '**' --since HEAD~3 --json";
+const EXAMPLES_UPDATE_REF: &str = "Examples:\n  retro update-ref refs/tags/audit HEAD            # create or move\n  retro update-ref refs/heads/master HEAD~1 HEAD   # move only if it is still HEAD\n  retro update-ref -d refs/tags/audit";
+const EXAMPLES_GC: &str = "Examples:\n  retro gc                 # repack everything into one pack\n  retro gc --prune 14d     # also drop unreachable objects older than 14 days";
+const EXAMPLES_EXPORT: &str = "Examples:\n  retro export > history.jsonl\n  retro --depot other init && retro --depot other import history.jsonl";
+
+/// retro: a Git-like, content-addressed event depot.
+#[derive(Debug, Parser)]
+#[command(
+    name = "retro",
+    version,
+    about,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// The depot directory (default: $RETRO_DEPOT, else the nearest .retro above the working
+    /// directory). A go-retro depot directory works too.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub depot: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Create a depot (default ./.retro)
+    #[command(after_help = EXAMPLES_INIT)]
+    Init {
+        /// Where to create it.
+        dir: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a command: '{"path":"kind/id","name":"command","params":{...}}' or - for stdin
+    #[command(after_help = EXAMPLES_APPLY)]
+    Apply {
+        /// The command JSON, or - to read it from stdin.
+        command: String,
+        /// The session applying it.
+        #[arg(long, env = "RETRO_SESSION")]
+        session: Option<String>,
+        /// The ref to move (default HEAD).
+        #[arg(long = "ref", value_name = "REF")]
+        target: Option<String>,
+        /// The domain manifest.
+        #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sessions: start or end one
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Show history, newest first
+    #[command(after_help = EXAMPLES_LOG)]
+    Log(LogArgs),
+    /// Print an object: raw bytes, or its kind, size, or a pretty form
+    #[command(name = "cat-object", after_help = EXAMPLES_CAT)]
+    CatObject(CatArgs),
+    /// Show a checkpoint with its affix and events expanded
+    Show {
+        /// The revision (default HEAD).
+        rev: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The events of partitions matching a glob, oldest first
+    #[command(after_help = EXAMPLES_EVENTS)]
+    Events {
+        /// Partition glob: '*' within a segment, '**' across (default '**').
+        glob: Option<String>,
+        /// Only events after this checkpoint.
+        #[arg(long, value_name = "REV")]
+        since: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Partitions matching a glob, with event counts
+    Partitions {
+        /// Partition glob (default '**').
+        glob: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List refs
+    Refs {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a ref by compare-and-swap: to NEW, only if it holds OLD (0 for "must not exist")
+    #[command(name = "update-ref", after_help = EXAMPLES_UPDATE_REF)]
+    UpdateRef {
+        /// Delete the ref instead.
+        #[arg(short = 'd', long)]
+        delete: bool,
+        /// The ref, such as refs/heads/master.
+        name: String,
+        /// The new value (a revision), or with -d the expected old value.
+        new: Option<String>,
+        /// The expected old value (a revision, or 0 for "must not exist").
+        old: Option<String>,
+        /// The reflog message.
+        #[arg(short = 'm', long, default_value = "update-ref")]
+        message: String,
+    },
+    /// A ref's history of moves (default HEAD)
+    Reflog {
+        /// The ref.
+        name: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify every object and ref, and the partition index
+    Fsck {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Repack objects into one pack; optionally prune unreachable ones
+    #[command(after_help = EXAMPLES_GC)]
+    Gc {
+        /// Prune unreachable objects older than this (e.g. 0, 30m, 14d).
+        #[arg(long, value_name = "AGE")]
+        prune: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the partition index from history
+    Reindex,
+    /// The recorded failed commands, with their errors
+    Failed {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write history as JSON lines (oldest first), for import elsewhere
+    #[command(after_help = EXAMPLES_EXPORT)]
+    Export {
+        /// The revision to export (default HEAD).
+        rev: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Read JSON lines of checkpoints and events (the bulk path)
+    Import {
+        /// The file (default: stdin, or -).
+        file: Option<PathBuf>,
+        /// Commits per fsync.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the built-in example domain in a fresh depot and print what happened
+    Demo {
+        /// Keep the depot in this directory instead of a temporary one.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+    /// Print a shell completion script
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Help on a command, with examples
+    Help {
+        /// The command.
+        command: Vec<String>,
+    },
+}
+
+/// `retro session …`
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a session and print its id
+    Start {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a session
+    End {
+        /// The session id.
+        id: String,
+    },
+}
+
+/// `retro log`
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Where to start (default HEAD).
+    pub rev: Option<String>,
+    /// One line per checkpoint.
+    #[arg(long)]
+    pub oneline: bool,
+    /// At most N checkpoints.
+    #[arg(short = 'n', long = "max-count", value_name = "N")]
+    pub max_count: Option<usize>,
+    /// Oldest first.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Only checkpoints touching a partition matching this glob.
+    #[arg(long, value_name = "GLOB")]
+    pub partition: Option<String>,
+    /// Every ancestor, not only first parents.
+    #[arg(long)]
+    pub all_parents: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `retro cat-object`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").args(["kind", "size", "pretty", "batch"])))]
+pub struct CatArgs {
+    /// The object: an id, a unique prefix, or a revision.
+    pub object: Option<String>,
+    /// Print the kind.
+    #[arg(short = 't')]
+    pub kind: bool,
+    /// Print the body size in bytes.
+    #[arg(short = 's')]
+    pub size: bool,
+    /// Pretty-print.
+    #[arg(short = 'p')]
+    pub pretty: bool,
+    /// Read names from stdin, print `<id> <kind> <size>` then the raw object for each.
+    #[arg(long)]
+    pub batch: bool,
+}

@@ -1,0 +1,187 @@
+//! `retro log`, `retro show`, `retro events`, `retro partitions`.
+
+use anyhow::Result;
+use serde_json::json;
+
+use depot::{Depot, HistoryOrder, ObjectId};
+
+use super::resolve;
+use crate::args::LogArgs;
+use crate::render;
+use crate::ui::Ui;
+
+pub fn log(depot: &Depot, args: &LogArgs, ui: &mut Ui) -> Result<()> {
+    if args.rev.is_none() && depot.head()?.is_none() {
+        // An empty depot has an empty history, as `git log` on an unborn branch says nothing.
+        return Ok(());
+    }
+    let start = resolve(depot, args.rev.as_deref())?;
+    let order = if args.all_parents {
+        HistoryOrder::Full
+    } else {
+        HistoryOrder::FirstParent
+    };
+    let matcher_glob = args.partition.clone();
+    if let Some(glob) = &matcher_glob {
+        depot.partitions(glob)?; // validates the glob early
+    }
+    let limit = args.max_count.unwrap_or(usize::MAX);
+    let mut selected: Vec<ObjectId> = Vec::new();
+    let mut printed = 0usize;
+    let mut failure: Option<anyhow::Error> = None;
+    depot.walk(start, order, |id, checkpoint| {
+        if printed >= limit {
+            return Ok(false);
+        }
+        if let Some(glob) = &matcher_glob {
+            if !depot.checkpoint_touches(checkpoint, glob)? {
+                return Ok(true);
+            }
+        }
+        printed += 1;
+        if args.reverse {
+            selected.push(id);
+        } else if let Err(e) = print_checkpoint(depot, &id, checkpoint, args, ui) {
+            failure = Some(e);
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    for id in selected.iter().rev() {
+        let checkpoint = depot.read_checkpoint(id)?;
+        print_checkpoint(depot, id, &checkpoint, args, ui)?;
+    }
+    Ok(())
+}
+
+fn print_checkpoint(
+    depot: &Depot,
+    id: &ObjectId,
+    checkpoint: &depot::Checkpoint,
+    args: &LogArgs,
+    ui: &mut Ui,
+) -> Result<()> {
+    let affix = depot.read_affix(&checkpoint.affix())?;
+    if args.json {
+        ui.json(&render::checkpoint_json(id, checkpoint, Some(&affix)))?;
+    } else if args.oneline {
+        let partitions: Vec<&str> = affix.partitions().map(|(p, _)| p.as_str()).collect();
+        let line = format!(
+            "{} {} {} [{}]",
+            ui.yellow(&id.to_short_hex(12)),
+            render::date_text(checkpoint),
+            render::summary(checkpoint.message()),
+            partitions.join(", ")
+        );
+        ui.line(line)?;
+    } else {
+        let names = |event: &ObjectId| {
+            depot
+                .read_event(event)
+                .map(|e| e.name().to_string())
+                .unwrap_or_else(|e| format!("<{e}>"))
+        };
+        let text = render::checkpoint_text(ui, id, checkpoint, Some(&affix), Some(&names));
+        ui.line(text)?;
+    }
+    Ok(())
+}
+
+pub fn show(depot: &Depot, rev: Option<&str>, json: bool, ui: &mut Ui) -> Result<()> {
+    let id = resolve(depot, rev)?;
+    let checkpoint = depot.read_checkpoint(&id)?;
+    let affix = depot.read_affix(&checkpoint.affix())?;
+    if json {
+        let mut value = render::checkpoint_json(&id, &checkpoint, Some(&affix));
+        let mut events = Vec::new();
+        for (partition, ids) in affix.partitions() {
+            for event_id in ids {
+                let event = depot.read_event(event_id)?;
+                events.push(json!({
+                    "partition": partition.as_str(),
+                    "event": event_id.to_string(),
+                    "name": event.name().as_str(),
+                    "data": render::data_value(event.data()),
+                }));
+            }
+        }
+        value["events"] = serde_json::Value::Array(events);
+        ui.json(&value)?;
+        return Ok(());
+    }
+    let text = render::checkpoint_text(ui, &id, &checkpoint, None, None);
+    ui.line(text.trim_end())?;
+    for (partition, ids) in affix.partitions() {
+        ui.line("")?;
+        ui.line(ui.green(partition.as_str()))?;
+        for event_id in ids {
+            let event = depot.read_event(event_id)?;
+            ui.line(format!(
+                "  {} {}",
+                event.name(),
+                ui.dim(&event_id.to_short_hex(12))
+            ))?;
+            let pretty = serde_json::to_string_pretty(&render::data_value(event.data()))?;
+            for line in pretty.lines() {
+                ui.line(format!("      {line}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn events(
+    depot: &Depot,
+    glob: Option<&str>,
+    since: Option<&str>,
+    json: bool,
+    ui: &mut Ui,
+) -> Result<()> {
+    let glob = glob.unwrap_or("**");
+    let since = since.map(|rev| depot.resolve_revision(rev)).transpose()?;
+    let mut failure: Option<anyhow::Error> = None;
+    depot.events_matching(glob, since, |record| {
+        let written = if json {
+            ui.json(&render::event_json(&record))
+        } else {
+            let line = format!(
+                "{} {} {}#{} {} {}",
+                ui.yellow(&record.checkpoint.to_short_hex(12)),
+                record
+                    .date
+                    .map(depot::format_date)
+                    .unwrap_or_else(|| "-".to_owned()),
+                record.partition,
+                record.version,
+                record.event.name(),
+                String::from_utf8_lossy(record.event.data())
+            );
+            ui.line(line)
+        };
+        match written {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                failure = Some(e.into());
+                Ok(false)
+            }
+        }
+    })?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+pub fn partitions(depot: &Depot, glob: Option<&str>, json: bool, ui: &mut Ui) -> Result<()> {
+    for (partition, count) in depot.partitions(glob.unwrap_or("**"))? {
+        if json {
+            ui.json(&json!({"partition": partition.as_str(), "events": count}))?;
+        } else {
+            ui.line(format!("{count:>8}  {partition}"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `retro fsck`, `retro gc`, `retro reindex`, `retro failed`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use depot::{Depot, GcOptions};
+
+use crate::error::Corrupt;
+use crate::render;
+use crate::ui::{status, Ui};
+
+pub fn fsck(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
+    let bar = ui.progress(0, "objects checked");
+    let report = depot.fsck(|n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    if json {
+        ui.json(&json!({
+            "clean": report.is_clean(),
+            "refs": report.refs,
+            "checkpoints": report.checkpoints,
+            "affixes": report.affixes,
+            "events": report.events,
+            "failed_commands": report.failed_commands,
+            "partitions_checked": report.partitions_checked,
+            "unreachable": report.unreachable.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "problems": report.problems.iter().map(|p| json!({
+                "object": p.id.map(|id| id.to_string()),
+                "message": p.message,
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        for id in &report.unreachable {
+            let kind = depot
+                .read_object(id)
+                .ok()
+                .and_then(|o| o.kind().ok())
+                .map_or("object", |k| k.as_str());
+            ui.line(format!("unreachable {kind} {id}"))?;
+        }
+        for problem in &report.problems {
+            match problem.id {
+                Some(id) => ui.line(format!("{} {id}: {}", ui.red("error"), problem.message))?,
+                None => ui.line(format!("{} {}", ui.red("error"), problem.message))?,
+            }
+        }
+        ui.line(format!(
+            "checked {} refs: {} checkpoints, {} affixes, {} events; {} failed commands kept; {} partitions match the index; {} unreachable objects; {}",
+            report.refs,
+            report.checkpoints,
+            report.affixes,
+            report.events,
+            report.failed_commands,
+            report.partitions_checked,
+            report.unreachable.len(),
+            if report.is_clean() { "no problems".to_owned() } else { format!("{} problem(s)", report.problems.len()) }
+        ))?;
+    }
+    if !report.is_clean() {
+        ui.flush()?;
+        return Err(Corrupt(report.problems.len()).into());
+    }
+    Ok(())
+}
+
+/// Parses `0`, `now`, `90s`, `30m`, `12h`, `14d`, `2w`.
+pub fn parse_age(text: &str) -> Result<Duration> {
+    if text == "0" || text == "now" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let Ok(n) = number.parse::<u64>() else {
+        bail!("'{text}' is not an age such as 0, 30m, 12h or 14d");
+    };
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" | "" => 86_400,
+        "w" => 7 * 86_400,
+        _ => bail!("'{text}' is not an age such as 0, 30m, 12h or 14d"),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+pub fn gc(depot: &Depot, prune: Option<&str>, json: bool, ui: &mut Ui) -> Result<()> {
+    let options = GcOptions {
+        prune_older_than: prune.map(parse_age).transpose()?,
+    };
+    let bar = ui.progress(0, "objects repacked");
+    let report = depot.gc(&options, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    if json {
+        ui.json(&json!({
+            "kept": report.kept,
+            "pruned": report.pruned,
+            "packs_before": report.packs_before,
+            "bytes_before": report.bytes_before,
+            "bytes_after": report.bytes_after,
+        }))?;
+    } else {
+        ui.line(format!(
+            "repacked {} objects from {} pack(s): {} → {} bytes; pruned {}",
+            report.kept,
+            report.packs_before,
+            report.bytes_before,
+            report.bytes_after,
+            report.pruned
+        ))?;
+    }
+    Ok(())
+}
+
+pub fn reindex(depot: &Depot, ui: &mut Ui) -> Result<()> {
+    let bar = ui.progress(0, "reindexing");
+    let (checkpoints, partitions, events) = depot.reindex()?;
+    bar.finish_and_clear();
+    ui.line(format!(
+        "indexed {checkpoints} checkpoints, {partitions} partitions, {events} events"
+    ))?;
+    Ok(())
+}
+
+pub fn failed(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
+    for id in depot.failures()? {
+        let checkpoint = match depot.read_checkpoint(&id) {
+            Ok(c) => c,
+            Err(e) => {
+                status(format!(
+                    "retro: warning: failed command {id} is unreadable: {e}"
+                ));
+                continue;
+            }
+        };
+        let error = checkpoint.field("error").unwrap_or("-");
+        if json {
+            ui.json(&json!({
+                "checkpoint": id.to_string(),
+                "date": checkpoint.field("date"),
+                "session": checkpoint.session(),
+                "error": error,
+                "command": render::message_value(checkpoint.message()),
+            }))?;
+        } else {
+            ui.line(format!(
+                "{} {} {} {}\n    {}",
+                ui.yellow(&id.to_short_hex(12)),
+                render::date_text(&checkpoint),
+                checkpoint.session(),
+                render::summary(checkpoint.message()),
+                ui.red(error)
+            ))?;
+        }
+    }
+    Ok(())
+}

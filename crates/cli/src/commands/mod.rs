@@ -1,0 +1,118 @@
+//! One module per group of subcommands; each takes parsed arguments and the [`Ui`].
+
+mod apply;
+mod demo;
+mod history;
+mod maintenance;
+mod objects;
+mod refs;
+mod transfer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::CommandFactory;
+
+use depot::{Depot, ObjectId};
+
+use crate::args::{Cli, Commands, SessionCommand};
+use crate::locate;
+use crate::ui::Ui;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
+    let depot_flag = cli.depot.clone();
+    let flag = depot_flag.as_deref();
+    match cli.command {
+        Commands::Init { dir, json } => apply::init(flag, dir, json, ui),
+        Commands::Apply {
+            command,
+            session,
+            target,
+            manifest,
+            json,
+        } => apply::apply(flag, &command, session, target, manifest, json, ui),
+        Commands::Session(SessionCommand::Start { json }) => apply::session_start(flag, json, ui),
+        Commands::Session(SessionCommand::End { id }) => apply::session_end(flag, &id, ui),
+        Commands::Log(args) => history::log(&*open(flag)?, &args, ui),
+        Commands::CatObject(args) => objects::cat(&*open(flag)?, &args, ui),
+        Commands::Show { rev, json } => history::show(&*open(flag)?, rev.as_deref(), json, ui),
+        Commands::Events { glob, since, json } => {
+            history::events(&*open(flag)?, glob.as_deref(), since.as_deref(), json, ui)
+        }
+        Commands::Partitions { glob, json } => {
+            history::partitions(&*open(flag)?, glob.as_deref(), json, ui)
+        }
+        Commands::Refs { json } => refs::list(&*open(flag)?, json, ui),
+        Commands::UpdateRef {
+            delete,
+            name,
+            new,
+            old,
+            message,
+        } => refs::update(
+            &*open(flag)?,
+            delete,
+            &name,
+            new.as_deref(),
+            old.as_deref(),
+            &message,
+            ui,
+        ),
+        Commands::Reflog { name, json } => refs::reflog(&*open(flag)?, name.as_deref(), json, ui),
+        Commands::Fsck { json } => maintenance::fsck(&*open(flag)?, json, ui),
+        Commands::Gc { prune, json } => maintenance::gc(&*open(flag)?, prune.as_deref(), json, ui),
+        Commands::Reindex => maintenance::reindex(&*open(flag)?, ui),
+        Commands::Failed { json } => maintenance::failed(&*open(flag)?, json, ui),
+        Commands::Export { rev, output } => {
+            transfer::export(&*open(flag)?, rev.as_deref(), output.as_deref(), ui)
+        }
+        Commands::Import { file, batch, json } => {
+            transfer::import(&*open(flag)?, file.as_deref(), batch, json, ui)
+        }
+        Commands::Demo { keep } => demo::run(keep, ui),
+        Commands::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "retro", ui.out());
+            Ok(())
+        }
+        Commands::Help { command } => help(&command, ui),
+    }
+}
+
+fn help(path: &[String], ui: &mut Ui) -> Result<()> {
+    let mut command = Cli::command();
+    let mut current = &mut command;
+    for name in path {
+        current = current
+            .find_subcommand_mut(name)
+            .with_context(|| format!("no such command '{name}'; see 'retro help'"))?;
+    }
+    let text = current.render_long_help().to_string();
+    ui.line(text.trim_end())?;
+    Ok(())
+}
+
+/// The depot directory per `--depot`, `$RETRO_DEPOT`, or the nearest `.retro`.
+pub fn depot_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    locate::depot_dir(flag)
+}
+
+/// Opens the depot.
+pub fn open(flag: Option<&Path>) -> Result<Arc<Depot>> {
+    let dir = depot_dir(flag)?;
+    if !dir.exists() {
+        return Err(anyhow::Error::new(crate::error::NoDepot(dir)));
+    }
+    Ok(Arc::new(Depot::open(&dir)?))
+}
+
+/// Resolves a revision, defaulting to HEAD, with a clear error when HEAD is unborn.
+pub fn resolve(depot: &Depot, rev: Option<&str>) -> Result<ObjectId> {
+    let rev = rev.unwrap_or("HEAD");
+    if rev == "HEAD" && depot.head()?.is_none() {
+        anyhow::bail!("the depot has no checkpoints yet (HEAD is unborn); apply a command first");
+    }
+    Ok(depot.resolve_revision(rev)?)
+}

@@ -1,0 +1,107 @@
+//! Exit codes and how errors are shown: one line `retro: error: …`, plus a hint where one exists.
+
+use std::path::PathBuf;
+
+/// Success.
+pub const OK: u8 = 0;
+/// Any error not listed below.
+pub const ERROR: u8 = 1;
+/// The command line was wrong.
+pub const USAGE: u8 = 2;
+/// A compare-and-swap lost: the ref moved (retry on fresh state).
+pub const CONFLICT: u8 = 3;
+/// The domain rejected the command, or its handler failed.
+pub const REJECTED: u8 = 4;
+/// fsck found corruption.
+pub const CORRUPT: u8 = 5;
+
+/// No depot was found.
+#[derive(Debug)]
+pub struct NoDepot(pub PathBuf);
+
+impl std::fmt::Display for NoDepot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no depot found in '{}' or any parent directory",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for NoDepot {}
+
+/// fsck found problems (already printed).
+#[derive(Debug)]
+pub struct Corrupt(pub usize);
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fsck found {} problem(s)", self.0)
+    }
+}
+
+impl std::error::Error for Corrupt {}
+
+/// The exit code and an optional hint for an error.
+pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<NoDepot>() {
+            let _ = e;
+            return (
+                ERROR,
+                Some(
+                    "run 'retro init' to create one, or pass --depot DIR (or set RETRO_DEPOT)"
+                        .to_owned(),
+                ),
+            );
+        }
+        if cause.downcast_ref::<Corrupt>().is_some() {
+            return (CORRUPT, None);
+        }
+        if let Some(e) = cause.downcast_ref::<engine::ApplyError>() {
+            return match e {
+                engine::ApplyError::Rejected { .. } | engine::ApplyError::Handler { .. } => (
+                    REJECTED,
+                    Some("the failure is recorded: see 'retro failed'".to_owned()),
+                ),
+                engine::ApplyError::SessionRequired { .. } => (REJECTED, None),
+                e if e.is_conflict() => (CONFLICT, Some("the ref moved; retry".to_owned())),
+                engine::ApplyError::Command(_) => (
+                    ERROR,
+                    Some(r#"a command looks like {"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#.to_owned()),
+                ),
+                _ => (ERROR, None),
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<depot::Error>() {
+            return match e {
+                depot::Error::Conflict { .. } => (
+                    CONFLICT,
+                    Some("the ref moved since you read it; read it again and retry".to_owned()),
+                ),
+                depot::Error::AmbiguousPrefix { candidates, .. } => (
+                    ERROR,
+                    Some(format!(
+                        "candidates: {}",
+                        candidates
+                            .iter()
+                            .map(|c| c.to_short_hex(16))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                ),
+                depot::Error::UnknownRevision(_) => (
+                    ERROR,
+                    Some("give a ref (HEAD, master, refs/…), an id, or a unique prefix of 4+ hex digits".to_owned()),
+                ),
+                depot::Error::NotADepot(_) => (
+                    ERROR,
+                    Some("run 'retro init DIR' to create one".to_owned()),
+                ),
+                _ => (ERROR, None),
+            };
+        }
+    }
+    (ERROR, None)
+}
