@@ -18,10 +18,20 @@ fn a_commit_moves_head_and_its_events_read_back_in_order() {
     for (layout, depot, _dir) in layouts() {
         assert_eq!(depot.head().unwrap(), None, "{layout}");
         let first = depot
-            .commit(CommitRequest::new(None, workload(1, "s1"), "s1", r#"{"path":"identity/1"}"#))
+            .commit(CommitRequest::new(
+                None,
+                workload(1, "s1"),
+                "s1",
+                r#"{"path":"identity/1"}"#,
+            ))
             .unwrap();
         let second = depot
-            .commit(CommitRequest::new(Some(first.checkpoint), workload(1, "s1"), "s1", "again"))
+            .commit(CommitRequest::new(
+                Some(first.checkpoint),
+                workload(1, "s1"),
+                "s1",
+                "again",
+            ))
             .unwrap();
         assert_eq!(depot.head().unwrap(), Some(second.checkpoint), "{layout}");
         assert_eq!(second.parent, Some(first.checkpoint));
@@ -84,9 +94,15 @@ fn a_stale_base_on_disjoint_partitions_is_rebased_without_conflict() {
             .commit(CommitRequest::new(None, workload(1, "a"), "s1", "one"))
             .unwrap();
         let moved = depot
-            .commit(CommitRequest::new(Some(base.checkpoint), workload(2, "b"), "s1", "two"))
+            .commit(CommitRequest::new(
+                Some(base.checkpoint),
+                workload(2, "b"),
+                "s1",
+                "two",
+            ))
             .unwrap();
-        let mut request = CommitRequest::new(Some(base.checkpoint), workload(3, "c"), "s1", "three");
+        let mut request =
+            CommitRequest::new(Some(base.checkpoint), workload(3, "c"), "s1", "three");
         request.rebase = true;
         let rebased = depot.commit(request).unwrap();
         assert!(rebased.rebased, "{layout}");
@@ -96,12 +112,18 @@ fn a_stale_base_on_disjoint_partitions_is_rebased_without_conflict() {
         let mut overlapping =
             CommitRequest::new(Some(base.checkpoint), workload(2, "d"), "s1", "four");
         overlapping.rebase = true;
-        assert!(depot.commit(overlapping).unwrap_err().is_conflict(), "{layout}");
+        assert!(
+            depot.commit(overlapping).unwrap_err().is_conflict(),
+            "{layout}"
+        );
         let mut read_conflict =
             CommitRequest::new(Some(base.checkpoint), workload(9, "e"), "s1", "five");
         read_conflict.rebase = true;
         read_conflict.reads = vec![p("identity/3")];
-        assert!(depot.commit(read_conflict).unwrap_err().is_conflict(), "{layout}");
+        assert!(
+            depot.commit(read_conflict).unwrap_err().is_conflict(),
+            "{layout}"
+        );
     }
 }
 
@@ -123,7 +145,10 @@ fn a_native_depot_reopens_with_everything_in_place() {
     let reflog = depot.reflog(&RefName::head()).unwrap();
     assert_eq!(reflog.len(), 50);
     assert_eq!(reflog[49].new, Some(committed.checkpoint));
-    assert!(Depot::init(&path).is_err(), "init refuses an existing depot");
+    assert!(
+        Depot::init(&path).is_err(),
+        "init refuses an existing depot"
+    );
 }
 
 #[test]
@@ -198,7 +223,11 @@ fn many_partitions_stream_through_the_checkpoint_walk_in_the_same_order() {
 #[test]
 fn the_checkpoint_is_byte_compatible_with_go_retro() {
     let depot = Depot::in_memory().unwrap();
-    let committed = commit_retrying(&depot, workload(1, "s1"), r#"{"path":"identity/1","name":"create"}"#);
+    let committed = commit_retrying(
+        &depot,
+        workload(1, "s1"),
+        r#"{"path":"identity/1","name":"create"}"#,
+    );
     let raw = depot.read_object(&committed.checkpoint).unwrap();
     let text = String::from_utf8(raw.bytes().to_vec()).unwrap();
     let (header, body) = text.split_once('\0').unwrap();

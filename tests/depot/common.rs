@@ -15,11 +15,17 @@ pub fn workload(n: u64, session: &str) -> Vec<(PartitionName, Event)> {
     vec![
         (
             p(&format!("identity/{n}")),
-            ev("IdentityCreated", &format!(r#"{{"id":{n},"name":"user-{n}","visible":true}}"#)),
+            ev(
+                "IdentityCreated",
+                &format!(r#"{{"id":{n},"name":"user-{n}","visible":true}}"#),
+            ),
         ),
         (
             p(&format!("identity/{n}")),
-            ev("DisplayNameSet", &format!(r#"{{"display":"User number {n}"}}"#)),
+            ev(
+                "DisplayNameSet",
+                &format!(r#"{{"display":"User number {n}"}}"#),
+            ),
         ),
         (
             p(&format!("session/{session}")),
@@ -29,7 +35,11 @@ pub fn workload(n: u64, session: &str) -> Vec<(PartitionName, Event)> {
 }
 
 /// Commits on top of whatever HEAD is, retrying on conflict.
-pub fn commit_retrying(depot: &Depot, events: Vec<(PartitionName, Event)>, message: &str) -> Committed {
+pub fn commit_retrying(
+    depot: &Depot,
+    events: Vec<(PartitionName, Event)>,
+    message: &str,
+) -> Committed {
     loop {
         let base = depot.head().unwrap();
         let mut request = CommitRequest::new(base, events.clone(), "s1", message);
@@ -55,7 +65,8 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
             } else {
                 let name = path.strip_prefix(dir).unwrap().display().to_string();
                 // The derived index and the lock file may be touched by readers.
-                if name.starts_with("index.sqlite") || name == "lock" || name == "packs/write.lock" {
+                if name.starts_with("index.sqlite") || name == "lock" || name == "packs/write.lock"
+                {
                     continue;
                 }
                 out.push((name, std::fs::read(&path).unwrap()));

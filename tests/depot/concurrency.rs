@@ -13,7 +13,14 @@ use crate::common::*;
 pub fn spawn_child(role: &str, depot: &std::path::Path, extra: &[(&str, String)]) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", "concurrency::child_process", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .args([
+            "--exact",
+            "concurrency::child_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
         .env("RETRO_TEST_CHILD", role)
         .env("RETRO_TEST_DEPOT", depot)
         .stdout(Stdio::piped())
@@ -93,7 +100,10 @@ fn four_processes_times_two_hundred_commits_make_one_linear_chain() {
             spawn_child(
                 "writer",
                 &path,
-                &[("RETRO_TEST_WRITER", w.to_string()), ("RETRO_TEST_COUNT", "200".to_owned())],
+                &[
+                    ("RETRO_TEST_WRITER", w.to_string()),
+                    ("RETRO_TEST_COUNT", "200".to_owned()),
+                ],
             )
             .spawn()
             .unwrap()
@@ -102,7 +112,11 @@ fn four_processes_times_two_hundred_commits_make_one_linear_chain() {
     let mut acked = HashSet::new();
     for child in children {
         let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         acked.extend(acks(&output.stdout));
     }
     assert_eq!(acked.len(), 800);
@@ -110,7 +124,10 @@ fn four_processes_times_two_hundred_commits_make_one_linear_chain() {
     let chain = first_parent_chain(&depot);
     assert_eq!(chain.len(), 800, "exactly 800 new checkpoints");
     let chain: HashSet<_> = chain.into_iter().collect();
-    assert_eq!(chain, acked, "every acknowledged commit is in the one chain");
+    assert_eq!(
+        chain, acked,
+        "every acknowledged commit is in the one chain"
+    );
     for w in 0..4 {
         let events = depot.partition_events(&p(&format!("writer/{w}"))).unwrap();
         assert_eq!(events.len(), 200);
@@ -137,7 +154,9 @@ fn threads_on_disjoint_partitions_share_fsyncs_and_never_conflict_with_rebase() 
                     )];
                     let mut request = CommitRequest::new(base, events, format!("t{t}"), "x");
                     request.rebase = true;
-                    let committed = depot.commit(request).expect("disjoint commits never conflict");
+                    let committed = depot
+                        .commit(request)
+                        .expect("disjoint commits never conflict");
                     rebased += u64::from(committed.rebased);
                 }
                 rebased

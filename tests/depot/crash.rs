@@ -42,9 +42,13 @@ fn sigkilled_writers_never_lose_an_acknowledged_commit() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
     let rounds = 24;
     for round in 0..rounds {
-        let mut child = spawn_child("crash", &path, &[("RETRO_TEST_WRITER", (round % 3).to_string())])
-            .spawn()
-            .unwrap();
+        let mut child = spawn_child(
+            "crash",
+            &path,
+            &[("RETRO_TEST_WRITER", (round % 3).to_string())],
+        )
+        .spawn()
+        .unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut ids = Vec::new();
@@ -79,10 +83,17 @@ fn sigkilled_writers_never_lose_an_acknowledged_commit() {
                 .unwrap();
         }
         let missing: Vec<_> = acked.difference(&in_history).collect();
-        assert!(missing.is_empty(), "round {round}: acknowledged but lost: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "round {round}: acknowledged but lost: {missing:?}"
+        );
     }
     let depot = Depot::open(&path).unwrap();
     let report = depot.fsck(|_| {}).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
-    assert!(acked.len() > rounds, "the children made progress ({} acks)", acked.len());
+    assert!(
+        acked.len() > rounds,
+        "the children made progress ({} acks)",
+        acked.len()
+    );
 }

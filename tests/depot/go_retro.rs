@@ -29,9 +29,12 @@ fn build_go_retro_depot(root: &Path) -> (ObjectId, ObjectId) {
         let session_event = Object::Event(ev("IdentityCreated", "{}"));
         let e1 = write_loose(root, &event);
         let e2 = write_loose(root, &session_event);
-        let affix: Affix = [(p(&format!("identity/{n}")), e1), (p("session/DEADBEEF"), e2)]
-            .into_iter()
-            .collect();
+        let affix: Affix = [
+            (p(&format!("identity/{n}")), e1),
+            (p("session/DEADBEEF"), e2),
+        ]
+        .into_iter()
+        .collect();
         let affix_id = write_loose(root, &Object::Affix(affix));
         let date = depot::parse_date("2019-02-11T14:51:00Z").unwrap();
         let checkpoint = Checkpoint::new(
@@ -84,9 +87,23 @@ fn commits_to_a_go_retro_depot_stay_in_its_format() {
     let committed = commit_retrying(&depot, workload(7, "DEADBEEF"), "identity/7/createIdentity");
     assert_eq!(committed.parent, Some(second));
     let hex = committed.checkpoint.to_hex();
-    assert!(dir.path().join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..]).is_file());
+    assert!(dir
+        .path()
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex[4..])
+        .is_file());
     let text = std::fs::read_to_string(dir.path().join("refs/heads/master")).unwrap();
     assert_eq!(text, committed.checkpoint.to_string());
-    assert!(!dir.path().join("HEAD").exists(), "no HEAD is added to a go-retro depot");
-    assert_eq!(depot.partition_events(&p("session/DEADBEEF")).unwrap().len(), 3);
+    assert!(
+        !dir.path().join("HEAD").exists(),
+        "no HEAD is added to a go-retro depot"
+    );
+    assert_eq!(
+        depot
+            .partition_events(&p("session/DEADBEEF"))
+            .unwrap()
+            .len(),
+        3
+    );
 }

@@ -1,8 +1,8 @@
 //! Integration tests of the depot crate: commits, concurrency (threads and processes), crash
 //! safety, go-retro depots, fsck, gc, revisions.
 
-mod common;
 mod commits;
+mod common;
 mod concurrency;
 mod crash;
 mod go_retro;

@@ -18,7 +18,10 @@ fn revisions_resolve_like_git() {
     assert_eq!(depot.resolve_revision("HEAD~1^1").unwrap(), ids[1]);
     assert_eq!(depot.resolve_revision("HEAD^0").unwrap(), ids[3]);
     assert_eq!(depot.resolve_revision(&ids[1].to_string()).unwrap(), ids[1]);
-    assert_eq!(depot.resolve_revision(&ids[1].to_short_hex(12)).unwrap(), ids[1]);
+    assert_eq!(
+        depot.resolve_revision(&ids[1].to_short_hex(12)).unwrap(),
+        ids[1]
+    );
     assert!(matches!(
         depot.resolve_revision("HEAD~9"),
         Err(Error::BadRevision { .. })
@@ -46,9 +49,16 @@ fn an_ambiguous_prefix_is_a_clear_error() {
     let prefix = loop {
         let committed = commit_retrying(&depot, workload(n, "s"), "x");
         let mut found = None;
-        for id in committed.events.iter().chain([&committed.checkpoint, &committed.affix]) {
+        for id in committed
+            .events
+            .iter()
+            .chain([&committed.checkpoint, &committed.affix])
+        {
             let short = id.to_short_hex(4);
-            if seen.insert(short.clone(), *id).is_some_and(|other| other != *id) {
+            if seen
+                .insert(short.clone(), *id)
+                .is_some_and(|other| other != *id)
+            {
                 found = Some(short);
             }
         }
@@ -57,7 +67,13 @@ fn an_ambiguous_prefix_is_a_clear_error() {
         }
         n += 1;
     };
-    let err = depot.resolve_prefix(&prefix.parse::<Prefix>().unwrap()).unwrap_err();
+    let err = depot
+        .resolve_prefix(&prefix.parse::<Prefix>().unwrap())
+        .unwrap_err();
     assert!(matches!(err, Error::AmbiguousPrefix { .. }));
-    assert!(err.to_string().starts_with(&format!("prefix '{prefix}' is ambiguous")), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("prefix '{prefix}' is ambiguous")),
+        "{err}"
+    );
 }

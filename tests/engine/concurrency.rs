@@ -48,7 +48,9 @@ fn four_writers_on_disjoint_aggregates_never_run_a_handler_twice() {
                 let mut rebased = 0;
                 for _ in 0..per_writer {
                     let payload = format!(r#"{{"path":"counters/{w}","name":"increment"}}"#);
-                    let applied = engine.apply(&format!("writer-{w}"), payload.as_bytes()).unwrap();
+                    let applied = engine
+                        .apply(&format!("writer-{w}"), payload.as_bytes())
+                        .unwrap();
                     assert_eq!(applied.attempts, 1, "disjoint writers never re-run");
                     rebased += u64::from(applied.rebased);
                 }
@@ -57,7 +59,11 @@ fn four_writers_on_disjoint_aggregates_never_run_a_handler_twice() {
         })
         .collect();
     let rebased: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    assert_eq!(runs.load(Ordering::SeqCst), 4 * per_writer, "no handler ran twice");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        4 * per_writer,
+        "no handler ran twice"
+    );
     let depot = engine.depot();
     for w in 0..4 {
         let events = depot
@@ -65,9 +71,17 @@ fn four_writers_on_disjoint_aggregates_never_run_a_handler_twice() {
             .unwrap();
         let ns: Vec<u64> = events
             .iter()
-            .map(|e| serde_json::from_slice::<serde_json::Value>(e.event.data()).unwrap()["n"].as_u64().unwrap())
+            .map(|e| {
+                serde_json::from_slice::<serde_json::Value>(e.event.data()).unwrap()["n"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
-        assert_eq!(ns, (1..=per_writer).collect::<Vec<_>>(), "nothing lost, nothing doubled");
+        assert_eq!(
+            ns,
+            (1..=per_writer).collect::<Vec<_>>(),
+            "nothing lost, nothing doubled"
+        );
     }
     eprintln!("{rebased} of 400 applies were re-parented without re-running");
     assert!(depot.fsck(|_| {}).unwrap().is_clean());
@@ -77,10 +91,16 @@ fn four_writers_on_disjoint_aggregates_never_run_a_handler_twice() {
 fn a_shared_account_never_overdraws_in_any_history() {
     let (_dir, engine) = bank();
     engine
-        .apply("s", br#"{"path":"accounts/shared","name":"open","params":{"owner":"All"}}"#)
+        .apply(
+            "s",
+            br#"{"path":"accounts/shared","name":"open","params":{"owner":"All"}}"#,
+        )
         .unwrap();
     engine
-        .apply("s", br#"{"path":"accounts/shared","name":"deposit","params":{"amount":1000}}"#)
+        .apply(
+            "s",
+            br#"{"path":"accounts/shared","name":"deposit","params":{"amount":1000}}"#,
+        )
         .unwrap();
     let engine = engine.with_max_attempts(200);
     let threads: Vec<_> = (0..4)
@@ -132,7 +152,10 @@ fn a_shared_account_never_overdraws_in_any_history() {
     }
     assert_eq!(balance as u64, 1000 - withdrawn);
     assert_eq!(account.balance, 1000 - withdrawn);
-    assert!(withdrawn > 900, "the account was drained to near zero ({withdrawn})");
+    assert!(
+        withdrawn > 900,
+        "the account was drained to near zero ({withdrawn})"
+    );
     let head = depot.head().unwrap().unwrap();
     let mut linear = true;
     depot

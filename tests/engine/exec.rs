@@ -19,14 +19,26 @@ fn engine_with(manifest_file: &str) -> (tempfile::TempDir, Engine) {
 fn the_python_handler_runs_the_accounts_domain() {
     let (_dir, engine) = engine_with("manifest.json");
     let applied = engine
-        .apply("s1", br#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#)
+        .apply(
+            "s1",
+            br#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#,
+        )
         .unwrap();
-    assert_eq!(applied.partitions, vec!["accounts/alice", "registry/accounts"]);
+    assert_eq!(
+        applied.partitions,
+        vec!["accounts/alice", "registry/accounts"]
+    );
     engine
-        .apply("s1", br#"{"path":"accounts/alice","name":"deposit","params":{"amount":50}}"#)
+        .apply(
+            "s1",
+            br#"{"path":"accounts/alice","name":"deposit","params":{"amount":50}}"#,
+        )
         .unwrap();
     let err = engine
-        .apply("s1", br#"{"path":"accounts/alice","name":"withdraw","params":{"amount":51}}"#)
+        .apply(
+            "s1",
+            br#"{"path":"accounts/alice","name":"withdraw","params":{"amount":51}}"#,
+        )
         .unwrap_err();
     match &err {
         ApplyError::Rejected { error, recorded } => {
@@ -37,7 +49,10 @@ fn the_python_handler_runs_the_accounts_domain() {
         other => panic!("expected a rejection, got {other}"),
     }
     engine
-        .apply("s1", br#"{"path":"accounts/alice","name":"withdraw","params":{"amount":50}}"#)
+        .apply(
+            "s1",
+            br#"{"path":"accounts/alice","name":"withdraw","params":{"amount":50}}"#,
+        )
         .unwrap();
     let events = engine
         .depot()
@@ -50,7 +65,10 @@ fn the_python_handler_runs_the_accounts_domain() {
 fn the_shell_handler_runs_with_environment_variables() {
     let (_dir, engine) = engine_with("manifest.json");
     engine
-        .apply("s1", br#"{"path":"notes/n1","name":"add","params":{"text":"hello"}}"#)
+        .apply(
+            "s1",
+            br#"{"path":"notes/n1","name":"add","params":{"text":"hello"}}"#,
+        )
         .unwrap();
     let events = engine
         .depot()
@@ -61,7 +79,11 @@ fn the_shell_handler_runs_with_environment_variables() {
     let err = engine
         .apply("s1", br#"{"path":"notes/n1","name":"add","params":{}}"#)
         .unwrap_err();
-    assert!(err.to_string().contains("invalid_params: add needs a text param"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("invalid_params: add needs a text param"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -83,17 +105,29 @@ fn misbehaving_handlers_fail_clearly_and_move_no_ref() {
         let started = std::time::Instant::now();
         let err = engine.apply(&ok, payload.as_bytes()).unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, ApplyError::Handler { .. }), "{command}: {text}");
-        assert!(text.contains(&format!("'bad/{command}")), "names the handler: {text}");
+        assert!(
+            matches!(err, ApplyError::Handler { .. }),
+            "{command}: {text}"
+        );
+        assert!(
+            text.contains(&format!("'bad/{command}")),
+            "names the handler: {text}"
+        );
         assert!(text.contains(expected), "{command}: {text}");
         assert!(started.elapsed().as_secs() < 20, "{command} took too long");
         assert_eq!(engine.depot().head().unwrap(), head, "{command}");
-        assert_eq!(std::fs::read(depot_dir(&dir).join("refs/heads/master")).unwrap(), master);
+        assert_eq!(
+            std::fs::read(depot_dir(&dir).join("refs/heads/master")).unwrap(),
+            master
+        );
     }
     let err = engine
         .apply(&ok, br#"{"path":"bad/1","name":"exit0error"}"#)
         .unwrap_err();
-    assert!(matches!(err, ApplyError::Rejected { .. }), "an error object wins: {err}");
+    assert!(
+        matches!(err, ApplyError::Rejected { .. }),
+        "an error object wins: {err}"
+    );
     assert_eq!(engine.depot().failures().unwrap().len(), cases.len() + 1);
     assert!(engine.depot().fsck(|_| {}).unwrap().is_clean());
 }
@@ -110,7 +144,9 @@ fn a_handler_that_cannot_start_is_named() {
     let mut manifest = Manifest::new();
     exec::load_manifest(&manifest_path, &mut manifest).unwrap();
     let engine = Engine::new(Arc::new(Depot::in_memory().unwrap()), manifest);
-    let err = engine.apply("s", br#"{"path":"x/1","name":"go"}"#).unwrap_err();
+    let err = engine
+        .apply("s", br#"{"path":"x/1","name":"go"}"#)
+        .unwrap_err();
     assert!(err.to_string().contains("could not start"), "{err}");
     assert!(err.to_string().contains("'x/go'"), "{err}");
 }
@@ -120,16 +156,31 @@ fn invalid_manifests_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     for (text, expected) in [
         ("{", "is invalid"),
-        (r#"{"aggregates":{"x":{"commands":{"go":{"exec":[]}}}}}"#, "\"exec\" is empty"),
-        (r#"{"aggregates":{"x":{"commands":{"go":{"exec":["a"],"timeout_ms":0}}}}}"#, "timeout_ms"),
-        (r#"{"aggregates":{"x":{"commands":{"go":{"exec":["a"],"bogus":1}}}}}"#, "unknown field"),
-        (r#"{"aggregates":{"../x":{"commands":{"go":{"exec":["a"]}}}}}"#, "aggregate kind"),
+        (
+            r#"{"aggregates":{"x":{"commands":{"go":{"exec":[]}}}}}"#,
+            "\"exec\" is empty",
+        ),
+        (
+            r#"{"aggregates":{"x":{"commands":{"go":{"exec":["a"],"timeout_ms":0}}}}}"#,
+            "timeout_ms",
+        ),
+        (
+            r#"{"aggregates":{"x":{"commands":{"go":{"exec":["a"],"bogus":1}}}}}"#,
+            "unknown field",
+        ),
+        (
+            r#"{"aggregates":{"../x":{"commands":{"go":{"exec":["a"]}}}}}"#,
+            "aggregate kind",
+        ),
     ] {
         let path = dir.path().join("m.json");
         std::fs::write(&path, text).unwrap();
         let err = exec::load_manifest(&path, &mut Manifest::new()).unwrap_err();
         assert!(err.to_string().contains(expected), "{text}: {err}");
     }
-    let err = exec::load_manifest(Path::new("/nonexistent/m.json"), &mut Manifest::new()).unwrap_err();
-    assert!(err.to_string().starts_with("could not read domain manifest"));
+    let err =
+        exec::load_manifest(Path::new("/nonexistent/m.json"), &mut Manifest::new()).unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("could not read domain manifest"));
 }

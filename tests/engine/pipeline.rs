@@ -17,10 +17,16 @@ fn a_command_becomes_one_checkpoint_with_the_payload_as_message() {
     let (_dir, engine) = bank();
     let session = engine.start_session().unwrap();
     let applied = engine
-        .apply(&session, br#"{"path":"accounts/alice", "name":"open", "params":{"owner":"Alice"}}"#)
+        .apply(
+            &session,
+            br#"{"path":"accounts/alice", "name":"open", "params":{"owner":"Alice"}}"#,
+        )
         .unwrap();
     assert_eq!(applied.events, 2);
-    assert_eq!(applied.partitions, vec!["accounts/alice", "registry/accounts"]);
+    assert_eq!(
+        applied.partitions,
+        vec!["accounts/alice", "registry/accounts"]
+    );
     assert_eq!(applied.attempts, 1);
     let depot = engine.depot();
     let checkpoint = depot.read_checkpoint(&applied.checkpoint).unwrap();
@@ -31,14 +37,24 @@ fn a_command_becomes_one_checkpoint_with_the_payload_as_message() {
     assert_eq!(checkpoint.session(), session);
     assert!(checkpoint.date().is_some());
     let affix = depot.read_affix(&checkpoint.affix()).unwrap();
-    assert_eq!(affix.partitions().count(), 2, "one affix across two partitions");
+    assert_eq!(
+        affix.partitions().count(),
+        2,
+        "one affix across two partitions"
+    );
     // Both camelCase styles name the same command.
     engine
-        .apply(&session, br#"{"path":"accounts/alice","name":"Deposit","params":{"amount":5}}"#)
+        .apply(
+            &session,
+            br#"{"path":"accounts/alice","name":"Deposit","params":{"amount":5}}"#,
+        )
         .unwrap();
     let events = depot.partition_events(&p("accounts/alice")).unwrap();
     assert_eq!(
-        events.iter().map(|e| e.event.name().to_string()).collect::<Vec<_>>(),
+        events
+            .iter()
+            .map(|e| e.event.name().to_string())
+            .collect::<Vec<_>>(),
         vec!["AccountOpened", "Deposited"]
     );
 }
@@ -48,7 +64,10 @@ fn every_bad_command_is_refused_with_the_depot_unchanged() {
     let (dir, engine) = bank();
     let session = engine.start_session().unwrap();
     engine
-        .apply(&session, br#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#)
+        .apply(
+            &session,
+            br#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#,
+        )
         .unwrap();
     let before = snapshot(&depot_dir(&dir));
     let cases: &[(&[u8], &str)] = &[
@@ -68,10 +87,18 @@ fn every_bad_command_is_refused_with_the_depot_unchanged() {
             "{}: got '{err}'",
             String::from_utf8_lossy(payload)
         );
-        assert_eq!(snapshot(&depot_dir(&dir)), before, "{}", String::from_utf8_lossy(payload));
+        assert_eq!(
+            snapshot(&depot_dir(&dir)),
+            before,
+            "{}",
+            String::from_utf8_lossy(payload)
+        );
     }
     let err = engine
-        .apply("bad session", br#"{"path":"accounts/a","name":"deposit","params":{"amount":1}}"#)
+        .apply(
+            "bad session",
+            br#"{"path":"accounts/a","name":"deposit","params":{"amount":1}}"#,
+        )
         .unwrap_err();
     assert!(matches!(err, ApplyError::BadSession(_)));
     assert_eq!(snapshot(&depot_dir(&dir)), before);
@@ -82,19 +109,28 @@ fn a_rejected_command_moves_no_ref_and_is_recorded_as_a_failure() {
     let (dir, engine) = bank();
     let session = engine.start_session().unwrap();
     engine
-        .apply(&session, br#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#)
+        .apply(
+            &session,
+            br#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#,
+        )
         .unwrap();
     let head = engine.depot().head().unwrap();
     let refs_before = std::fs::read(depot_dir(&dir).join("refs/heads/master")).unwrap();
     let err = engine
-        .apply(&session, br#"{"path":"accounts/a","name":"withdraw","params":{"amount":10}}"#)
+        .apply(
+            &session,
+            br#"{"path":"accounts/a","name":"withdraw","params":{"amount":10}}"#,
+        )
         .unwrap_err();
     let ApplyError::Rejected { error, recorded } = &err else {
         panic!("expected a rejection, got {err}");
     };
     assert_eq!(error.code, "insufficient_funds");
     assert_eq!(engine.depot().head().unwrap(), head);
-    assert_eq!(std::fs::read(depot_dir(&dir).join("refs/heads/master")).unwrap(), refs_before);
+    assert_eq!(
+        std::fs::read(depot_dir(&dir).join("refs/heads/master")).unwrap(),
+        refs_before
+    );
     let recorded = recorded.expect("the failure is recorded");
     assert_eq!(engine.depot().failures().unwrap(), vec![recorded]);
     let failed = engine.depot().read_checkpoint(&recorded).unwrap();
@@ -104,11 +140,17 @@ fn a_rejected_command_moves_no_ref_and_is_recorded_as_a_failure() {
     );
     assert_eq!(failed.session(), session);
     assert_eq!(failed.parents(), head.as_slice());
-    assert!(failed.field("error").unwrap().starts_with("insufficient_funds: cannot withdraw 10"));
+    assert!(failed
+        .field("error")
+        .unwrap()
+        .starts_with("insufficient_funds: cannot withdraw 10"));
     let report = engine.depot().fsck(|_| {}).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!(report.failed_commands, 1);
-    assert!(report.unreachable.is_empty(), "failed commands are not unreachable junk");
+    assert!(
+        report.unreachable.is_empty(),
+        "failed commands are not unreachable junk"
+    );
 }
 
 #[test]
@@ -136,10 +178,14 @@ fn sessions_are_partitions_and_commands_can_require_a_live_one() {
         .partition_events(&p(&format!("session/{session}")))
         .unwrap();
     assert_eq!(events[0].event.name().as_str(), "SessionStarted");
-    engine.apply(&session, br#"{"path":"vault/1","name":"open"}"#).unwrap();
+    engine
+        .apply(&session, br#"{"path":"vault/1","name":"open"}"#)
+        .unwrap();
     engine.end_session(&session).unwrap();
     assert!(!engine.session_is_live(&session).unwrap());
-    assert!(engine.apply(&session, br#"{"path":"vault/2","name":"open"}"#).is_err());
+    assert!(engine
+        .apply(&session, br#"{"path":"vault/2","name":"open"}"#)
+        .is_err());
 }
 
 #[test]
@@ -152,7 +198,10 @@ fn an_anonymous_aggregate_gets_its_id_from_the_id_function() {
             .to_string()
     });
     let applied = engine
-        .apply("s1", br#"{"path":"accounts","name":"open","params":{"owner":"New"}}"#)
+        .apply(
+            "s1",
+            br#"{"path":"accounts","name":"open","params":{"owner":"New"}}"#,
+        )
         .unwrap();
     assert_eq!(applied.path, "accounts/100");
     let message = engine.depot().read_checkpoint(&applied.checkpoint).unwrap();
@@ -174,11 +223,18 @@ fn transfers_read_another_aggregate_and_write_both_in_one_affix() {
     let err = engine
         .apply("s1", br#"{"path":"accounts/alice","name":"transfer","params":{"to":"accounts/nobody","amount":1}}"#)
         .unwrap_err();
-    assert!(err.to_string().contains("account accounts/nobody is not open"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("account accounts/nobody is not open"),
+        "{err}"
+    );
     let mut count = 0;
     depot
         .walk(head, HistoryOrder::FirstParent, |_, c| {
-            assert!(matches!(depot.read_decoded(&c.affix()).unwrap(), Object::Affix(_)));
+            assert!(matches!(
+                depot.read_decoded(&c.affix()).unwrap(),
+                Object::Affix(_)
+            ));
             count += 1;
             Ok(true)
         })

@@ -121,11 +121,7 @@ pub fn checkpoint_text(
                 .unwrap_or(0);
             for (partition, ids) in affix.partitions() {
                 let names = match event_names {
-                    Some(name_of) => ids
-                        .iter()
-                        .map(|id| name_of(id))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    Some(name_of) => ids.iter().map(name_of).collect::<Vec<_>>().join(", "),
                     None => String::new(),
                 };
                 out.push_str(&format!(

@@ -110,7 +110,8 @@ impl ObjectId {
             return Err(ParseIdError::NotHex(text.to_owned()));
         }
         let mut bytes = [0u8; 32];
-        hex::decode_to_slice(text, &mut bytes).map_err(|_| ParseIdError::NotHex(text.to_owned()))?;
+        hex::decode_to_slice(text, &mut bytes)
+            .map_err(|_| ParseIdError::NotHex(text.to_owned()))?;
         Ok(ObjectId { bytes })
     }
 

@@ -110,7 +110,9 @@ impl PartitionIndex {
                  PRIMARY KEY(pid, n)) WITHOUT ROWID;",
         )?;
         let version: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         match version {
             None => {
@@ -139,7 +141,8 @@ impl PartitionIndex {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        row.map(|(id, seq)| Ok((id_from(id)?, seq as u64))).transpose()
+        row.map(|(id, seq)| Ok((id_from(id)?, seq as u64)))
+            .transpose()
     }
 
     /// Runs `f` inside one write transaction that holds SQLite's write lock from the start, so
@@ -280,13 +283,15 @@ impl IndexWriter<'_> {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        row.map(|(id, seq)| Ok((id_from(id)?, seq as u64))).transpose()
+        row.map(|(id, seq)| Ok((id_from(id)?, seq as u64)))
+            .transpose()
     }
 
     /// Empties the index (before a rebuild).
     pub fn clear(&mut self) -> Result<(), IndexError> {
-        self.tx
-            .execute_batch("DELETE FROM events; DELETE FROM partitions; DELETE FROM checkpoints;")?;
+        self.tx.execute_batch(
+            "DELETE FROM events; DELETE FROM partitions; DELETE FROM checkpoints;",
+        )?;
         Ok(())
     }
 
@@ -294,7 +299,9 @@ impl IndexWriter<'_> {
     pub fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
         let seq = self.head()?.map_or(1, |(_, seq)| seq + 1);
         self.tx
-            .prepare_cached("INSERT INTO checkpoints(seq, id, date, session) VALUES (?1, ?2, ?3, ?4)")?
+            .prepare_cached(
+                "INSERT INTO checkpoints(seq, id, date, session) VALUES (?1, ?2, ?3, ?4)",
+            )?
             .execute(params![
                 seq as i64,
                 checkpoint.id.as_bytes().as_slice(),
@@ -318,9 +325,9 @@ impl IndexWriter<'_> {
                     (self.tx.last_insert_rowid(), 0)
                 }
             };
-            let mut insert = self
-                .tx
-                .prepare_cached("INSERT INTO events(pid, n, cseq, event) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut insert = self.tx.prepare_cached(
+                "INSERT INTO events(pid, n, cseq, event) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for (i, event) in events.iter().enumerate() {
                 insert.execute(params![
                     pid,

@@ -115,7 +115,11 @@ impl JournalRecord {
                 name,
                 old,
                 new,
-                session: if session == "-" { String::new() } else { session.to_owned() },
+                session: if session == "-" {
+                    String::new()
+                } else {
+                    session.to_owned()
+                },
                 message: message.to_owned(),
             });
         }
@@ -353,7 +357,8 @@ impl Journal {
         let boot = boot_hash();
         let previous = self.read_state().filter(|s| s.boot == boot);
         let mut durable = previous.map_or(Position { pack: 0, offset: 0 }, |s| s.durable);
-        let behind = durable.pack != last.pack || last.offset.saturating_sub(durable.offset) > DURABLE_EVERY;
+        let behind =
+            durable.pack != last.pack || last.offset.saturating_sub(durable.offset) > DURABLE_EVERY;
         if behind {
             let mut touched = BTreeSet::new();
             self.packs.scan_journal(durable, |_, payload| {

@@ -47,7 +47,9 @@ impl Revision {
         let mut steps = Vec::new();
         while let Some(op) = rest.chars().next() {
             rest = &rest[1..];
-            let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits_end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let (digits, after) = rest.split_at(digits_end);
             let n = if digits.is_empty() {
                 1
@@ -76,35 +78,40 @@ impl Depot {
         let revision = Revision::parse(text)?;
         let mut id = self.resolve_base(&revision.base)?;
         for step in &revision.steps {
-            id = match *step {
-                Step::Parent(0) => {
-                    self.read_checkpoint(&id)?;
-                    id
-                }
-                Step::Parent(n) => {
-                    let checkpoint = self.read_checkpoint(&id)?;
-                    *checkpoint.parents().get(n as usize - 1).ok_or_else(|| Error::BadRevision {
-                        rev: text.to_owned(),
-                        reason: format!(
-                            "checkpoint {} has {} parent(s), not {n}",
-                            id.to_short_hex(12),
-                            checkpoint.parents().len()
-                        ),
-                    })?
-                }
-                Step::Ancestor(n) => {
-                    let mut current = id;
-                    for walked in 0..n {
-                        current = self.read_checkpoint(&current)?.first_parent().ok_or_else(|| {
+            id =
+                match *step {
+                    Step::Parent(0) => {
+                        self.read_checkpoint(&id)?;
+                        id
+                    }
+                    Step::Parent(n) => {
+                        let checkpoint = self.read_checkpoint(&id)?;
+                        *checkpoint.parents().get(n as usize - 1).ok_or_else(|| {
                             Error::BadRevision {
                                 rev: text.to_owned(),
-                                reason: format!("history is only {walked} checkpoint(s) deep there"),
+                                reason: format!(
+                                    "checkpoint {} has {} parent(s), not {n}",
+                                    id.to_short_hex(12),
+                                    checkpoint.parents().len()
+                                ),
                             }
-                        })?;
+                        })?
                     }
-                    current
-                }
-            };
+                    Step::Ancestor(n) => {
+                        let mut current = id;
+                        for walked in 0..n {
+                            current = self.read_checkpoint(&current)?.first_parent().ok_or_else(
+                                || Error::BadRevision {
+                                    rev: text.to_owned(),
+                                    reason: format!(
+                                        "history is only {walked} checkpoint(s) deep there"
+                                    ),
+                                },
+                            )?;
+                        }
+                        current
+                    }
+                };
         }
         Ok(id)
     }

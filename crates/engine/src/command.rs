@@ -174,8 +174,9 @@ mod tests {
 
     #[test]
     fn parses_the_seed_command() {
-        let c = Command::parse(br#"{"path":"users/123", "name":"createProfile", "params": {"a":1}}"#)
-            .unwrap();
+        let c =
+            Command::parse(br#"{"path":"users/123", "name":"createProfile", "params": {"a":1}}"#)
+                .unwrap();
         assert_eq!(c.path(), "users/123");
         assert_eq!(c.name(), "createProfile");
         assert_eq!(
@@ -196,7 +197,9 @@ mod tests {
             err(r#"{"name":"x"}"#),
             "command has no \"path\" (a string such as \"users/123\" or \"_\")"
         );
-        assert!(err(r#"{"name":"x","path":"../etc"}"#).starts_with("command path '../etc' is invalid"));
+        assert!(
+            err(r#"{"name":"x","path":"../etc"}"#).starts_with("command path '../etc' is invalid")
+        );
         assert_eq!(
             err(r#"{"name":"x","path":"a/1","params":[1]}"#),
             "command \"params\" must be a JSON object, found an array"

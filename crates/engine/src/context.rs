@@ -88,7 +88,11 @@ impl<'a> Context<'a> {
     }
 
     /// Emits an event to another partition (in the same affix: all or nothing).
-    pub fn emit_to<E: DomainEvent>(&mut self, partition: &str, event: &E) -> Result<(), DomainError> {
+    pub fn emit_to<E: DomainEvent>(
+        &mut self,
+        partition: &str,
+        event: &E,
+    ) -> Result<(), DomainError> {
         let partition = PartitionName::new(partition)
             .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
         let event = to_event(event)?;
@@ -97,10 +101,16 @@ impl<'a> Context<'a> {
     }
 
     /// Emits an untyped event.
-    pub fn emit_json(&mut self, partition: &str, name: &str, data: &Value) -> Result<(), DomainError> {
+    pub fn emit_json(
+        &mut self,
+        partition: &str,
+        name: &str,
+        data: &Value,
+    ) -> Result<(), DomainError> {
         let partition = PartitionName::new(partition)
             .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
-        let name = EventName::new(name).map_err(|e| DomainError::new("bad_event", e.to_string()))?;
+        let name =
+            EventName::new(name).map_err(|e| DomainError::new("bad_event", e.to_string()))?;
         self.emitted
             .push((partition, Event::new(name, data.to_string())));
         Ok(())

@@ -188,7 +188,10 @@ impl Manifest {
     }
 
     /// Registers (or extends) aggregate kind `kind` with state `A`; add commands on the result.
-    pub fn aggregate<A: Aggregate>(&mut self, kind: &str) -> Result<KindBuilder<'_, A>, RegistrationError> {
+    pub fn aggregate<A: Aggregate>(
+        &mut self,
+        kind: &str,
+    ) -> Result<KindBuilder<'_, A>, RegistrationError> {
         PartitionName::new(kind).map_err(|e| RegistrationError {
             what: "aggregate kind",
             name: kind.to_owned(),
@@ -245,7 +248,8 @@ impl Manifest {
         self.kinds
             .iter()
             .map(|(kind, entry)| {
-                let mut names: Vec<String> = entry.commands.values().map(|c| c.name.clone()).collect();
+                let mut names: Vec<String> =
+                    entry.commands.values().map(|c| c.name.clone()).collect();
                 names.sort();
                 (kind.clone(), names)
             })
@@ -268,12 +272,12 @@ impl Manifest {
     }
 
     pub(crate) fn resolve(&self, path: &str, command: &str) -> Result<Resolved<'_>, ResolveError> {
-        let (kind, entry, anonymous) = self
-            .kind_of(path)
-            .ok_or_else(|| ResolveError::UnknownAggregate {
-                path: path.to_owned(),
-                known: self.kinds.keys().cloned().collect(),
-            })?;
+        let (kind, entry, anonymous) =
+            self.kind_of(path)
+                .ok_or_else(|| ResolveError::UnknownAggregate {
+                    path: path.to_owned(),
+                    known: self.kinds.keys().cloned().collect(),
+                })?;
         let command_entry = entry
             .commands
             .get(&normalize_command_name(command))
@@ -281,7 +285,8 @@ impl Manifest {
                 kind: kind.to_owned(),
                 command: command.to_owned(),
                 known: {
-                    let mut names: Vec<String> = entry.commands.values().map(|c| c.name.clone()).collect();
+                    let mut names: Vec<String> =
+                        entry.commands.values().map(|c| c.name.clone()).collect();
                     names.sort();
                     names
                 },
@@ -364,7 +369,11 @@ impl<A: Aggregate> KindBuilder<'_, A> {
 pub fn to_event<E: DomainEvent>(event: &E) -> Result<Event, DomainError> {
     let name = EventName::new(E::NAME)
         .map_err(|e| DomainError::new("bad_event", format!("event name: {e}")))?;
-    let data = serde_json::to_vec(event)
-        .map_err(|e| DomainError::new("bad_event", format!("event {} does not serialize: {e}", E::NAME)))?;
+    let data = serde_json::to_vec(event).map_err(|e| {
+        DomainError::new(
+            "bad_event",
+            format!("event {} does not serialize: {e}", E::NAME),
+        )
+    })?;
     Ok(Event::new(name, data))
 }

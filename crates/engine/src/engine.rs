@@ -197,15 +197,21 @@ impl Engine {
 
     /// Whether a session was started and not ended.
     pub fn session_is_live(&self, id: &str) -> Result<bool, ApplyError> {
-        let partition = PartitionName::new(&format!("session/{id}")).map_err(|_| ApplyError::BadSession(id.to_owned()))?;
+        let partition = PartitionName::new(&format!("session/{id}"))
+            .map_err(|_| ApplyError::BadSession(id.to_owned()))?;
         let events = self.depot.partition_events(&partition)?;
-        let started = events.iter().any(|e| e.event.name().as_str() == SESSION_STARTED);
-        let ended = events.iter().any(|e| e.event.name().as_str() == SESSION_ENDED);
+        let started = events
+            .iter()
+            .any(|e| e.event.name().as_str() == SESSION_STARTED);
+        let ended = events
+            .iter()
+            .any(|e| e.event.name().as_str() == SESSION_ENDED);
         Ok(started && !ended)
     }
 
     fn write_session_event(&self, id: &str, name: &str, command: &str) -> Result<(), ApplyError> {
-        let partition = PartitionName::new(&format!("session/{id}")).map_err(|_| ApplyError::BadSession(id.to_owned()))?;
+        let partition = PartitionName::new(&format!("session/{id}"))
+            .map_err(|_| ApplyError::BadSession(id.to_owned()))?;
         let event = depot::Event::new(
             depot::EventName::new(name).expect("a valid constant event name"),
             format!(r#"{{"session":"{id}"}}"#),
@@ -250,7 +256,8 @@ impl Engine {
         let message = command.to_json();
         for attempt in 1..=self.max_attempts {
             let (base, records) = self.snapshot(&partition)?;
-            let recorded: Vec<RecordedEvent> = records.iter().map(RecordedEvent::from_record).collect();
+            let recorded: Vec<RecordedEvent> =
+                records.iter().map(RecordedEvent::from_record).collect();
             let mut ctx = Context {
                 depot: &self.depot,
                 command: &command,
@@ -332,8 +339,14 @@ impl Engine {
     ) -> Option<ObjectId> {
         let affix = Affix::new();
         let affix_id = Object::Affix(affix.clone()).to_encoded().id();
-        let mut checkpoint =
-            Checkpoint::new(affix_id, base.into_iter().collect(), session, Utc::now(), message).ok()?;
+        let mut checkpoint = Checkpoint::new(
+            affix_id,
+            base.into_iter().collect(),
+            session,
+            Utc::now(),
+            message,
+        )
+        .ok()?;
         let text: String = match failure {
             Failure::Rejected(e) => format!("{}: {}", e.code, e.message),
             Failure::Broken { handler, reason } => format!("handler {handler} failed: {reason}"),

@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
-use crate::domain::{Aggregate, DomainError, DomainEvent, Manifest, RecordedEvent, RegistrationError};
+use crate::domain::{
+    Aggregate, DomainError, DomainEvent, Manifest, RecordedEvent, RegistrationError,
+};
 
 /// An account was opened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,14 +174,19 @@ pub fn register_bank(manifest: &mut Manifest) -> Result<(), RegistrationError> {
             let to: String = ctx.param("to")?;
             must_be_open(account, ctx)?;
             if to == ctx.path().as_str() {
-                return Err(DomainError::invalid_params("cannot transfer to the same account"));
+                return Err(DomainError::invalid_params(
+                    "cannot transfer to the same account",
+                ));
             }
             if !to.starts_with("accounts/") {
                 return Err(DomainError::invalid_params("'to' must be an account path"));
             }
             let other = ctx.load::<Account>(&to)?;
             if !other.state.open {
-                return Err(DomainError::new("not_open", format!("account {to} is not open")));
+                return Err(DomainError::new(
+                    "not_open",
+                    format!("account {to} is not open"),
+                ));
             }
             if amount > account.balance {
                 return Err(DomainError::new(

@@ -112,17 +112,19 @@ impl ExecHandler {
         for (partition, list) in events {
             let partition = PartitionName::new(partition)
                 .map_err(|e| self.broken(format!("emitted to an invalid partition: {e}")))?;
-            let list = list.as_array().ok_or_else(|| {
-                self.broken(format!("events of '{partition}' are not an array"))
-            })?;
+            let list = list
+                .as_array()
+                .ok_or_else(|| self.broken(format!("events of '{partition}' are not an array")))?;
             for event in list {
-                let name = event
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| self.broken(format!("an event of '{partition}' has no \"name\"")))?;
+                let name = event.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    self.broken(format!("an event of '{partition}' has no \"name\""))
+                })?;
                 let name = EventName::new(name)
                     .map_err(|e| self.broken(format!("emitted an invalid event name: {e}")))?;
-                let data = event.get("data").cloned().unwrap_or(Value::Object(Default::default()));
+                let data = event
+                    .get("data")
+                    .cloned()
+                    .unwrap_or(Value::Object(Default::default()));
                 out.push((partition.clone(), Event::new(name, data.to_string())));
             }
         }
@@ -166,7 +168,10 @@ impl Runner for ExecHandler {
             .env("RETRO_PATH", ctx.path().as_str())
             .env("RETRO_COMMAND", ctx.command().name())
             .env("RETRO_SESSION", ctx.session())
-            .env("RETRO_PARAMS", Value::Object(ctx.params().clone()).to_string())
+            .env(
+                "RETRO_PARAMS",
+                Value::Object(ctx.params().clone()).to_string(),
+            )
             .env("RETRO_AGGREGATE_EXISTS", ctx.exists().to_string())
             .env("RETRO_AGGREGATE_VERSION", ctx.version().to_string())
             .stdin(Stdio::piped())
@@ -326,7 +331,11 @@ pub fn load_manifest(path: &Path, manifest: &mut Manifest) -> Result<(), Manifes
 }
 
 /// [`load_manifest`] from bytes already read; `path` locates relative handler paths.
-pub fn load_manifest_bytes(text: &[u8], path: &Path, manifest: &mut Manifest) -> Result<(), ManifestError> {
+pub fn load_manifest_bytes(
+    text: &[u8],
+    path: &Path,
+    manifest: &mut Manifest,
+) -> Result<(), ManifestError> {
     let invalid = |reason: String| ManifestError::Invalid {
         path: path.to_path_buf(),
         reason,

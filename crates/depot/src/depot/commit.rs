@@ -21,7 +21,7 @@ use crate::index::IndexedCheckpoint;
 use crate::journal::{JournalRecord, JournalUpdate};
 use crate::name::PartitionName;
 use crate::object::{Affix, Checkpoint, EncodedObject, Event, Object};
-use crate::odb::{RecordKind, pack_object_payload};
+use crate::odb::{pack_object_payload, RecordKind};
 use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefValue};
 
 /// How far back a rebase may look for the request's base.
@@ -114,7 +114,10 @@ struct Prepared {
 fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
     if request.session.is_empty()
         || request.session.len() > 128
-        || request.session.chars().any(|c| c.is_whitespace() || c.is_control())
+        || request
+            .session
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(Error::Invalid(format!(
             "session id '{}' must be 1 to 128 characters with no whitespace",
@@ -329,7 +332,11 @@ impl Depot {
                     }
                 }
                 jobs.iter()
-                    .map(|_| Err(Error::Invalid("the ref kept moving; gave up after 64 attempts".to_owned())))
+                    .map(|_| {
+                        Err(Error::Invalid(
+                            "the ref kept moving; gave up after 64 attempts".to_owned(),
+                        ))
+                    })
                     .collect()
             }
         }
@@ -354,12 +361,10 @@ impl Depot {
         let mut in_batch: HashMap<ObjectId, Arc<IndexedCheckpoint>> = HashMap::new();
         for job in jobs {
             let request = &job.request;
-            let target = match crate::refdb::resolve_with(&request.target, |n| {
-                match read_ref(n) {
-                    Ok(None) if n.as_str() == "HEAD" => Ok(Some(RefValue::Symbolic(RefName::master()))),
-                    Ok(v) => Ok(v),
-                    Err(e) => Err(crate::refdb::Error::Backend(e.to_string())),
-                }
+            let target = match crate::refdb::resolve_with(&request.target, |n| match read_ref(n) {
+                Ok(None) if n.as_str() == "HEAD" => Ok(Some(RefValue::Symbolic(RefName::master()))),
+                Ok(v) => Ok(v),
+                Err(e) => Err(crate::refdb::Error::Backend(e.to_string())),
             }) {
                 Ok((name, _)) => name,
                 Err(e) => {
@@ -492,7 +497,13 @@ impl Depot {
         if let Some(found) = in_batch.get(id) {
             return Ok(found.clone());
         }
-        if let Some(found) = self.committer.recent.lock().expect("recent poisoned").get(id) {
+        if let Some(found) = self
+            .committer
+            .recent
+            .lock()
+            .expect("recent poisoned")
+            .get(id)
+        {
             return Ok(found);
         }
         let checkpoint = self.read_checkpoint(id)?;

@@ -7,8 +7,8 @@ use crate::index::IndexError;
 use crate::journal::JournalError;
 use crate::name::NameError;
 use crate::object::{DecodeError, Kind};
-use crate::refdb::{self, RefName, RefNameError};
 use crate::odb;
+use crate::refdb::{self, RefName, RefNameError};
 
 /// What went wrong in a depot operation.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +141,9 @@ impl From<refdb::Error> for Error {
             } => Error::Conflict {
                 name,
                 expected: match expected {
-                    refdb::Expected::MustBe(id) | refdb::Expected::MustBeOrAbsent(Some(id)) => Some(id),
+                    refdb::Expected::MustBe(id) | refdb::Expected::MustBeOrAbsent(Some(id)) => {
+                        Some(id)
+                    }
                     _ => None,
                 },
                 actual: actual.and_then(|v| v.id()),
@@ -152,7 +154,10 @@ impl From<refdb::Error> for Error {
 }
 
 impl Error {
-    pub(crate) fn io(verb: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        verb: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { verb, path, source }
     }

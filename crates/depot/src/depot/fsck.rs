@@ -86,7 +86,7 @@ impl Depot {
                 continue;
             }
             checked += 1;
-            if checked % 10_000 == 0 {
+            if checked.is_multiple_of(10_000) {
                 progress(checked);
             }
             let problem = |message: String| FsckProblem {
@@ -96,9 +96,9 @@ impl Depot {
             let encoded = match self.objects.read(&id) {
                 Ok(Some(encoded)) => encoded,
                 Ok(None) => {
-                    report
-                        .problems
-                        .push(problem(format!("missing {expected} (referenced by {from})")));
+                    report.problems.push(problem(format!(
+                        "missing {expected} (referenced by {from})"
+                    )));
                     continue;
                 }
                 Err(e) => {
@@ -109,9 +109,9 @@ impl Depot {
             let object = match encoded.decode() {
                 Ok(object) => object,
                 Err(e) => {
-                    report
-                        .problems
-                        .push(problem(format!("does not decode: {e} (referenced by {from})")));
+                    report.problems.push(problem(format!(
+                        "does not decode: {e} (referenced by {from})"
+                    )));
                     continue;
                 }
             };
@@ -129,7 +129,9 @@ impl Depot {
                         report.checkpoints += 1;
                     }
                     if checkpoint.date().is_none() && checkpoint.field("date").is_some() {
-                        report.problems.push(problem("has an unreadable date".to_owned()));
+                        report
+                            .problems
+                            .push(problem("has an unreadable date".to_owned()));
                     }
                     stack.push((checkpoint.affix(), Kind::Affix, here.clone()));
                     for parent in checkpoint.parents() {

@@ -35,10 +35,15 @@ pub struct GcReport {
 
 impl Depot {
     /// Repacks (native depots only) and optionally prunes.
-    pub fn gc(&self, options: &GcOptions, mut progress: impl FnMut(u64)) -> Result<GcReport, Error> {
+    pub fn gc(
+        &self,
+        options: &GcOptions,
+        mut progress: impl FnMut(u64),
+    ) -> Result<GcReport, Error> {
         let (Some(packs), Some(journal)) = (&self.packs, &self.journal) else {
             return Err(Error::Invalid(
-                "gc works on native depots only (this one keeps go-retro's loose layout)".to_owned(),
+                "gc works on native depots only (this one keeps go-retro's loose layout)"
+                    .to_owned(),
             ));
         };
         let _lock: DepotLock = journal.lock()?;
@@ -66,8 +71,8 @@ impl Depot {
                 if !keep.insert(id) {
                     continue;
                 }
-                match self.objects.read(&id)? {
-                    Some(encoded) => match encoded.decode() {
+                if let Some(encoded) = self.objects.read(&id)? {
+                    match encoded.decode() {
                         Ok(Object::Checkpoint(c)) => {
                             stack.push(c.affix());
                             stack.extend(c.parents().iter().copied());
@@ -78,8 +83,7 @@ impl Depot {
                             }
                         }
                         Ok(Object::Event(_)) | Err(_) => {}
-                    },
-                    None => {}
+                    }
                 }
             }
             // Young unreachable objects are kept: pack or loose file newer than the grace period.
@@ -123,7 +127,7 @@ impl Depot {
         let mut done = 0u64;
         let objects = kept.iter().map(|id| {
             done += 1;
-            if done % 10_000 == 0 {
+            if done.is_multiple_of(10_000) {
                 progress(done);
             }
             self.objects.read(id)?.ok_or(crate::odb::Error::Corrupt {

@@ -194,12 +194,18 @@ impl Depot {
         head: Option<ObjectId>,
         partition: &PartitionName,
     ) -> Result<Vec<EventRecord>, Error> {
-        let mut found: Vec<(ObjectId, Option<DateTime<Utc>>, String, Vec<ObjectId>)> = Vec::new();
+        type Found = (ObjectId, Option<DateTime<Utc>>, String, Vec<ObjectId>);
+        let mut found: Vec<Found> = Vec::new();
         if let Some(head) = head {
             self.walk(head, HistoryOrder::FirstParent, |id, checkpoint| {
                 let affix = self.read_affix(&checkpoint.affix())?;
                 if let Some(ids) = affix.events_of(partition) {
-                    found.push((id, checkpoint.date(), checkpoint.session().to_owned(), ids.to_vec()));
+                    found.push((
+                        id,
+                        checkpoint.date(),
+                        checkpoint.session().to_owned(),
+                        ids.to_vec(),
+                    ));
                 }
                 Ok(true)
             })?;
@@ -275,9 +281,11 @@ impl Depot {
             None => 0,
             Some(id) => {
                 let index = self.index.lock().expect("index lock poisoned");
-                index.checkpoint_seq(&id)?.ok_or_else(|| Error::Invalid(format!(
-                    "checkpoint {id} is not on HEAD's first-parent history"
-                )))?
+                index.checkpoint_seq(&id)?.ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "checkpoint {id} is not on HEAD's first-parent history"
+                    ))
+                })?
             }
         };
         // Few matching partitions: merge their indexed lists. Many: walk checkpoints in order.
@@ -296,7 +304,11 @@ impl Depot {
                 }
             }
             rows.sort_by(|a, b| {
-                (a.checkpoint_seq, &a.partition, a.version).cmp(&(b.checkpoint_seq, &b.partition, b.version))
+                (a.checkpoint_seq, &a.partition, a.version).cmp(&(
+                    b.checkpoint_seq,
+                    &b.partition,
+                    b.version,
+                ))
             });
             for row in rows {
                 let event = self.read_event(&row.event)?;
@@ -363,7 +375,9 @@ impl Depot {
     pub fn checkpoint_touches(&self, checkpoint: &Checkpoint, glob: &str) -> Result<bool, Error> {
         let matcher = compile_glob(glob)?;
         let affix = self.read_affix(&checkpoint.affix())?;
-        let touches = affix.partitions().any(|(p, _)| matcher.is_match(p.as_str()));
+        let touches = affix
+            .partitions()
+            .any(|(p, _)| matcher.is_match(p.as_str()));
         Ok(touches)
     }
 }

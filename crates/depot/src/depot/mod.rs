@@ -168,9 +168,8 @@ impl Depot {
 
     fn open_go_retro(dir: &Path, options: Options) -> Result<Depot, Error> {
         let lock_path = dir.join(".retro-lock");
-        let refs = Arc::new(
-            FilesRefStore::new(dir, &lock_path).with_lock_timeout(options.lock_timeout),
-        );
+        let refs =
+            Arc::new(FilesRefStore::new(dir, &lock_path).with_lock_timeout(options.lock_timeout));
         let index = PartitionIndex::open(&dir.join(".retro-index.sqlite"))?;
         Ok(Depot {
             root: Some(dir.to_path_buf()),
@@ -189,7 +188,10 @@ impl Depot {
 
     /// A depot in memory.
     pub fn in_memory() -> Result<Depot, Error> {
-        Self::with_stores(Arc::new(MemoryStore::new()), Arc::new(MemoryRefStore::new()))
+        Self::with_stores(
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryRefStore::new()),
+        )
     }
 
     /// A depot over any object and ref stores (PostgreSQL, say); commits write objects, sync, then
@@ -356,7 +358,10 @@ impl Depot {
         }
         match &self.journal {
             Some(journal) => {
-                if edits.iter().any(|e| matches!(e.new, Some(RefValue::Symbolic(_)))) {
+                if edits
+                    .iter()
+                    .any(|e| matches!(e.new, Some(RefValue::Symbolic(_))))
+                {
                     // Symbolic refs (HEAD) are not journaled: set them with a plain ref transaction.
                     return Ok(self.refs.transaction(edits)?);
                 }
@@ -385,13 +390,20 @@ impl Depot {
 
     /// Records a failed command: its checkpoint is written (unreferenced) and listed in the
     /// depot's failure log, which fsck and gc treat as a root. Returns the checkpoint id.
-    pub fn record_failure(&self, checkpoint: &Checkpoint, affix: &Affix) -> Result<ObjectId, Error> {
+    pub fn record_failure(
+        &self,
+        checkpoint: &Checkpoint,
+        affix: &Affix,
+    ) -> Result<ObjectId, Error> {
         let affix = Object::from(affix.clone()).to_encoded();
         let encoded = Object::from(checkpoint.clone()).to_encoded();
         let id = encoded.id();
         let _lock = match (&self.journal, &self.lock_path) {
             (Some(journal), _) => Some(journal.lock()?),
-            (None, Some(path)) => Some(crate::refdb::DepotLock::acquire(path, self.options.lock_timeout)?),
+            (None, Some(path)) => Some(crate::refdb::DepotLock::acquire(
+                path,
+                self.options.lock_timeout,
+            )?),
             (None, None) => None,
         };
         self.objects.write(&[affix, encoded])?;
@@ -439,7 +451,9 @@ fn detect_go_retro(dir: &Path) -> bool {
         entries.flatten().any(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             name.len() == 2
-                && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
                 && e.path().is_dir()
         })
     })

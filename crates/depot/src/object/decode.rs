@@ -191,11 +191,10 @@ fn decode_affix(body: &[u8]) -> Result<Affix, DecodeError> {
         let id = parse_id(id, line_no, Kind::Affix)?;
         match &current {
             None if index != 0 => return Err(bad("the first partition's index must be 0")),
-            Some((prev_index, prev)) if *prev == partition => {
-                if *prev_index != index {
-                    return Err(bad("events of one partition must share its index"));
-                }
+            Some((prev_index, prev)) if *prev == partition && *prev_index != index => {
+                return Err(bad("events of one partition must share its index"));
             }
+            Some((_, prev)) if *prev == partition => {}
             Some((prev_index, prev)) => {
                 if partition <= *prev {
                     return Err(bad("partitions are not in lexicographic order"));
@@ -214,14 +213,15 @@ fn decode_affix(body: &[u8]) -> Result<Affix, DecodeError> {
 
 fn decode_checkpoint(body: &[u8]) -> Result<Checkpoint, DecodeError> {
     // Headers are text up to the first empty line; the message is arbitrary bytes after it.
-    let split_at = body
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .ok_or(DecodeError::BadCheckpointLine {
-            line: 1,
-            reason: "no empty line ends the headers".to_owned(),
-        })?;
-    let head = str::from_utf8(&body[..split_at]).map_err(|_| DecodeError::NotUtf8(Kind::Checkpoint))?;
+    let split_at =
+        body.windows(2)
+            .position(|w| w == b"\n\n")
+            .ok_or(DecodeError::BadCheckpointLine {
+                line: 1,
+                reason: "no empty line ends the headers".to_owned(),
+            })?;
+    let head =
+        str::from_utf8(&body[..split_at]).map_err(|_| DecodeError::NotUtf8(Kind::Checkpoint))?;
     let rest = &body[split_at + 2..];
     let message = rest
         .strip_suffix(b"\n")

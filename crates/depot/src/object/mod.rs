@@ -249,7 +249,9 @@ pub fn format_date(date: DateTime<Utc>) -> String {
 /// Parses a `date` field (RFC 3339; it must be in UTC).
 pub fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
     if !text.ends_with('Z') {
-        return Err(format!("date '{text}' is not in UTC (expected a trailing 'Z')"));
+        return Err(format!(
+            "date '{text}' is not in UTC (expected a trailing 'Z')"
+        ));
     }
     DateTime::parse_from_rfc3339(text)
         .map(|d| d.with_timezone(&Utc))

@@ -54,7 +54,9 @@ fn go_retro_checkpoint_vector() {
     let checkpoint =
         Checkpoint::with_fields(ObjectId::of(b"hello"), vec![], fields, r#"{"foo":"bar"}"#);
     let encoded = Object::from(checkpoint.clone()).to_encoded();
-    assert!(encoded.bytes().starts_with(b"checkpoint 120\0affix sha256:2cf24dba"));
+    assert!(encoded
+        .bytes()
+        .starts_with(b"checkpoint 120\0affix sha256:2cf24dba"));
     assert_eq!(
         encoded.id(),
         id("sha256:7903903299257e21884b0fd0f5fa50145bdf47ef0b0ffac60dbf52642b758044")

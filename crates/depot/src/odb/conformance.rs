@@ -147,7 +147,9 @@ mod tests {
     #[test]
     fn a_second_pack_handle_sees_objects_written_by_the_first() {
         let dir = tempfile::tempdir().unwrap();
-        let a = PackStore::open(dir.path(), None).unwrap().with_roll_size(4096);
+        let a = PackStore::open(dir.path(), None)
+            .unwrap()
+            .with_roll_size(4096);
         let b = PackStore::open(dir.path(), None).unwrap();
         let objects: Vec<_> = (0..200).map(event).collect();
         a.write(&objects).unwrap();
@@ -215,15 +217,23 @@ mod tests {
         let loose = LooseStore::new(dir.path().join("objects"));
         let loose_objects: Vec<_> = (1000..1010).map(event).collect();
         loose.write(&loose_objects).unwrap();
-        let store = PackStore::open(dir.path().join("packs"), Some(LooseStore::new(dir.path().join("objects"))))
-            .unwrap()
-            .with_roll_size(1024);
+        let store = PackStore::open(
+            dir.path().join("packs"),
+            Some(LooseStore::new(dir.path().join("objects"))),
+        )
+        .unwrap()
+        .with_roll_size(1024);
         let objects: Vec<_> = (0..100).map(event).collect();
         for chunk in objects.chunks(10) {
             store.write(chunk).unwrap();
         }
         assert!(store.stats().unwrap().packs > 2);
-        let all: Vec<_> = objects.iter().chain(&loose_objects).cloned().map(Ok).collect();
+        let all: Vec<_> = objects
+            .iter()
+            .chain(&loose_objects)
+            .cloned()
+            .map(Ok)
+            .collect();
         let ids: Vec<_> = loose_objects.iter().map(|o| o.id()).collect();
         let stats = store.repack(all, &ids).unwrap();
         assert_eq!(stats.packs, 2, "one sealed pack and a fresh active one");

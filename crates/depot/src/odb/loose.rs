@@ -69,7 +69,9 @@ impl LooseStore {
 
     /// The modification time of an object's file, for grace periods.
     pub fn mtime(&self, id: &ObjectId) -> Option<std::time::SystemTime> {
-        fs::metadata(self.path_of(id)).and_then(|m| m.modified()).ok()
+        fs::metadata(self.path_of(id))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     fn hex_dirs(dir: &Path, len: usize) -> Result<Vec<(String, PathBuf)>, Error> {
@@ -82,7 +84,11 @@ impl LooseStore {
         for entry in entries {
             let entry = entry.map_err(Error::io("list", dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.len() == len && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            if name.len() == len
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
                 out.push((name, entry.path()));
             }
         }
@@ -110,7 +116,10 @@ impl ObjectStore for LooseStore {
         if bytes.len() as u64 > MAX_OBJECT {
             return Err(Error::Corrupt {
                 id: *id,
-                reason: format!("'{}' inflates to more than {MAX_OBJECT} bytes", path.display()),
+                reason: format!(
+                    "'{}' inflates to more than {MAX_OBJECT} bytes",
+                    path.display()
+                ),
             });
         }
         super::verify(id, bytes).map(Some)

@@ -23,8 +23,8 @@ use crate::object::EncodedObject;
 
 pub use loose::LooseStore;
 pub use memory::MemoryStore;
-pub use pack::{PackStats, PackStore, Position, RecordKind};
 pub(crate) use pack::object_payload as pack_object_payload;
+pub use pack::{PackStats, PackStore, Position, RecordKind};
 
 /// What went wrong in an object store.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(verb: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+    pub(crate) fn io(
+        verb: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { verb, path, source }
     }

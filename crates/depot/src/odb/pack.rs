@@ -284,7 +284,10 @@ pub(crate) fn scan_records(
 
 /// Reads the next whole, crc-valid record into `payload`: `(tag, len)`, or `None` when the
 /// record is missing, cut short or corrupt.
-fn next_record(reader: &mut impl Read, payload: &mut Vec<u8>) -> Result<Option<(u8, usize)>, Error> {
+fn next_record(
+    reader: &mut impl Read,
+    payload: &mut Vec<u8>,
+) -> Result<Option<(u8, usize)>, Error> {
     let mut head = [0u8; 5];
     if !read_full(reader, &mut head)? {
         return Ok(None);
@@ -434,7 +437,10 @@ impl Sealed {
         } else {
             self.fanout(first as usize - 1)
         };
-        (lo.min(self.count), self.fanout(first as usize).min(self.count))
+        (
+            lo.min(self.count),
+            self.fanout(first as usize).min(self.count),
+        )
     }
 
     fn find(&self, id: &ObjectId) -> Option<u64> {
@@ -639,7 +645,7 @@ impl PackStore {
                 None => sealed.push(Sealed::open(&self.dir, seq)?),
             }
         }
-        sealed.sort_by(|a, b| b.seq.cmp(&a.seq));
+        sealed.sort_by_key(|s| std::cmp::Reverse(s.seq));
         state.sealed = sealed;
         let newest_active = listing
             .last()
@@ -912,7 +918,8 @@ impl PackStore {
         let temp = fsutil::temp_path_for(&path);
         let file = File::create(&temp).map_err(Error::io("create", &temp))?;
         let mut out = io::BufWriter::with_capacity(1 << 20, file);
-        out.write_all(PACK_MAGIC).map_err(Error::io("write", &temp))?;
+        out.write_all(PACK_MAGIC)
+            .map_err(Error::io("write", &temp))?;
         let mut offset = PACK_MAGIC.len() as u64;
         let mut entries = Vec::new();
         let mut record = Vec::new();
@@ -1008,7 +1015,7 @@ impl PackStore {
             if crc32fast::hash(body) != crc {
                 problems.push(format!("index of pack {} has a bad checksum", sealed.seq));
             }
-            for i in 1..sealed.count.min(usize::MAX) {
+            for i in 1..sealed.count {
                 if sealed.entry(i - 1).0 >= sealed.entry(i).0 {
                     problems.push(format!("index of pack {} is not sorted", sealed.seq));
                     break;

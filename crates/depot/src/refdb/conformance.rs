@@ -33,7 +33,10 @@ fn create_then_compare_and_swap(store: Box<dyn RefStore>) {
     store
         .transaction(&[RefEdit::cas(master(), None, id(1), log("create"))])
         .unwrap();
-    assert_eq!(store.read(&master()).unwrap(), Some(RefValue::Direct(id(1))));
+    assert_eq!(
+        store.read(&master()).unwrap(),
+        Some(RefValue::Direct(id(1)))
+    );
     store
         .transaction(&[RefEdit::cas(master(), Some(id(1)), id(2), log("move"))])
         .unwrap();
@@ -54,7 +57,10 @@ fn conflict_carries_the_actual_value(store: Box<dyn RefStore>) {
         }
         other => panic!("expected a conflict, got {other}"),
     }
-    assert_eq!(store.read(&master()).unwrap(), Some(RefValue::Direct(id(1))));
+    assert_eq!(
+        store.read(&master()).unwrap(),
+        Some(RefValue::Direct(id(1)))
+    );
 }
 
 fn must_not_exist_refuses_an_existing_ref(store: Box<dyn RefStore>) {
@@ -80,7 +86,10 @@ fn symbolic_head_is_followed(store: Box<dyn RefStore>) {
     store
         .transaction(&[RefEdit::cas(RefName::head(), None, id(3), log("via HEAD"))])
         .unwrap();
-    assert_eq!(store.read(&master()).unwrap(), Some(RefValue::Direct(id(3))));
+    assert_eq!(
+        store.read(&master()).unwrap(),
+        Some(RefValue::Direct(id(3)))
+    );
     assert_eq!(
         store.read(&RefName::head()).unwrap(),
         Some(RefValue::Symbolic(master()))
@@ -181,7 +190,10 @@ mod tests {
         store
             .transaction(&[RefEdit::cas(master(), None, id(1), log("after crash"))])
             .unwrap();
-        assert_eq!(store.read(&master()).unwrap(), Some(RefValue::Direct(id(1))));
+        assert_eq!(
+            store.read(&master()).unwrap(),
+            Some(RefValue::Direct(id(1)))
+        );
         assert!(!dir.path().join("refs/heads/master.lock").exists());
     }
 
@@ -196,7 +208,10 @@ mod tests {
             .transaction(&[RefEdit::cas(master(), None, id(1), log("blocked"))])
             .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
         assert!(text.contains(&lock_path.display().to_string()), "{text}");
     }
 

@@ -66,12 +66,15 @@ impl FilesRefStore {
 
     fn read_path(path: &Path) -> Result<Option<RefValue>, Error> {
         match fs::read_to_string(path) {
-            Ok(text) => RefValue::parse_file_text(&text).map(Some).ok_or_else(|| {
-                Error::Corrupt {
+            Ok(text) => RefValue::parse_file_text(&text)
+                .map(Some)
+                .ok_or_else(|| Error::Corrupt {
                     path: path.to_path_buf(),
-                    reason: format!("'{}' is not 'sha256:<hex>' or 'ref: <name>'", text.escape_debug()),
-                }
-            }),
+                    reason: format!(
+                        "'{}' is not 'sha256:<hex>' or 'ref: <name>'",
+                        text.escape_debug()
+                    ),
+                }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::IsADirectory => Ok(None),
             Err(e) => Err(Error::io("read", path)(e)),
@@ -129,7 +132,12 @@ impl FilesRefStore {
         Ok(())
     }
 
-    fn append_reflog(&self, name: &RefName, entry: &ReflogEntry, durable: bool) -> Result<(), Error> {
+    fn append_reflog(
+        &self,
+        name: &RefName,
+        entry: &ReflogEntry,
+        durable: bool,
+    ) -> Result<(), Error> {
         let path = self.log_path_of(name);
         let dir = path.parent().expect("a reflog path has a parent");
         fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
@@ -236,7 +244,11 @@ impl RefStore for FilesRefStore {
                 }
                 fs::remove_file(lock).map_err(Error::io("remove", lock))?;
             }
-            dirs.insert(path.parent().expect("a ref path has a parent").to_path_buf());
+            dirs.insert(
+                path.parent()
+                    .expect("a ref path has a parent")
+                    .to_path_buf(),
+            );
         }
         for dir in dirs {
             fsutil::fsync_dir(&dir).map_err(Error::io("fsync", &dir))?;

@@ -45,13 +45,17 @@ impl RefStore for MemoryRefStore {
                 None => inner.refs.remove(&edit.name),
             };
             if !matches!(edit.new, Some(RefValue::Symbolic(_))) {
-                inner.logs.entry(edit.name.clone()).or_default().push(ReflogEntry {
-                    old: old.as_ref().and_then(RefValue::id),
-                    new: edit.new.as_ref().and_then(RefValue::id),
-                    date,
-                    session: edit.log.session.clone(),
-                    message: edit.log.message.clone(),
-                });
+                inner
+                    .logs
+                    .entry(edit.name.clone())
+                    .or_default()
+                    .push(ReflogEntry {
+                        old: old.as_ref().and_then(RefValue::id),
+                        new: edit.new.as_ref().and_then(RefValue::id),
+                        date,
+                        session: edit.log.session.clone(),
+                        message: edit.log.message.clone(),
+                    });
             }
         }
         Ok(())

@@ -201,7 +201,11 @@ impl ReflogEntry {
             old: read(old)?,
             new: read(new)?,
             date,
-            session: if session == "-" { String::new() } else { session },
+            session: if session == "-" {
+                String::new()
+            } else {
+                session
+            },
             message: message.to_owned(),
         })
     }
@@ -259,7 +263,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(verb: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+    pub(crate) fn io(
+        verb: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { verb, path, source }
     }
