@@ -5,6 +5,8 @@ mod commits;
 mod common;
 mod concurrency;
 mod crash;
+mod fuzz_smoke;
 mod go_retro;
 mod maintenance;
+mod recovery;
 mod revisions;

@@ -1,8 +1,7 @@
 //! Small file-system helpers with the write order retro relies on.
 //!
 //! [`write_atomic`] is the one way a whole file is replaced durably: write a temp file in the same
-//! directory, fsync it, rename it over the target, fsync the directory. [`write_replace`] is the same
-//! without the fsyncs, for files that are derived from fsynced data (materialized refs).
+//! directory, fsync it, rename it over the target, fsync the directory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -46,6 +45,7 @@ pub(crate) fn create_dir_durable(dir: &Path) -> io::Result<()> {
 }
 
 fn write_temp_then_rename(target: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    // `durable` is always true today; kept as a parameter to state the write order in one place.
     let temp = temp_path_for(target);
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -74,12 +74,6 @@ fn write_temp_then_rename(target: &Path, bytes: &[u8], durable: bool) -> io::Res
 /// Replaces `target` with `bytes` durably: temp file, fsync, rename, fsync the directory.
 pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
     write_temp_then_rename(target, bytes, true)
-}
-
-/// Replaces `target` with `bytes` atomically for other processes, without fsync: only for files
-/// that recovery can rebuild from fsynced data.
-pub(crate) fn write_replace(target: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_temp_then_rename(target, bytes, false)
 }
 
 /// The boot id of the running kernel, used to tell a process crash (page cache intact) from a

@@ -29,8 +29,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::hash::ObjectId;
+use crate::lockfile::{DepotLock, LockFile};
 use crate::odb::{self, PackStore, Position, RecordKind};
-use crate::refdb::{self, DepotLock, FilesRefStore, RefName, RefStore, RefValue, ReflogEntry};
+use crate::refdb::{self, FilesRefStore, RefName, RefValue, ReflogEntry};
 
 const STATE_MAGIC: &[u8; 8] = b"RETROJN1";
 const STATE_LEN: usize = 8 + 8 + 16 + 16 + 4;
@@ -177,7 +178,7 @@ pub(crate) struct Journal {
     packs: std::sync::Arc<PackStore>,
     refs: std::sync::Arc<FilesRefStore>,
     state_path: PathBuf,
-    lock_path: PathBuf,
+    lock_file: LockFile,
     lock_timeout: Duration,
 }
 
@@ -191,7 +192,7 @@ impl Journal {
             packs,
             refs,
             state_path: root.join("journal"),
-            lock_path: root.join("lock"),
+            lock_file: LockFile::new(root.join("lock")),
             lock_timeout: refdb::DEFAULT_LOCK_TIMEOUT,
         }
     }
@@ -200,8 +201,11 @@ impl Journal {
         self.lock_timeout = timeout;
     }
 
-    pub(crate) fn lock(&self) -> Result<DepotLock, JournalError> {
-        Ok(DepotLock::acquire(&self.lock_path, self.lock_timeout)?)
+    pub(crate) fn lock(&self) -> Result<DepotLock<'_>, JournalError> {
+        Ok(self
+            .lock_file
+            .acquire(self.lock_timeout)
+            .map_err(refdb::Error::from)?)
     }
 
     fn read_state(&self) -> Option<State> {
@@ -287,34 +291,21 @@ impl Journal {
             }
             Ok(())
         })?;
+        // Replay in order: each ref file ends at its last value, and a reflog line is added only
+        // where the reflog's tail does not hold it yet (the crash may have come before or after
+        // either write).
         let mut touched = BTreeSet::new();
         for record in &records {
-            let mut done_in_record = BTreeSet::new();
-            for (i, update) in record.updates.iter().enumerate() {
-                // A record whose moves were all materialized before the crash shows as the ref
-                // already holding its final value: replaying it must not log it twice.
-                if done_in_record.contains(&update.name) {
-                    continue;
-                }
-                let first_for_ref = record.updates[..i].iter().all(|u| u.name != update.name);
-                if first_for_ref {
-                    let last_for_ref = record.updates[i..]
-                        .iter()
-                        .rev()
-                        .find(|u| u.name == update.name)
-                        .expect("update is in its own record");
-                    let current = self.refs.read(&update.name)?.and_then(|v| v.id());
-                    if current == last_for_ref.new {
-                        done_in_record.insert(update.name.clone());
-                        continue;
-                    }
-                }
-                let entry = record.reflog_entry(update);
+            for update in &record.updates {
                 self.refs.materialize(
                     &update.name,
                     update.new.map(RefValue::Direct).as_ref(),
-                    Some(&entry),
+                    None,
                 )?;
+                let entry = record.reflog_entry(update);
+                if !self.refs.reflog_tail_contains(&update.name, &entry)? {
+                    self.refs.append_reflog(&update.name, &entry, false)?;
+                }
                 touched.insert(update.name.clone());
             }
         }

@@ -25,6 +25,7 @@ mod fsutil;
 mod hash;
 mod index;
 mod journal;
+mod lockfile;
 mod name;
 mod object;
 pub mod odb;

@@ -46,7 +46,7 @@ impl Revision {
         }
         let mut steps = Vec::new();
         while let Some(op) = rest.chars().next() {
-            rest = &rest[1..];
+            rest = &rest[op.len_utf8()..];
             let digits_end = rest
                 .find(|c: char| !c.is_ascii_digit())
                 .unwrap_or(rest.len());

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{Depot, Error};
 use crate::hash::ObjectId;
+use crate::lockfile::DepotLock;
 use crate::object::Object;
-use crate::refdb::DepotLock;
 
 /// What gc should do.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,7 @@ impl Depot {
                     .to_owned(),
             ));
         };
-        let _lock: DepotLock = journal.lock()?;
+        let _lock: DepotLock<'_> = journal.lock()?;
         journal.recover_locked()?;
         let before = packs.stats()?;
         let mut report = GcReport {

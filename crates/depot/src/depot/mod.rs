@@ -78,7 +78,7 @@ pub struct Depot {
     index: Mutex<PartitionIndex>,
     committer: commit::Committer,
     failed_log: Option<PathBuf>,
-    lock_path: Option<PathBuf>,
+    lock_file: Option<crate::lockfile::LockFile>,
     options: Options,
 }
 
@@ -161,7 +161,7 @@ impl Depot {
             index: Mutex::new(index),
             committer: commit::Committer::default(),
             failed_log: Some(dir.join("logs/failed")),
-            lock_path: Some(dir.join("lock")),
+            lock_file: None,
             options,
         })
     }
@@ -181,7 +181,7 @@ impl Depot {
             index: Mutex::new(index),
             committer: commit::Committer::default(),
             failed_log: Some(dir.join(".retro-failed")),
-            lock_path: Some(lock_path),
+            lock_file: Some(crate::lockfile::LockFile::new(&lock_path)),
             options,
         })
     }
@@ -218,7 +218,7 @@ impl Depot {
             index: Mutex::new(PartitionIndex::in_memory()?),
             committer: commit::Committer::default(),
             failed_log: None,
-            lock_path: None,
+            lock_file: None,
             options: Options::default(),
         })
     }
@@ -398,14 +398,13 @@ impl Depot {
         let affix = Object::from(affix.clone()).to_encoded();
         let encoded = Object::from(checkpoint.clone()).to_encoded();
         let id = encoded.id();
-        let _lock = match (&self.journal, &self.lock_path) {
-            (Some(journal), _) => Some(journal.lock()?),
-            (None, Some(path)) => Some(crate::refdb::DepotLock::acquire(
-                path,
-                self.options.lock_timeout,
-            )?),
-            (None, None) => None,
-        };
+        let _journal_lock = self.journal.as_ref().map(|j| j.lock()).transpose()?;
+        let _files_lock = self
+            .lock_file
+            .as_ref()
+            .map(|l| l.acquire(self.options.lock_timeout))
+            .transpose()
+            .map_err(crate::refdb::Error::from)?;
         self.objects.write(&[affix, encoded])?;
         self.objects.sync()?;
         if let Some(path) = &self.failed_log {

@@ -26,17 +26,17 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 
 use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
-use fs2::FileExt as _;
 use memmap2::Mmap;
 
 use super::{Error, LooseStore, ObjectStore};
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
+use crate::lockfile::{DepotLock, LockFile};
 use crate::object::EncodedObject;
 
 const PACK_MAGIC: &[u8; 8] = b"RETROPK1";
@@ -152,6 +152,28 @@ fn read_record_at(file: &File, offset: u64, len_limit: u64) -> Option<(u8, Vec<u
     Some((head[0], rest))
 }
 
+/// The offset of the next valid batch record after `from`, searching byte by byte (only after
+/// damage, so the cost does not matter): a batch header is 17 bytes whose crc must match.
+fn next_batch_after(file: &File, from: u64, file_len: u64) -> Option<u64> {
+    let mut window = Vec::new();
+    let mut base = from + 1;
+    while base + RECORD_OVERHEAD + 8 <= file_len {
+        let len = (1u64 << 20).min(file_len - base) as usize;
+        window.resize(len, 0);
+        file.read_exact_at(&mut window, base).ok()?;
+        for i in 0..len.saturating_sub(16) {
+            if window[i] == BATCH_TAG
+                && window[i + 1..i + 5] == [0, 0, 0, 8]
+                && read_record_at(file, base + i as u64, file_len).is_some()
+            {
+                return Some(base + i as u64);
+            }
+        }
+        base += (len.saturating_sub(16)).max(1) as u64;
+    }
+    None
+}
+
 /// Where a scan stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ScanEnd {
@@ -245,8 +267,22 @@ pub(crate) fn scan_records(
                     return Ok(end);
                 }
                 None => {
-                    end.valid_end = offset;
-                    return Ok(end);
+                    // Outside a batch: a torn tail only if no valid batch follows. Damage to a
+                    // batch header with commits after it must never be mistaken for a crash.
+                    match next_batch_after(file, offset, file_len) {
+                        Some(next) => {
+                            end.damaged.push((offset, next));
+                            offset = next;
+                            reader =
+                                BufReader::with_capacity(1 << 16, ReadAt { file, pos: offset });
+                            end.valid_end = offset;
+                            continue;
+                        }
+                        None => {
+                            end.valid_end = offset;
+                            return Ok(end);
+                        }
+                    }
                 }
             }
         };
@@ -568,19 +604,10 @@ struct State {
 pub struct PackStore {
     dir: PathBuf,
     state: RwLock<State>,
-    /// Serializes this process's appends; the file lock serializes processes.
-    append: Mutex<()>,
+    /// `packs/write.lock`: serializes appends, across threads and processes.
+    write_lock: LockFile,
     loose: Option<LooseStore>,
     roll_size: u64,
-}
-
-/// Holds `packs/write.lock` for the duration of an append.
-struct WriteLock(File);
-
-impl Drop for WriteLock {
-    fn drop(&mut self) {
-        let _ = fs2::FileExt::unlock(&self.0);
-    }
 }
 
 impl PackStore {
@@ -589,13 +616,14 @@ impl PackStore {
     pub fn open(dir: impl Into<PathBuf>, loose: Option<LooseStore>) -> Result<PackStore, Error> {
         let dir = dir.into();
         fsutil::create_dir_durable(&dir).map_err(Error::io("create directory", &dir))?;
+        let write_lock = LockFile::new(dir.join("write.lock"));
         let store = PackStore {
             dir,
             state: RwLock::new(State {
                 sealed: Vec::new(),
                 active: None,
             }),
-            append: Mutex::new(()),
+            write_lock,
             loose,
             roll_size: DEFAULT_ROLL_SIZE,
         };
@@ -659,6 +687,23 @@ impl PackStore {
         Ok(())
     }
 
+    /// Catches up cheaply when only appends happened since the last look: the active pack is
+    /// still unsealed and no newer pack exists (two `stat`s, then a scan of the new tail).
+    /// Anything else (a seal, a gc) falls back to a full [`PackStore::refresh`].
+    pub fn refresh_fast(&self) -> Result<(), Error> {
+        {
+            let mut state = self.state.write().expect("pack state lock poisoned");
+            if let Some(active) = state.active.as_mut() {
+                let sealed = self.dir.join(idx_name(active.seq)).exists();
+                let newer = self.dir.join(pack_name(active.seq + 1)).exists();
+                if !sealed && !newer {
+                    return active.catch_up();
+                }
+            }
+        }
+        self.refresh()
+    }
+
     fn lookup(&self, id: &ObjectId) -> Result<Option<Vec<u8>>, Error> {
         let state = self.state.read().expect("pack state lock poisoned");
         if let Some(active) = &state.active {
@@ -689,16 +734,10 @@ impl PackStore {
             || state.sealed.iter().any(|s| s.find(id).is_some())
     }
 
-    fn take_write_lock(&self) -> Result<WriteLock, Error> {
-        let path = self.dir.join("write.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io("open", &path))?;
-        file.lock_exclusive().map_err(Error::io("lock", &path))?;
-        Ok(WriteLock(file))
+    fn take_write_lock(&self) -> Result<DepotLock<'_>, Error> {
+        self.write_lock
+            .acquire(std::time::Duration::from_secs(600))
+            .map_err(|e| Error::Backend(e.to_string()))
     }
 
     /// Appends records to the active pack in one write, fdatasyncs when `sync`, and returns the
@@ -709,16 +748,14 @@ impl PackStore {
         records: &[(RecordKind, Vec<u8>)],
         sync: bool,
     ) -> Result<Vec<Position>, Error> {
-        let _guard = self.append.lock().expect("pack append lock poisoned");
         let _lock = self.take_write_lock()?;
-        self.refresh()?;
+        self.refresh_fast()?;
         let mut state = self.state.write().expect("pack state lock poisoned");
         if state.active.is_none() {
             let next = self.next_seq(&state);
             drop(state);
             self.create_pack(next)?;
             drop(_lock);
-            drop(_guard);
             return self.append(records, sync);
         }
         let active = state.active.as_mut().expect("checked above");
@@ -805,7 +842,6 @@ impl PackStore {
 
     /// Seals the active pack now (gc does before repacking).
     pub fn seal(&self) -> Result<(), Error> {
-        let _guard = self.append.lock().expect("pack append lock poisoned");
         let _lock = self.take_write_lock()?;
         self.refresh()?;
         let mut state = self.state.write().expect("pack state lock poisoned");
@@ -860,7 +896,7 @@ impl PackStore {
 
     /// The position just past the last valid record of the newest pack.
     pub fn end(&self) -> Result<Position, Error> {
-        self.refresh()?;
+        self.refresh_fast()?;
         let state = self.state.read().expect("pack state lock poisoned");
         Ok(match (&state.active, state.sealed.first()) {
             (Some(active), _) => Position {
@@ -900,7 +936,6 @@ impl PackStore {
     where
         I: IntoIterator<Item = Result<EncodedObject, Error>>,
     {
-        let _guard = self.append.lock().expect("pack append lock poisoned");
         let _lock = self.take_write_lock()?;
         self.refresh()?;
         // The state lock is not held while `objects` runs: it reads from these very packs.
@@ -1063,7 +1098,7 @@ impl ObjectStore for PackStore {
             Ok(Some(bytes)) => Some(bytes),
             // Missing, or a pack removed by a concurrent gc: look again after a refresh.
             Ok(None) | Err(Error::Io { .. }) => {
-                self.refresh()?;
+                self.refresh_fast()?;
                 self.lookup(id)?
             }
             Err(e) => return Err(e),
@@ -1081,7 +1116,7 @@ impl ObjectStore for PackStore {
         if self.in_packs(id) {
             return Ok(true);
         }
-        self.refresh()?;
+        self.refresh_fast()?;
         if self.in_packs(id) {
             return Ok(true);
         }

@@ -162,7 +162,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::refdb::{DepotLock, FilesRefStore, MemoryRefStore};
+    use crate::refdb::{FilesRefStore, LockFile, MemoryRefStore};
 
     #[test]
     fn memory_refs_conform() {
@@ -201,7 +201,8 @@ mod tests {
     fn a_lock_held_by_a_live_writer_names_the_file_and_holder() {
         let dir = tempfile::tempdir().unwrap();
         let lock_path = dir.path().join("lock");
-        let _held = DepotLock::acquire(&lock_path, Duration::from_secs(1)).unwrap();
+        let holder = LockFile::new(&lock_path);
+        let _held = holder.acquire(Duration::from_secs(1)).unwrap();
         let store = FilesRefStore::new(dir.path(), &lock_path)
             .with_lock_timeout(Duration::from_millis(100));
         let err = store

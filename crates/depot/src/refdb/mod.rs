@@ -10,7 +10,6 @@
 //! order) and [`MemoryRefStore`].
 
 mod files;
-mod lock;
 mod memory;
 mod name;
 
@@ -22,8 +21,8 @@ use chrono::{DateTime, Utc};
 
 use crate::hash::ObjectId;
 
+pub use crate::lockfile::{DepotLock, LockError, LockFile, DEFAULT_LOCK_TIMEOUT};
 pub use files::FilesRefStore;
-pub use lock::{DepotLock, DEFAULT_LOCK_TIMEOUT};
 pub use memory::MemoryRefStore;
 pub use name::{RefName, RefNameError};
 
@@ -260,6 +259,17 @@ pub enum Error {
     /// A backend-specific failure (a database server, say).
     #[error("{0}")]
     Backend(String),
+}
+
+impl From<crate::lockfile::LockError> for Error {
+    fn from(err: crate::lockfile::LockError) -> Self {
+        match err {
+            crate::lockfile::LockError::Locked { path, holder } => Error::Locked { path, holder },
+            crate::lockfile::LockError::Io { verb, path, source } => {
+                Error::Io { verb, path, source }
+            }
+        }
+    }
 }
 
 impl Error {
