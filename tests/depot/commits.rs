@@ -236,3 +236,30 @@ fn the_checkpoint_is_byte_compatible_with_go_retro() {
     assert!(body.contains("\nsession s1\n\n{\"path\""));
     assert!(matches!(raw.decode().unwrap(), Object::Checkpoint(_)));
 }
+
+#[test]
+fn two_handles_interleaving_commits_both_read_every_event() {
+    // Each handle keeps an in-memory tail of the index; the other's commits must still show.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    let a = Depot::init(&path).unwrap();
+    let b = Depot::open(&path).unwrap();
+    for n in 0..300u64 {
+        let writer = if n % 3 == 0 { &a } else { &b };
+        commit_retrying(writer, workload(n, "shared"), "x");
+        if n % 50 == 0 {
+            assert_eq!(a.partition_version(&p("session/shared")).unwrap(), n + 1);
+            assert_eq!(b.partition_version(&p("session/shared")).unwrap(), n + 1);
+        }
+    }
+    for depot in [&a, &b] {
+        let events = depot.partition_events(&p("session/shared")).unwrap();
+        assert_eq!(events.len(), 300);
+        assert!(events.windows(2).all(|w| w[0].version + 1 == w[1].version));
+        assert_eq!(depot.partitions("identity/*").unwrap().len(), 300);
+    }
+    drop(a);
+    drop(b);
+    let reopened = Depot::open(&path).unwrap();
+    assert!(reopened.fsck(|_| {}).unwrap().is_clean());
+}

@@ -200,7 +200,9 @@ impl Depot {
                 }
             }
         }
-        let index = self.index.lock().expect("index lock poisoned");
+        self.flush_index()?;
+        let guard = self.index.lock().expect("index lock poisoned");
+        let index = &guard.sqlite;
         let mut indexed_names = Vec::new();
         index.for_each_partition(|name, count| {
             indexed_names.push((name.to_owned(), count));

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Utc};
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::{Depot, Error};
+use super::{Depot, Error, IndexState, PENDING_FLUSH_AT, PENDING_WALK_LIMIT};
 use crate::hash::ObjectId;
-use crate::index::EventRow;
+use crate::index::{EventRow, PartitionIndex};
 use crate::name::PartitionName;
 use crate::object::{Checkpoint, Event};
 use crate::refdb::RefName;
@@ -93,10 +93,80 @@ impl Depot {
     }
 
     /// Brings the partition index up to `HEAD`: appends what is new, or rebuilds after a
-    /// non-fast-forward move. Cheap when already current (one ref read, one query).
+    /// non-fast-forward move. Cheap when already current (one ref read). New checkpoints first
+    /// join an in-memory tail ([`IndexState`]) and reach SQLite in batches, so a commit does not
+    /// pay for an SQLite transaction.
     pub fn catch_up_index(&self) -> Result<(), Error> {
         let (_, head) = self.resolve_ref(&RefName::head())?;
-        let mut index = self.index.lock().expect("index lock poisoned");
+        let mut state = self.index.lock().expect("index lock poisoned");
+        if state.pending.is_empty() {
+            state.base = state.sqlite.head()?;
+        }
+        let tip = state.tip();
+        if tip == head {
+            return Ok(());
+        }
+        // A fast-forward of the tip, not too far: extend the in-memory tail.
+        let mut chain = Vec::new();
+        let mut cursor = head;
+        while let Some(id) = cursor {
+            if Some(id) == tip || chain.len() >= PENDING_WALK_LIMIT {
+                break;
+            }
+            let checkpoint = self.indexed_checkpoint(&id, &HashMap::new())?;
+            cursor = checkpoint.parent;
+            chain.push(checkpoint);
+        }
+        if cursor == tip && (tip.is_some() || state.base.is_none()) {
+            chain.reverse();
+            state.pending.extend(chain);
+            if state.pending.len() >= PENDING_FLUSH_AT {
+                self.flush_locked(&mut state)?;
+            }
+            return Ok(());
+        }
+        self.flush_locked(&mut state)?;
+        self.sqlite_catch_up(&mut state.sqlite, head)?;
+        state.base = state.sqlite.head()?;
+        Ok(())
+    }
+
+    /// Writes the in-memory tail of the index to SQLite.
+    pub fn flush_index(&self) -> Result<(), Error> {
+        let mut state = self.index.lock().expect("index lock poisoned");
+        self.flush_locked(&mut state)
+    }
+
+    fn flush_locked(&self, state: &mut IndexState) -> Result<(), Error> {
+        if state.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut state.pending);
+        let tip = pending.last().map(|c| c.id);
+        let base = state.base.map(|(id, _)| id);
+        let appended = state.sqlite.write(|writer| {
+            if writer.head()?.map(|(id, _)| id) != base {
+                return Ok(false);
+            }
+            for checkpoint in &pending {
+                writer.append(checkpoint)?;
+            }
+            Ok(true)
+        })?;
+        if !appended {
+            // Another process moved the index meanwhile: catch it up the ordinary way.
+            self.sqlite_catch_up(&mut state.sqlite, tip)?;
+        }
+        state.base = state.sqlite.head()?;
+        Ok(())
+    }
+
+    /// Brings the SQLite index itself to `head`, rebuilding after a non-fast-forward move.
+    fn sqlite_catch_up(
+        &self,
+        index: &mut PartitionIndex,
+        head: Option<ObjectId>,
+    ) -> Result<(), Error> {
         if index.head()?.map(|(id, _)| id) == head {
             return Ok(());
         }
@@ -139,12 +209,15 @@ impl Depot {
     /// Drops the partition index and rebuilds it from history.
     pub fn reindex(&self) -> Result<(u64, u64, u64), Error> {
         {
-            let mut index = self.index.lock().expect("index lock poisoned");
-            index.write(|w| w.clear())?;
+            let mut state = self.index.lock().expect("index lock poisoned");
+            state.pending.clear();
+            state.sqlite.write(|w| w.clear())?;
+            state.base = None;
         }
         self.catch_up_index()?;
-        let index = self.index.lock().expect("index lock poisoned");
-        Ok(index.counts()?)
+        self.flush_index()?;
+        let state = self.index.lock().expect("index lock poisoned");
+        Ok(state.sqlite.counts()?)
     }
 
     fn load_rows(&self, rows: Vec<EventRow>) -> Result<Vec<EventRecord>, Error> {
@@ -178,11 +251,8 @@ impl Depot {
     ) -> Result<(Option<ObjectId>, Vec<EventRecord>), Error> {
         self.catch_up_index()?;
         let (head, rows) = {
-            let index = self.index.lock().expect("index lock poisoned");
-            (
-                index.head()?.map(|(id, _)| id),
-                index.partition_events(partition, 0)?,
-            )
+            let state = self.index.lock().expect("index lock poisoned");
+            (state.tip(), state.rows(partition, 0)?)
         };
         Ok((head, self.load_rows(rows)?))
     }
@@ -237,8 +307,8 @@ impl Depot {
     ) -> Result<Vec<EventRecord>, Error> {
         self.catch_up_index()?;
         let rows = {
-            let index = self.index.lock().expect("index lock poisoned");
-            index.partition_events(partition, after)?
+            let state = self.index.lock().expect("index lock poisoned");
+            state.rows(partition, after)?
         };
         self.load_rows(rows)
     }
@@ -246,17 +316,18 @@ impl Depot {
     /// How many events a partition has on `HEAD`.
     pub fn partition_version(&self, partition: &PartitionName) -> Result<u64, Error> {
         self.catch_up_index()?;
-        let index = self.index.lock().expect("index lock poisoned");
-        Ok(index.partition_version(partition)?)
+        let state = self.index.lock().expect("index lock poisoned");
+        Ok(state.version(partition)?)
     }
 
     /// Partitions matching `glob` with their event counts, sorted by name.
     pub fn partitions(&self, glob: &str) -> Result<Vec<(PartitionName, u64)>, Error> {
         let matcher = compile_glob(glob)?;
         self.catch_up_index()?;
-        let index = self.index.lock().expect("index lock poisoned");
+        self.flush_index()?;
+        let state = self.index.lock().expect("index lock poisoned");
         let mut out = Vec::new();
-        index.for_each_partition(|name, count| {
+        state.sqlite.for_each_partition(|name, count| {
             if matcher.is_match(name) {
                 if let Ok(p) = PartitionName::new(name) {
                     out.push((p, count));
@@ -277,10 +348,12 @@ impl Depot {
     ) -> Result<(), Error> {
         let matcher = compile_glob(glob)?;
         self.catch_up_index()?;
+        self.flush_index()?;
         let after_seq = match since {
             None => 0,
             Some(id) => {
-                let index = self.index.lock().expect("index lock poisoned");
+                let guard = self.index.lock().expect("index lock poisoned");
+                let index = &guard.sqlite;
                 index.checkpoint_seq(&id)?.ok_or_else(|| {
                     Error::Invalid(format!(
                         "checkpoint {id} is not on HEAD's first-parent history"
@@ -293,7 +366,8 @@ impl Depot {
         if matched.len() <= 64 {
             let mut rows = Vec::new();
             {
-                let index = self.index.lock().expect("index lock poisoned");
+                let guard = self.index.lock().expect("index lock poisoned");
+                let index = &guard.sqlite;
                 for (partition, _) in &matched {
                     rows.extend(
                         index
@@ -331,8 +405,8 @@ impl Depot {
         let mut stop = false;
         let mut checkpoints = Vec::new();
         {
-            let index = self.index.lock().expect("index lock poisoned");
-            index.for_each_checkpoint(0, |seq, id| {
+            let guard = self.index.lock().expect("index lock poisoned");
+            guard.sqlite.for_each_checkpoint(0, |seq, id| {
                 checkpoints.push((seq, id));
                 Ok(true)
             })?;

@@ -26,8 +26,9 @@ pub use history::{EventRecord, HistoryOrder};
 
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
-use crate::index::PartitionIndex;
+use crate::index::{EventRow, IndexedCheckpoint, PartitionIndex};
 use crate::journal::Journal;
+use crate::name::PartitionName;
 use crate::object::{Affix, Checkpoint, EncodedObject, Event, Kind, Object};
 use crate::odb::{LooseStore, MemoryStore, ObjectStore, PackStore};
 use crate::refdb::{
@@ -75,7 +76,7 @@ pub struct Depot {
     refs: Arc<dyn RefStore>,
     packs: Option<Arc<PackStore>>,
     journal: Option<Journal>,
-    index: Mutex<PartitionIndex>,
+    index: Mutex<IndexState>,
     committer: commit::Committer,
     failed_log: Option<PathBuf>,
     lock_file: Option<crate::lockfile::LockFile>,
@@ -158,7 +159,7 @@ impl Depot {
             refs: files,
             packs: Some(packs),
             journal: Some(journal),
-            index: Mutex::new(index),
+            index: Mutex::new(IndexState::new(index)),
             committer: commit::Committer::default(),
             failed_log: Some(dir.join("logs/failed")),
             lock_file: None,
@@ -178,7 +179,7 @@ impl Depot {
             refs,
             packs: None,
             journal: None,
-            index: Mutex::new(index),
+            index: Mutex::new(IndexState::new(index)),
             committer: commit::Committer::default(),
             failed_log: Some(dir.join(".retro-failed")),
             lock_file: Some(crate::lockfile::LockFile::new(&lock_path)),
@@ -215,7 +216,7 @@ impl Depot {
             refs,
             packs: None,
             journal: None,
-            index: Mutex::new(PartitionIndex::in_memory()?),
+            index: Mutex::new(IndexState::new(PartitionIndex::in_memory()?)),
             committer: commit::Committer::default(),
             failed_log: None,
             lock_file: None,
@@ -435,6 +436,97 @@ impl Depot {
             }
             None => Ok(self.committer.failures()),
         }
+    }
+}
+
+/// How far the in-memory tail of the index may be walked before SQLite catches up instead.
+pub(crate) const PENDING_WALK_LIMIT: usize = 4096;
+/// The in-memory tail is written to SQLite once it holds this many checkpoints.
+pub(crate) const PENDING_FLUSH_AT: usize = 256;
+
+/// The partition index: SQLite (shared by processes) plus an in-memory tail of checkpoints this
+/// process has seen since SQLite's head, written in batches.
+pub(crate) struct IndexState {
+    pub(crate) sqlite: PartitionIndex,
+    /// Checkpoints after `base`, oldest first, not yet in SQLite.
+    pub(crate) pending: Vec<Arc<IndexedCheckpoint>>,
+    /// SQLite's head (id, sequence number) that `pending` continues.
+    pub(crate) base: Option<(ObjectId, u64)>,
+}
+
+impl IndexState {
+    fn new(sqlite: PartitionIndex) -> IndexState {
+        IndexState {
+            sqlite,
+            pending: Vec::new(),
+            base: None,
+        }
+    }
+
+    /// The checkpoint the index (SQLite plus tail) stands at.
+    pub(crate) fn tip(&self) -> Option<ObjectId> {
+        self.pending
+            .last()
+            .map(|c| c.id)
+            .or(self.base.map(|(id, _)| id))
+    }
+
+    /// A partition's rows after `after`, from SQLite then the tail.
+    pub(crate) fn rows(
+        &self,
+        partition: &PartitionName,
+        after: u64,
+    ) -> Result<Vec<EventRow>, crate::index::IndexError> {
+        let mut rows = self.sqlite.partition_events(partition, after)?;
+        if self.pending.is_empty() {
+            return Ok(rows);
+        }
+        let mut version = self.sqlite.partition_version(partition)?;
+        let base_seq = self.base.map_or(0, |(_, seq)| seq);
+        for (i, checkpoint) in self.pending.iter().enumerate() {
+            for (p, ids) in &checkpoint.partitions {
+                if p != partition {
+                    continue;
+                }
+                for event in ids {
+                    version += 1;
+                    if version > after {
+                        rows.push(EventRow {
+                            partition: partition.clone(),
+                            version,
+                            event: *event,
+                            checkpoint: checkpoint.id,
+                            checkpoint_seq: base_seq + i as u64 + 1,
+                            date: checkpoint.date,
+                            session: checkpoint.session.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// A partition's event count, SQLite plus the tail.
+    pub(crate) fn version(
+        &self,
+        partition: &PartitionName,
+    ) -> Result<u64, crate::index::IndexError> {
+        let tail: usize = self
+            .pending
+            .iter()
+            .flat_map(|c| c.partitions.iter())
+            .filter(|(p, _)| p == partition)
+            .map(|(_, ids)| ids.len())
+            .sum();
+        Ok(self.sqlite.partition_version(partition)? + tail as u64)
+    }
+}
+
+impl Drop for Depot {
+    fn drop(&mut self) {
+        // The tail is derived data: losing it costs a catch-up, so a failure here is ignored.
+        let _ = self.flush_index();
     }
 }
 
