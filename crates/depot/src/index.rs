@@ -166,21 +166,35 @@ impl PartitionIndex {
         partition: &PartitionName,
         after_version: u64,
     ) -> Result<Vec<EventRow>, IndexError> {
+        self.partition_events_upto(partition, after_version, None)
+    }
+
+    /// [`PartitionIndex::partition_events`] limited to checkpoints up to sequence `max_seq`.
+    pub fn partition_events_upto(
+        &self,
+        partition: &PartitionName,
+        after_version: u64,
+        max_seq: Option<u64>,
+    ) -> Result<Vec<EventRow>, IndexError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.n, e.event, c.id, c.seq, c.date, c.session
              FROM partitions p JOIN events e ON e.pid = p.pid JOIN checkpoints c ON c.seq = e.cseq
-             WHERE p.name = ?1 AND e.n > ?2 ORDER BY e.n",
+             WHERE p.name = ?1 AND e.n > ?2 AND e.cseq <= ?3 ORDER BY e.n",
         )?;
-        let rows = stmt.query_map(params![partition.as_str(), after_version as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
+        let max_seq = max_seq.map_or(i64::MAX, |s| s as i64);
+        let rows = stmt.query_map(
+            params![partition.as_str(), after_version as i64, max_seq],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            },
+        )?;
         let mut out = Vec::new();
         for row in rows {
             let (n, event, checkpoint, seq, date, session) = row?;
@@ -205,6 +219,22 @@ impl PartitionIndex {
             .query_row([partition.as_str()], |r| r.get(0))
             .optional()?;
         Ok(n.unwrap_or(0) as u64)
+    }
+
+    /// How many events a partition has in checkpoints up to sequence `max_seq`.
+    pub fn partition_version_upto(
+        &self,
+        partition: &PartitionName,
+        max_seq: u64,
+    ) -> Result<u64, IndexError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM partitions p JOIN events e ON e.pid = p.pid
+                 WHERE p.name = ?1 AND e.cseq <= ?2",
+            )?
+            .query_row(params![partition.as_str(), max_seq as i64], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     /// Every partition with its event count, sorted by name, streamed to `f`.

@@ -477,12 +477,18 @@ impl IndexState {
         partition: &PartitionName,
         after: u64,
     ) -> Result<Vec<EventRow>, crate::index::IndexError> {
-        let mut rows = self.sqlite.partition_events(partition, after)?;
+        // SQLite may be ahead of `base` (another handle wrote it): read only up to `base`.
+        let base_seq = self.base.map_or(0, |(_, seq)| seq);
+        let mut rows = self
+            .sqlite
+            .partition_events_upto(partition, after, Some(base_seq))?;
         if self.pending.is_empty() {
             return Ok(rows);
         }
-        let mut version = self.sqlite.partition_version(partition)?;
-        let base_seq = self.base.map_or(0, |(_, seq)| seq);
+        let mut version = match rows.last() {
+            Some(last) => last.version,
+            None => self.sqlite.partition_version_upto(partition, base_seq)?,
+        };
         for (i, checkpoint) in self.pending.iter().enumerate() {
             for (p, ids) in &checkpoint.partitions {
                 if p != partition {
@@ -519,7 +525,8 @@ impl IndexState {
             .filter(|(p, _)| p == partition)
             .map(|(_, ids)| ids.len())
             .sum();
-        Ok(self.sqlite.partition_version(partition)? + tail as u64)
+        let base_seq = self.base.map_or(0, |(_, seq)| seq);
+        Ok(self.sqlite.partition_version_upto(partition, base_seq)? + tail as u64)
     }
 }
 
