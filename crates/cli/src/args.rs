@@ -116,8 +116,10 @@ pub enum Commands {
         /// The ref, such as refs/heads/master.
         name: String,
         /// The new value (a revision), or with -d the expected old value.
+        #[arg(required_unless_present = "delete")]
         new: Option<String>,
         /// The expected old value (a revision, or 0 for "must not exist").
+        #[arg(conflicts_with = "delete")]
         old: Option<String>,
         /// The reflog message.
         #[arg(short = 'm', long, default_value = "update-ref")]
@@ -239,6 +241,7 @@ pub struct LogArgs {
 #[command(group(clap::ArgGroup::new("mode").args(["kind", "size", "pretty", "batch"])))]
 pub struct CatArgs {
     /// The object: an id, a unique prefix, or a revision.
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
     pub object: Option<String>,
     /// Print the kind.
     #[arg(short = 't')]

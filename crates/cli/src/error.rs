@@ -31,6 +31,18 @@ impl std::fmt::Display for NoDepot {
 
 impl std::error::Error for NoDepot {}
 
+/// The command line was wrong in a way clap does not check (exit 2).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 /// fsck found problems (already printed).
 #[derive(Debug)]
 pub struct Corrupt(pub usize);
@@ -56,6 +68,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 ),
             );
         }
+        if cause.downcast_ref::<Usage>().is_some() {
+            return (USAGE, None);
+        }
         if cause.downcast_ref::<Corrupt>().is_some() {
             return (CORRUPT, None);
         }
@@ -76,6 +91,7 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         }
         if let Some(e) = cause.downcast_ref::<depot::Error>() {
             return match e {
+                depot::Error::RefMissing(_) => (CONFLICT, None),
                 depot::Error::Conflict { .. } => (
                     CONFLICT,
                     Some("the ref moved since you read it; read it again and retry".to_owned()),

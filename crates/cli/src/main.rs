@@ -15,10 +15,31 @@ use clap::Parser;
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        let kind = match cause.downcast_ref::<io::Error>() {
+            Some(e) => Some(e.kind()),
+            // serde_json's writer errors wrap the io::Error without exposing it as a source.
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(io::ErrorKind::BrokenPipe)
     })
+}
+
+/// The error and its causes joined by `: `, skipping a cause whose text the message before it
+/// already ends with (several error types print their source themselves).
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn main() -> ExitCode {
@@ -45,7 +66,7 @@ fn main() -> ExitCode {
             let _ = ui.flush();
             let (code, hint) = error::classify(&err);
             let mut stderr = io::stderr().lock();
-            let _ = writeln!(stderr, "retro: error: {err:#}");
+            let _ = writeln!(stderr, "retro: error: {}", error_text(&err));
             if let Some(hint) = hint {
                 let _ = writeln!(stderr, "hint: {hint}");
             }

@@ -27,10 +27,11 @@ pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
 
 /// Creates `dir` and its missing parents, fsyncing each parent whose entries changed.
 pub(crate) fn create_dir_durable(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent() {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
         create_dir_durable(parent)?;
     }
     match fs::create_dir(dir) {
@@ -38,9 +39,7 @@ pub(crate) fn create_dir_durable(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
     }
-    if let Some(parent) = dir.parent() {
-        fsync_dir(parent)?;
-    }
+    fsync_dir(parent.unwrap_or(Path::new(".")))?;
     Ok(())
 }
 

@@ -211,16 +211,6 @@ impl PartitionIndex {
         Ok(out)
     }
 
-    /// How many events a partition has (its version), 0 if none.
-    pub fn partition_version(&self, partition: &PartitionName) -> Result<u64, IndexError> {
-        let n: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT events FROM partitions WHERE name = ?1")?
-            .query_row([partition.as_str()], |r| r.get(0))
-            .optional()?;
-        Ok(n.unwrap_or(0) as u64)
-    }
-
     /// How many events a partition has in checkpoints up to sequence `max_seq`.
     pub fn partition_version_upto(
         &self,

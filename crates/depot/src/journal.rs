@@ -325,6 +325,29 @@ impl Journal {
         )
     }
 
+    /// Appends objects that no ref names yet (a failed command's record) durably, and advances
+    /// the journal state past them. Call with the depot lock held.
+    pub(crate) fn append_objects_locked(
+        &self,
+        records: Vec<(RecordKind, Vec<u8>)>,
+    ) -> Result<(), JournalError> {
+        self.packs.append(&records, true)?;
+        let end = self.packs.end()?;
+        let boot = boot_hash();
+        let durable = self
+            .read_state()
+            .filter(|s| s.boot == boot)
+            .map_or(Position { pack: 0, offset: 0 }, |s| s.durable);
+        self.write_state(
+            &State {
+                boot,
+                materialized: end,
+                durable,
+            },
+            false,
+        )
+    }
+
     /// Appends `objects` and one journal record in one write and one fdatasync, then materializes
     /// the ref moves. Call with the depot lock held, after checking the moves' expectations.
     pub(crate) fn commit_locked(

@@ -23,6 +23,9 @@ pub fn init(flag: Option<&Path>, dir: Option<PathBuf>, json: bool, ui: &mut Ui) 
         (None, Some(flag)) => flag.to_path_buf(),
         (None, None) => PathBuf::from(DEFAULT_DIR),
     };
+    // Absolute, so that creating a relative `.retro` has a parent directory to start from.
+    let dir = std::path::absolute(&dir)
+        .with_context(|| format!("could not resolve '{}'", dir.display()))?;
     Depot::init(&dir)?;
     let shown = dir.canonicalize().unwrap_or(dir);
     if json {

@@ -11,7 +11,7 @@ mod transfer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::CommandFactory;
 
 use depot::{Depot, ObjectId};
@@ -83,11 +83,13 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
 
 fn help(path: &[String], ui: &mut Ui) -> Result<()> {
     let mut command = Cli::command();
+    // Building propagates the binary name, so usage lines read `retro apply`, not `apply`.
+    command.build();
     let mut current = &mut command;
     for name in path {
-        current = current
-            .find_subcommand_mut(name)
-            .with_context(|| format!("no such command '{name}'; see 'retro help'"))?;
+        current = current.find_subcommand_mut(name).ok_or_else(|| {
+            crate::error::Usage(format!("no such command '{name}'; see 'retro help'"))
+        })?;
     }
     let text = current.render_long_help().to_string();
     ui.line(text.trim_end())?;

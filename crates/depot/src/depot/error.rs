@@ -86,6 +86,9 @@ pub enum Error {
         /// The value it holds.
         actual: Option<ObjectId>,
     },
+    /// A compare-and-swap that needed the ref to exist found none.
+    #[error("ref '{0}' does not exist")]
+    RefMissing(RefName),
     /// A revision does not parse.
     #[error("bad revision '{rev}': {reason}")]
     BadRevision {
@@ -136,6 +139,11 @@ impl From<refdb::Error> for Error {
         match err {
             refdb::Error::Conflict {
                 name,
+                expected: refdb::Expected::MustExist,
+                actual: None,
+            } => Error::RefMissing(name),
+            refdb::Error::Conflict {
+                name,
                 expected,
                 actual,
             } => Error::Conflict {
@@ -164,6 +172,6 @@ impl Error {
 
     /// True for a lost compare-and-swap (retry on fresh state).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
+        matches!(self, Error::Conflict { .. } | Error::RefMissing(_))
     }
 }

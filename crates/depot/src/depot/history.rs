@@ -313,6 +313,31 @@ impl Depot {
         self.load_rows(rows)
     }
 
+    /// How many events `partition` had just before checkpoint `checkpoint` on `HEAD`'s branch
+    /// (through the index), or on `checkpoint`'s own history (by walking it, the slow path).
+    pub fn partition_version_before(
+        &self,
+        partition: &PartitionName,
+        checkpoint: &ObjectId,
+    ) -> Result<u64, Error> {
+        self.catch_up_index()?;
+        self.flush_index()?;
+        let seq = {
+            let state = self.index.lock().expect("index lock poisoned");
+            state.sqlite.checkpoint_seq(checkpoint)?
+        };
+        match seq {
+            Some(seq) => {
+                let state = self.index.lock().expect("index lock poisoned");
+                Ok(state.sqlite.partition_version_upto(partition, seq - 1)?)
+            }
+            None => {
+                let parent = self.read_checkpoint(checkpoint)?.first_parent();
+                Ok(self.partition_events_at(parent, partition)?.len() as u64)
+            }
+        }
+    }
+
     /// How many events a partition has on `HEAD`.
     pub fn partition_version(&self, partition: &PartitionName) -> Result<u64, Error> {
         self.catch_up_index()?;

@@ -12,6 +12,7 @@ mod error;
 mod fsck;
 mod gc;
 mod history;
+mod subscribe;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use error::Error;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use history::{EventRecord, HistoryOrder};
+pub use subscribe::{Consumer, Delivery, Subscription};
 
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
@@ -399,28 +401,52 @@ impl Depot {
         let affix = Object::from(affix.clone()).to_encoded();
         let encoded = Object::from(checkpoint.clone()).to_encoded();
         let id = encoded.id();
-        let _journal_lock = self.journal.as_ref().map(|j| j.lock()).transpose()?;
-        let _files_lock = self
-            .lock_file
-            .as_ref()
-            .map(|l| l.acquire(self.options.lock_timeout))
-            .transpose()
-            .map_err(crate::refdb::Error::from)?;
-        self.objects.write(&[affix, encoded])?;
-        self.objects.sync()?;
-        if let Some(path) = &self.failed_log {
-            use std::io::Write;
-            let mut file = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(Error::io("open", path))?;
-            writeln!(file, "{id}").map_err(Error::io("append to", path))?;
-            file.sync_data().map_err(Error::io("fsync", path))?;
-        } else {
-            self.committer.remember_failure(id);
+        match &self.journal {
+            Some(journal) => {
+                let _lock = journal.lock()?;
+                journal.recover_locked()?;
+                let records = [affix, encoded]
+                    .iter()
+                    .map(|o| {
+                        (
+                            crate::odb::RecordKind::Object,
+                            crate::odb::pack_object_payload(o),
+                        )
+                    })
+                    .collect();
+                journal.append_objects_locked(records)?;
+                self.append_failure_line(&id)?;
+            }
+            None => {
+                let _lock = self
+                    .lock_file
+                    .as_ref()
+                    .map(|l| l.acquire(self.options.lock_timeout))
+                    .transpose()
+                    .map_err(crate::refdb::Error::from)?;
+                self.objects.write(&[affix, encoded])?;
+                self.objects.sync()?;
+                self.append_failure_line(&id)?;
+            }
         }
         Ok(id)
+    }
+
+    fn append_failure_line(&self, id: &ObjectId) -> Result<(), Error> {
+        match &self.failed_log {
+            Some(path) => {
+                use std::io::Write;
+                let mut file = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(Error::io("open", path))?;
+                writeln!(file, "{id}").map_err(Error::io("append to", path))?;
+                file.sync_data().map_err(Error::io("fsync", path))?;
+            }
+            None => self.committer.remember_failure(*id),
+        }
+        Ok(())
     }
 
     /// The recorded failed commands' checkpoints, oldest first.

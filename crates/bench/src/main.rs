@@ -1,0 +1,178 @@
+//! `retro-bench`: measures retro's depot on retro's workload and holds it against the issue's
+//! targets and against its peers (the disk, SQLite, Git) measured by `retro-peers` in the same run.
+//!
+//! `make bench` runs it after building it and `retro-peers` in release. It prints a table (or,
+//! with `--json`, JSON lines) on stdout, progress on stderr, and writes `docs/benchmarks.md`.
+//!
+//! - [`workload`]: the commands, as depot commit requests;
+//! - [`depot_bench`]: retro's measurements;
+//! - [`peers`]: running `retro-peers` and reading its figures;
+//! - [`report`]: the comparison table, the machine description and the Markdown document.
+
+mod depot_bench;
+mod peers;
+mod report;
+mod workload;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::report::{Figure, Figures, Machine};
+
+/// Benchmarks retro's depot on retro's workload against its targets and its peers.
+#[derive(Debug, Parser)]
+#[command(name = "retro-bench", version, about)]
+struct Cli {
+    /// Small sizes (about 30 s): a 20,000-event read depot, a 100,000-event disk figure, 10,000
+    /// bulk commands, 500 durable commits; peers with --quick too.
+    #[arg(long)]
+    quick: bool,
+    /// Do not run retro-peers (the table then has no peer figures).
+    #[arg(long)]
+    no_peers: bool,
+    /// Where to write the Markdown report.
+    #[arg(long, value_name = "PATH", default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+    /// Print every figure and comparison as JSON lines instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Directory in which the scratch directory is made (default: the current directory; fsync
+    /// costs depend on its filesystem).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+    /// Run only these depot measurements (for profiling), e.g. `--only bulk,read`.
+    #[arg(long, value_name = "PHASE", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(depot_bench::PHASES))]
+    only: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("retro-bench: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let started = Instant::now();
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let machine = Machine::describe(&cli.dir);
+    let sizes = if cli.quick {
+        depot_bench::Sizes::quick()
+    } else {
+        depot_bench::Sizes::full()
+    };
+    let mut figures = Figures::default();
+    let mut warnings = Vec::new();
+
+    // The peers first: retro's design creates few files, so it is the less disturbed by a
+    // filesystem that has just freed many inodes.
+    if cli.no_peers {
+        warnings.push("run with --no-peers: no peer figures".to_owned());
+    } else if let Err(err) = peers::run(cli.quick, &cli.dir, &mut figures) {
+        eprintln!("retro-bench: warning: {err:#}");
+        warnings.push(format!("retro-peers: {err:#}"));
+    }
+
+    let scratch = tempfile::Builder::new()
+        .prefix(".retro-bench-")
+        .tempdir_in(&cli.dir)
+        .with_context(|| format!("creating a scratch directory in {}", cli.dir.display()))?;
+    let measured = depot_bench::run(&sizes, &cli.only, scratch.path(), &mut figures);
+    let closed = scratch.close();
+    measured?;
+    closed.context("removing the scratch directory")?;
+
+    let rss_mib = max_rss_kib() as f64 / 1024.0;
+    figures.push(Figure::new("retro", "max_rss", "MiB", rss_mib, 1).note("getrusage(RUSAGE_SELF)"));
+    let rows = report::rows(&figures, rss_mib);
+    let elapsed = started.elapsed();
+
+    let document = report::Document {
+        machine: &machine,
+        date,
+        command: reproduce(&cli),
+        elapsed,
+        quick: cli.quick,
+        rows: &rows,
+        figures: &figures,
+        warnings: &warnings,
+    };
+    if let Some(parent) = cli.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&cli.out, document.render())
+        .with_context(|| format!("writing {}", cli.out.display()))?;
+
+    let mut stdout = std::io::stdout().lock();
+    if cli.json {
+        for figure in figures.all() {
+            writeln!(stdout, "{}", serde_json::to_string(figure)?)?;
+        }
+        for row in &rows {
+            writeln!(stdout, "{}", serde_json::to_string(row)?)?;
+        }
+    } else {
+        write!(stdout, "{}", report::text_table(&rows))?;
+        writeln!(
+            stdout,
+            "\n{} CPUs, {}; {}; run took {:.0} s; written to {}",
+            machine.nproc,
+            machine.cpu,
+            machine.filesystem,
+            elapsed.as_secs_f64(),
+            cli.out.display()
+        )?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The `make` command that reproduces this run.
+fn reproduce(cli: &Cli) -> String {
+    let mut args = Vec::new();
+    if cli.quick {
+        args.push("--quick".to_owned());
+    }
+    if cli.no_peers {
+        args.push("--no-peers".to_owned());
+    }
+    if cli.json {
+        args.push("--json".to_owned());
+    }
+    if cli.out.as_path() != Path::new("docs/benchmarks.md") {
+        args.push(format!("--out {}", cli.out.display()));
+    }
+    if !cli.only.is_empty() {
+        args.push(format!("--only {}", cli.only.join(",")));
+    }
+    if cli.dir.as_path() != Path::new(".") {
+        args.push(format!("--dir {}", cli.dir.display()));
+    }
+    if args.is_empty() {
+        "make bench".to_owned()
+    } else {
+        format!("make bench BENCH_ARGS='{}'", args.join(" "))
+    }
+}
+
+/// The process's maximum resident set size so far, in KiB (0 if unknown).
+#[allow(unsafe_code)]
+fn max_rss_kib() -> u64 {
+    // SAFETY: `getrusage` only writes the `rusage` we own; all-zero bytes are a valid `rusage`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc == 0 {
+        u64::try_from(usage.ru_maxrss).unwrap_or(0)
+    } else {
+        0
+    }
+}

@@ -1,0 +1,784 @@
+//! Figures, the comparison table (retro against its targets and its peers), the machine
+//! description, and the two renderings: a plain table for the terminal and `docs/benchmarks.md`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One measured figure: retro's (`peer` is `retro`), the bench's own disk figures (`disk-bench`)
+/// or one of `retro-peers`' JSON lines (`disk`, `sqlite`, `git`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Figure {
+    /// Who was measured.
+    pub peer: String,
+    /// The figure's name, e.g. `durable_commit`.
+    pub figure: String,
+    /// Unit of `value`.
+    pub unit: String,
+    /// The measured value.
+    pub value: f64,
+    /// Sample size: operations, commands or events behind the value.
+    pub n: u64,
+    /// How it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Figure {
+    /// A figure without a note; `value` is rounded to 3 decimals.
+    pub fn new(
+        peer: impl Into<String>,
+        figure: impl Into<String>,
+        unit: impl Into<String>,
+        value: f64,
+        n: u64,
+    ) -> Self {
+        Self {
+            peer: peer.into(),
+            figure: figure.into(),
+            unit: unit.into(),
+            value: (value * 1000.0).round() / 1000.0,
+            n,
+            note: None,
+        }
+    }
+
+    /// The same figure with a note.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
+    }
+}
+
+/// Every figure of a run, in the order measured.
+#[derive(Debug, Default, Clone)]
+pub struct Figures {
+    list: Vec<Figure>,
+}
+
+impl Figures {
+    /// Adds a figure.
+    pub fn push(&mut self, figure: Figure) {
+        self.list.push(figure);
+    }
+
+    /// All figures.
+    pub fn all(&self) -> &[Figure] {
+        &self.list
+    }
+
+    /// The first figure named `figure` from `peer`.
+    pub fn get(&self, peer: &str, figure: &str) -> Option<&Figure> {
+        self.list
+            .iter()
+            .find(|f| f.peer == peer && f.figure == figure)
+    }
+
+    /// The figure named `figure` from `peer` whose sample size is exactly `n`.
+    pub fn get_n(&self, peer: &str, figure: &str, n: u64) -> Option<&Figure> {
+        self.list
+            .iter()
+            .find(|f| f.peer == peer && f.figure == figure && f.n == n)
+    }
+
+    /// The figure named `figure` from `peer` whose sample size is nearest `n` (by ratio), if
+    /// within a factor of 1.5 (a 999,990-event depot against a 1,000,000-event database).
+    pub fn get_near(&self, peer: &str, figure: &str, n: u64) -> Option<&Figure> {
+        let distance = |f: &Figure| ((f.n.max(1) as f64) / (n.max(1) as f64)).ln().abs();
+        self.list
+            .iter()
+            .filter(|f| f.peer == peer && f.figure == figure)
+            .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+            .filter(|f| distance(f) < 1.5f64.ln())
+    }
+}
+
+/// `count` operations over `elapsed`, per second.
+pub fn per_second(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+/// Median and 99th percentile of a set of latencies, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    /// The median.
+    pub p50_us: f64,
+    /// The 99th percentile.
+    pub p99_us: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples` (sorted in place); zeros when empty.
+    pub fn of(samples: &mut [Duration]) -> Self {
+        samples.sort_unstable();
+        let at = |p: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+            samples[rank - 1].as_secs_f64() * 1e6
+        };
+        Self {
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+        }
+    }
+}
+
+/// A target from the issue.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Target {
+    /// At least this much.
+    AtLeast(f64),
+    /// Strictly less than this.
+    Below(f64),
+    /// At most this much.
+    AtMost(f64),
+}
+
+impl Target {
+    fn met(self, value: f64) -> bool {
+        match self {
+            Target::AtLeast(t) => value >= t,
+            Target::Below(t) => value < t,
+            Target::AtMost(t) => value <= t,
+        }
+    }
+
+    fn show(self) -> String {
+        match self {
+            Target::AtLeast(t) => format!(">= {}", number(t)),
+            Target::Below(t) => format!("< {}", number(t)),
+            Target::AtMost(t) => format!("<= {}", number(t)),
+        }
+    }
+}
+
+/// How a figure fares against its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The target is met.
+    Pass,
+    /// The target is missed.
+    Miss,
+    /// No target: for comparison only.
+    Info,
+    /// Not measured in this run.
+    Missing,
+}
+
+impl Status {
+    fn show(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Miss => "MISS",
+            Status::Info => "-",
+            Status::Missing => "n/a",
+        }
+    }
+}
+
+/// One line of the comparison table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// What retro did.
+    pub comparison: String,
+    /// The unit of `retro` and `peer`.
+    pub unit: String,
+    /// retro's value.
+    pub retro: Option<f64>,
+    /// The issue's target, if any.
+    pub target: Option<Target>,
+    /// What it is compared with.
+    pub peer_label: String,
+    /// The peer's value, measured in the same run.
+    pub peer: Option<f64>,
+    /// `retro / peer`.
+    pub ratio: Option<f64>,
+    /// Against the target.
+    pub status: Status,
+}
+
+impl Row {
+    fn new(
+        comparison: impl Into<String>,
+        unit: &str,
+        retro: Option<f64>,
+        target: Option<Target>,
+        peer_label: impl Into<String>,
+        peer: Option<f64>,
+    ) -> Self {
+        let ratio = match (retro, peer) {
+            (Some(r), Some(p)) if p != 0.0 => Some(r / p),
+            _ => None,
+        };
+        let status = match (retro, target) {
+            (None, _) => Status::Missing,
+            (Some(_), None) => Status::Info,
+            (Some(v), Some(t)) if t.met(v) => Status::Pass,
+            (Some(_), Some(_)) => Status::Miss,
+        };
+        Self {
+            comparison: comparison.into(),
+            unit: unit.to_owned(),
+            retro,
+            target,
+            peer_label: peer_label.into(),
+            peer,
+            ratio,
+            status,
+        }
+    }
+}
+
+/// The comparison rows for the figures of a run.
+pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
+    let retro = |name: &str| figures.get("retro", name).map(|f| f.value);
+    let retro_n = |name: &str| figures.get("retro", name).map(|f| f.n);
+    let peer = |peer: &str, name: &str| figures.get(peer, name).map(|f| f.value);
+    let mut rows = Vec::new();
+
+    let bulk_n = retro_n("bulk_write").unwrap_or(0);
+    rows.push(Row::new(
+        format!("bulk write ({} events, commit_many x1,000)", count(bulk_n)),
+        "events/s",
+        retro("bulk_write"),
+        Some(Target::AtLeast(100_000.0)),
+        "git fast-import",
+        peer("git", "fast_import_events"),
+    ));
+
+    let durable = retro("durable_commit");
+    rows.push(Row::new(
+        "durable commit, 1 writer",
+        "commands/s",
+        durable,
+        None,
+        "append 1 KiB + fdatasync (this bench)",
+        peer("disk-bench", "append_fdatasync"),
+    ));
+    rows.push(Row::new(
+        "durable commit, 1 writer",
+        "commands/s",
+        durable,
+        None,
+        "append 1 KiB + fdatasync (retro-peers)",
+        peer("disk", "append_fdatasync"),
+    ));
+    rows.push(Row::new(
+        "durable commit, 1 writer",
+        "commands/s",
+        durable,
+        None,
+        "SQLite WAL synchronous=FULL",
+        peer("sqlite", "durable_commit"),
+    ));
+    for p in ["p50", "p99"] {
+        rows.push(Row::new(
+            format!("durable commit latency {p}"),
+            "us",
+            retro(&format!("durable_commit_{p}")),
+            None,
+            "SQLite WAL synchronous=FULL",
+            peer("sqlite", &format!("durable_commit_{p}")),
+        ));
+    }
+    rows.push(Row::new(
+        "group commit, 4 writers, disjoint partitions",
+        "commands/s",
+        retro("group_commit"),
+        None,
+        "retro, 1 writer",
+        durable,
+    ));
+
+    let mut read_sizes: Vec<u64> = figures
+        .all()
+        .iter()
+        .filter(|f| f.peer == "retro" && f.figure == "read_partition_p50")
+        .map(|f| f.n)
+        .collect();
+    read_sizes.sort_unstable();
+    for &n in &read_sizes {
+        let large = Some(&n) == read_sizes.last() && read_sizes.len() > 1;
+        for p in ["p50", "p99"] {
+            let name = format!("read_partition_{p}");
+            let target = (large && p == "p50" && n >= 900_000).then_some(Target::Below(50.0));
+            rows.push(Row::new(
+                format!("read 10-event partition {p}, {} events", count(n)),
+                "us",
+                figures.get_n("retro", &name, n).map(|f| f.value),
+                target,
+                "SQLite, indexed",
+                figures.get_near("sqlite", &name, n).map(|f| f.value),
+            ));
+        }
+    }
+    if let (Some(&small), Some(&large)) = (read_sizes.first(), read_sizes.last()) {
+        if small != large {
+            let p50 = |peer: &str, n: u64, near: bool| {
+                let found = if near {
+                    figures.get_near(peer, "read_partition_p50", n)
+                } else {
+                    figures.get_n(peer, "read_partition_p50", n)
+                };
+                found.map(|f| f.value)
+            };
+            let ratio =
+                |peer: &str, near: bool| match (p50(peer, large, near), p50(peer, small, near)) {
+                    (Some(l), Some(s)) if s > 0.0 => Some(l / s),
+                    _ => None,
+                };
+            rows.push(Row::new(
+                format!("read p50, {} / {} events", count(large), count(small)),
+                "x",
+                ratio("retro", false),
+                Some(Target::AtMost(2.0)),
+                "SQLite, same sizes",
+                ratio("sqlite", true),
+            ));
+        }
+    }
+    if let Some(f) = figures.get("retro", "read_partition_p50_after_gc") {
+        rows.push(Row::new(
+            format!(
+                "read 10-event partition p50, {} events, after gc",
+                count(f.n)
+            ),
+            "us",
+            Some(f.value),
+            None,
+            "SQLite, indexed",
+            figures
+                .get_near("sqlite", "read_partition_p50", f.n)
+                .map(|f| f.value),
+        ));
+    }
+
+    rows.push(Row::new(
+        format!(
+            "log walk, first parent ({} checkpoints)",
+            count(retro_n("walk_first_parent").unwrap_or(0))
+        ),
+        "checkpoints/s",
+        retro("walk_first_parent"),
+        Some(Target::AtLeast(500_000.0)),
+        "git rev-list, commit-graph",
+        peer("git", "rev_list_walk_commit_graph"),
+    ));
+
+    let disk_n = retro_n("disk_bytes_per_event").unwrap_or(0);
+    rows.push(Row::new(
+        format!("disk per event, {} events, before gc", count(disk_n)),
+        "B/event",
+        retro("disk_bytes_per_event"),
+        None,
+        "git fast-import pack",
+        peer("git", "fast_import_pack_bytes_per_event"),
+    ));
+    rows.push(Row::new(
+        format!("disk per event, {} events, after gc", count(disk_n)),
+        "B/event",
+        retro("disk_bytes_per_event_after_gc"),
+        None,
+        "git after gc (.git/objects)",
+        peer("git", "gc_objects_bytes_per_event"),
+    ));
+    // SQLite's size per event hardly depends on the size: take its largest database.
+    let sqlite_file = figures
+        .all()
+        .iter()
+        .filter(|f| f.peer == "sqlite" && f.figure == "file_bytes_per_event")
+        .max_by_key(|f| f.n);
+    rows.push(Row::new(
+        format!("disk per event, {} events, after gc", count(disk_n)),
+        "B/event",
+        retro("disk_bytes_per_event_after_gc"),
+        None,
+        format!(
+            "SQLite file ({} events)",
+            count(sqlite_file.map_or(0, |f| f.n))
+        ),
+        sqlite_file.map(|f| f.value),
+    ));
+    for (name, when) in [
+        ("index_bytes_per_event", "before gc"),
+        ("index_bytes_per_event_after_gc", "after gc"),
+    ] {
+        rows.push(Row::new(
+            format!("  of which index.sqlite, {when}"),
+            "B/event",
+            retro(name),
+            None,
+            "",
+            None,
+        ));
+    }
+    rows.push(Row::new(
+        "max RSS of retro-bench",
+        "MiB",
+        Some(max_rss_mib),
+        None,
+        "",
+        None,
+    ));
+    rows
+}
+
+/// `n` with thousands separators.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && i % 3 == digits.len() % 3 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A value with as many digits as are meaningful: thousands separators from 1,000 up.
+pub fn number(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 {
+        let s = count(a.round() as u64);
+        if v < 0.0 {
+            format!("-{s}")
+        } else {
+            s
+        }
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn cells(row: &Row) -> [String; 7] {
+    let opt = |v: Option<f64>| v.map(number).unwrap_or_else(|| "n/a".to_owned());
+    [
+        row.comparison.clone(),
+        format!("{} {}", opt(row.retro), row.unit),
+        row.target
+            .map(Target::show)
+            .unwrap_or_else(|| "-".to_owned()),
+        if row.peer_label.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{}: {}", row.peer_label, opt(row.peer))
+        },
+        row.ratio
+            .map(|r| format!("{r:.2}x"))
+            .unwrap_or_else(|| "-".to_owned()),
+        row.status.show().to_owned(),
+        String::new(),
+    ]
+}
+
+const HEADERS: [&str; 6] = [
+    "figure",
+    "retro",
+    "target",
+    "peer (same run)",
+    "retro/peer",
+    "status",
+];
+
+/// The rows as a plain, aligned table.
+pub fn text_table(rows: &[Row]) -> String {
+    let all: Vec<[String; 7]> = rows.iter().map(cells).collect();
+    let mut widths = HEADERS.map(str::len);
+    for cells in &all {
+        for (w, c) in widths.iter_mut().zip(cells.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[&str]| {
+        let mut text = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
+            // Numbers right-aligned, words left-aligned.
+            if i == 1 || i == 4 {
+                let _ = write!(text, "{c:>w$}  ");
+            } else {
+                let _ = write!(text, "{c:<w$}  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &HEADERS);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(
+        &mut out,
+        &rule.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for cells in &all {
+        line(
+            &mut out,
+            &cells[..6].iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+    out
+}
+
+/// The rows as a Markdown table.
+pub fn markdown_table(rows: &[Row]) -> String {
+    let mut out = format!("| {} |\n", HEADERS.join(" | "));
+    out.push_str("| --- | ---: | --- | --- | ---: | --- |\n");
+    for row in rows {
+        let cells = cells(row);
+        let cells: Vec<String> = cells[..6].iter().map(|c| c.replace('|', "\\|")).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out
+}
+
+/// What the run ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Logical CPUs available.
+    pub nproc: usize,
+    /// The CPU model from `/proc/cpuinfo`.
+    pub cpu: String,
+    /// The kernel release.
+    pub kernel: String,
+    /// Total memory, from `/proc/meminfo`.
+    pub memory: String,
+    /// The filesystem of the scratch directory (type, device, mount point, options).
+    pub filesystem: String,
+}
+
+impl Machine {
+    /// Describes this machine, with the filesystem holding `scratch`.
+    pub fn describe(scratch: &Path) -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+        let memory = read("/proc/meminfo")
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
+            .unwrap_or_else(|| "unknown".to_owned());
+        Self {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+            kernel,
+            memory,
+            filesystem: filesystem_of(scratch, &read("/proc/mounts")),
+        }
+    }
+}
+
+/// The `/proc/mounts` line whose mount point is the longest prefix of `dir`, described.
+fn filesystem_of(dir: &Path, mounts: &str) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let device = fields.next()?;
+            let point = fields.next()?.replace("\\040", " ");
+            let kind = fields.next()?;
+            let options = fields.next().unwrap_or("");
+            dir.starts_with(&point).then(|| {
+                (
+                    point.len(),
+                    format!("{kind} on {device} at {point} ({options})"),
+                )
+            })
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, text)| text)
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Everything `docs/benchmarks.md` says.
+pub struct Document<'a> {
+    /// The machine.
+    pub machine: &'a Machine,
+    /// When the run started (RFC 3339).
+    pub date: String,
+    /// The command to reproduce the run.
+    pub command: String,
+    /// How long the whole run took.
+    pub elapsed: Duration,
+    /// Whether the quick sizes were used.
+    pub quick: bool,
+    /// The comparison rows.
+    pub rows: &'a [Row],
+    /// Every figure.
+    pub figures: &'a Figures,
+    /// Problems worth a line (a peer that failed, say).
+    pub warnings: &'a [String],
+}
+
+impl Document<'_> {
+    /// The Markdown text.
+    pub fn render(&self) -> String {
+        let m = self.machine;
+        let mut out = String::new();
+        let _ = writeln!(out, "# retro benchmarks\n");
+        let _ = writeln!(
+            out,
+            "Generated by `retro-bench` (crates/bench); overwritten on each run. Compare retro with \
+             the peers measured in the same run (the ratios), not with figures from other runs: \
+             these machines are shared and noisy (10-30% run to run).\n"
+        );
+        let _ = writeln!(out, "- date: {}", self.date);
+        let _ = writeln!(
+            out,
+            "- sizes: {}",
+            if self.quick {
+                "quick (`--quick`)"
+            } else {
+                "full"
+            }
+        );
+        let _ = writeln!(out, "- run time: {:.0} s", self.elapsed.as_secs_f64());
+        let _ = writeln!(out, "- reproduce: `{}`", self.command);
+        let _ = writeln!(out, "- CPUs (nproc): {}", m.nproc);
+        let _ = writeln!(out, "- CPU model: {}", m.cpu);
+        let _ = writeln!(out, "- memory: {}", m.memory);
+        let _ = writeln!(out, "- kernel: {}", m.kernel);
+        let _ = writeln!(out, "- scratch filesystem: {}", m.filesystem);
+        for w in self.warnings {
+            let _ = writeln!(out, "- warning: {w}");
+        }
+        let _ = writeln!(out, "\n## Results\n");
+        out.push_str(&markdown_table(self.rows));
+        let _ = writeln!(
+            out,
+            "\nPASS/MISS: against the targets of the benchmark issue (bulk write >= 100,000 \
+             events/s; a 10-event partition read in 1,000,000 events with p50 under 50 us and \
+             within 2x of the 10,000-event depot; first-parent log walk >= 500,000 \
+             checkpoints/s). Rows marked `-` have no target and are there for the comparison. \
+             The ratio is retro / peer: above 1 is better for rates, below 1 is better for \
+             latencies and sizes."
+        );
+        out.push_str(METHOD);
+        let _ = writeln!(out, "\n## Every figure of the run\n");
+        let _ = writeln!(out, "| source | figure | value | unit | n | note |");
+        let _ = writeln!(out, "| --- | --- | ---: | --- | ---: | --- |");
+        for f in self.figures.all() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                f.peer,
+                f.figure,
+                number(f.value),
+                f.unit,
+                count(f.n),
+                f.note.as_deref().unwrap_or("").replace('|', "\\|")
+            );
+        }
+        out
+    }
+}
+
+const METHOD: &str = "
+## Method
+
+- **Workload** (as `retro-peers`): one command = 3 events of ~60-byte JSON over 2 partitions
+  (2 on `identity/<n>`, 1 on `session/s1`), an affix, and a checkpoint whose message is the
+  ~100-byte command JSON. Every event body carries the command's index, so nothing is deduplicated.
+- **Scratch directory**: created with `tempfile` in the current directory (or `--dir`), so fsync
+  costs are those of the filesystem above; every depot is removed once measured. `retro-peers` runs
+  first, in the same run, with its scratch directory in the same place.
+- **Bulk write**: `Depot::commit_many` with `Base::Tip` requests, 1,000 commands per call (one fsync
+  per call); time spent inside `commit_many` (request building excluded, index catch-up included).
+- **Durable commit**: one thread, `Depot::commit` one command at a time, each expecting the head the
+  previous one produced (`Base::Expect`), durable when it returns; 50 unmeasured commits first. The
+  disk's own rate (append 1 KiB + `fdatasync`) is measured by the bench in the same scratch directory,
+  just before, and by `retro-peers fsync`.
+- **Group commit**: 4 threads on disjoint partitions (`identity/w<t>-<i>`, `session/s<t+1>`), each
+  request based on the head read just before it with `rebase = true`; the rate counts committed
+  requests over the wall time of the 4 threads (conflicts, if any, are reported in the figure's note).
+- **Partition read**: depots built with the bulk path where command `i` writes 2 events to
+  `identity/<i mod P>` with P = commands / 5, so every identity partition holds exactly 10 events
+  spread over the whole history (SQLite's read database keeps them adjacent). Freshly opened depot;
+  as many unmeasured reads as measured ones first; `Depot::partition_events` of a random partition,
+  in-process (it checks the index against `HEAD` on every call). Percentiles are nearest-rank.
+- **Log walk**: `Depot::walk(head, HistoryOrder::FirstParent, ...)` over the bulk depot's
+  checkpoints (each read and decoded), freshly opened depot, median of 3 walks.
+- **Disk use**: apparent size of every file in the depot directory after the bulk build of the large
+  read depot, `index.sqlite` (with `-wal`/`-shm`) included and also shown on its own; then
+  `Depot::gc(&GcOptions::default(), ...)` (repack, no pruning) and again. Git: `.git/objects` after
+  `git gc`; SQLite: the database file.
+- **Memory**: the bench process's max RSS (`getrusage`), over the whole run; pages of memory-mapped
+  packs that were touched count in it.
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_micros).collect();
+        let p = Percentiles::of(&mut samples);
+        assert_eq!((p.p50_us, p.p99_us), (50.0, 99.0));
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(count(999), "999");
+        assert_eq!(number(123_456.7), "123,457");
+        assert_eq!(number(12.345), "12.3");
+        assert_eq!(number(1.5), "1.50");
+    }
+
+    #[test]
+    fn peers_lines_parse() {
+        let line = r#"{"peer":"sqlite","figure":"read_partition_p50","unit":"us","value":5.13,"n":1000000,"note":"x"}"#;
+        let f: Figure = serde_json::from_str(line).unwrap();
+        let mut figures = Figures::default();
+        figures.push(f);
+        assert!(figures
+            .get_near("sqlite", "read_partition_p50", 999_990)
+            .is_some());
+        assert!(figures
+            .get_near("sqlite", "read_partition_p50", 9_990)
+            .is_none());
+    }
+
+    #[test]
+    fn status_follows_the_target() {
+        let row = Row::new(
+            "x",
+            "us",
+            Some(40.0),
+            Some(Target::Below(50.0)),
+            "p",
+            Some(20.0),
+        );
+        assert_eq!((row.status, row.ratio), (Status::Pass, Some(2.0)));
+        let row = Row::new("x", "us", Some(60.0), Some(Target::Below(50.0)), "p", None);
+        assert_eq!((row.status, row.ratio), (Status::Miss, None));
+        assert_eq!(
+            Row::new("x", "us", None, None, "p", None).status,
+            Status::Missing
+        );
+    }
+
+    #[test]
+    fn filesystem_is_the_longest_mount_prefix() {
+        let mounts = "/dev/vda / ext4 rw,relatime 0 0\n/dev/vdb /work xfs rw 0 0\n";
+        assert!(filesystem_of(Path::new("/work/x"), mounts).starts_with("xfs on /dev/vdb"));
+    }
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests of the `retro` binary: each test drives the built executable in a fresh
+//! temporary depot, with a clean environment (`RETRO_DEPOT`, `RETRO_SESSION`, `RETRO_MANIFEST`
+//! removed, `NO_COLOR=1`). Golden outputs live in `fixtures/cli/`; `RETRO_BLESS=1` rewrites them.
+
+mod basics;
+mod common;
+mod errors;
+mod golden;
+mod history;
+mod maintenance;
+mod objects;
+mod refs;
+mod tour;
+mod transfer;

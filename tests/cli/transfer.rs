@@ -1,0 +1,198 @@
+//! export and import: a round trip gives the very same ids, and importing again skips everything.
+
+use std::fs;
+
+use crate::common::*;
+
+/// A depot with a history made by `apply` (dates are now), sessions, both fixture handlers and a
+/// recorded failure (which is not history, so not exported).
+fn applied_depot() -> TestDepot {
+    let depot = TestDepot::new();
+    let manifest = manifest();
+    let manifest = manifest.to_str().unwrap();
+    let session = depot.ok(&["session", "start"]).trim().to_owned();
+    for command in [
+        r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#,
+        r#"{"path":"accounts/alice","name":"deposit","params":{"amount":40}}"#,
+        r#"{"path":"notes/n1","name":"add","params":{"text":"ünïcödé \"quoted\" \\ and\nnewline"}}"#,
+        r#"{"path":"accounts/bob","name":"open","params":{"owner":"Bob"}}"#,
+    ] {
+        depot.ok(&[
+            "apply",
+            "--manifest",
+            manifest,
+            "--session",
+            &session,
+            command,
+        ]);
+    }
+    depot.fails(
+        &[
+            "apply",
+            "--manifest",
+            manifest,
+            r#"{"path":"accounts/bob","name":"withdraw","params":{"amount":1}}"#,
+        ],
+        4,
+    );
+    depot.ok(&["session", "end", &session]);
+    depot
+}
+
+#[test]
+fn export_import_round_trip() {
+    let source = applied_depot();
+    let file = source.tmp.path().join("history.jsonl");
+    assert_eq!(source.ok(&["export", "-o", file.to_str().unwrap()]), "");
+    let exported = fs::read_to_string(&file).unwrap();
+    assert_eq!(exported, source.ok(&["export"]));
+    let lines = json_lines(&exported);
+    let log = source.ok(&["log", "--json"]);
+    assert_eq!(lines.len(), log.lines().count());
+    assert!(lines[0].get("parents").is_none(), "the root has no parents");
+
+    let target = TestDepot::new();
+    let out = target.ok(&["import", file.to_str().unwrap()]);
+    assert_eq!(
+        out,
+        format!(
+            "imported {} checkpoints ({} events); skipped 0 already present\n",
+            lines.len(),
+            lines
+                .iter()
+                .map(|l| l["events"].as_array().unwrap().len())
+                .sum::<usize>()
+        )
+    );
+    assert_eq!(target.head(), source.head());
+    assert_eq!(target.ok(&["log", "--json"]), log);
+    assert_eq!(
+        target.ok(&["events", "--json"]),
+        source.ok(&["events", "--json"])
+    );
+    assert_eq!(target.ok(&["partitions"]), source.ok(&["partitions"]));
+    assert_eq!(target.ok(&["export"]), exported);
+    // The failure stays in the source depot only.
+    assert_eq!(source.ok(&["failed"]).lines().count(), 2);
+    assert_eq!(target.ok(&["failed"]), "");
+    target.ok(&["fsck"]);
+
+    // Importing the same file again: everything is skipped, HEAD does not move.
+    let head = target.head();
+    let before = target.snapshot();
+    let value = json(
+        target
+            .ok(&["import", "--json", file.to_str().unwrap()])
+            .trim(),
+    );
+    assert_eq!(value["imported"], 0);
+    assert_eq!(value["skipped"], lines.len());
+    assert_eq!(value["differing"], 0);
+    assert_eq!(value["head"].as_str(), head.as_deref());
+    assert_eq!(target.head(), head);
+    let after = target.snapshot();
+    let refs = |s: &[(String, Vec<u8>)]| {
+        s.iter()
+            .filter(|(n, _)| n.starts_with("refs/") || n == "HEAD")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(refs(&before), refs(&after));
+    assert_eq!(target.ok(&["log", "--json"]), log);
+}
+
+#[test]
+fn import_from_stdin_and_export_of_a_revision() {
+    let source = TestDepot::with_history();
+    let exported = source.ok(&["export"]);
+    let target = TestDepot::new();
+    let value = json(
+        target
+            .ok_stdin(&["import", "--json", "-"], &exported)
+            .trim(),
+    );
+    assert_eq!(value["imported"], 8);
+    assert_eq!(value["events"], 12);
+    assert_eq!(target.ok(&["log", "--json"]), source.ok(&["log", "--json"]));
+    // No file argument means stdin too; small batches give the same result.
+    let third = TestDepot::new();
+    third.ok_stdin(&["import", "--batch", "3"], &exported);
+    assert_eq!(third.ok(&["log", "--json"]), source.ok(&["log", "--json"]));
+
+    // Exporting a revision exports its history only.
+    let partial = source.ok(&["export", "HEAD~5"]);
+    assert_eq!(partial.lines().count(), 3);
+    assert!(exported.starts_with(&partial));
+}
+
+#[test]
+fn the_history_fixture_exports_back_with_ids() {
+    // The fixture has no ids; exporting it adds them and keeps every other field as written.
+    let depot = TestDepot::with_history();
+    let input = json_lines(&fs::read_to_string(history_file()).unwrap());
+    let output = json_lines(&depot.ok(&["export"]));
+    assert_eq!(input.len(), output.len());
+    for (i, (a, b)) in input.iter().zip(&output).enumerate() {
+        let mut b = b.clone();
+        let map = b.as_object_mut().unwrap();
+        assert!(map.remove("id").is_some());
+        if i > 0 {
+            assert!(map.remove("parents").is_some());
+        }
+        assert_eq!(a, &b, "line {}", i + 1);
+    }
+}
+
+#[test]
+fn import_into_a_non_empty_depot_warns_about_differing_ids() {
+    let source = TestDepot::with_history();
+    let exported = source.ok(&["export"]);
+    let target = TestDepot::new();
+    target.apply(r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#);
+    let run = target.run_stdin(&["import", "--json"], &exported);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_no_panic(&run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("retro: warning: 8 checkpoint(s) got other ids"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(json(run.stdout.trim())["differing"], 8);
+    assert_eq!(target.ok(&["log", "--oneline"]).lines().count(), 9);
+}
+
+#[test]
+fn import_errors_name_the_line_and_change_nothing() {
+    let depot = TestDepot::with_history();
+    let good = r#"{"session":"x","date":"2026-03-01T00:00:00Z","events":[{"partition":"a/b","name":"E"}]}"#;
+    for (input, needle) in [
+        (format!("{good}\nnot json\n"), "line 2"),
+        (
+            format!("{good}\n{{\"events\":[{{\"partition\":\"../x\",\"name\":\"E\"}}]}}\n"),
+            "line 2",
+        ),
+        (
+            format!("{good}\n{{\"events\":[{{\"partition\":\"a/b\",\"name\":\"has space\"}}]}}\n"),
+            "line 2",
+        ),
+        (
+            "{\"date\":\"yesterday\",\"events\":[]}\n".to_owned(),
+            "line 1",
+        ),
+        (
+            "{\"id\":\"sha256:zz\",\"events\":[]}\n".to_owned(),
+            "line 1",
+        ),
+        ("{\"session\":\"x\"}\n".to_owned(), "line 1"),
+    ] {
+        let run = depot.fails_unchanged_stdin(&["import", "-"], &input, 1);
+        assert!(run.stderr.contains(needle), "{input:?}: {}", run.stderr);
+    }
+    let missing = depot.tmp.path().join("missing.jsonl");
+    depot.fails_unchanged(&["import", missing.to_str().unwrap()], 1);
+    depot.usage_unchanged(&["import", "--batch", "x"]);
+    depot.fails_unchanged_stdin(&["import", "--batch", "0"], good, 1);
+    let nowhere = depot.tmp.path().join("no/such/dir/out.jsonl");
+    depot.fails_unchanged(&["export", "-o", nowhere.to_str().unwrap()], 1);
+}
