@@ -64,6 +64,39 @@ fn child_process() {
                 out.flush().unwrap();
             }
         }
+        "consumer" => {
+            let mut consumer = depot
+                .consumer("projector", &depot::RefName::head(), "identity/**", None)
+                .unwrap();
+            while let Some(delivery) = consumer
+                .subscription()
+                .next_timeout(std::time::Duration::from_millis(700))
+                .unwrap()
+            {
+                if let depot::Delivery::Checkpoint { id, .. } = delivery {
+                    let mut out = stdout.lock();
+                    writeln!(out, "GOT {id}").unwrap();
+                    out.flush().unwrap();
+                    // Slow enough that the parent's kill lands mid-stream.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                consumer.ack().unwrap();
+            }
+        }
+        "slow-writer" => {
+            let count: u64 = std::env::var("RETRO_TEST_COUNT").unwrap().parse().unwrap();
+            for n in 0..count {
+                std::thread::sleep(std::time::Duration::from_millis(60));
+                commit_retrying(&depot, workload(1000 + n, "slow"), "slow");
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros();
+                let mut out = stdout.lock();
+                writeln!(out, "AT {at}").unwrap();
+                out.flush().unwrap();
+            }
+        }
         other => panic!("unknown child role {other}"),
     }
 }

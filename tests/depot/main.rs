@@ -10,3 +10,4 @@ mod go_retro;
 mod maintenance;
 mod recovery;
 mod revisions;
+mod subscribe;
