@@ -45,7 +45,9 @@ fn a_subscriber_catches_up_then_follows_live_in_order() {
             more
         })
     };
-    let mut subscription = depot.subscribe(&RefName::head(), "identity/*", None).unwrap();
+    let mut subscription = depot
+        .subscribe(&RefName::head(), "identity/*", None)
+        .unwrap();
     let mut got = Vec::new();
     while got.len() < 8 {
         let delivery = subscription
@@ -53,7 +55,13 @@ fn a_subscriber_catches_up_then_follows_live_in_order() {
             .unwrap()
             .expect("a delivery within 10 s");
         let (id, events) = checkpoint_of(delivery);
-        assert_eq!(events, vec![format!("identity/{}#1", got.len()), format!("identity/{}#2", got.len())]);
+        assert_eq!(
+            events,
+            vec![
+                format!("identity/{}#1", got.len()),
+                format!("identity/{}#2", got.len())
+            ]
+        );
         got.push(id);
     }
     ids.extend(handle.join().unwrap());
@@ -66,8 +74,13 @@ fn checkpoints_without_matching_events_advance_silently() {
     let depot = Depot::in_memory().unwrap();
     commit_retrying(&depot, workload(1, "s"), "x");
     let last = commit_retrying(&depot, vec![(p("other/1"), ev("E", "{}"))], "y").checkpoint;
-    let mut subscription = depot.subscribe(&RefName::head(), "identity/**", None).unwrap();
-    assert!(matches!(subscription.poll().unwrap(), Some(Delivery::Checkpoint { .. })));
+    let mut subscription = depot
+        .subscribe(&RefName::head(), "identity/**", None)
+        .unwrap();
+    assert!(matches!(
+        subscription.poll().unwrap(),
+        Some(Delivery::Checkpoint { .. })
+    ));
     assert!(subscription.poll().unwrap().is_none());
     assert_eq!(subscription.position(), Some(last));
 }
@@ -80,7 +93,9 @@ fn a_non_fast_forward_move_is_reported_with_its_base() {
     }
     let old_head = depot.head().unwrap().unwrap();
     let base = depot.resolve_revision("HEAD~3").unwrap();
-    let mut subscription = depot.subscribe(&RefName::head(), "**", Some(old_head)).unwrap();
+    let mut subscription = depot
+        .subscribe(&RefName::head(), "**", Some(old_head))
+        .unwrap();
     assert!(subscription.poll().unwrap().is_none());
     depot
         .update_refs(&[RefEdit {
@@ -92,7 +107,11 @@ fn a_non_fast_forward_move_is_reported_with_its_base() {
         .unwrap();
     let new = commit_retrying(&depot, workload(99, "s"), "diverged").checkpoint;
     match subscription.poll().unwrap() {
-        Some(Delivery::NonFastForward { from, head, base: b }) => {
+        Some(Delivery::NonFastForward {
+            from,
+            head,
+            base: b,
+        }) => {
             assert_eq!(from, old_head);
             assert_eq!(head, Some(new));
             assert_eq!(b, Some(base));
@@ -142,7 +161,11 @@ fn a_durable_consumer_killed_mid_stream_resumes_without_losing_or_skipping() {
         .and_then(|v| v.id());
     let acked_upto = ids.iter().position(|id| Some(*id) == consumer_ref).unwrap();
     let rest = run_consumer(&path, None);
-    assert_eq!(rest.first(), ids.get(acked_upto + 1), "resumes right after the last ack");
+    assert_eq!(
+        rest.first(),
+        ids.get(acked_upto + 1),
+        "resumes right after the last ack"
+    );
     seen.extend(rest);
     // At least once, in order: every checkpoint delivered, duplicates only across the kill.
     let unique: HashSet<_> = seen.iter().collect();
@@ -156,7 +179,10 @@ fn a_durable_consumer_killed_mid_stream_resumes_without_losing_or_skipping() {
         }
     }
     assert_eq!(order, ids);
-    assert!(seen.len() - 60 <= 2, "only the unacknowledged tail is redelivered");
+    assert!(
+        seen.len() - 60 <= 2,
+        "only the unacknowledged tail is redelivered"
+    );
 }
 
 #[test]
@@ -168,7 +194,7 @@ fn a_commit_in_another_process_reaches_a_live_subscriber_quickly() {
     let mut subscription = depot
         .subscribe(&RefName::head(), "identity/**", depot.head().unwrap())
         .unwrap();
-    let mut child = spawn_child(
+    let child = spawn_child(
         "slow-writer",
         &path,
         &[("RETRO_TEST_COUNT", "10".to_owned())],
@@ -203,6 +229,13 @@ fn a_commit_in_another_process_reaches_a_live_subscriber_quickly() {
         .map(|(got, at)| got.saturating_sub(*at))
         .collect();
     delays.sort();
-    eprintln!("apply-to-subscriber delays: median {:?}, max {:?}", delays[5], delays[9]);
-    assert!(delays[5] < Duration::from_millis(100), "median {:?}", delays[5]);
+    eprintln!(
+        "apply-to-subscriber delays: median {:?}, max {:?}",
+        delays[5], delays[9]
+    );
+    assert!(
+        delays[5] < Duration::from_millis(100),
+        "median {:?}",
+        delays[5]
+    );
 }

@@ -357,14 +357,23 @@ impl Journal {
     ) -> Result<(), JournalError> {
         records.push((RecordKind::Journal, journal.encode()));
         let positions = self.packs.append(&records, true)?;
-        // The commit is durable now; what follows only materializes it.
+        // The commit is durable now; what follows only materializes it: each ref once, with its
+        // final value, and its reflog lines in one append.
+        let mut finals: Vec<(&RefName, Option<ObjectId>, Vec<ReflogEntry>)> = Vec::new();
         for update in &journal.updates {
             let entry = journal.reflog_entry(update);
-            self.refs.materialize(
-                &update.name,
-                update.new.map(RefValue::Direct).as_ref(),
-                Some(&entry),
-            )?;
+            match finals.iter_mut().find(|(name, _, _)| *name == &update.name) {
+                Some((_, value, entries)) => {
+                    *value = update.new;
+                    entries.push(entry);
+                }
+                None => finals.push((&update.name, update.new, vec![entry])),
+            }
+        }
+        for (name, value, entries) in &finals {
+            self.refs
+                .materialize(name, value.map(RefValue::Direct).as_ref(), None)?;
+            self.refs.append_reflog_entries(name, entries)?;
         }
         let end = self.packs.end()?;
         let last = positions.last().copied().unwrap_or(end);

@@ -357,19 +357,32 @@ impl Depot {
         read_ref: &mut dyn FnMut(&RefName) -> Result<Option<RefValue>, Error>,
     ) -> Result<Plan, Error> {
         let mut plan = Plan::default();
+        let mut targets: HashMap<RefName, RefName> = HashMap::new();
         let mut heads: HashMap<RefName, Option<ObjectId>> = HashMap::new();
         let mut in_batch: HashMap<ObjectId, Arc<IndexedCheckpoint>> = HashMap::new();
         for job in jobs {
             let request = &job.request;
-            let target = match crate::refdb::resolve_with(&request.target, |n| match read_ref(n) {
-                Ok(None) if n.as_str() == "HEAD" => Ok(Some(RefValue::Symbolic(RefName::master()))),
-                Ok(v) => Ok(v),
-                Err(e) => Err(crate::refdb::Error::Backend(e.to_string())),
-            }) {
-                Ok((name, _)) => name,
-                Err(e) => {
-                    plan.results.push(Err(e.into()));
-                    continue;
+            let target = match targets.get(&request.target) {
+                Some(target) => target.clone(),
+                None => {
+                    let resolved =
+                        crate::refdb::resolve_with(&request.target, |n| match read_ref(n) {
+                            Ok(None) if n.as_str() == "HEAD" => {
+                                Ok(Some(RefValue::Symbolic(RefName::master())))
+                            }
+                            Ok(v) => Ok(v),
+                            Err(e) => Err(crate::refdb::Error::Backend(e.to_string())),
+                        });
+                    match resolved {
+                        Ok((name, _)) => {
+                            targets.insert(request.target.clone(), name.clone());
+                            name
+                        }
+                        Err(e) => {
+                            plan.results.push(Err(e.into()));
+                            continue;
+                        }
+                    }
                 }
             };
             let start = match heads.get(&target) {

@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use flate2::read::ZlibDecoder;
-use flate2::write::ZlibEncoder;
 use flate2::Compression;
 use memmap2::Mmap;
 
@@ -959,15 +958,23 @@ impl PackStore {
         let mut entries = Vec::new();
         let mut record = Vec::new();
         let mut compressed = Vec::new();
+        // One compressor for the whole pack: setting one up costs more than compressing a record.
+        let mut compressor = flate2::Compress::new(Compression::default(), true);
         for object in objects {
             let object = object?;
             compressed.clear();
-            let mut encoder = ZlibEncoder::new(&mut compressed, Compression::default());
-            encoder
-                .write_all(object.bytes())
-                .and_then(|_| encoder.finish().map(|_| ()))
-                .map_err(Error::io("compress for", &temp))?;
-            let (codec, data): (u8, &[u8]) = if compressed.len() < object.bytes().len() {
+            compressed.reserve(object.bytes().len() + object.bytes().len() / 64 + 64);
+            compressor.reset();
+            let status = compressor
+                .compress_vec(
+                    object.bytes(),
+                    &mut compressed,
+                    flate2::FlushCompress::Finish,
+                )
+                .map_err(|e| Error::io("compress for", &temp)(std::io::Error::other(e)))?;
+            let complete = status == flate2::Status::StreamEnd;
+            let (codec, data): (u8, &[u8]) = if complete && compressed.len() < object.bytes().len()
+            {
                 (1, &compressed)
             } else {
                 (0, object.bytes())

@@ -156,6 +156,28 @@ impl FilesRefStore {
         Ok(String::from_utf8_lossy(&buf).lines().any(|l| l == line))
     }
 
+    /// Appends several reflog lines in one write, without fsync.
+    pub fn append_reflog_entries(
+        &self,
+        name: &RefName,
+        entries: &[ReflogEntry],
+    ) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let path = self.log_path_of(name);
+        let dir = path.parent().expect("a reflog path has a parent");
+        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+        let text: String = entries.iter().map(ReflogEntry::to_line).collect();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io("open", &path))?;
+        file.write_all(text.as_bytes())
+            .map_err(Error::io("append to", &path))
+    }
+
     /// Appends one reflog line (without fsync unless `durable`).
     pub fn append_reflog(
         &self,
