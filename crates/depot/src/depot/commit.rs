@@ -10,8 +10,7 @@
 //! which case its checkpoint is re-parented onto the new head without re-running anything.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -148,7 +147,23 @@ fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
 
 struct Job {
     prepared: Prepared,
-    reply: mpsc::Sender<Result<Committed, Error>>,
+    slot: Arc<Slot>,
+}
+
+/// Where a leader puts one caller's result.
+#[derive(Default)]
+struct Slot {
+    result: Mutex<Option<Result<Committed, Error>>>,
+}
+
+impl Slot {
+    fn put(&self, result: Result<Committed, Error>) {
+        *self.result.lock().expect("commit slot poisoned") = Some(result);
+    }
+
+    fn take(&self) -> Option<Result<Committed, Error>> {
+        self.result.lock().expect("commit slot poisoned").take()
+    }
 }
 
 #[derive(Default)]
@@ -185,6 +200,8 @@ impl Recent {
 #[derive(Default)]
 pub(crate) struct Committer {
     queue: Mutex<Queue>,
+    /// Signalled when a batch is done (results are in their slots, leadership is free).
+    done: Condvar,
     pub(crate) recent: Mutex<Recent>,
     failures: Mutex<Vec<ObjectId>>,
 }
@@ -209,40 +226,46 @@ impl Depot {
     /// what is checked. Once this returns `Ok`, the checkpoint is durable.
     pub fn commit(&self, request: CommitRequest) -> Result<Committed, Error> {
         let prepared = prepare(request)?;
-        let (reply, result) = mpsc::channel();
-        {
-            let mut queue = self.committer.queue.lock().expect("commit queue poisoned");
-            queue.jobs.push(Job { prepared, reply });
-            if queue.leading {
-                drop(queue);
-                return result.recv().unwrap_or_else(|_| {
-                    Err(Error::Invalid("the committing thread panicked".to_owned()))
-                });
-            }
-            queue.leading = true;
-        }
+        let slot = Arc::new(Slot::default());
+        let mut queue = self.committer.queue.lock().expect("commit queue poisoned");
+        queue.jobs.push(Job {
+            prepared,
+            slot: slot.clone(),
+        });
         loop {
-            let jobs = {
-                let mut queue = self.committer.queue.lock().expect("commit queue poisoned");
-                if queue.jobs.is_empty() {
-                    queue.leading = false;
-                    break;
-                }
-                let take = queue.jobs.len().min(MAX_BATCH);
-                queue.jobs.drain(..take).collect::<Vec<_>>()
-            };
-            let (prepared, replies): (Vec<_>, Vec<_>) =
-                jobs.into_iter().map(|j| (j.prepared, j.reply)).unzip();
-            let results = self.commit_batch(prepared);
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+            if let Some(result) = slot.take() {
+                return result;
             }
-            // Keep the index following HEAD; a failure here is recovered by the next catch-up.
-            let _ = self.catch_up_index();
+            if queue.leading {
+                queue = self
+                    .committer
+                    .done
+                    .wait(queue)
+                    .expect("commit queue poisoned");
+                continue;
+            }
+            // Lead one batch: everything queued now, ours included. Whoever queued while we
+            // write leads the next batch, so every thread returns as soon as its own job is done.
+            queue.leading = true;
+            let take = queue.jobs.len().min(MAX_BATCH);
+            let jobs: Vec<Job> = queue.jobs.drain(..take).collect();
+            drop(queue);
+            let (prepared, slots): (Vec<_>, Vec<_>) =
+                jobs.into_iter().map(|j| (j.prepared, j.slot)).unzip();
+            let results = self.commit_batch(prepared);
+            for (slot, result) in slots.iter().zip(results) {
+                slot.put(result);
+            }
+            queue = self.committer.queue.lock().expect("commit queue poisoned");
+            queue.leading = false;
+            self.committer.done.notify_all();
+            if let Some(result) = slot.take() {
+                drop(queue);
+                // Keep the index following HEAD; a failure is recovered by the next catch-up.
+                let _ = self.catch_up_index();
+                return result;
+            }
         }
-        result
-            .recv()
-            .unwrap_or_else(|_| Err(Error::Invalid("commit result lost".to_owned())))
     }
 
     /// Commits many checkpoints as one batch (one write, one fsync): the bulk import path.
