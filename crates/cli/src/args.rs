@@ -13,6 +13,8 @@ const EXAMPLES_EVENTS: &str =
     "Examples:\n  retro events 'accounts/*'\n  retro events '**' --since HEAD~3 --json";
 const EXAMPLES_UPDATE_REF: &str = "Examples:\n  retro update-ref refs/tags/audit HEAD            # create or move\n  retro update-ref refs/heads/master HEAD~1 HEAD   # move only if it is still HEAD\n  retro update-ref -d refs/tags/audit";
 const EXAMPLES_GC: &str = "Examples:\n  retro gc                 # repack everything into one pack\n  retro gc --prune 14d     # also drop unreachable objects older than 14 days";
+const EXAMPLES_WATCH: &str = "Examples:\n  retro watch 'accounts/*'                       # new checkpoints touching accounts\n  retro watch --all --json '**'                   # everything, from the start, as JSON lines\n  retro watch --consumer projector 'accounts/*'   # resumes where it left off after a crash";
+const EXAMPLES_SERVE: &str = "Examples:\n  retro serve                                   # http://127.0.0.1:7070/\n  RETRO_TOKEN=secret retro serve --listen 0.0.0.0:7070\n  curl -X POST -H 'X-Retro-Session: s1' -d '{\"path\":\"accounts/a\",\"name\":\"open\",\"params\":{\"owner\":\"A\"}}' localhost:7070/apply\n\nSee docs/http.md for every endpoint.";
 const EXAMPLES_EXPORT: &str = "Examples:\n  retro export > history.jsonl\n  retro --depot other init && retro --depot other import history.jsonl";
 
 /// retro: a Git-like, content-addressed event depot.
@@ -182,6 +184,44 @@ pub enum Commands {
         /// Keep the depot in this directory instead of a temporary one.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+    },
+    /// Stream the checkpoints of matching partitions as they land (until interrupted)
+    #[command(after_help = EXAMPLES_WATCH)]
+    Watch {
+        /// Partition glob (default '**').
+        glob: Option<String>,
+        /// Start after this checkpoint (default: the current head, so only new checkpoints).
+        #[arg(long, value_name = "REV", conflicts_with = "all")]
+        since: Option<String>,
+        /// Start from the first checkpoint.
+        #[arg(long)]
+        all: bool,
+        /// A durable consumer: resume after its last acknowledged checkpoint, and acknowledge
+        /// each one after printing it (its position is refs/consumers/NAME).
+        #[arg(long, value_name = "NAME")]
+        consumer: Option<String>,
+        /// The ref to follow (default HEAD).
+        #[arg(long = "ref", value_name = "REF")]
+        target: Option<String>,
+        /// Exit when nothing arrived for this many seconds (for scripts).
+        #[arg(long, value_name = "SECS")]
+        idle_exit: Option<f64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the depot over HTTP: the API and a read-only web UI
+    #[command(after_help = EXAMPLES_SERVE)]
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+        /// Require this bearer token for writes (POST /apply).
+        #[arg(long, env = "RETRO_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The domain manifest (as for apply).
+        #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
+        manifest: Option<PathBuf>,
     },
     /// Print a shell completion script
     Completions {

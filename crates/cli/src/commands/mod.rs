@@ -6,7 +6,9 @@ mod history;
 mod maintenance;
 mod objects;
 mod refs;
+pub mod serve;
 mod transfer;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,6 +74,32 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
             transfer::import(&*open(flag)?, file.as_deref(), batch, json, ui)
         }
         Commands::Demo { keep } => demo::run(keep, ui),
+        Commands::Watch {
+            glob,
+            since,
+            all,
+            consumer,
+            target,
+            idle_exit,
+            json,
+        } => watch::run(
+            &*open(flag)?,
+            &watch::WatchArgs {
+                glob: glob.unwrap_or_else(|| "**".to_owned()),
+                since,
+                all,
+                consumer,
+                target,
+                idle_exit,
+                json,
+            },
+            ui,
+        ),
+        Commands::Serve {
+            listen,
+            token,
+            manifest,
+        } => serve::run(flag, &listen, token, manifest.as_deref()),
         Commands::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "retro", ui.out());

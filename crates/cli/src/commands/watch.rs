@@ -1,0 +1,154 @@
+//! `retro watch`: stream whole checkpoints as they land, optionally as a durable consumer.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use depot::{Delivery, Depot, RefName};
+
+use crate::render;
+use crate::ui::Ui;
+
+pub struct WatchArgs {
+    pub glob: String,
+    pub since: Option<String>,
+    pub all: bool,
+    pub consumer: Option<String>,
+    pub target: Option<String>,
+    pub idle_exit: Option<f64>,
+    pub json: bool,
+}
+
+/// A delivery as one JSON object (also what `retro serve` streams).
+pub fn delivery_json(delivery: &Delivery) -> Value {
+    match delivery {
+        Delivery::Checkpoint {
+            id,
+            parent,
+            date,
+            session,
+            events,
+        } => json!({
+            "type": "checkpoint",
+            "checkpoint": id.to_string(),
+            "parent": parent.map(|p| p.to_string()),
+            "date": date.map(depot::format_date),
+            "session": session,
+            "events": events.iter().map(render::event_json).collect::<Vec<_>>(),
+        }),
+        Delivery::NonFastForward { from, head, base } => json!({
+            "type": "non_fast_forward",
+            "from": from.to_string(),
+            "head": head.map(|h| h.to_string()),
+            "base": base.map(|b| b.to_string()),
+        }),
+    }
+}
+
+fn print(delivery: &Delivery, json: bool, ui: &mut Ui) -> Result<()> {
+    if json {
+        ui.json(&delivery_json(delivery))?;
+    } else {
+        match delivery {
+            Delivery::Checkpoint {
+                id,
+                date,
+                session,
+                events,
+                ..
+            } => {
+                ui.line(format!(
+                    "{} {} {}",
+                    ui.yellow(&id.to_short_hex(12)),
+                    date.map(depot::format_date)
+                        .unwrap_or_else(|| "-".to_owned()),
+                    session
+                ))?;
+                for event in events {
+                    ui.line(format!(
+                        "  {}#{} {} {}",
+                        event.partition,
+                        event.version,
+                        event.event.name(),
+                        String::from_utf8_lossy(event.event.data())
+                    ))?;
+                }
+            }
+            Delivery::NonFastForward { from, head, base } => {
+                ui.line(format!(
+                    "non-fast-forward: {} moved from {} to {}; replaying from {}",
+                    "the ref",
+                    from.to_short_hex(12),
+                    head.map_or("nothing".to_owned(), |h| h.to_short_hex(12)),
+                    base.map_or("the start".to_owned(), |b| b.to_short_hex(12)),
+                ))?;
+            }
+        }
+    }
+    ui.flush()?;
+    Ok(())
+}
+
+pub fn run(depot: &Depot, args: &WatchArgs, ui: &mut Ui) -> Result<()> {
+    let target = match &args.target {
+        Some(name) => RefName::new(name)?,
+        None => RefName::head(),
+    };
+    let start = if args.all {
+        None
+    } else {
+        match &args.since {
+            Some(rev) => Some(depot.resolve_revision(rev)?),
+            None => depot.resolve_ref(&target)?.1,
+        }
+    };
+    let idle = args.idle_exit.map(Duration::from_secs_f64);
+    let step = Duration::from_millis(500);
+    let mut last = Instant::now();
+    match &args.consumer {
+        Some(name) => {
+            let start = if args.all || args.since.is_some() {
+                start
+            } else {
+                None
+            };
+            let mut consumer = depot.consumer(name, &target, &args.glob, start)?;
+            loop {
+                match consumer.subscription().next_timeout(step)? {
+                    Some(delivery) => {
+                        print(&delivery, args.json, ui)?;
+                        // Acknowledge only after the output is flushed: at-least-once.
+                        consumer.ack()?;
+                        last = Instant::now();
+                    }
+                    None => {
+                        consumer.ack()?;
+                        if idle.is_some_and(|idle| last.elapsed() >= idle) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        None => {
+            let mut subscription = depot.subscribe(&target, &args.glob, start)?;
+            loop {
+                match subscription.next_timeout(step)? {
+                    Some(delivery) => {
+                        print(&delivery, args.json, ui)?;
+                        last = Instant::now();
+                    }
+                    None => {
+                        if idle.is_some_and(|idle| last.elapsed() >= idle) {
+                            return Ok(());
+                        }
+                        // Detect a closed stdout even when idle.
+                        ui.out().flush()?;
+                    }
+                }
+            }
+        }
+    }
+}
