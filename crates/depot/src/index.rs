@@ -230,14 +230,26 @@ impl PartitionIndex {
     /// Every partition with its event count, sorted by name, streamed to `f`.
     pub fn for_each_partition(
         &self,
+        f: impl FnMut(&str, u64) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        self.for_each_partition_with_prefix("", f)
+    }
+
+    /// The partitions whose names start with `prefix` (a range scan of the name index), sorted.
+    pub fn for_each_partition_with_prefix(
+        &self,
+        prefix: &str,
         mut f: impl FnMut(&str, u64) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT name, events FROM partitions ORDER BY name")?;
-        let mut rows = stmt.query([])?;
+            .prepare_cached("SELECT name, events FROM partitions WHERE name >= ?1 ORDER BY name")?;
+        let mut rows = stmt.query([prefix])?;
         while let Some(row) = rows.next()? {
             let name: String = row.get(0)?;
+            if !name.starts_with(prefix) {
+                break;
+            }
             let n: i64 = row.get(1)?;
             f(&name, n as u64)?;
         }

@@ -352,14 +352,20 @@ impl Depot {
         self.flush_index()?;
         let state = self.index.lock().expect("index lock poisoned");
         let mut out = Vec::new();
-        state.sqlite.for_each_partition(|name, count| {
-            if matcher.is_match(name) {
-                if let Ok(p) = PartitionName::new(name) {
-                    out.push((p, count));
+        // Only names that start with the glob's literal prefix can match: a range scan.
+        let literal = glob
+            .find(|c| matches!(c, '*' | '?' | '[' | '{' | '\\'))
+            .map_or(glob, |end| &glob[..end]);
+        state
+            .sqlite
+            .for_each_partition_with_prefix(literal, |name, count| {
+                if matcher.is_match(name) {
+                    if let Ok(p) = PartitionName::new(name) {
+                        out.push((p, count));
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
         Ok(out)
     }
 
