@@ -13,8 +13,11 @@ use depot::{
     Revision, Step,
 };
 
+/// A fuzz check: panics when an input breaks an invariant.
+pub type Check = fn(&[u8]);
+
 /// Every target, by name, as `corpus-seed/<name>/` and `fuzz_targets/<name>.rs` name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("object_decode", object_decode),
     ("object_id", object_id),
     ("ref_name", ref_name),
@@ -177,7 +180,7 @@ pub fn partition_name(data: &[u8]) {
     );
     assert_stays_inside(text);
     assert_eq!(
-        PartitionName::from_str(&name.to_string()).ok(),
+        PartitionName::from_str(name.as_ref()).ok(),
         Some(name.clone())
     );
     assert!(text.starts_with(name.kind()) && !name.kind().is_empty());

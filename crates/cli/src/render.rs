@@ -79,6 +79,30 @@ pub fn event_json(record: &EventRecord) -> Value {
     })
 }
 
+/// A checkpoint with its affix's events expanded (`retro show --json`, `GET /checkpoints/…`).
+pub fn checkpoint_with_events_json(
+    depot: &depot::Depot,
+    id: &ObjectId,
+) -> Result<Value, depot::Error> {
+    let checkpoint = depot.read_checkpoint(id)?;
+    let affix = depot.read_affix(&checkpoint.affix())?;
+    let mut value = checkpoint_json(id, &checkpoint, Some(&affix));
+    let mut events = Vec::new();
+    for (partition, ids) in affix.partitions() {
+        for event_id in ids {
+            let event = depot.read_event(event_id)?;
+            events.push(json!({
+                "partition": partition.as_str(),
+                "event": event_id.to_string(),
+                "name": event.name().as_str(),
+                "data": data_value(event.data()),
+            }));
+        }
+    }
+    value["events"] = Value::Array(events);
+    Ok(value)
+}
+
 /// The human form of a checkpoint, as `retro log` and `retro show` print it.
 pub fn checkpoint_text(
     ui: &Ui,

@@ -75,6 +75,16 @@ fn id_from(blob: Vec<u8>) -> Result<ObjectId, IndexError> {
     ObjectId::from_slice(&blob).ok_or_else(|| IndexError::Corrupt("an id is not 32 bytes".into()))
 }
 
+/// The newest indexed checkpoint and its sequence number.
+fn head_of(conn: &Connection) -> Result<Option<(ObjectId, u64)>, IndexError> {
+    let row: Option<(Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT id, seq FROM checkpoints ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(id, seq)| Ok((id_from(id)?, seq as u64)))
+        .transpose()
+}
+
 fn date_from(secs: Option<i64>) -> Option<DateTime<Utc>> {
     secs.and_then(|s| Utc.timestamp_opt(s, 0).single())
 }
@@ -133,16 +143,7 @@ impl PartitionIndex {
 
     /// The checkpoint the index is complete up to, and its sequence number.
     pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        let row: Option<(Vec<u8>, i64)> = self
-            .conn
-            .query_row(
-                "SELECT id, seq FROM checkpoints ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        row.map(|(id, seq)| Ok((id_from(id)?, seq as u64)))
-            .transpose()
+        head_of(&self.conn)
     }
 
     /// Runs `f` inside one write transaction that holds SQLite's write lock from the start, so
@@ -307,16 +308,7 @@ pub struct IndexWriter<'a> {
 impl IndexWriter<'_> {
     /// The head inside this transaction.
     pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        let row: Option<(Vec<u8>, i64)> = self
-            .tx
-            .query_row(
-                "SELECT id, seq FROM checkpoints ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        row.map(|(id, seq)| Ok((id_from(id)?, seq as u64)))
-            .transpose()
+        head_of(&self.tx)
     }
 
     /// Empties the index (before a rebuild).

@@ -92,26 +92,13 @@ fn print_checkpoint(
 
 pub fn show(depot: &Depot, rev: Option<&str>, json: bool, ui: &mut Ui) -> Result<()> {
     let id = resolve(depot, rev)?;
-    let checkpoint = depot.read_checkpoint(&id)?;
-    let affix = depot.read_affix(&checkpoint.affix())?;
     if json {
-        let mut value = render::checkpoint_json(&id, &checkpoint, Some(&affix));
-        let mut events = Vec::new();
-        for (partition, ids) in affix.partitions() {
-            for event_id in ids {
-                let event = depot.read_event(event_id)?;
-                events.push(json!({
-                    "partition": partition.as_str(),
-                    "event": event_id.to_string(),
-                    "name": event.name().as_str(),
-                    "data": render::data_value(event.data()),
-                }));
-            }
-        }
-        value["events"] = serde_json::Value::Array(events);
+        let value = render::checkpoint_with_events_json(depot, &id)?;
         ui.json(&value)?;
         return Ok(());
     }
+    let checkpoint = depot.read_checkpoint(&id)?;
+    let affix = depot.read_affix(&checkpoint.affix())?;
     let text = render::checkpoint_text(ui, &id, &checkpoint, None, None);
     ui.line(text.trim_end())?;
     for (partition, ids) in affix.partitions() {

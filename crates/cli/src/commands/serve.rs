@@ -384,22 +384,7 @@ async fn checkpoint(
     let depot = state.depot.clone();
     blocking(move || {
         let id = depot.resolve_revision(&rev)?;
-        let checkpoint = depot.read_checkpoint(&id)?;
-        let affix = depot.read_affix(&checkpoint.affix())?;
-        let mut value = render::checkpoint_json(&id, &checkpoint, Some(&affix));
-        let mut events = Vec::new();
-        for (partition, ids) in affix.partitions() {
-            for event_id in ids {
-                let event = depot.read_event(event_id)?;
-                events.push(json!({
-                    "partition": partition.as_str(),
-                    "event": event_id.to_string(),
-                    "name": event.name().as_str(),
-                    "data": render::data_value(event.data()),
-                }));
-            }
-        }
-        value["events"] = Value::Array(events);
+        let value = render::checkpoint_with_events_json(&depot, &id)?;
         Ok(Json(value))
     })
     .await

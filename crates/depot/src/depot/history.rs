@@ -354,7 +354,7 @@ impl Depot {
         let mut out = Vec::new();
         // Only names that start with the glob's literal prefix can match: a range scan.
         let literal = glob
-            .find(|c| matches!(c, '*' | '?' | '[' | '{' | '\\'))
+            .find(['*', '?', '[', '{', '\\'])
             .map_or(glob, |end| &glob[..end]);
         state
             .sqlite
