@@ -117,12 +117,13 @@ impl Depot {
         }
         all.sort();
         all.dedup();
+        let total = all.len();
         let kept: Vec<ObjectId> = match options.prune_older_than {
-            Some(_) => all.iter().copied().filter(|id| keep.contains(id)).collect(),
-            None => all.clone(),
+            Some(_) => all.into_iter().filter(|id| keep.contains(id)).collect(),
+            None => all,
         };
         report.kept = kept.len() as u64;
-        report.pruned = (all.len() - kept.len()) as u64;
+        report.pruned = (total - kept.len()) as u64;
         drop(keep);
         let mut done = 0u64;
         let objects = kept.iter().map(|id| {

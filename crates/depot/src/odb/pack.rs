@@ -408,14 +408,17 @@ fn decode_object_payload(payload: &[u8], id: &ObjectId) -> Result<Vec<u8>, Error
 
 #[allow(unsafe_code)]
 fn map_file(file: &File) -> io::Result<Mmap> {
-    // SAFETY: sealed packs and their indexes are never written again once their index exists
-    // (retro only ever creates them whole and deletes them whole); a deleted file stays mapped.
+    // SAFETY: pack indexes are written whole (temp file, fsync, rename) and never written again;
+    // retro only deletes them whole, and a deleted file stays mapped.
     unsafe { Mmap::map(file) }
 }
 
+/// A sealed pack: its data is read with `pread` (so walking a large depot does not grow the
+/// process's resident memory with mapped pages), its index is memory-mapped.
 struct Sealed {
     seq: u64,
-    data: Mmap,
+    data: File,
+    data_len: u64,
     idx: Mmap,
     count: usize,
 }
@@ -426,7 +429,12 @@ impl Sealed {
         let idx_path = dir.join(idx_name(seq));
         let pack = File::open(&pack_path).map_err(Error::io("open", &pack_path))?;
         let idx = File::open(&idx_path).map_err(Error::io("open", &idx_path))?;
-        let data = map_file(&pack).map_err(Error::io("map", &pack_path))?;
+        let data_len = pack
+            .metadata()
+            .map_err(Error::io("stat", &pack_path))?
+            .len();
+        let mut magic = [0u8; 8];
+        let has_magic = pack.read_exact_at(&mut magic, 0).is_ok() && &magic == PACK_MAGIC;
         let idx = map_file(&idx).map_err(Error::io("map", &idx_path))?;
         let bad = |reason: &str| Error::CorruptFile {
             path: idx_path.clone(),
@@ -440,7 +448,7 @@ impl Sealed {
         if idx.len() != IDX_HEADER + count * IDX_ENTRY + 4 {
             return Err(bad("its length does not match its entry count"));
         }
-        if (data.len() as u64) < covered || data.len() < 8 || &data[..8] != PACK_MAGIC {
+        if data_len < covered || !has_magic {
             return Err(Error::CorruptFile {
                 path: pack_path,
                 reason: "shorter than its index says, or not a retro pack".to_owned(),
@@ -448,7 +456,8 @@ impl Sealed {
         }
         Ok(Sealed {
             seq,
-            data,
+            data: pack,
+            data_len,
             idx,
             count,
         })
@@ -498,23 +507,32 @@ impl Sealed {
             id: *id,
             reason: format!("pack {}: {reason}", self.seq),
         };
-        let start = offset as usize;
-        let head = self
-            .data
-            .get(start..start + 5)
-            .ok_or_else(|| corrupt("index points past the end"))?;
-        let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
-        let end = start + 5 + len;
-        let crc_bytes = self
-            .data
-            .get(end..end + 4)
-            .ok_or_else(|| corrupt("record runs past the end"))?;
-        if crc32fast::hash(&self.data[start..end])
-            != u32::from_be_bytes(crc_bytes.try_into().expect("4 bytes"))
-        {
+        if offset + RECORD_OVERHEAD > self.data_len {
+            return Err(corrupt("index points past the end"));
+        }
+        // One read covers most records; a larger one needs a second.
+        let mut buf = vec![0u8; (self.data_len - offset).min(1024) as usize];
+        self.data
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| corrupt(&format!("read failed: {e}")))?;
+        let len = u32::from_be_bytes(buf[1..5].try_into().expect("4 bytes")) as u64;
+        let total = RECORD_OVERHEAD + len;
+        if offset + total > self.data_len {
+            return Err(corrupt("record runs past the end"));
+        }
+        if (buf.len() as u64) < total {
+            let have = buf.len();
+            buf.resize(total as usize, 0);
+            self.data
+                .read_exact_at(&mut buf[have..], offset + have as u64)
+                .map_err(|e| corrupt(&format!("read failed: {e}")))?;
+        }
+        let end = 5 + len as usize;
+        let crc = u32::from_be_bytes(buf[end..end + 4].try_into().expect("4 bytes"));
+        if crc32fast::hash(&buf[..end]) != crc {
             return Err(corrupt("record checksum mismatch"));
         }
-        decode_object_payload(&self.data[start + 5..end], id)
+        decode_object_payload(&buf[5..end], id)
     }
 }
 
@@ -904,7 +922,7 @@ impl PackStore {
             },
             (None, Some(sealed)) => Position {
                 pack: sealed.seq,
-                offset: sealed.data.len() as u64,
+                offset: sealed.data_len,
             },
             (None, None) => Position { pack: 0, offset: 0 },
         })
@@ -918,7 +936,7 @@ impl PackStore {
         for sealed in &state.sealed {
             stats.packs += 1;
             stats.objects += sealed.count as u64;
-            stats.bytes += (sealed.data.len() + sealed.idx.len()) as u64;
+            stats.bytes += sealed.data_len + sealed.idx.len() as u64;
         }
         if let Some(active) = &state.active {
             stats.packs += 1;
