@@ -14,7 +14,7 @@
 //! The highest-numbered pack without an index is *active*: writers append to it under
 //! `packs/write.lock`. When it grows past a size it is *sealed*: a sorted index `pack-<seq>.idx`
 //! (fan-out table, then `id[32] | offset u64 BE` entries) is written durably and a new active pack
-//! begins. Sealed packs and their indexes are memory-mapped and never change again.
+//! begins. Sealed packs never change again; their indexes are memory-mapped.
 //!
 //! Crash safety: a record is acknowledged only after an fsync that covers it. A crash can leave a
 //! torn tail (a partial record, or one whose crc does not match); readers stop at the first invalid
