@@ -91,6 +91,25 @@ fn print(delivery: &Delivery, json: bool, ui: &mut Ui) -> Result<()> {
     Ok(())
 }
 
+/// Whether stdout is a pipe or socket whose reading end is gone: `poll` reports an error or a
+/// hang-up on it. Never true for files and terminals that are still there.
+#[cfg(unix)]
+fn stdout_closed() -> bool {
+    let mut fd = libc::pollfd {
+        fd: 1,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+#[cfg(not(unix))]
+fn stdout_closed() -> bool {
+    false
+}
+
 pub fn run(depot: &Depot, args: &WatchArgs, ui: &mut Ui) -> Result<()> {
     let target = match &args.target {
         Some(name) => RefName::new(name)?,
@@ -125,7 +144,7 @@ pub fn run(depot: &Depot, args: &WatchArgs, ui: &mut Ui) -> Result<()> {
                     }
                     None => {
                         consumer.ack()?;
-                        if idle.is_some_and(|idle| last.elapsed() >= idle) {
+                        if idle.is_some_and(|idle| last.elapsed() >= idle) || stdout_closed() {
                             return Ok(());
                         }
                     }
@@ -141,10 +160,11 @@ pub fn run(depot: &Depot, args: &WatchArgs, ui: &mut Ui) -> Result<()> {
                         last = Instant::now();
                     }
                     None => {
-                        if idle.is_some_and(|idle| last.elapsed() >= idle) {
+                        // A closed stdout ends the watch quietly even when idle (flushing an
+                        // empty buffer writes nothing, so it cannot tell).
+                        if idle.is_some_and(|idle| last.elapsed() >= idle) || stdout_closed() {
                             return Ok(());
                         }
-                        // Detect a closed stdout even when idle.
                         ui.out().flush()?;
                     }
                 }

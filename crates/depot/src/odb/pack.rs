@@ -421,6 +421,50 @@ struct Sealed {
     data_len: u64,
     idx: Mmap,
     count: usize,
+    /// A bit filter over the ids (ids are uniform hashes: three 32-bit slices of the id are the
+    /// probe positions), built once a pack has been probed often, so that a miss costs three
+    /// bit tests instead of a binary search: with dozens of packs most probes are misses.
+    filter: std::sync::OnceLock<IdFilter>,
+    probes: std::sync::atomic::AtomicU32,
+}
+
+/// Probes before a pack builds its filter (a one-off lookup does not pay for building it).
+const FILTER_AFTER_PROBES: u32 = 64;
+
+struct IdFilter {
+    bits: Vec<u64>,
+    mask: u64,
+}
+
+impl IdFilter {
+    fn positions(id: &[u8], mask: u64) -> [u64; 3] {
+        let part = |i: usize| {
+            u64::from(u32::from_le_bytes(
+                id[i..i + 4].try_into().expect("4 bytes"),
+            ))
+        };
+        [part(4) & mask, part(8) & mask, part(12) & mask]
+    }
+
+    fn build(sealed: &Sealed) -> IdFilter {
+        let size = (sealed.count.max(1) * 16).next_power_of_two() as u64;
+        let mut filter = IdFilter {
+            bits: vec![0; (size / 64).max(1) as usize],
+            mask: size - 1,
+        };
+        for i in 0..sealed.count {
+            for bit in Self::positions(sealed.entry(i).0, filter.mask) {
+                filter.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        filter
+    }
+
+    fn may_contain(&self, id: &ObjectId) -> bool {
+        Self::positions(id.as_bytes(), self.mask)
+            .iter()
+            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
 }
 
 impl Sealed {
@@ -460,6 +504,8 @@ impl Sealed {
             data_len,
             idx,
             count,
+            filter: std::sync::OnceLock::new(),
+            probes: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -488,6 +534,17 @@ impl Sealed {
     }
 
     fn find(&self, id: &ObjectId) -> Option<u64> {
+        let probes = self
+            .probes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if probes >= FILTER_AFTER_PROBES
+            && !self
+                .filter
+                .get_or_init(|| IdFilter::build(self))
+                .may_contain(id)
+        {
+            return None;
+        }
         let (mut lo, mut hi) = self.range_of(id.first_byte());
         let key = id.as_bytes().as_slice();
         while lo < hi {
