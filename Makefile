@@ -21,6 +21,10 @@ bench: ## Run the benchmarks and the peer comparison; writes docs/benchmarks.md
 	$(CARGO) build --release -p retro-bench -p retro-peers
 	./target/release/retro-bench $(BENCH_ARGS)
 
+torture: ## Crash-and-concurrency torture (default 10 min; TORTURE_SECS=N)
+	$(CARGO) build --release -p retro-torture -p retro-cli
+	./target/release/retro-torture --seconds $${TORTURE_SECS:-600}
+
 fmt: ## Format the code
 	$(CARGO) fmt --all
 

@@ -10,5 +10,9 @@ mod history;
 mod maintenance;
 mod objects;
 mod refs;
+#[cfg(unix)]
+mod serve;
 mod tour;
 mod transfer;
+#[cfg(unix)]
+mod watch;

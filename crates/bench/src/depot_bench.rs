@@ -138,29 +138,34 @@ pub fn run(sizes: &Sizes, only: &[String], scratch: &Path, figures: &mut Figures
 }
 
 /// Fresh directories under the scratch directory.
-struct Stage<'a> {
+pub(crate) struct Stage<'a> {
     scratch: &'a Path,
 }
 
 impl<'a> Stage<'a> {
-    fn new(scratch: &'a Path) -> Self {
+    pub(crate) fn new(scratch: &'a Path) -> Self {
         Self { scratch }
     }
 
-    fn dir(&self, name: &str) -> Result<PathBuf> {
+    pub(crate) fn dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.scratch.join(name);
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(dir)
     }
 
-    fn remove(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn remove(&self, dir: &Path) -> Result<()> {
         fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
     }
 }
 
 /// Commits `commands` commands of `shape` through `commit_many` in batches of [`BULK_BATCH`],
 /// returning the time spent inside `commit_many` (building the requests is not counted).
-fn bulk_load(depot: &Depot, commands: u64, shape: Shape, progress: &str) -> Result<Duration> {
+pub(crate) fn bulk_load(
+    depot: &Depot,
+    commands: u64,
+    shape: Shape,
+    progress: &str,
+) -> Result<Duration> {
     let mut spent = Duration::ZERO;
     let mut next = 0;
     let mut last_report = Instant::now();

@@ -5,11 +5,16 @@
 //! with `--json`, JSON lines) on stdout, progress on stderr, and writes `docs/benchmarks.md`.
 //!
 //! - [`workload`]: the commands, as depot commit requests;
-//! - [`depot_bench`]: retro's measurements;
+//! - [`depot_bench`]: retro's depot measurements;
+//! - [`engine_bench`]: retro's engine: durable applies with a Rust handler, one writer and four,
+//!   and one apply in a small and a large depot;
+//! - [`memory`]: max RSS of the `retro` commands on a 1,000,000-event depot (`--only memory`);
 //! - [`peers`]: running `retro-peers` and reading its figures;
 //! - [`report`]: the comparison table, the machine description and the Markdown document.
 
 mod depot_bench;
+mod engine_bench;
+mod memory;
 mod peers;
 mod report;
 mod workload;
@@ -45,9 +50,36 @@ struct Cli {
     /// costs depend on its filesystem).
     #[arg(long, value_name = "DIR", default_value = ".")]
     dir: PathBuf,
-    /// Run only these depot measurements (for profiling), e.g. `--only bulk,read`.
-    #[arg(long, value_name = "PHASE", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(depot_bench::PHASES))]
+    /// Run only these measurements, e.g. `--only bulk,read` or `--only engine,engine-scale`;
+    /// `memory` (max RSS of the `retro` commands on 1,000,000 events, a few minutes) runs only
+    /// when named here.
+    #[arg(long, value_name = "PHASE", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(PHASES))]
     only: Vec<String>,
+}
+
+/// Every measurement `--only` can name: the depot's, then the engine's, then the memory one.
+const PHASES: [&str; 10] = [
+    "bulk",
+    "walk",
+    "fsync",
+    "durable",
+    "group",
+    "read",
+    "disk",
+    "engine",
+    "engine-scale",
+    "memory",
+];
+/// Measurements left out of the default run (too long): run them with `--only`.
+const OPT_IN: [&str; 1] = ["memory"];
+
+/// Whether `phase` runs, given `--only`.
+fn wanted(only: &[String], phase: &str) -> bool {
+    if only.is_empty() {
+        !OPT_IN.contains(&phase)
+    } else {
+        only.iter().any(|o| o == phase)
+    }
 }
 
 fn main() -> ExitCode {
@@ -64,10 +96,18 @@ fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let machine = Machine::describe(&cli.dir);
-    let sizes = if cli.quick {
-        depot_bench::Sizes::quick()
+    let (sizes, engine_sizes, memory_sizes) = if cli.quick {
+        (
+            depot_bench::Sizes::quick(),
+            engine_bench::Sizes::quick(),
+            memory::Sizes::quick(),
+        )
     } else {
-        depot_bench::Sizes::full()
+        (
+            depot_bench::Sizes::full(),
+            engine_bench::Sizes::full(),
+            memory::Sizes::full(),
+        )
     };
     let mut figures = Figures::default();
     let mut warnings = Vec::new();
@@ -85,7 +125,36 @@ fn run(cli: Cli) -> Result<()> {
         .prefix(".retro-bench-")
         .tempdir_in(&cli.dir)
         .with_context(|| format!("creating a scratch directory in {}", cli.dir.display()))?;
-    let measured = depot_bench::run(&sizes, &cli.only, scratch.path(), &mut figures);
+    // Those of `--only` that are the depot's (empty: all of them, when `--only` is not given).
+    let depot_phases: Vec<String> = cli
+        .only
+        .iter()
+        .filter(|o| depot_bench::PHASES.contains(&o.as_str()))
+        .cloned()
+        .collect();
+    let run_depot = cli.only.is_empty() || !depot_phases.is_empty();
+    let measured = (|| -> Result<()> {
+        if run_depot {
+            depot_bench::run(&sizes, &depot_phases, scratch.path(), &mut figures)?;
+        }
+        let (one_and_group, scale) = (
+            wanted(&cli.only, "engine"),
+            wanted(&cli.only, "engine-scale"),
+        );
+        if one_and_group || scale {
+            engine_bench::run(
+                &engine_sizes,
+                one_and_group,
+                scale,
+                scratch.path(),
+                &mut figures,
+            )?;
+        }
+        if wanted(&cli.only, "memory") {
+            memory::run(&memory_sizes, scratch.path(), &mut figures)?;
+        }
+        Ok(())
+    })();
     let closed = scratch.close();
     measured?;
     closed.context("removing the scratch directory")?;

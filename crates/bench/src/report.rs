@@ -296,6 +296,8 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
         durable,
     ));
 
+    engine_rows(figures, &mut rows);
+
     let mut read_sizes: Vec<u64> = figures
         .all()
         .iter()
@@ -418,6 +420,8 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
             None,
         ));
     }
+    scale_rows(figures, &mut rows);
+    memory_rows(figures, &mut rows);
     rows.push(Row::new(
         "max RSS of retro-bench",
         "MiB",
@@ -427,6 +431,186 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
         None,
     ));
     rows
+}
+
+/// PostgreSQL 15 with a CAS on a head row, 4 contending clients (commands/s): from
+/// `/work/shared/reference/peers.md` (2026-11-23), not measured in the run.
+const POSTGRES_HEAD_CAS_4_CLIENTS: f64 = 880.0;
+/// go-retro's `createIdentity` after 25 and after 400 commands (commands/s), from the same page:
+/// its cost per apply grows with history.
+const GO_RETRO_APPLY_25_400: (f64, f64) = (86.0, 10.9);
+
+/// The engine's rows: durable applies, one writer and several, against the depot and the peers.
+fn engine_rows(figures: &Figures, rows: &mut Vec<Row>) {
+    let retro = |name: &str| figures.get("retro", name).map(|f| f.value);
+    let peer = |peer: &str, name: &str| figures.get(peer, name).map(|f| f.value);
+    let Some(one) = retro("engine_apply") else {
+        return;
+    };
+    rows.push(Row::new(
+        "durable apply, 1 writer, Rust handler (engine)",
+        "applies/s",
+        Some(one),
+        None,
+        "depot durable commit, interleaved",
+        retro("engine_ref_durable_commit"),
+    ));
+    let versus_depot = retro("engine_ref_durable_commit")
+        .filter(|d| *d > 0.0)
+        .map(|d| one / d);
+    rows.push(Row::new(
+        "durable apply / depot durable commit, 1 writer",
+        "x",
+        versus_depot,
+        Some(Target::AtLeast(0.8)),
+        "",
+        None,
+    ));
+    let sqlite = peer("sqlite", "durable_commit");
+    rows.push(Row::new(
+        "durable apply, 1 writer (engine)",
+        "applies/s",
+        Some(one),
+        sqlite.map(Target::AtLeast),
+        "SQLite WAL synchronous=FULL",
+        sqlite,
+    ));
+    for p in ["p50", "p99"] {
+        rows.push(Row::new(
+            format!("durable apply latency {p}, 1 writer"),
+            "us",
+            retro(&format!("engine_apply_{p}")),
+            None,
+            "SQLite WAL synchronous=FULL",
+            peer("sqlite", &format!("durable_commit_{p}")),
+        ));
+    }
+    let Some(many) = retro("engine_apply_writers") else {
+        return;
+    };
+    let writers = retro("engine_apply_writers_threads").unwrap_or(0.0);
+    rows.push(Row::new(
+        format!("durable apply, {writers} writers, disjoint aggregates"),
+        "applies/s",
+        Some(many),
+        None,
+        "retro engine, 1 writer",
+        Some(one),
+    ));
+    rows.push(Row::new(
+        format!("durable apply, {writers} writers / 1 writer"),
+        "x",
+        retro("engine_apply_writers_speedup"),
+        Some(Target::AtLeast(3.0)),
+        "",
+        None,
+    ));
+    rows.push(Row::new(
+        format!("durable apply, {writers} writers, disjoint aggregates"),
+        "applies/s",
+        Some(many),
+        None,
+        "PostgreSQL head CAS, 4 clients (peers.md, not this run)",
+        Some(POSTGRES_HEAD_CAS_4_CLIENTS),
+    ));
+    rows.push(Row::new(
+        format!("durable apply, {writers} writers, depot group commit"),
+        "applies/s",
+        Some(many),
+        None,
+        "depot group commit (this run)",
+        retro("group_commit"),
+    ));
+    for (name, what) in [
+        ("engine_apply_writers_reruns", "re-run (attempts > 1)"),
+        ("engine_apply_writers_rebased", "rebased without re-running"),
+        ("engine_apply_writers_conflicts", "gave up (conflict)"),
+    ] {
+        rows.push(Row::new(
+            format!("  {writers} writers: commands {what}"),
+            "commands",
+            retro(name),
+            None,
+            "",
+            None,
+        ));
+    }
+}
+
+/// One apply on an existing aggregate in a small and a large depot.
+fn scale_rows(figures: &Figures, rows: &mut Vec<Row>) {
+    let mut sizes: Vec<u64> = figures
+        .all()
+        .iter()
+        .filter(|f| f.peer == "retro" && f.figure == "engine_scale_apply_p50")
+        .map(|f| f.n)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let at = |name: &str, n: u64| figures.get_n("retro", name, n).map(|f| f.value);
+    for &n in &sizes {
+        for p in ["p50", "p99"] {
+            rows.push(Row::new(
+                format!("apply on an existing aggregate {p}, {} events", count(n)),
+                "us",
+                at(&format!("engine_scale_apply_{p}"), n),
+                None,
+                "",
+                None,
+            ));
+        }
+        rows.push(Row::new(
+            format!("  first apply after Depot::open, {} events", count(n)),
+            "us",
+            at("engine_scale_first_apply", n),
+            None,
+            "",
+            None,
+        ));
+    }
+    if let (Some(&small), Some(&large)) = (sizes.first(), sizes.last()) {
+        if small != large {
+            let ratio = match (
+                at("engine_scale_apply_p50", large),
+                at("engine_scale_apply_p50", small),
+            ) {
+                (Some(l), Some(s)) if s > 0.0 => Some(l / s),
+                _ => None,
+            };
+            let (early, late) = GO_RETRO_APPLY_25_400;
+            rows.push(Row::new(
+                format!("apply p50, {} / {} events", count(large), count(small)),
+                "x",
+                ratio,
+                (large >= 900_000).then_some(Target::AtMost(2.0)),
+                "go-retro, 400 / 25 commands (peers.md, not this run)",
+                Some(early / late),
+            ));
+        }
+    }
+}
+
+/// Max RSS of each `retro` command on the large depot.
+fn memory_rows(figures: &Figures, rows: &mut Vec<Row>) {
+    for name in crate::memory::COMMANDS {
+        let Some(rss) = figures.get("retro", &format!("cli_{name}_max_rss")) else {
+            continue;
+        };
+        let wall = figures
+            .get("retro", &format!("cli_{name}_wall"))
+            .map_or(0.0, |f| f.value);
+        rows.push(Row::new(
+            format!(
+                "max RSS of `retro {name}`, {} events (wall {wall:.1} s)",
+                count(rss.n)
+            ),
+            "MiB",
+            Some(rss.value),
+            (rss.n >= 900_000).then_some(Target::AtMost(crate::memory::LIMIT_MIB)),
+            "",
+            None,
+        ));
+    }
 }
 
 /// `n` with thousands separators.
@@ -666,9 +850,14 @@ impl Document<'_> {
             "\nPASS/MISS: against the targets of the benchmark issue (bulk write >= 100,000 \
              events/s; a 10-event partition read in 1,000,000 events with p50 under 50 us and \
              within 2x of the 10,000-event depot; first-parent log walk >= 500,000 \
-             checkpoints/s). Rows marked `-` have no target and are there for the comparison. \
-             The ratio is retro / peer: above 1 is better for rates, below 1 is better for \
-             latencies and sizes."
+             checkpoints/s; durable applies through the engine, one writer, at least 80% of the \
+             depot's durable commit rate and at least SQLite's WAL synchronous=FULL rate; 4 \
+             writers on disjoint aggregates at least 3x one writer; one apply on an existing \
+             aggregate in 1,000,000 events within 2x of 1,000 events; `retro log`, `events`, \
+             `export`, `fsck`, `gc` and `import` on 1,000,000 events within 256 MiB resident). \
+             Rows marked `-` have no target and are there for the comparison. The ratio is \
+             retro / peer: above 1 is better for rates, below 1 is better for latencies and \
+             sizes. Rows citing peers.md hold a figure measured on 2026-11-23, not in this run."
         );
         out.push_str(METHOD);
         let _ = writeln!(out, "\n## Every figure of the run\n");
@@ -719,8 +908,33 @@ const METHOD: &str = "
   read depot, `index.sqlite` (with `-wal`/`-shm`) included and also shown on its own; then
   `Depot::gc(&GcOptions::default(), ...)` (repack, no pruning) and again. Git: `.git/objects` after
   `git gc`; SQLite: the database file.
-- **Memory**: the bench process's max RSS (`getrusage`), over the whole run; pages of memory-mapped
-  packs that were touched count in it.
+- **Engine, one writer**: `Engine::apply` with a Rust handler: kind `identity`, command `create`
+  emits `IdentityCreated` and `EmailVerificationRequested` to `identity/<i>` and
+  `SessionCommandApplied` to `session/s1` through `ctx.emit_to` (the workload's 3 events over 2
+  partitions), each apply durable on return; time inside `apply` (command parsing, rehydration
+  through the partition index, the handler, the commit). 50 unmeasured applies, then blocks of 100
+  applies alternating with blocks of 100 `Depot::commit`s of the depot workload on a second depot
+  in the same directory, so that the ratio compares the two under the same disk conditions.
+- **Engine, 4 writers**: 4 threads sharing one `Engine`, each applying `create` on its own
+  identities (`identity/w<t>-<i>`) in its own session (`s<t+1>`, so its own session partition);
+  applies over the wall time of the 4 threads. Commands that ran more than once (`attempts` > 1),
+  were re-parented without re-running (`rebased`) or gave up are counted. PostgreSQL's figure (a
+  head-row CAS with 4 contending clients) is the one in `peers.md`, not measured in the run.
+- **Engine, scale**: depots of 990 and 999,990 events built with the bulk path (10-event identity
+  partitions spread over the whole history, 1 session event per command in `session/s1`), then
+  opened afresh; single applies of `requestVerification` (3 events, same shape) on the existing
+  identities `identity/0..65` in turn, in session `s1`: the first apply after `Depot::open` is
+  reported alone, then 50 unmeasured, then the measured ones (the same aggregates, growing the same
+  way, in both depots). go-retro's ratio is its apply rate after 25 over after 400 commands.
+- **Memory of the command line** (`--only memory`): a JSON-lines file of 333,330 workload commands
+  (999,990 events, 10-event identity partitions) is imported into a fresh depot with
+  `retro import` (batches of 1,000), then `retro log` and `retro events` (stdout to /dev/null),
+  `retro export -o FILE`, `retro fsck` and `retro gc` run on it, each under GNU `/usr/bin/time -v`
+  (Debian package `time`): max RSS as the kernel counts it for that process, and wall time. Not
+  `wait4`: Linux carries the peak RSS of a process's memory before `execve` into its count, and a
+  child spawned by the bench starts as a copy of the bench.
+- **Memory of the bench**: the bench process's max RSS (`getrusage`), over the whole run; pages of
+  memory-mapped packs that were touched count in it.
 ";
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ impl Depot {
 
     /// Brings the partition index up to `HEAD`: appends what is new, or rebuilds after a
     /// non-fast-forward move. Cheap when already current (one ref read). New checkpoints first
-    /// join an in-memory tail ([`IndexState`]) and reach SQLite in batches, so a commit does not
+    /// join an in-memory tail (`IndexState`) and reach SQLite in batches, so a commit does not
     /// pay for an SQLite transaction.
     pub fn catch_up_index(&self) -> Result<(), Error> {
         let (_, head) = self.resolve_ref(&RefName::head())?;
