@@ -10,6 +10,7 @@
 //! which case its checkpoint is re-parented onto the new head without re-running anything.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -200,6 +201,10 @@ impl Recent {
 #[derive(Default)]
 pub(crate) struct Committer {
     queue: Mutex<Queue>,
+    /// Threads inside `commit` (encoding, queued or leading).
+    active: AtomicUsize,
+    /// Signalled when a job is queued.
+    arrived: Condvar,
     /// Signalled when a batch is done (results are in their slots, leadership is free).
     done: Condvar,
     pub(crate) recent: Mutex<Recent>,
@@ -216,6 +221,25 @@ impl Committer {
     }
 }
 
+/// How long a leader waits for committers that are about to queue.
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(150);
+
+/// Counts a thread inside `commit` for as long as it lives.
+struct Active<'a>(&'a AtomicUsize);
+
+impl<'a> Active<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Active<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Active(counter)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A batch-wide failure, shared by every request of the batch.
 fn shared(err: &Error) -> Error {
     Error::Invalid(format!("commit failed: {err}"))
@@ -225,6 +249,7 @@ impl Depot {
     /// Commits one checkpoint; see the module documentation for the pipeline and [`Base`] for
     /// what is checked. Once this returns `Ok`, the checkpoint is durable.
     pub fn commit(&self, request: CommitRequest) -> Result<Committed, Error> {
+        let active = Active::enter(&self.committer.active);
         let prepared = prepare(request)?;
         let slot = Arc::new(Slot::default());
         let mut queue = self.committer.queue.lock().expect("commit queue poisoned");
@@ -232,6 +257,7 @@ impl Depot {
             prepared,
             slot: slot.clone(),
         });
+        self.committer.arrived.notify_one();
         loop {
             if let Some(result) = slot.take() {
                 return result;
@@ -247,6 +273,21 @@ impl Depot {
             // Lead one batch: everything queued now, ours included. Whoever queued while we
             // write leads the next batch, so every thread returns as soon as its own job is done.
             queue.leading = true;
+            // Committers that are still encoding their objects will queue in microseconds: wait
+            // a moment for them, so that they share this batch's fsync instead of paying their own.
+            let deadline = std::time::Instant::now() + GATHER_WAIT;
+            while queue.jobs.len() < self.committer.active.load(Ordering::SeqCst) {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                queue = self
+                    .committer
+                    .arrived
+                    .wait_timeout(queue, deadline - now)
+                    .expect("commit queue poisoned")
+                    .0;
+            }
             let take = queue.jobs.len().min(MAX_BATCH);
             let jobs: Vec<Job> = queue.jobs.drain(..take).collect();
             drop(queue);
@@ -261,6 +302,7 @@ impl Depot {
             self.committer.done.notify_all();
             if let Some(result) = slot.take() {
                 drop(queue);
+                drop(active);
                 // Keep the index following HEAD; a failure is recovered by the next catch-up.
                 let _ = self.catch_up_index();
                 return result;
