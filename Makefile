@@ -10,9 +10,10 @@ help: ## List the targets
 build: ## Build everything (release)
 	$(CARGO) build --release --workspace
 
-test: ## Run every test: unit, integration, doc tests, CLI end-to-end
+test: ## Run every test: unit, integration, doc tests, CLI end-to-end, web UI in Chromium
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	bash tests/browser/run.sh target/debug/retro
 
 demo: ## Run the built-in example domain in a fresh depot and print its log
 	$(CARGO) run --quiet --release -p retro-cli --bin retro -- demo
