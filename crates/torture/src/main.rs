@@ -1,0 +1,283 @@
+//! `retro-torture`: crash-and-concurrency torture for retro (`make torture`).
+//!
+//! Each round makes (or reuses) a native depot in a temporary directory and starts 2 to 5 writers:
+//! `retro-torture writer` processes applying commands through the library (`engine::Engine`, the
+//! example bank plus a counter aggregate, 1 to 3 threads each), and drivers running
+//! `retro apply --json` once per command. At random moments it SIGKILLs a writer (at least once a
+//! round; a CLI driver is killed by killing its running `retro`) and starts another, and moves
+//! refs at random (tags through `retro update-ref`, sometimes SIGKILLed; consumer refs through the
+//! library, by CAS), never `refs/heads/master`. Every command carries a unique id in
+//! `params.cid`; a writer acknowledges a command only after its apply returned Ok.
+//!
+//! After each round, with every writer dead: `Depot::fsck` is clean and compared the partition
+//! index with a replay; `retro fsck` exits 0; every acknowledged command is in HEAD's history
+//! exactly once, in the checkpoint it was acknowledged with; no command id appears twice;
+//! `Depot::partition_events` agrees with a replay built by walking history; counters lost no
+//! update. A failure keeps the depot, prints its path and exits 1.
+
+mod check;
+mod domain;
+mod rng;
+mod round;
+mod writer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use check::Ack;
+use rng::Rng;
+use round::Setup;
+
+#[derive(Parser)]
+#[command(
+    name = "retro-torture",
+    version,
+    about = "Crash-and-concurrency torture for retro: concurrent writers (library and CLI), \
+             SIGKILL at random moments, random ref moves; fsck and replay checks after every round"
+)]
+struct Args {
+    /// How long to run, in seconds (the last round may overrun by a few seconds).
+    #[arg(long, default_value_t = 600)]
+    seconds: u64,
+    /// The random seed (default: from the clock); printed, so that a run can be replayed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep every round's depot (default: only a failing one).
+    #[arg(long)]
+    keep: bool,
+    /// The `retro` binary (default: `retro` next to this executable).
+    #[arg(long)]
+    retro: Option<PathBuf>,
+    /// Where to make the depots (default: the system's temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// After a failing round, keep its depot and go on with a fresh one (default: stop).
+    #[arg(long)]
+    keep_going: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// (internal) A library writer: applies commands until killed, printing
+    /// `ACK <checkpoint> <cid>` after each one that returned Ok.
+    #[command(hide = true)]
+    Writer {
+        #[arg(long)]
+        depot: PathBuf,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Stop after this many commands per thread (default: never).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(Sub::Writer {
+        depot,
+        prefix,
+        seed,
+        threads,
+        limit,
+    }) = &args.command
+    {
+        return match writer::run(depot, prefix, *seed, *threads, *limit) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("writer error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    match torture(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("retro-torture: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The depot rounds run on, with every acknowledgement it has had so far.
+struct Current {
+    tmp: tempfile::TempDir,
+    acks: Vec<Ack>,
+    rounds: u32,
+}
+
+impl Current {
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("depot")
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    rounds: u64,
+    kills: u64,
+    commits: u64,
+    moves: u64,
+    failures: u64,
+    acks: u64,
+}
+
+fn torture(args: &Args) -> anyhow::Result<bool> {
+    let me = std::env::current_exe().context("cannot find this executable")?;
+    let retro = match &args.retro {
+        Some(path) => path.clone(),
+        None => me.with_file_name("retro"),
+    };
+    anyhow::ensure!(
+        retro.is_file(),
+        "no retro binary at {} (build it with `cargo build --release -p retro-cli`, or pass --retro)",
+        retro.display()
+    );
+    let setup = Setup { me, retro };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let mut rng = Rng::new(seed);
+    let budget = Duration::from_secs(args.seconds);
+    println!(
+        "retro-torture: seed {seed}, {}s, retro {}",
+        args.seconds,
+        setup.retro.display()
+    );
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    let mut current: Option<Current> = None;
+    while totals.rounds == 0 || started.elapsed() < budget {
+        totals.rounds += 1;
+        let n = totals.rounds;
+        // Reuse the last round's depot now and then (reopened after kills, with its history),
+        // but not forever: a fresh depot exercises the first commits and the first pack.
+        let reuse = current.as_ref().is_some_and(|c| c.rounds < 4) && rng.chance(0.4);
+        if !reuse {
+            if let Some(old) = current.take() {
+                finish(old, args.keep);
+            }
+            let mut builder = tempfile::Builder::new();
+            builder.prefix("retro-torture-");
+            let tmp = match &args.dir {
+                Some(dir) => builder.tempdir_in(dir),
+                None => builder.tempdir(),
+            }
+            .context("could not make a temporary directory")?;
+            let fresh = Current {
+                tmp,
+                acks: Vec::new(),
+                rounds: 0,
+            };
+            round::prepare(&fresh.dir()).context("could not prepare a depot")?;
+            current = Some(fresh);
+        }
+        let state = current.as_mut().expect("a depot");
+        state.rounds += 1;
+        let remaining = budget.saturating_sub(started.elapsed());
+        let duration =
+            Duration::from_millis(rng.range(1500, 6000)).min(remaining.max(Duration::from_secs(1)));
+        let dir = state.dir();
+        let outcome = round::run(&setup, &dir, &format!("r{n}"), duration, &mut rng)?;
+        let stats = outcome.stats;
+        let new_acks = outcome.acks.len();
+        let lib_acks = outcome.acks.iter().filter(|a| a.via == "lib").count();
+        state.acks.extend(outcome.acks);
+        let checked = check::check(&dir, &state.acks, &mut rng);
+        let mut problems = checked.problems;
+        problems.extend(outcome.anomalies);
+        // The command line's fsck must agree.
+        let cli_fsck = round::retro(&setup, &dir)
+            .arg("fsck")
+            .output()
+            .context("could not run retro fsck")?;
+        if !cli_fsck.status.success() {
+            problems.push(format!(
+                "retro fsck exited {:?}: {} {}",
+                cli_fsck.status.code(),
+                String::from_utf8_lossy(&cli_fsck.stdout).trim(),
+                String::from_utf8_lossy(&cli_fsck.stderr).trim()
+            ));
+        }
+        totals.kills += stats.kills;
+        totals.commits += checked.checkpoints;
+        totals.moves += stats.ref_moves;
+        totals.acks += state.acks.len() as u64;
+        println!(
+            "round {n}: {} depot (round {} on it), {} lib + {} cli writers, {:.1}s, {} kills; \
+             acks {new_acks} (lib {lib_acks}, cli {}), cli conflicts {}, rejected {}, errors {}; \
+             ref moves {} (refused {}); history {} checkpoints, {} acks checked, \
+             {} partitions replayed, fsck {} partitions, {} failed commands, {} unreachable: {}",
+            if reuse { "reused" } else { "fresh" },
+            state.rounds,
+            stats.lib_writers,
+            stats.cli_writers,
+            duration.as_secs_f64(),
+            stats.kills,
+            new_acks - lib_acks,
+            stats.cli_conflicts,
+            stats.cli_rejected,
+            stats.cli_errors,
+            stats.ref_moves,
+            stats.ref_refused,
+            checked.checkpoints,
+            state.acks.len(),
+            checked.partitions,
+            checked.fsck_partitions,
+            checked.failed_commands,
+            checked.unreachable,
+            if problems.is_empty() { "ok" } else { "FAILED" }
+        );
+        if !problems.is_empty() {
+            totals.failures += 1;
+            for problem in problems.iter().take(40) {
+                println!("  problem: {problem}");
+            }
+            if problems.len() > 40 {
+                println!("  … and {} more", problems.len() - 40);
+            }
+            let state = current.take().expect("a depot");
+            let kept = state.tmp.keep();
+            println!(
+                "  kept the failing depot: {} (seed {seed})",
+                kept.join("depot").display()
+            );
+            if !args.keep_going {
+                break;
+            }
+        }
+    }
+    if let Some(old) = current.take() {
+        finish(old, args.keep);
+    }
+    println!(
+        "rounds {}, kills {}, commits checked {}, ref moves {}, failures {}",
+        totals.rounds, totals.kills, totals.commits, totals.moves, totals.failures
+    );
+    println!(
+        "({} acknowledgements checked over all rounds, {:.0}s, seed {seed})",
+        totals.acks,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(totals.failures == 0)
+}
+
+fn finish(state: Current, keep: bool) {
+    if keep {
+        let kept = state.tmp.keep();
+        println!("  kept {}", kept.join("depot").display());
+    }
+}
