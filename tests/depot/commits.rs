@@ -263,3 +263,33 @@ fn two_handles_interleaving_commits_both_read_every_event() {
     let reopened = Depot::open(&path).unwrap();
     assert!(reopened.fsck(|_| {}).unwrap().is_clean());
 }
+
+#[test]
+fn a_stale_handle_flushing_its_index_tail_never_rewinds_the_shared_index() {
+    // Regression (found by `make torture`): a handle whose tail was behind SQLite used to
+    // rebuild SQLite back to its own tip, and another handle then read too few events.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    let a = Depot::init(&path).unwrap();
+    let partition = p("session/s");
+    for n in 0..3 {
+        commit_retrying(&a, workload(n, "s"), "a");
+    }
+    a.flush_index().unwrap();
+    let b = Depot::open(&path).unwrap();
+    b.catch_up_index().unwrap();
+    for n in 3..6 {
+        commit_retrying(&b, workload(n, "s"), "b");
+    }
+    for n in 6..10 {
+        commit_retrying(&a, workload(n, "s"), "a");
+    }
+    a.flush_index().unwrap();
+    commit_retrying(&a, workload(10, "s"), "a");
+    b.flush_index().unwrap();
+    assert_eq!(a.partition_events(&partition).unwrap().len(), 11);
+    assert_eq!(b.partition_events(&partition).unwrap().len(), 11);
+    let (head, events) = b.partition_snapshot(&partition).unwrap();
+    assert_eq!(head, a.head().unwrap());
+    assert_eq!(events.len(), 11);
+}

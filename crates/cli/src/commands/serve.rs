@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -120,6 +121,15 @@ impl From<ApplyError> for ApiError {
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
         }
     }
+}
+
+/// A malformed query string, answered as a JSON 400 like every other error.
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        rejection.body_text(),
+    )
 }
 
 /// Runs blocking depot work on tokio's blocking pool.
@@ -295,8 +305,9 @@ struct LogQuery {
 
 async fn log(
     State(state): State<AppState>,
-    Query(query): Query<LogQuery>,
+    query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let depot = state.depot.clone();
     let list = blocking(move || {
         let start = match &query.rev {
@@ -399,8 +410,9 @@ struct GlobQuery {
 
 async fn partitions(
     State(state): State<AppState>,
-    Query(query): Query<GlobQuery>,
+    query: Result<Query<GlobQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let depot = state.depot.clone();
     let list =
         blocking(move || Ok(depot.partitions(query.glob.as_deref().unwrap_or("**"))?)).await?;
@@ -414,8 +426,9 @@ async fn partitions(
 
 async fn events(
     State(state): State<AppState>,
-    Query(query): Query<GlobQuery>,
+    query: Result<Query<GlobQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let depot = state.depot.clone();
     let list = blocking(move || {
         let since = query
@@ -438,8 +451,9 @@ async fn events(
 async fn watch(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<GlobQuery>,
+    query: Result<Query<GlobQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let glob = query.glob.unwrap_or_else(|| "**".to_owned());
     // Resume after the last event the client saw, else after `since`, else from now.
     let resume = headers

@@ -126,7 +126,7 @@ impl Depot {
             return Ok(());
         }
         self.flush_locked(&mut state)?;
-        self.sqlite_catch_up(&mut state.sqlite, head)?;
+        self.sqlite_catch_up(&mut state.sqlite)?;
         state.base = state.sqlite.head()?;
         Ok(())
     }
@@ -153,24 +153,23 @@ impl Depot {
             }
             Ok(true)
         })?;
-        if !appended {
-            // Another process moved the index meanwhile: catch it up the ordinary way.
-            self.sqlite_catch_up(&mut state.sqlite, tip)?;
-        }
+        // If another handle moved SQLite meanwhile, the tail is simply dropped: SQLite is caught
+        // up to the current HEAD by whoever reads next, never rewound to this handle's tip.
+        let _ = (appended, tip);
         state.base = state.sqlite.head()?;
         Ok(())
     }
 
-    /// Brings the SQLite index itself to `head`, rebuilding after a non-fast-forward move.
-    fn sqlite_catch_up(
-        &self,
-        index: &mut PartitionIndex,
-        head: Option<ObjectId>,
-    ) -> Result<(), Error> {
-        if index.head()?.map(|(id, _)| id) == head {
-            return Ok(());
-        }
+    /// Brings the SQLite index itself to `HEAD`, rebuilding after a non-fast-forward move.
+    /// `HEAD` is read inside the index's write transaction, which serializes every index writer
+    /// (in every process): a writer can never rewind the index to a head it read earlier that
+    /// another writer has since passed.
+    fn sqlite_catch_up(&self, index: &mut PartitionIndex) -> Result<(), Error> {
         index.write(|writer| {
+            let head = match self.resolve_ref(&RefName::head()) {
+                Ok((_, head)) => head,
+                Err(e) => return Ok(Err(e)),
+            };
             let indexed = writer.head()?.map(|(id, _)| id);
             if indexed == head {
                 return Ok(Ok(()));
