@@ -40,6 +40,9 @@ pub enum CommandError {
     /// A key other than path, name and params.
     #[error("command has an unknown key \"{0}\" (expected path, name, params)")]
     UnknownKey(String),
+    /// A key given twice: the command would be ambiguous.
+    #[error("command has the key \"{0}\" twice (a duplicate key is ambiguous)")]
+    DuplicateKey(String),
     /// Too large.
     #[error("command is {0} bytes, the limit is {MAX_COMMAND_BYTES}")]
     TooLarge(usize),
@@ -72,6 +75,9 @@ impl Command {
         }
         let value: Value =
             serde_json::from_slice(payload).map_err(|e| CommandError::NotJson(e.to_string()))?;
+        if let Some(key) = duplicate_top_level_key(payload) {
+            return Err(CommandError::DuplicateKey(key));
+        }
         let Value::Object(mut object) = value else {
             return Err(CommandError::NotAnObject);
         };
@@ -91,14 +97,20 @@ impl Command {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid_name {
-            return Err(CommandError::BadName(name));
+            return Err(CommandError::BadName(
+                name.chars()
+                    .take(80)
+                    .collect::<String>()
+                    .escape_debug()
+                    .to_string(),
+            ));
         }
         let path = match object.remove("path") {
             Some(Value::String(path)) => path,
             _ => return Err(CommandError::MissingPath),
         };
         PartitionName::new(&path).map_err(|e| CommandError::BadPath {
-            path: path.clone(),
+            path: path.escape_debug().to_string(),
             reason: e.to_string(),
         })?;
         let params = match object.remove("params") {
@@ -152,6 +164,32 @@ impl Command {
         out.push('}');
         out
     }
+}
+
+/// The first top-level key that appears twice in a JSON object (serde_json keeps the last one
+/// silently). Only called on payloads that already parsed as JSON.
+fn duplicate_top_level_key(payload: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut duplicate = None;
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(key.clone()) && duplicate.is_none() {
+                    duplicate = Some(key);
+                }
+            }
+            Ok(duplicate)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(payload);
+    deserializer.deserialize_map(Keys).ok().flatten()
 }
 
 /// go-retro accepts `createProfile` and `CreateProfile` alike: names compare with their first

@@ -117,8 +117,10 @@ impl Depot {
             };
             if object.kind() != expected {
                 report.problems.push(problem(format!(
-                    "is a {}, but {from} needs a {expected}",
-                    object.kind()
+                    "is {} {}, but {from} needs {} {expected}",
+                    article(object.kind()),
+                    object.kind(),
+                    article(expected)
                 )));
                 continue;
             }
@@ -245,6 +247,13 @@ impl Depot {
             });
         }
         Ok(())
+    }
+}
+
+fn article(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Event | Kind::Affix => "an",
+        Kind::Checkpoint => "a",
     }
 }
 

@@ -269,6 +269,11 @@ fn decode_checkpoint(body: &[u8]) -> Result<Checkpoint, DecodeError> {
                 if key.as_str() == DATE_KEY {
                     parse_date(value.as_str()).map_err(bad)?;
                 }
+                if key.as_str() == SESSION_KEY && value.as_str().contains(char::is_whitespace) {
+                    return Err(bad(format!(
+                        "session '{value}' is not one token (no whitespace)"
+                    )));
+                }
                 fields.insert(key, value);
             }
         }

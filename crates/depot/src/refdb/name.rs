@@ -61,6 +61,9 @@ impl RefName {
             return refuse("it contains a space, a control character or one of ~^:?*[\\");
         }
         for component in name.split('/') {
+            if component.len() > 255 {
+                return refuse("a component is longer than 255 bytes");
+            }
             if component.starts_with('.') {
                 return refuse("a component starts with '.'");
             }
