@@ -19,7 +19,7 @@ demo: ## Run the built-in example domain in a fresh depot and print its log
 	$(CARGO) run --quiet --release -p retro-cli --bin retro -- demo
 
 bench: ## Run the benchmarks and the peer comparison; writes docs/benchmarks.md
-	$(CARGO) build --release -p retro-bench -p retro-peers
+	$(CARGO) build --release -p retro-bench -p retro-peers -p retro-cli
 	./target/release/retro-bench $(BENCH_ARGS)
 
 torture: ## Crash-and-concurrency torture (default 10 min; TORTURE_SECS=N)

@@ -926,13 +926,15 @@ const METHOD: &str = "
   identities `identity/0..65` in turn, in session `s1`: the first apply after `Depot::open` is
   reported alone, then 50 unmeasured, then the measured ones (the same aggregates, growing the same
   way, in both depots). go-retro's ratio is its apply rate after 25 over after 400 commands.
-- **Memory of the command line** (`--only memory`): a JSON-lines file of 333,330 workload commands
-  (999,990 events, 10-event identity partitions) is imported into a fresh depot with
-  `retro import` (batches of 1,000), then `retro log` and `retro events` (stdout to /dev/null),
-  `retro export -o FILE`, `retro fsck` and `retro gc` run on it, each under GNU `/usr/bin/time -v`
-  (Debian package `time`): max RSS as the kernel counts it for that process, and wall time. Not
-  `wait4`: Linux carries the peak RSS of a process's memory before `execve` into its count, and a
-  child spawned by the bench starts as a copy of the bench.
+- **Memory of the command line** (in the default run, or alone with `--only memory`: about 2.5
+  minutes): a JSON-lines file of 333,330 workload commands (999,990 events, 10-event identity
+  partitions) is imported into a fresh depot with `retro import` (batches of 1,000), then
+  `retro log` and `retro events` (stdout to /dev/null), `retro export -o FILE`, `retro fsck` and
+  `retro gc` run on it, each under GNU `/usr/bin/time -v` (Debian package `time`): max RSS as the
+  kernel counts it for that process (pages of memory-mapped files it touched included), and wall
+  time. Not `wait4`: Linux carries the peak RSS of a process's memory before `execve` into its
+  count, and a child spawned by the bench starts as a copy of the bench. It needs `retro` built
+  next to `retro-bench` (`make bench` builds both).
 - **Memory of the bench**: the bench process's max RSS (`getrusage`), over the whole run; pages of
   memory-mapped packs that were touched count in it.
 ";
