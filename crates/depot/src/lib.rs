@@ -33,8 +33,8 @@ pub mod refdb;
 mod rev;
 
 pub use depot::{
-    Base, CommitRequest, Committed, Consumer, Delivery, Depot, Error, EventRecord, FsckProblem,
-    FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options, Subscription,
+    Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error, EventRecord,
+    FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options, Subscription,
 };
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};

@@ -254,6 +254,8 @@ impl Engine {
             });
         }
         let message = command.to_json();
+        // Tell the depot a commit is coming, so that concurrent applies share fsyncs.
+        let _intent = self.depot.commit_intent();
         for attempt in 1..=self.max_attempts {
             let (base, records) = self.snapshot(&partition)?;
             let recorded: Vec<RecordedEvent> =

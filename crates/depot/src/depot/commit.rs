@@ -9,6 +9,7 @@
 //! rebase and no checkpoint that landed since its base touched a partition it read or wrote, in
 //! which case its checkpoint is re-parented onto the new head without re-running anything.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -224,6 +225,37 @@ impl Committer {
 /// How long a leader waits for committers that are about to queue.
 const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(150);
 
+thread_local! {
+    static HAS_INTENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Announces that this thread is about to commit (it is rehydrating or running a handler), so
+/// that group-commit leaders wait a moment for it; dropping it withdraws the announcement.
+#[must_use = "the announcement lasts as long as this value"]
+pub struct CommitIntent<'a> {
+    _active: Active<'a>,
+}
+
+impl Drop for CommitIntent<'_> {
+    fn drop(&mut self) {
+        HAS_INTENT.with(|f| f.set(false));
+    }
+}
+
+impl Depot {
+    /// Announces an upcoming [`Depot::commit`] from this thread (the engine holds one while it
+    /// prepares a command), so that concurrent commits are more likely to share an fsync.
+    pub fn commit_intent(&self) -> Option<CommitIntent<'_>> {
+        if HAS_INTENT.with(Cell::get) {
+            return None;
+        }
+        HAS_INTENT.with(|f| f.set(true));
+        Some(CommitIntent {
+            _active: Active::enter(&self.committer.active),
+        })
+    }
+}
+
 /// Counts a thread inside `commit` for as long as it lives.
 struct Active<'a>(&'a AtomicUsize);
 
@@ -249,7 +281,8 @@ impl Depot {
     /// Commits one checkpoint; see the module documentation for the pipeline and [`Base`] for
     /// what is checked. Once this returns `Ok`, the checkpoint is durable.
     pub fn commit(&self, request: CommitRequest) -> Result<Committed, Error> {
-        let active = Active::enter(&self.committer.active);
+        // A thread that announced its commit (see `commit_intent`) is already counted.
+        let active = (!HAS_INTENT.with(Cell::get)).then(|| Active::enter(&self.committer.active));
         let prepared = prepare(request)?;
         let slot = Arc::new(Slot::default());
         let mut queue = self.committer.queue.lock().expect("commit queue poisoned");

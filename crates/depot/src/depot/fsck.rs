@@ -55,7 +55,9 @@ impl Depot {
     /// Checks the whole depot; `progress` is called with the number of objects checked so far.
     pub fn fsck(&self, mut progress: impl FnMut(u64)) -> Result<FsckReport, Error> {
         let mut report = FsckReport::default();
-        let mut reachable: HashSet<ObjectId> = HashSet::new();
+        // 16 bytes of each id: half the memory of full ids, and a collision among SHA-256
+        // prefixes of 128 bits is not a practical concern.
+        let mut reachable: HashSet<u128> = HashSet::new();
         let mut roots: Vec<(String, ObjectId)> = Vec::new();
         for (name, value) in self.list_refs("")? {
             report.refs += 1;
@@ -77,18 +79,23 @@ impl Depot {
             }
         }
         let mut checked = 0u64;
-        let mut stack: Vec<(ObjectId, Kind, String)> = roots
-            .into_iter()
-            .map(|(from, id)| (id, Kind::Checkpoint, from))
+        // Depth-first with a compact stack: each entry names its referrer by id, not by a
+        // formatted string, and a checkpoint's affix is pushed last so that it (and its events)
+        // is checked before the walk goes on to the parent: the stack stays small.
+        let mut stack: Vec<(ObjectId, Kind, Referrer)> = roots
+            .iter()
+            .enumerate()
+            .map(|(i, (_, id))| (*id, Kind::Checkpoint, Referrer::Root(i)))
             .collect();
-        while let Some((id, expected, from)) = stack.pop() {
-            if !reachable.insert(id) {
+        while let Some((id, expected, referrer)) = stack.pop() {
+            if !reachable.insert(short_key(&id)) {
                 continue;
             }
             checked += 1;
             if checked.is_multiple_of(10_000) {
                 progress(checked);
             }
+            let from = || referrer.describe(&roots);
             let problem = |message: String| FsckProblem {
                 id: Some(id),
                 message,
@@ -97,7 +104,8 @@ impl Depot {
                 Ok(Some(encoded)) => encoded,
                 Ok(None) => {
                     report.problems.push(problem(format!(
-                        "missing {expected} (referenced by {from})"
+                        "missing {expected} (referenced by {})",
+                        from()
                     )));
                     continue;
                 }
@@ -110,24 +118,26 @@ impl Depot {
                 Ok(object) => object,
                 Err(e) => {
                     report.problems.push(problem(format!(
-                        "does not decode: {e} (referenced by {from})"
+                        "does not decode: {e} (referenced by {})",
+                        from()
                     )));
                     continue;
                 }
             };
             if object.kind() != expected {
                 report.problems.push(problem(format!(
-                    "is {} {}, but {from} needs {} {expected}",
+                    "is {} {}, but {} needs {} {expected}",
                     article(object.kind()),
                     object.kind(),
+                    from(),
                     article(expected)
                 )));
                 continue;
             }
-            let here = format!("{} {}", expected, id.to_short_hex(12));
+            let here = Referrer::Object(expected, id);
             match object {
                 Object::Checkpoint(checkpoint) => {
-                    if from != FAILED_LOG {
+                    if !matches!(referrer, Referrer::Root(i) if roots[i].0 == FAILED_LOG) {
                         report.checkpoints += 1;
                     }
                     if checkpoint.date().is_none() && checkpoint.field("date").is_some() {
@@ -135,16 +145,16 @@ impl Depot {
                             .problems
                             .push(problem("has an unreadable date".to_owned()));
                     }
-                    stack.push((checkpoint.affix(), Kind::Affix, here.clone()));
                     for parent in checkpoint.parents() {
-                        stack.push((*parent, Kind::Checkpoint, here.clone()));
+                        stack.push((*parent, Kind::Checkpoint, here));
                     }
+                    stack.push((checkpoint.affix(), Kind::Affix, here));
                 }
                 Object::Affix(affix) => {
                     report.affixes += 1;
                     for (_, ids) in affix.partitions() {
                         for event in ids {
-                            stack.push((*event, Kind::Event, here.clone()));
+                            stack.push((*event, Kind::Event, here));
                         }
                     }
                 }
@@ -154,7 +164,7 @@ impl Depot {
         progress(checked);
         let failed: HashSet<ObjectId> = failures.into_iter().collect();
         self.objects.for_each_id(&mut |id| {
-            if !reachable.contains(&id) && !failed.contains(&id) {
+            if !reachable.contains(&short_key(&id)) && !failed.contains(&id) {
                 report.unreachable.push(id);
             }
             Ok(())
@@ -186,7 +196,8 @@ impl Depot {
                 Err(_) => return Ok(()), // already reported above
             };
         }
-        let mut replay: HashMap<PartitionName, (u64, [u8; 32])> = HashMap::new();
+        // Keyed by a 64-bit hash of the name: 40 bytes a partition instead of a heap string.
+        let mut replay: HashMap<u64, (u64, [u8; 32])> = HashMap::new();
         for id in chain.iter().rev() {
             let Ok(checkpoint) = self.read_checkpoint(id) else {
                 return Ok(());
@@ -195,7 +206,9 @@ impl Depot {
                 return Ok(());
             };
             for (partition, ids) in affix.partitions() {
-                let entry = replay.entry(partition.clone()).or_insert((0, [0; 32]));
+                let entry = replay
+                    .entry(name_key(partition.as_str()))
+                    .or_insert((0, [0; 32]));
                 for event in ids {
                     entry.0 += 1;
                     entry.1 = fold(&entry.1, event);
@@ -205,49 +218,79 @@ impl Depot {
         self.flush_index()?;
         let guard = self.index.lock().expect("index lock poisoned");
         let index = &guard.sqlite;
-        let mut indexed_names = Vec::new();
+        let problems = &mut report.problems;
+        let mut checked = 0u64;
         index.for_each_partition(|name, count| {
-            indexed_names.push((name.to_owned(), count));
-            Ok(())
-        })?;
-        for (name, count) in &indexed_names {
             let Ok(partition) = PartitionName::new(name) else {
-                report.problems.push(FsckProblem {
+                problems.push(FsckProblem {
                     id: None,
                     message: format!("partition index holds an invalid partition name '{name}'"),
                 });
-                continue;
+                return Ok(());
             };
             let rows = index.partition_events(&partition, 0)?;
             let mut digest = [0u8; 32];
             for row in &rows {
                 digest = fold(&digest, &row.event);
             }
-            report.partitions_checked += 1;
-            match replay.remove(&partition) {
-                Some((n, d)) if n == *count && n == rows.len() as u64 && d == digest => {}
-                Some((n, _)) => report.problems.push(FsckProblem {
+            checked += 1;
+            match replay.remove(&name_key(name)) {
+                Some((n, d)) if n == count && n == rows.len() as u64 && d == digest => {}
+                Some((n, _)) => problems.push(FsckProblem {
                     id: None,
                     message: format!(
                         "partition index disagrees with history for '{partition}' ({count} indexed, {n} in history); run 'retro reindex'"
                     ),
                 }),
-                None => report.problems.push(FsckProblem {
+                None => problems.push(FsckProblem {
                     id: None,
                     message: format!("partition index lists '{partition}', which history does not have; run 'retro reindex'"),
                 }),
             }
-        }
-        for (partition, (n, _)) in replay {
+            Ok(())
+        })?;
+        report.partitions_checked = checked;
+        if !replay.is_empty() {
+            let events: u64 = replay.values().map(|(n, _)| n).sum();
             report.problems.push(FsckProblem {
                 id: None,
                 message: format!(
-                    "partition '{partition}' ({n} events) is missing from the partition index; run 'retro reindex'"
+                    "{} partition(s) of history ({events} events) are missing from the partition index; run 'retro reindex'",
+                    replay.len()
                 ),
             });
         }
         Ok(())
     }
+}
+
+/// Who referenced an object, for messages (formatted only when something is wrong).
+#[derive(Clone, Copy)]
+enum Referrer {
+    /// The i-th root (a ref, or the failed-command log).
+    Root(usize),
+    /// Another object.
+    Object(Kind, ObjectId),
+}
+
+impl Referrer {
+    fn describe(&self, roots: &[(String, ObjectId)]) -> String {
+        match self {
+            Referrer::Root(i) => roots[*i].0.clone(),
+            Referrer::Object(kind, id) => format!("{kind} {}", id.to_short_hex(12)),
+        }
+    }
+}
+
+fn name_key(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn short_key(id: &ObjectId) -> u128 {
+    u128::from_be_bytes(id.as_bytes()[..16].try_into().expect("16 bytes"))
 }
 
 fn article(kind: Kind) -> &'static str {

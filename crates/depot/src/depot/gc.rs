@@ -103,7 +103,7 @@ impl Depot {
                 keep.extend(young);
             }
         }
-        let mut all = Vec::new();
+        let mut all = Vec::with_capacity(before.objects as usize);
         let mut loose_ids = Vec::new();
         crate::odb::ObjectStore::for_each_id(&**packs, &mut |id| {
             all.push(id);

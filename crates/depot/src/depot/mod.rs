@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use commit::{Base, CommitRequest, Committed};
+pub use commit::{Base, CommitIntent, CommitRequest, Committed};
 pub use error::Error;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};

@@ -905,9 +905,7 @@ impl PackStore {
         pack.sync_data().map_err(Error::io("fsync", &active.path))?;
         let mut entries: Vec<(ObjectId, u64)> = active.map.iter().map(|(k, v)| (*k, *v)).collect();
         entries.sort();
-        let idx = encode_index(active.scanned, &entries);
-        let idx_path = self.dir.join(idx_name(seq));
-        fsutil::write_atomic(&idx_path, &idx).map_err(Error::io("write", &idx_path))?;
+        write_index(&self.dir.join(idx_name(seq)), active.scanned, &entries)?;
         self.create_pack(seq + 1)?;
         state.sealed.insert(0, Sealed::open(&self.dir, seq)?);
         state.active = Some(Active::open(&self.dir, seq + 1)?);
@@ -1030,7 +1028,8 @@ impl PackStore {
         out.write_all(PACK_MAGIC)
             .map_err(Error::io("write", &temp))?;
         let mut offset = PACK_MAGIC.len() as u64;
-        let mut entries = Vec::new();
+        let objects = objects.into_iter();
+        let mut entries = Vec::with_capacity(objects.size_hint().0);
         let mut record = Vec::new();
         let mut compressed = Vec::new();
         // One compressor for the whole pack: setting one up costs more than compressing a record.
@@ -1071,9 +1070,7 @@ impl PackStore {
         drop(file);
         entries.sort();
         entries.dedup_by_key(|e| e.0);
-        let idx = encode_index(offset, &entries);
-        let idx_path = self.dir.join(idx_name(seq));
-        fsutil::write_atomic(&idx_path, &idx).map_err(Error::io("write", &idx_path))?;
+        write_index(&self.dir.join(idx_name(seq)), offset, &entries)?;
         fs::rename(&temp, &path).map_err(Error::io("rename", &temp))?;
         self.create_pack(seq + 1)?;
         fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
@@ -1151,27 +1148,49 @@ impl PackStore {
     }
 }
 
-fn encode_index(covered: u64, entries: &[(ObjectId, u64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(IDX_HEADER + entries.len() * IDX_ENTRY + 4);
-    out.extend_from_slice(IDX_MAGIC);
-    out.extend_from_slice(&covered.to_be_bytes());
-    out.extend_from_slice(&(entries.len() as u64).to_be_bytes());
-    let mut fanout = [0u32; 256];
-    for (id, _) in entries {
-        fanout[id.first_byte() as usize] += 1;
+/// Writes a pack index durably (temp file, fsync, rename, fsync the directory), streaming the
+/// entries so that a large index is never built in memory.
+fn write_index(path: &Path, covered: u64, entries: &[(ObjectId, u64)]) -> Result<(), Error> {
+    let temp = fsutil::temp_path_for(path);
+    let result = (|| -> std::io::Result<()> {
+        let file = File::create(&temp)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        let mut crc = crc32fast::Hasher::new();
+        let mut put = |out: &mut io::BufWriter<File>, bytes: &[u8]| -> std::io::Result<()> {
+            crc.update(bytes);
+            out.write_all(bytes)
+        };
+        put(&mut out, IDX_MAGIC)?;
+        put(&mut out, &covered.to_be_bytes())?;
+        put(&mut out, &(entries.len() as u64).to_be_bytes())?;
+        let mut fanout = [0u32; 256];
+        for (id, _) in entries {
+            fanout[id.first_byte() as usize] += 1;
+        }
+        let mut running = 0u32;
+        for count in fanout {
+            running += count;
+            put(&mut out, &running.to_be_bytes())?;
+        }
+        for (id, offset) in entries {
+            put(&mut out, id.as_bytes())?;
+            put(&mut out, &offset.to_be_bytes())?;
+        }
+        let crc = crc.finalize();
+        out.write_all(&crc.to_be_bytes())?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, path)?;
+        if let Some(dir) = path.parent() {
+            fsutil::fsync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
     }
-    let mut running = 0u32;
-    for count in fanout {
-        running += count;
-        out.extend_from_slice(&running.to_be_bytes());
-    }
-    for (id, offset) in entries {
-        out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(&offset.to_be_bytes());
-    }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_be_bytes());
-    out
+    result.map_err(Error::io("write", path))
 }
 
 impl ObjectStore for PackStore {
