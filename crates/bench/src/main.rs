@@ -12,8 +12,13 @@
 //! - [`peers`]: running `retro-peers` and reading its figures;
 //! - [`report`]: the comparison table, the machine description and the Markdown document.
 
+/// The same allocator as the `retro` binary, so that in-process figures match what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod depot_bench;
 mod engine_bench;
+mod http_bench;
 mod memory;
 mod peers;
 mod report;
@@ -58,7 +63,7 @@ struct Cli {
 }
 
 /// Every measurement `--only` can name: the depot's, then the engine's, then the memory one.
-const PHASES: [&str; 10] = [
+const PHASES: [&str; 11] = [
     "bulk",
     "walk",
     "fsync",
@@ -69,6 +74,7 @@ const PHASES: [&str; 10] = [
     "engine",
     "engine-scale",
     "memory",
+    "http",
 ];
 /// Whether `phase` runs, given `--only`.
 fn wanted(only: &[String], phase: &str) -> bool {
@@ -142,6 +148,20 @@ fn run(cli: Cli) -> Result<()> {
                 scratch.path(),
                 &mut figures,
             )?;
+        }
+        if wanted(&cli.only, "http") {
+            let http_sizes = if cli.quick {
+                http_bench::Sizes::quick()
+            } else {
+                http_bench::Sizes::full()
+            };
+            if let Err(err) = http_bench::run(&http_sizes, scratch.path(), &mut figures) {
+                if !cli.only.is_empty() {
+                    return Err(err);
+                }
+                eprintln!("retro-bench: warning: http: {err:#}");
+                warnings.push(format!("http phase skipped: {err:#}"));
+            }
         }
         if wanted(&cli.only, "memory") {
             if let Err(err) = memory::run(&memory_sizes, scratch.path(), &mut figures) {

@@ -430,6 +430,39 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
         "",
         None,
     ));
+    let http_one = retro("http_apply_1");
+    rows.push(Row::new(
+        "durable applies over HTTP, 1 client",
+        "applies/s",
+        http_one,
+        None,
+        "-",
+        None,
+    ));
+    rows.push(Row::new(
+        "durable applies over HTTP, 16 clients",
+        "applies/s",
+        retro("http_apply_16"),
+        None,
+        "1 client (same run)",
+        http_one,
+    ));
+    rows.push(Row::new(
+        "delivery latency, apply to subscriber in another process, p50",
+        "us",
+        retro("delivery_latency_p50"),
+        Some(Target::Below(100_000.0)),
+        "-",
+        None,
+    ));
+    rows.push(Row::new(
+        "delivery latency, p99",
+        "us",
+        retro("delivery_latency_p99"),
+        None,
+        "-",
+        None,
+    ));
     rows
 }
 

@@ -99,6 +99,11 @@ impl Depot {
     pub fn catch_up_index(&self) -> Result<(), Error> {
         let (_, head) = self.resolve_ref(&RefName::head())?;
         let mut state = self.index.lock().expect("index lock poisoned");
+        // Already at HEAD: whatever other handles wrote to SQLite since, this view (SQLite up to
+        // `base`, then the tail) is a consistent snapshot of HEAD. One comparison, no query.
+        if state.tip() == head && (head.is_some() || state.base.is_none()) {
+            return Ok(());
+        }
         if state.pending.is_empty() {
             state.base = state.sqlite.head()?;
         }

@@ -202,7 +202,7 @@ pub(crate) fn scan_records(
             source: e,
         })?
         .len();
-    let mut reader = BufReader::with_capacity(1 << 16, ReadAt { file, pos: start });
+    let mut reader = BufReader::with_capacity(8 << 10, ReadAt { file, pos: start });
     let mut offset = start;
     let mut end = ScanEnd {
         valid_end: start,
@@ -256,7 +256,7 @@ pub(crate) fn scan_records(
                     }
                     end.damaged.push((batch_start, batch_end));
                     offset = batch_end;
-                    reader = BufReader::with_capacity(1 << 16, ReadAt { file, pos: offset });
+                    reader = BufReader::with_capacity(8 << 10, ReadAt { file, pos: offset });
                     batch = None;
                     end.valid_end = offset;
                     continue;
@@ -273,7 +273,7 @@ pub(crate) fn scan_records(
                             end.damaged.push((offset, next));
                             offset = next;
                             reader =
-                                BufReader::with_capacity(1 << 16, ReadAt { file, pos: offset });
+                                BufReader::with_capacity(8 << 10, ReadAt { file, pos: offset });
                             end.valid_end = offset;
                             continue;
                         }
