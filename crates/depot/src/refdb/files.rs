@@ -69,6 +69,9 @@ impl FilesRefStore {
 
     fn read_path(path: &Path) -> Result<Option<RefValue>, Error> {
         match read_locked(path) {
+            // A ref file is created empty, then locked and written: a reader that got the lock
+            // in between sees the moment before the ref existed.
+            Ok(text) if text.is_empty() => Ok(None),
             Ok(text) => RefValue::parse_file_text(&text)
                 .map(Some)
                 .ok_or_else(|| Error::Corrupt {
