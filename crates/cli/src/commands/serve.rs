@@ -45,6 +45,15 @@ struct AppState {
     engine: Engine,
     token: Option<Arc<str>>,
     stopping: Arc<AtomicBool>,
+    /// Bounds the applies running at once: beyond a few per core, threads only convoy on the
+    /// group commit (measured: 16 clients on 2 vCPUs went from 0.9x to 3.1x one client's rate
+    /// with the bound); more clients simply queue here.
+    appliers: Arc<tokio::sync::Semaphore>,
+}
+
+/// Applies running at once: four per core.
+fn apply_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
 }
 
 /// An API error: a status and `{"error": {"code", "message"}}`.
@@ -156,6 +165,7 @@ pub fn run(
         engine,
         token: token.filter(|t| !t.is_empty()).map(Arc::from),
         stopping: Arc::new(AtomicBool::new(false)),
+        appliers: Arc::new(tokio::sync::Semaphore::new(apply_concurrency())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -266,6 +276,10 @@ async fn apply(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("http")
         .to_owned();
+    let _permit =
+        state.appliers.acquire().await.map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string())
+        })?;
     let engine = state.engine.clone();
     let applied = blocking(move || Ok(engine.apply(&session, &body)?)).await?;
     let body = json!({
