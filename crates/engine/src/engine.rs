@@ -324,6 +324,10 @@ impl Engine {
         &self,
         partition: &PartitionName,
     ) -> Result<(Option<ObjectId>, Vec<depot::EventRecord>), ApplyError> {
+        if self.target.as_str() == "HEAD" {
+            // The common case: the index follows HEAD, no need to compare branches.
+            return Ok(self.depot.partition_snapshot(partition)?);
+        }
         let (target, head) = self.depot.resolve_ref(&self.target)?;
         let (head_branch, _) = self.depot.resolve_ref(&RefName::head())?;
         if target == head_branch {
