@@ -255,9 +255,12 @@ impl FilesRefStore {
 }
 
 /// Reads a ref file under a shared `flock`, so an in-place rewrite is never seen half done.
+/// `HEAD` is only ever replaced whole (temp file and rename), so it is read without the lock.
 fn read_locked(path: &Path) -> io::Result<String> {
     let mut file = File::open(path)?;
-    file.lock_shared()?;
+    if path.file_name().is_none_or(|name| name != "HEAD") {
+        file.lock_shared()?;
+    }
     let mut text = String::new();
     file.read_to_string(&mut text)?;
     Ok(text)
