@@ -10,7 +10,8 @@ help: ## List the targets
 build: ## Build everything (release)
 	$(CARGO) build --release --workspace
 
-test: ## Run every test: unit, integration, doc tests, CLI end-to-end, web UI in Chromium
+test: ## Run every test: unit, integration, doc tests, CLI end-to-end, PostgreSQL, web UI in Chromium
+	bash tests/postgres/install.sh
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	bash tests/browser/run.sh target/debug/retro

@@ -15,6 +15,8 @@ const EXAMPLES_UPDATE_REF: &str = "Examples:\n  retro update-ref refs/tags/audit
 const EXAMPLES_GC: &str = "Examples:\n  retro gc                 # repack everything into one pack\n  retro gc --prune 14d     # also drop unreachable objects older than 14 days";
 const EXAMPLES_WATCH: &str = "Examples:\n  retro watch 'accounts/*'                       # new checkpoints touching accounts\n  retro watch --all --json '**'                   # everything, from the start, as JSON lines\n  retro watch --consumer projector 'accounts/*'   # resumes where it left off after a crash";
 const EXAMPLES_SERVE: &str = "Examples:\n  retro serve                                   # http://127.0.0.1:7070/\n  RETRO_TOKEN=secret retro serve --listen 0.0.0.0:7070\n  curl -X POST -H 'X-Retro-Session: s1' -d '{\"path\":\"accounts/a\",\"name\":\"open\",\"params\":{\"owner\":\"A\"}}' localhost:7070/apply\n\nSee docs/http.md for every endpoint.";
+const EXAMPLES_SYNC: &str = "Examples:\n  retro sync .retro postgres://app@db.internal/bank      # push a files depot to PostgreSQL\n  retro sync postgres://app@db.internal/bank backup/     # and back\n  retro sync --force src/ dst/                           # also move refs that are not fast-forwards\n\nObjects are copied byte for byte (ids are identical on both sides), oldest first, each batch durable\nbefore the next; refs move last, fast-forward only unless --force. An interrupted sync resumes.";
+const EXAMPLES_CLONE: &str = "Examples:\n  retro clone .retro postgres://app@db.internal/bank\n  retro clone postgres://app@db.internal/bank ./copy";
 const EXAMPLES_EXPORT: &str = "Examples:\n  retro export > history.jsonl\n  retro --depot other init && retro --depot other import history.jsonl";
 
 /// retro: a Git-like, content-addressed event depot.
@@ -27,9 +29,9 @@ const EXAMPLES_EXPORT: &str = "Examples:\n  retro export > history.jsonl\n  retr
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// The depot directory (default: $RETRO_DEPOT, else the nearest .retro above the working
-    /// directory). A go-retro depot directory works too.
-    #[arg(long, global = true, value_name = "DIR")]
+    /// The depot: a directory or a postgres:// URL (default: $RETRO_DEPOT, else the nearest
+    /// .retro above the working directory). A go-retro depot directory works too.
+    #[arg(long, global = true, value_name = "DIR|URL")]
     pub depot: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -173,6 +175,37 @@ pub enum Commands {
         /// The file (default: stdin, or -).
         file: Option<PathBuf>,
         /// Commits per fsync.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy what DST lacks from SRC (directories or postgres:// URLs), then move DST's refs
+    #[command(after_help = EXAMPLES_SYNC)]
+    Sync {
+        /// The depot to copy from.
+        src: PathBuf,
+        /// The depot to copy into (it must exist).
+        dst: PathBuf,
+        /// Move refs that are not fast-forwards too.
+        #[arg(long)]
+        force: bool,
+        /// Checkpoints per durable batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create DST (a directory or postgres:// URL) with SRC's history and refs
+    #[command(after_help = EXAMPLES_CLONE)]
+    Clone {
+        /// The depot to copy from.
+        src: PathBuf,
+        /// The depot to create.
+        dst: PathBuf,
+        /// Checkpoints per durable batch.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
         /// Print the result as JSON.

@@ -55,6 +55,18 @@ impl std::fmt::Display for Corrupt {
 
 impl std::error::Error for Corrupt {}
 
+/// A sync left refs alone because moving them was not a fast-forward (exit 3, like a Conflict).
+#[derive(Debug)]
+pub struct NotFastForward(pub Vec<String>);
+
+impl std::fmt::Display for NotFastForward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a fast-forward, left alone: {}", self.0.join(", "))
+    }
+}
+
+impl std::error::Error for NotFastForward {}
+
 /// The exit code and an optional hint for an error.
 pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
     for cause in err.chain() {
@@ -70,6 +82,12 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         }
         if cause.downcast_ref::<Usage>().is_some() {
             return (USAGE, None);
+        }
+        if cause.downcast_ref::<NotFastForward>().is_some() {
+            return (
+                CONFLICT,
+                Some("the destination has history the source lacks; sync the other way first, or pass --force to replace it".to_owned()),
+            );
         }
         if cause.downcast_ref::<Corrupt>().is_some() {
             return (CORRUPT, None);

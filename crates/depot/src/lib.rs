@@ -3,6 +3,7 @@
 //! - [`ObjectId`], [`Object`] and friends: the three object kinds and their one encoding;
 //! - [`odb`]: object stores (pack, loose, memory) behind [`odb::ObjectStore`];
 //! - [`refdb`]: ref stores (files, memory) behind [`refdb::RefStore`], moved by compare-and-swap;
+//! - [`postgres`]: both stores in a PostgreSQL database, for depots shared by several hosts;
 //! - [`Depot`]: both together with the journal (one fsync per commit), group commit, the
 //!   partition index, history walks, revisions, fsck and gc.
 //!
@@ -29,12 +30,15 @@ mod lockfile;
 mod name;
 mod object;
 pub mod odb;
+pub mod postgres;
 pub mod refdb;
 mod rev;
 
+pub use depot::postgres_index_path;
 pub use depot::{
     Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error, EventRecord,
-    FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options, Subscription,
+    FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options, RefOutcome,
+    RefSync, Subscription, SyncOptions, SyncReport,
 };
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};

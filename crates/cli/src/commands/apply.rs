@@ -23,18 +23,23 @@ pub fn init(flag: Option<&Path>, dir: Option<PathBuf>, json: bool, ui: &mut Ui) 
         (None, Some(flag)) => flag.to_path_buf(),
         (None, None) => PathBuf::from(DEFAULT_DIR),
     };
-    // Absolute, so that creating a relative `.retro` has a parent directory to start from.
-    let dir = std::path::absolute(&dir)
-        .with_context(|| format!("could not resolve '{}'", dir.display()))?;
-    Depot::init(&dir)?;
-    let shown = dir.canonicalize().unwrap_or(dir);
+    let shown = match super::postgres_url(&dir) {
+        Some(url) => {
+            Depot::init_postgres(url)?;
+            super::shown_location(&dir)
+        }
+        None => {
+            // Absolute, so that creating a relative `.retro` has a parent directory to start from.
+            let dir = std::path::absolute(&dir)
+                .with_context(|| format!("could not resolve '{}'", dir.display()))?;
+            Depot::init(&dir)?;
+            super::shown_location(&dir)
+        }
+    };
     if json {
-        ui.json(&json!({"depot": shown.display().to_string()}))?;
+        ui.json(&json!({"depot": shown}))?;
     } else {
-        ui.line(format!(
-            "Initialized empty retro depot in {}",
-            shown.display()
-        ))?;
+        ui.line(format!("Initialized empty retro depot in {shown}"))?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod maintenance;
 mod objects;
 mod refs;
 pub mod serve;
+mod sync;
 mod transfer;
 mod watch;
 
@@ -73,6 +74,19 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         Commands::Import { file, batch, json } => {
             transfer::import(&*open(flag)?, file.as_deref(), batch, json, ui)
         }
+        Commands::Sync {
+            src,
+            dst,
+            force,
+            batch,
+            json,
+        } => sync::sync(&src, &dst, force, batch, json, ui),
+        Commands::Clone {
+            src,
+            dst,
+            batch,
+            json,
+        } => sync::clone(&src, &dst, batch, json, ui),
         Commands::Demo { keep } => demo::run(keep, ui),
         Commands::Watch {
             glob,
@@ -129,13 +143,40 @@ pub fn depot_dir(flag: Option<&Path>) -> Result<PathBuf> {
     locate::depot_dir(flag)
 }
 
-/// Opens the depot.
+/// Opens the depot: a directory, or a `postgres://` URL.
 pub fn open(flag: Option<&Path>) -> Result<Arc<Depot>> {
     let dir = depot_dir(flag)?;
-    if !dir.exists() {
-        return Err(anyhow::Error::new(crate::error::NoDepot(dir)));
+    Ok(Arc::new(open_location(&dir)?))
+}
+
+/// Opens a depot named by a directory or a `postgres://` URL.
+pub fn open_location(location: &Path) -> Result<Depot> {
+    if let Some(url) = postgres_url(location) {
+        return Ok(Depot::open_postgres(url)?);
     }
-    Ok(Arc::new(Depot::open(&dir)?))
+    if !location.exists() {
+        return Err(anyhow::Error::new(crate::error::NoDepot(
+            location.to_path_buf(),
+        )));
+    }
+    Ok(Depot::open(location)?)
+}
+
+/// The URL, when `location` names a PostgreSQL depot.
+pub fn postgres_url(location: &Path) -> Option<&str> {
+    location.to_str().filter(|s| depot::postgres::is_url(s))
+}
+
+/// How a depot location is shown: a canonical directory, or a URL without its password.
+pub fn shown_location(location: &Path) -> String {
+    match postgres_url(location) {
+        Some(url) => depot::postgres::redact(url),
+        None => location
+            .canonicalize()
+            .unwrap_or_else(|_| location.to_path_buf())
+            .display()
+            .to_string(),
+    }
 }
 
 /// Resolves a revision, defaulting to HEAD, with a clear error when HEAD is unborn.

@@ -176,7 +176,10 @@ pub fn run(
             .await
             .with_context(|| format!("could not listen on {listen}"))?;
         let address = listener.local_addr()?;
-        eprintln!("retro: serving {} on http://{address}/", dir.display());
+        eprintln!(
+            "retro: serving {} on http://{address}/",
+            super::shown_location(&dir)
+        );
         let stopping = state.stopping.clone();
         axum::serve(listener, router(state))
             .with_graceful_shutdown(async move {

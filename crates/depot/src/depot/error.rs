@@ -125,6 +125,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The PostgreSQL backend failed.
+    #[error(transparent)]
+    Postgres(#[from] crate::postgres::PgError),
     /// A request is malformed.
     #[error("{0}")]
     Invalid(String),

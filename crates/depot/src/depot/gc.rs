@@ -41,10 +41,17 @@ impl Depot {
         mut progress: impl FnMut(u64),
     ) -> Result<GcReport, Error> {
         let (Some(packs), Some(journal)) = (&self.packs, &self.journal) else {
-            return Err(Error::Invalid(
-                "gc works on native depots only (this one keeps go-retro's loose layout)"
-                    .to_owned(),
-            ));
+            let why = match self.layout {
+                super::Layout::Postgres => {
+                    "gc works on files depots only (PostgreSQL keeps one row per object: there \
+                     is nothing to repack; reclaim space with PostgreSQL's VACUUM)"
+                }
+                super::Layout::GoRetro => {
+                    "gc works on native depots only (this one keeps go-retro's loose layout)"
+                }
+                _ => "gc works on native depots only",
+            };
+            return Err(Error::Invalid(why.to_owned()));
         };
         let _lock: DepotLock<'_> = journal.lock()?;
         journal.recover_locked()?;

@@ -5,7 +5,9 @@
 //! - **native** (`retro init`): packs + journal, ref files, reflogs, the SQLite partition index;
 //! - **go-retro**: a directory written by go-retro's filesystem store (loose objects at the root,
 //!   `refs/heads/master`, no `HEAD`), read and written in place in its own format;
-//! - **memory**: everything in memory, for tests and embedding.
+//! - **memory**: everything in memory, for tests and embedding;
+//! - **PostgreSQL** (`postgres://…`): objects, refs, reflogs and failed commands in one database,
+//!   with the partition index cached per host (see [`crate::postgres`]).
 
 mod commit;
 mod error;
@@ -13,6 +15,7 @@ mod fsck;
 mod gc;
 mod history;
 mod subscribe;
+mod sync;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use history::{EventRecord, HistoryOrder};
 pub use subscribe::{Consumer, Delivery, Subscription};
+pub use sync::{RefOutcome, RefSync, SyncOptions, SyncReport};
 
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
@@ -49,6 +53,18 @@ pub enum Layout {
     /// go-retro's filesystem store, read and written in its format.
     GoRetro,
     /// In memory only.
+    Memory,
+    /// In a PostgreSQL database.
+    Postgres,
+}
+
+/// Where failed commands are listed.
+enum FailureLog {
+    /// A file of ids, one a line.
+    File(PathBuf),
+    /// The PostgreSQL depot's `retro_failures` table.
+    Postgres(Arc<crate::postgres::PgRefStore>),
+    /// In memory (the committer keeps them).
     Memory,
 }
 
@@ -80,7 +96,7 @@ pub struct Depot {
     journal: Option<Journal>,
     index: Mutex<IndexState>,
     committer: commit::Committer,
-    failed_log: Option<PathBuf>,
+    failed_log: FailureLog,
     lock_file: Option<crate::lockfile::LockFile>,
     options: Options,
 }
@@ -163,7 +179,7 @@ impl Depot {
             journal: Some(journal),
             index: Mutex::new(IndexState::new(index)),
             committer: commit::Committer::default(),
-            failed_log: Some(dir.join("logs/failed")),
+            failed_log: FailureLog::File(dir.join("logs/failed")),
             lock_file: None,
             options,
         })
@@ -183,7 +199,7 @@ impl Depot {
             journal: None,
             index: Mutex::new(IndexState::new(index)),
             committer: commit::Committer::default(),
-            failed_log: Some(dir.join(".retro-failed")),
+            failed_log: FailureLog::File(dir.join(".retro-failed")),
             lock_file: Some(crate::lockfile::LockFile::new(&lock_path)),
             options,
         })
@@ -203,6 +219,22 @@ impl Depot {
         objects: Arc<dyn ObjectStore>,
         refs: Arc<dyn RefStore>,
     ) -> Result<Depot, Error> {
+        Self::over_stores(
+            objects,
+            refs,
+            PartitionIndex::in_memory()?,
+            Layout::Memory,
+            FailureLog::Memory,
+        )
+    }
+
+    fn over_stores(
+        objects: Arc<dyn ObjectStore>,
+        refs: Arc<dyn RefStore>,
+        index: PartitionIndex,
+        layout: Layout,
+        failed_log: FailureLog,
+    ) -> Result<Depot, Error> {
         if refs.read(&RefName::head())?.is_none() {
             refs.transaction(&[RefEdit {
                 name: RefName::head(),
@@ -213,17 +245,67 @@ impl Depot {
         }
         Ok(Depot {
             root: None,
-            layout: Layout::Memory,
+            layout,
             objects,
             refs,
             packs: None,
             journal: None,
-            index: Mutex::new(IndexState::new(PartitionIndex::in_memory()?)),
+            index: Mutex::new(IndexState::new(index)),
             committer: commit::Committer::default(),
-            failed_log: None,
+            failed_log,
             lock_file: None,
             options: Options::default(),
         })
+    }
+
+    /// Creates a depot in the PostgreSQL database at `url` (which must not hold one yet): the
+    /// schema, then `HEAD` pointing at `refs/heads/master`.
+    pub fn init_postgres(url: &str) -> Result<Depot, Error> {
+        let connection = crate::postgres::PgConnection::connect(url)?;
+        crate::postgres::schema::create(&connection)?;
+        Self::open_postgres(url)
+    }
+
+    /// Opens the depot in the PostgreSQL database at `url`, migrating its schema if it is older
+    /// than this build's. The partition index is a derived cache kept on this host (see
+    /// [`postgres_index_path`]): it catches up from the database before every read.
+    pub fn open_postgres(url: &str) -> Result<Depot, Error> {
+        let connection = crate::postgres::PgConnection::connect(url)?;
+        let depot_id = crate::postgres::schema::open(&connection)?;
+        let objects = Arc::new(crate::postgres::PgObjectStore::new(connection));
+        let refs = Arc::new(crate::postgres::PgRefStore::new(
+            crate::postgres::PgConnection::connect(url)?,
+        ));
+        let index_path = postgres_index_path(&depot_id);
+        if let Some(parent) = index_path.parent() {
+            fs::create_dir_all(parent).map_err(Error::io("create directory", parent))?;
+        }
+        let index = PartitionIndex::open(&index_path)?;
+        Self::over_stores(
+            objects,
+            refs.clone(),
+            index,
+            Layout::Postgres,
+            FailureLog::Postgres(refs),
+        )
+    }
+
+    /// Opens a depot named by a directory or a `postgres://` URL.
+    pub fn open_location(location: &str) -> Result<Depot, Error> {
+        if crate::postgres::is_url(location) {
+            Self::open_postgres(location)
+        } else {
+            Self::open(location)
+        }
+    }
+
+    /// Creates a depot at a directory or a `postgres://` URL.
+    pub fn init_location(location: &str) -> Result<Depot, Error> {
+        if crate::postgres::is_url(location) {
+            Self::init_postgres(location)
+        } else {
+            Self::init(location)
+        }
     }
 
     /// The depot's directory (none for a memory depot).
@@ -391,6 +473,44 @@ impl Depot {
         }
     }
 
+    /// Writes objects durably without moving any ref (sync's copy path): appended with one fsync
+    /// in a native depot (under its lock), written then synced elsewhere. Objects already present
+    /// are left alone.
+    pub fn write_objects(&self, objects: &[EncodedObject]) -> Result<(), Error> {
+        match &self.journal {
+            Some(journal) => {
+                let _lock = journal.lock()?;
+                journal.recover_locked()?;
+                let packs = self.packs.as_ref().expect("native depots have packs");
+                let mut seen = std::collections::HashSet::new();
+                let records: Vec<_> = objects
+                    .iter()
+                    .filter(|o| seen.insert(o.id()) && !packs.has_in_packs(&o.id()))
+                    .map(|o| {
+                        (
+                            crate::odb::RecordKind::Object,
+                            crate::odb::pack_object_payload(o),
+                        )
+                    })
+                    .collect();
+                if !records.is_empty() {
+                    journal.append_objects_locked(records)?;
+                }
+            }
+            None => {
+                let _lock = self
+                    .lock_file
+                    .as_ref()
+                    .map(|l| l.acquire(self.options.lock_timeout))
+                    .transpose()
+                    .map_err(crate::refdb::Error::from)?;
+                self.objects.write(objects)?;
+                self.objects.sync()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records a failed command: its checkpoint is written (unreferenced) and listed in the
     /// depot's failure log, which fsck and gc treat as a root. Returns the checkpoint id.
     pub fn record_failure(
@@ -434,7 +554,7 @@ impl Depot {
 
     fn append_failure_line(&self, id: &ObjectId) -> Result<(), Error> {
         match &self.failed_log {
-            Some(path) => {
+            FailureLog::File(path) => {
                 use std::io::Write;
                 let mut file = fs::OpenOptions::new()
                     .create(true)
@@ -444,7 +564,8 @@ impl Depot {
                 writeln!(file, "{id}").map_err(Error::io("append to", path))?;
                 file.sync_data().map_err(Error::io("fsync", path))?;
             }
-            None => self.committer.remember_failure(*id),
+            FailureLog::Postgres(refs) => refs.append_failure(id)?,
+            FailureLog::Memory => self.committer.remember_failure(*id),
         }
         Ok(())
     }
@@ -452,7 +573,7 @@ impl Depot {
     /// The recorded failed commands' checkpoints, oldest first.
     pub fn failures(&self) -> Result<Vec<ObjectId>, Error> {
         match &self.failed_log {
-            Some(path) => {
+            FailureLog::File(path) => {
                 let text = match fs::read_to_string(path) {
                     Ok(text) => text,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -460,9 +581,27 @@ impl Depot {
                 };
                 Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
             }
-            None => Ok(self.committer.failures()),
+            FailureLog::Postgres(refs) => Ok(refs.failures()?),
+            FailureLog::Memory => Ok(self.committer.failures()),
         }
     }
+}
+
+/// Where this host caches the partition index of the PostgreSQL depot `depot_id`:
+/// `$RETRO_CACHE_DIR`, else `$XDG_CACHE_HOME/retro`, else `~/.cache/retro`, else the temporary
+/// directory; the file is `pg-<depot id>.sqlite`. The cache is derived data, checked against the
+/// database's `HEAD` before every read and rebuilt when it does not match.
+pub fn postgres_index_path(depot_id: &str) -> PathBuf {
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let dir = env("RETRO_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("retro")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/retro")))
+        .unwrap_or_else(|| std::env::temp_dir().join("retro-cache"));
+    dir.join(format!("pg-{depot_id}.sqlite"))
 }
 
 /// How far the in-memory tail of the index may be walked before SQLite catches up instead.

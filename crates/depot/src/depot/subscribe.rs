@@ -8,8 +8,9 @@
 //! [`Delivery::NonFastForward`] names the new head and the last common checkpoint, and delivery
 //! resumes from there: a projection rebuilds from it (or from the start).
 //!
-//! Live following waits on inotify (the `notify` crate) for the ref's directory, with a polling
-//! fallback, so a commit made by another process reaches a subscriber within milliseconds.
+//! Live following waits on inotify (the `notify` crate) for the ref's directory, or on the ref
+//! store's own notifications (PostgreSQL's `LISTEN`, which wakes subscribers on every host), with a
+//! polling fallback, so a commit made by another process reaches a subscriber within milliseconds.
 //!
 //! A durable [`Consumer`] keeps its position in the ref `refs/consumers/<name>`, moved by
 //! compare-and-swap when the consumer acknowledges a checkpoint: a restarted consumer resumes
@@ -68,6 +69,8 @@ pub struct Subscription<'d> {
     position: Option<ObjectId>,
     queue: VecDeque<ObjectId>,
     watcher: Option<(notify::RecommendedWatcher, mpsc::Receiver<()>)>,
+    /// The ref store's own wake-ups (PostgreSQL's `LISTEN`), for depots without a directory.
+    listener: Option<Box<dyn crate::refdb::RefListener>>,
 }
 
 impl Depot {
@@ -92,6 +95,7 @@ impl Depot {
             position,
             queue: VecDeque::new(),
             watcher: None,
+            listener: None,
         })
     }
 }
@@ -139,6 +143,18 @@ impl Subscription<'_> {
 
     /// Waits for a change notification on the ref's directory, or `pause`.
     fn wait(&mut self, pause: Duration) {
+        if self.depot.root().is_none() {
+            if self.listener.is_none() {
+                self.listener = self.depot.refs().listener();
+            }
+            match &mut self.listener {
+                Some(listener) => {
+                    listener.wait(pause);
+                }
+                None => std::thread::sleep(pause),
+            }
+            return;
+        }
         if self.watcher.is_none() {
             self.watcher = self.start_watcher();
         }

@@ -300,6 +300,18 @@ pub trait RefStore: Send + Sync {
     fn resolve(&self, name: &RefName) -> Result<(RefName, Option<ObjectId>), Error> {
         resolve_with(name, |n| self.read(n))
     }
+
+    /// A way to wait for ref moves made by any process or host, if the backend has one of its own
+    /// (PostgreSQL's `LISTEN`). Files depots are watched through the file system instead.
+    fn listener(&self) -> Option<Box<dyn RefListener>> {
+        None
+    }
+}
+
+/// Waits for ref moves announced by a backend.
+pub trait RefListener: Send {
+    /// Blocks until a ref moved or `timeout` passed; true if woken by a move.
+    fn wait(&mut self, timeout: std::time::Duration) -> bool;
 }
 
 /// Follows symbolic refs using `read`, at most 5 levels.

@@ -1,0 +1,216 @@
+//! Sync: copy what one depot lacks from another, whatever their layouts (files, go-retro,
+//! memory, PostgreSQL), then move its refs — fast-forward only unless forced.
+//!
+//! Objects travel byte for byte, so ids are identical on both sides. The missing checkpoints are
+//! found by walking every ref of the source back to checkpoints the destination already has, then
+//! copied oldest first (each checkpoint after its parents, after its affix and events) in batches
+//! that are each durable before the next starts; refs move only after all of their objects are
+//! durable. So an interrupted sync leaves no ref pointing at a missing object, and "the
+//! destination has this checkpoint" implies it has the checkpoint's whole history: a second run
+//! resumes where the first stopped.
+
+use std::collections::HashSet;
+
+use super::{Depot, Error, HistoryOrder};
+use crate::hash::ObjectId;
+use crate::object::EncodedObject;
+use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefValue};
+
+/// How a sync runs.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Move refs that are not fast-forwards too (the destination's history is replaced).
+    pub force: bool,
+    /// Checkpoints per durable batch.
+    pub batch: usize,
+    /// Only refs whose names start with this (default `refs/`: every ref but `HEAD`).
+    pub prefix: String,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            force: false,
+            batch: 1000,
+            prefix: "refs/".to_owned(),
+        }
+    }
+}
+
+/// What happened to one ref.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefOutcome {
+    /// It already held the source's value.
+    UpToDate,
+    /// It did not exist and was created.
+    Created,
+    /// It moved forward to a descendant.
+    FastForward,
+    /// It moved to a checkpoint that does not descend from its value (`--force`).
+    Forced,
+    /// It was left alone: the move is not a fast-forward and the sync was not forced.
+    Rejected,
+}
+
+/// One ref's sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefSync {
+    /// The ref.
+    pub name: RefName,
+    /// The destination's value before.
+    pub old: Option<ObjectId>,
+    /// The source's value.
+    pub new: ObjectId,
+    /// What was done.
+    pub outcome: RefOutcome,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Checkpoints copied.
+    pub checkpoints: u64,
+    /// Objects copied (checkpoints, affixes and events).
+    pub objects: u64,
+    /// Every source ref, in name order.
+    pub refs: Vec<RefSync>,
+}
+
+impl SyncReport {
+    /// Whether some ref was rejected as not a fast-forward.
+    pub fn has_rejections(&self) -> bool {
+        self.refs.iter().any(|r| r.outcome == RefOutcome::Rejected)
+    }
+}
+
+impl Depot {
+    /// Copies into this depot what it lacks from `source`, then moves its refs (see the module
+    /// docs). `progress` is called with the number of checkpoints copied so far.
+    pub fn sync_from(
+        &self,
+        source: &Depot,
+        options: &SyncOptions,
+        mut progress: impl FnMut(u64),
+    ) -> Result<SyncReport, Error> {
+        let mut tips: Vec<(RefName, ObjectId)> = Vec::new();
+        for (name, value) in source.list_refs(&options.prefix)? {
+            if let RefValue::Direct(id) = value {
+                tips.push((name, id));
+            }
+        }
+        let order = self.missing_checkpoints(source, tips.iter().map(|(_, id)| *id))?;
+        let mut report = SyncReport::default();
+        for chunk in order.chunks(options.batch.max(1)) {
+            let mut objects: Vec<EncodedObject> = Vec::with_capacity(chunk.len() * 5);
+            for id in chunk {
+                let checkpoint = source.read_checkpoint(id)?;
+                let affix = source.read_affix(&checkpoint.affix())?;
+                for (_, events) in affix.partitions() {
+                    for event in events {
+                        objects.push(source.read_object(event)?);
+                    }
+                }
+                objects.push(source.read_object(&checkpoint.affix())?);
+                objects.push(source.read_object(id)?);
+            }
+            self.write_objects(&objects)?;
+            report.checkpoints += chunk.len() as u64;
+            report.objects += objects.len() as u64;
+            progress(report.checkpoints);
+        }
+        for (name, new) in tips {
+            let old = match self.refs.read(&name)? {
+                Some(RefValue::Direct(id)) => Some(id),
+                Some(RefValue::Symbolic(_)) => {
+                    return Err(Error::Invalid(format!(
+                        "ref '{name}' is symbolic in the destination; refusing to overwrite it"
+                    )))
+                }
+                None => None,
+            };
+            let outcome = match old {
+                Some(old) if old == new => RefOutcome::UpToDate,
+                None => RefOutcome::Created,
+                Some(old) if self.is_ancestor(old, new)? => RefOutcome::FastForward,
+                Some(_) if options.force => RefOutcome::Forced,
+                Some(_) => RefOutcome::Rejected,
+            };
+            if matches!(
+                outcome,
+                RefOutcome::Created | RefOutcome::FastForward | RefOutcome::Forced
+            ) {
+                self.update_refs(&[RefEdit {
+                    name: name.clone(),
+                    expected: match old {
+                        Some(id) => Expected::MustBe(id),
+                        None => Expected::MustNotExist,
+                    },
+                    new: Some(RefValue::Direct(new)),
+                    log: LogInfo {
+                        session: "sync".to_owned(),
+                        message: format!("sync: {}", outcome_word(outcome)),
+                    },
+                }])?;
+            }
+            report.refs.push(RefSync {
+                name,
+                old,
+                new,
+                outcome,
+            });
+        }
+        Ok(report)
+    }
+
+    /// The source's checkpoints reachable from `tips` that this depot lacks, parents first.
+    fn missing_checkpoints(
+        &self,
+        source: &Depot,
+        tips: impl Iterator<Item = ObjectId>,
+    ) -> Result<Vec<ObjectId>, Error> {
+        let mut order = Vec::new();
+        let mut seen: HashSet<ObjectId> = HashSet::new();
+        // Iterative post-order: a checkpoint is emitted once all its parents are.
+        let mut stack: Vec<(ObjectId, bool)> = Vec::new();
+        for tip in tips {
+            stack.push((tip, false));
+            while let Some((id, expanded)) = stack.pop() {
+                if expanded {
+                    order.push(id);
+                    continue;
+                }
+                if !seen.insert(id) || self.objects.contains(&id)? {
+                    continue;
+                }
+                let checkpoint = source.read_checkpoint(&id)?;
+                stack.push((id, true));
+                for parent in checkpoint.parents().iter().rev() {
+                    if !seen.contains(parent) {
+                        stack.push((*parent, false));
+                    }
+                }
+            }
+        }
+        Ok(order)
+    }
+
+    /// Whether `ancestor` is `descendant` or one of its ancestors (a walk of this depot).
+    pub fn is_ancestor(&self, ancestor: ObjectId, descendant: ObjectId) -> Result<bool, Error> {
+        let mut found = false;
+        self.walk(descendant, HistoryOrder::Full, |id, _| {
+            found = id == ancestor;
+            Ok(!found)
+        })?;
+        Ok(found)
+    }
+}
+
+fn outcome_word(outcome: RefOutcome) -> &'static str {
+    match outcome {
+        RefOutcome::UpToDate => "up to date",
+        RefOutcome::Created => "created",
+        RefOutcome::FastForward => "fast-forward",
+        RefOutcome::Forced => "forced update",
+        RefOutcome::Rejected => "rejected (not a fast-forward)",
+    }
+}

@@ -1,0 +1,284 @@
+//! The PostgreSQL backend: a depot whose objects, refs, reflogs and failed-command records live
+//! in one PostgreSQL database, so that any number of hosts apply commands to one history with the
+//! same guarantees as a files depot.
+//!
+//! - [`PgObjectStore`]: `retro_objects(id, body)`, every read verified by hash;
+//! - [`PgRefStore`]: `retro_refs(name, value)` moved by compare-and-swap inside one transaction
+//!   that also appends `retro_reflog` rows and sends `NOTIFY retro_refs` (cross-host watch);
+//! - [`schema`]: the versioned schema and its migrations.
+//!
+//! Writes are durable when PostgreSQL commits them (its WAL is fsynced at commit). Objects are
+//! committed before the ref transaction that references them, as in every other layout.
+
+mod connection;
+mod objects;
+mod refs;
+pub mod schema;
+
+pub use connection::PgConnection;
+pub use objects::PgObjectStore;
+pub use refs::{PgListener, PgRefStore};
+
+/// Whether `location` names a PostgreSQL depot (`postgres://…` or `postgresql://…`).
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// The URL with its password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// What went wrong talking to PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    /// The server could not be reached or refused the connection.
+    #[error("could not connect to PostgreSQL at {url}: {source}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The cause.
+        source: postgres::Error,
+    },
+    /// A statement failed.
+    #[error("PostgreSQL at {url}: could not {what}: {source}")]
+    Query {
+        /// The URL, password redacted.
+        url: String,
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: postgres::Error,
+    },
+    /// The database has no retro schema.
+    #[error("{0} holds no retro depot (create one with 'retro init {0}')")]
+    NotADepot(String),
+    /// `init` found a retro schema already there.
+    #[error("{0} already holds a retro depot")]
+    AlreadyExists(String),
+    /// The schema is newer than this build understands.
+    #[error("{url} has schema version {found}; this retro knows versions up to {known}")]
+    SchemaTooNew {
+        /// The URL, password redacted.
+        url: String,
+        /// The database's version.
+        found: i32,
+        /// The newest version this build knows.
+        known: i32,
+    },
+    /// A stored value does not parse.
+    #[error("PostgreSQL at {url}: {what} is corrupt: {reason}")]
+    Corrupt {
+        /// The URL, password redacted.
+        url: String,
+        /// The row.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::hash::ObjectId;
+    use crate::name::EventName;
+    use crate::object::{Event, Object};
+    use crate::odb::ObjectStore;
+    use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefStore, RefValue};
+
+    /// A fresh database with the retro schema, on the shared throw-away server.
+    fn fresh() -> String {
+        let url = pgtest::PgServer::shared().create_database();
+        schema::create(&PgConnection::connect(&url).unwrap()).unwrap();
+        url
+    }
+
+    fn event(i: usize) -> crate::object::EncodedObject {
+        Object::Event(Event::new(
+            EventName::new("Counted").unwrap(),
+            format!("{{\"n\":{i}}}"),
+        ))
+        .to_encoded()
+    }
+
+    #[test]
+    fn urls_are_recognised_and_redacted() {
+        assert!(is_url("postgres://u@h/db"));
+        assert!(is_url("postgresql://u@h/db"));
+        assert!(!is_url("./postgres"));
+        assert_eq!(
+            redact("postgres://ada:secret@db.example:5432/retro"),
+            "postgres://ada:***@db.example:5432/retro"
+        );
+        assert_eq!(redact("postgres://ada@h/db"), "postgres://ada@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn postgres_object_store_conforms() {
+        crate::odb::conformance::run(&|| {
+            Box::new(PgObjectStore::new(PgConnection::connect(&fresh()).unwrap()))
+        });
+    }
+
+    #[test]
+    fn postgres_ref_store_conforms() {
+        crate::refdb::conformance::run(&|| {
+            Box::new(PgRefStore::new(PgConnection::connect(&fresh()).unwrap()))
+        });
+    }
+
+    #[test]
+    fn a_corrupt_row_is_reported_not_served() {
+        let url = fresh();
+        let store = PgObjectStore::new(PgConnection::connect(&url).unwrap());
+        let object = event(1);
+        store.write(std::slice::from_ref(&object)).unwrap();
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .execute("UPDATE retro_objects SET body = 'garbage'::bytea", &[])
+            .unwrap();
+        let err = store.read(&object.id()).unwrap_err();
+        assert!(err.to_string().contains("is corrupt"), "{err}");
+    }
+
+    #[test]
+    fn the_schema_is_created_once_and_checked_on_open() {
+        let url = pgtest::PgServer::shared().create_database();
+        let connection = PgConnection::connect(&url).unwrap();
+        assert!(matches!(
+            schema::open(&connection),
+            Err(PgError::NotADepot(_))
+        ));
+        let id = schema::create(&connection).unwrap();
+        assert_eq!(schema::open(&connection).unwrap(), id);
+        assert!(matches!(
+            schema::create(&connection),
+            Err(PgError::AlreadyExists(_))
+        ));
+        assert_eq!(
+            schema::read_version(&connection).unwrap(),
+            Some(schema::CURRENT_VERSION)
+        );
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .execute(
+                "UPDATE retro_meta SET value = '999' WHERE key = 'schema_version'",
+                &[],
+            )
+            .unwrap();
+        let err = schema::open(&connection).unwrap_err();
+        assert!(
+            matches!(err, PgError::SchemaTooNew { found: 999, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_server_is_a_clear_error() {
+        let err = PgConnection::connect("postgres://postgres@127.0.0.1:1/none")
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "could not connect to PostgreSQL at postgres://postgres@127.0.0.1:1/none"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn concurrent_compare_and_swaps_lose_no_update() {
+        let url = fresh();
+        let master = RefName::master();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let url = url.clone();
+                let master = master.clone();
+                std::thread::spawn(move || {
+                    let store = PgRefStore::new(PgConnection::connect(&url).unwrap());
+                    let mut won = 0;
+                    while won < 25 {
+                        let old = store.read(&master).unwrap().and_then(|v| v.id());
+                        let new = ObjectId::of(format!("{t}-{won}").as_bytes());
+                        let edit = RefEdit::cas(master.clone(), old, new, LogInfo::default());
+                        match store.transaction(&[edit]) {
+                            Ok(()) => won += 1,
+                            Err(crate::refdb::Error::Conflict { .. }) => {}
+                            Err(other) => panic!("{other}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let store = PgRefStore::new(PgConnection::connect(&url).unwrap());
+        let log = store.reflog(&master).unwrap();
+        assert_eq!(log.len(), 100);
+        for pair in log.windows(2) {
+            assert_eq!(
+                pair[0].new, pair[1].old,
+                "every move starts where the last ended"
+            );
+        }
+    }
+
+    #[test]
+    fn a_listener_wakes_when_a_ref_moves() {
+        let url = fresh();
+        let store = Arc::new(PgRefStore::new(PgConnection::connect(&url).unwrap()));
+        let mut listener = store.listener().expect("PostgreSQL listens");
+        assert!(
+            !listener.wait(Duration::from_millis(50)),
+            "nothing moved yet"
+        );
+        let mover = store.clone();
+        let start = Instant::now();
+        let handle = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            mover
+                .transaction(&[RefEdit {
+                    name: RefName::master(),
+                    expected: Expected::MustNotExist,
+                    new: Some(RefValue::Direct(ObjectId::of(b"x"))),
+                    log: LogInfo::default(),
+                }])
+                .unwrap();
+        });
+        assert!(listener.wait(Duration::from_secs(10)));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn failed_commands_are_listed_in_order() {
+        let url = fresh();
+        let store = PgRefStore::new(PgConnection::connect(&url).unwrap());
+        let ids: Vec<_> = (0..3).map(|i: u8| ObjectId::of(&[i])).collect();
+        for id in &ids {
+            store.append_failure(id).unwrap();
+        }
+        assert_eq!(store.failures().unwrap(), ids);
+    }
+}

@@ -1,0 +1,145 @@
+//! Objects in PostgreSQL: one row per object, keyed by the raw 32-byte id.
+
+use super::{PgConnection, PgError};
+use crate::hash::{ObjectId, Prefix};
+use crate::object::EncodedObject;
+use crate::odb::{Error, ObjectStore};
+
+/// How many ids one page of [`ObjectStore::for_each_id`] fetches.
+const ID_PAGE: i64 = 10_000;
+
+/// The object store of a PostgreSQL depot.
+pub struct PgObjectStore {
+    connection: PgConnection,
+}
+
+impl PgObjectStore {
+    /// A store over an open connection (the schema must exist: see [`super::schema`]).
+    pub fn new(connection: PgConnection) -> PgObjectStore {
+        PgObjectStore { connection }
+    }
+}
+
+fn backend(err: PgError) -> Error {
+    Error::Backend(err.to_string())
+}
+
+impl ObjectStore for PgObjectStore {
+    fn read(&self, id: &ObjectId) -> Result<Option<EncodedObject>, Error> {
+        let body: Option<Vec<u8>> = self
+            .connection
+            .with("read an object", |client| {
+                let row = client.query_opt(
+                    "SELECT body FROM retro_objects WHERE id = $1",
+                    &[&&id.as_bytes()[..]],
+                )?;
+                row.map(|r| r.try_get(0)).transpose()
+            })
+            .map_err(backend)?;
+        body.map(|bytes| crate::odb::verify(id, bytes)).transpose()
+    }
+
+    fn contains(&self, id: &ObjectId) -> Result<bool, Error> {
+        self.connection
+            .with("look up an object", |client| {
+                let row = client.query_opt(
+                    "SELECT 1 FROM retro_objects WHERE id = $1",
+                    &[&&id.as_bytes()[..]],
+                )?;
+                Ok(row.is_some())
+            })
+            .map_err(backend)
+    }
+
+    /// Inserts the objects in one statement (one transaction): durable when it returns.
+    fn write(&self, objects: &[EncodedObject]) -> Result<(), Error> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Vec<u8>> = objects.iter().map(|o| o.id().as_bytes().to_vec()).collect();
+        let bodies: Vec<&[u8]> = objects.iter().map(EncodedObject::bytes).collect();
+        self.connection
+            .with("write objects", |client| {
+                client.execute(
+                    "INSERT INTO retro_objects (id, body)
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[])
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&ids, &bodies],
+                )
+            })
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Every write is committed before it returns: nothing to do.
+    fn sync(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn for_each_id(&self, f: &mut dyn FnMut(ObjectId) -> Result<(), Error>) -> Result<(), Error> {
+        let mut after: Vec<u8> = Vec::new();
+        loop {
+            // Keyset pages: the connection is not held while `f` runs.
+            let page: Vec<Vec<u8>> = self
+                .connection
+                .with("list objects", |client| {
+                    client
+                        .query(
+                            "SELECT id FROM retro_objects WHERE id > $1 ORDER BY id LIMIT $2",
+                            &[&after, &ID_PAGE],
+                        )?
+                        .iter()
+                        .map(|r| r.try_get(0))
+                        .collect()
+                })
+                .map_err(backend)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.clone();
+            for raw in page {
+                f(stored_id(&raw)?)?;
+            }
+        }
+    }
+
+    fn find_prefix(&self, prefix: &Prefix, limit: usize) -> Result<Vec<ObjectId>, Error> {
+        let lower = prefix.lower_bound();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<Vec<u8>> = self
+            .connection
+            .with("look up an id prefix", |client| {
+                client
+                    .query(
+                        "SELECT id FROM retro_objects WHERE id >= $1 ORDER BY id LIMIT $2",
+                        &[&&lower.as_bytes()[..], &limit],
+                    )?
+                    .iter()
+                    .map(|r| r.try_get(0))
+                    .collect()
+            })
+            .map_err(backend)?;
+        let mut found = Vec::new();
+        for raw in rows {
+            let id = stored_id(&raw)?;
+            if !prefix.matches(&id) {
+                break;
+            }
+            found.push(id);
+        }
+        Ok(found)
+    }
+
+    fn describe(&self) -> String {
+        format!("PostgreSQL object store at {}", self.connection.shown_url())
+    }
+}
+
+fn stored_id(raw: &[u8]) -> Result<ObjectId, Error> {
+    ObjectId::from_slice(raw).ok_or_else(|| {
+        Error::Backend(format!(
+            "retro_objects holds an id of {} bytes, not 32",
+            raw.len()
+        ))
+    })
+}

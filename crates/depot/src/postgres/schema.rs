@@ -1,0 +1,143 @@
+//! The versioned schema of a PostgreSQL depot and its migrations.
+//!
+//! Version `n` is reached by applying `MIGRATIONS[..n]` in order; the version reached is kept in
+//! `retro_meta` under `schema_version`, beside a random `depot_id` that names the depot (hosts key
+//! their local partition-index cache by it). Migrations run in one transaction under an advisory
+//! lock, so two hosts opening an old depot at once migrate it once.
+
+use super::{PgConnection, PgError};
+
+/// Each entry takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: objects, refs, reflogs, failed commands.
+    "CREATE TABLE retro_objects (
+         id bytea PRIMARY KEY,
+         body bytea NOT NULL
+     );
+     CREATE TABLE retro_refs (
+         name text COLLATE \"C\" PRIMARY KEY,
+         value text NOT NULL
+     );
+     CREATE TABLE retro_reflog (
+         seq bigserial PRIMARY KEY,
+         name text NOT NULL,
+         old text,
+         new text,
+         date text NOT NULL,
+         session text NOT NULL,
+         message text NOT NULL
+     );
+     CREATE INDEX retro_reflog_by_name ON retro_reflog (name, seq);
+     CREATE TABLE retro_failures (
+         seq bigserial PRIMARY KEY,
+         id bytea NOT NULL
+     );",
+];
+
+/// The newest schema version this build knows.
+pub const CURRENT_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// The advisory lock key that serializes migrations.
+const MIGRATION_LOCK: i64 = 0x7265_7472_6f5f_6d69; // "retro_mi"
+
+/// Creates the schema in an empty database; returns the new depot id.
+pub fn create(connection: &PgConnection) -> Result<String, PgError> {
+    if read_version(connection)?.is_some() {
+        return Err(PgError::AlreadyExists(connection.shown_url()));
+    }
+    let depot_id = new_depot_id();
+    connection.with("create the retro schema", |client| {
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS retro_meta (key text PRIMARY KEY, value text NOT NULL)",
+        )?;
+        tx.execute(
+            "INSERT INTO retro_meta (key, value) VALUES ('depot_id', $1)",
+            &[&depot_id],
+        )?;
+        tx.execute(
+            "INSERT INTO retro_meta (key, value) VALUES ('schema_version', '0')",
+            &[],
+        )?;
+        migrate_locked(&mut tx, 0)?;
+        tx.commit()
+    })?;
+    Ok(depot_id)
+}
+
+/// Checks that the database holds a depot, migrates it to the current version, and returns its
+/// depot id.
+pub fn open(connection: &PgConnection) -> Result<String, PgError> {
+    let Some(version) = read_version(connection)? else {
+        return Err(PgError::NotADepot(connection.shown_url()));
+    };
+    if version > CURRENT_VERSION {
+        return Err(PgError::SchemaTooNew {
+            url: connection.shown_url(),
+            found: version,
+            known: CURRENT_VERSION,
+        });
+    }
+    if version < CURRENT_VERSION {
+        connection.with("migrate the retro schema", |client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            let version = version_in(&mut tx)?;
+            migrate_locked(&mut tx, version)?;
+            tx.commit()
+        })?;
+    }
+    connection.with("read the depot id", |client| {
+        let row = client.query_one("SELECT value FROM retro_meta WHERE key = 'depot_id'", &[])?;
+        row.try_get(0)
+    })
+}
+
+/// The schema version, or `None` when the database has no retro schema.
+pub fn read_version(connection: &PgConnection) -> Result<Option<i32>, PgError> {
+    connection.with("read the schema version", |client| {
+        let exists: bool = client
+            .query_one("SELECT to_regclass('retro_meta') IS NOT NULL", &[])?
+            .try_get(0)?;
+        if !exists {
+            return Ok(None);
+        }
+        version_in(client).map(Some)
+    })
+}
+
+fn version_in(client: &mut impl postgres::GenericClient) -> Result<i32, postgres::Error> {
+    let row = client.query_opt(
+        "SELECT value FROM retro_meta WHERE key = 'schema_version'",
+        &[],
+    )?;
+    Ok(row
+        .and_then(|r| r.try_get::<_, String>(0).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+fn migrate_locked(tx: &mut postgres::Transaction<'_>, from: i32) -> Result<(), postgres::Error> {
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
+        tx.batch_execute(migration)?;
+        tx.execute(
+            "UPDATE retro_meta SET value = $1 WHERE key = 'schema_version'",
+            &[&(i + 1).to_string()],
+        )?;
+    }
+    Ok(())
+}
+
+/// 128 random bits as hex, from the kernel.
+fn new_depot_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let from_kernel =
+        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if from_kernel.is_err() {
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        bytes.copy_from_slice(&crate::hash::ObjectId::of(seed.as_bytes()).as_bytes()[..16]);
+    }
+    hex::encode(bytes)
+}

@@ -1,0 +1,187 @@
+//! Every CLI command on a PostgreSQL depot; its output equals the files depot's it was synced from.
+
+use crate::common::{command, fresh_url, json_lines, ok, run};
+
+#[test]
+fn every_command_works_on_postgres_with_the_files_depot_output() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let files = w.join("files");
+    let files = files.to_str().unwrap();
+    let url = fresh_url();
+    let url = url.as_str();
+
+    // Build history in a files depot, then clone it into PostgreSQL.
+    ok(w, &["init", files]);
+    for (path, name, params) in [
+        ("accounts/alice", "open", r#"{"owner":"Alice"}"#),
+        ("accounts/bob", "open", r#"{"owner":"Bob"}"#),
+        ("accounts/alice", "deposit", r#"{"amount":100}"#),
+        (
+            "accounts/alice",
+            "transfer",
+            r#"{"to":"accounts/bob","amount":30}"#,
+        ),
+    ] {
+        ok(
+            w,
+            &[
+                "--depot",
+                files,
+                "apply",
+                "--session",
+                "s1",
+                &command(path, name, params),
+            ],
+        );
+    }
+    ok(
+        w,
+        &["--depot", files, "update-ref", "refs/tags/audit", "HEAD~1"],
+    );
+    let cloned = ok(w, &["clone", files, url]);
+    assert!(cloned.contains("copied 4 checkpoint(s)"), "{cloned}");
+
+    // Read commands: byte-identical output on both depots.
+    for args in [
+        vec!["log"],
+        vec!["log", "--json"],
+        vec!["log", "--oneline", "-n", "2", "--reverse"],
+        vec!["log", "--partition", "accounts/bob"],
+        vec!["log", "refs/tags/audit"],
+        vec!["show", "HEAD~1"],
+        vec!["show", "--json", "HEAD"],
+        vec!["cat-object", "-p", "HEAD"],
+        vec!["cat-object", "-t", "HEAD^"],
+        vec!["cat-object", "-s", "master~2"],
+        vec!["cat-object", "HEAD"],
+        vec!["events", "accounts/*"],
+        vec!["events", "**", "--json", "--since", "HEAD~2"],
+        vec!["partitions"],
+        vec!["partitions", "--json", "accounts/*"],
+        vec!["refs"],
+        vec!["refs", "--json"],
+    ] {
+        let mut on_files = vec!["--depot", files];
+        on_files.extend(&args);
+        let mut on_pg = vec!["--depot", url];
+        on_pg.extend(&args);
+        assert_eq!(ok(w, &on_files), ok(w, &on_pg), "retro {args:?}");
+    }
+
+    // A unique prefix resolves; RETRO_DEPOT names the depot too.
+    let head = ok(w, &["--depot", url, "log", "--oneline", "-n", "1"]);
+    let prefix = &head[..8];
+    let by_env = crate::common::retro(w, &["cat-object", "-t", prefix])
+        .env("RETRO_DEPOT", url)
+        .output()
+        .unwrap();
+    assert!(by_env.status.success(), "{by_env:?}");
+    assert_eq!(String::from_utf8_lossy(&by_env.stdout).trim(), "checkpoint");
+
+    // Writes: apply, a domain rejection recorded as a failed command, sessions, update-ref CAS.
+    let applied = ok(
+        w,
+        &[
+            "--depot",
+            url,
+            "apply",
+            "--json",
+            &command("accounts/bob", "deposit", r#"{"amount":5}"#),
+        ],
+    );
+    let applied = &json_lines(&applied)[0];
+    assert_eq!(applied["events"], 1, "{applied}");
+    let rejected = run(
+        w,
+        &[
+            "--depot",
+            url,
+            "apply",
+            &command("accounts/bob", "withdraw", r#"{"amount":1000}"#),
+        ],
+    );
+    assert_eq!(rejected.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&rejected.stderr).contains("insufficient_funds"));
+    let failed = ok(w, &["--depot", url, "failed", "--json"]);
+    assert_eq!(json_lines(&failed).len(), 1, "{failed}");
+    let session = ok(w, &["--depot", url, "session", "start"]);
+    assert!(!session.trim().is_empty());
+    let stale = run(
+        w,
+        &[
+            "--depot",
+            url,
+            "update-ref",
+            "refs/tags/audit",
+            "HEAD~1",
+            "HEAD",
+        ],
+    );
+    assert_eq!(stale.status.code(), Some(3), "a lost CAS is a Conflict");
+    ok(
+        w,
+        &["--depot", url, "update-ref", "refs/tags/audit", "HEAD"],
+    );
+    let reflog = ok(w, &["--depot", url, "reflog", "refs/tags/audit"]);
+    assert_eq!(reflog.lines().count(), 2, "{reflog}");
+
+    // Maintenance: fsck clean (the failed command is not corruption), reindex, export/import.
+    let fsck = ok(w, &["--depot", url, "fsck"]);
+    assert!(
+        fsck.contains("no problems") && fsck.contains("1 failed commands kept"),
+        "{fsck}"
+    );
+    ok(w, &["--depot", url, "reindex"]);
+    let export = w.join("history.jsonl");
+    ok(
+        w,
+        &["--depot", url, "export", "-o", export.to_str().unwrap()],
+    );
+    let other = fresh_url();
+    ok(w, &["init", &other]);
+    ok(w, &["--depot", &other, "import", export.to_str().unwrap()]);
+    assert_eq!(
+        ok(w, &["--depot", url, "log", "--json"]),
+        ok(w, &["--depot", &other, "log", "--json"]),
+        "an export imported elsewhere has the same ids"
+    );
+    let gc = run(w, &["--depot", url, "gc"]);
+    assert_eq!(gc.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gc.stderr).contains("VACUUM"));
+}
+
+#[test]
+fn bad_urls_and_missing_depots_are_clear_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let empty = fresh_url();
+    let out = run(w, &["--depot", &empty, "log"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds no retro depot") && stderr.contains("retro init"),
+        "{stderr}"
+    );
+
+    ok(w, &["init", &empty]);
+    let again = run(w, &["init", &empty]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a retro depot"));
+
+    let refused = run(
+        w,
+        &["--depot", "postgres://ada:secret@127.0.0.1:1/none", "log"],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.starts_with("retro: error: could not connect to PostgreSQL"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret"),
+        "the password is never printed: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
