@@ -20,6 +20,7 @@ demo: ## Run the built-in example domain in a fresh depot and print its log
 	$(CARGO) run --quiet --release -p retro-cli --bin retro -- demo
 
 bench: ## Run the benchmarks and the peer comparison; writes docs/benchmarks.md
+	bash tests/postgres/install.sh
 	$(CARGO) build --release -p retro-bench -p retro-peers -p retro-cli
 	./target/release/retro-bench $(BENCH_ARGS)
 

@@ -203,7 +203,7 @@ pub fn identity_manifest() -> Result<Manifest> {
 }
 
 /// The payload of `create` on `path`, with `seq` making every event body unique.
-fn create_payload(path: &str, seq: u64) -> String {
+pub fn create_payload(path: &str, seq: u64) -> String {
     format!(
         r#"{{"path":"{path}","name":"create","params":{{"identity":"id-{seq:08}","email":"user{seq}@example.org","seq":{seq}}}}}"#
     )

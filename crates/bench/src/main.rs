@@ -9,6 +9,8 @@
 //! - [`engine_bench`]: retro's engine: durable applies with a Rust handler, one writer and four,
 //!   and one apply in a small and a large depot;
 //! - [`memory`]: max RSS of the `retro` commands on a 1,000,000-event depot;
+//! - [`postgres_bench`]: a PostgreSQL depot on a throw-away local server: durable applies with 1
+//!   and 8 writers, partition reads in 1,000,000 events;
 //! - [`peers`]: running `retro-peers` and reading its figures;
 //! - [`report`]: the comparison table, the machine description and the Markdown document.
 
@@ -21,6 +23,7 @@ mod engine_bench;
 mod http_bench;
 mod memory;
 mod peers;
+mod postgres_bench;
 mod report;
 mod workload;
 
@@ -63,7 +66,7 @@ struct Cli {
 }
 
 /// Every measurement `--only` can name: the depot's, then the engine's, then the memory one.
-const PHASES: [&str; 11] = [
+const PHASES: [&str; 12] = [
     "bulk",
     "walk",
     "fsync",
@@ -75,6 +78,7 @@ const PHASES: [&str; 11] = [
     "engine-scale",
     "memory",
     "http",
+    "postgres",
 ];
 /// Whether `phase` runs, given `--only`.
 fn wanted(only: &[String], phase: &str) -> bool {
@@ -161,6 +165,20 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 eprintln!("retro-bench: warning: http: {err:#}");
                 warnings.push(format!("http phase skipped: {err:#}"));
+            }
+        }
+        if wanted(&cli.only, "postgres") {
+            let pg_sizes = if cli.quick {
+                postgres_bench::Sizes::quick()
+            } else {
+                postgres_bench::Sizes::full()
+            };
+            if let Err(err) = postgres_bench::run(&pg_sizes, scratch.path(), &mut figures) {
+                if !cli.only.is_empty() {
+                    return Err(err);
+                }
+                eprintln!("retro-bench: warning: postgres: {err:#}");
+                warnings.push(format!("postgres phase skipped: {err:#}"));
             }
         }
         if wanted(&cli.only, "memory") {

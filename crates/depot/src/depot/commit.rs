@@ -405,8 +405,6 @@ impl Depot {
                 for _ in 0..64 {
                     let attempt = (|| {
                         let plan = self.plan(&jobs, &mut |name| Ok(self.refs.read(name)?))?;
-                        self.objects.write(&plan.objects)?;
-                        self.objects.sync()?;
                         let edits: Vec<RefEdit> = plan
                             .ref_moves
                             .iter()
@@ -417,8 +415,17 @@ impl Depot {
                                 log: log.clone(),
                             })
                             .collect();
-                        if !edits.is_empty() {
-                            self.refs.transaction(&edits)?;
+                        // Objects before refs: in one transaction where the store can, else
+                        // written and synced first.
+                        match self.refs.transaction_with_objects(&plan.objects, &edits) {
+                            Some(result) => result?,
+                            None => {
+                                self.objects.write(&plan.objects)?;
+                                self.objects.sync()?;
+                                if !edits.is_empty() {
+                                    self.refs.transaction(&edits)?;
+                                }
+                            }
                         }
                         Ok::<_, Error>(plan)
                     })();

@@ -225,9 +225,28 @@ impl Depot {
     }
 
     fn load_rows(&self, rows: Vec<EventRow>) -> Result<Vec<EventRecord>, Error> {
+        let ids: Vec<ObjectId> = rows.iter().map(|r| r.event).collect();
+        let objects = self.objects.read_many(&ids)?;
         rows.into_iter()
-            .map(|row| {
-                let event = self.read_event(&row.event)?;
+            .zip(objects)
+            .map(|(row, object)| {
+                let object = object.ok_or_else(|| Error::MissingObject {
+                    id: row.event,
+                    context: "not in the object store".to_owned(),
+                })?;
+                let event = match object.decode().map_err(|source| Error::Decode {
+                    id: row.event,
+                    source,
+                })? {
+                    crate::object::Object::Event(e) => e,
+                    other => {
+                        return Err(Error::WrongKind {
+                            id: row.event,
+                            expected: crate::object::Kind::Event,
+                            found: other.kind(),
+                        })
+                    }
+                };
                 Ok(EventRecord {
                     partition: row.partition,
                     version: row.version,

@@ -339,6 +339,10 @@ impl Depot {
 
     /// Follows symbolic refs: the direct ref's name and its checkpoint (`None` while unborn).
     pub fn resolve_ref(&self, name: &RefName) -> Result<(RefName, Option<ObjectId>), Error> {
+        if self.layout == Layout::Postgres {
+            // One round trip for the whole chain.
+            return Ok(self.refs.resolve(name)?);
+        }
         Ok(crate::refdb::resolve_with(name, |n| {
             self.read_ref(n).map_err(|e| match e {
                 Error::Refs(r) => r,

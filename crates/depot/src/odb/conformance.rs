@@ -17,6 +17,7 @@ fn event(i: usize) -> EncodedObject {
 /// Runs every conformance check against stores made by `make`.
 pub(crate) fn run(make: &dyn Fn() -> Box<dyn ObjectStore>) {
     reads_back_what_was_written(make());
+    reads_many_in_order(make());
     missing_objects_are_none(make());
     writes_are_idempotent(make());
     prefixes_resolve_and_report_ambiguity(make());
@@ -32,6 +33,25 @@ fn reads_back_what_was_written(store: Box<dyn ObjectStore>) {
         assert_eq!(read, *object, "{}", store.describe());
         assert!(store.contains(&object.id()).unwrap());
     }
+}
+
+fn reads_many_in_order(store: Box<dyn ObjectStore>) {
+    let objects: Vec<_> = (0..20).map(event).collect();
+    store.write(&objects).unwrap();
+    store.sync().unwrap();
+    let missing = ObjectId::of(b"never written");
+    let mut ids: Vec<ObjectId> = objects.iter().rev().map(|o| o.id()).collect();
+    ids.insert(3, missing);
+    ids.push(objects[0].id());
+    let read = store.read_many(&ids).unwrap();
+    assert_eq!(read.len(), ids.len(), "{}", store.describe());
+    for (id, object) in ids.iter().zip(&read) {
+        match object {
+            Some(object) => assert_eq!(object.id(), *id),
+            None => assert_eq!(*id, missing),
+        }
+    }
+    assert!(read[3].is_none());
 }
 
 fn missing_objects_are_none(store: Box<dyn ObjectStore>) {

@@ -76,6 +76,12 @@ pub trait ObjectStore: Send + Sync {
     /// The object with this id, verified, or `None` if the store does not have it.
     fn read(&self, id: &ObjectId) -> Result<Option<EncodedObject>, Error>;
 
+    /// Several objects at once, in the order asked (`None` for the missing ones), each verified.
+    /// Stores with a round trip per call (PostgreSQL) answer in one.
+    fn read_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<EncodedObject>>, Error> {
+        ids.iter().map(|id| self.read(id)).collect()
+    }
+
     /// Whether the store has the object (without verifying it).
     fn contains(&self, id: &ObjectId) -> Result<bool, Error>;
 

@@ -1,24 +1,88 @@
-//! One PostgreSQL connection shared by a store's callers, reconnected after the server went away.
+//! One PostgreSQL connection shared by a store's callers, with its prepared statements, reconnected
+//! after the server went away.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
-use postgres::{Client, NoTls};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
 
 use super::{redact, PgError};
 
-/// A lazily (re)connected client behind a mutex.
+/// A client and the statements prepared on it (each SQL text is parsed once per connection, which
+/// halves the round trips of a query).
+pub struct PgSession {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl PgSession {
+    /// The statement for `sql`, prepared on first use.
+    pub fn prepare(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Runs a cached statement and returns its rows.
+    pub fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let statement = self.prepare(sql)?;
+        self.client.query(&statement, params)
+    }
+
+    /// Runs a cached statement that returns at most one row.
+    pub fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error> {
+        let statement = self.prepare(sql)?;
+        self.client.query_opt(&statement, params)
+    }
+
+    /// Runs a cached statement and returns the rows it changed.
+    pub fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        let statement = self.prepare(sql)?;
+        self.client.execute(&statement, params)
+    }
+
+    /// The client, for transactions and one-off statements.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// A lazily (re)connected session behind a mutex.
 pub struct PgConnection {
     url: String,
-    client: Mutex<Option<Client>>,
+    session: Mutex<Option<PgSession>>,
 }
 
 impl PgConnection {
     /// Connects to `url` now, so that a wrong URL fails at open.
     pub fn connect(url: &str) -> Result<PgConnection, PgError> {
-        let client = Self::new_client(url)?;
+        let session = Self::new_session(url)?;
         Ok(PgConnection {
             url: url.to_owned(),
-            client: Mutex::new(Some(client)),
+            session: Mutex::new(Some(session)),
+        })
+    }
+
+    fn new_session(url: &str) -> Result<PgSession, PgError> {
+        Ok(PgSession {
+            client: Self::new_client(url)?,
+            statements: HashMap::new(),
         })
     }
 
@@ -40,20 +104,20 @@ impl PgConnection {
         &self.url
     }
 
-    /// Runs `f` with the client, connecting first if the last one broke. A failed statement on a
+    /// Runs `f` with the session, connecting first if the last one broke. A failed statement on a
     /// closed connection drops it, so the next call reconnects (after a server restart, say).
     pub fn with<T>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut PgSession) -> Result<T, postgres::Error>,
     ) -> Result<T, PgError> {
-        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(Self::new_client(&self.url)?);
+        let mut guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_none_or(|s| s.client.is_closed()) {
+            *guard = Some(Self::new_session(&self.url)?);
         }
-        let client = guard.as_mut().expect("connected above");
-        let result = f(client);
-        if result.is_err() && client.is_closed() {
+        let session = guard.as_mut().expect("connected above");
+        let result = f(session);
+        if result.is_err() && session.client.is_closed() {
             *guard = None;
         }
         result.map_err(|source| PgError::Query {

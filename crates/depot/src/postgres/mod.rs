@@ -15,7 +15,7 @@ mod objects;
 mod refs;
 pub mod schema;
 
-pub use connection::PgConnection;
+pub use connection::{PgConnection, PgSession};
 pub use objects::PgObjectStore;
 pub use refs::{PgListener, PgRefStore};
 

@@ -8,6 +8,11 @@ use crate::odb::{Error, ObjectStore};
 /// How many ids one page of [`ObjectStore::for_each_id`] fetches.
 const ID_PAGE: i64 = 10_000;
 
+/// Inserts `$1` ids with `$2` bodies, leaving existing objects alone.
+pub(super) const INSERT_OBJECTS: &str = "INSERT INTO retro_objects (id, body)
+     SELECT * FROM unnest($1::bytea[], $2::bytea[])
+     ON CONFLICT (id) DO NOTHING";
+
 /// The object store of a PostgreSQL depot.
 pub struct PgObjectStore {
     connection: PgConnection,
@@ -28,8 +33,8 @@ impl ObjectStore for PgObjectStore {
     fn read(&self, id: &ObjectId) -> Result<Option<EncodedObject>, Error> {
         let body: Option<Vec<u8>> = self
             .connection
-            .with("read an object", |client| {
-                let row = client.query_opt(
+            .with("read an object", |session| {
+                let row = session.query_opt(
                     "SELECT body FROM retro_objects WHERE id = $1",
                     &[&&id.as_bytes()[..]],
                 )?;
@@ -39,10 +44,41 @@ impl ObjectStore for PgObjectStore {
         body.map(|bytes| crate::odb::verify(id, bytes)).transpose()
     }
 
+    fn read_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<EncodedObject>>, Error> {
+        if ids.len() < 2 {
+            return ids.iter().map(|id| self.read(id)).collect();
+        }
+        let keys: Vec<&[u8]> = ids.iter().map(|id| &id.as_bytes()[..]).collect();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = self
+            .connection
+            .with("read objects", |session| {
+                session
+                    .query(
+                        "SELECT id, body FROM retro_objects WHERE id = ANY($1)",
+                        &[&keys],
+                    )?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect()
+            })
+            .map_err(backend)?;
+        let mut found: std::collections::HashMap<ObjectId, Vec<u8>> = rows
+            .into_iter()
+            .map(|(id, body)| Ok((stored_id(&id)?, body)))
+            .collect::<Result<_, Error>>()?;
+        ids.iter()
+            .map(|id| match found.remove(id) {
+                Some(bytes) => crate::odb::verify(id, bytes).map(Some),
+                // Asked twice: read it again.
+                None => self.read(id),
+            })
+            .collect()
+    }
+
     fn contains(&self, id: &ObjectId) -> Result<bool, Error> {
         self.connection
-            .with("look up an object", |client| {
-                let row = client.query_opt(
+            .with("look up an object", |session| {
+                let row = session.query_opt(
                     "SELECT 1 FROM retro_objects WHERE id = $1",
                     &[&&id.as_bytes()[..]],
                 )?;
@@ -59,13 +95,8 @@ impl ObjectStore for PgObjectStore {
         let ids: Vec<Vec<u8>> = objects.iter().map(|o| o.id().as_bytes().to_vec()).collect();
         let bodies: Vec<&[u8]> = objects.iter().map(EncodedObject::bytes).collect();
         self.connection
-            .with("write objects", |client| {
-                client.execute(
-                    "INSERT INTO retro_objects (id, body)
-                     SELECT * FROM unnest($1::bytea[], $2::bytea[])
-                     ON CONFLICT (id) DO NOTHING",
-                    &[&ids, &bodies],
-                )
+            .with("write objects", |session| {
+                session.execute(INSERT_OBJECTS, &[&ids, &bodies])
             })
             .map_err(backend)?;
         Ok(())
@@ -82,8 +113,8 @@ impl ObjectStore for PgObjectStore {
             // Keyset pages: the connection is not held while `f` runs.
             let page: Vec<Vec<u8>> = self
                 .connection
-                .with("list objects", |client| {
-                    client
+                .with("list objects", |session| {
+                    session
                         .query(
                             "SELECT id FROM retro_objects WHERE id > $1 ORDER BY id LIMIT $2",
                             &[&after, &ID_PAGE],
@@ -108,8 +139,8 @@ impl ObjectStore for PgObjectStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows: Vec<Vec<u8>> = self
             .connection
-            .with("look up an id prefix", |client| {
-                client
+            .with("look up an id prefix", |session| {
+                session
                     .query(
                         "SELECT id FROM retro_objects WHERE id >= $1 ORDER BY id LIMIT $2",
                         &[&&lower.as_bytes()[..], &limit],

@@ -9,20 +9,31 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::GenericClient;
 
-use super::{PgConnection, PgError};
+use super::{PgConnection, PgError, PgSession};
 use crate::hash::ObjectId;
+use crate::object::EncodedObject;
 use crate::refdb::{
-    prepare_edits, Error, RefEdit, RefListener, RefName, RefStore, RefValue, ReflogEntry,
+    prepare_edits, Error, Expected, RefEdit, RefListener, RefName, RefStore, RefValue, ReflogEntry,
 };
 
-/// The advisory lock key of ref transactions.
-const REF_LOCK: i64 = 0x7265_7472_6f5f_7266; // "retro_rf"
+/// The advisory lock key of ref transactions (the same in `retro_commit`, schema version 2).
+pub(super) const REF_LOCK: i64 = 0x7265_7472_6f5f_7266; // "retro_rf"
 
 /// The channel ref moves are announced on.
 pub const CHANNEL: &str = "retro_refs";
+
+const READ_REF: &str = "SELECT value FROM retro_refs WHERE name = $1";
+const UPSERT_REF: &str = "INSERT INTO retro_refs (name, value) VALUES ($1, $2)
+     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value";
+const DELETE_REF: &str = "DELETE FROM retro_refs WHERE name = $1";
+const INSERT_REFLOG: &str = "INSERT INTO retro_reflog (name, old, new, date, session, message)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+const LOCK_REFS: &str = "SELECT pg_advisory_xact_lock($1)";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+const COMMIT_FUNCTION: &str = "SELECT retro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// The ref store of a PostgreSQL depot (it also keeps the failed-command records).
 pub struct PgRefStore {
@@ -40,17 +51,22 @@ fn corrupt(connection: &PgConnection, name: &str, reason: String) -> Error {
     }
 }
 
-fn read_in(
-    client: &mut impl GenericClient,
-    name: &RefName,
-) -> Result<Option<String>, postgres::Error> {
-    client
-        .query_opt(
-            "SELECT value FROM retro_refs WHERE name = $1",
-            &[&name.as_str()],
-        )?
-        .map(|r| r.try_get(0))
-        .transpose()
+/// How an expectation travels to `retro_commit`: a kind and an id.
+fn expectation(expected: &Expected) -> (&'static str, Option<String>) {
+    match expected {
+        Expected::Any => ("any", None),
+        Expected::MustExist => ("exists", None),
+        Expected::MustNotExist | Expected::MustBeOrAbsent(None) => ("absent", None),
+        Expected::MustBe(id) | Expected::MustBeOrAbsent(Some(id)) => ("is", Some(id.to_string())),
+    }
+}
+
+/// What the one-statement commit reports instead of committing.
+enum Refused {
+    /// The ref holds something else: its name and value.
+    Conflict(String, Option<String>),
+    /// A ref involved is symbolic: the general path must follow it.
+    Symbolic,
 }
 
 impl PgRefStore {
@@ -69,60 +85,126 @@ impl PgRefStore {
         })
     }
 
-    /// Records a failed command's checkpoint (already written to the object store).
-    pub fn append_failure(&self, id: &ObjectId) -> Result<(), PgError> {
-        self.connection.with("record a failed command", |client| {
-            client.execute(
-                "INSERT INTO retro_failures (id) VALUES ($1)",
-                &[&&id.as_bytes()[..]],
-            )?;
-            Ok(())
-        })
-    }
-
-    /// The failed commands' checkpoints, oldest first.
-    pub fn failures(&self) -> Result<Vec<ObjectId>, PgError> {
-        let rows: Vec<Vec<u8>> = self.connection.with("list failed commands", |client| {
-            client
-                .query("SELECT id FROM retro_failures ORDER BY seq", &[])?
-                .iter()
-                .map(|r| r.try_get(0))
-                .collect()
-        })?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| ObjectId::from_slice(r))
-            .collect())
-    }
-}
-
-impl RefStore for PgRefStore {
-    fn read(&self, name: &RefName) -> Result<Option<RefValue>, Error> {
-        let text = self
-            .connection
-            .with("read a ref", |client| read_in(client, name))
-            .map_err(backend)?;
-        text.map(|t| self.parse(name.as_str(), &t)).transpose()
-    }
-
-    fn transaction(&self, edits: &[RefEdit]) -> Result<(), Error> {
-        if edits.is_empty() {
+    /// Writes `objects` and applies `edits` atomically: in one statement (`retro_commit`, one
+    /// round trip and one WAL flush) when every edit moves a direct ref, else in one transaction
+    /// that follows symbolic refs.
+    fn transact(&self, objects: &[EncodedObject], edits: &[RefEdit]) -> Result<(), Error> {
+        if edits.is_empty() && objects.is_empty() {
             return Ok(());
         }
+        let direct = edits
+            .iter()
+            .all(|e| !matches!(e.new, Some(RefValue::Symbolic(_))));
+        let distinct = edits
+            .iter()
+            .map(|e| &e.name)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == edits.len();
+        if direct && distinct {
+            match self.commit_function(objects, edits)? {
+                None => return Ok(()),
+                Some(Refused::Conflict(name, actual)) => {
+                    let actual = actual.map(|t| self.parse(&name, &t)).transpose()?;
+                    let edit = edits
+                        .iter()
+                        .find(|e| e.name.as_str() == name)
+                        .ok_or_else(|| Error::Backend(format!("retro_commit named '{name}'")))?;
+                    return Err(Error::Conflict {
+                        name: edit.name.clone(),
+                        expected: edit.expected.clone(),
+                        actual,
+                    });
+                }
+                Some(Refused::Symbolic) => {}
+            }
+        }
+        self.general_transaction(objects, edits)
+    }
+
+    /// `retro_commit(...)`: `None` when committed.
+    fn commit_function(
+        &self,
+        objects: &[EncodedObject],
+        edits: &[RefEdit],
+    ) -> Result<Option<Refused>, Error> {
+        let ids: Vec<Vec<u8>> = objects.iter().map(|o| o.id().as_bytes().to_vec()).collect();
+        let bodies: Vec<&[u8]> = objects.iter().map(EncodedObject::bytes).collect();
+        let names: Vec<&str> = edits.iter().map(|e| e.name.as_str()).collect();
+        let (kinds, expected): (Vec<&str>, Vec<Option<String>>) =
+            edits.iter().map(|e| expectation(&e.expected)).unzip();
+        let new: Vec<Option<String>> = edits
+            .iter()
+            .map(|e| e.new.as_ref().map(RefValue::to_file_text))
+            .collect();
+        let date = crate::object::format_date(chrono::Utc::now());
+        let sessions: Vec<&str> = edits.iter().map(|e| e.log.session.as_str()).collect();
+        let messages: Vec<&str> = edits.iter().map(|e| e.log.message.as_str()).collect();
+        let result = self.connection.with("commit", |session| {
+            let outcome = session.execute(
+                COMMIT_FUNCTION,
+                &[
+                    &ids, &bodies, &names, &kinds, &expected, &new, &date, &sessions, &messages,
+                ],
+            );
+            match outcome {
+                Ok(_) => Ok(None),
+                Err(e) => match e.as_db_error() {
+                    Some(db) if *db.code() == SqlState::RAISE_EXCEPTION => match db.message() {
+                        "retro_conflict" => {
+                            let detail = db.detail().unwrap_or_default();
+                            let (name, actual) = detail.split_once('\t').unwrap_or((detail, ""));
+                            let actual = (!actual.is_empty()).then(|| actual.to_owned());
+                            Ok(Some(Refused::Conflict(name.to_owned(), actual)))
+                        }
+                        "retro_symbolic" => Ok(Some(Refused::Symbolic)),
+                        _ => Err(e),
+                    },
+                    _ => Err(e),
+                },
+            }
+        });
+        result.map_err(backend)
+    }
+
+    /// The general path: one transaction, symbolic refs followed by [`prepare_edits`].
+    fn general_transaction(
+        &self,
+        objects: &[EncodedObject],
+        edits: &[RefEdit],
+    ) -> Result<(), Error> {
         // Expectation failures are found inside the PostgreSQL transaction; they travel out of
         // the closure here, and the transaction is rolled back (dropped without commit).
         let mut outcome: Result<(), Error> = Ok(());
+        let ids: Vec<Vec<u8>> = objects.iter().map(|o| o.id().as_bytes().to_vec()).collect();
+        let bodies: Vec<&[u8]> = objects.iter().map(EncodedObject::bytes).collect();
         self.connection
-            .with("move refs", |client| {
-                let mut tx = client.transaction()?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REF_LOCK])?;
+            .with("move refs", |session| {
+                let insert = session.prepare(super::objects::INSERT_OBJECTS)?;
+                let read = session.prepare(READ_REF)?;
+                let upsert = session.prepare(UPSERT_REF)?;
+                let delete = session.prepare(DELETE_REF)?;
+                let reflog = session.prepare(INSERT_REFLOG)?;
+                let lock = session.prepare(LOCK_REFS)?;
+                let notify = session.prepare(NOTIFY)?;
+                let mut tx = session.client().transaction()?;
+                if !objects.is_empty() {
+                    tx.execute(&insert, &[&ids, &bodies])?;
+                }
+                if edits.is_empty() {
+                    return tx.commit();
+                }
+                tx.execute(&lock, &[&REF_LOCK])?;
                 let mut db_error = None;
-                let prepared = prepare_edits(edits, |n| match read_in(&mut tx, n) {
-                    Ok(text) => text.map(|t| self.parse(n.as_str(), &t)).transpose(),
-                    Err(e) => {
-                        let message = e.to_string();
-                        db_error = Some(e);
-                        Err(Error::Backend(message))
+                let prepared = prepare_edits(edits, |n| {
+                    let row = tx.query_opt(&read, &[&n.as_str()]);
+                    match row.and_then(|r| r.map(|r| r.try_get::<_, String>(0)).transpose()) {
+                        Ok(text) => text.map(|t| self.parse(n.as_str(), &t)).transpose(),
+                        Err(e) => {
+                            let message = e.to_string();
+                            db_error = Some(e);
+                            Err(Error::Backend(message))
+                        }
                     }
                 });
                 if let Some(e) = db_error {
@@ -138,15 +220,10 @@ impl RefStore for PgRefStore {
                 let date = crate::object::format_date(chrono::Utc::now());
                 for (edit, old) in &prepared {
                     match &edit.new {
-                        Some(value) => tx.execute(
-                            "INSERT INTO retro_refs (name, value) VALUES ($1, $2)
-                             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                            &[&edit.name.as_str(), &value.to_file_text()],
-                        )?,
-                        None => tx.execute(
-                            "DELETE FROM retro_refs WHERE name = $1",
-                            &[&edit.name.as_str()],
-                        )?,
+                        Some(value) => {
+                            tx.execute(&upsert, &[&edit.name.as_str(), &value.to_file_text()])?
+                        }
+                        None => tx.execute(&delete, &[&edit.name.as_str()])?,
                     };
                     if matches!(edit.new, Some(RefValue::Symbolic(_))) {
                         continue;
@@ -158,8 +235,7 @@ impl RefStore for PgRefStore {
                         .and_then(RefValue::id)
                         .map(|id| id.to_string());
                     tx.execute(
-                        "INSERT INTO retro_reflog (name, old, new, date, session, message)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        &reflog,
                         &[
                             &edit.name.as_str(),
                             &old,
@@ -171,18 +247,104 @@ impl RefStore for PgRefStore {
                     )?;
                 }
                 let names: Vec<&str> = prepared.iter().map(|(e, _)| e.name.as_str()).collect();
-                tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &names.join(" ")])?;
+                tx.execute(&notify, &[&CHANNEL, &names.join(" ")])?;
                 tx.commit()
             })
             .map_err(backend)?;
         outcome
     }
 
+    /// Records a failed command's checkpoint (already written to the object store).
+    pub fn append_failure(&self, id: &ObjectId) -> Result<(), PgError> {
+        self.connection.with("record a failed command", |session| {
+            session.execute(
+                "INSERT INTO retro_failures (id) VALUES ($1)",
+                &[&&id.as_bytes()[..]],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The failed commands' checkpoints, oldest first.
+    pub fn failures(&self) -> Result<Vec<ObjectId>, PgError> {
+        let rows: Vec<Vec<u8>> = self.connection.with("list failed commands", |session| {
+            session
+                .query("SELECT id FROM retro_failures ORDER BY seq", &[])?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect()
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| ObjectId::from_slice(r))
+            .collect())
+    }
+}
+
+fn read_in(session: &mut PgSession, name: &RefName) -> Result<Option<String>, postgres::Error> {
+    session
+        .query_opt(READ_REF, &[&name.as_str()])?
+        .map(|r| r.try_get(0))
+        .transpose()
+}
+
+impl RefStore for PgRefStore {
+    fn read(&self, name: &RefName) -> Result<Option<RefValue>, Error> {
+        let text = self
+            .connection
+            .with("read a ref", |session| read_in(session, name))
+            .map_err(backend)?;
+        text.map(|t| self.parse(name.as_str(), &t)).transpose()
+    }
+
+    fn transaction(&self, edits: &[RefEdit]) -> Result<(), Error> {
+        self.transact(&[], edits)
+    }
+
+    fn transaction_with_objects(
+        &self,
+        objects: &[EncodedObject],
+        edits: &[RefEdit],
+    ) -> Option<Result<(), Error>> {
+        Some(self.transact(objects, edits))
+    }
+
+    fn resolve(&self, name: &RefName) -> Result<(RefName, Option<ObjectId>), Error> {
+        // The whole symbolic chain in one round trip, then the shared resolution rules.
+        let rows: Vec<(String, String)> = self
+            .connection
+            .with("resolve a ref", |session| {
+                session
+                    .query(
+                        "WITH RECURSIVE chain(name, value, depth) AS (
+                             SELECT name, value, 0 FROM retro_refs WHERE name = $1
+                             UNION ALL
+                             SELECT r.name, r.value, c.depth + 1
+                             FROM chain c JOIN retro_refs r ON r.name = substr(c.value, 6)
+                             WHERE c.value LIKE 'ref: %' AND c.depth < 6
+                         )
+                         SELECT name, value FROM chain",
+                        &[&name.as_str()],
+                    )?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect()
+            })
+            .map_err(backend)?;
+        let chain: std::collections::HashMap<String, String> = rows.into_iter().collect();
+        crate::refdb::resolve_with(name, |n| {
+            chain
+                .get(n.as_str())
+                .map(|text| self.parse(n.as_str(), text))
+                .transpose()
+        })
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<(RefName, RefValue)>, Error> {
         let rows: Vec<(String, String)> = self
             .connection
-            .with("list refs", |client| {
-                client
+            .with("list refs", |session| {
+                session
                     .query(
                         "SELECT name, value FROM retro_refs WHERE starts_with(name, $1) ORDER BY name",
                         &[&prefix],
@@ -205,8 +367,8 @@ impl RefStore for PgRefStore {
         type Row = (Option<String>, Option<String>, String, String, String);
         let rows: Vec<Row> = self
             .connection
-            .with("read a reflog", |client| {
-                client
+            .with("read a reflog", |session| {
+                session
                     .query(
                         "SELECT old, new, date, session, message FROM retro_reflog
                          WHERE name = $1 ORDER BY seq",

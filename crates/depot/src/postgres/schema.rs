@@ -32,6 +32,58 @@ const MIGRATIONS: &[&str] = &[
          seq bigserial PRIMARY KEY,
          id bytea NOT NULL
      );",
+    // 2: retro_commit: a commit's objects and ref moves in one statement (one round trip, one
+    // WAL flush). Expectations are checked under the ref lock; a mismatch raises
+    // 'retro_conflict' (DETAIL: name TAB actual value) and a symbolic ref 'retro_symbolic', both
+    // rolling everything back. The lock key is `refs::REF_LOCK`.
+    "CREATE FUNCTION retro_commit(
+         object_ids bytea[], object_bodies bytea[],
+         ref_names text[], expected_kinds text[], expected_values text[], new_values text[],
+         log_date text, log_sessions text[], log_messages text[]
+     ) RETURNS void LANGUAGE plpgsql AS $$
+     DECLARE
+         i int;
+         current text;
+         ok boolean;
+     BEGIN
+         IF coalesce(array_length(object_ids, 1), 0) > 0 THEN
+             INSERT INTO retro_objects (id, body)
+             SELECT * FROM unnest(object_ids, object_bodies)
+             ON CONFLICT (id) DO NOTHING;
+         END IF;
+         IF coalesce(array_length(ref_names, 1), 0) = 0 THEN
+             RETURN;
+         END IF;
+         PERFORM pg_advisory_xact_lock(8243122727815180902);
+         FOR i IN 1 .. array_length(ref_names, 1) LOOP
+             SELECT value INTO current FROM retro_refs WHERE name = ref_names[i];
+             IF current LIKE 'ref: %' THEN
+                 RAISE EXCEPTION 'retro_symbolic';
+             END IF;
+             ok := CASE expected_kinds[i]
+                 WHEN 'any' THEN true
+                 WHEN 'exists' THEN current IS NOT NULL
+                 WHEN 'absent' THEN current IS NULL
+                 WHEN 'is' THEN current IS NOT NULL AND current = expected_values[i]
+                 ELSE false
+             END;
+             IF NOT ok THEN
+                 RAISE EXCEPTION 'retro_conflict'
+                     USING DETAIL = ref_names[i] || E'\\t' || coalesce(current, '');
+             END IF;
+             IF new_values[i] IS NULL THEN
+                 DELETE FROM retro_refs WHERE name = ref_names[i];
+             ELSE
+                 INSERT INTO retro_refs (name, value) VALUES (ref_names[i], new_values[i])
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value;
+             END IF;
+             INSERT INTO retro_reflog (name, old, new, date, session, message)
+             VALUES (ref_names[i], current, new_values[i], log_date, log_sessions[i],
+                     log_messages[i]);
+         END LOOP;
+         PERFORM pg_notify('retro_refs', array_to_string(ref_names, ' '));
+     END;
+     $$;",
 ];
 
 /// The newest schema version this build knows.
@@ -46,8 +98,8 @@ pub fn create(connection: &PgConnection) -> Result<String, PgError> {
         return Err(PgError::AlreadyExists(connection.shown_url()));
     }
     let depot_id = new_depot_id();
-    connection.with("create the retro schema", |client| {
-        let mut tx = client.transaction()?;
+    connection.with("create the retro schema", |session| {
+        let mut tx = session.client().transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS retro_meta (key text PRIMARY KEY, value text NOT NULL)",
@@ -80,23 +132,26 @@ pub fn open(connection: &PgConnection) -> Result<String, PgError> {
         });
     }
     if version < CURRENT_VERSION {
-        connection.with("migrate the retro schema", |client| {
-            let mut tx = client.transaction()?;
+        connection.with("migrate the retro schema", |session| {
+            let mut tx = session.client().transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
             let version = version_in(&mut tx)?;
             migrate_locked(&mut tx, version)?;
             tx.commit()
         })?;
     }
-    connection.with("read the depot id", |client| {
-        let row = client.query_one("SELECT value FROM retro_meta WHERE key = 'depot_id'", &[])?;
+    connection.with("read the depot id", |session| {
+        let row = session
+            .client()
+            .query_one("SELECT value FROM retro_meta WHERE key = 'depot_id'", &[])?;
         row.try_get(0)
     })
 }
 
 /// The schema version, or `None` when the database has no retro schema.
 pub fn read_version(connection: &PgConnection) -> Result<Option<i32>, PgError> {
-    connection.with("read the schema version", |client| {
+    connection.with("read the schema version", |session| {
+        let client = session.client();
         let exists: bool = client
             .query_one("SELECT to_regclass('retro_meta') IS NOT NULL", &[])?
             .try_get(0)?;
@@ -140,4 +195,13 @@ fn new_depot_id() -> String {
         bytes.copy_from_slice(&crate::hash::ObjectId::of(seed.as_bytes()).as_bytes()[..16]);
     }
     hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_commit_function_takes_the_ref_lock() {
+        let key = super::super::refs::REF_LOCK.to_string();
+        assert!(super::MIGRATIONS[1].contains(&format!("pg_advisory_xact_lock({key})")));
+    }
 }

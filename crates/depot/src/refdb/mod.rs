@@ -301,6 +301,17 @@ pub trait RefStore: Send + Sync {
         resolve_with(name, |n| self.read(n))
     }
 
+    /// Stores `objects` and applies `edits` in one atomic, durable step, when the backend can
+    /// (PostgreSQL: one transaction, one WAL flush). `None`: it cannot, and the caller writes and
+    /// syncs the objects first, then calls [`RefStore::transaction`].
+    fn transaction_with_objects(
+        &self,
+        _objects: &[crate::object::EncodedObject],
+        _edits: &[RefEdit],
+    ) -> Option<Result<(), Error>> {
+        None
+    }
+
     /// A way to wait for ref moves made by any process or host, if the backend has one of its own
     /// (PostgreSQL's `LISTEN`). Files depots are watched through the file system instead.
     fn listener(&self) -> Option<Box<dyn RefListener>> {
