@@ -463,7 +463,73 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
         "-",
         None,
     ));
+    postgres_rows(figures, &mut rows);
     rows
+}
+
+/// PostgreSQL 15 with a CAS on a head row, one client (commands/s and average latency in us):
+/// from `/work/shared/reference/peers.md` (2026-11-23), not measured in the run.
+const POSTGRES_HEAD_CAS_1_CLIENT: (f64, f64) = (1700.0, 580.0);
+
+/// The PostgreSQL depot's rows (phase `postgres`).
+fn postgres_rows(figures: &Figures, rows: &mut Vec<Row>) {
+    let pg = |name: &str| figures.get("retro-postgres", name);
+    let Some(one) = pg("apply_1") else {
+        return;
+    };
+    rows.push(Row::new(
+        "PostgreSQL depot: durable apply, 1 writer",
+        "applies/s",
+        Some(one.value),
+        None,
+        "PostgreSQL head CAS, 1 client (peers.md, not this run)",
+        Some(POSTGRES_HEAD_CAS_1_CLIENT.0),
+    ));
+    rows.push(Row::new(
+        "PostgreSQL depot: durable apply latency p50, 1 writer",
+        "us",
+        pg("apply_1_p50").map(|f| f.value),
+        None,
+        "PostgreSQL head CAS, 1 client, average (peers.md)",
+        Some(POSTGRES_HEAD_CAS_1_CLIENT.1),
+    ));
+    if let Some(writers) = pg("apply_writers") {
+        rows.push(Row::new(
+            "PostgreSQL depot: durable apply, 8 writers with their own depots",
+            "applies/s",
+            Some(writers.value),
+            None,
+            "PostgreSQL head CAS, 4 clients (peers.md, not this run)",
+            Some(POSTGRES_HEAD_CAS_4_CLIENTS),
+        ));
+    }
+    if let Some(bulk) = pg("bulk_write") {
+        rows.push(Row::new(
+            format!("PostgreSQL depot: bulk write ({} events)", count(bulk.n)),
+            "events/s",
+            Some(bulk.value),
+            None,
+            "retro files depot, bulk (this run)",
+            figures.get("retro", "bulk_write").map(|f| f.value),
+        ));
+    }
+    for p in ["p50", "p99"] {
+        if let Some(read) = pg(&format!("read_partition_{p}")) {
+            rows.push(Row::new(
+                format!(
+                    "PostgreSQL depot: read 10-event partition {p}, {} events",
+                    count(read.n)
+                ),
+                "us",
+                Some(read.value),
+                None,
+                "retro files depot, same size (this run)",
+                figures
+                    .get_near("retro", &format!("read_partition_{p}"), read.n)
+                    .map(|f| f.value),
+            ));
+        }
+    }
 }
 
 /// PostgreSQL 15 with a CAS on a head row, 4 contending clients (commands/s): from
@@ -970,6 +1036,16 @@ const METHOD: &str = "
   next to `retro-bench` (`make bench` builds both).
 - **Memory of the bench**: the bench process's max RSS (`getrusage`), over the whole run; pages of
   memory-mapped packs that were touched count in it.
+- **PostgreSQL depot** (phase `postgres`): a throw-away PostgreSQL 15 cluster (Debian's package,
+  `crates/pgtest`) on 127.0.0.1 in the scratch machine's temporary directory, `fsync=on`,
+  `synchronous_commit=on`, started by the bench. One writer: `Engine::apply` of identity `create`
+  over `Depot::open_postgres` (50 unmeasured first), each apply committed before it returns.
+  8 writers: 8 threads, each with its own `Depot::open_postgres` (own connections, own engine:
+  application servers on other hosts, as far as the depot can tell), disjoint identities, own
+  session. Reads: a depot of the read shape (10-event identity partitions over the whole history)
+  bulk-loaded with `commit_many` (1,000 commands per call), then a fresh `Depot::open_postgres`
+  with this host's index cache warm; `partition_events` of random partitions, as many unmeasured
+  first. Peers' PostgreSQL figures come from peers.md (a head-row CAS per command), not this run.
 ";
 
 #[cfg(test)]
