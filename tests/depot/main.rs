@@ -8,6 +8,7 @@ mod crash;
 mod fuzz_smoke;
 mod go_retro;
 mod maintenance;
+mod postgres;
 mod recovery;
 mod revisions;
 mod subscribe;

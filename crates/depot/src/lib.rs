@@ -34,7 +34,6 @@ pub mod postgres;
 pub mod refdb;
 mod rev;
 
-pub use depot::postgres_index_path;
 pub use depot::{
     Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error, EventRecord,
     FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options, RefOutcome,

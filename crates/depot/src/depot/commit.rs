@@ -337,7 +337,10 @@ impl Depot {
                 drop(queue);
                 drop(active);
                 // Keep the index following HEAD; a failure is recovered by the next catch-up.
-                let _ = self.catch_up_index();
+                // (PostgreSQL's index was appended by the commit itself.)
+                if self.layout != super::Layout::Postgres {
+                    let _ = self.catch_up_index();
+                }
                 return result;
             }
         }
@@ -365,7 +368,9 @@ impl Depot {
                 None => results.next().expect("one result per prepared request"),
             })
             .collect();
-        let _ = self.catch_up_index();
+        if self.layout != super::Layout::Postgres {
+            let _ = self.catch_up_index();
+        }
         out
     }
 
@@ -417,7 +422,17 @@ impl Depot {
                             .collect();
                         // Objects before refs: in one transaction where the store can, else
                         // written and synced first.
-                        match self.refs.transaction_with_objects(&plan.objects, &edits) {
+                        let committed: Vec<(RefName, &IndexedCheckpoint)> = plan
+                            .results
+                            .iter()
+                            .filter_map(|r| r.as_ref().ok())
+                            .map(|c| c.ref_name.clone())
+                            .zip(plan.indexed.iter())
+                            .collect();
+                        match self
+                            .refs
+                            .transaction_with_objects(&plan.objects, &edits, &committed)
+                        {
                             Some(result) => result?,
                             None => {
                                 self.objects.write(&plan.objects)?;

@@ -111,6 +111,11 @@ impl Depot {
         if tip == head {
             return Ok(());
         }
+        if !state.sqlite.keeps_tail() {
+            self.sqlite_catch_up(&mut state.sqlite)?;
+            state.base = state.sqlite.head()?;
+            return Ok(());
+        }
         // A fast-forward of the tip, not too far: extend the in-memory tail.
         let mut chain = Vec::new();
         let mut cursor = head;
@@ -171,9 +176,12 @@ impl Depot {
     /// another writer has since passed.
     fn sqlite_catch_up(&self, index: &mut PartitionIndex) -> Result<(), Error> {
         index.write(|writer| {
-            let head = match self.resolve_ref(&RefName::head()) {
-                Ok((_, head)) => head,
-                Err(e) => return Ok(Err(e)),
+            let head = match writer.resolve_head() {
+                Some(head) => head?,
+                None => match self.resolve_ref(&RefName::head()) {
+                    Ok((_, head)) => head,
+                    Err(e) => return Ok(Err(e)),
+                },
             };
             let indexed = writer.head()?.map(|(id, _)| id);
             if indexed == head {

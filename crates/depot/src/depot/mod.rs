@@ -7,7 +7,7 @@
 //!   `refs/heads/master`, no `HEAD`), read and written in place in its own format;
 //! - **memory**: everything in memory, for tests and embedding;
 //! - **PostgreSQL** (`postgres://…`): objects, refs, reflogs and failed commands in one database,
-//!   with the partition index cached per host (see [`crate::postgres`]).
+//!   with the partition index in the same database (see [`crate::postgres`]).
 
 mod commit;
 mod error;
@@ -267,20 +267,18 @@ impl Depot {
     }
 
     /// Opens the depot in the PostgreSQL database at `url`, migrating its schema if it is older
-    /// than this build's. The partition index is a derived cache kept on this host (see
-    /// [`postgres_index_path`]): it catches up from the database before every read.
+    /// than this build's. The partition index lives in the same database, appended by each
+    /// commit's own transaction.
     pub fn open_postgres(url: &str) -> Result<Depot, Error> {
         let connection = crate::postgres::PgConnection::connect(url)?;
-        let depot_id = crate::postgres::schema::open(&connection)?;
+        crate::postgres::schema::open(&connection)?;
         let objects = Arc::new(crate::postgres::PgObjectStore::new(connection));
         let refs = Arc::new(crate::postgres::PgRefStore::new(
             crate::postgres::PgConnection::connect(url)?,
         ));
-        let index_path = postgres_index_path(&depot_id);
-        if let Some(parent) = index_path.parent() {
-            fs::create_dir_all(parent).map_err(Error::io("create directory", parent))?;
-        }
-        let index = PartitionIndex::open(&index_path)?;
+        let index = PartitionIndex::Postgres(Box::new(crate::postgres::PgIndex::new(
+            crate::postgres::PgConnection::connect(url)?,
+        )));
         Self::over_stores(
             objects,
             refs.clone(),
@@ -589,23 +587,6 @@ impl Depot {
             FailureLog::Memory => Ok(self.committer.failures()),
         }
     }
-}
-
-/// Where this host caches the partition index of the PostgreSQL depot `depot_id`:
-/// `$RETRO_CACHE_DIR`, else `$XDG_CACHE_HOME/retro`, else `~/.cache/retro`, else the temporary
-/// directory; the file is `pg-<depot id>.sqlite`. The cache is derived data, checked against the
-/// database's `HEAD` before every read and rebuilt when it does not match.
-pub fn postgres_index_path(depot_id: &str) -> PathBuf {
-    let env = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let dir = env("RETRO_CACHE_DIR")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("retro")))
-        .or_else(|| env("HOME").map(|d| d.join(".cache/retro")))
-        .unwrap_or_else(|| std::env::temp_dir().join("retro-cache"));
-    dir.join(format!("pg-{depot_id}.sqlite"))
 }
 
 /// How far the in-memory tail of the index may be walked before SQLite catches up instead.

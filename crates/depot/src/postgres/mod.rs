@@ -5,17 +5,21 @@
 //! - [`PgObjectStore`]: `retro_objects(id, body)`, every read verified by hash;
 //! - [`PgRefStore`]: `retro_refs(name, value)` moved by compare-and-swap inside one transaction
 //!   that also appends `retro_reflog` rows and sends `NOTIFY retro_refs` (cross-host watch);
+//! - [`PgIndex`]: the partition index as tables of the same database, appended by the commit's
+//!   own transaction;
 //! - [`schema`]: the versioned schema and its migrations.
 //!
 //! Writes are durable when PostgreSQL commits them (its WAL is fsynced at commit). Objects are
 //! committed before the ref transaction that references them, as in every other layout.
 
 mod connection;
+mod index;
 mod objects;
 mod refs;
 pub mod schema;
 
 pub use connection::{PgConnection, PgSession};
+pub use index::{PgIndex, PgIndexWriter};
 pub use objects::PgObjectStore;
 pub use refs::{PgListener, PgRefStore};
 

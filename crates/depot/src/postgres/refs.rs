@@ -12,14 +12,16 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 
+use super::index::CheckpointArrays;
 use super::{PgConnection, PgError, PgSession};
 use crate::hash::ObjectId;
+use crate::index::IndexedCheckpoint;
 use crate::object::EncodedObject;
 use crate::refdb::{
     prepare_edits, Error, Expected, RefEdit, RefListener, RefName, RefStore, RefValue, ReflogEntry,
 };
 
-/// The advisory lock key of ref transactions (the same in `retro_commit`, schema version 2).
+/// The advisory lock key of ref transactions (the same in `retro_commit`).
 pub(super) const REF_LOCK: i64 = 0x7265_7472_6f5f_7266; // "retro_rf"
 
 /// The channel ref moves are announced on.
@@ -33,7 +35,8 @@ const INSERT_REFLOG: &str = "INSERT INTO retro_reflog (name, old, new, date, ses
      VALUES ($1, $2, $3, $4, $5, $6)";
 const LOCK_REFS: &str = "SELECT pg_advisory_xact_lock($1)";
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";
-const COMMIT_FUNCTION: &str = "SELECT retro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const COMMIT_FUNCTION: &str = "SELECT retro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+     $12, $13, $14, $15, $16, $17)";
 
 /// The ref store of a PostgreSQL depot (it also keeps the failed-command records).
 pub struct PgRefStore {
@@ -88,7 +91,12 @@ impl PgRefStore {
     /// Writes `objects` and applies `edits` atomically: in one statement (`retro_commit`, one
     /// round trip and one WAL flush) when every edit moves a direct ref, else in one transaction
     /// that follows symbolic refs.
-    fn transact(&self, objects: &[EncodedObject], edits: &[RefEdit]) -> Result<(), Error> {
+    fn transact(
+        &self,
+        objects: &[EncodedObject],
+        edits: &[RefEdit],
+        checkpoints: &CheckpointArrays,
+    ) -> Result<(), Error> {
         if edits.is_empty() && objects.is_empty() {
             return Ok(());
         }
@@ -102,7 +110,7 @@ impl PgRefStore {
             .len()
             == edits.len();
         if direct && distinct {
-            match self.commit_function(objects, edits)? {
+            match self.commit_function(objects, edits, checkpoints)? {
                 None => return Ok(()),
                 Some(Refused::Conflict(name, actual)) => {
                     let actual = actual.map(|t| self.parse(&name, &t)).transpose()?;
@@ -127,6 +135,7 @@ impl PgRefStore {
         &self,
         objects: &[EncodedObject],
         edits: &[RefEdit],
+        cp: &CheckpointArrays,
     ) -> Result<Option<Refused>, Error> {
         let ids: Vec<Vec<u8>> = objects.iter().map(|o| o.id().as_bytes().to_vec()).collect();
         let bodies: Vec<&[u8]> = objects.iter().map(EncodedObject::bytes).collect();
@@ -144,7 +153,23 @@ impl PgRefStore {
             let outcome = session.execute(
                 COMMIT_FUNCTION,
                 &[
-                    &ids, &bodies, &names, &kinds, &expected, &new, &date, &sessions, &messages,
+                    &ids,
+                    &bodies,
+                    &names,
+                    &kinds,
+                    &expected,
+                    &new,
+                    &date,
+                    &sessions,
+                    &messages,
+                    &cp.refs,
+                    &cp.ids,
+                    &cp.parents,
+                    &cp.dates,
+                    &cp.sessions,
+                    &cp.event_checkpoints,
+                    &cp.event_partitions,
+                    &cp.event_ids,
                 ],
             );
             match outcome {
@@ -298,15 +323,20 @@ impl RefStore for PgRefStore {
     }
 
     fn transaction(&self, edits: &[RefEdit]) -> Result<(), Error> {
-        self.transact(&[], edits)
+        self.transact(&[], edits, &CheckpointArrays::default())
     }
 
     fn transaction_with_objects(
         &self,
         objects: &[EncodedObject],
         edits: &[RefEdit],
+        checkpoints: &[(RefName, &IndexedCheckpoint)],
     ) -> Option<Result<(), Error>> {
-        Some(self.transact(objects, edits))
+        let mut arrays = CheckpointArrays::default();
+        for (target, checkpoint) in checkpoints {
+            arrays.push(target.as_str(), checkpoint);
+        }
+        Some(self.transact(objects, edits, &arrays))
     }
 
     fn resolve(&self, name: &RefName) -> Result<(RefName, Option<ObjectId>), Error> {

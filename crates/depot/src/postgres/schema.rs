@@ -84,6 +84,129 @@ const MIGRATIONS: &[&str] = &[
          PERFORM pg_notify('retro_refs', array_to_string(ref_names, ' '));
      END;
      $$;",
+    // 3: the partition index in the database, appended by retro_commit in the same transaction as
+    // the ref move (see `index.rs`); the index lock is `index::INDEX_LOCK`.
+    "CREATE TABLE retro_index_checkpoints (
+         seq bigint PRIMARY KEY,
+         id bytea NOT NULL UNIQUE,
+         date bigint,
+         session text NOT NULL
+     );
+     CREATE TABLE retro_index_partitions (
+         name text COLLATE \"C\" PRIMARY KEY,
+         events bigint NOT NULL,
+         last_seq bigint NOT NULL
+     );
+     CREATE TABLE retro_index_events (
+         partition text COLLATE \"C\" NOT NULL,
+         n bigint NOT NULL,
+         cseq bigint NOT NULL,
+         event bytea NOT NULL,
+         PRIMARY KEY (partition, n)
+     );
+     CREATE FUNCTION retro_index_append(
+         only_ref text, cp_refs text[], cp_ids bytea[], cp_parents bytea[], cp_dates bigint[],
+         cp_sessions text[], ev_cps int[], ev_partitions text[], ev_ids bytea[]
+     ) RETURNS bigint LANGUAGE plpgsql AS $$
+     DECLARE
+         k int;
+         j int := 1;
+         m int := coalesce(array_length(ev_ids, 1), 0);
+         tip bytea;
+         head_seq bigint;
+         version bigint;
+         appended bigint := 0;
+     BEGIN
+         SELECT c.id, c.seq INTO tip, head_seq
+         FROM retro_index_checkpoints c ORDER BY c.seq DESC LIMIT 1;
+         head_seq := coalesce(head_seq, 0);
+         FOR k IN 1 .. coalesce(array_length(cp_ids, 1), 0) LOOP
+             WHILE j <= m AND ev_cps[j] < k LOOP
+                 j := j + 1;
+             END LOOP;
+             IF (only_ref IS NULL OR cp_refs[k] = only_ref)
+                AND cp_parents[k] IS NOT DISTINCT FROM tip THEN
+                 head_seq := head_seq + 1;
+                 INSERT INTO retro_index_checkpoints (seq, id, date, session)
+                 VALUES (head_seq, cp_ids[k], cp_dates[k], cp_sessions[k]);
+                 WHILE j <= m AND ev_cps[j] = k LOOP
+                     INSERT INTO retro_index_partitions AS p (name, events, last_seq)
+                     VALUES (ev_partitions[j], 1, head_seq)
+                     ON CONFLICT (name) DO UPDATE
+                         SET events = p.events + 1, last_seq = EXCLUDED.last_seq
+                     RETURNING p.events INTO version;
+                     INSERT INTO retro_index_events (partition, n, cseq, event)
+                     VALUES (ev_partitions[j], version, head_seq, ev_ids[j]);
+                     j := j + 1;
+                 END LOOP;
+                 tip := cp_ids[k];
+                 appended := appended + 1;
+             END IF;
+         END LOOP;
+         RETURN appended;
+     END;
+     $$;
+     DROP FUNCTION retro_commit(bytea[], bytea[], text[], text[], text[], text[], text, text[],
+                                text[]);
+     CREATE FUNCTION retro_commit(
+         object_ids bytea[], object_bodies bytea[],
+         ref_names text[], expected_kinds text[], expected_values text[], new_values text[],
+         log_date text, log_sessions text[], log_messages text[],
+         cp_refs text[], cp_ids bytea[], cp_parents bytea[], cp_dates bigint[],
+         cp_sessions text[], ev_cps int[], ev_partitions text[], ev_ids bytea[]
+     ) RETURNS void LANGUAGE plpgsql AS $$
+     DECLARE
+         i int;
+         current text;
+         ok boolean;
+         index_ref text;
+     BEGIN
+         IF coalesce(array_length(object_ids, 1), 0) > 0 THEN
+             INSERT INTO retro_objects (id, body)
+             SELECT * FROM unnest(object_ids, object_bodies)
+             ON CONFLICT (id) DO NOTHING;
+         END IF;
+         IF coalesce(array_length(ref_names, 1), 0) = 0 THEN
+             RETURN;
+         END IF;
+         PERFORM pg_advisory_xact_lock(8243122727815180902);
+         FOR i IN 1 .. array_length(ref_names, 1) LOOP
+             SELECT value INTO current FROM retro_refs WHERE name = ref_names[i];
+             IF current LIKE 'ref: %' THEN
+                 RAISE EXCEPTION 'retro_symbolic';
+             END IF;
+             ok := CASE expected_kinds[i]
+                 WHEN 'any' THEN true
+                 WHEN 'exists' THEN current IS NOT NULL
+                 WHEN 'absent' THEN current IS NULL
+                 WHEN 'is' THEN current IS NOT NULL AND current = expected_values[i]
+                 ELSE false
+             END;
+             IF NOT ok THEN
+                 RAISE EXCEPTION 'retro_conflict'
+                     USING DETAIL = ref_names[i] || E'\\t' || coalesce(current, '');
+             END IF;
+             IF new_values[i] IS NULL THEN
+                 DELETE FROM retro_refs WHERE name = ref_names[i];
+             ELSE
+                 INSERT INTO retro_refs (name, value) VALUES (ref_names[i], new_values[i])
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value;
+             END IF;
+             INSERT INTO retro_reflog (name, old, new, date, session, message)
+             VALUES (ref_names[i], current, new_values[i], log_date, log_sessions[i],
+                     log_messages[i]);
+         END LOOP;
+         SELECT substr(value, 6) INTO index_ref FROM retro_refs
+         WHERE name = 'HEAD' AND value LIKE 'ref: %';
+         IF index_ref IS NOT NULL AND index_ref = ANY (ref_names)
+            AND coalesce(array_length(cp_ids, 1), 0) > 0 THEN
+             PERFORM pg_advisory_xact_lock(8243122727815178616);
+             PERFORM retro_index_append(index_ref, cp_refs, cp_ids, cp_parents, cp_dates,
+                                        cp_sessions, ev_cps, ev_partitions, ev_ids);
+         END IF;
+         PERFORM pg_notify('retro_refs', array_to_string(ref_names, ' '));
+     END;
+     $$;",
 ];
 
 /// The newest schema version this build knows.
@@ -200,8 +323,11 @@ fn new_depot_id() -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_commit_function_takes_the_ref_lock() {
-        let key = super::super::refs::REF_LOCK.to_string();
-        assert!(super::MIGRATIONS[1].contains(&format!("pg_advisory_xact_lock({key})")));
+    fn the_commit_functions_take_the_locks_rust_takes() {
+        let refs = format!("pg_advisory_xact_lock({})", super::super::refs::REF_LOCK);
+        let index = format!("pg_advisory_xact_lock({})", super::super::index::INDEX_LOCK);
+        assert!(super::MIGRATIONS[1].contains(&refs));
+        assert!(super::MIGRATIONS[2].contains(&refs));
+        assert!(super::MIGRATIONS[2].contains(&index));
     }
 }

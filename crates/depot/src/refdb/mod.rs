@@ -304,10 +304,14 @@ pub trait RefStore: Send + Sync {
     /// Stores `objects` and applies `edits` in one atomic, durable step, when the backend can
     /// (PostgreSQL: one transaction, one WAL flush). `None`: it cannot, and the caller writes and
     /// syncs the objects first, then calls [`RefStore::transaction`].
+    ///
+    /// `checkpoints` are the commit's new checkpoints with the ref each was committed to, oldest
+    /// first, for a backend that keeps the partition index in the same transaction.
     fn transaction_with_objects(
         &self,
         _objects: &[crate::object::EncodedObject],
         _edits: &[RefEdit],
+        _checkpoints: &[(RefName, &crate::index::IndexedCheckpoint)],
     ) -> Option<Result<(), Error>> {
         None
     }

@@ -1,11 +1,5 @@
-//! The partition index: a derived, rebuildable SQLite table of which events each partition holds,
-//! in order, with each event's checkpoint, date and session.
-//!
-//! It follows one ref (the one `HEAD` names) along first parents. Reading a partition costs one
-//! indexed range query, O(events of the partition), whatever the depot's size. It catches up from
-//! the last indexed checkpoint; when the ref moved in a way that is not a fast-forward of what was
-//! indexed, it is rebuilt from the root. It is never trusted over the objects: event ids read from
-//! it are loaded (and hash-verified) from the object store, and fsck replays history to compare.
+//! The SQLite backend of the partition index: a file per depot (native and go-retro layouts) or
+//! a table in memory.
 //!
 //! SQLite runs in WAL mode with `synchronous=NORMAL`: a power cut may lose the newest index rows
 //! but never corrupts the file, and lost rows are re-derived on the next catch-up.
@@ -15,59 +9,14 @@ use std::path::Path;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::{EventRow, IndexError, IndexWriter, IndexedCheckpoint};
 use crate::hash::ObjectId;
 use crate::name::PartitionName;
 
 const SCHEMA_VERSION: i64 = 1;
 
-/// What went wrong with the index.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum IndexError {
-    /// SQLite failed.
-    #[error("partition index: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The index holds something that cannot be right.
-    #[error("partition index is corrupt: {0}")]
-    Corrupt(String),
-}
-
-/// One checkpoint to add to the index: its events per partition in affix order.
-#[derive(Debug, Clone)]
-pub struct IndexedCheckpoint {
-    /// The checkpoint.
-    pub id: ObjectId,
-    /// Its first parent.
-    pub parent: Option<ObjectId>,
-    /// Its date (seconds since the epoch), if it has one.
-    pub date: Option<DateTime<Utc>>,
-    /// Its session.
-    pub session: String,
-    /// Partitions (sorted) and their events in order.
-    pub partitions: Vec<(PartitionName, Vec<ObjectId>)>,
-}
-
-/// An event's place in the index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRow {
-    /// The partition.
-    pub partition: PartitionName,
-    /// 1-based position in the partition (its version after this event).
-    pub version: u64,
-    /// The event object.
-    pub event: ObjectId,
-    /// The checkpoint that added it.
-    pub checkpoint: ObjectId,
-    /// The order of that checkpoint in history (1 = the root).
-    pub checkpoint_seq: u64,
-    /// The checkpoint's date.
-    pub date: Option<DateTime<Utc>>,
-    /// The checkpoint's session.
-    pub session: String,
-}
-
 /// The SQLite-backed partition index.
-pub struct PartitionIndex {
+pub struct SqliteIndex {
     conn: Connection,
 }
 
@@ -89,19 +38,19 @@ fn date_from(secs: Option<i64>) -> Option<DateTime<Utc>> {
     secs.and_then(|s| Utc.timestamp_opt(s, 0).single())
 }
 
-impl PartitionIndex {
+impl SqliteIndex {
     /// Opens (creating) the index file at `path`.
-    pub fn open(path: &Path) -> Result<PartitionIndex, IndexError> {
+    pub fn open(path: &Path) -> Result<SqliteIndex, IndexError> {
         let conn = Connection::open(path)?;
         Self::setup(conn, true)
     }
 
     /// An index that lives in memory.
-    pub fn in_memory() -> Result<PartitionIndex, IndexError> {
+    pub fn in_memory() -> Result<SqliteIndex, IndexError> {
         Self::setup(Connection::open_in_memory()?, false)
     }
 
-    fn setup(conn: Connection, on_disk: bool) -> Result<PartitionIndex, IndexError> {
+    fn setup(conn: Connection, on_disk: bool) -> Result<SqliteIndex, IndexError> {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         if on_disk {
             conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -138,7 +87,7 @@ impl PartitionIndex {
                 )))
             }
         }
-        Ok(PartitionIndex { conn })
+        Ok(SqliteIndex { conn })
     }
 
     /// The checkpoint the index is complete up to, and its sequence number.
@@ -155,22 +104,16 @@ impl PartitionIndex {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut writer = IndexWriter { tx };
+        let mut writer = IndexWriter::Sqlite(SqliteWriter { tx });
         let out = f(&mut writer)?;
-        writer.tx.commit()?;
+        match writer {
+            IndexWriter::Sqlite(w) => w.tx.commit()?,
+            IndexWriter::Postgres(_) => unreachable!("an SQLite index makes SQLite writers"),
+        }
         Ok(out)
     }
 
-    /// The events of one partition from `after_version` on (0: all), oldest first.
-    pub fn partition_events(
-        &self,
-        partition: &PartitionName,
-        after_version: u64,
-    ) -> Result<Vec<EventRow>, IndexError> {
-        self.partition_events_upto(partition, after_version, None)
-    }
-
-    /// [`PartitionIndex::partition_events`] limited to checkpoints up to sequence `max_seq`.
+    /// A partition's events after `after_version`, in checkpoints up to sequence `max_seq`.
     pub fn partition_events_upto(
         &self,
         partition: &PartitionName,
@@ -226,14 +169,6 @@ impl PartitionIndex {
             )?
             .query_row(params![partition.as_str(), max_seq as i64], |r| r.get(0))?;
         Ok(n as u64)
-    }
-
-    /// Every partition with its event count, sorted by name, streamed to `f`.
-    pub fn for_each_partition(
-        &self,
-        f: impl FnMut(&str, u64) -> Result<(), IndexError>,
-    ) -> Result<(), IndexError> {
-        self.for_each_partition_with_prefix("", f)
     }
 
     /// The partitions whose names start with `prefix` (a range scan of the name index), sorted.
@@ -301,11 +236,11 @@ impl PartitionIndex {
 }
 
 /// Writes inside one index transaction.
-pub struct IndexWriter<'a> {
+pub struct SqliteWriter<'a> {
     tx: rusqlite::Transaction<'a>,
 }
 
-impl IndexWriter<'_> {
+impl SqliteWriter<'_> {
     /// The head inside this transaction.
     pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
         head_of(&self.tx)

@@ -1,0 +1,189 @@
+//! The depot on PostgreSQL, through the library: the partition index lives in the database and is
+//! appended by the commit's own transaction; other hosts read it without catching up; moves that
+//! are not fast-forwards rebuild it; fsck compares it with a replay of history.
+
+use depot::{Depot, Expected, LogInfo, RefEdit, RefName, RefValue};
+
+use crate::common::{commit_retrying, ev, p};
+
+fn fresh() -> (String, Depot) {
+    let url = pgtest::PgServer::shared().create_database();
+    let depot = Depot::init_postgres(&url).unwrap();
+    (url, depot)
+}
+
+fn sql_count(url: &str, query: &str) -> i64 {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client.query_one(query, &[]).unwrap().get(0)
+}
+
+fn indexed_head(url: &str) -> Option<Vec<u8>> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .query_opt(
+            "SELECT id FROM retro_index_checkpoints ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[test]
+fn the_index_is_written_by_the_commit_itself() {
+    let (url, depot) = fresh();
+    let mut last = None;
+    for i in 0..5 {
+        let committed = commit_retrying(
+            &depot,
+            vec![
+                (p("accounts/a"), ev("Deposited", &format!(r#"{{"n":{i}}}"#))),
+                (p("audit/log"), ev("Noted", &format!(r#"{{"n":{i}}}"#))),
+            ],
+            "deposit",
+        );
+        // No read has happened: the rows are there because the commit wrote them.
+        assert_eq!(
+            indexed_head(&url).as_deref(),
+            Some(&committed.checkpoint.as_bytes()[..])
+        );
+        last = Some(committed.checkpoint);
+    }
+    assert_eq!(
+        sql_count(
+            &url,
+            "SELECT count(*) FROM retro_index_events WHERE partition = 'accounts/a'"
+        ),
+        5
+    );
+    // Another host: a fresh depot handle reads the same rows, nothing to catch up.
+    let other = Depot::open_postgres(&url).unwrap();
+    let events = other.partition_events(&p("accounts/a")).unwrap();
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[4].checkpoint, last.unwrap());
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(other.partition_version(&p("audit/log")).unwrap(), 5);
+    let partitions = other.partitions("**").unwrap();
+    assert_eq!(partitions.len(), 2);
+    assert!(other.fsck(|_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn a_move_that_is_not_a_fast_forward_rebuilds_the_index() {
+    let (url, depot) = fresh();
+    let ids: Vec<_> = (0..4)
+        .map(|i| {
+            commit_retrying(
+                &depot,
+                vec![(p("accounts/a"), ev("Deposited", &format!(r#"{{"n":{i}}}"#)))],
+                "deposit",
+            )
+            .checkpoint
+        })
+        .collect();
+    // Rewind master to the second checkpoint (update-ref): the index is now ahead of HEAD.
+    depot
+        .update_refs(&[RefEdit {
+            name: RefName::master(),
+            expected: Expected::MustBe(ids[3]),
+            new: Some(RefValue::Direct(ids[1])),
+            log: LogInfo::default(),
+        }])
+        .unwrap();
+    let reader = Depot::open_postgres(&url).unwrap();
+    assert_eq!(reader.partition_events(&p("accounts/a")).unwrap().len(), 2);
+    assert_eq!(
+        sql_count(&url, "SELECT count(*) FROM retro_index_checkpoints"),
+        2
+    );
+    // And commits continue to append in their own transaction from there.
+    let next = commit_retrying(
+        &reader,
+        vec![(p("accounts/a"), ev("Deposited", r#"{"n":9}"#))],
+        "deposit",
+    );
+    assert_eq!(
+        indexed_head(&url).as_deref(),
+        Some(&next.checkpoint.as_bytes()[..])
+    );
+    let versions: Vec<u64> = depot
+        .partition_events(&p("accounts/a"))
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert!(depot.fsck(|_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn fsck_finds_a_damaged_index_and_reindex_repairs_it() {
+    let (url, depot) = fresh();
+    for i in 0..3 {
+        commit_retrying(
+            &depot,
+            vec![(p("accounts/a"), ev("Deposited", &format!(r#"{{"n":{i}}}"#)))],
+            "deposit",
+        );
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .execute(
+            "DELETE FROM retro_index_events WHERE partition = 'accounts/a' AND n = 3",
+            &[],
+        )
+        .unwrap();
+    let report = depot.fsck(|_| {}).unwrap();
+    assert!(!report.is_clean(), "fsck noticed the missing index row");
+    let (checkpoints, partitions, events) = depot.reindex().unwrap();
+    assert_eq!((checkpoints, partitions, events), (3, 1, 3));
+    assert!(depot.fsck(|_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn writers_on_several_hosts_keep_one_index() {
+    let (url, _depot) = fresh();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let host = Depot::open_postgres(&url).unwrap();
+                for i in 0..25 {
+                    commit_retrying(
+                        &host,
+                        vec![
+                            (
+                                p(&format!("accounts/h{t}")),
+                                ev("Deposited", &format!(r#"{{"i":{i}}}"#)),
+                            ),
+                            (
+                                p("audit/log"),
+                                ev("Noted", &format!(r#"{{"t":{t},"i":{i}}}"#)),
+                            ),
+                        ],
+                        "deposit",
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let reader = Depot::open_postgres(&url).unwrap();
+    for t in 0..4 {
+        assert_eq!(
+            reader
+                .partition_version(&p(&format!("accounts/h{t}")))
+                .unwrap(),
+            25
+        );
+    }
+    assert_eq!(reader.partition_version(&p("audit/log")).unwrap(), 100);
+    assert!(
+        reader.fsck(|_| {}).unwrap().is_clean(),
+        "the index agrees with a full replay"
+    );
+}
