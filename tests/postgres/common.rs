@@ -1,5 +1,4 @@
-//! Helpers: the shared server, fresh databases, `retro` with a clean environment and a private
-//! index cache.
+//! Helpers: the shared server, fresh databases, `retro` with a clean environment.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -16,7 +15,7 @@ pub fn fresh_url() -> String {
     pgtest::PgServer::shared().create_database()
 }
 
-/// `retro ARGS` in `work` (whose `cache/` holds the hosts' index caches), clean environment.
+/// `retro ARGS` in `work`, with a clean environment.
 pub fn retro(work: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.current_dir(work)
@@ -25,7 +24,6 @@ pub fn retro(work: &Path, args: &[&str]) -> Command {
         .env_remove("RETRO_MANIFEST")
         .env_remove("RUST_BACKTRACE")
         .env("NO_COLOR", "1")
-        .env("RETRO_CACHE_DIR", work.join("cache"))
         .args(args)
         .stdin(Stdio::null());
     cmd

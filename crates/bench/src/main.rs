@@ -173,7 +173,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 postgres_bench::Sizes::full()
             };
-            if let Err(err) = postgres_bench::run(&pg_sizes, scratch.path(), &mut figures) {
+            if let Err(err) = postgres_bench::run(&pg_sizes, &mut figures) {
                 if !cli.only.is_empty() {
                     return Err(err);
                 }

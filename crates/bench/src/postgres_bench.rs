@@ -59,10 +59,8 @@ impl Sizes {
     }
 }
 
-/// Runs the PostgreSQL measurements, with the partition index cache in `scratch`.
-pub fn run(sizes: &Sizes, scratch: &std::path::Path, figures: &mut Figures) -> Result<()> {
-    // The depots' index caches go to the scratch directory, removed with it.
-    std::env::set_var("RETRO_CACHE_DIR", scratch.join("pg-cache"));
+/// Runs the PostgreSQL measurements on a server of their own.
+pub fn run(sizes: &Sizes, figures: &mut Figures) -> Result<()> {
     eprintln!("retro-bench: postgres: starting a throw-away PostgreSQL server");
     let server = pgtest::PgServer::start();
     applies(&server, sizes, figures)?;
@@ -192,9 +190,9 @@ fn reads(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> Res
     };
     figures.push(
         Figure::new(PG, "bulk_write", "events/s", per_second(events, loaded), events)
-            .note("Depot::commit_many, Base::Tip, 1000 commands per call: one INSERT of objects, then one ref transaction"),
+            .note("Depot::commit_many, Base::Tip, 1000 commands per call: objects, ref move and index rows in one retro_commit"),
     );
-    // A fresh handle, as a new process on this host would open it (its index cache is warm).
+    // A fresh handle, as another process or host would open it.
     let depot = Depot::open_postgres(&url)?;
     let partitions = workload::read_partitions(sizes.read_events);
     let mut rng = workload::Rng::new(7);
@@ -213,8 +211,8 @@ fn reads(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> Res
     }
     let p = Percentiles::of(&mut samples);
     let note = format!(
-        "Depot::partition_events of a random 10-event partition in {events} events: HEAD checked \
-         in PostgreSQL, rows from this host's index cache, the 10 events in one query"
+        "Depot::partition_events of a random 10-event partition in {events} events: HEAD resolved, \
+         index rows (PostgreSQL tables), the 10 events in one query"
     );
     figures.push(Figure::new(PG, "read_partition_p50", "us", p.p50_us, events).note(&note));
     figures.push(Figure::new(PG, "read_partition_p99", "us", p.p99_us, events).note(note));

@@ -1043,9 +1043,8 @@ const METHOD: &str = "
   8 writers: 8 threads, each with its own `Depot::open_postgres` (own connections, own engine:
   application servers on other hosts, as far as the depot can tell), disjoint identities, own
   session. Reads: a depot of the read shape (10-event identity partitions over the whole history)
-  bulk-loaded with `commit_many` (1,000 commands per call), then a fresh `Depot::open_postgres`
-  with this host's index cache warm; `partition_events` of random partitions, as many unmeasured
-  first. Peers' PostgreSQL figures come from peers.md (a head-row CAS per command), not this run.
+  bulk-loaded with `commit_many` (1,000 commands per call), then a fresh `Depot::open_postgres`;
+  `partition_events` of random partitions, as many unmeasured first. Peers' PostgreSQL figures come from peers.md (a head-row CAS per command), not this run.
 ";
 
 #[cfg(test)]

@@ -253,7 +253,28 @@ fn remove_dead(base: &Path) {
             continue;
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            release_shared_memory(&entry.path().join("data/postmaster.pid"));
             let _ = fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+/// Removes the small System V segment a killed server leaves behind (`postmaster.pid`'s seventh
+/// line holds its key and id); PostgreSQL would reuse it only when restarted in the same directory.
+fn release_shared_memory(pid_file: &Path) {
+    let Ok(text) = fs::read_to_string(pid_file) else {
+        return;
+    };
+    if let Some(shmid) = text
+        .lines()
+        .nth(6)
+        .and_then(|line| line.split_whitespace().nth(1))
+        .filter(|id| id.parse::<u64>().is_ok())
+    {
+        let _ = Command::new("ipcrm")
+            .args(["-m", shmid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
