@@ -479,6 +479,29 @@ impl Depot {
     /// in a native depot (under its lock), written then synced elsewhere. Objects already present
     /// are left alone.
     pub fn write_objects(&self, objects: &[EncodedObject]) -> Result<(), Error> {
+        self.write_objects_then(objects, || Ok(()))
+    }
+
+    /// Records a failed command: its checkpoint is written (unreferenced) and listed in the
+    /// depot's failure log, which fsck and gc treat as a root. Returns the checkpoint id.
+    pub fn record_failure(
+        &self,
+        checkpoint: &Checkpoint,
+        affix: &Affix,
+    ) -> Result<ObjectId, Error> {
+        let affix = Object::from(affix.clone()).to_encoded();
+        let encoded = Object::from(checkpoint.clone()).to_encoded();
+        let id = encoded.id();
+        self.write_objects_then(&[affix, encoded], || self.append_failure_line(&id))?;
+        Ok(id)
+    }
+
+    /// Writes `objects` durably under the depot's writer lock, then runs `then` still holding it.
+    fn write_objects_then(
+        &self,
+        objects: &[EncodedObject],
+        then: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
         match &self.journal {
             Some(journal) => {
                 let _lock = journal.lock()?;
@@ -498,6 +521,7 @@ impl Depot {
                 if !records.is_empty() {
                     journal.append_objects_locked(records)?;
                 }
+                then()
             }
             None => {
                 let _lock = self
@@ -508,50 +532,9 @@ impl Depot {
                     .map_err(crate::refdb::Error::from)?;
                 self.objects.write(objects)?;
                 self.objects.sync()?;
+                then()
             }
         }
-        Ok(())
-    }
-
-    /// Records a failed command: its checkpoint is written (unreferenced) and listed in the
-    /// depot's failure log, which fsck and gc treat as a root. Returns the checkpoint id.
-    pub fn record_failure(
-        &self,
-        checkpoint: &Checkpoint,
-        affix: &Affix,
-    ) -> Result<ObjectId, Error> {
-        let affix = Object::from(affix.clone()).to_encoded();
-        let encoded = Object::from(checkpoint.clone()).to_encoded();
-        let id = encoded.id();
-        match &self.journal {
-            Some(journal) => {
-                let _lock = journal.lock()?;
-                journal.recover_locked()?;
-                let records = [affix, encoded]
-                    .iter()
-                    .map(|o| {
-                        (
-                            crate::odb::RecordKind::Object,
-                            crate::odb::pack_object_payload(o),
-                        )
-                    })
-                    .collect();
-                journal.append_objects_locked(records)?;
-                self.append_failure_line(&id)?;
-            }
-            None => {
-                let _lock = self
-                    .lock_file
-                    .as_ref()
-                    .map(|l| l.acquire(self.options.lock_timeout))
-                    .transpose()
-                    .map_err(crate::refdb::Error::from)?;
-                self.objects.write(&[affix, encoded])?;
-                self.objects.sync()?;
-                self.append_failure_line(&id)?;
-            }
-        }
-        Ok(id)
     }
 
     fn append_failure_line(&self, id: &ObjectId) -> Result<(), Error> {

@@ -1,5 +1,5 @@
 //! The partition index of a PostgreSQL depot, in the depot's own database: the tables
-//! `retro_index_checkpoints`, `retro_index_partitions` and `retro_index_events` (schema version 3).
+//! `retro_index_checkpoints`, `retro_index_partitions` and `retro_index_events` (schema version 2).
 //!
 //! `retro_commit` appends a commit's checkpoints to them in the same transaction that moves the
 //! ref `HEAD` names, when the move continues what is indexed, so every host reads an index that is
@@ -14,7 +14,7 @@ use crate::hash::ObjectId;
 use crate::index::{EventRow, IndexError, IndexWriter, IndexedCheckpoint};
 use crate::name::PartitionName;
 
-/// The advisory lock key of index writers (the same in `retro_commit`, schema version 3).
+/// The advisory lock key of index writers (the same in `retro_commit`, schema version 2).
 pub(super) const INDEX_LOCK: i64 = 0x7265_7472_6f5f_6978; // "retro_ix"
 
 /// Appends buffered by a catch-up before one call to `retro_index_append`.
@@ -86,7 +86,7 @@ pub struct PgIndex {
 }
 
 impl PgIndex {
-    /// The index over an open connection (schema version 3 or newer).
+    /// The index over an open connection (schema version 2 or newer).
     pub fn new(connection: PgConnection) -> PgIndex {
         PgIndex { connection }
     }

@@ -32,60 +32,12 @@ const MIGRATIONS: &[&str] = &[
          seq bigserial PRIMARY KEY,
          id bytea NOT NULL
      );",
-    // 2: retro_commit: a commit's objects and ref moves in one statement (one round trip, one
-    // WAL flush). Expectations are checked under the ref lock; a mismatch raises
+    // 2: the partition index in the database (see `index.rs`), and retro_commit: a commit's
+    // objects, ref moves, reflog rows and index rows in one statement (one round trip, one WAL
+    // flush). Expectations are checked under the ref lock (`refs::REF_LOCK`); a mismatch raises
     // 'retro_conflict' (DETAIL: name TAB actual value) and a symbolic ref 'retro_symbolic', both
-    // rolling everything back. The lock key is `refs::REF_LOCK`.
-    "CREATE FUNCTION retro_commit(
-         object_ids bytea[], object_bodies bytea[],
-         ref_names text[], expected_kinds text[], expected_values text[], new_values text[],
-         log_date text, log_sessions text[], log_messages text[]
-     ) RETURNS void LANGUAGE plpgsql AS $$
-     DECLARE
-         i int;
-         current text;
-         ok boolean;
-     BEGIN
-         IF coalesce(array_length(object_ids, 1), 0) > 0 THEN
-             INSERT INTO retro_objects (id, body)
-             SELECT * FROM unnest(object_ids, object_bodies)
-             ON CONFLICT (id) DO NOTHING;
-         END IF;
-         IF coalesce(array_length(ref_names, 1), 0) = 0 THEN
-             RETURN;
-         END IF;
-         PERFORM pg_advisory_xact_lock(8243122727815180902);
-         FOR i IN 1 .. array_length(ref_names, 1) LOOP
-             SELECT value INTO current FROM retro_refs WHERE name = ref_names[i];
-             IF current LIKE 'ref: %' THEN
-                 RAISE EXCEPTION 'retro_symbolic';
-             END IF;
-             ok := CASE expected_kinds[i]
-                 WHEN 'any' THEN true
-                 WHEN 'exists' THEN current IS NOT NULL
-                 WHEN 'absent' THEN current IS NULL
-                 WHEN 'is' THEN current IS NOT NULL AND current = expected_values[i]
-                 ELSE false
-             END;
-             IF NOT ok THEN
-                 RAISE EXCEPTION 'retro_conflict'
-                     USING DETAIL = ref_names[i] || E'\\t' || coalesce(current, '');
-             END IF;
-             IF new_values[i] IS NULL THEN
-                 DELETE FROM retro_refs WHERE name = ref_names[i];
-             ELSE
-                 INSERT INTO retro_refs (name, value) VALUES (ref_names[i], new_values[i])
-                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value;
-             END IF;
-             INSERT INTO retro_reflog (name, old, new, date, session, message)
-             VALUES (ref_names[i], current, new_values[i], log_date, log_sessions[i],
-                     log_messages[i]);
-         END LOOP;
-         PERFORM pg_notify('retro_refs', array_to_string(ref_names, ' '));
-     END;
-     $$;",
-    // 3: the partition index in the database, appended by retro_commit in the same transaction as
-    // the ref move (see `index.rs`); the index lock is `index::INDEX_LOCK`.
+    // rolling everything back. Index rows are appended under `index::INDEX_LOCK` when the commit
+    // moves the branch HEAD names and continues what is indexed.
     "CREATE TABLE retro_index_checkpoints (
          seq bigint PRIMARY KEY,
          id bytea NOT NULL UNIQUE,
@@ -146,8 +98,6 @@ const MIGRATIONS: &[&str] = &[
          RETURN appended;
      END;
      $$;
-     DROP FUNCTION retro_commit(bytea[], bytea[], text[], text[], text[], text[], text, text[],
-                                text[]);
      CREATE FUNCTION retro_commit(
          object_ids bytea[], object_bodies bytea[],
          ref_names text[], expected_kinds text[], expected_values text[], new_values text[],
@@ -327,7 +277,42 @@ mod tests {
         let refs = format!("pg_advisory_xact_lock({})", super::super::refs::REF_LOCK);
         let index = format!("pg_advisory_xact_lock({})", super::super::index::INDEX_LOCK);
         assert!(super::MIGRATIONS[1].contains(&refs));
-        assert!(super::MIGRATIONS[2].contains(&refs));
-        assert!(super::MIGRATIONS[2].contains(&index));
+        assert!(super::MIGRATIONS[1].contains(&index));
+    }
+
+    #[test]
+    fn a_version_1_depot_is_migrated_when_opened() {
+        let url = pgtest::PgServer::shared().create_database();
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE retro_meta (key text PRIMARY KEY, value text NOT NULL);
+                 INSERT INTO retro_meta VALUES ('depot_id', 'old'), ('schema_version', '1');",
+            )
+            .unwrap();
+        client.batch_execute(super::MIGRATIONS[0]).unwrap();
+        client
+            .batch_execute("INSERT INTO retro_refs VALUES ('HEAD', 'ref: refs/heads/master')")
+            .unwrap();
+        let connection = super::PgConnection::connect(&url).unwrap();
+        assert_eq!(super::read_version(&connection).unwrap(), Some(1));
+        assert_eq!(super::open(&connection).unwrap(), "old");
+        assert_eq!(
+            super::read_version(&connection).unwrap(),
+            Some(super::CURRENT_VERSION)
+        );
+        // The migrated depot commits through retro_commit and keeps its index.
+        let depot = crate::Depot::open_postgres(&url).unwrap();
+        let partition = crate::PartitionName::new("accounts/a").unwrap();
+        let event = crate::Event::new(crate::EventName::new("Opened").unwrap(), "{}");
+        depot
+            .commit(crate::CommitRequest::new(
+                None,
+                vec![(partition.clone(), event)],
+                "s1",
+                "open",
+            ))
+            .unwrap();
+        assert_eq!(depot.partition_events(&partition).unwrap().len(), 1);
     }
 }
