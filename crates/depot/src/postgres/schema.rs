@@ -54,6 +54,9 @@ const MIGRATIONS: &[&str] = &[
          n bigint NOT NULL,
          cseq bigint NOT NULL,
          event bytea NOT NULL,
+         checkpoint bytea NOT NULL,
+         date bigint,
+         session text NOT NULL,
          PRIMARY KEY (partition, n)
      );
      CREATE FUNCTION retro_index_append(
@@ -87,8 +90,10 @@ const MIGRATIONS: &[&str] = &[
                      ON CONFLICT (name) DO UPDATE
                          SET events = p.events + 1, last_seq = EXCLUDED.last_seq
                      RETURNING p.events INTO version;
-                     INSERT INTO retro_index_events (partition, n, cseq, event)
-                     VALUES (ev_partitions[j], version, head_seq, ev_ids[j]);
+                     INSERT INTO retro_index_events
+                         (partition, n, cseq, event, checkpoint, date, session)
+                     VALUES (ev_partitions[j], version, head_seq, ev_ids[j], cp_ids[k],
+                             cp_dates[k], cp_sessions[k]);
                      j := j + 1;
                  END LOOP;
                  tip := cp_ids[k];
