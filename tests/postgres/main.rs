@@ -6,11 +6,13 @@
 //! - sync round trips files → PostgreSQL → files, byte for byte, and resuming an interrupted sync;
 //! - 8 writer processes on one depot: no lost update, one linear history, fsck clean;
 //! - PostgreSQL killed in the middle of a write loop: clear errors, then nothing acknowledged lost;
-//! - `retro watch` woken across processes by `LISTEN/NOTIFY`.
+//! - `retro watch` woken across processes by `LISTEN/NOTIFY`;
+//! - TLS with a private CA, and no silent downgrade.
 
 mod cli;
 mod common;
 mod crash;
 mod sync;
+mod tls;
 mod watch;
 mod writers;

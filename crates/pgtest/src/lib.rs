@@ -9,6 +9,12 @@
 //! starts one per process on a thread that lives as long as the process. Directories left by dead
 //! processes are removed by the next start.
 //!
+//! [`PgServer::start_with_tls`] also makes a throw-away certificate authority and a server
+//! certificate for 127.0.0.1 (with Debian's `openssl`, which the `postgresql` package pulls in),
+//! turns `ssl` on, and only accepts TCP connections that use TLS; the CA is at
+//! [`PgServer::ca_file`]. Administration (readiness, `CREATE DATABASE`) goes through the Unix
+//! socket in any case.
+//!
 //! The package is installed by `tests/postgres/install.sh` (run by `make test`).
 
 use std::fs;
@@ -25,6 +31,7 @@ pub struct PgServer {
     bin: PathBuf,
     port: u16,
     as_postgres_user: bool,
+    tls: bool,
     child: Mutex<Option<Child>>,
 }
 
@@ -34,6 +41,20 @@ static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 impl PgServer {
     /// Creates a cluster and starts it. Panics with a clear message when PostgreSQL is missing.
     pub fn start() -> PgServer {
+        Self::start_cluster(false)
+    }
+
+    /// [`PgServer::start`] with TLS required on TCP (see the module docs).
+    pub fn start_with_tls() -> PgServer {
+        Self::start_cluster(true)
+    }
+
+    /// The CA that signed the server's certificate (PEM), when started with TLS.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.dir.join("ca.crt"))
+    }
+
+    fn start_cluster(tls: bool) -> PgServer {
         let bin = find_bin().unwrap_or_else(|| {
             panic!("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); run 'bash tests/postgres/install.sh' or 'make test'")
         });
@@ -62,6 +83,7 @@ impl PgServer {
             dir,
             bin,
             as_postgres_user,
+            tls,
             child: Mutex::new(None),
         };
         let mut initdb = server.command("initdb");
@@ -75,8 +97,103 @@ impl PgServer {
             "--no-sync",
         ]);
         run(&mut initdb);
+        if tls {
+            server.make_certificates();
+        }
         server.launch();
         server
+    }
+
+    /// A CA, a server key and certificate for 127.0.0.1, `ssl = on`, and TCP without TLS refused.
+    fn make_certificates(&self) {
+        let dir = &self.dir;
+        let openssl = |args: &[&str]| {
+            run(Command::new("openssl").current_dir(dir).args(args));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=retro test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write the certificate extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "server.ext",
+        ]);
+        let data = self.data();
+        let conf = format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            dir.join("server.crt").display(),
+            dir.join("server.key").display()
+        );
+        let mut text = fs::read_to_string(data.join("postgresql.conf")).expect("postgresql.conf");
+        text.push_str(&conf);
+        fs::write(data.join("postgresql.conf"), text).expect("write postgresql.conf");
+        fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("write pg_hba.conf");
+        run(Command::new("chmod")
+            .arg("0600")
+            .arg(dir.join("server.key")));
+        if self.as_postgres_user {
+            run(Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(dir));
+        }
+    }
+
+    /// Key-value connection settings for the Unix socket (administration: no TLS there).
+    fn admin(&self, db: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={db}",
+            self.dir.display(),
+            self.port
+        )
     }
 
     /// One server for the whole process, started on first use.
@@ -113,7 +230,7 @@ impl PgServer {
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::SeqCst)
         );
-        let mut client = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+        let mut client = postgres::Client::connect(&self.admin("postgres"), postgres::NoTls)
             .expect("connect to the test server");
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -169,7 +286,7 @@ impl PgServer {
         *self.child.lock().expect("server lock") = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if postgres::Client::connect(&self.url("postgres"), postgres::NoTls).is_ok() {
+            if postgres::Client::connect(&self.admin("postgres"), postgres::NoTls).is_ok() {
                 return;
             }
             if Instant::now() > deadline {

@@ -1,11 +1,19 @@
 //! One PostgreSQL connection shared by a store's callers, with its prepared statements, reconnected
-//! after the server went away.
+//! after the server went away; and the TLS every connection is made with.
+//!
+//! TLS is rustls (no system OpenSSL), with the web PKI's roots plus, when `RETRO_PG_CA_FILE`
+//! names a PEM file, its certificates (a private CA). The URL's `sslmode` decides as with libpq:
+//! `prefer` (the default) uses TLS when the server offers it, `require` insists, `disable` never
+//! tries; a certificate that does not verify is an error, never a silent downgrade.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use std::sync::OnceLock;
+
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement};
+use postgres::{Client, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{redact, PgError};
 
@@ -88,7 +96,7 @@ impl PgConnection {
 
     /// A separate client to the same database (for `LISTEN`).
     pub(crate) fn new_client(url: &str) -> Result<Client, PgError> {
-        Client::connect(url, NoTls).map_err(|source| PgError::Connect {
+        Client::connect(url, tls()?).map_err(|source| PgError::Connect {
             url: redact(url),
             source,
         })
@@ -125,5 +133,38 @@ impl PgConnection {
             what,
             source,
         })
+    }
+}
+
+/// The environment variable naming extra trusted certificates (PEM).
+pub const CA_FILE_VAR: &str = "RETRO_PG_CA_FILE";
+
+/// The TLS connector, built once per process.
+fn tls() -> Result<MakeRustlsConnect, PgError> {
+    static CONFIG: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = std::env::var_os(CA_FILE_VAR).filter(|p| !p.is_empty()) {
+            use rustls::pki_types::pem::PemObject;
+            let shown = std::path::Path::new(&path).display().to_string();
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(&path)
+                .map_err(|e| format!("{CA_FILE_VAR}='{shown}': {e}"))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("{CA_FILE_VAR}='{shown}': {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{CA_FILE_VAR}='{shown}': {e}"))?;
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .map_err(|e| e.to_string())
+    });
+    match config {
+        Ok(config) => Ok(MakeRustlsConnect::new(config.clone())),
+        Err(reason) => Err(PgError::Tls(reason.clone())),
     }
 }

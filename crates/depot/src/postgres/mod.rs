@@ -18,7 +18,7 @@ mod objects;
 mod refs;
 pub mod schema;
 
-pub use connection::{PgConnection, PgSession};
+pub use connection::{PgConnection, PgSession, CA_FILE_VAR};
 pub use index::{PgIndex, PgIndexWriter};
 pub use objects::PgObjectStore;
 pub use refs::{PgListener, PgRefStore};
@@ -68,6 +68,9 @@ pub enum PgError {
         /// The cause.
         source: postgres::Error,
     },
+    /// The TLS set-up failed (an unreadable `RETRO_PG_CA_FILE`, say).
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(String),
     /// The database has no retro schema.
     #[error("{0} holds no retro depot (create one with 'retro init {0}')")]
     NotADepot(String),
