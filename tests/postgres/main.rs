@@ -12,6 +12,7 @@
 mod cli;
 mod common;
 mod crash;
+mod serve;
 mod sync;
 mod tls;
 mod watch;

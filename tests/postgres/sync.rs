@@ -61,11 +61,29 @@ fn files_to_postgres_to_files_is_byte_identical() {
         w,
         &["--depot", a_s, "update-ref", "refs/tags/v1", "HEAD~10"],
     );
+    let rejected = run(
+        w,
+        &[
+            "--depot",
+            a_s,
+            "apply",
+            &command("accounts/x", "withdraw", r#"{"amount":99}"#),
+        ],
+    );
+    assert_eq!(
+        rejected.status.code(),
+        Some(4),
+        "a failed command is recorded"
+    );
     let url = fresh_url();
     ok(w, &["clone", a_s, &url]);
     ok(w, &["clone", &url, b_s]);
 
     assert_eq!(objects_of(&a), objects_of(&b), "same ids, same bytes");
+    let failed = ok(w, &["--depot", a_s, "failed", "--json"]);
+    assert_eq!(failed.lines().count(), 1);
+    assert_eq!(failed, ok(w, &["--depot", &url, "failed", "--json"]));
+    assert_eq!(failed, ok(w, &["--depot", b_s, "failed", "--json"]));
     assert_eq!(
         ok(w, &["--depot", a_s, "refs", "--json"]),
         ok(w, &["--depot", &url, "refs", "--json"])

@@ -91,6 +91,7 @@ fn render(report: &SyncReport, json: bool, ui: &mut Ui) -> Result<()> {
         ui.json(&json!({
             "checkpoints": report.checkpoints,
             "objects": report.objects,
+            "failures": report.failures,
             "refs": refs,
         }))?;
         return Ok(());
@@ -99,6 +100,9 @@ fn render(report: &SyncReport, json: bool, ui: &mut Ui) -> Result<()> {
         "copied {} checkpoint(s), {} object(s)",
         report.checkpoints, report.objects
     ))?;
+    if report.failures > 0 {
+        ui.line(format!("copied {} failed command(s)", report.failures))?;
+    }
     for r in &report.refs {
         let old = r
             .old

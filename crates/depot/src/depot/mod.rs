@@ -497,7 +497,7 @@ impl Depot {
     }
 
     /// Writes `objects` durably under the depot's writer lock, then runs `then` still holding it.
-    fn write_objects_then(
+    pub(crate) fn write_objects_then(
         &self,
         objects: &[EncodedObject],
         then: impl FnOnce() -> Result<(), Error>,
@@ -537,7 +537,7 @@ impl Depot {
         }
     }
 
-    fn append_failure_line(&self, id: &ObjectId) -> Result<(), Error> {
+    pub(crate) fn append_failure_line(&self, id: &ObjectId) -> Result<(), Error> {
         match &self.failed_log {
             FailureLog::File(path) => {
                 use std::io::Write;

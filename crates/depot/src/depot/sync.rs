@@ -7,7 +7,7 @@
 //! that are each durable before the next starts; refs move only after all of their objects are
 //! durable. So an interrupted sync leaves no ref pointing at a missing object, and "the
 //! destination has this checkpoint" implies it has the checkpoint's whole history: a second run
-//! resumes where the first stopped.
+//! resumes where the first stopped. Failed-command records travel too (after their objects).
 
 use std::collections::HashSet;
 
@@ -72,6 +72,8 @@ pub struct SyncReport {
     pub checkpoints: u64,
     /// Objects copied (checkpoints, affixes and events).
     pub objects: u64,
+    /// Failed-command records copied (their checkpoints and affixes).
+    pub failures: u64,
     /// Every source ref, in name order.
     pub refs: Vec<RefSync>,
 }
@@ -118,6 +120,7 @@ impl Depot {
             report.objects += objects.len() as u64;
             progress(report.checkpoints);
         }
+        report.failures = self.copy_failures(source)?;
         for (name, new) in tips {
             let old = match self.refs.read(&name)? {
                 Some(RefValue::Direct(id)) => Some(id),
@@ -160,6 +163,26 @@ impl Depot {
             });
         }
         Ok(report)
+    }
+
+    /// Copies the source's failed-command records this depot lacks (checkpoint, affix, then the
+    /// record, so a record never names a missing object).
+    fn copy_failures(&self, source: &Depot) -> Result<u64, Error> {
+        let known: HashSet<ObjectId> = self.failures()?.into_iter().collect();
+        let mut copied = 0;
+        for id in source.failures()? {
+            if known.contains(&id) {
+                continue;
+            }
+            let checkpoint = source.read_checkpoint(&id)?;
+            let objects = [
+                source.read_object(&checkpoint.affix())?,
+                source.read_object(&id)?,
+            ];
+            self.write_objects_then(&objects, || self.append_failure_line(&id))?;
+            copied += 1;
+        }
+        Ok(copied)
     }
 
     /// The source's checkpoints reachable from `tips` that this depot lacks, parents first.
