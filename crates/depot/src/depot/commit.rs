@@ -409,7 +409,17 @@ impl Depot {
             None => {
                 for _ in 0..64 {
                     let attempt = (|| {
-                        let plan = self.plan(&jobs, &mut |name| Ok(self.refs.read(name)?))?;
+                        // HEAD and its branch in one read (one round trip on PostgreSQL).
+                        let (branch, tip) = self.refs.resolve(&RefName::head())?;
+                        let plan = self.plan(&jobs, &mut |name| {
+                            if name.as_str() == "HEAD" && branch.as_str() != "HEAD" {
+                                return Ok(Some(RefValue::Symbolic(branch.clone())));
+                            }
+                            if *name == branch {
+                                return Ok(tip.map(RefValue::Direct));
+                            }
+                            Ok(self.refs.read(name)?)
+                        })?;
                         let edits: Vec<RefEdit> = plan
                             .ref_moves
                             .iter()
