@@ -4,4 +4,5 @@
 mod common;
 mod concurrency;
 mod exec;
+mod fuzz_smoke;
 mod pipeline;

@@ -96,7 +96,9 @@ impl ExecHandler {
         })
     }
 
-    fn parse_response(&self, stdout: &[u8]) -> Result<Vec<(PartitionName, Event)>, Failure> {
+    /// Parses a handler's standard output: events per partition, or a rejection; anything else
+    /// is a failure naming the handler. Never panics, whatever the bytes.
+    pub fn parse_response(&self, stdout: &[u8]) -> Result<Vec<(PartitionName, Event)>, Failure> {
         let value: Value = serde_json::from_slice(stdout).map_err(|e| {
             let shown = String::from_utf8_lossy(&stdout[..stdout.len().min(80)]).into_owned();
             self.broken(format!("printed invalid JSON ({e}): {shown:?}"))
@@ -134,14 +136,16 @@ impl ExecHandler {
 
 fn rejection_of(value: &Value) -> Option<DomainError> {
     let error = value.get("error")?;
-    let code = error
-        .get("code")
-        .and_then(Value::as_str)
-        .unwrap_or("rejected")
-        .to_owned();
-    let message = error
-        .get("message")
-        .and_then(Value::as_str)
+    // A missing, empty or non-string code or message gets a default: a rejection always says
+    // something.
+    let text = |key: &str| {
+        error
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+    };
+    let code = text("code").unwrap_or("rejected").to_owned();
+    let message = text("message")
         .unwrap_or("the handler rejected the command")
         .to_owned();
     Some(DomainError { code, message })

@@ -1,0 +1,60 @@
+//! Properties of the engine's parsers on arbitrary input, one function per fuzz target: the
+//! command JSON, an exec handler's response, and the JSON domain manifest.
+//!
+//! Like `checks.rs`, each panics when a property fails, and uses only the public APIs of `engine`,
+//! `depot` and `serde_json`: the file is also compiled into the engine's test binary
+//! (`tests/engine/fuzz_smoke.rs`) by `#[path]`.
+
+use std::path::Path;
+
+use engine::exec::{load_manifest_bytes, ExecHandler};
+use engine::{Command, Failure, Manifest};
+
+/// A fuzz check: panics when an input breaks an invariant.
+pub type Check = fn(&[u8]);
+
+/// Every engine target, by name, as `corpus-seed/<name>/` and `fuzz_targets/<name>.rs` name them.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("command_json", command_json),
+    ("exec_response", exec_response),
+    ("manifest", manifest),
+];
+
+/// `Command::parse` never panics; an accepted command has a valid path and name, and its compact
+/// JSON parses back to the same command.
+pub fn command_json(data: &[u8]) {
+    let Ok(command) = Command::parse(data) else {
+        return;
+    };
+    assert!(depot::PartitionName::new(command.path()).is_ok());
+    assert!(!command.name().is_empty());
+    let again =
+        Command::parse(command.to_json().as_bytes()).expect("a parsed command's JSON parses again");
+    assert_eq!(again.path(), command.path());
+    assert_eq!(again.name(), command.name());
+    assert_eq!(again.params(), command.params());
+}
+
+/// An exec handler's response never panics the parser; accepted events have valid partitions and
+/// names and JSON data; a rejection carries a code.
+pub fn exec_response(data: &[u8]) {
+    let handler = ExecHandler::new("fuzz/handler", vec!["true".to_owned()], ".".into());
+    match handler.parse_response(data) {
+        Ok(events) => {
+            for (partition, event) in events {
+                assert!(depot::PartitionName::new(partition.as_str()).is_ok());
+                assert!(depot::EventName::new(event.name().as_str()).is_ok());
+                serde_json::from_slice::<serde_json::Value>(event.data())
+                    .expect("event data is JSON");
+            }
+        }
+        Err(Failure::Rejected(rejection)) => assert!(!rejection.code.is_empty()),
+        Err(_) => {}
+    }
+}
+
+/// Loading a JSON domain manifest never panics, whatever the bytes.
+pub fn manifest(data: &[u8]) {
+    let mut manifest = Manifest::new();
+    let _ = load_manifest_bytes(data, Path::new("fuzz/manifest.json"), &mut manifest);
+}
