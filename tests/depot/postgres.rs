@@ -187,3 +187,40 @@ fn writers_on_several_hosts_keep_one_index() {
         "the index agrees with a full replay"
     );
 }
+
+#[test]
+fn gc_prunes_old_unreachable_rows_and_keeps_the_rest() {
+    let (url, depot) = fresh();
+    for i in 0..3 {
+        commit_retrying(
+            &depot,
+            vec![(p("accounts/a"), ev("Deposited", &format!(r#"{{"n":{i}}}"#)))],
+            "deposit",
+        );
+    }
+    let orphans: Vec<depot::EncodedObject> = (0..5)
+        .map(|i| depot::Object::Event(ev("Orphaned", &format!(r#"{{"n":{i}}}"#))).to_encoded())
+        .collect();
+    depot.write_objects(&orphans).unwrap();
+    let total = sql_count(&url, "SELECT count(*) FROM retro_objects");
+
+    // Young orphans survive a grace period.
+    let options = depot::GcOptions {
+        prune_older_than: Some(std::time::Duration::from_secs(3600)),
+    };
+    let report = depot.gc(&options, |_| {}).unwrap();
+    assert_eq!((report.kept, report.pruned), (total as u64, 0));
+
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let options = depot::GcOptions {
+        prune_older_than: Some(std::time::Duration::ZERO),
+    };
+    let report = depot.gc(&options, |_| {}).unwrap();
+    assert_eq!(report.pruned, 5);
+    assert_eq!(report.kept, total as u64 - 5);
+    for orphan in &orphans {
+        assert!(depot.objects().read(&orphan.id()).unwrap().is_none());
+    }
+    assert!(depot.fsck(|_| {}).unwrap().is_clean());
+    assert_eq!(depot.partition_events(&p("accounts/a")).unwrap().len(), 3);
+}

@@ -146,9 +146,11 @@ fn every_command_works_on_postgres_with_the_files_depot_output() {
         ok(w, &["--depot", &other, "log", "--json"]),
         "an export imported elsewhere has the same ids"
     );
-    let gc = run(w, &["--depot", url, "gc"]);
-    assert_eq!(gc.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&gc.stderr).contains("VACUUM"));
+    let gc = ok(w, &["--depot", url, "gc", "--prune", "1d"]);
+    assert!(
+        gc.contains("nothing to repack") && gc.contains("pruned 0"),
+        "{gc}"
+    );
 }
 
 #[test]

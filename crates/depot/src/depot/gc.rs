@@ -1,7 +1,8 @@
 //! gc: fold loose objects and small packs into one compressed pack, and optionally prune
 //! unreachable objects older than a grace period. It holds the depot lock throughout, so no commit
 //! (and no failed-command recording) can interleave with it: nothing a writer is about to reference
-//! can be pruned under it.
+//! can be pruned under it. On PostgreSQL there is nothing to repack; a prune holds the ref lock
+//! (every commit on every host waits) and deletes old unreachable rows.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -34,24 +35,21 @@ pub struct GcReport {
 }
 
 impl Depot {
-    /// Repacks (native depots only) and optionally prunes.
+    /// Repacks (native depots) and optionally prunes (native and PostgreSQL depots).
     pub fn gc(
         &self,
         options: &GcOptions,
         mut progress: impl FnMut(u64),
     ) -> Result<GcReport, Error> {
+        if let Some((objects, refs)) = &self.postgres {
+            return self.gc_postgres(objects, refs, options, progress);
+        }
         let (Some(packs), Some(journal)) = (&self.packs, &self.journal) else {
-            let why = match self.layout {
-                super::Layout::Postgres => {
-                    "gc works on files depots only (PostgreSQL keeps one row per object: there \
-                     is nothing to repack; reclaim space with PostgreSQL's VACUUM)"
-                }
-                super::Layout::GoRetro => {
-                    "gc works on native depots only (this one keeps go-retro's loose layout)"
-                }
-                _ => "gc works on native depots only",
-            };
-            return Err(Error::Invalid(why.to_owned()));
+            return Err(Error::Invalid(
+                "gc works on native and PostgreSQL depots only (this one keeps go-retro's loose \
+                 layout)"
+                    .to_owned(),
+            ));
         };
         let _lock: DepotLock<'_> = journal.lock()?;
         journal.recover_locked()?;
@@ -63,36 +61,7 @@ impl Depot {
         };
         let mut keep: HashSet<ObjectId> = HashSet::new();
         if let Some(grace) = options.prune_older_than {
-            // Roots: refs, reflog values (recent history stays recoverable) and failed commands.
-            let mut roots: Vec<ObjectId> = Vec::new();
-            for (name, value) in self.list_refs("")? {
-                roots.extend(value.id());
-                for entry in self.refs.reflog(&name).unwrap_or_default() {
-                    roots.extend(entry.new);
-                    roots.extend(entry.old);
-                }
-            }
-            roots.extend(self.failures()?);
-            let mut stack = roots;
-            while let Some(id) = stack.pop() {
-                if !keep.insert(id) {
-                    continue;
-                }
-                if let Some(encoded) = self.objects.read(&id)? {
-                    match encoded.decode() {
-                        Ok(Object::Checkpoint(c)) => {
-                            stack.push(c.affix());
-                            stack.extend(c.parents().iter().copied());
-                        }
-                        Ok(Object::Affix(a)) => {
-                            for (_, ids) in a.partitions() {
-                                stack.extend(ids.iter().copied());
-                            }
-                        }
-                        Ok(Object::Event(_)) | Err(_) => {}
-                    }
-                }
-            }
+            keep = self.reachable()?;
             // Young unreachable objects are kept: pack or loose file newer than the grace period.
             let cutoff = SystemTime::now()
                 .checked_sub(grace)
@@ -145,6 +114,80 @@ impl Depot {
         });
         let after = packs.repack(objects, &loose_ids)?;
         report.bytes_after = after.bytes;
+        Ok(report)
+    }
+
+    /// Every object reachable from a root: refs, reflog values (recent history stays
+    /// recoverable) and failed commands.
+    fn reachable(&self) -> Result<HashSet<ObjectId>, Error> {
+        let mut roots: Vec<ObjectId> = Vec::new();
+        for (name, value) in self.list_refs("")? {
+            roots.extend(value.id());
+            for entry in self.refs.reflog(&name).unwrap_or_default() {
+                roots.extend(entry.new);
+                roots.extend(entry.old);
+            }
+        }
+        roots.extend(self.failures()?);
+        let mut keep = HashSet::new();
+        let mut stack = roots;
+        while let Some(id) = stack.pop() {
+            if !keep.insert(id) {
+                continue;
+            }
+            if let Some(encoded) = self.objects.read(&id)? {
+                match encoded.decode() {
+                    Ok(Object::Checkpoint(c)) => {
+                        stack.push(c.affix());
+                        stack.extend(c.parents().iter().copied());
+                    }
+                    Ok(Object::Affix(a)) => {
+                        for (_, ids) in a.partitions() {
+                            stack.extend(ids.iter().copied());
+                        }
+                    }
+                    Ok(Object::Event(_)) | Err(_) => {}
+                }
+            }
+        }
+        Ok(keep)
+    }
+
+    /// gc of a PostgreSQL depot: nothing to repack (one row per object); with a grace period,
+    /// the ref lock is held on every host while the index is brought to `HEAD`, reachability is
+    /// computed and old unreachable rows are deleted. Do not run it while this same process
+    /// commits from another thread (the commit would wait for the lock on the ref store's
+    /// connection that gc needs): run it as its own process, as `retro gc` does.
+    fn gc_postgres(
+        &self,
+        objects: &crate::postgres::PgObjectStore,
+        refs: &crate::postgres::PgRefStore,
+        options: &GcOptions,
+        mut progress: impl FnMut(u64),
+    ) -> Result<GcReport, Error> {
+        let mut report = GcReport {
+            bytes_before: objects.table_bytes()?,
+            ..GcReport::default()
+        };
+        match options.prune_older_than {
+            None => {
+                crate::odb::ObjectStore::for_each_id(objects, &mut |_| {
+                    report.kept += 1;
+                    Ok(())
+                })?;
+            }
+            Some(grace) => {
+                let _lock = crate::postgres::RefLockGuard::acquire(refs.url())?;
+                // The index must follow HEAD before rows it names can be judged unreachable.
+                self.catch_up_index()?;
+                self.flush_index()?;
+                let keep = self.reachable()?;
+                let (kept, pruned) = objects.prune(&keep, grace, &mut progress)?;
+                report.kept = kept;
+                report.pruned = pruned;
+            }
+        }
+        report.bytes_after = objects.table_bytes()?;
         Ok(report)
     }
 }

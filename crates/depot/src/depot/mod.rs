@@ -99,6 +99,11 @@ pub struct Depot {
     failed_log: FailureLog,
     lock_file: Option<crate::lockfile::LockFile>,
     options: Options,
+    /// The PostgreSQL stores themselves, for what only they can do (gc's prune).
+    postgres: Option<(
+        Arc<crate::postgres::PgObjectStore>,
+        Arc<crate::postgres::PgRefStore>,
+    )>,
 }
 
 impl Depot {
@@ -182,6 +187,7 @@ impl Depot {
             failed_log: FailureLog::File(dir.join("logs/failed")),
             lock_file: None,
             options,
+            postgres: None,
         })
     }
 
@@ -202,6 +208,7 @@ impl Depot {
             failed_log: FailureLog::File(dir.join(".retro-failed")),
             lock_file: Some(crate::lockfile::LockFile::new(&lock_path)),
             options,
+            postgres: None,
         })
     }
 
@@ -255,6 +262,7 @@ impl Depot {
             failed_log,
             lock_file: None,
             options: Options::default(),
+            postgres: None,
         })
     }
 
@@ -279,13 +287,15 @@ impl Depot {
         let index = PartitionIndex::Postgres(Box::new(crate::postgres::PgIndex::new(
             crate::postgres::PgConnection::connect(url)?,
         )));
-        Self::over_stores(
-            objects,
+        let mut depot = Self::over_stores(
+            objects.clone(),
             refs.clone(),
             index,
             Layout::Postgres,
-            FailureLog::Postgres(refs),
-        )
+            FailureLog::Postgres(refs.clone()),
+        )?;
+        depot.postgres = Some((objects, refs));
+        Ok(depot)
     }
 
     /// Opens a depot named by a directory or a `postgres://` URL.

@@ -21,7 +21,7 @@ pub mod schema;
 pub use connection::{PgConnection, PgSession, CA_FILE_VAR};
 pub use index::{PgIndex, PgIndexWriter};
 pub use objects::PgObjectStore;
-pub use refs::{PgListener, PgRefStore};
+pub use refs::{PgListener, PgRefStore, RefLockGuard};
 
 /// Whether `location` names a PostgreSQL depot (`postgres://…` or `postgresql://…`).
 pub fn is_url(location: &str) -> bool {

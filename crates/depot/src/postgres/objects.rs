@@ -13,6 +13,9 @@ pub(super) const INSERT_OBJECTS: &str = "INSERT INTO retro_objects (id, body)
      SELECT * FROM unnest($1::bytea[], $2::bytea[])
      ON CONFLICT (id) DO NOTHING";
 
+/// Unreachable object rows deleted per statement by [`PgObjectStore::prune`].
+const PRUNE_BATCH: usize = 1000;
+
 /// The object store of a PostgreSQL depot.
 pub struct PgObjectStore {
     connection: PgConnection,
@@ -22,6 +25,60 @@ impl PgObjectStore {
     /// A store over an open connection (the schema must exist: see [`super::schema`]).
     pub fn new(connection: PgConnection) -> PgObjectStore {
         PgObjectStore { connection }
+    }
+}
+
+impl PgObjectStore {
+    /// Deletes the objects not in `keep` that were written more than `grace` ago by the server's
+    /// clock (so hosts' clock skew does not matter); returns how many rows remain and how many
+    /// were deleted. The caller holds the ref lock (see
+    /// [`super::RefLockGuard`]), so no commit can start referencing a doomed row meanwhile.
+    pub fn prune(
+        &self,
+        keep: &std::collections::HashSet<ObjectId>,
+        grace: std::time::Duration,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(u64, u64), Error> {
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        let mut seen = 0u64;
+        self.for_each_id(&mut |id| {
+            seen += 1;
+            if seen.is_multiple_of(10_000) {
+                progress(seen);
+            }
+            if !keep.contains(&id) {
+                doomed.push(id.as_bytes().to_vec());
+            }
+            Ok(())
+        })?;
+        let grace = grace.as_secs_f64();
+        let mut pruned = 0;
+        for batch in doomed.chunks(PRUNE_BATCH) {
+            pruned += self
+                .connection
+                .with("prune objects", |session| {
+                    session.execute(
+                        "DELETE FROM retro_objects
+                         WHERE id = ANY($1) AND written < now() - make_interval(secs => $2)",
+                        &[&batch, &grace],
+                    )
+                })
+                .map_err(backend)?;
+        }
+        Ok((seen - pruned, pruned))
+    }
+
+    /// The bytes the object table takes on disk (with its index and TOAST).
+    pub fn table_bytes(&self) -> Result<u64, Error> {
+        let bytes: i64 = self
+            .connection
+            .with("measure the object table", |session| {
+                session
+                    .query_opt("SELECT pg_total_relation_size('retro_objects')", &[])?
+                    .map_or(Ok(0), |r| r.try_get(0))
+            })
+            .map_err(backend)?;
+        Ok(bytes.max(0) as u64)
     }
 }
 

@@ -279,6 +279,11 @@ impl PgRefStore {
         outcome
     }
 
+    /// The database URL (for a [`RefLockGuard`]).
+    pub fn url(&self) -> &str {
+        self.connection.url()
+    }
+
     /// Records a failed command's checkpoint (already written to the object store).
     pub fn append_failure(&self, id: &ObjectId) -> Result<(), PgError> {
         self.connection.with("record a failed command", |session| {
@@ -448,6 +453,28 @@ impl RefStore for PgRefStore {
         PgListener::connect(self.connection.url())
             .ok()
             .map(|l| Box::new(l) as Box<dyn RefListener>)
+    }
+}
+
+/// The ref lock held by a connection of its own for as long as the guard lives: every commit,
+/// on every host, waits meanwhile (gc's prune holds it, as a files depot's gc holds the depot
+/// lock). Dropping the guard closes the connection, which releases the lock.
+pub struct RefLockGuard {
+    _client: postgres::Client,
+}
+
+impl RefLockGuard {
+    /// Waits for the ref lock and takes it.
+    pub fn acquire(url: &str) -> Result<RefLockGuard, PgError> {
+        let mut client = PgConnection::new_client(url)?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&REF_LOCK])
+            .map_err(|source| PgError::Query {
+                url: super::redact(url),
+                what: "take the ref lock",
+                source,
+            })?;
+        Ok(RefLockGuard { _client: client })
     }
 }
 

@@ -162,6 +162,9 @@ const MIGRATIONS: &[&str] = &[
          PERFORM pg_notify('retro_refs', array_to_string(ref_names, ' '));
      END;
      $$;",
+    // 3: when each object row was written, so that gc prunes only unreachable objects older than
+    // its grace period (rows that exist already count as written now).
+    "ALTER TABLE retro_objects ADD COLUMN written timestamptz NOT NULL DEFAULT now();",
 ];
 
 /// The newest schema version this build knows.
