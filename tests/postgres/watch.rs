@@ -68,8 +68,10 @@ fn a_watcher_in_another_process_sees_an_apply_quickly() {
     let delivery: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(delivery["checkpoint"].as_str(), Some(id.trim()), "{line}");
     assert!(got >= sent);
+    // LISTEN/NOTIFY wakes it at once; the bound is loose because other tests of this binary load
+    // both cores meanwhile (the benchmark measures the latency: docs/benchmarks.md).
     assert!(
-        got.duration_since(applied) < Duration::from_millis(500),
+        got.duration_since(applied) < Duration::from_secs(2),
         "delivered {:?} after the apply returned",
         got.duration_since(applied)
     );
