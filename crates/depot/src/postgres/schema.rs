@@ -65,42 +65,49 @@ const MIGRATIONS: &[&str] = &[
      ) RETURNS bigint LANGUAGE plpgsql AS $$
      DECLARE
          k int;
-         j int := 1;
-         m int := coalesce(array_length(ev_ids, 1), 0);
          tip bytea;
          head_seq bigint;
-         version bigint;
-         appended bigint := 0;
+         accepted int[] := '{}';
+         seqs bigint[] := '{}';
      BEGIN
          SELECT c.id, c.seq INTO tip, head_seq
          FROM retro_index_checkpoints c ORDER BY c.seq DESC LIMIT 1;
          head_seq := coalesce(head_seq, 0);
+         -- The checkpoints that continue the indexed chain, in order, and their sequence numbers.
          FOR k IN 1 .. coalesce(array_length(cp_ids, 1), 0) LOOP
-             WHILE j <= m AND ev_cps[j] < k LOOP
-                 j := j + 1;
-             END LOOP;
              IF (only_ref IS NULL OR cp_refs[k] = only_ref)
                 AND cp_parents[k] IS NOT DISTINCT FROM tip THEN
                  head_seq := head_seq + 1;
-                 INSERT INTO retro_index_checkpoints (seq, id, date, session)
-                 VALUES (head_seq, cp_ids[k], cp_dates[k], cp_sessions[k]);
-                 WHILE j <= m AND ev_cps[j] = k LOOP
-                     INSERT INTO retro_index_partitions AS p (name, events, last_seq)
-                     VALUES (ev_partitions[j], 1, head_seq)
-                     ON CONFLICT (name) DO UPDATE
-                         SET events = p.events + 1, last_seq = EXCLUDED.last_seq
-                     RETURNING p.events INTO version;
-                     INSERT INTO retro_index_events
-                         (partition, n, cseq, event, checkpoint, date, session)
-                     VALUES (ev_partitions[j], version, head_seq, ev_ids[j], cp_ids[k],
-                             cp_dates[k], cp_sessions[k]);
-                     j := j + 1;
-                 END LOOP;
+                 accepted := accepted || k;
+                 seqs := seqs || head_seq;
                  tip := cp_ids[k];
-                 appended := appended + 1;
              END IF;
          END LOOP;
-         RETURN appended;
+         IF coalesce(array_length(accepted, 1), 0) = 0 THEN
+             RETURN 0;
+         END IF;
+         INSERT INTO retro_index_checkpoints (seq, id, date, session)
+         SELECT a.s, cp_ids[a.k], cp_dates[a.k], cp_sessions[a.k]
+         FROM unnest(accepted, seqs) AS a(k, s);
+         -- Their events, numbered per partition after what each partition holds: set-based.
+         WITH ev AS (
+             SELECT e.ord, e.cp, e.part, e.id, a.s
+             FROM unnest(ev_cps, ev_partitions, ev_ids) WITH ORDINALITY AS e(cp, part, id, ord)
+             JOIN unnest(accepted, seqs) AS a(k, s) ON a.k = e.cp
+         ), numbered AS (
+             SELECT ev.*, coalesce(p.events, 0)
+                 + row_number() OVER (PARTITION BY ev.part ORDER BY ev.ord) AS n
+             FROM ev LEFT JOIN retro_index_partitions p ON p.name = ev.part
+         ), inserted AS (
+             INSERT INTO retro_index_events
+                 (partition, n, cseq, event, checkpoint, date, session)
+             SELECT part, n, s, id, cp_ids[cp], cp_dates[cp], cp_sessions[cp] FROM numbered
+         )
+         INSERT INTO retro_index_partitions AS p (name, events, last_seq)
+         SELECT part, max(n), max(s) FROM numbered GROUP BY part
+         ON CONFLICT (name) DO UPDATE
+             SET events = EXCLUDED.events, last_seq = EXCLUDED.last_seq;
+         RETURN array_length(accepted, 1);
      END;
      $$;
      CREATE FUNCTION retro_commit(
