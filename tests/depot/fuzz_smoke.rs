@@ -1,11 +1,11 @@
-//! A bounded replay of the depot's fuzz targets on stable Rust: the checks of `fuzz/src/checks.rs`
-//! through the shared harness `fuzz/src/smoke.rs` (both compiled in here by path). See
-//! `fuzz/README.md`.
+//! A bounded replay of the depot's fuzz targets on stable Rust: the checks of `crates/fuzz/src/checks.rs`
+//! through the shared harness `crates/fuzz/src/smoke.rs` (both compiled in here by path). See
+//! `crates/fuzz/README.md`.
 
-#[path = "../../fuzz/src/checks.rs"]
+#[path = "../../crates/fuzz/src/checks.rs"]
 #[allow(dead_code)]
 mod checks;
-#[path = "../../fuzz/src/smoke.rs"]
+#[path = "../../crates/fuzz/src/smoke.rs"]
 mod smoke;
 
 fn run(target: &str) {
@@ -47,7 +47,7 @@ fn every_target_has_a_seed_directory() {
     for (target, _) in checks::TARGETS {
         assert!(
             smoke::seed_dir(target).is_dir(),
-            "fuzz/corpus-seed/{target} is missing"
+            "crates/fuzz/corpus-seed/{target} is missing"
         );
     }
 }

@@ -1,10 +1,10 @@
 //! A bounded replay of the engine's fuzz targets (command JSON, exec-handler responses, domain
-//! manifests) on stable Rust: the checks of `fuzz/src/engine_checks.rs` through the shared harness
-//! `fuzz/src/smoke.rs` (both compiled in here by path). See `fuzz/README.md`.
+//! manifests) on stable Rust: the checks of `crates/fuzz/src/engine_checks.rs` through the shared harness
+//! `crates/fuzz/src/smoke.rs` (both compiled in here by path). See `crates/fuzz/README.md`.
 
-#[path = "../../fuzz/src/engine_checks.rs"]
+#[path = "../../crates/fuzz/src/engine_checks.rs"]
 mod engine_checks;
-#[path = "../../fuzz/src/smoke.rs"]
+#[path = "../../crates/fuzz/src/smoke.rs"]
 mod smoke;
 
 fn run(target: &str) {
@@ -36,7 +36,7 @@ fn every_engine_target_has_a_seed_directory() {
     for (target, _) in engine_checks::TARGETS {
         assert!(
             smoke::seed_dir(target).is_dir(),
-            "fuzz/corpus-seed/{target} is missing"
+            "crates/fuzz/corpus-seed/{target} is missing"
         );
     }
 }
