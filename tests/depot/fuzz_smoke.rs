@@ -9,12 +9,7 @@ mod checks;
 mod smoke;
 
 fn run(target: &str) {
-    let check = checks::TARGETS
-        .iter()
-        .find(|(name, _)| *name == target)
-        .unwrap_or_else(|| panic!("no check named {target}"))
-        .1;
-    smoke::replay(target, check);
+    smoke::replay_named(checks::TARGETS, target);
 }
 
 #[test]
@@ -44,10 +39,5 @@ fn revision() {
 
 #[test]
 fn every_target_has_a_seed_directory() {
-    for (target, _) in checks::TARGETS {
-        assert!(
-            smoke::seed_dir(target).is_dir(),
-            "crates/fuzz/corpus-seed/{target} is missing"
-        );
-    }
+    smoke::assert_seed_dirs(checks::TARGETS);
 }

@@ -8,12 +8,7 @@ mod engine_checks;
 mod smoke;
 
 fn run(target: &str) {
-    let check = engine_checks::TARGETS
-        .iter()
-        .find(|(name, _)| *name == target)
-        .unwrap_or_else(|| panic!("no check named {target}"))
-        .1;
-    smoke::replay(target, check);
+    smoke::replay_named(engine_checks::TARGETS, target);
 }
 
 #[test]
@@ -33,10 +28,5 @@ fn manifest() {
 
 #[test]
 fn every_engine_target_has_a_seed_directory() {
-    for (target, _) in engine_checks::TARGETS {
-        assert!(
-            smoke::seed_dir(target).is_dir(),
-            "crates/fuzz/corpus-seed/{target} is missing"
-        );
-    }
+    smoke::assert_seed_dirs(engine_checks::TARGETS);
 }

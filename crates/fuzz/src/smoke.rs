@@ -160,3 +160,26 @@ pub fn replay(target: &str, check: fn(&[u8])) {
         );
     }
 }
+
+/// A table of fuzz checks by target name (`checks::TARGETS`, `engine_checks::TARGETS`).
+pub type Targets<'a> = &'a [(&'a str, fn(&[u8]))];
+
+/// Replays the target called `target` among `targets`.
+pub fn replay_named(targets: Targets<'_>, target: &str) {
+    let check = targets
+        .iter()
+        .find(|(name, _)| *name == target)
+        .unwrap_or_else(|| panic!("no check named {target}"))
+        .1;
+    replay(target, check);
+}
+
+/// Asserts that every target of `targets` has its seed directory.
+pub fn assert_seed_dirs(targets: Targets<'_>) {
+    for (target, _) in targets {
+        assert!(
+            seed_dir(target).is_dir(),
+            "crates/fuzz/corpus-seed/{target} is missing"
+        );
+    }
+}
