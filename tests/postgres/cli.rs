@@ -146,6 +146,9 @@ fn every_command_works_on_postgres_with_the_files_depot_output() {
         ok(w, &["--depot", &other, "log", "--json"]),
         "an export imported elsewhere has the same ids"
     );
+    // The bulk path appended the index set-based in the commit: it agrees with a replay.
+    let imported = ok(w, &["--depot", &other, "fsck"]);
+    assert!(imported.contains("no problems"), "{imported}");
     let gc = ok(w, &["--depot", url, "gc", "--prune", "1d"]);
     assert!(
         gc.contains("nothing to repack") && gc.contains("pruned 0"),

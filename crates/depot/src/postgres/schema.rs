@@ -65,14 +65,48 @@ const MIGRATIONS: &[&str] = &[
      ) RETURNS bigint LANGUAGE plpgsql AS $$
      DECLARE
          k int;
+         j int := 1;
+         m int := coalesce(array_length(ev_ids, 1), 0);
          tip bytea;
          head_seq bigint;
+         version bigint;
+         appended bigint := 0;
          accepted int[] := '{}';
          seqs bigint[] := '{}';
      BEGIN
          SELECT c.id, c.seq INTO tip, head_seq
          FROM retro_index_checkpoints c ORDER BY c.seq DESC LIMIT 1;
          head_seq := coalesce(head_seq, 0);
+         -- A few events (one command): row by row is cheapest, and holds the locks shortest.
+         IF m <= 64 THEN
+             FOR k IN 1 .. coalesce(array_length(cp_ids, 1), 0) LOOP
+                 WHILE j <= m AND ev_cps[j] < k LOOP
+                     j := j + 1;
+                 END LOOP;
+                 IF (only_ref IS NULL OR cp_refs[k] = only_ref)
+                    AND cp_parents[k] IS NOT DISTINCT FROM tip THEN
+                     head_seq := head_seq + 1;
+                     INSERT INTO retro_index_checkpoints (seq, id, date, session)
+                     VALUES (head_seq, cp_ids[k], cp_dates[k], cp_sessions[k]);
+                     WHILE j <= m AND ev_cps[j] = k LOOP
+                         INSERT INTO retro_index_partitions AS p (name, events, last_seq)
+                         VALUES (ev_partitions[j], 1, head_seq)
+                         ON CONFLICT (name) DO UPDATE
+                             SET events = p.events + 1, last_seq = EXCLUDED.last_seq
+                         RETURNING p.events INTO version;
+                         INSERT INTO retro_index_events
+                             (partition, n, cseq, event, checkpoint, date, session)
+                         VALUES (ev_partitions[j], version, head_seq, ev_ids[j], cp_ids[k],
+                                 cp_dates[k], cp_sessions[k]);
+                         j := j + 1;
+                     END LOOP;
+                     tip := cp_ids[k];
+                     appended := appended + 1;
+                 END IF;
+             END LOOP;
+             RETURN appended;
+         END IF;
+         -- Many (a bulk import, a sync): set-based.
          -- The checkpoints that continue the indexed chain, in order, and their sequence numbers.
          FOR k IN 1 .. coalesce(array_length(cp_ids, 1), 0) LOOP
              IF (only_ref IS NULL OR cp_refs[k] = only_ref)
