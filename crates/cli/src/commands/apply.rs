@@ -23,19 +23,7 @@ pub fn init(flag: Option<&Path>, dir: Option<PathBuf>, json: bool, ui: &mut Ui) 
         (None, Some(flag)) => flag.to_path_buf(),
         (None, None) => PathBuf::from(DEFAULT_DIR),
     };
-    let shown = match super::postgres_url(&dir) {
-        Some(url) => {
-            Depot::init_postgres(url)?;
-            super::shown_location(&dir)
-        }
-        None => {
-            // Absolute, so that creating a relative `.retro` has a parent directory to start from.
-            let dir = std::path::absolute(&dir)
-                .with_context(|| format!("could not resolve '{}'", dir.display()))?;
-            Depot::init(&dir)?;
-            super::shown_location(&dir)
-        }
-    };
+    let (_, shown) = super::init_location(&dir)?;
     if json {
         ui.json(&json!({"depot": shown}))?;
     } else {

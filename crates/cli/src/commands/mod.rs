@@ -14,7 +14,7 @@ mod watch;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::CommandFactory;
 
 use depot::{Depot, ObjectId};
@@ -160,6 +160,18 @@ pub fn open_location(location: &Path) -> Result<Depot> {
         )));
     }
     Ok(Depot::open(location)?)
+}
+
+/// Creates a depot at a directory (made absolute, so that a relative `.retro` has a parent to
+/// start from) or a `postgres://` URL; returns it and how to show its location.
+pub fn init_location(location: &Path) -> Result<(Depot, String)> {
+    if let Some(url) = postgres_url(location) {
+        return Ok((Depot::init_postgres(url)?, shown_location(location)));
+    }
+    let dir = std::path::absolute(location)
+        .with_context(|| format!("could not resolve '{}'", location.display()))?;
+    let depot = Depot::init(&dir)?;
+    Ok((depot, shown_location(&dir)))
 }
 
 /// The URL, when `location` names a PostgreSQL depot.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use depot::{Depot, RefOutcome, SyncOptions, SyncReport};
 
-use super::{open_location, postgres_url, shown_location};
+use super::{init_location, open_location, shown_location};
 use crate::ui::Ui;
 
 pub fn sync(
@@ -28,10 +28,7 @@ pub fn sync(
 
 pub fn clone(src: &Path, dst: &Path, batch: usize, json: bool, ui: &mut Ui) -> Result<()> {
     let source = open_location(src).with_context(|| format!("source {}", shown_location(src)))?;
-    let destination = match postgres_url(dst) {
-        Some(url) => Depot::init_postgres(url)?,
-        None => Depot::init(std::path::absolute(dst)?)?,
-    };
+    let (destination, _) = init_location(dst)?;
     run(&source, &destination, false, batch, json, ui)
 }
 

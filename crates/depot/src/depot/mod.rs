@@ -298,24 +298,6 @@ impl Depot {
         Ok(depot)
     }
 
-    /// Opens a depot named by a directory or a `postgres://` URL.
-    pub fn open_location(location: &str) -> Result<Depot, Error> {
-        if crate::postgres::is_url(location) {
-            Self::open_postgres(location)
-        } else {
-            Self::open(location)
-        }
-    }
-
-    /// Creates a depot at a directory or a `postgres://` URL.
-    pub fn init_location(location: &str) -> Result<Depot, Error> {
-        if crate::postgres::is_url(location) {
-            Self::init_postgres(location)
-        } else {
-            Self::init(location)
-        }
-    }
-
     /// The depot's directory (none for a memory depot).
     pub fn root(&self) -> Option<&Path> {
         self.root.as_deref()
