@@ -217,7 +217,7 @@ impl Depot {
         }
         self.flush_index()?;
         let guard = self.index.lock().expect("index lock poisoned");
-        let index = &guard.sqlite;
+        let index = &guard.stored;
         let problems = &mut report.problems;
         let mut checked = 0u64;
         index.for_each_partition(|name, count| {

@@ -95,7 +95,8 @@ impl Depot {
     /// Brings the partition index up to `HEAD`: appends what is new, or rebuilds after a
     /// non-fast-forward move. Cheap when already current (one ref read). New checkpoints first
     /// join an in-memory tail (`IndexState`) and reach SQLite in batches, so a commit does not
-    /// pay for an SQLite transaction.
+    /// pay for an SQLite transaction. (PostgreSQL's index is appended by the commit itself: no
+    /// tail, only catch-ups after moves that carried no index rows.)
     pub fn catch_up_index(&self) -> Result<(), Error> {
         let (_, head) = self.resolve_ref(&RefName::head())?;
         let mut state = self.index.lock().expect("index lock poisoned");
@@ -105,15 +106,15 @@ impl Depot {
             return Ok(());
         }
         if state.pending.is_empty() {
-            state.base = state.sqlite.head()?;
+            state.base = state.stored.head()?;
         }
         let tip = state.tip();
         if tip == head {
             return Ok(());
         }
-        if !state.sqlite.keeps_tail() {
-            self.sqlite_catch_up(&mut state.sqlite)?;
-            state.base = state.sqlite.head()?;
+        if !state.stored.keeps_tail() {
+            self.stored_catch_up(&mut state.stored)?;
+            state.base = state.stored.head()?;
             return Ok(());
         }
         // A fast-forward of the tip, not too far: extend the in-memory tail.
@@ -136,8 +137,8 @@ impl Depot {
             return Ok(());
         }
         self.flush_locked(&mut state)?;
-        self.sqlite_catch_up(&mut state.sqlite)?;
-        state.base = state.sqlite.head()?;
+        self.stored_catch_up(&mut state.stored)?;
+        state.base = state.stored.head()?;
         Ok(())
     }
 
@@ -154,7 +155,7 @@ impl Depot {
         let pending = std::mem::take(&mut state.pending);
         let tip = pending.last().map(|c| c.id);
         let base = state.base.map(|(id, _)| id);
-        let appended = state.sqlite.write(|writer| {
+        let appended = state.stored.write(|writer| {
             if writer.head()?.map(|(id, _)| id) != base {
                 return Ok(false);
             }
@@ -166,15 +167,16 @@ impl Depot {
         // If another handle moved SQLite meanwhile, the tail is simply dropped: SQLite is caught
         // up to the current HEAD by whoever reads next, never rewound to this handle's tip.
         let _ = (appended, tip);
-        state.base = state.sqlite.head()?;
+        state.base = state.stored.head()?;
         Ok(())
     }
 
-    /// Brings the SQLite index itself to `HEAD`, rebuilding after a non-fast-forward move.
+    /// Brings the stored index (SQLite or PostgreSQL) itself to `HEAD`, rebuilding after a
+    /// non-fast-forward move.
     /// `HEAD` is read inside the index's write transaction, which serializes every index writer
     /// (in every process): a writer can never rewind the index to a head it read earlier that
     /// another writer has since passed.
-    fn sqlite_catch_up(&self, index: &mut PartitionIndex) -> Result<(), Error> {
+    fn stored_catch_up(&self, index: &mut PartitionIndex) -> Result<(), Error> {
         index.write(|writer| {
             let head = match writer.resolve_head() {
                 Some(head) => head?,
@@ -223,13 +225,13 @@ impl Depot {
         {
             let mut state = self.index.lock().expect("index lock poisoned");
             state.pending.clear();
-            state.sqlite.write(|w| w.clear())?;
+            state.stored.write(|w| w.clear())?;
             state.base = None;
         }
         self.catch_up_index()?;
         self.flush_index()?;
         let state = self.index.lock().expect("index lock poisoned");
-        Ok(state.sqlite.counts()?)
+        Ok(state.stored.counts()?)
     }
 
     fn load_rows(&self, rows: Vec<EventRow>) -> Result<Vec<EventRecord>, Error> {
@@ -355,12 +357,12 @@ impl Depot {
         self.flush_index()?;
         let seq = {
             let state = self.index.lock().expect("index lock poisoned");
-            state.sqlite.checkpoint_seq(checkpoint)?
+            state.stored.checkpoint_seq(checkpoint)?
         };
         match seq {
             Some(seq) => {
                 let state = self.index.lock().expect("index lock poisoned");
-                Ok(state.sqlite.partition_version_upto(partition, seq - 1)?)
+                Ok(state.stored.partition_version_upto(partition, seq - 1)?)
             }
             None => {
                 let parent = self.read_checkpoint(checkpoint)?.first_parent();
@@ -388,7 +390,7 @@ impl Depot {
             .find(['*', '?', '[', '{', '\\'])
             .map_or(glob, |end| &glob[..end]);
         state
-            .sqlite
+            .stored
             .for_each_partition_with_prefix(literal, |name, count| {
                 if matcher.is_match(name) {
                     if let Ok(p) = PartitionName::new(name) {
@@ -415,7 +417,7 @@ impl Depot {
             None => 0,
             Some(id) => {
                 let guard = self.index.lock().expect("index lock poisoned");
-                let index = &guard.sqlite;
+                let index = &guard.stored;
                 index.checkpoint_seq(&id)?.ok_or_else(|| {
                     Error::Invalid(format!(
                         "checkpoint {id} is not on HEAD's first-parent history"
@@ -429,7 +431,7 @@ impl Depot {
             let mut rows = Vec::new();
             {
                 let guard = self.index.lock().expect("index lock poisoned");
-                let index = &guard.sqlite;
+                let index = &guard.stored;
                 for (partition, _) in &matched {
                     rows.extend(
                         index
@@ -468,7 +470,7 @@ impl Depot {
         let mut checkpoints = Vec::new();
         {
             let guard = self.index.lock().expect("index lock poisoned");
-            guard.sqlite.for_each_checkpoint(0, |seq, id| {
+            guard.stored.for_each_checkpoint(0, |seq, id| {
                 checkpoints.push((seq, id));
                 Ok(true)
             })?;

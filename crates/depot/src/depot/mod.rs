@@ -174,7 +174,7 @@ impl Depot {
             let _lock = journal.lock()?;
             journal.recover_locked()?;
         }
-        let index = PartitionIndex::open(&dir.join("index.sqlite"))?;
+        let index = PartitionIndex::open(&dir.join("index.stored"))?;
         Ok(Depot {
             root: Some(dir.to_path_buf()),
             layout: Layout::Native,
@@ -195,7 +195,7 @@ impl Depot {
         let lock_path = dir.join(".retro-lock");
         let refs =
             Arc::new(FilesRefStore::new(dir, &lock_path).with_lock_timeout(options.lock_timeout));
-        let index = PartitionIndex::open(&dir.join(".retro-index.sqlite"))?;
+        let index = PartitionIndex::open(&dir.join(".retro-index.stored"))?;
         Ok(Depot {
             root: Some(dir.to_path_buf()),
             layout: Layout::GoRetro,
@@ -569,10 +569,11 @@ pub(crate) const PENDING_WALK_LIMIT: usize = 4096;
 /// The in-memory tail is written to SQLite once it holds this many checkpoints.
 pub(crate) const PENDING_FLUSH_AT: usize = 256;
 
-/// The partition index: SQLite (shared by processes) plus an in-memory tail of checkpoints this
-/// process has seen since SQLite's head, written in batches.
+/// The partition index: the stored index (SQLite, shared by processes; or PostgreSQL, shared by
+/// hosts) plus, for SQLite, an in-memory tail of checkpoints this process has seen since the
+/// stored head, written in batches. Below, "SQLite" stands for the stored index.
 pub(crate) struct IndexState {
-    pub(crate) sqlite: PartitionIndex,
+    pub(crate) stored: PartitionIndex,
     /// Checkpoints after `base`, oldest first, not yet in SQLite.
     pub(crate) pending: Vec<Arc<IndexedCheckpoint>>,
     /// SQLite's head (id, sequence number) that `pending` continues.
@@ -580,9 +581,9 @@ pub(crate) struct IndexState {
 }
 
 impl IndexState {
-    fn new(sqlite: PartitionIndex) -> IndexState {
+    fn new(stored: PartitionIndex) -> IndexState {
         IndexState {
-            sqlite,
+            stored,
             pending: Vec::new(),
             base: None,
         }
@@ -605,14 +606,14 @@ impl IndexState {
         // SQLite may be ahead of `base` (another handle wrote it): read only up to `base`.
         let base_seq = self.base.map_or(0, |(_, seq)| seq);
         let mut rows = self
-            .sqlite
+            .stored
             .partition_events_upto(partition, after, Some(base_seq))?;
         if self.pending.is_empty() {
             return Ok(rows);
         }
         let mut version = match rows.last() {
             Some(last) => last.version,
-            None => self.sqlite.partition_version_upto(partition, base_seq)?,
+            None => self.stored.partition_version_upto(partition, base_seq)?,
         };
         for (i, checkpoint) in self.pending.iter().enumerate() {
             for (p, ids) in &checkpoint.partitions {
@@ -651,7 +652,7 @@ impl IndexState {
             .map(|(_, ids)| ids.len())
             .sum();
         let base_seq = self.base.map_or(0, |(_, seq)| seq);
-        Ok(self.sqlite.partition_version_upto(partition, base_seq)? + tail as u64)
+        Ok(self.stored.partition_version_upto(partition, base_seq)? + tail as u64)
     }
 }
 
