@@ -174,7 +174,7 @@ impl Depot {
             let _lock = journal.lock()?;
             journal.recover_locked()?;
         }
-        let index = PartitionIndex::open(&dir.join("index.stored"))?;
+        let index = PartitionIndex::open(&dir.join("index.sqlite"))?;
         Ok(Depot {
             root: Some(dir.to_path_buf()),
             layout: Layout::Native,
@@ -195,7 +195,7 @@ impl Depot {
         let lock_path = dir.join(".retro-lock");
         let refs =
             Arc::new(FilesRefStore::new(dir, &lock_path).with_lock_timeout(options.lock_timeout));
-        let index = PartitionIndex::open(&dir.join(".retro-index.stored"))?;
+        let index = PartitionIndex::open(&dir.join(".retro-index.sqlite"))?;
         Ok(Depot {
             root: Some(dir.to_path_buf()),
             layout: Layout::GoRetro,
