@@ -224,3 +224,55 @@ fn gc_prunes_old_unreachable_rows_and_keeps_the_rest() {
     assert!(depot.fsck(|_| {}).unwrap().is_clean());
     assert_eq!(depot.partition_events(&p("accounts/a")).unwrap().len(), 3);
 }
+
+#[test]
+fn a_commit_reusing_an_old_unreachable_object_marks_it_young() {
+    let (url, depot) = fresh();
+    // An unreachable event row from long ago (a deleted branch's, say).
+    let event = ev("Deposited", r#"{"amount":5}"#);
+    let orphan = depot::Object::Event(event.clone()).to_encoded();
+    depot.write_objects(std::slice::from_ref(&orphan)).unwrap();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .execute(
+            "UPDATE retro_objects SET written = now() - interval '30 days'",
+            &[],
+        )
+        .unwrap();
+    // A new commit emits the identical event: the row is re-marked as written now, so a prune
+    // that judged it unreachable a moment earlier cannot delete it any more.
+    commit_retrying(&depot, vec![(p("accounts/a"), event)], "deposit");
+    let age: f64 = client
+        .query_one(
+            "SELECT extract(epoch FROM now() - written)::float8 FROM retro_objects WHERE id = $1",
+            &[&&orphan.id().as_bytes()[..]],
+        )
+        .unwrap()
+        .get(0);
+    assert!(age < 60.0, "re-marked as written now, not {age} s ago");
+    let report = depot
+        .gc(
+            &depot::GcOptions {
+                prune_older_than: Some(std::time::Duration::from_secs(86_400)),
+            },
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(report.pruned, 0);
+    assert!(depot.fsck(|_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn identical_events_in_one_commit_are_stored_once_and_indexed_twice() {
+    let (_url, depot) = fresh();
+    let twice = ev("Deposited", r#"{"amount":1}"#);
+    commit_retrying(
+        &depot,
+        vec![(p("accounts/a"), twice.clone()), (p("accounts/a"), twice)],
+        "deposit twice",
+    );
+    let events = depot.partition_events(&p("accounts/a")).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].id, events[1].id);
+    assert!(depot.fsck(|_| {}).unwrap().is_clean());
+}

@@ -8,10 +8,24 @@ use crate::odb::{Error, ObjectStore};
 /// How many ids one page of [`ObjectStore::for_each_id`] fetches.
 const ID_PAGE: i64 = 10_000;
 
-/// Inserts `$1` ids with `$2` bodies, leaving existing objects alone.
+/// Inserts `$1` ids with `$2` bodies (distinct ids: see [`object_arrays`]). An object already
+/// there keeps its bytes but is marked written now, under a row lock: a gc prune deciding at
+/// the same moment that the old row is unreachable either deletes it first (and this inserts it
+/// again) or finds it young and keeps it. So a commit never ends up naming a pruned object.
 pub(super) const INSERT_OBJECTS: &str = "INSERT INTO retro_objects (id, body)
      SELECT * FROM unnest($1::bytea[], $2::bytea[])
-     ON CONFLICT (id) DO NOTHING";
+     ON CONFLICT (id) DO UPDATE SET written = EXCLUDED.written";
+
+/// The id and body arrays for [`INSERT_OBJECTS`] and `retro_commit`, each id once (an upsert
+/// may not touch a row twice in one statement).
+pub(super) fn object_arrays(objects: &[EncodedObject]) -> (Vec<Vec<u8>>, Vec<&[u8]>) {
+    let mut seen = std::collections::HashSet::new();
+    objects
+        .iter()
+        .filter(|o| seen.insert(o.id()))
+        .map(|o| (o.id().as_bytes().to_vec(), o.bytes()))
+        .unzip()
+}
 
 /// Unreachable object rows deleted per statement by [`PgObjectStore::prune`].
 const PRUNE_BATCH: usize = 1000;
@@ -149,8 +163,7 @@ impl ObjectStore for PgObjectStore {
         if objects.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Vec<u8>> = objects.iter().map(|o| o.id().as_bytes().to_vec()).collect();
-        let bodies: Vec<&[u8]> = objects.iter().map(EncodedObject::bytes).collect();
+        let (ids, bodies) = object_arrays(objects);
         self.connection
             .with("write objects", |session| {
                 session.execute(INSERT_OBJECTS, &[&ids, &bodies])

@@ -137,8 +137,7 @@ impl PgRefStore {
         edits: &[RefEdit],
         cp: &CheckpointArrays,
     ) -> Result<Option<Refused>, Error> {
-        let ids: Vec<Vec<u8>> = objects.iter().map(|o| o.id().as_bytes().to_vec()).collect();
-        let bodies: Vec<&[u8]> = objects.iter().map(EncodedObject::bytes).collect();
+        let (ids, bodies) = super::objects::object_arrays(objects);
         let names: Vec<&str> = edits.iter().map(|e| e.name.as_str()).collect();
         let (kinds, expected): (Vec<&str>, Vec<Option<String>>) =
             edits.iter().map(|e| expectation(&e.expected)).unzip();
@@ -201,8 +200,7 @@ impl PgRefStore {
         // Expectation failures are found inside the PostgreSQL transaction; they travel out of
         // the closure here, and the transaction is rolled back (dropped without commit).
         let mut outcome: Result<(), Error> = Ok(());
-        let ids: Vec<Vec<u8>> = objects.iter().map(|o| o.id().as_bytes().to_vec()).collect();
-        let bodies: Vec<&[u8]> = objects.iter().map(EncodedObject::bytes).collect();
+        let (ids, bodies) = super::objects::object_arrays(objects);
         self.connection
             .with("move refs", |session| {
                 let insert = session.prepare(super::objects::INSERT_OBJECTS)?;

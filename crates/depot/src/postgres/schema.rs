@@ -10,9 +10,12 @@ use super::{PgConnection, PgError};
 /// Each entry takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     // 1: objects, refs, reflogs, failed commands.
+    // `written` is when a row was last written or re-written (an identical object committed
+    // again): gc prunes only unreachable rows older than its grace period.
     "CREATE TABLE retro_objects (
          id bytea PRIMARY KEY,
-         body bytea NOT NULL
+         body bytea NOT NULL,
+         written timestamptz NOT NULL DEFAULT now()
      );
      CREATE TABLE retro_refs (
          name text COLLATE \"C\" PRIMARY KEY,
@@ -160,7 +163,7 @@ const MIGRATIONS: &[&str] = &[
          IF coalesce(array_length(object_ids, 1), 0) > 0 THEN
              INSERT INTO retro_objects (id, body)
              SELECT * FROM unnest(object_ids, object_bodies)
-             ON CONFLICT (id) DO NOTHING;
+             ON CONFLICT (id) DO UPDATE SET written = EXCLUDED.written;
          END IF;
          IF coalesce(array_length(ref_names, 1), 0) = 0 THEN
              RETURN;
@@ -203,9 +206,6 @@ const MIGRATIONS: &[&str] = &[
          PERFORM pg_notify('retro_refs', array_to_string(ref_names, ' '));
      END;
      $$;",
-    // 3: when each object row was written, so that gc prunes only unreachable objects older than
-    // its grace period (rows that exist already count as written now).
-    "ALTER TABLE retro_objects ADD COLUMN written timestamptz NOT NULL DEFAULT now();",
 ];
 
 /// The newest schema version this build knows.
