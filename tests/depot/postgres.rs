@@ -276,3 +276,39 @@ fn identical_events_in_one_commit_are_stored_once_and_indexed_twice() {
     assert_eq!(events[0].id, events[1].id);
     assert!(depot.fsck(|_| {}).unwrap().is_clean());
 }
+
+#[test]
+fn a_commit_waiting_for_the_ref_lock_holds_no_row_a_prune_needs() {
+    let (url, depot) = fresh();
+    let event = ev("Deposited", r#"{"amount":7}"#);
+    let orphan = depot::Object::Event(event.clone()).to_encoded();
+    depot.write_objects(std::slice::from_ref(&orphan)).unwrap();
+
+    // Stand in for gc: hold the ref lock, as a prune does.
+    let guard = depot::postgres::RefLockGuard::acquire(&url).unwrap();
+    let writer_url = url.clone();
+    let writer = std::thread::spawn(move || {
+        let host = Depot::open_postgres(&writer_url).unwrap();
+        commit_retrying(&host, vec![(p("accounts/a"), event)], "deposit")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The prune deletes the old row: the waiting commit must not hold a lock on it (else this
+    // would wait for the commit, which waits for the guard: a deadlock PostgreSQL cannot see).
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute("SET statement_timeout = '5s'")
+        .unwrap();
+    let deleted = client
+        .execute(
+            "DELETE FROM retro_objects WHERE id = $1",
+            &[&&orphan.id().as_bytes()[..]],
+        )
+        .expect("the delete waited for the committer, which waits for the ref lock: a deadlock");
+    assert_eq!(deleted, 1);
+    drop(guard);
+    let committed = writer.join().unwrap();
+    // The commit wrote the object again in its own transaction: nothing it names is missing.
+    assert!(depot.objects().read(&orphan.id()).unwrap().is_some());
+    assert_eq!(depot.head().unwrap(), Some(committed.checkpoint));
+    assert!(depot.fsck(|_| {}).unwrap().is_clean());
+}

@@ -211,13 +211,16 @@ impl PgRefStore {
                 let lock = session.prepare(LOCK_REFS)?;
                 let notify = session.prepare(NOTIFY)?;
                 let mut tx = session.client().transaction()?;
+                // The ref lock before any row lock, as in retro_commit.
+                if !edits.is_empty() {
+                    tx.execute(&lock, &[&REF_LOCK])?;
+                }
                 if !objects.is_empty() {
                     tx.execute(&insert, &[&ids, &bodies])?;
                 }
                 if edits.is_empty() {
                     return tx.commit();
                 }
-                tx.execute(&lock, &[&REF_LOCK])?;
                 let mut db_error = None;
                 let prepared = prepare_edits(edits, |n| {
                     let row = tx.query_opt(&read, &[&n.as_str()]);

@@ -160,6 +160,11 @@ const MIGRATIONS: &[&str] = &[
          ok boolean;
          index_ref text;
      BEGIN
+         -- The ref lock first: a commit waiting for it (while gc prunes, say) holds no row lock
+         -- that the lock's holder could be waiting for.
+         IF coalesce(array_length(ref_names, 1), 0) > 0 THEN
+             PERFORM pg_advisory_xact_lock(8243122727815180902);
+         END IF;
          IF coalesce(array_length(object_ids, 1), 0) > 0 THEN
              INSERT INTO retro_objects (id, body)
              SELECT * FROM unnest(object_ids, object_bodies)
@@ -168,7 +173,6 @@ const MIGRATIONS: &[&str] = &[
          IF coalesce(array_length(ref_names, 1), 0) = 0 THEN
              RETURN;
          END IF;
-         PERFORM pg_advisory_xact_lock(8243122727815180902);
          FOR i IN 1 .. array_length(ref_names, 1) LOOP
              SELECT value INTO current FROM retro_refs WHERE name = ref_names[i];
              IF current LIKE 'ref: %' THEN
