@@ -17,6 +17,15 @@ fn sql_count(url: &str, query: &str) -> i64 {
     client.query_one(query, &[]).unwrap().get(0)
 }
 
+/// Commits `Deposited {"n": n}` to `accounts/a`.
+fn deposit(depot: &Depot, n: u64) -> depot::Committed {
+    commit_retrying(
+        depot,
+        vec![(p("accounts/a"), ev("Deposited", &format!(r#"{{"n":{n}}}"#)))],
+        "deposit",
+    )
+}
+
 fn indexed_head(url: &str) -> Option<Vec<u8>> {
     let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
     client
@@ -73,16 +82,7 @@ fn the_index_is_written_by_the_commit_itself() {
 #[test]
 fn a_move_that_is_not_a_fast_forward_rebuilds_the_index() {
     let (url, depot) = fresh();
-    let ids: Vec<_> = (0..4)
-        .map(|i| {
-            commit_retrying(
-                &depot,
-                vec![(p("accounts/a"), ev("Deposited", &format!(r#"{{"n":{i}}}"#)))],
-                "deposit",
-            )
-            .checkpoint
-        })
-        .collect();
+    let ids: Vec<_> = (0..4).map(|i| deposit(&depot, i).checkpoint).collect();
     // Rewind master to the second checkpoint (update-ref): the index is now ahead of HEAD.
     depot
         .update_refs(&[RefEdit {
@@ -99,11 +99,7 @@ fn a_move_that_is_not_a_fast_forward_rebuilds_the_index() {
         2
     );
     // And commits continue to append in their own transaction from there.
-    let next = commit_retrying(
-        &reader,
-        vec![(p("accounts/a"), ev("Deposited", r#"{"n":9}"#))],
-        "deposit",
-    );
+    let next = deposit(&reader, 9);
     assert_eq!(
         indexed_head(&url).as_deref(),
         Some(&next.checkpoint.as_bytes()[..])
@@ -122,11 +118,7 @@ fn a_move_that_is_not_a_fast_forward_rebuilds_the_index() {
 fn fsck_finds_a_damaged_index_and_reindex_repairs_it() {
     let (url, depot) = fresh();
     for i in 0..3 {
-        commit_retrying(
-            &depot,
-            vec![(p("accounts/a"), ev("Deposited", &format!(r#"{{"n":{i}}}"#)))],
-            "deposit",
-        );
+        deposit(&depot, i);
     }
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     client
@@ -192,11 +184,7 @@ fn writers_on_several_hosts_keep_one_index() {
 fn gc_prunes_old_unreachable_rows_and_keeps_the_rest() {
     let (url, depot) = fresh();
     for i in 0..3 {
-        commit_retrying(
-            &depot,
-            vec![(p("accounts/a"), ev("Deposited", &format!(r#"{{"n":{i}}}"#)))],
-            "deposit",
-        );
+        deposit(&depot, i);
     }
     let orphans: Vec<depot::EncodedObject> = (0..5)
         .map(|i| depot::Object::Event(ev("Orphaned", &format!(r#"{{"n":{i}}}"#))).to_encoded())
