@@ -264,6 +264,46 @@ impl Journal {
         Ok(())
     }
 
+    /// Tells the pack store where acknowledged data ends (the materialized position), so that
+    /// damage below it is reported as damage and never truncated as a torn write.
+    pub(crate) fn publish_acknowledged(&self) -> Result<(), JournalError> {
+        if let Some(state) = self.read_state() {
+            self.packs.set_acknowledged(state.materialized)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every ref move journaled so far durable in the ref files (fsyncs them) and records
+    /// the packs' end as both materialized and durable, fsynced. gc calls it before it deletes
+    /// packs, and again after, since the journal records it deletes could no longer be replayed
+    /// after a power cut. Call with the depot lock held, after `recover_locked`.
+    pub(crate) fn settle_locked(&self) -> Result<(), JournalError> {
+        let end = self.packs.end()?;
+        let boot = boot_hash();
+        let durable = self
+            .read_state()
+            .filter(|s| s.boot == boot)
+            .map_or(Position { pack: 0, offset: 0 }, |s| s.durable);
+        if durable != end {
+            let mut touched = BTreeSet::new();
+            self.packs.scan_journal(durable, |_, payload| {
+                if let Some(record) = JournalRecord::decode(payload) {
+                    touched.extend(record.updates.into_iter().map(|u| u.name));
+                }
+                Ok(())
+            })?;
+            self.refs.sync_refs(&touched)?;
+        }
+        self.write_state(
+            &State {
+                boot,
+                materialized: end,
+                durable: end,
+            },
+            true,
+        )
+    }
+
     /// True when the materialized refs may lag the packs (checked without the lock).
     pub(crate) fn needs_recovery(&self) -> Result<bool, JournalError> {
         let end = self.packs.end()?;
@@ -278,6 +318,9 @@ impl Journal {
         let end = self.packs.end()?;
         let boot = boot_hash();
         let state = self.read_state();
+        if let Some(s) = &state {
+            self.packs.set_acknowledged(s.materialized)?;
+        }
         let (from, rebooted) = match state {
             Some(s) if s.boot == boot && s.materialized == end => return Ok(()),
             Some(s) if s.boot == boot => (s.materialized, false),

@@ -53,6 +53,9 @@ impl Depot {
         };
         let _lock: DepotLock<'_> = journal.lock()?;
         journal.recover_locked()?;
+        // The packs gc deletes hold journal records: make every ref move they record durable
+        // in the ref files first, so that no replay after a power cut needs them.
+        journal.settle_locked()?;
         let before = packs.stats()?;
         let mut report = GcReport {
             bytes_before: before.bytes,
@@ -113,6 +116,9 @@ impl Depot {
             })
         });
         let after = packs.repack(objects, &loose_ids)?;
+        // The journal state names positions in the packs just deleted: point it at the new end
+        // (no record after it), so the next open reads nothing back.
+        journal.settle_locked()?;
         report.bytes_after = after.bytes;
         Ok(report)
     }

@@ -160,7 +160,8 @@ impl Depot {
 
     fn open_native(dir: &Path, options: Options) -> Result<Depot, Error> {
         let loose = LooseStore::new(dir.join("objects"));
-        let mut packs = PackStore::open(dir.join("packs"), Some(loose))?;
+        let mut packs =
+            PackStore::open(dir.join("packs"), Some(loose))?.with_lock_timeout(options.lock_timeout);
         if let Some(size) = options.pack_roll_size {
             packs = packs.with_roll_size(size);
         }
@@ -170,6 +171,7 @@ impl Depot {
         );
         let mut journal = Journal::new(packs.clone(), files.clone(), dir);
         journal.set_lock_timeout(options.lock_timeout);
+        journal.publish_acknowledged()?;
         if journal.needs_recovery()? {
             let _lock = journal.lock()?;
             journal.recover_locked()?;

@@ -189,9 +189,16 @@ pub(crate) struct ScanEnd {
 /// that append: nothing in it was acknowledged) and the scan ends at the batch's start; when a
 /// valid record follows the batch, the batch is *damaged* (bit rot): it is reported, its valid
 /// records are still delivered, and the scan goes on after it. Nothing is ever truncated here.
+///
+/// `floor` is the offset up to which the file is known to hold acknowledged data (the journal's
+/// materialized position, when it lies in this file; 0 otherwise). An invalid record that starts
+/// below it cannot be a torn write, since everything below it was fsynced and acknowledged: it is
+/// damage, reported, and the scan resumes after the damaged batch (or at the floor), so that no
+/// writer ever truncates an acknowledged commit.
 pub(crate) fn scan_records(
     file: &File,
     start: u64,
+    floor: u64,
     mut f: impl FnMut(u64, RecordKind, &[u8]) -> Result<(), Error>,
 ) -> Result<ScanEnd, Error> {
     let file_len = file
@@ -213,6 +220,18 @@ pub(crate) fn scan_records(
     let mut batch: Option<(u64, u64)> = None;
     let mut pending: Vec<(u64, RecordKind, Vec<u8>)> = Vec::new();
     let mut payload = Vec::new();
+    // Where the scan resumes after damage at `bad_start` that looks like a torn tail: `None`
+    // when it is one (at or past the floor), else the offset past the damage.
+    let resume_below_floor = |bad_start: u64, batch_end: Option<u64>| -> Option<u64> {
+        if bad_start >= floor {
+            return None;
+        }
+        let candidate = batch_end
+            .filter(|&e| e > bad_start && e <= file_len)
+            .or_else(|| next_batch_after(file, bad_start, file_len))
+            .unwrap_or(floor);
+        Some(candidate.max(floor.min(file_len)).max(bad_start + 1))
+    };
     loop {
         if let Some((_, batch_end)) = batch {
             if offset >= batch_end {
@@ -226,15 +245,19 @@ pub(crate) fn scan_records(
         let record = next_record(&mut reader, &mut payload)?;
         let Some((tag, len)) = record else {
             // Invalid or missing record at `offset`.
+            if offset >= file_len && batch.is_none() {
+                end.valid_end = offset;
+                return Ok(end);
+            }
             match batch {
                 Some((batch_start, batch_end))
-                    if batch_end < file_len
-                        && read_record_at(file, batch_end, file_len).is_some() =>
+                    if (batch_end < file_len
+                        && read_record_at(file, batch_end, file_len).is_some())
+                        || (batch_start < floor && batch_end <= file_len) =>
                 {
-                    // Damage inside a batch that valid data follows: report and skip it, but
-                    // keep the batch's other valid records visible.
-                    // Deliver the batch's valid records, skipping damaged records whose header
-                    // still tells their length.
+                    // Damage inside a batch that valid data follows (or that was acknowledged):
+                    // report and skip it, but keep the batch's other valid records visible,
+                    // skipping damaged records whose header still tells their length.
                     for (at, kind, body) in pending.drain(..) {
                         f(at, kind, &body)?;
                     }
@@ -261,14 +284,28 @@ pub(crate) fn scan_records(
                     end.valid_end = offset;
                     continue;
                 }
-                Some((batch_start, _)) => {
-                    end.valid_end = batch_start;
-                    return Ok(end);
-                }
+                Some((batch_start, batch_end)) => match resume_below_floor(batch_start, Some(batch_end)) {
+                    Some(resume) => {
+                        pending.clear();
+                        end.damaged.push((batch_start, resume));
+                        offset = resume;
+                        reader = BufReader::with_capacity(8 << 10, ReadAt { file, pos: offset });
+                        batch = None;
+                        end.valid_end = offset;
+                        continue;
+                    }
+                    None => {
+                        end.valid_end = batch_start;
+                        return Ok(end);
+                    }
+                },
                 None => {
-                    // Outside a batch: a torn tail only if no valid batch follows. Damage to a
-                    // batch header with commits after it must never be mistaken for a crash.
-                    match next_batch_after(file, offset, file_len) {
+                    // Outside a batch: a torn tail only if no valid batch follows and nothing
+                    // here was acknowledged. Damage to a batch header with commits after it must
+                    // never be mistaken for a crash.
+                    let resume = next_batch_after(file, offset, file_len)
+                        .or_else(|| resume_below_floor(offset, None));
+                    match resume {
                         Some(next) => {
                             end.damaged.push((offset, next));
                             offset = next;
@@ -287,10 +324,20 @@ pub(crate) fn scan_records(
         };
         let body = &payload[..len];
         if tag == BATCH_TAG {
-            if let Some((batch_start, _)) = batch {
+            if let Some((batch_start, batch_end)) = batch {
                 // A batch header inside a batch: the earlier batch was cut short.
-                end.valid_end = batch_start;
-                return Ok(end);
+                match resume_below_floor(batch_start, Some(offset)) {
+                    Some(_) => {
+                        // Acknowledged, so damage: drop the cut batch's records, resume here.
+                        let _ = batch_end;
+                        pending.clear();
+                        end.damaged.push((batch_start, offset));
+                    }
+                    None => {
+                        end.valid_end = batch_start;
+                        return Ok(end);
+                    }
+                }
             }
             let Ok(bytes) = <[u8; 8]>::try_from(body) else {
                 end.valid_end = offset;
@@ -421,6 +468,8 @@ struct Sealed {
     data_len: u64,
     idx: Mmap,
     count: usize,
+    /// The pack length the index covers.
+    covered: u64,
     /// A bit filter over the ids (ids are uniform hashes: three 32-bit slices of the id are the
     /// probe positions), built once a pack has been probed often, so that a miss costs three
     /// bit tests instead of a binary search: with dozens of packs most probes are misses.
@@ -492,21 +541,44 @@ impl Sealed {
         if idx.len() != IDX_HEADER + count * IDX_ENTRY + 4 {
             return Err(bad("its length does not match its entry count"));
         }
-        if data_len < covered || !has_magic {
+        if !has_magic {
             return Err(Error::CorruptFile {
                 path: pack_path,
-                reason: "shorter than its index says, or not a retro pack".to_owned(),
+                reason: "not a retro pack (bad header)".to_owned(),
             });
         }
-        Ok(Sealed {
+        let sealed = Sealed {
             seq,
             data: pack,
             data_len,
             idx,
             count,
+            covered,
             filter: std::sync::OnceLock::new(),
             probes: std::sync::atomic::AtomicU32::new(0),
-        })
+        };
+        // The index must belong to this pack: its first entry's record must be there and carry
+        // that id (one read). A pack number is never reused, so this only fails on damage.
+        if count > 0 {
+            let (id, offset) = sealed.entry(0);
+            let id = ObjectId::from_slice(id).expect("32 bytes");
+            if offset < covered.min(data_len) {
+                let mut head = [0u8; 5 + 32];
+                let bound = sealed
+                    .data
+                    .read_exact_at(&mut head, offset)
+                    .is_ok_and(|()| head[0] == 1 && head[5..] == *id.as_bytes());
+                if !bound {
+                    return Err(bad("it does not describe this pack (its first entry is not there)"));
+                }
+            }
+        }
+        Ok(sealed)
+    }
+
+    /// True when the pack is shorter than its index says (cut): objects past the end are lost.
+    fn truncated(&self) -> bool {
+        self.data_len < self.covered
     }
 
     fn entry(&self, i: usize) -> (&[u8], u64) {
@@ -593,46 +665,62 @@ impl Sealed {
     }
 }
 
+/// A pack read by scanning its records into a map: the active pack (the newest, appended to), or
+/// an older pack whose index is missing or unusable (read-only until `repair` indexes it).
 struct Active {
     seq: u64,
     path: PathBuf,
     file: File,
+    /// The file's identity when opened: a pack removed (by gc) or replaced is noticed.
+    ino: (u64, u64),
     map: HashMap<ObjectId, u64>,
     /// Offset just past the last valid record seen.
     scanned: u64,
-    /// Damaged batches seen (corruption that valid data follows).
+    /// Offset below which the pack holds acknowledged data (nothing there is a torn write).
+    floor: u64,
+    /// Damaged batches seen (corruption that valid data follows, or acknowledged data).
     damaged: Vec<(u64, u64)>,
+    /// The file does not start with the pack magic (its records are still read).
+    bad_header: bool,
+}
+
+fn identity(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 impl Active {
-    fn open(dir: &Path, seq: u64) -> Result<Active, Error> {
+    fn open(dir: &Path, seq: u64, floor: u64) -> Result<Active, Error> {
         let path = dir.join(pack_name(seq));
         let file = File::open(&path).map_err(Error::io("open", &path))?;
+        let meta = file.metadata().map_err(Error::io("stat", &path))?;
         let mut magic = [0u8; 8];
-        file.read_exact_at(&mut magic, 0)
-            .map_err(Error::io("read", &path))?;
-        if &magic != PACK_MAGIC {
-            return Err(Error::CorruptFile {
-                path,
-                reason: "not a retro pack".to_owned(),
-            });
-        }
+        let bad_header = file.read_exact_at(&mut magic, 0).is_err() || &magic != PACK_MAGIC;
         let mut active = Active {
             seq,
             path,
             file,
+            ino: identity(&meta),
             map: HashMap::new(),
             scanned: 8,
+            floor,
             damaged: Vec::new(),
+            bad_header,
         };
         active.catch_up()?;
         Ok(active)
     }
 
+    /// True when the file at the pack's path is still the one this handle reads.
+    fn still_current(&self) -> bool {
+        fs::metadata(&self.path).is_ok_and(|m| identity(&m) == self.ino)
+    }
+
     /// Indexes records appended since the last scan (by this or another process).
     fn catch_up(&mut self) -> Result<(), Error> {
         let map = &mut self.map;
-        let end = scan_records(&self.file, self.scanned, |offset, kind, payload| {
+        let floor = self.floor;
+        let end = scan_records(&self.file, self.scanned, floor, |offset, kind, payload| {
             if kind == RecordKind::Object && payload.len() >= 33 {
                 let id = ObjectId::from_slice(&payload[..32]).expect("32 bytes");
                 map.entry(id).or_insert(offset);
@@ -671,7 +759,141 @@ impl Active {
 struct State {
     /// Newest first, so recent objects are found first.
     sealed: Vec<Sealed>,
+    /// Older packs without a usable index, read by scanning (newest first).
+    unindexed: Vec<Active>,
     active: Option<Active>,
+    /// The highest pack number any file in the directory carries (packs, indexes, orphans,
+    /// temp files): a new pack always gets a higher one, so a number is never reused.
+    highest_seen: u64,
+    /// Problems found while opening the packs, for fsck, gc and repair.
+    problems: Vec<PackProblem>,
+    /// Where acknowledged data ends (the journal's materialized position).
+    acknowledged: Position,
+}
+
+/// Something wrong with a pack file, found when the packs are opened. None of these stops the
+/// store from opening: what can still be read is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PackProblem {
+    /// Records fail their checksum between these offsets, with valid or acknowledged data after
+    /// them: bit rot or a damaged disk, never a crash. What they held is lost from this pack.
+    Damaged {
+        /// The pack's number.
+        pack: u64,
+        /// First damaged byte.
+        start: u64,
+        /// First byte after the damage.
+        end: u64,
+    },
+    /// The pack does not start with the pack magic; its records are still read.
+    BadHeader {
+        /// The pack's number.
+        pack: u64,
+    },
+    /// A sealed pack is shorter than its index says: the objects past its end are lost.
+    Truncated {
+        /// The pack's number.
+        pack: u64,
+        /// Its length.
+        len: u64,
+        /// The length its index covers.
+        covered: u64,
+    },
+    /// A pack older than the active one has no index (deleted?): it is read by scanning.
+    MissingIndex {
+        /// The pack's number.
+        pack: u64,
+    },
+    /// A pack's index is unusable; the pack is read by scanning.
+    BadIndex {
+        /// The pack's number.
+        pack: u64,
+        /// Why the index was refused.
+        reason: String,
+    },
+}
+
+impl PackProblem {
+    /// True when data is lost (or may be): gc must not drop the only copy of what is left.
+    pub fn loses_data(&self) -> bool {
+        matches!(self, PackProblem::Damaged { .. } | PackProblem::Truncated { .. })
+    }
+
+    /// True when `repair` can fix it from the pack itself.
+    pub fn repairable(&self) -> bool {
+        matches!(
+            self,
+            PackProblem::MissingIndex { .. }
+                | PackProblem::BadIndex { .. }
+                | PackProblem::BadHeader { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for PackProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PackProblem::Damaged { pack, start, end } => write!(
+                f,
+                "{} is damaged between bytes {start} and {end} (records there fail their checksum)",
+                pack_name(*pack)
+            ),
+            PackProblem::BadHeader { pack } => write!(
+                f,
+                "{} does not start with the pack header (its records are still readable; 'retro repair' rewrites the header)",
+                pack_name(*pack)
+            ),
+            PackProblem::Truncated { pack, len, covered } => write!(
+                f,
+                "{} is {len} bytes, shorter than the {covered} its index covers: the objects past its end are lost",
+                pack_name(*pack)
+            ),
+            PackProblem::MissingIndex { pack } => write!(
+                f,
+                "{} has no index (read by scanning; 'retro repair' rebuilds it)",
+                pack_name(*pack)
+            ),
+            PackProblem::BadIndex { pack, reason } => write!(
+                f,
+                "the index of {} is unusable: {reason} (the pack is read by scanning; 'retro repair' rebuilds it)",
+                pack_name(*pack)
+            ),
+        }
+    }
+}
+
+/// What [`PackStore::repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackRepair {
+    /// What was fixed, one sentence each.
+    pub fixed: Vec<String>,
+    /// What could not be fixed, one sentence each.
+    pub unfixable: Vec<String>,
+}
+
+/// What the directory holds, by pack number.
+#[derive(Debug, Default)]
+struct Listing {
+    /// (number, has an index), ascending, for every `pack-N.pack`.
+    packs: Vec<(u64, bool)>,
+    /// Indexes with no pack (left by a gc killed between its renames).
+    orphan_indexes: Vec<u64>,
+    /// Temp files (left by killed writers).
+    temps: Vec<PathBuf>,
+    /// The highest number in any name.
+    highest: u64,
+}
+
+/// The pack number inside a temp file's name (`.tmp-<pid>-<n>-pack-<seq>.pack`).
+fn temp_seq(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(".tmp-")?;
+    let at = rest.find("pack-")?;
+    let digits: String = rest[at + 5..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
 }
 
 /// A directory of pack files; see the module documentation for the format.
@@ -680,6 +902,7 @@ pub struct PackStore {
     state: RwLock<State>,
     /// `packs/write.lock`: serializes appends, across threads and processes.
     write_lock: LockFile,
+    lock_timeout: std::time::Duration,
     loose: Option<LooseStore>,
     roll_size: u64,
 }
@@ -695,14 +918,119 @@ impl PackStore {
             dir,
             state: RwLock::new(State {
                 sealed: Vec::new(),
+                unindexed: Vec::new(),
                 active: None,
+                highest_seen: 0,
+                problems: Vec::new(),
+                acknowledged: Position { pack: 0, offset: 0 },
             }),
             write_lock,
+            lock_timeout: crate::refdb::DEFAULT_LOCK_TIMEOUT,
             loose,
             roll_size: DEFAULT_ROLL_SIZE,
         };
         store.refresh()?;
+        store.remove_leftovers();
         Ok(store)
+    }
+
+    /// Sets how long a writer waits for `packs/write.lock`.
+    pub fn with_lock_timeout(mut self, timeout: std::time::Duration) -> PackStore {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Removes what killed writers left behind: temp files and indexes whose pack never made it
+    /// into place (a gc killed between its renames). Only when no writer holds the write lock
+    /// (a running gc or seal owns its temp files); otherwise the next open does it.
+    fn remove_leftovers(&self) {
+        let Ok(_lock) = self.write_lock.acquire(std::time::Duration::ZERO) else {
+            return;
+        };
+        if self
+            .list()
+            .is_ok_and(|l| !l.orphan_indexes.is_empty() || !l.temps.is_empty())
+        {
+            self.remove_leftovers_locked();
+        }
+    }
+
+    /// Tells the store where acknowledged data ends (the journal's materialized position):
+    /// below it, a record that fails its checksum is damage, never a torn write, and no writer
+    /// truncates it.
+    pub fn set_acknowledged(&self, position: Position) -> Result<(), Error> {
+        let mut state = self.state.write().expect("pack state lock poisoned");
+        if state.acknowledged >= position {
+            return Ok(());
+        }
+        state.acknowledged = position;
+        if let Some(active) = state.active.as_mut() {
+            if active.seq == position.pack && active.floor < position.offset {
+                active.floor = position.offset;
+                if active.scanned < position.offset {
+                    active.catch_up()?;
+                }
+            }
+        }
+        Self::collect_problems(&mut state);
+        Ok(())
+    }
+
+    /// Problems found in the packs as last opened or refreshed.
+    pub fn problems(&self) -> Vec<PackProblem> {
+        self.state
+            .read()
+            .expect("pack state lock poisoned")
+            .problems
+            .clone()
+    }
+
+    fn collect_problems(state: &mut State) {
+        let mut problems: Vec<PackProblem> = state
+            .problems
+            .iter()
+            .filter(|p| matches!(p, PackProblem::BadIndex { .. }))
+            .cloned()
+            .collect();
+        for sealed in &state.sealed {
+            if sealed.truncated() {
+                problems.push(PackProblem::Truncated {
+                    pack: sealed.seq,
+                    len: sealed.data_len,
+                    covered: sealed.covered,
+                });
+            }
+        }
+        let scanned = state.unindexed.iter().chain(state.active.as_ref());
+        for pack in scanned {
+            if pack.bad_header {
+                problems.push(PackProblem::BadHeader { pack: pack.seq });
+            }
+            for &(start, end) in &pack.damaged {
+                problems.push(PackProblem::Damaged {
+                    pack: pack.seq,
+                    start,
+                    end,
+                });
+            }
+        }
+        for pack in &state.unindexed {
+            if !problems
+                .iter()
+                .any(|p| matches!(p, PackProblem::BadIndex { pack: n, .. } if *n == pack.seq))
+            {
+                problems.push(PackProblem::MissingIndex { pack: pack.seq });
+            }
+        }
+        problems.sort_by_key(|p| match p {
+            PackProblem::Damaged { pack, .. }
+            | PackProblem::BadHeader { pack }
+            | PackProblem::Truncated { pack, .. }
+            | PackProblem::MissingIndex { pack }
+            | PackProblem::BadIndex { pack, .. } => *pack,
+        });
+        problems.dedup();
+        state.problems = problems;
     }
 
     /// Sets the size past which the active pack is sealed (tests use small sizes).
@@ -721,56 +1049,126 @@ impl PackStore {
         self.loose.as_ref()
     }
 
-    fn list(&self) -> Result<Vec<(u64, bool)>, Error> {
-        let mut packs = Vec::new();
+    fn list(&self) -> Result<Listing, Error> {
+        let mut listing = Listing::default();
+        let mut indexes = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(Error::io("list", &self.dir))? {
             let entry = entry.map_err(Error::io("list", &self.dir))?;
-            if let Some(seq) = parse_pack_name(&entry.file_name().to_string_lossy()) {
-                let sealed = self.dir.join(idx_name(seq)).exists();
-                packs.push((seq, sealed));
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(seq) = parse_pack_name(&name) {
+                listing.packs.push((seq, false));
+                listing.highest = listing.highest.max(seq);
+            } else if let Some(seq) = name
+                .strip_suffix(".idx")
+                .and_then(|n| parse_pack_name(&format!("{n}.pack")))
+            {
+                indexes.push(seq);
+                listing.highest = listing.highest.max(seq);
+            } else if name.starts_with(".tmp-") {
+                if let Some(seq) = temp_seq(&name) {
+                    listing.highest = listing.highest.max(seq);
+                }
+                listing.temps.push(entry.path());
             }
         }
-        packs.sort();
-        Ok(packs)
+        listing.packs.sort();
+        for seq in indexes {
+            match listing.packs.binary_search_by_key(&seq, |p| p.0) {
+                Ok(at) => listing.packs[at].1 = true,
+                Err(_) => listing.orphan_indexes.push(seq),
+            }
+        }
+        Ok(listing)
     }
 
     /// Re-reads the directory: packs sealed, added or removed by other processes, and records
-    /// appended to the active pack since the last look.
+    /// appended to the active pack since the last look. A pack that cannot be opened as sealed
+    /// (its index missing, unusable or not its own) is read by scanning and reported in
+    /// [`PackStore::problems`]: a damaged file never stops the store from opening.
     pub fn refresh(&self) -> Result<(), Error> {
         let listing = self.list()?;
         let mut state = self.state.write().expect("pack state lock poisoned");
+        let acknowledged = state.acknowledged;
         let mut sealed = Vec::new();
-        let mut old = std::mem::take(&mut state.sealed);
-        for &(seq, _) in listing.iter().filter(|(_, is_sealed)| *is_sealed) {
-            match old.iter().position(|s| s.seq == seq) {
-                Some(pos) => sealed.push(old.swap_remove(pos)),
-                None => sealed.push(Sealed::open(&self.dir, seq)?),
+        let mut unindexed = Vec::new();
+        let mut bad_indexes = Vec::new();
+        let mut old_sealed = std::mem::take(&mut state.sealed);
+        let mut old_unindexed = std::mem::take(&mut state.unindexed);
+        let newest_active = listing.packs.last().filter(|p| !p.1).map(|p| p.0);
+        for &(seq, has_index) in &listing.packs {
+            if Some(seq) == newest_active {
+                continue;
+            }
+            if has_index {
+                if let Some(pos) = old_sealed.iter().position(|s| s.seq == seq) {
+                    sealed.push(old_sealed.swap_remove(pos));
+                    continue;
+                }
+                match Sealed::open(&self.dir, seq) {
+                    Ok(s) => {
+                        sealed.push(s);
+                        continue;
+                    }
+                    Err(e) => bad_indexes.push(PackProblem::BadIndex {
+                        pack: seq,
+                        reason: match e {
+                            Error::CorruptFile { reason, .. } => reason,
+                            other => other.to_string(),
+                        },
+                    }),
+                }
+            }
+            // An older pack without a usable index: read it by scanning. Everything in it was
+            // written before a newer pack existed, so all of it counts as acknowledged.
+            match old_unindexed.iter().position(|a| a.seq == seq) {
+                Some(pos) => {
+                    let mut pack = old_unindexed.swap_remove(pos);
+                    pack.catch_up()?;
+                    unindexed.push(pack);
+                }
+                None => {
+                    let len = fs::metadata(self.dir.join(pack_name(seq)))
+                        .map_err(Error::io("stat", self.dir.join(pack_name(seq))))?
+                        .len();
+                    unindexed.push(Active::open(&self.dir, seq, len)?);
+                }
             }
         }
         sealed.sort_by_key(|s| std::cmp::Reverse(s.seq));
+        unindexed.sort_by_key(|a| std::cmp::Reverse(a.seq));
         state.sealed = sealed;
-        let newest_active = listing
-            .last()
-            .filter(|(_, is_sealed)| !*is_sealed)
-            .map(|(seq, _)| *seq);
+        state.unindexed = unindexed;
+        state.highest_seen = state.highest_seen.max(listing.highest);
+        let floor = |seq: u64| {
+            if acknowledged.pack == seq {
+                acknowledged.offset
+            } else {
+                0
+            }
+        };
         match (newest_active, state.active.as_mut()) {
-            (Some(seq), Some(active)) if active.seq == seq => active.catch_up()?,
-            (Some(seq), _) => state.active = Some(Active::open(&self.dir, seq)?),
+            (Some(seq), Some(active)) if active.seq == seq && active.still_current() => {
+                active.catch_up()?
+            }
+            (Some(seq), _) => state.active = Some(Active::open(&self.dir, seq, floor(seq))?),
             (None, _) => state.active = None,
         }
+        state.problems = bad_indexes;
+        Self::collect_problems(&mut state);
         Ok(())
     }
 
     /// Catches up cheaply when only appends happened since the last look: the active pack is
-    /// still unsealed and no newer pack exists (two `stat`s, then a scan of the new tail).
-    /// Anything else (a seal, a gc) falls back to a full [`PackStore::refresh`].
+    /// still the file at its path, unsealed, and no newer pack exists (three `stat`s, then a
+    /// scan of the new tail). Anything else (a seal, a gc) falls back to a full
+    /// [`PackStore::refresh`].
     pub fn refresh_fast(&self) -> Result<(), Error> {
         {
             let mut state = self.state.write().expect("pack state lock poisoned");
             if let Some(active) = state.active.as_mut() {
                 let sealed = self.dir.join(idx_name(active.seq)).exists();
                 let newer = self.dir.join(pack_name(active.seq + 1)).exists();
-                if !sealed && !newer {
+                if !sealed && !newer && active.still_current() {
                     return active.catch_up();
                 }
             }
@@ -790,6 +1188,11 @@ impl PackStore {
                 return sealed.record(offset, id).map(Some);
             }
         }
+        for pack in &state.unindexed {
+            if let Some(&offset) = pack.map.get(id) {
+                return pack.record(offset, id).map(Some);
+            }
+        }
         Ok(None)
     }
 
@@ -806,11 +1209,12 @@ impl PackStore {
             .as_ref()
             .is_some_and(|a| a.map.contains_key(id))
             || state.sealed.iter().any(|s| s.find(id).is_some())
+            || state.unindexed.iter().any(|a| a.map.contains_key(id))
     }
 
     fn take_write_lock(&self) -> Result<DepotLock<'_>, Error> {
         self.write_lock
-            .acquire(std::time::Duration::from_secs(600))
+            .acquire(self.lock_timeout)
             .map_err(|e| Error::Backend(e.to_string()))
     }
 
@@ -827,6 +1231,7 @@ impl PackStore {
         let mut state = self.state.write().expect("pack state lock poisoned");
         if state.active.is_none() {
             let next = self.next_seq(&state);
+            state.highest_seen = next;
             drop(state);
             self.create_pack(next)?;
             drop(_lock);
@@ -883,10 +1288,18 @@ impl PackStore {
         Ok(positions)
     }
 
+    /// The number for a new pack: above every number any file in the directory has carried
+    /// (an orphan index or a temp file included), so a new pack is never paired with a stale
+    /// index.
     fn next_seq(&self, state: &State) -> u64 {
         let top_sealed = state.sealed.iter().map(|s| s.seq).max().unwrap_or(0);
         let top_active = state.active.as_ref().map(|a| a.seq).unwrap_or(0);
-        top_sealed.max(top_active) + 1
+        let top_unindexed = state.unindexed.iter().map(|a| a.seq).max().unwrap_or(0);
+        top_sealed
+            .max(top_active)
+            .max(top_unindexed)
+            .max(state.highest_seen)
+            + 1
     }
 
     fn create_pack(&self, seq: u64) -> Result<(), Error> {
@@ -906,9 +1319,17 @@ impl PackStore {
         let mut entries: Vec<(ObjectId, u64)> = active.map.iter().map(|(k, v)| (*k, *v)).collect();
         entries.sort();
         write_index(&self.dir.join(idx_name(seq)), active.scanned, &entries)?;
-        self.create_pack(seq + 1)?;
+        // Re-read the directory's numbers: a killed gc may have left a higher one behind.
+        if let Ok(listing) = self.list() {
+            state.highest_seen = state.highest_seen.max(listing.highest);
+        }
+        state.highest_seen = state.highest_seen.max(seq);
+        let next = self.next_seq(state);
+        self.create_pack(next)?;
+        state.highest_seen = next;
         state.sealed.insert(0, Sealed::open(&self.dir, seq)?);
-        state.active = Some(Active::open(&self.dir, seq + 1)?);
+        state.active = Some(Active::open(&self.dir, next, 0)?);
+        Self::collect_problems(state);
         Ok(())
     }
 
@@ -934,8 +1355,14 @@ impl PackStore {
         mut f: impl FnMut(Position, &[u8]) -> Result<(), Error>,
     ) -> Result<Position, Error> {
         let listing = self.list()?;
+        let acknowledged = self
+            .state
+            .read()
+            .expect("pack state lock poisoned")
+            .acknowledged;
+        let newest = listing.packs.last().map(|p| p.0);
         let mut end = from;
-        for (seq, _) in listing.into_iter().filter(|(seq, _)| *seq >= from.pack) {
+        for (seq, _) in listing.packs.into_iter().filter(|(seq, _)| *seq >= from.pack) {
             let path = self.dir.join(pack_name(seq));
             let file = File::open(&path).map_err(Error::io("open", &path))?;
             let start = if seq == from.pack {
@@ -943,8 +1370,17 @@ impl PackStore {
             } else {
                 8
             };
+            // Older packs were complete before a newer one began; in the newest, only what lies
+            // past the acknowledged position can be a torn write.
+            let floor = if Some(seq) != newest {
+                file.metadata().map_err(Error::io("stat", &path))?.len()
+            } else if acknowledged.pack == seq {
+                acknowledged.offset
+            } else {
+                0
+            };
             let mut next = start;
-            let last = scan_records(&file, start, |offset, kind, payload| {
+            let last = scan_records(&file, start, floor, |offset, kind, payload| {
                 next = offset + RECORD_OVERHEAD + payload.len() as u64;
                 if kind == RecordKind::Journal {
                     f(
@@ -993,10 +1429,10 @@ impl PackStore {
             stats.objects += sealed.count as u64;
             stats.bytes += sealed.data_len + sealed.idx.len() as u64;
         }
-        if let Some(active) = &state.active {
+        for pack in state.unindexed.iter().chain(state.active.as_ref()) {
             stats.packs += 1;
-            stats.objects += active.map.len() as u64;
-            stats.bytes += active.scanned;
+            stats.objects += pack.map.len() as u64;
+            stats.bytes += pack.scanned;
         }
         Ok(stats)
     }
@@ -1012,21 +1448,85 @@ impl PackStore {
         self.refresh()?;
         // The state lock is not held while `objects` runs: it reads from these very packs.
         let (old, seq) = {
-            let state = self.state.read().expect("pack state lock poisoned");
+            let mut state = self.state.write().expect("pack state lock poisoned");
+            if let Some(problem) = state.problems.iter().find(|p| p.loses_data()) {
+                // Damaged records may still be recoverable from this file (by hand, or from a
+                // copy of the depot that predates the damage): never delete the only copy.
+                return Err(Error::CorruptFile {
+                    path: self.dir.clone(),
+                    reason: format!(
+                        "{problem}; gc will not delete the damaged pack (run 'retro fsck'; restore what it names from a clone or backup)"
+                    ),
+                });
+            }
             let old: Vec<u64> = state
                 .sealed
                 .iter()
                 .map(|s| s.seq)
+                .chain(state.unindexed.iter().map(|a| a.seq))
                 .chain(state.active.as_ref().map(|a| a.seq))
                 .collect();
-            (old, self.next_seq(&state))
+            let seq = self.next_seq(&state);
+            // Claimed now: nothing else may take this number or the next, even if this gc dies.
+            state.highest_seen = seq + 1;
+            (old, seq)
         };
         let path = self.dir.join(pack_name(seq));
         let temp = fsutil::temp_path_for(&path);
-        let file = File::create(&temp).map_err(Error::io("create", &temp))?;
+        let written = self.write_repacked(&temp, objects);
+        let (offset, mut entries) = match written {
+            Ok(done) => done,
+            Err(e) => {
+                // Out of space, or a read failed: leave nothing behind.
+                let _ = fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
+        entries.sort();
+        entries.dedup_by_key(|e| e.0);
+        if let Err(e) = write_index(&self.dir.join(idx_name(seq)), offset, &entries) {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        // From here a crash leaves at most an orphan index (removed at the next open) or a
+        // complete sealed pack beside the old ones: never a new pack paired with a stale index.
+        if let Err(e) = fs::rename(&temp, &path) {
+            let _ = fs::remove_file(&temp);
+            let _ = fs::remove_file(self.dir.join(idx_name(seq)));
+            return Err(Error::io("rename", &temp)(e));
+        }
+        self.create_pack(seq + 1)?;
+        fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
+        // Only now, with the new pack durable, remove what it replaces.
+        for old_seq in old {
+            let _ = fs::remove_file(self.dir.join(idx_name(old_seq)));
+            let _ = fs::remove_file(self.dir.join(pack_name(old_seq)));
+        }
+        if let Some(loose) = &self.loose {
+            for id in drop_loose {
+                loose.remove(id)?;
+            }
+        }
+        fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
+        let mut state = self.state.write().expect("pack state lock poisoned");
+        state.sealed = vec![Sealed::open(&self.dir, seq)?];
+        state.unindexed = Vec::new();
+        state.active = Some(Active::open(&self.dir, seq + 1, 0)?);
+        state.problems = Vec::new();
+        Self::collect_problems(&mut state);
+        drop(state);
+        self.stats()
+    }
+
+    /// Writes `objects` compressed into a new pack file at `temp`, fsynced; returns its length
+    /// and its index entries.
+    fn write_repacked<I>(&self, temp: &Path, objects: I) -> Result<(u64, Vec<(ObjectId, u64)>), Error>
+    where
+        I: IntoIterator<Item = Result<EncodedObject, Error>>,
+    {
+        let file = File::create(temp).map_err(Error::io("create", temp))?;
         let mut out = io::BufWriter::with_capacity(1 << 20, file);
-        out.write_all(PACK_MAGIC)
-            .map_err(Error::io("write", &temp))?;
+        out.write_all(PACK_MAGIC).map_err(Error::io("write", temp))?;
         let mut offset = PACK_MAGIC.len() as u64;
         let objects = objects.into_iter();
         let mut entries = Vec::with_capacity(objects.size_hint().0);
@@ -1045,7 +1545,7 @@ impl PackStore {
                     &mut compressed,
                     flate2::FlushCompress::Finish,
                 )
-                .map_err(|e| Error::io("compress for", &temp)(std::io::Error::other(e)))?;
+                .map_err(|e| Error::io("compress for", temp)(std::io::Error::other(e)))?;
             let complete = status == flate2::Status::StreamEnd;
             let (codec, data): (u8, &[u8]) = if complete && compressed.len() < object.bytes().len()
             {
@@ -1059,37 +1559,76 @@ impl PackStore {
                 RecordKind::Object,
                 &[object.id().as_bytes(), &[codec], data],
             );
-            out.write_all(&record).map_err(Error::io("write", &temp))?;
+            out.write_all(&record).map_err(Error::io("write", temp))?;
             entries.push((object.id(), offset));
             offset += record.len() as u64;
         }
         let file = out
             .into_inner()
-            .map_err(|e| Error::io("write", &temp)(e.into_error()))?;
-        file.sync_all().map_err(Error::io("fsync", &temp))?;
-        drop(file);
-        entries.sort();
-        entries.dedup_by_key(|e| e.0);
-        write_index(&self.dir.join(idx_name(seq)), offset, &entries)?;
-        fs::rename(&temp, &path).map_err(Error::io("rename", &temp))?;
-        self.create_pack(seq + 1)?;
-        fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
-        // Only now, with the new pack durable, remove what it replaces.
-        for old_seq in old {
-            let _ = fs::remove_file(self.dir.join(idx_name(old_seq)));
-            let _ = fs::remove_file(self.dir.join(pack_name(old_seq)));
-        }
-        if let Some(loose) = &self.loose {
-            for id in drop_loose {
-                loose.remove(id)?;
+            .map_err(|e| Error::io("write", temp)(e.into_error()))?;
+        file.sync_all().map_err(Error::io("fsync", temp))?;
+        Ok((offset, entries))
+    }
+
+    /// Rebuilds what the packs themselves can give back: an index for every pack read by
+    /// scanning (missing or unusable index), the header of a pack whose magic is damaged. Takes
+    /// the write lock. Damage to records cannot be repaired here: it is listed as unfixable.
+    pub fn repair(&self) -> Result<PackRepair, Error> {
+        let _lock = self.take_write_lock()?;
+        self.refresh()?;
+        self.remove_leftovers_locked();
+        let mut report = PackRepair::default();
+        let state = self.state.read().expect("pack state lock poisoned");
+        let problems = state.problems.clone();
+        for problem in &problems {
+            match problem {
+                PackProblem::BadHeader { pack } => {
+                    let path = self.dir.join(pack_name(*pack));
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(Error::io("open", &path))?;
+                    file.write_all_at(PACK_MAGIC, 0)
+                        .map_err(Error::io("write", &path))?;
+                    file.sync_data().map_err(Error::io("fsync", &path))?;
+                    report
+                        .fixed
+                        .push(format!("rewrote the header of {}", pack_name(*pack)));
+                }
+                PackProblem::MissingIndex { pack } | PackProblem::BadIndex { pack, .. } => {
+                    let Some(scanned) = state.unindexed.iter().find(|a| a.seq == *pack) else {
+                        continue;
+                    };
+                    let mut entries: Vec<(ObjectId, u64)> =
+                        scanned.map.iter().map(|(k, v)| (*k, *v)).collect();
+                    entries.sort();
+                    let idx = self.dir.join(idx_name(*pack));
+                    write_index(&idx, scanned.scanned, &entries)?;
+                    report.fixed.push(format!(
+                        "rebuilt the index of {} ({} objects)",
+                        pack_name(*pack),
+                        entries.len()
+                    ));
+                }
+                other => report.unfixable.push(other.to_string()),
             }
         }
-        fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
-        let mut state = self.state.write().expect("pack state lock poisoned");
-        state.sealed = vec![Sealed::open(&self.dir, seq)?];
-        state.active = Some(Active::open(&self.dir, seq + 1)?);
         drop(state);
-        self.stats()
+        self.refresh()?;
+        Ok(report)
+    }
+
+    fn remove_leftovers_locked(&self) {
+        let Ok(listing) = self.list() else {
+            return;
+        };
+        for seq in &listing.orphan_indexes {
+            let _ = fs::remove_file(self.dir.join(idx_name(*seq)));
+        }
+        for temp in &listing.temps {
+            let _ = fs::remove_file(temp);
+        }
+        let _ = fsutil::fsync_dir(&self.dir);
     }
 
     /// Ids of objects in packs modified after `cutoff` (gc's grace period for unreachable
@@ -1108,8 +1647,13 @@ impl PackStore {
                 out.push(ObjectId::from_slice(sealed.entry(i).0).expect("32 bytes"));
             }
         }
-        if let Some(active) = state.active.as_ref().filter(|a| young(a.seq)) {
-            out.extend(active.map.keys().copied());
+        for pack in state
+            .unindexed
+            .iter()
+            .chain(state.active.as_ref())
+            .filter(|a| young(a.seq))
+        {
+            out.extend(pack.map.keys().copied());
         }
         Ok(out)
     }
@@ -1136,14 +1680,7 @@ impl PackStore {
                 }
             }
         }
-        if let Some(active) = &state.active {
-            for (start, end) in &active.damaged {
-                problems.push(format!(
-                    "pack {} is damaged between bytes {start} and {end} (records there fail their checksum)",
-                    active.seq
-                ));
-            }
-        }
+        problems.extend(state.problems.iter().map(|p| p.to_string()));
         Ok(problems)
     }
 }
@@ -1261,8 +1798,8 @@ impl ObjectStore for PackStore {
                 f(ObjectId::from_slice(sealed.entry(i).0).expect("32 bytes"))?;
             }
         }
-        if let Some(active) = &state.active {
-            for id in active.map.keys() {
+        for pack in state.unindexed.iter().chain(state.active.as_ref()) {
+            for id in pack.map.keys() {
                 f(*id)?;
             }
         }
@@ -1298,8 +1835,8 @@ impl ObjectStore for PackStore {
                     found.push(id);
                 }
             }
-            if let Some(active) = &state.active {
-                found.extend(active.map.keys().filter(|id| prefix.matches(id)));
+            for pack in state.unindexed.iter().chain(state.active.as_ref()) {
+                found.extend(pack.map.keys().filter(|id| prefix.matches(id)));
             }
         }
         if let Some(loose) = &self.loose {
