@@ -11,6 +11,7 @@ mod history;
 mod maintenance;
 mod objects;
 mod refs;
+mod repair;
 #[cfg(unix)]
 mod serve;
 mod tour;

@@ -10,5 +10,6 @@ mod go_retro;
 mod maintenance;
 mod postgres;
 mod recovery;
+mod reliability;
 mod revisions;
 mod subscribe;

@@ -154,7 +154,10 @@ fn a_durable_consumer_killed_mid_stream_resumes_without_losing_or_skipping() {
     }
     let mut seen = run_consumer(&path, Some(17));
     assert!(seen.len() >= 17);
-    let consumer_ref = depot
+    // A fresh handle: opening recovers a ref move the kill interrupted between the journal's
+    // fsync and the ref file's rewrite (the old handle would read the half-written file).
+    let reopened = Depot::open(&path).unwrap();
+    let consumer_ref = reopened
         .refs()
         .read(&RefName::new("refs/consumers/projector").unwrap())
         .unwrap()

@@ -155,6 +155,18 @@ pub enum Commands {
     },
     /// Rebuild the partition index from history
     Reindex,
+    /// Rebuild what fsck found damaged and can be derived (pack indexes, pack headers, refs from
+    /// the journal and reflogs, the failed-command log, the partition index); exit 5 when
+    /// something could not be repaired
+    #[command(after_help = "Examples:
+  retro fsck || retro repair    # then 'retro fsck' again
+
+Records damaged inside a pack and missing objects cannot be derived: repair names them; restore them from a clone ('retro sync CLONE .') or a backup.")]
+    Repair {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The recorded failed commands, with their errors
     Failed {
         /// One JSON object per line.

@@ -55,6 +55,34 @@ impl std::fmt::Display for Corrupt {
 
 impl std::error::Error for Corrupt {}
 
+/// repair could not fix everything (already printed).
+#[derive(Debug)]
+pub struct Unrepaired(pub usize);
+
+impl std::fmt::Display for Unrepaired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "repair could not fix {} problem(s)", self.0)
+    }
+}
+
+impl std::error::Error for Unrepaired {}
+
+const CORRUPT_HINT: &str = "the depot is damaged: 'retro fsck' lists every problem, 'retro repair' rebuilds what can be derived";
+
+/// True for errors that mean stored data is damaged (exit 5), not that the request was wrong.
+fn is_corrupt(e: &depot::Error) -> bool {
+    matches!(
+        e,
+        depot::Error::MissingObject { .. }
+            | depot::Error::Decode { .. }
+            | depot::Error::WrongKind { .. }
+            | depot::Error::Objects(
+                depot::odb::Error::Corrupt { .. } | depot::odb::Error::CorruptFile { .. }
+            )
+            | depot::Error::Refs(depot::refdb::Error::Corrupt { .. })
+    )
+}
+
 /// A sync left refs alone because moving them was not a fast-forward (exit 3, like a Conflict).
 #[derive(Debug)]
 pub struct NotFastForward(pub Vec<String>);
@@ -92,12 +120,27 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         if cause.downcast_ref::<Corrupt>().is_some() {
             return (CORRUPT, None);
         }
+        if cause.downcast_ref::<Unrepaired>().is_some() {
+            return (
+                CORRUPT,
+                Some(
+                    "restore what repair names from a clone ('retro sync CLONE .') or a backup"
+                        .to_owned(),
+                ),
+            );
+        }
         if let Some(e) = cause.downcast_ref::<engine::ApplyError>() {
             return match e {
-                engine::ApplyError::Rejected { .. } | engine::ApplyError::Handler { .. } => (
+                engine::ApplyError::Rejected { recorded, .. }
+                | engine::ApplyError::Handler { recorded, .. } => (
                     REJECTED,
-                    Some("the failure is recorded: see 'retro failed'".to_owned()),
+                    Some(match recorded {
+                        Some(_) => "the failure is recorded: see 'retro failed'".to_owned(),
+                        // Recording is best effort (the disk may be full): say so.
+                        None => "the failure could not be recorded (see the warning above, if any); nothing was written".to_owned(),
+                    }),
                 ),
+                engine::ApplyError::Depot(e) if is_corrupt(e) => (CORRUPT, Some(CORRUPT_HINT.to_owned())),
                 engine::ApplyError::SessionRequired { .. } => (REJECTED, None),
                 e if e.is_conflict() => (CONFLICT, Some("the ref moved; retry".to_owned())),
                 engine::ApplyError::Command(_) => (
@@ -108,6 +151,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
             };
         }
         if let Some(e) = cause.downcast_ref::<depot::Error>() {
+            if is_corrupt(e) {
+                return (CORRUPT, Some(CORRUPT_HINT.to_owned()));
+            }
             return match e {
                 depot::Error::RefMissing(_) => (CONFLICT, None),
                 depot::Error::Conflict { .. } => (

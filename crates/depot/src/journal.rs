@@ -304,6 +304,28 @@ impl Journal {
         )
     }
 
+    /// Rewrites a ref whose file is unreadable with `value`, recorded like any move (a journal
+    /// record, fsynced, then the file and a reflog line). The file's damaged content is not
+    /// compared: that is what is being repaired. Call with the depot lock held.
+    pub(crate) fn restore_ref_locked(
+        &self,
+        name: &RefName,
+        value: ObjectId,
+        message: &str,
+    ) -> Result<(), JournalError> {
+        let record = JournalRecord {
+            date: Utc::now(),
+            updates: vec![JournalUpdate {
+                name: name.clone(),
+                old: None,
+                new: Some(value),
+                session: "repair".to_owned(),
+                message: message.to_owned(),
+            }],
+        };
+        self.commit_locked(Vec::new(), &record)
+    }
+
     /// True when the materialized refs may lag the packs (checked without the lock).
     pub(crate) fn needs_recovery(&self) -> Result<bool, JournalError> {
         let end = self.packs.end()?;

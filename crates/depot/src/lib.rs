@@ -37,7 +37,7 @@ mod rev;
 pub use depot::{
     Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error, EventRecord,
     FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options, RefOutcome,
-    RefSync, Subscription, SyncOptions, SyncReport,
+    RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
 };
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};

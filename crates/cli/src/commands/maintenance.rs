@@ -1,4 +1,4 @@
-//! `retro fsck`, `retro gc`, `retro reindex`, `retro failed`.
+//! `retro fsck`, `retro gc`, `retro reindex`, `retro repair`, `retro failed`.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use serde_json::json;
 
 use depot::{Depot, GcOptions};
 
-use crate::error::Corrupt;
+use crate::error::{Corrupt, Unrepaired};
 use crate::render;
 use crate::ui::{status, Ui};
 
@@ -127,6 +127,31 @@ pub fn reindex(depot: &Depot, ui: &mut Ui) -> Result<()> {
     ui.line(format!(
         "indexed {checkpoints} checkpoints, {partitions} partitions, {events} events"
     ))?;
+    Ok(())
+}
+
+pub fn repair(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
+    let report = depot.repair()?;
+    if json {
+        ui.json(&json!({
+            "clean": report.unfixable.is_empty(),
+            "fixed": report.fixed,
+            "unfixable": report.unfixable,
+        }))?;
+    } else {
+        for line in &report.fixed {
+            ui.line(format!("fixed: {line}"))?;
+        }
+        for line in &report.unfixable {
+            ui.line(format!("{} {line}", ui.red("cannot fix:")))?;
+        }
+        if report.unfixable.is_empty() {
+            ui.line("repair done; run 'retro fsck' to check")?;
+        }
+    }
+    if !report.unfixable.is_empty() {
+        return Err(Unrepaired(report.unfixable.len()).into());
+    }
     Ok(())
 }
 

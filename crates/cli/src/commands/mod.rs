@@ -67,6 +67,7 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         Commands::Fsck { json } => maintenance::fsck(&*open(flag)?, json, ui),
         Commands::Gc { prune, json } => maintenance::gc(&*open(flag)?, prune.as_deref(), json, ui),
         Commands::Reindex => maintenance::reindex(&*open(flag)?, ui),
+        Commands::Repair { json } => maintenance::repair(&*open(flag)?, json, ui),
         Commands::Failed { json } => maintenance::failed(&*open(flag)?, json, ui),
         Commands::Export { rev, output } => {
             transfer::export(&*open(flag)?, rev.as_deref(), output.as_deref(), ui)

@@ -59,13 +59,35 @@ impl Depot {
         // prefixes of 128 bits is not a practical concern.
         let mut reachable: HashSet<u128> = HashSet::new();
         let mut roots: Vec<(String, ObjectId)> = Vec::new();
-        for (name, value) in self.list_refs("")? {
+        let (refs, unreadable) = self.refs.list_lenient("")?;
+        for error in unreadable {
+            report.problems.push(FsckProblem {
+                id: None,
+                message: format!("{error} ('retro repair' restores it from its reflog)"),
+            });
+        }
+        for (name, value) in refs {
             report.refs += 1;
             if let Some(id) = value.id() {
                 roots.push((name.to_string(), id));
             }
         }
-        let failures = self.failures()?;
+        let (failures, bad_lines) = self.failures_checked()?;
+        if !bad_lines.is_empty() {
+            report.problems.push(FsckProblem {
+                id: None,
+                message: format!(
+                    "{FAILED_LOG} has {} unreadable line(s) (line {}); 'retro repair' drops them",
+                    bad_lines.len(),
+                    bad_lines
+                        .iter()
+                        .take(5)
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
         report.failed_commands = failures.len() as u64;
         for id in &failures {
             roots.push((FAILED_LOG.to_owned(), *id));
@@ -186,7 +208,10 @@ impl Depot {
             });
             return Ok(());
         }
-        let (_, head) = self.resolve_ref(&RefName::head())?;
+        // An unreadable HEAD was reported with the refs above.
+        let Ok((_, head)) = self.resolve_ref(&RefName::head()) else {
+            return Ok(());
+        };
         let mut chain = Vec::new();
         let mut cursor = head;
         while let Some(id) = cursor {

@@ -14,6 +14,7 @@ mod error;
 mod fsck;
 mod gc;
 mod history;
+mod repair;
 mod subscribe;
 mod sync;
 
@@ -27,6 +28,7 @@ pub use error::Error;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use history::{EventRecord, HistoryOrder};
+pub use repair::RepairReport;
 pub use subscribe::{Consumer, Delivery, Subscription};
 pub use sync::{RefOutcome, RefSync, SyncOptions, SyncReport};
 
@@ -160,8 +162,8 @@ impl Depot {
 
     fn open_native(dir: &Path, options: Options) -> Result<Depot, Error> {
         let loose = LooseStore::new(dir.join("objects"));
-        let mut packs =
-            PackStore::open(dir.join("packs"), Some(loose))?.with_lock_timeout(options.lock_timeout);
+        let mut packs = PackStore::open(dir.join("packs"), Some(loose))?
+            .with_lock_timeout(options.lock_timeout);
         if let Some(size) = options.pack_roll_size {
             packs = packs.with_roll_size(size);
         }
@@ -551,17 +553,37 @@ impl Depot {
 
     /// The recorded failed commands' checkpoints, oldest first.
     pub fn failures(&self) -> Result<Vec<ObjectId>, Error> {
+        self.failures_checked().map(|(ids, _)| ids)
+    }
+
+    /// The failed-command log's ids and the numbers (1-based) of its lines that are not ids (a
+    /// damaged log never hides the readable entries).
+    pub(crate) fn failures_checked(&self) -> Result<(Vec<ObjectId>, Vec<usize>), Error> {
         match &self.failed_log {
             FailureLog::File(path) => {
-                let text = match fs::read_to_string(path) {
-                    Ok(text) => text,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                let bytes = match fs::read(path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                     Err(e) => return Err(Error::io("read", path)(e)),
                 };
-                Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+                let mut ids = Vec::new();
+                let mut bad = Vec::new();
+                for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                    let parsed = std::str::from_utf8(line)
+                        .ok()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(|l| l.parse::<ObjectId>());
+                    match parsed {
+                        Some(Ok(id)) => ids.push(id),
+                        None if line.iter().all(u8::is_ascii_whitespace) => {}
+                        _ => bad.push(i + 1),
+                    }
+                }
+                Ok((ids, bad))
             }
-            FailureLog::Postgres(refs) => Ok(refs.failures()?),
-            FailureLog::Memory => Ok(self.committer.failures()),
+            FailureLog::Postgres(refs) => Ok((refs.failures()?, Vec::new())),
+            FailureLog::Memory => Ok((self.committer.failures(), Vec::new())),
         }
     }
 }

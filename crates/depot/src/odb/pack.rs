@@ -284,21 +284,24 @@ pub(crate) fn scan_records(
                     end.valid_end = offset;
                     continue;
                 }
-                Some((batch_start, batch_end)) => match resume_below_floor(batch_start, Some(batch_end)) {
-                    Some(resume) => {
-                        pending.clear();
-                        end.damaged.push((batch_start, resume));
-                        offset = resume;
-                        reader = BufReader::with_capacity(8 << 10, ReadAt { file, pos: offset });
-                        batch = None;
-                        end.valid_end = offset;
-                        continue;
+                Some((batch_start, batch_end)) => {
+                    match resume_below_floor(batch_start, Some(batch_end)) {
+                        Some(resume) => {
+                            pending.clear();
+                            end.damaged.push((batch_start, resume));
+                            offset = resume;
+                            reader =
+                                BufReader::with_capacity(8 << 10, ReadAt { file, pos: offset });
+                            batch = None;
+                            end.valid_end = offset;
+                            continue;
+                        }
+                        None => {
+                            end.valid_end = batch_start;
+                            return Ok(end);
+                        }
                     }
-                    None => {
-                        end.valid_end = batch_start;
-                        return Ok(end);
-                    }
-                },
+                }
                 None => {
                     // Outside a batch: a torn tail only if no valid batch follows and nothing
                     // here was acknowledged. Damage to a batch header with commits after it must
@@ -569,7 +572,9 @@ impl Sealed {
                     .read_exact_at(&mut head, offset)
                     .is_ok_and(|()| head[0] == 1 && head[5..] == *id.as_bytes());
                 if !bound {
-                    return Err(bad("it does not describe this pack (its first entry is not there)"));
+                    return Err(bad(
+                        "it does not describe this pack (its first entry is not there)",
+                    ));
                 }
             }
         }
@@ -817,7 +822,10 @@ pub enum PackProblem {
 impl PackProblem {
     /// True when data is lost (or may be): gc must not drop the only copy of what is left.
     pub fn loses_data(&self) -> bool {
-        matches!(self, PackProblem::Damaged { .. } | PackProblem::Truncated { .. })
+        matches!(
+            self,
+            PackProblem::Damaged { .. } | PackProblem::Truncated { .. }
+        )
     }
 
     /// True when `repair` can fix it from the pack itself.
@@ -1362,7 +1370,11 @@ impl PackStore {
             .acknowledged;
         let newest = listing.packs.last().map(|p| p.0);
         let mut end = from;
-        for (seq, _) in listing.packs.into_iter().filter(|(seq, _)| *seq >= from.pack) {
+        for (seq, _) in listing
+            .packs
+            .into_iter()
+            .filter(|(seq, _)| *seq >= from.pack)
+        {
             let path = self.dir.join(pack_name(seq));
             let file = File::open(&path).map_err(Error::io("open", &path))?;
             let start = if seq == from.pack {
@@ -1520,13 +1532,18 @@ impl PackStore {
 
     /// Writes `objects` compressed into a new pack file at `temp`, fsynced; returns its length
     /// and its index entries.
-    fn write_repacked<I>(&self, temp: &Path, objects: I) -> Result<(u64, Vec<(ObjectId, u64)>), Error>
+    fn write_repacked<I>(
+        &self,
+        temp: &Path,
+        objects: I,
+    ) -> Result<(u64, Vec<(ObjectId, u64)>), Error>
     where
         I: IntoIterator<Item = Result<EncodedObject, Error>>,
     {
         let file = File::create(temp).map_err(Error::io("create", temp))?;
         let mut out = io::BufWriter::with_capacity(1 << 20, file);
-        out.write_all(PACK_MAGIC).map_err(Error::io("write", temp))?;
+        out.write_all(PACK_MAGIC)
+            .map_err(Error::io("write", temp))?;
         let mut offset = PACK_MAGIC.len() as u64;
         let objects = objects.into_iter();
         let mut entries = Vec::with_capacity(objects.size_hint().0);

@@ -224,6 +224,17 @@ impl FilesRefStore {
     }
 
     fn walk(&self, dir: &Path, out: &mut Vec<(RefName, RefValue)>) -> Result<(), Error> {
+        self.walk_collecting(dir, out, None)
+    }
+
+    /// Walks `dir` for ref files; with `errors`, an unreadable ref is collected there instead of
+    /// ending the walk.
+    fn walk_collecting(
+        &self,
+        dir: &Path,
+        out: &mut Vec<(RefName, RefValue)>,
+        mut errors: Option<&mut Vec<Error>>,
+    ) -> Result<(), Error> {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -234,7 +245,7 @@ impl FilesRefStore {
             let path = entry.path();
             let file_type = entry.file_type().map_err(Error::io("stat", &path))?;
             if file_type.is_dir() {
-                self.walk(&path, out)?;
+                self.walk_collecting(&path, out, errors.as_deref_mut())?;
             } else if file_type.is_file() {
                 let Ok(relative) = path.strip_prefix(&self.root) else {
                     continue;
@@ -244,8 +255,11 @@ impl FilesRefStore {
                 };
                 // Lock and temp files are not refs; RefName refuses them.
                 if let Ok(name) = RefName::new(text) {
-                    if let Some(value) = Self::read_path(&path)? {
-                        out.push((name, value));
+                    match (Self::read_path(&path), errors.as_deref_mut()) {
+                        (Ok(Some(value)), _) => out.push((name, value)),
+                        (Ok(None), _) => {}
+                        (Err(e), Some(errors)) => errors.push(e),
+                        (Err(e), None) => return Err(e),
                     }
                 }
             }
@@ -354,6 +368,20 @@ impl RefStore for FilesRefStore {
         out.retain(|(name, _)| name.as_str().starts_with(prefix));
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    fn list_lenient(&self, prefix: &str) -> Result<(Vec<(RefName, RefValue)>, Vec<Error>), Error> {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        self.walk_collecting(&self.root.join("refs"), &mut out, Some(&mut errors))?;
+        match self.read(&RefName::head()) {
+            Ok(Some(head)) => out.push((RefName::head(), head)),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+        out.retain(|(name, _)| name.as_str().starts_with(prefix));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((out, errors))
     }
 
     fn reflog(&self, name: &RefName) -> Result<Vec<ReflogEntry>, Error> {

@@ -293,6 +293,13 @@ pub trait RefStore: Send + Sync {
     /// Every ref whose name starts with `prefix`, sorted by name.
     fn list(&self, prefix: &str) -> Result<Vec<(RefName, RefValue)>, Error>;
 
+    /// Like [`RefStore::list`], but a ref that cannot be read (a corrupt ref file) is returned
+    /// as its error beside the readable ones instead of failing the whole listing: fsck and
+    /// repair use it to go on past damage.
+    fn list_lenient(&self, prefix: &str) -> Result<(Vec<(RefName, RefValue)>, Vec<Error>), Error> {
+        self.list(prefix).map(|refs| (refs, Vec::new()))
+    }
+
     /// A ref's history, oldest first.
     fn reflog(&self, name: &RefName) -> Result<Vec<ReflogEntry>, Error>;
 
