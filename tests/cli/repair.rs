@@ -184,3 +184,34 @@ fn d8_a_rejection_that_could_not_be_recorded_does_not_claim_it_was() {
         run.stderr
     );
 }
+
+#[test]
+fn a_failure_to_read_another_aggregate_is_corruption_not_a_domain_rejection() {
+    let depot = TestDepot::new();
+    depot.apply(r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#);
+    depot.apply(r#"{"path":"accounts/alice","name":"deposit","params":{"amount":100}}"#);
+    depot.apply(r#"{"path":"accounts/bob","name":"open","params":{"owner":"Bob"}}"#);
+    // Damage Bob's event (stored uncompressed in the active pack) so that reading his account
+    // fails; Alice's partition is intact.
+    let pack = pack_files(&depot, "pack").pop().unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let needle = br#""owner":"Bob""#;
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("Bob's event data in the pack");
+    bytes[at + 3] ^= 1;
+    fs::write(&pack, &bytes).unwrap();
+    let failed_before = depot.ok(&["failed"]);
+    let run = depot.run(&[
+        "apply",
+        r#"{"path":"accounts/alice","name":"transfer","params":{"to":"accounts/bob","amount":10}}"#,
+    ]);
+    assert_error(&run, 5);
+    assert!(!run.stderr.contains("rejected"), "{}", run.stderr);
+    assert_eq!(
+        depot.ok(&["failed"]),
+        failed_before,
+        "a read failure was recorded as a rejection"
+    );
+}

@@ -178,7 +178,8 @@ fn bad_urls_and_missing_depots_are_clear_errors() {
         w,
         &["--depot", "postgres://ada:secret@127.0.0.1:1/none", "log"],
     );
-    assert_eq!(refused.status.code(), Some(1));
+    // Nothing listens there: retryable (exit 6), and the hint says so.
+    assert_eq!(refused.status.code(), Some(6));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.starts_with("retro: error: could not connect to PostgreSQL"),

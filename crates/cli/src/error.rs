@@ -12,8 +12,13 @@ pub const USAGE: u8 = 2;
 pub const CONFLICT: u8 = 3;
 /// The domain rejected the command, or its handler failed.
 pub const REJECTED: u8 = 4;
-/// fsck found corruption.
+/// Stored data is damaged (fsck found corruption, or a read met it).
 pub const CORRUPT: u8 = 5;
+/// Retryable: a lock held too long, PostgreSQL unreachable, the disk full or busy.
+pub const UNAVAILABLE: u8 = 6;
+
+const UNAVAILABLE_HINT: &str =
+    "this is retryable: nothing was changed; try again when the lock holder, database or disk is back";
 
 /// No depot was found.
 #[derive(Debug)]
@@ -71,16 +76,7 @@ const CORRUPT_HINT: &str = "the depot is damaged: 'retro fsck' lists every probl
 
 /// True for errors that mean stored data is damaged (exit 5), not that the request was wrong.
 fn is_corrupt(e: &depot::Error) -> bool {
-    matches!(
-        e,
-        depot::Error::MissingObject { .. }
-            | depot::Error::Decode { .. }
-            | depot::Error::WrongKind { .. }
-            | depot::Error::Objects(
-                depot::odb::Error::Corrupt { .. } | depot::odb::Error::CorruptFile { .. }
-            )
-            | depot::Error::Refs(depot::refdb::Error::Corrupt { .. })
-    )
+    e.class() == depot::ErrorClass::Corrupt
 }
 
 /// A sync left refs alone because moving them was not a fast-forward (exit 3, like a Conflict).
@@ -141,6 +137,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                     }),
                 ),
                 engine::ApplyError::Depot(e) if is_corrupt(e) => (CORRUPT, Some(CORRUPT_HINT.to_owned())),
+                engine::ApplyError::Depot(e) if e.class() == depot::ErrorClass::Unavailable => {
+                    (UNAVAILABLE, Some(UNAVAILABLE_HINT.to_owned()))
+                }
                 engine::ApplyError::SessionRequired { .. } => (REJECTED, None),
                 e if e.is_conflict() => (CONFLICT, Some("the ref moved; retry".to_owned())),
                 engine::ApplyError::Command(_) => (
@@ -153,6 +152,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         if let Some(e) = cause.downcast_ref::<depot::Error>() {
             if is_corrupt(e) {
                 return (CORRUPT, Some(CORRUPT_HINT.to_owned()));
+            }
+            if e.class() == depot::ErrorClass::Unavailable {
+                return (UNAVAILABLE, Some(UNAVAILABLE_HINT.to_owned()));
             }
             return match e {
                 depot::Error::RefMissing(_) => (CONFLICT, None),

@@ -35,13 +35,14 @@ pub mod refdb;
 mod rev;
 
 pub use depot::{
-    Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error, EventRecord,
-    FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options, RefOutcome,
-    RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
+    Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error, ErrorClass,
+    EventRecord, FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options,
+    RefOutcome, RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
 };
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};
 pub use journal::JournalError;
+pub use lockfile::LockError;
 pub use name::{EventName, FieldKey, FieldValue, NameError, PartitionName};
 pub use object::{
     format_date, parse_date, Affix, Checkpoint, CheckpointError, DecodeError, EncodedObject, Event,

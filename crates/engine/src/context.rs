@@ -31,6 +31,10 @@ pub struct Context<'a> {
     pub(crate) emitted: Vec<(PartitionName, Event)>,
     pub(crate) reads: Vec<PartitionName>,
     pub(crate) id_fn: &'a IdFn,
+    /// A failure to read the depot inside `load`: the handler sees a `read_failed` rejection
+    /// (it cannot go on), but the engine reports the depot's error, classed as what it is (often
+    /// retryable), and records no domain rejection.
+    pub(crate) read_failure: Option<depot::Error>,
 }
 
 impl<'a> Context<'a> {
@@ -121,10 +125,14 @@ impl<'a> Context<'a> {
     pub fn load<A: Aggregate>(&mut self, path: &str) -> Result<Loaded<A>, DomainError> {
         let partition = PartitionName::new(path)
             .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
-        let records = self
-            .depot
-            .partition_events(&partition)
-            .map_err(|e| DomainError::new("read_failed", e.to_string()))?;
+        let records = match self.depot.partition_events(&partition) {
+            Ok(records) => records,
+            Err(e) => {
+                let rejection = DomainError::new("read_failed", e.to_string());
+                self.read_failure = Some(e);
+                return Err(rejection);
+            }
+        };
         let mut state = A::default();
         for record in &records {
             state.apply(&RecordedEvent::from_record(record));

@@ -86,6 +86,20 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// The class of this failure (docs/errors.md): what the caller should do about it.
+    pub fn class(&self) -> depot::ErrorClass {
+        use depot::ErrorClass;
+        match self {
+            ApplyError::Command(_) | ApplyError::BadSession(_) => ErrorClass::Invalid,
+            ApplyError::Resolve(_) => ErrorClass::Rejected,
+            ApplyError::SessionRequired { .. }
+            | ApplyError::Rejected { .. }
+            | ApplyError::Handler { .. } => ErrorClass::Rejected,
+            ApplyError::Conflict { .. } => ErrorClass::Conflict,
+            ApplyError::Depot(e) => e.class(),
+        }
+    }
+
     /// True for a lost race (the caller may retry later).
     pub fn is_conflict(&self) -> bool {
         matches!(self, ApplyError::Conflict { .. })
@@ -269,8 +283,13 @@ impl Engine {
                 emitted: Vec::new(),
                 reads: vec![partition.clone()],
                 id_fn: &*self.id_fn,
+                read_failure: None,
             };
             if let Err(failure) = runner.run(&mut ctx, &recorded) {
+                if let Some(read_failure) = ctx.read_failure.take() {
+                    // Not the domain's decision: the depot could not be read.
+                    return Err(ApplyError::Depot(read_failure));
+                }
                 let recorded = self.record_failure(base, session, &message, &failure);
                 return Err(match failure {
                     Failure::Rejected(error) => ApplyError::Rejected { error, recorded },

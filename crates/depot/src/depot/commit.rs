@@ -272,9 +272,9 @@ impl Drop for Active<'_> {
     }
 }
 
-/// A batch-wide failure, shared by every request of the batch.
-fn shared(err: &Error) -> Error {
-    Error::Invalid(format!("commit failed: {err}"))
+/// A batch-wide failure, shared by every request of the batch (each keeps the one cause).
+fn shared(err: &Arc<Error>) -> Error {
+    Error::Batch(err.clone())
 }
 
 impl Depot {
@@ -403,7 +403,10 @@ impl Depot {
                 })();
                 match attempt {
                     Ok(plan) => self.finish(plan),
-                    Err(err) => jobs.iter().map(|_| Err(shared(&err))).collect(),
+                    Err(err) => {
+                        let err = Arc::new(err);
+                        jobs.iter().map(|_| Err(shared(&err))).collect()
+                    }
                 }
             }
             None => {
@@ -458,15 +461,14 @@ impl Depot {
                         Ok(plan) => return self.finish(plan),
                         // Another process moved a ref between planning and the CAS: plan again.
                         Err(err) if err.is_conflict() => continue,
-                        Err(err) => return jobs.iter().map(|_| Err(shared(&err))).collect(),
+                        Err(err) => {
+                            let err = Arc::new(err);
+                            return jobs.iter().map(|_| Err(shared(&err))).collect();
+                        }
                     }
                 }
                 jobs.iter()
-                    .map(|_| {
-                        Err(Error::Invalid(
-                            "the ref kept moving; gave up after 64 attempts".to_owned(),
-                        ))
-                    })
+                    .map(|_| Err(Error::Contended { attempts: 64 }))
                     .collect()
             }
         }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use commit::{Base, CommitIntent, CommitRequest, Committed};
-pub use error::Error;
+pub use error::{Error, ErrorClass};
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use history::{EventRecord, HistoryOrder};

@@ -59,6 +59,9 @@ pub enum Error {
     /// A backend-specific failure (a database server, say).
     #[error("{0}")]
     Backend(String),
+    /// A lock (`packs/write.lock`) could not be taken in time.
+    #[error(transparent)]
+    Lock(#[from] crate::lockfile::LockError),
 }
 
 impl Error {

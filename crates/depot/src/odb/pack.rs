@@ -1223,7 +1223,7 @@ impl PackStore {
     fn take_write_lock(&self) -> Result<DepotLock<'_>, Error> {
         self.write_lock
             .acquire(self.lock_timeout)
-            .map_err(|e| Error::Backend(e.to_string()))
+            .map_err(Error::Lock)
     }
 
     /// Appends records to the active pack in one write, fdatasyncs when `sync`, and returns the
