@@ -397,6 +397,11 @@ impl Depot {
         }
     }
 
+    /// Whether checkpoint `id` is on `HEAD`'s first-parent history (one index lookup).
+    pub fn on_head_history(&self, id: &ObjectId) -> Result<bool, Error> {
+        self.with_index(true, |state| Ok(state.stored.checkpoint_seq(id)?.is_some()))
+    }
+
     /// How many events a partition has on `HEAD`.
     pub fn partition_version(&self, partition: &PartitionName) -> Result<u64, Error> {
         self.with_index(false, |state| Ok(state.version(partition)?))
