@@ -304,10 +304,20 @@ fn run_category(category: &str) {
                     ]),
                 )]
             }
-            "imports" => vec![(
-                "import".to_owned(),
-                depot.run(&["import", input.to_str().unwrap()]),
-            )],
+            "imports" => {
+                // A generated input is written out: import reads a file.
+                let file = if input.extension().is_some_and(|e| e == "gen") {
+                    let file = depot.tmp.path().join("input.jsonl");
+                    fs::write(&file, &bytes).unwrap();
+                    file
+                } else {
+                    input.clone()
+                };
+                vec![(
+                    "import".to_owned(),
+                    depot.run(&["import", file.to_str().unwrap()]),
+                )]
+            }
             "objects" => vec![("fsck".to_owned(), depot.run(&["fsck"]))],
             other => panic!("unknown category {other}"),
         };

@@ -455,3 +455,37 @@ fn read_only_commands_after_a_rejection_write_nothing() {
     depot.ok(&["log"]);
     assert_same_snapshot(&before, &depot.snapshot(), &["log"]);
 }
+
+#[test]
+fn d7_a_deposit_that_would_wrap_the_balance_exits_4_and_moves_no_ref() {
+    let depot = TestDepot::new();
+    depot.apply(OPEN_ALICE);
+    depot.apply(
+        r#"{"path":"accounts/alice","name":"deposit","params":{"amount":18446744073709551615}}"#,
+    );
+    let refs = ref_files(&depot);
+    let run = depot.fails(
+        &[
+            "apply",
+            r#"{"path":"accounts/alice","name":"deposit","params":{"amount":2}}"#,
+        ],
+        4,
+    );
+    assert!(run.stderr.contains("balance_overflow"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot credit 2 to accounts/alice"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ref_files(&depot), refs, "the rejected deposit moved a ref");
+    // The stored balance is u64::MAX, not a wrapped 1: the deposits on the account are the two
+    // accepted ones only.
+    let events = json_lines(&depot.ok(&["events", "--json", "accounts/alice"]));
+    let amounts: Vec<u64> = events
+        .iter()
+        .filter(|e| e["name"] == "Deposited")
+        .map(|e| e["data"]["amount"].as_u64().unwrap())
+        .collect();
+    assert_eq!(amounts, vec![u64::MAX]);
+    depot.ok(&["fsck"]);
+}

@@ -259,3 +259,168 @@ fn failed_lists_rejections_and_handler_failures() {
     assert_eq!(depot.ok(&["log", "--oneline"]).lines().count(), 2);
     depot.ok(&["fsck"]);
 }
+
+/// What the read commands print: `log`, `events` of one partition and of all, `partitions`.
+fn reads(run: impl Fn(&[&str]) -> Run) -> Vec<String> {
+    [
+        vec!["log"],
+        vec!["events", "accounts/alice"],
+        vec!["events", "--json"],
+        vec!["partitions"],
+        vec!["show"],
+    ]
+    .iter()
+    .map(|args| {
+        let result = run(args);
+        assert_eq!(
+            result.code, 0,
+            "retro {args:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+            result.code, result.stdout, result.stderr
+        );
+        assert_no_panic(&result.stderr);
+        result.stdout
+    })
+    .collect()
+}
+
+fn write_garbage_index(depot: &TestDepot) {
+    let path = depot.dir.join("index.sqlite");
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(depot.dir.join(format!("index.sqlite{suffix}")));
+    }
+    fs::write(
+        &path,
+        b"this is not an SQLite database, just garbage bytes\n".repeat(200),
+    )
+    .unwrap();
+}
+
+fn warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("retro: warning:"))
+        .collect()
+}
+
+#[test]
+fn d9_a_corrupt_index_file_is_replaced_and_every_command_works() {
+    let depot = TestDepot::with_history();
+    let expected = reads(|args| depot.run(args));
+    // Each command on its own, each time on a garbage file.
+    for args in [
+        vec!["log"],
+        vec!["events", "accounts/alice"],
+        vec!["partitions"],
+    ] {
+        write_garbage_index(&depot);
+        let run = depot.run(&args);
+        assert_eq!(run.code, 0, "retro {args:?}: {}", run.stderr);
+        let warned = warnings(&run.stderr);
+        assert_eq!(warned.len(), 1, "one warning line: {}", run.stderr);
+        assert!(
+            warned[0].contains("index.sqlite") && warned[0].contains("rebuilt from history"),
+            "{}",
+            run.stderr
+        );
+    }
+    write_garbage_index(&depot);
+    assert_eq!(reads(|args| depot.run(args)), expected);
+    // The file was replaced by a good one: no more warnings.
+    let run = depot.run(&["events", "accounts/alice"]);
+    assert!(warnings(&run.stderr).is_empty(), "{}", run.stderr);
+    // A command commits.
+    write_garbage_index(&depot);
+    depot.apply(r#"{"path":"accounts/alice","name":"deposit","params":{"amount":7}}"#);
+    let events = depot.ok(&["events", "accounts/alice"]);
+    assert!(
+        events.lines().last().unwrap().contains("Deposited"),
+        "{events}"
+    );
+    assert!(events.contains(r#""amount":7"#), "{events}");
+    // And reindex rebuilds from a garbage file.
+    write_garbage_index(&depot);
+    assert_eq!(
+        depot.ok(&["reindex"]),
+        "indexed 9 checkpoints, 5 partitions, 13 events\n"
+    );
+    assert_eq!(depot.ok(&["events", "accounts/alice"]), events);
+    let out = depot.ok(&["fsck"]);
+    assert!(out.contains("no problems"), "{out}");
+}
+
+#[test]
+fn d9_an_index_that_cannot_be_opened_does_not_block_reads_or_commits() {
+    let depot = TestDepot::with_history();
+    let expected = reads(|args| depot.run(args));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(depot.dir.join(format!("index.sqlite{suffix}")));
+    }
+    // Root ignores file modes: a directory in the file's place is what cannot be opened.
+    fs::create_dir(depot.dir.join("index.sqlite")).unwrap();
+    let run = depot.run(&["events", "accounts/alice"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let warned = warnings(&run.stderr);
+    assert_eq!(warned.len(), 1, "{}", run.stderr);
+    assert!(warned[0].contains("built in memory"), "{}", run.stderr);
+    assert_eq!(reads(|args| depot.run(args)), expected);
+    // Commits do not depend on the index either.
+    depot.apply(r#"{"path":"accounts/alice","name":"deposit","params":{"amount":7}}"#);
+    let events = depot.ok(&["events", "accounts/alice"]);
+    assert!(events.contains(r#""amount":7"#), "{events}");
+    // reindex cannot write the index there, and says why.
+    let run = depot.fails(&["reindex"], 1);
+    assert!(run.stderr.contains("index.sqlite"), "{}", run.stderr);
+    let out = depot.ok(&["fsck"]);
+    assert!(out.contains("no problems"), "{out}");
+}
+
+/// Runs `retro --depot DIR ARGS` with DIR bind-mounted read-only in a private mount namespace;
+/// `None` when this machine cannot do that (no `unshare`, no privilege).
+fn run_read_only(depot: &TestDepot, args: &[&str]) -> Option<Run> {
+    let dir = depot.dir.to_str().unwrap();
+    let mount = format!(r#"mount --bind "{dir}" "{dir}" && mount -o remount,bind,ro "{dir}""#);
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(r#"{mount} && ! touch "{dir}/probe" 2>/dev/null"#))
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let mut cmd = assert_cmd::Command::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        &format!(r#"{mount} && exec "$0" --depot "{dir}" "$@""#),
+    ])
+    .arg(bin())
+    .args(args)
+    .current_dir(depot.tmp.path())
+    .env_remove("RETRO_DEPOT")
+    .env_remove("RETRO_SESSION")
+    .env_remove("RETRO_MANIFEST")
+    .env("NO_COLOR", "1");
+    Some(run(&mut cmd))
+}
+
+#[test]
+fn d9_a_read_only_depot_serves_reads() {
+    let depot = TestDepot::with_history();
+    // Leave the index one checkpoint behind, so that reads must catch up (which writes).
+    let index = depot.dir.join("index.sqlite");
+    let saved = fs::read(&index).unwrap();
+    depot.apply(r#"{"path":"accounts/alice","name":"deposit","params":{"amount":7}}"#);
+    let expected = reads(|args| depot.run(args));
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(depot.dir.join(format!("index.sqlite{suffix}")));
+    }
+    fs::write(&index, saved).unwrap();
+    let Some(probe) = run_read_only(&depot, &["log", "-n", "1"]) else {
+        eprintln!("skipped: cannot bind-mount the depot read-only here (unshare -m unavailable)");
+        return;
+    };
+    assert_eq!(probe.code, 0, "{}", probe.stderr);
+    let got = reads(|args| run_read_only(&depot, args).unwrap());
+    assert_eq!(got, expected);
+    assert!(expected[1].contains(r#""amount":7"#), "{}", expected[1]);
+}

@@ -196,3 +196,150 @@ fn import_errors_name_the_line_and_change_nothing() {
     let nowhere = depot.tmp.path().join("no/such/dir/out.jsonl");
     depot.fails_unchanged(&["export", "-o", nowhere.to_str().unwrap()], 1);
 }
+
+/// `n` import lines with no `id`, no `date` and no `session` (the worst case: nothing in a line
+/// names its checkpoint), every seventh one the very same line.
+fn undated_lines(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            if i % 7 == 3 {
+                "{\"events\":[{\"partition\":\"ticks/t\",\"name\":\"Tick\"}]}\n".to_owned()
+            } else {
+                format!(
+                    "{{\"events\":[{{\"partition\":\"items/i{}\",\"name\":\"Put\",\"data\":{{\"n\":{i}}}}}]}}\n",
+                    i % 13
+                )
+            }
+        })
+        .collect()
+}
+
+/// How many checkpoints HEAD's history holds, from a clean fsck.
+fn checkpoints_fsck_clean(depot: &TestDepot) -> usize {
+    let out = depot.ok(&["fsck"]);
+    assert!(out.contains("no problems"), "{out}");
+    let count = out
+        .split("refs: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    count.unwrap_or_else(|| panic!("no checkpoint count in {out:?}"))
+}
+
+#[test]
+fn d6_reimport_after_an_interrupted_import_writes_each_line_once() {
+    let depot = TestDepot::new();
+    let n = 300;
+    let text = undated_lines(n);
+    let whole = depot.tmp.path().join("whole.jsonl");
+    let prefix = depot.tmp.path().join("prefix.jsonl");
+    fs::write(&whole, &text).unwrap();
+    // An import stopped after 120 lines leaves exactly a prefix of the file imported.
+    let first: String = text.lines().take(120).map(|l| format!("{l}\n")).collect();
+    fs::write(&prefix, first).unwrap();
+    let out = depot.ok(&["import", "--batch", "50", prefix.to_str().unwrap()]);
+    assert!(out.starts_with("imported 120 checkpoints"), "{out}");
+    // Someone else commits in between.
+    depot.apply(r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#);
+    let run = depot.run(&["import", "--batch", "50", whole.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("imported 180 checkpoints (180 events); skipped 120 already present"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("the first 120 line(s) of the input are already imported"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(checkpoints_fsck_clean(&depot), n + 1);
+    assert_eq!(
+        json_lines(&depot.ok(&["events", "--json", "ticks/t"])).len(),
+        text.lines().filter(|l| l.contains("Tick")).count()
+    );
+    // Re-running the completed import writes nothing, and says so.
+    let before = depot.snapshot();
+    let out = depot.ok(&["import", whole.to_str().unwrap()]);
+    assert_eq!(
+        out,
+        format!("imported 0 checkpoints (0 events); skipped {n} already present\nnothing written: every line is already in the history\n")
+    );
+    assert_same_snapshot(&before, &depot.snapshot(), &["import"]);
+    // From stdin too.
+    let out = depot.ok_stdin(&["import", "-"], &text);
+    assert!(out.starts_with("imported 0 checkpoints"), "{out}");
+    assert_eq!(checkpoints_fsck_clean(&depot), n + 1);
+}
+
+#[test]
+fn d6_reimport_after_a_killed_import_writes_each_line_once() {
+    let depot = TestDepot::new();
+    let n = 20_000;
+    let file = depot.tmp.path().join("big.jsonl");
+    fs::write(&file, undated_lines(n)).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .arg("--depot")
+        .arg(&depot.dir)
+        .args(["import", "--batch", "100", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as its first batch has moved the branch.
+    let branch = depot.dir.join("refs/heads/master");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !fs::metadata(&branch).is_ok_and(|m| m.len() > 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never moved the branch"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let partial = checkpoints_fsck_clean(&depot);
+    assert!(partial > 0 && partial <= n, "{partial}");
+    eprintln!("the killed import had written {partial} of {n} lines");
+    let out = depot.ok(&["import", "--batch", "100", file.to_str().unwrap()]);
+    assert_eq!(
+        out.lines().next().unwrap(),
+        format!(
+            "imported {} checkpoints ({} events); skipped {partial} already present",
+            n - partial,
+            n - partial
+        )
+    );
+    assert_eq!(checkpoints_fsck_clean(&depot), n);
+}
+
+#[test]
+fn d6_lines_whose_reflog_markers_are_lost_are_still_recognised() {
+    let depot = TestDepot::new();
+    let n = 60;
+    let file = depot.tmp.path().join("lines.jsonl");
+    fs::write(&file, undated_lines(n)).unwrap();
+    depot.ok(&["import", "--batch", "25", file.to_str().unwrap()]);
+    let reflog = depot.dir.join("logs/refs/heads/master");
+    let text = fs::read_to_string(&reflog).unwrap();
+    assert_eq!(text.lines().count(), n, "one marker a line");
+    // The newest 10 markers lost (as if the ref had moved without them): found by content.
+    let kept: String = text
+        .lines()
+        .take(n - 10)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&reflog, kept).unwrap();
+    let out = depot.ok(&["import", file.to_str().unwrap()]);
+    assert!(out.starts_with("imported 0 checkpoints"), "{out}");
+    // Every marker lost: the newest checkpoints are still compared with the lines.
+    fs::write(&reflog, "").unwrap();
+    let out = depot.ok(&["import", file.to_str().unwrap()]);
+    assert!(out.starts_with("imported 0 checkpoints"), "{out}");
+    assert_eq!(checkpoints_fsck_clean(&depot), n);
+}

@@ -219,3 +219,35 @@ fn memory_depots_record_failures_too() {
     let request = CommitRequest::new(None, workload(1, "s"), "bad session", "x");
     assert!(depot.commit(request).is_err(), "sessions are one token");
 }
+
+#[test]
+fn d9_an_index_that_fails_while_open_is_replaced_by_one_in_memory() {
+    let (dir, depot) = depot_with_history(3);
+    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = warnings.clone();
+    depot.on_warning(move |w| sink.lock().unwrap().push(w.to_owned()));
+    depot.flush_index().unwrap();
+    // Break the open index underneath this handle: its queries fail from now on.
+    let conn = rusqlite::Connection::open(dir.path().join("d/index.sqlite")).unwrap();
+    conn.execute_batch("DROP TABLE events;").unwrap();
+    drop(conn);
+    commit_retrying(&depot, workload(3, "s1"), "x");
+    for n in 0..4 {
+        let events = depot
+            .partition_events(&p(&format!("identity/{n}")))
+            .unwrap();
+        assert_eq!(events.len(), 2, "identity/{n}");
+    }
+    assert_eq!(depot.partition_events(&p("session/s1")).unwrap().len(), 4);
+    assert_eq!(depot.partitions("**").unwrap().len(), 5);
+    let report = depot.fsck(|_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let warnings = warnings.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("built in memory"), "{warnings:?}");
+    // reindex recreates the file from nothing, and the handle uses it again.
+    assert_eq!(depot.reindex().unwrap(), (4, 5, 12));
+    drop(depot);
+    let depot = Depot::open(dir.path().join("d")).unwrap();
+    assert_eq!(depot.partition_events(&p("session/s1")).unwrap().len(), 4);
+}

@@ -242,3 +242,107 @@ fn transfers_read_another_aggregate_and_write_both_in_one_affix() {
     assert_eq!(count, 4);
     let _ = RefName::master();
 }
+
+fn rejection_code(err: &ApplyError) -> &str {
+    match err {
+        ApplyError::Rejected { error, .. } => &error.code,
+        other => panic!("expected a rejection, got {other}"),
+    }
+}
+
+#[test]
+fn d7_deposit_past_u64_max_is_rejected_not_wrapped() {
+    let (_dir, engine) = bank();
+    let apply = |command: &str| engine.apply("s1", command.as_bytes());
+    apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#).unwrap();
+    apply(r#"{"path":"accounts/a","name":"deposit","params":{"amount":18446744073709551615}}"#)
+        .unwrap();
+    let head = engine.depot().head().unwrap();
+    let err = apply(r#"{"path":"accounts/a","name":"deposit","params":{"amount":2}}"#).unwrap_err();
+    assert_eq!(rejection_code(&err), "balance_overflow");
+    assert!(
+        err.to_string().contains("cannot credit 2 to accounts/a"),
+        "{err}"
+    );
+    assert_eq!(engine.depot().head().unwrap(), head, "nothing committed");
+    // The balance is still exactly u64::MAX (not 1): all of it can be withdrawn, and no more.
+    let err = apply(
+        r#"{"path":"accounts/a","name":"withdraw","params":{"amount":18446744073709551616}}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ApplyError::Rejected { .. }), "{err}");
+    apply(r#"{"path":"accounts/a","name":"withdraw","params":{"amount":18446744073709551615}}"#)
+        .unwrap();
+    let err =
+        apply(r#"{"path":"accounts/a","name":"withdraw","params":{"amount":1}}"#).unwrap_err();
+    assert_eq!(rejection_code(&err), "insufficient_funds");
+    assert!(err.to_string().contains("the balance is 0"), "{err}");
+}
+
+#[test]
+fn d7_transfer_that_would_overflow_the_receiver_is_rejected() {
+    let (_dir, engine) = bank();
+    let apply = |command: &str| engine.apply("s1", command.as_bytes());
+    apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#).unwrap();
+    apply(r#"{"path":"accounts/b","name":"open","params":{"owner":"B"}}"#).unwrap();
+    apply(r#"{"path":"accounts/a","name":"deposit","params":{"amount":10}}"#).unwrap();
+    apply(r#"{"path":"accounts/b","name":"deposit","params":{"amount":18446744073709551610}}"#)
+        .unwrap();
+    let head = engine.depot().head().unwrap();
+    let err =
+        apply(r#"{"path":"accounts/a","name":"transfer","params":{"to":"accounts/b","amount":6}}"#)
+            .unwrap_err();
+    assert_eq!(rejection_code(&err), "balance_overflow");
+    assert!(
+        err.to_string().contains("cannot credit 6 to accounts/b"),
+        "{err}"
+    );
+    assert_eq!(engine.depot().head().unwrap(), head);
+    // Up to the limit is fine.
+    apply(r#"{"path":"accounts/a","name":"transfer","params":{"to":"accounts/b","amount":5}}"#)
+        .unwrap();
+}
+
+#[test]
+fn d7_a_history_that_overflows_is_refused_not_wrapped() {
+    // Only an import can bring such a history: two deposits of u64::MAX.
+    let (_dir, engine) = bank();
+    let depot = engine.depot();
+    let deposit = || {
+        (
+            p("accounts/a"),
+            depot::Event::new(
+                depot::EventName::new("Deposited").unwrap(),
+                br#"{"amount":18446744073709551615}"#.to_vec(),
+            ),
+        )
+    };
+    let opened = (
+        p("accounts/a"),
+        depot::Event::new(
+            depot::EventName::new("AccountOpened").unwrap(),
+            br#"{"owner":"A"}"#.to_vec(),
+        ),
+    );
+    let mut request = depot::CommitRequest::new(
+        None,
+        vec![opened, deposit(), deposit()],
+        "import",
+        b"{}".to_vec(),
+    );
+    request.base = depot::Base::Tip;
+    depot.commit(request).unwrap();
+    let head = depot.head().unwrap();
+    for command in [
+        r#"{"path":"accounts/a","name":"deposit","params":{"amount":1}}"#,
+        r#"{"path":"accounts/a","name":"withdraw","params":{"amount":1}}"#,
+    ] {
+        let err = engine.apply("s1", command.as_bytes()).unwrap_err();
+        assert_eq!(rejection_code(&err), "balance_overflow", "{command}");
+        assert!(
+            err.to_string().contains("overflows a 64-bit balance"),
+            "{err}"
+        );
+    }
+    assert_eq!(depot.head().unwrap(), head);
+}

@@ -191,3 +191,61 @@ fn bad_urls_and_missing_depots_are_clear_errors() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn d6_reimport_into_postgres_writes_each_line_once() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let url = fresh_url();
+    let url = url.as_str();
+    ok(w, &["init", url]);
+    // No ids, no dates, no sessions; repeated lines; and batches that split the prefix unevenly.
+    let lines: Vec<String> = (0..90)
+        .map(|i| {
+            format!(
+                "{{\"events\":[{{\"partition\":\"items/i{}\",\"name\":\"Put\",\"data\":{{\"n\":{}}}}}]}}",
+                i % 5,
+                i % 4
+            )
+        })
+        .collect();
+    let whole = w.join("whole.jsonl");
+    let prefix = w.join("prefix.jsonl");
+    std::fs::write(&whole, lines.join("\n")).unwrap();
+    std::fs::write(&prefix, lines[..47].join("\n")).unwrap();
+    let out = ok(
+        w,
+        &[
+            "--depot",
+            url,
+            "import",
+            "--batch",
+            "10",
+            prefix.to_str().unwrap(),
+        ],
+    );
+    assert!(out.starts_with("imported 47 checkpoints"), "{out}");
+    let out = ok(
+        w,
+        &[
+            "--depot",
+            url,
+            "import",
+            "--batch",
+            "10",
+            whole.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.starts_with("imported 43 checkpoints (43 events); skipped 47 already present"),
+        "{out}"
+    );
+    let out = ok(w, &["--depot", url, "import", whole.to_str().unwrap()]);
+    assert!(out.starts_with("imported 0 checkpoints"), "{out}");
+    assert_eq!(
+        json_lines(&ok(w, &["--depot", url, "log", "--json"])).len(),
+        90
+    );
+    let fsck = ok(w, &["--depot", url, "fsck"]);
+    assert!(fsck.contains("no problems"), "{fsck}");
+}

@@ -4,6 +4,10 @@
 //! below zero: the no-overdraft invariant), `transfer {to, amount}` (reads the other account and
 //! emits to both partitions in one affix). Opening an account also lists it in
 //! `registry/accounts`. `make demo` and the README tour use it.
+//!
+//! All arithmetic is checked: a deposit or transfer that would take a balance past `u64::MAX`
+//! is rejected with `balance_overflow` (never wrapped), and a history whose events overflow
+//! (imported, say) marks the account `overflowed`, which every command then refuses.
 
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +89,25 @@ pub struct Account {
     pub owner: String,
     /// Its balance, never negative.
     pub balance: u64,
+    /// Whether its history does not add up in a `u64` (only an imported history can do this:
+    /// commands are checked). The balance is then meaningless and every command is refused.
+    pub overflowed: bool,
+}
+
+impl Account {
+    fn credit(&mut self, amount: u64) {
+        match self.balance.checked_add(amount) {
+            Some(balance) => self.balance = balance,
+            None => self.overflowed = true,
+        }
+    }
+
+    fn debit(&mut self, amount: u64) {
+        match self.balance.checked_sub(amount) {
+            Some(balance) => self.balance = balance,
+            None => self.overflowed = true,
+        }
+    }
 }
 
 impl Aggregate for Account {
@@ -93,13 +116,13 @@ impl Aggregate for Account {
             self.open = true;
             self.owner = e.owner;
         } else if let Some(Ok(e)) = event.decode::<Deposited>() {
-            self.balance += e.amount;
+            self.credit(e.amount);
         } else if let Some(Ok(e)) = event.decode::<Withdrawn>() {
-            self.balance = self.balance.saturating_sub(e.amount);
+            self.debit(e.amount);
         } else if let Some(Ok(e)) = event.decode::<TransferSent>() {
-            self.balance = self.balance.saturating_sub(e.amount);
+            self.debit(e.amount);
         } else if let Some(Ok(e)) = event.decode::<TransferReceived>() {
-            self.balance += e.amount;
+            self.credit(e.amount);
         }
         // Anything else has no business value here and is skipped.
     }
@@ -120,7 +143,32 @@ fn must_be_open(account: &Account, ctx: &Context<'_>) -> Result<(), DomainError>
             format!("account {} is not open", ctx.path()),
         ));
     }
+    must_add_up(account, ctx.path().as_str())
+}
+
+/// Refuses to work on an account whose history overflows a `u64`.
+fn must_add_up(account: &Account, path: &str) -> Result<(), DomainError> {
+    if account.overflowed {
+        return Err(DomainError::new(
+            "balance_overflow",
+            format!("the history of account {path} overflows a 64-bit balance"),
+        ));
+    }
     Ok(())
+}
+
+/// `balance + amount`, or a `balance_overflow` rejection naming the account.
+fn credited(account: &Account, path: &str, amount: u64) -> Result<u64, DomainError> {
+    account.balance.checked_add(amount).ok_or_else(|| {
+        DomainError::new(
+            "balance_overflow",
+            format!(
+                "cannot credit {amount} to {path}: the balance {} would exceed {}",
+                account.balance,
+                u64::MAX
+            ),
+        )
+    })
 }
 
 /// The bank's manifest: kind `accounts` with its four commands.
@@ -152,6 +200,7 @@ pub fn register_bank(manifest: &mut Manifest) -> Result<(), RegistrationError> {
         .command("deposit", |account, ctx| {
             let amount = amount(ctx)?;
             must_be_open(account, ctx)?;
+            credited(account, ctx.path().as_str(), amount)?;
             ctx.emit(&Deposited { amount })
         })?
         .command("withdraw", |account, ctx| {
@@ -188,6 +237,7 @@ pub fn register_bank(manifest: &mut Manifest) -> Result<(), RegistrationError> {
                     format!("account {to} is not open"),
                 ));
             }
+            must_add_up(&other.state, &to)?;
             if amount > account.balance {
                 return Err(DomainError::new(
                     "insufficient_funds",
@@ -198,6 +248,7 @@ pub fn register_bank(manifest: &mut Manifest) -> Result<(), RegistrationError> {
                     ),
                 ));
             }
+            credited(&other.state, &to, amount)?;
             let from = ctx.path().to_string();
             ctx.emit(&TransferSent {
                 to: to.clone(),

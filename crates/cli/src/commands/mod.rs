@@ -150,17 +150,21 @@ pub fn open(flag: Option<&Path>) -> Result<Arc<Depot>> {
     Ok(Arc::new(open_location(&dir)?))
 }
 
-/// Opens a depot named by a directory or a `postgres://` URL.
+/// Opens a depot named by a directory or a `postgres://` URL. The depot's warnings (a derived
+/// index replaced or stood in for) are shown on stderr as `retro: warning: …` lines.
 pub fn open_location(location: &Path) -> Result<Depot> {
-    if let Some(url) = postgres_url(location) {
-        return Ok(Depot::open_postgres(url)?);
-    }
-    if !location.exists() {
-        return Err(anyhow::Error::new(crate::error::NoDepot(
-            location.to_path_buf(),
-        )));
-    }
-    Ok(Depot::open(location)?)
+    let depot = if let Some(url) = postgres_url(location) {
+        Depot::open_postgres(url)?
+    } else {
+        if !location.exists() {
+            return Err(anyhow::Error::new(crate::error::NoDepot(
+                location.to_path_buf(),
+            )));
+        }
+        Depot::open(location)?
+    };
+    depot.on_warning(|warning| crate::ui::status(format!("retro: warning: {warning}")));
+    Ok(depot)
 }
 
 /// Creates a depot at a directory (made absolute, so that a relative `.retro` has a parent to

@@ -7,11 +7,22 @@
 //!
 //! `message` and `data` carry the stored bytes verbatim when they are JSON (else `message_text` /
 //! `data_text` strings), so importing an export into an empty depot gives the very same ids.
-//! Lines whose `id` the depot already has are skipped: re-running an import is harmless. Only
-//! `events` is required, so other stores' histories come in easily.
+//! Only `events` is required, so other stores' histories come in easily.
+//!
+//! Re-running an import (interrupted or complete) never writes a line twice. Every checkpoint an
+//! import writes is recorded in the moved branch's reflog, in the same journal record (or
+//! transaction) as the ref move, as `import line <N> <chain>`, where `<chain>` is a SHA-256 over
+//! the file's non-blank lines 1..=N: so a prefix of a file, or the file itself, is recognised by
+//! its lines, whatever its name. Before writing anything, import reads the whole input (checking
+//! every line), finds the longest run of leading lines whose marker names a checkpoint on `HEAD`'s
+//! first-parent history, then checks the checkpoints after that one, oldest first, against the
+//! following lines by content (events, message, session, and date when the line has one), and
+//! skips every line found; lines whose `id` the depot already has are skipped too. The rest is
+//! imported on top of `HEAD`.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
@@ -19,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use depot::{
-    Base, CommitRequest, Depot, Event, EventName, HistoryOrder, ObjectId, PartitionName, RefName,
+    Affix, Base, CommitRequest, Depot, Event, EventName, HistoryOrder, Object, ObjectId,
+    PartitionName, RefName,
 };
 
 use super::resolve;
@@ -121,7 +133,14 @@ pub fn export(depot: &Depot, rev: Option<&str>, output: Option<&Path>, ui: &mut 
     Ok(())
 }
 
-fn request_of(line: Line, number: usize) -> Result<(Option<ObjectId>, CommitRequest)> {
+/// One input line as a commit request, with the id it names and whether it names a date.
+struct Parsed {
+    id: Option<ObjectId>,
+    request: CommitRequest,
+    dated: bool,
+}
+
+fn request_of(line: Line, number: usize) -> Result<Parsed> {
     let context = |what: String| format!("line {number}: {what}");
     let id = line
         .id
@@ -147,21 +166,178 @@ fn request_of(line: Line, number: usize) -> Result<(Option<ObjectId>, CommitRequ
         (None, Some(text)) => text.into_bytes(),
         (None, None) => b"{\"name\":\"import\"}".to_vec(),
     };
+    let dated = line.date.is_some();
     let date = match line.date {
         Some(text) => depot::parse_date(&text).map_err(|e| anyhow::anyhow!(context(e)))?,
         None => chrono::Utc::now(),
     };
-    let mut request = CommitRequest::new(
-        None,
-        events,
-        line.session.unwrap_or_else(|| "import".to_owned()),
-        message,
-    );
+    let session = line.session.unwrap_or_else(|| "import".to_owned());
+    if session.is_empty()
+        || session.len() > 128
+        || session.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        bail!(context(format!(
+            "session id '{}' must be 1 to 128 characters with no whitespace",
+            session.escape_debug()
+        )));
+    }
+    let mut request = CommitRequest::new(None, events, session, message);
     request.base = Base::Tip;
     request.date = date;
     request.target = RefName::head();
     request.reflog_message = "import".to_owned();
-    Ok((id, request))
+    Ok(Parsed { id, request, dated })
+}
+
+/// The input, readable twice: a file, or stdin spooled to a temporary file.
+struct Input(File);
+
+impl Input {
+    fn open(file: Option<&Path>) -> Result<Input> {
+        match file {
+            Some(path) if path != Path::new("-") => {
+                Ok(Input(File::open(path).with_context(|| {
+                    format!("could not open '{}'", path.display())
+                })?))
+            }
+            _ => {
+                let mut spool =
+                    tempfile::tempfile().context("could not create a temporary file")?;
+                std::io::copy(&mut std::io::stdin().lock(), &mut spool)
+                    .context("could not read the input")?;
+                Ok(Input(spool))
+            }
+        }
+    }
+
+    /// The non-blank lines from the start: (1-based line number, text).
+    fn lines(&mut self) -> Result<impl Iterator<Item = Result<(usize, String)>> + '_> {
+        self.0.rewind().context("could not read the input")?;
+        Ok(BufReader::with_capacity(1 << 20, (&self.0).take(u64::MAX))
+            .lines()
+            .enumerate()
+            .filter_map(|(number, line)| match line {
+                Ok(line) if line.trim().is_empty() => None,
+                Ok(line) => Some(Ok((number + 1, line))),
+                Err(e) => Some(Err(
+                    anyhow::Error::new(e).context("could not read the input")
+                )),
+            }))
+    }
+}
+
+fn parse_line(number: usize, line: &str) -> Result<Parsed> {
+    let parsed: Line =
+        serde_json::from_str(line).with_context(|| format!("line {number}: not an export line"))?;
+    request_of(parsed, number)
+}
+
+/// The marker of the file's lines 1..=n: `chain(n) = SHA-256(chain(n-1) || line n)`.
+fn chain_next(previous: &ObjectId, line: &str) -> ObjectId {
+    let mut bytes = Vec::with_capacity(32 + line.len());
+    bytes.extend_from_slice(previous.as_bytes());
+    bytes.extend_from_slice(line.as_bytes());
+    ObjectId::of(&bytes)
+}
+
+fn chain_start() -> ObjectId {
+    ObjectId::of(b"retro import 1")
+}
+
+/// The reflog message of the checkpoint written for (non-blank) line `position` (1-based).
+fn marker(number: usize, chain: &ObjectId) -> String {
+    format!("import line {number} {}", chain.to_hex())
+}
+
+/// The chain value a reflog message names, if it is an import marker.
+fn parse_marker(message: &str) -> Option<ObjectId> {
+    let mut words = message.split(' ');
+    if words.next()? != "import" || words.next()? != "line" {
+        return None;
+    }
+    words.next()?.parse::<usize>().ok()?;
+    let hex = words.next()?;
+    if words.next().is_some() {
+        return None;
+    }
+    ObjectId::from_slice(&decode_hex(hex)?)
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Where a previous run of this input stopped: the number of leading (non-blank) lines whose
+/// checkpoints are on `HEAD`'s first-parent history by their reflog markers, and the checkpoints
+/// after the last of them (oldest first), which may hold further lines without a marker.
+fn resume_point(
+    depot: &Depot,
+    chains: &HashMap<ObjectId, usize>,
+) -> Result<(usize, Vec<ObjectId>)> {
+    let Some(head) = depot.head()? else {
+        return Ok((0, Vec::new()));
+    };
+    let mut candidates: Vec<(usize, ObjectId)> = depot
+        .reflog(&RefName::head())?
+        .into_iter()
+        .filter_map(|entry| {
+            let position = *chains.get(&parse_marker(&entry.message)?)?;
+            Some((position, entry.new?))
+        })
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    candidates.dedup();
+    for (position, checkpoint) in candidates {
+        if !depot.on_head_history(&checkpoint)? {
+            continue;
+        }
+        let mut after = Vec::new();
+        depot.walk(head, HistoryOrder::FirstParent, |id, _| {
+            if id == checkpoint {
+                return Ok(false);
+            }
+            after.push(id);
+            Ok(true)
+        })?;
+        after.reverse();
+        return Ok((position, after));
+    }
+    // No marker on this history: the lines may still be there without one (a crash between a
+    // ref move and its reflog line, where those are separate writes): look at the newest
+    // checkpoints, as many as there are lines.
+    let mut after = Vec::new();
+    depot.walk(head, HistoryOrder::FirstParent, |id, _| {
+        after.push(id);
+        Ok(after.len() < chains.len())
+    })?;
+    after.reverse();
+    Ok((0, after))
+}
+
+/// Whether checkpoint `id` is what importing `parsed` would have written (on whatever parent).
+fn holds_line(depot: &Depot, id: &ObjectId, parsed: &Parsed) -> Result<bool> {
+    let checkpoint = depot.read_checkpoint(id)?;
+    let request = &parsed.request;
+    if checkpoint.session() != request.session || checkpoint.message() != request.message {
+        return Ok(false);
+    }
+    if parsed.dated && checkpoint.date().map(|d| d.timestamp()) != Some(request.date.timestamp()) {
+        return Ok(false);
+    }
+    let mut affix = Affix::new();
+    for (partition, event) in &request.events {
+        affix.push(
+            partition.clone(),
+            Object::Event(event.clone()).to_encoded().id(),
+        );
+    }
+    Ok(Object::Affix(affix).to_encoded().id() == checkpoint.affix())
 }
 
 pub fn import(
@@ -174,14 +350,27 @@ pub fn import(
     if batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let reader: Box<dyn BufRead> = match file {
-        Some(path) if path != Path::new("-") => Box::new(BufReader::with_capacity(
-            1 << 20,
-            File::open(path).with_context(|| format!("could not open '{}'", path.display()))?,
-        )),
-        _ => Box::new(BufReader::new(std::io::stdin())),
-    };
-    let bar = ui.progress(0, "checkpoints imported");
+    let mut input = Input::open(file)?;
+    // First pass: every line must be good before anything is written; and each line's marker.
+    let mut chains: HashMap<ObjectId, usize> = HashMap::new();
+    let mut chain = chain_start();
+    let mut lines = 0usize;
+    for item in input.lines()? {
+        let (number, line) = item?;
+        parse_line(number, &line)?;
+        chain = chain_next(&chain, &line);
+        lines += 1;
+        chains.insert(chain, lines);
+    }
+    let (present, mut after) = resume_point(depot, &chains)?;
+    if present > 0 {
+        status(format!(
+            "retro: the first {present} line(s) of the input are already imported; resuming after them"
+        ));
+    }
+    after.reverse(); // popped oldest first
+
+    let bar = ui.progress(lines as u64, "lines imported");
     let (mut imported, mut skipped, mut differing, mut events) = (0u64, 0u64, 0u64, 0u64);
     let mut pending: Vec<(Option<ObjectId>, CommitRequest)> = Vec::with_capacity(batch);
     let mut flush = |pending: &mut Vec<(Option<ObjectId>, CommitRequest)>| -> Result<()> {
@@ -203,24 +392,41 @@ pub fn import(
                 differing += 1;
             }
         }
-        bar.set_position(imported);
         Ok(())
     };
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.context("could not read the input")?;
-        if line.trim().is_empty() {
+    let mut chain = chain_start();
+    let mut position = 0usize;
+    for item in input.lines()? {
+        let (number, line) = item?;
+        chain = chain_next(&chain, &line);
+        position += 1;
+        bar.set_position(position as u64);
+        if position <= present {
+            skipped += 1;
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line)
-            .with_context(|| format!("line {}: not an export line", number + 1))?;
-        let (id, request) = request_of(parsed, number + 1)?;
-        if let Some(id) = id {
+        let parsed = parse_line(number, &line)?;
+        if let Some(id) = parsed.id {
             if depot.objects().contains(&id)? {
                 skipped += 1;
                 continue;
             }
         }
-        pending.push((id, request));
+        // Checkpoints after the last marker: the following lines, or others' commits between.
+        let mut found = false;
+        while let Some(candidate) = after.pop() {
+            if holds_line(depot, &candidate, &parsed)? {
+                found = true;
+                break;
+            }
+        }
+        if found {
+            skipped += 1;
+            continue;
+        }
+        let mut request = parsed.request;
+        request.reflog_message = marker(number, &chain);
+        pending.push((parsed.id, request));
         if pending.len() >= batch {
             flush(&mut pending)?;
         }
@@ -241,6 +447,9 @@ pub fn import(
         ui.line(format!(
             "imported {imported} checkpoints ({events} events); skipped {skipped} already present"
         ))?;
+        if imported == 0 && skipped > 0 {
+            ui.line("nothing written: every line is already in the history")?;
+        }
     }
     Ok(())
 }

@@ -97,7 +97,44 @@ impl Depot {
     /// join an in-memory tail (`IndexState`) and reach SQLite in batches, so a commit does not
     /// pay for an SQLite transaction. (PostgreSQL's index is appended by the commit itself: no
     /// tail, only catch-ups after moves that carried no index rows.)
+    ///
+    /// A SQLite index that fails is replaced or stood in for by one in memory (see
+    /// `index_state`), so this fails only when history itself cannot be read.
     pub fn catch_up_index(&self) -> Result<(), Error> {
+        self.with_index(false, |_| Ok(()))
+    }
+
+    /// Catches the index up (and writes its tail to SQLite when `flush`), then runs `f` on it.
+    /// When the stored index itself fails, it is recovered (`IndexState::recover`) and all of it
+    /// runs again on the new index, which is rebuilt from history: a derived index never stands
+    /// between a reader and the history.
+    pub(crate) fn with_index<T>(
+        &self,
+        flush: bool,
+        mut f: impl FnMut(&IndexState) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        loop {
+            let attempt = (|| {
+                self.catch_up_once()?;
+                let mut state = self.index.lock().expect("index lock poisoned");
+                if flush {
+                    self.flush_locked(&mut state)?;
+                }
+                f(&state)
+            })();
+            match attempt {
+                Err(Error::Index(err)) => {
+                    let mut state = self.index.lock().expect("index lock poisoned");
+                    if !state.recover(&err) {
+                        return Err(Error::Index(err));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn catch_up_once(&self) -> Result<(), Error> {
         let (_, head) = self.resolve_ref(&RefName::head())?;
         let mut state = self.index.lock().expect("index lock poisoned");
         // Already at HEAD: whatever other handles wrote to SQLite since, this view (SQLite up to
@@ -142,10 +179,10 @@ impl Depot {
         Ok(())
     }
 
-    /// Writes the in-memory tail of the index to SQLite.
+    /// Writes the in-memory tail of the index to SQLite (catching up first; a failing index is
+    /// recovered as in [`Depot::catch_up_index`]).
     pub fn flush_index(&self) -> Result<(), Error> {
-        let mut state = self.index.lock().expect("index lock poisoned");
-        self.flush_locked(&mut state)
+        self.with_index(true, |_| Ok(()))
     }
 
     fn flush_locked(&self, state: &mut IndexState) -> Result<(), Error> {
@@ -220,17 +257,16 @@ impl Depot {
         })?
     }
 
-    /// Drops the partition index and rebuilds it from history.
+    /// Drops the partition index and rebuilds it from history. A SQLite index is recreated from
+    /// nothing: its file, `-wal` and `-shm` are removed first (whatever they held), so this
+    /// repairs any damage; it fails (with the cause) only when the file cannot be written.
+    /// Returns the new index's counts: checkpoints, partitions, events.
     pub fn reindex(&self) -> Result<(u64, u64, u64), Error> {
-        {
-            let mut state = self.index.lock().expect("index lock poisoned");
-            state.pending.clear();
-            state.stored.write(|w| w.clear())?;
-            state.base = None;
-        }
-        self.catch_up_index()?;
-        self.flush_index()?;
-        let state = self.index.lock().expect("index lock poisoned");
+        self.index.lock().expect("index lock poisoned").recreate()?;
+        // No fallback here: a rebuild that cannot be written must say so.
+        self.catch_up_once()?;
+        let mut state = self.index.lock().expect("index lock poisoned");
+        self.flush_locked(&mut state)?;
         Ok(state.stored.counts()?)
     }
 
@@ -282,11 +318,8 @@ impl Depot {
         &self,
         partition: &PartitionName,
     ) -> Result<(Option<ObjectId>, Vec<EventRecord>), Error> {
-        self.catch_up_index()?;
-        let (head, rows) = {
-            let state = self.index.lock().expect("index lock poisoned");
-            (state.tip(), state.rows(partition, 0)?)
-        };
+        let (head, rows) =
+            self.with_index(false, |state| Ok((state.tip(), state.rows(partition, 0)?)))?;
         Ok((head, self.load_rows(rows)?))
     }
 
@@ -338,11 +371,7 @@ impl Depot {
         partition: &PartitionName,
         after: u64,
     ) -> Result<Vec<EventRecord>, Error> {
-        self.catch_up_index()?;
-        let rows = {
-            let state = self.index.lock().expect("index lock poisoned");
-            state.rows(partition, after)?
-        };
+        let rows = self.with_index(false, |state| Ok(state.rows(partition, after)?))?;
         self.load_rows(rows)
     }
 
@@ -353,17 +382,14 @@ impl Depot {
         partition: &PartitionName,
         checkpoint: &ObjectId,
     ) -> Result<u64, Error> {
-        self.catch_up_index()?;
-        self.flush_index()?;
-        let seq = {
-            let state = self.index.lock().expect("index lock poisoned");
-            state.stored.checkpoint_seq(checkpoint)?
-        };
-        match seq {
-            Some(seq) => {
-                let state = self.index.lock().expect("index lock poisoned");
-                Ok(state.stored.partition_version_upto(partition, seq - 1)?)
-            }
+        let indexed = self.with_index(true, |state| {
+            Ok(match state.stored.checkpoint_seq(checkpoint)? {
+                Some(seq) => Some(state.stored.partition_version_upto(partition, seq - 1)?),
+                None => None,
+            })
+        })?;
+        match indexed {
+            Some(version) => Ok(version),
             None => {
                 let parent = self.read_checkpoint(checkpoint)?.first_parent();
                 Ok(self.partition_events_at(parent, partition)?.len() as u64)
@@ -371,35 +397,37 @@ impl Depot {
         }
     }
 
+    /// Whether checkpoint `id` is on `HEAD`'s first-parent history (one index lookup).
+    pub fn on_head_history(&self, id: &ObjectId) -> Result<bool, Error> {
+        self.with_index(true, |state| Ok(state.stored.checkpoint_seq(id)?.is_some()))
+    }
+
     /// How many events a partition has on `HEAD`.
     pub fn partition_version(&self, partition: &PartitionName) -> Result<u64, Error> {
-        self.catch_up_index()?;
-        let state = self.index.lock().expect("index lock poisoned");
-        Ok(state.version(partition)?)
+        self.with_index(false, |state| Ok(state.version(partition)?))
     }
 
     /// Partitions matching `glob` with their event counts, sorted by name.
     pub fn partitions(&self, glob: &str) -> Result<Vec<(PartitionName, u64)>, Error> {
         let matcher = compile_glob(glob)?;
-        self.catch_up_index()?;
-        self.flush_index()?;
-        let state = self.index.lock().expect("index lock poisoned");
-        let mut out = Vec::new();
         // Only names that start with the glob's literal prefix can match: a range scan.
         let literal = glob
             .find(['*', '?', '[', '{', '\\'])
             .map_or(glob, |end| &glob[..end]);
-        state
-            .stored
-            .for_each_partition_with_prefix(literal, |name, count| {
-                if matcher.is_match(name) {
-                    if let Ok(p) = PartitionName::new(name) {
-                        out.push((p, count));
+        self.with_index(true, |state| {
+            let mut out = Vec::new();
+            state
+                .stored
+                .for_each_partition_with_prefix(literal, |name, count| {
+                    if matcher.is_match(name) {
+                        if let Ok(p) = PartitionName::new(name) {
+                            out.push((p, count));
+                        }
                     }
-                }
-                Ok(())
-            })?;
-        Ok(out)
+                    Ok(())
+                })?;
+            Ok(out)
+        })
     }
 
     /// Events of every partition matching `glob`, oldest first (history order, then affix order),
@@ -411,36 +439,32 @@ impl Depot {
         mut f: impl FnMut(EventRecord) -> Result<bool, Error>,
     ) -> Result<(), Error> {
         let matcher = compile_glob(glob)?;
-        self.catch_up_index()?;
-        self.flush_index()?;
         let after_seq = match since {
             None => 0,
-            Some(id) => {
-                let guard = self.index.lock().expect("index lock poisoned");
-                let index = &guard.stored;
-                index.checkpoint_seq(&id)?.ok_or_else(|| {
+            Some(id) => self
+                .with_index(true, |state| Ok(state.stored.checkpoint_seq(&id)?))?
+                .ok_or_else(|| {
                     Error::Invalid(format!(
                         "checkpoint {id} is not on HEAD's first-parent history"
                     ))
-                })?
-            }
+                })?,
         };
         // Few matching partitions: merge their indexed lists. Many: walk checkpoints in order.
         let matched = self.partitions(glob)?;
         if matched.len() <= 64 {
-            let mut rows = Vec::new();
-            {
-                let guard = self.index.lock().expect("index lock poisoned");
-                let index = &guard.stored;
+            let mut rows = self.with_index(true, |state| {
+                let mut rows = Vec::new();
                 for (partition, _) in &matched {
                     rows.extend(
-                        index
+                        state
+                            .stored
                             .partition_events(partition, 0)?
                             .into_iter()
                             .filter(|r| r.checkpoint_seq > after_seq),
                     );
                 }
-            }
+                Ok(rows)
+            })?;
             rows.sort_by(|a, b| {
                 (a.checkpoint_seq, &a.partition, a.version).cmp(&(
                     b.checkpoint_seq,
@@ -467,14 +491,14 @@ impl Depot {
         }
         let mut versions: HashMap<PartitionName, u64> = HashMap::new();
         let mut stop = false;
-        let mut checkpoints = Vec::new();
-        {
-            let guard = self.index.lock().expect("index lock poisoned");
-            guard.stored.for_each_checkpoint(0, |seq, id| {
+        let checkpoints = self.with_index(true, |state| {
+            let mut checkpoints = Vec::new();
+            state.stored.for_each_checkpoint(0, |seq, id| {
                 checkpoints.push((seq, id));
                 Ok(true)
             })?;
-        }
+            Ok(checkpoints)
+        })?;
         for (seq, id) in checkpoints {
             if stop {
                 break;

@@ -14,6 +14,7 @@ mod error;
 mod fsck;
 mod gc;
 mod history;
+mod index_state;
 mod repair;
 mod subscribe;
 mod sync;
@@ -178,7 +179,7 @@ impl Depot {
             let _lock = journal.lock()?;
             journal.recover_locked()?;
         }
-        let index = PartitionIndex::open(&dir.join("index.sqlite"))?;
+        let index = IndexState::open_file(dir.join("index.sqlite"))?;
         Ok(Depot {
             root: Some(dir.to_path_buf()),
             layout: Layout::Native,
@@ -186,7 +187,7 @@ impl Depot {
             refs: files,
             packs: Some(packs),
             journal: Some(journal),
-            index: Mutex::new(IndexState::new(index)),
+            index: Mutex::new(index),
             committer: commit::Committer::default(),
             failed_log: FailureLog::File(dir.join("logs/failed")),
             lock_file: None,
@@ -199,7 +200,7 @@ impl Depot {
         let lock_path = dir.join(".retro-lock");
         let refs =
             Arc::new(FilesRefStore::new(dir, &lock_path).with_lock_timeout(options.lock_timeout));
-        let index = PartitionIndex::open(&dir.join(".retro-index.sqlite"))?;
+        let index = IndexState::open_file(dir.join(".retro-index.sqlite"))?;
         Ok(Depot {
             root: Some(dir.to_path_buf()),
             layout: Layout::GoRetro,
@@ -207,7 +208,7 @@ impl Depot {
             refs,
             packs: None,
             journal: None,
-            index: Mutex::new(IndexState::new(index)),
+            index: Mutex::new(index),
             committer: commit::Committer::default(),
             failed_log: FailureLog::File(dir.join(".retro-failed")),
             lock_file: Some(crate::lockfile::LockFile::new(&lock_path)),
@@ -300,6 +301,16 @@ impl Depot {
         )?;
         depot.postgres = Some((objects, refs));
         Ok(depot)
+    }
+
+    /// Where warnings go: the depot never prints, so a caller that shows them to a user sets a
+    /// sink (warnings raised before are handed to it at once). Today these say that the derived
+    /// partition index was replaced or is stood in for by one in memory.
+    pub fn on_warning(&self, sink: impl Fn(&str) + Send + 'static) {
+        self.index
+            .lock()
+            .expect("index lock poisoned")
+            .set_sink(Box::new(sink));
     }
 
     /// The depot's directory (none for a memory depot).
@@ -602,6 +613,17 @@ pub(crate) struct IndexState {
     pub(crate) pending: Vec<Arc<IndexedCheckpoint>>,
     /// SQLite's head (id, sequence number) that `pending` continues.
     pub(crate) base: Option<(ObjectId, u64)>,
+    /// The SQLite file of a depot on disk (none in memory and on PostgreSQL): what a fallback
+    /// or a reindex replaces (see `index_state`).
+    pub(crate) path: Option<PathBuf>,
+    /// Whether `stored` is the in-memory stand-in for a file that cannot be used.
+    pub(crate) fallback: bool,
+    /// Whether this process already replaced a corrupt file (it does so once).
+    pub(crate) replaced: bool,
+    /// Warnings not yet handed to a sink.
+    pub(crate) warnings: Vec<String>,
+    /// Where warnings go.
+    pub(crate) sink: Option<index_state::WarningSink>,
 }
 
 impl IndexState {
@@ -610,6 +632,11 @@ impl IndexState {
             stored,
             pending: Vec::new(),
             base: None,
+            path: None,
+            fallback: false,
+            replaced: false,
+            warnings: Vec::new(),
+            sink: None,
         }
     }
 
