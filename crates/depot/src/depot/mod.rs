@@ -447,6 +447,17 @@ impl Depot {
                 let _lock = journal.lock()?;
                 journal.recover_locked()?;
                 let prepared = crate::refdb::prepare_edits(edits, |n| self.refs.read(n))?;
+                // Every refusal comes before the journal: a move in it must be writable.
+                crate::refdb::check_clashes(
+                    &prepared,
+                    |n| self.refs.read(n),
+                    |n| self.refs.list_under(n),
+                )?;
+                for (edit, actual) in &prepared {
+                    if edit.new.is_some() && actual.is_none() {
+                        journal.refs().check_paths(&edit.name)?;
+                    }
+                }
                 let record = crate::journal::JournalRecord {
                     date: chrono::Utc::now(),
                     updates: prepared
@@ -464,6 +475,44 @@ impl Depot {
                 Ok(())
             }
             None => Ok(self.refs.transaction(edits)?),
+        }
+    }
+
+    /// Refuses to create `name` where it cannot exist: beside a ref it clashes with (`a` and
+    /// `a/b`, [`crate::refdb::names_clash`]), existing or in `batch` (refs created earlier in the
+    /// same commit batch), or, in a files depot, where the file tree has no room for it. Checked
+    /// before anything is written.
+    pub(crate) fn check_new_ref(&self, name: &RefName, batch: &[RefName]) -> Result<(), Error> {
+        let clash = |other: RefName, same_transaction| {
+            Error::from(crate::refdb::Error::NameClash {
+                name: name.clone(),
+                other,
+                same_transaction,
+            })
+        };
+        if let Some(other) = batch.iter().find(|b| crate::refdb::names_clash(b, name)) {
+            return Err(clash(other.clone(), true));
+        }
+        for ancestor in crate::refdb::ancestors(name) {
+            if self.refs.read(&ancestor)?.is_some() {
+                return Err(clash(ancestor, false));
+            }
+        }
+        if let Some(child) = self.refs.list_under(name)?.into_iter().next() {
+            return Err(clash(child, false));
+        }
+        if let Some(journal) = &self.journal {
+            journal.refs().check_paths(name)?;
+        }
+        Ok(())
+    }
+
+    /// The journaled ref moves that recovery could not write and skipped, one line each as
+    /// recorded in `logs/skipped-ref-moves` (empty for other layouts). fsck reports them.
+    pub fn skipped_ref_moves(&self) -> Result<Vec<String>, Error> {
+        match &self.journal {
+            Some(journal) => Ok(journal.skipped_moves()?),
+            None => Ok(Vec::new()),
         }
     }
 
