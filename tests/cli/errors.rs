@@ -455,3 +455,35 @@ fn read_only_commands_after_a_rejection_write_nothing() {
     depot.ok(&["log"]);
     assert_same_snapshot(&before, &depot.snapshot(), &["log"]);
 }
+
+/// D12 (a): control and bidi characters in user input (here an ANSI escape and U+202E) are
+/// escaped wherever an error echoes that input: revisions, partitions, prune ages, command names,
+/// unknown command-payload keys.
+#[test]
+fn d12_control_and_bidi_characters_in_user_input_are_escaped_in_errors() {
+    let depot = TestDepot::with_history();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["log", "--", "HEAD\u{1b}[2J"], "'HEAD\\u{1b}[2J'"),
+        (vec!["cat-object", "-t", "--", "a\u{202e}bcd"], "\\u{202e}"),
+        (vec!["events", "accounts/\u{1b}[31m["], "\\u{1b}"),
+        (vec!["gc", "--prune", "1\u{1b}[31md"], "'1\\u{1b}[31md'"),
+        (
+            vec![
+                "apply",
+                r#"{"path":"accounts/a","name":"open","x\u001b[1m":1}"#,
+            ],
+            "\"x\\u{1b}[1m\"",
+        ),
+    ];
+    for (args, shown) in cases {
+        let run = depot.fails_unchanged(&args, 1);
+        assert!(run.stderr.contains(shown), "{args:?}: {}", run.stderr);
+        assert!(
+            !run.stderr
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{args:?}: raw {:?}",
+            run.stderr
+        );
+    }
+}

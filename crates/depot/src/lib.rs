@@ -42,7 +42,10 @@ pub use depot::{
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};
 pub use journal::JournalError;
-pub use name::{EventName, FieldKey, FieldValue, NameError, PartitionName};
+pub use name::{
+    escape_invisible, is_invisible, shown, EventName, FieldKey, FieldValue, NameError,
+    PartitionName,
+};
 pub use object::{
     format_date, parse_date, Affix, Checkpoint, CheckpointError, DecodeError, EncodedObject, Event,
     Kind, Object,

@@ -74,7 +74,10 @@ pub fn parse_age(text: &str) -> Result<Duration> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let Ok(n) = number.parse::<u64>() else {
-        bail!("'{text}' is not an age such as 0, 30m, 12h or 14d");
+        bail!(
+            "'{}' is not an age such as 0, 30m, 12h or 14d",
+            depot::shown(text)
+        );
     };
     let seconds = match unit {
         "s" => 1,
@@ -82,7 +85,10 @@ pub fn parse_age(text: &str) -> Result<Duration> {
         "h" => 3600,
         "d" | "" => 86_400,
         "w" => 7 * 86_400,
-        _ => bail!("'{text}' is not an age such as 0, 30m, 12h or 14d"),
+        _ => bail!(
+            "'{}' is not an age such as 0, 30m, 12h or 14d",
+            depot::shown(text)
+        ),
     };
     Ok(Duration::from_secs(n.saturating_mul(seconds)))
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::hash::{ObjectId, ParseIdError};
 use crate::index::IndexError;
 use crate::journal::JournalError;
-use crate::name::NameError;
+use crate::name::{escape_invisible, shown, NameError};
 use crate::object::{DecodeError, Kind};
 use crate::odb;
 use crate::refdb::{self, RefName, RefNameError};
@@ -90,7 +90,7 @@ pub enum Error {
     #[error("ref '{0}' does not exist")]
     RefMissing(RefName),
     /// A revision does not parse.
-    #[error("bad revision '{rev}': {reason}")]
+    #[error("bad revision '{}': {reason}", shown(.rev))]
     BadRevision {
         /// The text.
         rev: String,
@@ -98,10 +98,10 @@ pub enum Error {
         reason: String,
     },
     /// A revision names nothing.
-    #[error("unknown revision '{0}': no such ref, and no object id starts with it")]
+    #[error("unknown revision '{}': no such ref, and no object id starts with it", shown(.0))]
     UnknownRevision(String),
     /// A prefix matches several objects.
-    #[error("prefix '{prefix}' is ambiguous: {} and {} more match", .candidates.first().map(|c| c.to_string()).unwrap_or_default(), .candidates.len().saturating_sub(1))]
+    #[error("prefix '{}' is ambiguous: {} and {} more match", shown(.prefix), .candidates.first().map(|c| c.to_string()).unwrap_or_default(), .candidates.len().saturating_sub(1))]
     AmbiguousPrefix {
         /// The prefix.
         prefix: String,
@@ -118,7 +118,7 @@ pub enum Error {
     #[error(transparent)]
     Name(#[from] NameError),
     /// A glob pattern is invalid.
-    #[error("bad partition glob '{pattern}': {reason}")]
+    #[error("bad partition glob '{}': {}", shown(.pattern), escape_invisible(.reason))]
     Glob {
         /// The pattern.
         pattern: String,
