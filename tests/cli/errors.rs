@@ -487,3 +487,28 @@ fn d12_control_and_bidi_characters_in_user_input_are_escaped_in_errors() {
         );
     }
 }
+
+/// D12 (e): a native depot that lost its `config` is reported damaged (exit 5), saying what the
+/// file must hold, whether named with --depot or found as `.retro` from the working directory.
+#[test]
+fn d12_a_native_depot_without_config_is_reported_damaged() {
+    let depot = TestDepot::with_history();
+    std::fs::remove_file(depot.dir.join("config")).unwrap();
+    let run = depot.fails_unchanged(&["log"], 5);
+    assert!(
+        run.stderr.contains("'config' file is missing") && run.stderr.contains("'retro depot 1'"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("missing object"), "{}", run.stderr);
+    let tmp = tempfile::tempdir().unwrap();
+    let found = tmp.path().join(".retro");
+    std::fs::rename(&depot.dir, &found).unwrap();
+    let found_run = crate::common::run(retro_in(tmp.path()).arg("log"));
+    assert_eq!(found_run.code, 5, "{}", found_run.stderr);
+    assert!(
+        found_run.stderr.contains("'config' file is missing"),
+        "{}",
+        found_run.stderr
+    );
+}

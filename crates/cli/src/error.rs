@@ -135,6 +135,7 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                     ERROR,
                     Some("'retro refs' lists the refs; 'retro update-ref -d REF' deletes one".to_owned()),
                 ),
+                depot::Error::MissingConfig(_) => (CORRUPT, None),
                 depot::Error::NotADepot(_) => (
                     ERROR,
                     Some("run 'retro init DIR' to create one".to_owned()),

@@ -34,6 +34,7 @@ pub mod postgres;
 pub mod refdb;
 mod rev;
 
+pub use depot::native_without_config;
 pub use depot::{
     Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error, EventRecord,
     FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options, RefOutcome,

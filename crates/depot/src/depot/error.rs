@@ -17,6 +17,9 @@ pub enum Error {
     /// The directory holds no depot.
     #[error("'{0}' is not a retro depot (no 'config' file, and not a go-retro depot either)")]
     NotADepot(PathBuf),
+    /// A native depot (packs, journal, index) whose `config` file is missing.
+    #[error("'{}' is a damaged retro depot: its 'config' file is missing (it has packs/, journal or index.sqlite, which only retro writes); restore it as one line 'retro depot 1': echo 'retro depot 1' > '{}'", .0.display(), .0.join("config").display())]
+    MissingConfig(PathBuf),
     /// `init` found a depot already there.
     #[error("'{0}' already holds a depot")]
     AlreadyExists(PathBuf),

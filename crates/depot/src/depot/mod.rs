@@ -115,6 +115,9 @@ impl Depot {
     /// [`Depot::init`] with options.
     pub fn init_with(dir: impl AsRef<Path>, options: Options) -> Result<Depot, Error> {
         let dir = dir.as_ref();
+        if native_without_config(dir) {
+            return Err(Error::MissingConfig(dir.to_path_buf()));
+        }
         if dir.join("config").exists() || detect_go_retro(dir) {
             return Err(Error::AlreadyExists(dir.to_path_buf()));
         }
@@ -151,6 +154,10 @@ impl Depot {
                 });
             }
             return Self::open_native(dir, options);
+        }
+        if native_without_config(dir) {
+            // Not go-retro's layout: opening it as one would show "missing object" errors.
+            return Err(Error::MissingConfig(dir.to_path_buf()));
         }
         if detect_go_retro(dir) {
             return Self::open_go_retro(dir, options);
@@ -710,6 +717,16 @@ impl Drop for Depot {
         // The tail is derived data: losing it costs a catch-up, so a failure here is ignored.
         let _ = self.flush_index();
     }
+}
+
+/// A native depot whose `config` is missing: it has what only retro's own layout has (`packs/`, the
+/// journal state `journal`, the partition index `index.sqlite`) but no `config`. go-retro writes
+/// none of these (its index is `.retro-index.sqlite`).
+pub fn native_without_config(dir: &Path) -> bool {
+    !dir.join("config").exists()
+        && (dir.join("packs").is_dir()
+            || dir.join("journal").is_file()
+            || dir.join("index.sqlite").is_file())
 }
 
 /// A go-retro depot: `refs/heads/master` or two-hex-digit object directories, and no `config`.
