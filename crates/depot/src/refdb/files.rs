@@ -19,7 +19,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt as _;
 
-use fs2::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,8 +66,8 @@ impl FilesRefStore {
         Ok(self.lock.acquire(self.lock_timeout)?)
     }
 
-    fn read_path(path: &Path) -> Result<Option<RefValue>, Error> {
-        match read_locked(path) {
+    fn read_path(&self, path: &Path) -> Result<Option<RefValue>, Error> {
+        match read_locked(path, self.lock_timeout) {
             // A ref file is created empty, then locked and written: a reader that got the lock
             // in between sees the moment before the ref existed.
             Ok(text) if text.is_empty() => Ok(None),
@@ -168,7 +167,7 @@ impl FilesRefStore {
                 let dir = path.parent().expect("a ref path has a parent");
                 fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
                 remove_empty_dirs(&path).map_err(Error::io("remove empty directory", &path))?;
-                write_locked(&path, value.to_file_text().as_bytes())
+                write_locked(&path, value.to_file_text().as_bytes(), self.lock_timeout)
                     .map_err(Error::io("write", &path))?;
             }
             None => match fs::remove_file(&path) {
@@ -311,7 +310,7 @@ impl FilesRefStore {
                 };
                 // Lock and temp files are not refs; RefName refuses them.
                 if let Ok(name) = RefName::new(text) {
-                    if let Some(value) = Self::read_path(&path)? {
+                    if let Some(value) = self.read_path(&path)? {
                         out.push((name, value));
                     }
                 }
@@ -358,12 +357,46 @@ fn remove_empty_dirs(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Takes a ref file's `flock` (shared or exclusive), waiting at most `timeout` (the depot's lock
+/// timeout): these are held for microseconds, but a stopped process must not hang every writer.
+fn flock_within(file: &File, exclusive: bool, timeout: Duration) -> io::Result<()> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let attempt = if exclusive {
+            fs2::FileExt::try_lock_exclusive(file)
+        } else {
+            fs2::FileExt::try_lock_shared(file)
+        };
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.raw_os_error() == fs2::lock_contended_error().raw_os_error() =>
+            {
+                if start.elapsed() >= timeout {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another process kept the ref file locked for {:.1}s",
+                            start.elapsed().as_secs_f32()
+                        ),
+                    ));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads a ref file under a shared `flock`, so an in-place rewrite is never seen half done.
 /// `HEAD` is only ever replaced whole (temp file and rename), so it is read without the lock.
-fn read_locked(path: &Path) -> io::Result<String> {
+fn read_locked(path: &Path, timeout: Duration) -> io::Result<String> {
     let mut file = File::open(path)?;
     if path.file_name().is_none_or(|name| name != "HEAD") {
-        file.lock_shared()?;
+        flock_within(&file, false, timeout)?;
     }
     let mut text = String::new();
     file.read_to_string(&mut text)?;
@@ -371,13 +404,13 @@ fn read_locked(path: &Path) -> io::Result<String> {
 }
 
 /// Rewrites a ref file in place under an exclusive `flock`.
-fn write_locked(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_locked(path: &Path, bytes: &[u8], timeout: Duration) -> io::Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)?;
-    file.lock_exclusive()?;
+    flock_within(&file, true, timeout)?;
     file.write_all_at(bytes, 0)?;
     file.set_len(bytes.len() as u64)?;
     Ok(())
@@ -385,7 +418,7 @@ fn write_locked(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 impl RefStore for FilesRefStore {
     fn read(&self, name: &RefName) -> Result<Option<RefValue>, Error> {
-        Self::read_path(&self.path_of(name))
+        self.read_path(&self.path_of(name))
     }
 
     fn transaction(&self, edits: &[RefEdit]) -> Result<(), Error> {

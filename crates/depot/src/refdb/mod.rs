@@ -225,12 +225,14 @@ pub enum Error {
         actual: Option<RefValue>,
     },
     /// Another live writer holds the lock.
-    #[error("the depot is locked by another writer ({holder}); if no retro process is running, delete '{path}'")]
+    #[error("the depot is locked by another writer ({holder}); waited {}s for '{}' (the lock is released when that writer finishes or dies)", waited.as_secs_f32(), path.display())]
     Locked {
         /// The lock file.
         path: PathBuf,
-        /// Who holds it, as recorded in the file.
+        /// Who holds it: pid, host and since when.
         holder: String,
+        /// How long the writer waited.
+        waited: std::time::Duration,
     },
     /// A file operation failed.
     #[error("could not {verb} '{path}': {source}")]
@@ -287,7 +289,15 @@ pub enum Error {
 impl From<crate::lockfile::LockError> for Error {
     fn from(err: crate::lockfile::LockError) -> Self {
         match err {
-            crate::lockfile::LockError::Locked { path, holder } => Error::Locked { path, holder },
+            crate::lockfile::LockError::Locked {
+                path,
+                holder,
+                waited,
+            } => Error::Locked {
+                path,
+                holder,
+                waited,
+            },
             crate::lockfile::LockError::Io { verb, path, source } => {
                 Error::Io { verb, path, source }
             }
