@@ -489,3 +489,60 @@ fn d7_a_deposit_that_would_wrap_the_balance_exits_4_and_moves_no_ref() {
     assert_eq!(amounts, vec![u64::MAX]);
     depot.ok(&["fsck"]);
 }
+
+/// D12 (a): control and bidi characters in user input (here an ANSI escape and U+202E) are
+/// escaped wherever an error echoes that input: revisions, partitions, prune ages, command names,
+/// unknown command-payload keys.
+#[test]
+fn d12_control_and_bidi_characters_in_user_input_are_escaped_in_errors() {
+    let depot = TestDepot::with_history();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["log", "--", "HEAD\u{1b}[2J"], "'HEAD\\u{1b}[2J'"),
+        (vec!["cat-object", "-t", "--", "a\u{202e}bcd"], "\\u{202e}"),
+        (vec!["events", "accounts/\u{1b}[31m["], "\\u{1b}"),
+        (vec!["gc", "--prune", "1\u{1b}[31md"], "'1\\u{1b}[31md'"),
+        (
+            vec![
+                "apply",
+                r#"{"path":"accounts/a","name":"open","x\u001b[1m":1}"#,
+            ],
+            "\"x\\u{1b}[1m\"",
+        ),
+    ];
+    for (args, shown) in cases {
+        let run = depot.fails_unchanged(&args, 1);
+        assert!(run.stderr.contains(shown), "{args:?}: {}", run.stderr);
+        assert!(
+            !run.stderr
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{args:?}: raw {:?}",
+            run.stderr
+        );
+    }
+}
+
+/// D12 (e): a native depot that lost its `config` is reported damaged (exit 5), saying what the
+/// file must hold, whether named with --depot or found as `.retro` from the working directory.
+#[test]
+fn d12_a_native_depot_without_config_is_reported_damaged() {
+    let depot = TestDepot::with_history();
+    std::fs::remove_file(depot.dir.join("config")).unwrap();
+    let run = depot.fails_unchanged(&["log"], 5);
+    assert!(
+        run.stderr.contains("'config' file is missing") && run.stderr.contains("'retro depot 1'"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("missing object"), "{}", run.stderr);
+    let tmp = tempfile::tempdir().unwrap();
+    let found = tmp.path().join(".retro");
+    std::fs::rename(&depot.dir, &found).unwrap();
+    let found_run = crate::common::run(retro_in(tmp.path()).arg("log"));
+    assert_eq!(found_run.code, 5, "{}", found_run.stderr);
+    assert!(
+        found_run.stderr.contains("'config' file is missing"),
+        "{}",
+        found_run.stderr
+    );
+}

@@ -197,3 +197,47 @@ fn deleting_a_missing_ref_says_it_must_exist() {
         run.stderr
     );
 }
+
+/// D1: a ref whose name clashes with a directory of refs (or the reverse) used to be journaled
+/// before its write failed, and every later command failed with "Is a directory". Now it is
+/// refused first (exit 1, naming both refs), the depot unchanged, and every command still works.
+#[test]
+fn d1_ref_directory_clash_does_not_brick_the_depot() {
+    let depot = TestDepot::new();
+    depot.apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#);
+    depot.ok(&["watch", "--consumer", "x/y", "--idle-exit", "1"]);
+    let run = depot.fails_unchanged(&["watch", "--consumer", "x", "--idle-exit", "1"], 1);
+    assert!(
+        run.stderr.contains("'refs/consumers/x'") && run.stderr.contains("'refs/consumers/x/y'"),
+        "{}",
+        run.stderr
+    );
+    depot.ok(&["update-ref", "refs/tags/x/y", "HEAD"]);
+    let run = depot.fails_unchanged(&["update-ref", "refs/tags/x", "HEAD"], 1);
+    assert!(
+        run.stderr
+            .contains("clashes with the existing ref 'refs/tags/x/y'"),
+        "{}",
+        run.stderr
+    );
+    // The other order: a ref, then a name below it.
+    depot.ok(&["update-ref", "refs/tags/t", "HEAD"]);
+    let run = depot.fails_unchanged(&["update-ref", "refs/tags/t/u", "HEAD"], 1);
+    assert!(run.stderr.contains("'refs/tags/t'"), "{}", run.stderr);
+    assert!(depot.ok(&["log"]).contains("AccountOpened"));
+    assert!(depot.ok(&["fsck"]).contains("no problems"));
+    depot.ok(&["gc"]);
+    depot.ok(&["reindex"]);
+    depot.apply(r#"{"path":"accounts/b","name":"open","params":{"owner":"B"}}"#);
+    let names: Vec<String> = depot.refs().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "HEAD",
+            "refs/consumers/x/y",
+            "refs/heads/master",
+            "refs/tags/t",
+            "refs/tags/x/y"
+        ]
+    );
+}

@@ -107,3 +107,43 @@ fn commits_to_a_go_retro_depot_stay_in_its_format() {
         3
     );
 }
+
+/// D12 (e): a native depot whose `config` was lost used to open as a go-retro depot (its
+/// `refs/heads` looks like one) and fail later with "missing object". It is refused at open, and
+/// at init, with an error that says the config is missing and what it must hold, and nothing in
+/// the directory is changed.
+#[test]
+fn d12_a_native_depot_without_config_is_reported_damaged_not_opened_as_go_retro() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    {
+        let depot = depot::Depot::init(&path).unwrap();
+        crate::common::commit_retrying(
+            &depot,
+            vec![(crate::common::p("a/1"), crate::common::ev("Opened", "{}"))],
+            "one",
+        );
+    }
+    std::fs::remove_file(path.join("config")).unwrap();
+    let before = crate::common::snapshot(&path);
+    for err in [
+        depot::Depot::open(&path).err().expect("open refuses"),
+        depot::Depot::init(&path).err().expect("init refuses"),
+    ] {
+        assert!(matches!(err, depot::Error::MissingConfig(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("'config' file is missing") && text.contains("'retro depot 1'"),
+            "{text}"
+        );
+    }
+    assert!(
+        crate::common::snapshot(&path) == before,
+        "the depot changed"
+    );
+    // Restoring the one line is the whole repair.
+    std::fs::write(path.join("config"), "retro depot 1\n").unwrap();
+    let depot = depot::Depot::open(&path).unwrap();
+    assert_eq!(depot.layout(), depot::Layout::Native);
+    assert!(depot.head().unwrap().is_some());
+}

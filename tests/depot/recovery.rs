@@ -689,3 +689,99 @@ fn concurrent_readers_never_see_a_head_they_cannot_read() {
     assert_eq!(history(&writer).len(), commits.len());
     assert_fsck_clean(&writer);
 }
+
+// D1. A depot bricked by the code before the ref-name check: the journal holds a move of
+//     `refs/consumers/x` that was never materialized, and `refs/consumers/x/` is a directory of
+//     refs (`x/y`). Recovery must skip that move (recorded in `logs/skipped-ref-moves`, fsynced)
+//     and go on: the depot opens, reads, checks, repacks, reindexes and commits again.
+#[test]
+fn d1_a_journaled_ref_move_that_cannot_be_written_does_not_brick_the_depot() {
+    let (_dir, path) = fresh();
+    let commits = {
+        let depot = Depot::open(&path).unwrap();
+        commit_some(&depot, "d1", 2)
+    };
+    let head = commits.last().unwrap().checkpoint;
+    let x = RefName::new("refs/consumers/x").unwrap();
+    let saved_journal = std::fs::read(journal_file(&path)).unwrap();
+    {
+        let depot = Depot::open(&path).unwrap();
+        depot
+            .update_refs(&[RefEdit::cas(x.clone(), None, head, Default::default())])
+            .unwrap();
+    }
+    // As the old code left it: the move is in the pack, not materialized, and the ref's path is
+    // a directory holding the ref `x/y` (made by hand here, since the check now refuses it).
+    std::fs::remove_file(path.join("refs/consumers/x")).unwrap();
+    std::fs::remove_file(path.join("logs/refs/consumers/x")).unwrap();
+    std::fs::write(journal_file(&path), &saved_journal).unwrap();
+    std::fs::create_dir_all(path.join("refs/consumers/x")).unwrap();
+    std::fs::write(path.join("refs/consumers/x/y"), head.to_string()).unwrap();
+    std::fs::create_dir_all(path.join("logs/refs/consumers/x")).unwrap();
+
+    let depot = Depot::open(&path).expect("the depot opens despite the unwritable move");
+    let skipped = depot.skipped_ref_moves().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].contains("refs/consumers/x from - to ") && skipped[0].contains("Is a directory"),
+        "{}",
+        skipped[0]
+    );
+    assert_eq!(depot.head().unwrap(), Some(head));
+    let y = RefName::new("refs/consumers/x/y").unwrap();
+    assert_eq!(depot.read_ref(&y).unwrap(), Some(RefValue::Direct(head)));
+    assert_eq!(history(&depot).len(), 2, "log works");
+    assert_fsck_clean(&depot);
+    depot.gc(&Default::default(), |_| {}).expect("gc works");
+    depot.reindex().expect("reindex works");
+    let next = commit_some(&depot, "d1-after", 1).remove(0);
+    assert_eq!(next.parent, Some(head));
+    drop(depot);
+    // Recovery is done: opening again skips nothing new.
+    let depot = Depot::open(&path).unwrap();
+    assert_eq!(depot.skipped_ref_moves().unwrap().len(), 1);
+    assert_fsck_clean(&depot);
+}
+
+// D1. The name check itself, through the journal: a clashing ref is refused before anything is
+//     appended, in either order, and the depot is byte-for-byte as before.
+#[test]
+fn d1_ref_directory_clash_does_not_brick_the_depot() {
+    let (_dir, path) = fresh();
+    let depot = Depot::open(&path).unwrap();
+    let head = commit_some(&depot, "d1", 1).remove(0).checkpoint;
+    let name = |t: &str| RefName::new(t).unwrap();
+    for (first, second) in [
+        ("refs/consumers/x/y", "refs/consumers/x"),
+        ("refs/tags/a", "refs/tags/a/b"),
+    ] {
+        depot
+            .update_refs(&[RefEdit::cas(name(first), None, head, Default::default())])
+            .unwrap();
+        let before = snapshot(&path);
+        let err = depot
+            .update_refs(&[RefEdit::cas(name(second), None, head, Default::default())])
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("'{first}'")) && text.contains(&format!("'{second}'")),
+            "{text}"
+        );
+        assert!(snapshot(&path) == before, "the depot changed");
+    }
+    // A commit onto a new ref that clashes is refused the same way, its batch-mates unharmed.
+    let mut request = depot::CommitRequest::new(
+        None,
+        vec![(p("d1/clash"), ev("Opened", "{}"))],
+        "s1",
+        "clash",
+    );
+    request.target = name("refs/tags/a/c");
+    request.base = depot::Base::Expect(None);
+    let err = depot.commit(request).unwrap_err();
+    assert!(err.to_string().contains("'refs/tags/a'"), "{err}");
+    drop(depot);
+    let depot = Depot::open(&path).unwrap();
+    assert!(depot.skipped_ref_moves().unwrap().is_empty());
+    assert_fsck_clean(&depot);
+}

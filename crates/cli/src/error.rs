@@ -177,6 +177,13 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                     ERROR,
                     Some("give a ref (HEAD, master, refs/…), an id, or a unique prefix of 4+ hex digits".to_owned()),
                 ),
+                depot::Error::Refs(
+                    depot::refdb::Error::NameClash { .. } | depot::refdb::Error::ReflogClash { .. },
+                ) => (
+                    ERROR,
+                    Some("'retro refs' lists the refs; 'retro update-ref -d REF' deletes one".to_owned()),
+                ),
+                depot::Error::MissingConfig(_) => (CORRUPT, None),
                 depot::Error::NotADepot(_) => (
                     ERROR,
                     Some("run 'retro init DIR' to create one".to_owned()),

@@ -19,7 +19,8 @@ pub fn depot_dir(flag: Option<&Path>) -> Result<PathBuf> {
     let cwd = std::env::current_dir()?;
     for dir in cwd.ancestors() {
         let candidate = dir.join(DEFAULT_DIR);
-        if candidate.join("config").is_file() {
+        // A `.retro` that lost its config is still the depot: opening it says what is wrong.
+        if candidate.join("config").is_file() || depot::native_without_config(&candidate) {
             return Ok(candidate);
         }
     }

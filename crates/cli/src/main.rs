@@ -71,9 +71,12 @@ fn main() -> ExitCode {
             let _ = ui.flush();
             let (code, hint) = error::classify(&err);
             let mut stderr = io::stderr().lock();
-            let _ = writeln!(stderr, "retro: error: {}", error_text(&err));
+            // User text in errors is escaped where it is quoted (`depot::shown`); this is the
+            // net under that: nothing invisible reaches the terminal.
+            let text = depot::escape_invisible(&error_text(&err));
+            let _ = writeln!(stderr, "retro: error: {text}");
             if let Some(hint) = hint {
-                let _ = writeln!(stderr, "hint: {hint}");
+                let _ = writeln!(stderr, "hint: {}", depot::escape_invisible(&hint));
             }
             ExitCode::from(code)
         }

@@ -177,9 +177,29 @@ pub enum JournalError {
 pub(crate) struct Journal {
     packs: std::sync::Arc<PackStore>,
     refs: std::sync::Arc<FilesRefStore>,
+    root: PathBuf,
     state_path: PathBuf,
     lock_file: LockFile,
     lock_timeout: Duration,
+}
+
+/// The file under `logs/` listing journaled ref moves that recovery skipped.
+pub(crate) const SKIPPED_MOVES: &str = "skipped-ref-moves";
+
+/// Whether a materialization failed because the file tree has no room for the ref (a file where a
+/// directory must be, or the reverse): no retry can succeed.
+fn cannot_fit(err: &refdb::Error) -> bool {
+    match err {
+        refdb::Error::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::IsADirectory
+                | std::io::ErrorKind::NotADirectory
+                | std::io::ErrorKind::DirectoryNotEmpty
+                | std::io::ErrorKind::AlreadyExists
+                | std::io::ErrorKind::InvalidFilename
+        ),
+        _ => false,
+    }
 }
 
 impl Journal {
@@ -191,6 +211,7 @@ impl Journal {
         Journal {
             packs,
             refs,
+            root: root.to_path_buf(),
             state_path: root.join("journal"),
             lock_file: LockFile::new(root.join("lock")),
             lock_timeout: refdb::DEFAULT_LOCK_TIMEOUT,
@@ -359,19 +380,41 @@ impl Journal {
         // Replay in order: each ref file ends at its last value, and a reflog line is added only
         // where the reflog's tail does not hold it yet (the crash may have come before or after
         // either write).
+        //
+        // A move the file tree has no room for (a ref name clashing with a directory of refs, as
+        // the code before the name check let through) can never be written: it is skipped and
+        // recorded in `logs/skipped-ref-moves` instead of failing every later open. Any other
+        // failure (a full disk, say) may pass, so it stops recovery, to be retried.
         let mut touched = BTreeSet::new();
         for record in &records {
             for update in &record.updates {
-                self.refs.materialize(
+                let written = self.refs.materialize(
                     &update.name,
                     update.new.map(RefValue::Direct).as_ref(),
                     None,
-                )?;
-                let entry = record.reflog_entry(update);
-                if !self.refs.reflog_tail_contains(&update.name, &entry)? {
-                    self.refs.append_reflog(&update.name, &entry, false)?;
+                );
+                if let Err(err) = written {
+                    if !cannot_fit(&err) {
+                        return Err(err.into());
+                    }
+                    self.skip_move(record, update, "the ref file", &err)?;
+                    continue;
                 }
                 touched.insert(update.name.clone());
+                let entry = record.reflog_entry(update);
+                let logged = self
+                    .refs
+                    .reflog_tail_contains(&update.name, &entry)
+                    .and_then(|present| match present {
+                        true => Ok(()),
+                        false => self.refs.append_reflog(&update.name, &entry, false),
+                    });
+                if let Err(err) = logged {
+                    if !cannot_fit(&err) {
+                        return Err(err.into());
+                    }
+                    self.skip_move(record, update, "the reflog line", &err)?;
+                }
             }
         }
         let durable = if rebooted {
@@ -388,6 +431,66 @@ impl Journal {
             },
             rebooted,
         )
+    }
+
+    /// The ref files and reflogs this journal materializes.
+    pub(crate) fn refs(&self) -> &FilesRefStore {
+        &self.refs
+    }
+
+    fn skipped_path(&self) -> PathBuf {
+        self.root.join("logs").join(SKIPPED_MOVES)
+    }
+
+    /// Records a journaled move recovery could not write (one line, fsynced: it is the only
+    /// trace of the move outside the pack).
+    fn skip_move(
+        &self,
+        record: &JournalRecord,
+        update: &JournalUpdate,
+        what: &str,
+        err: &refdb::Error,
+    ) -> Result<(), JournalError> {
+        use std::io::Write as _;
+        let path = self.skipped_path();
+        let io = |verb| {
+            let path = path.clone();
+            move |source| JournalError::Io { verb, path, source }
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io("create directory"))?;
+        }
+        let line = format!(
+            "{} skipped {what} of the journaled move of {} from {} to {} (session {}, {}): {}\n",
+            crate::object::format_date(record.date),
+            update.name,
+            show(&update.old),
+            show(&update.new),
+            one_token(&update.session),
+            one_line(&update.message),
+            one_line(&err.to_string()),
+        );
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io("open"))?;
+        file.write_all(line.as_bytes()).map_err(io("append to"))?;
+        file.sync_data().map_err(io("fsync"))
+    }
+
+    /// The lines of `logs/skipped-ref-moves`: journaled moves recovery skipped.
+    pub(crate) fn skipped_moves(&self) -> Result<Vec<String>, JournalError> {
+        let path = self.skipped_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().map(str::to_owned).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(JournalError::Io {
+                verb: "read",
+                path,
+                source,
+            }),
+        }
     }
 
     /// Appends objects that no ref names yet (a failed command's record) durably, and advances

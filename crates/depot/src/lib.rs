@@ -34,6 +34,7 @@ pub mod postgres;
 pub mod refdb;
 mod rev;
 
+pub use depot::native_without_config;
 pub use depot::{
     Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error, ErrorClass,
     EventRecord, FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options,
@@ -43,7 +44,10 @@ pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};
 pub use journal::JournalError;
 pub use lockfile::LockError;
-pub use name::{EventName, FieldKey, FieldValue, NameError, PartitionName};
+pub use name::{
+    escape_invisible, is_invisible, shown, EventName, FieldKey, FieldValue, NameError,
+    PartitionName,
+};
 pub use object::{
     format_date, parse_date, Affix, Checkpoint, CheckpointError, DecodeError, EncodedObject, Event,
     Kind, Object,

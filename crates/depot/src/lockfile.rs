@@ -1,14 +1,17 @@
 //! Writer locks: an OS advisory lock (fs2 `flock`) on one file, held for a whole
 //! transaction. The kernel drops it when the holder dies, so a SIGKILLed writer never leaves the
-//! depot locked. The holder writes its pid into the file so that a writer that waited too long can
-//! say who holds it.
+//! depot locked. Once it holds the lock, the holder writes `pid <pid> host <host> since <date>`
+//! into the file. That text outlives its writer (the kernel drops the lock at death, not the
+//! file's content), so a writer that waited too long names the real holder from the kernel's lock
+//! table (`/proc/locks`, matched by the file's device and inode), and uses the file's text only
+//! for the host and date of that same pid. A lock whose holder died is simply taken: there is
+//! never a reason to delete the file.
 //!
 //! A [`LockFile`] keeps its file open between transactions (one `flock` and one `pwrite` per
 //! acquisition) and serializes the threads of its process with a mutex, since `flock` does not
 //! exclude holders of the same open file.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -36,12 +39,14 @@ pub struct DepotLock<'a> {
 #[non_exhaustive]
 pub enum LockError {
     /// Another live writer holds it.
-    #[error("the depot is locked by another writer ({holder}); if no retro process is running, delete '{}'", path.display())]
+    #[error("the depot is locked by another writer ({holder}); waited {}s for '{}' (the lock is released when that writer finishes or dies)", waited.as_secs_f32(), path.display())]
     Locked {
         /// The lock file.
         path: PathBuf,
-        /// Who holds it, as recorded in the file.
+        /// Who holds it: pid, host and since when, as the kernel and the holder's note say.
         holder: String,
+        /// How long this writer waited.
+        waited: Duration,
     },
     /// The lock file could not be opened or locked.
     #[error("could not {verb} '{}': {source}", path.display())]
@@ -99,18 +104,10 @@ impl LockFile {
                 Ok(()) => break,
                 Err(e) if is_contended(&e) => {
                     if start.elapsed() >= timeout {
-                        let mut holder = String::new();
-                        let _ = (&*file).read_to_string(&mut holder);
-                        let mut buf = [0u8; 64];
-                        let n = file.read_at(&mut buf, 0).unwrap_or(0);
-                        if holder.is_empty() {
-                            holder = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        }
                         return Err(LockError::Locked {
                             path: self.path.clone(),
-                            holder: holder
-                                .trim_matches(|c: char| c == '\0' || c.is_whitespace())
-                                .to_owned(),
+                            holder: describe_holder(file),
+                            waited: start.elapsed(),
                         });
                     }
                     std::thread::sleep(pause);
@@ -125,9 +122,109 @@ impl LockFile {
                 }
             }
         }
-        let _ = file.write_all_at(format!("pid {:<12}", std::process::id()).as_bytes(), 0);
+        // Written only now that the lock is ours, so the note names a holder (or a dead one).
+        let note = format!(
+            "pid {} host {} since {}\n",
+            std::process::id(),
+            host_name(),
+            crate::object::format_date(chrono::Utc::now())
+        );
+        if file.write_all_at(note.as_bytes(), 0).is_ok() {
+            let _ = file.set_len(note.len() as u64);
+        }
         Ok(DepotLock { guard })
     }
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`), or `unknown`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// What the holder wrote: (pid, host, since).
+fn read_note(file: &File) -> Option<(u32, String, String)> {
+    let mut buf = [0u8; 256];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let mut words = text.split_whitespace();
+    let mut pid = None;
+    let mut host = String::new();
+    let mut since = String::new();
+    while let Some(word) = words.next() {
+        match word {
+            "pid" => pid = words.next().and_then(|p| p.parse().ok()),
+            "host" => host = words.next().unwrap_or_default().to_owned(),
+            "since" => since = words.next().unwrap_or_default().to_owned(),
+            _ => {}
+        }
+    }
+    Some((pid?, host, since))
+}
+
+/// The pids the kernel lists as holding an exclusive `flock` on the file with this device and
+/// inode (`/proc/locks`: `1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF`).
+fn kernel_holders(dev: u64, ino: u64) -> Vec<u32> {
+    let Ok(table) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    // Linux's encoding of a device number (glibc's gnu_dev_major / gnu_dev_minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let wanted = format!("{major:02x}:{minor:02x}:{ino}");
+    table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // A blocked waiter's line starts with "->": skip it.
+            if fields.len() < 6 || fields[1] != "FLOCK" || fields[3] != "WRITE" {
+                return None;
+            }
+            (fields[5] == wanted)
+                .then(|| fields[4].parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Who holds the lock, for the timeout message: the kernel's holder (with the host and date of
+/// the note when the note is that holder's), else the note's pid if it is alive here, else the
+/// note marked as unconfirmed (a holder on another host over a network file system, say).
+fn describe_holder(file: &File) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let note = read_note(file);
+    let host = host_name();
+    let holders = file
+        .metadata()
+        .map(|m| kernel_holders(m.dev(), m.ino()))
+        .unwrap_or_default();
+    if let Some(&pid) = holders.first() {
+        return match &note {
+            Some((noted, noted_host, since)) if *noted == pid && *noted_host == host => {
+                format!("pid {pid} on host {host} since {since}")
+            }
+            _ => format!("pid {pid} on host {host}; it has not written its note yet"),
+        };
+    }
+    match note {
+        Some((pid, noted_host, since)) if noted_host == host && pid_alive(pid) => {
+            format!("pid {pid} on host {host} since {since}")
+        }
+        Some((pid, noted_host, since)) if noted_host != host => {
+            format!("pid {pid} on host {noted_host} since {since}, as its note says")
+        }
+        _ => {
+            "a holder the kernel does not name (the note left in the lock file is stale)".to_owned()
+        }
+    }
+}
+
+/// Whether a process with this pid exists on this host.
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 impl Drop for DepotLock<'_> {
@@ -135,5 +232,65 @@ impl Drop for DepotLock<'_> {
         if let Some(file) = self.guard.as_ref() {
             let _ = FileExt::unlock(file);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// D12 (d): the note in the lock file outlives its writer; a writer that times out names the
+    /// process that really holds the `flock` (from the kernel), with its host and date, and never
+    /// tells anyone to delete the file.
+    #[test]
+    fn d12_lock_timeout_names_the_real_holder_not_the_stale_pid_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        // A dead writer's note (pid 4194304 is above Linux's pid_max limit, never alive), then a
+        // live holder that has not written its own note: an flock on another open file.
+        std::fs::write(&path, "pid 4194304 host ghost since 2020-01-01T00:00:00Z\n").unwrap();
+        let holder = File::open(&path).unwrap();
+        holder.lock_exclusive().unwrap();
+        let waiter = LockFile::new(&path);
+        let err = waiter
+            .acquire(Duration::from_millis(50))
+            .err()
+            .expect("the lock is held");
+        let text = err.to_string();
+        let me = std::process::id();
+        assert!(
+            text.contains(&format!("pid {me} on host {}", host_name())),
+            "{text}"
+        );
+        assert!(
+            !text.contains("4194304") && !text.contains("ghost"),
+            "{text}"
+        );
+        assert!(!text.contains("delete"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        // Released (as at the holder's death): simply taken, and the note is the new holder's.
+        FileExt::unlock(&holder).unwrap();
+        drop(holder);
+        let held = waiter.acquire(Duration::from_millis(50)).unwrap();
+        let note = std::fs::read_to_string(&path).unwrap();
+        assert!(note.starts_with(&format!("pid {me} host ")), "{note}");
+        assert!(
+            note.ends_with('\n') && note.lines().count() == 1,
+            "{note:?}"
+        );
+        drop(held);
+        // A live holder that wrote its note: named with the date from it.
+        let first = LockFile::new(&path);
+        let _held = first.acquire(Duration::from_millis(50)).unwrap();
+        let since = read_note(&File::open(&path).unwrap()).unwrap().2;
+        let text = LockFile::new(&path)
+            .acquire(Duration::from_millis(50))
+            .err()
+            .expect("the lock is held")
+            .to_string();
+        assert!(
+            text.contains(&format!("pid {me} on host {} since {since}", host_name())),
+            "{text}"
+        );
     }
 }

@@ -49,12 +49,71 @@ pub enum NameError {
     },
 }
 
-fn shown(name: &str) -> String {
+fn cut(name: &str) -> String {
     let mut end = name.len().min(80);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    name[..end].escape_debug().to_string()
+    shown(&name[..end])
+}
+
+/// Whether `c` is invisible or can disguise the text around it: a control character (C0, DEL,
+/// C1), a Unicode format character (category Cf: the bidi controls such as U+202E, zero-width
+/// spaces and joiners, the byte-order mark, tag characters …), or a line or paragraph separator.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c as u32,
+            0x00AD
+                | 0x0600..=0x0605
+                | 0x061C
+                | 0x06DD
+                | 0x070F
+                | 0x0890..=0x0891
+                | 0x08E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x2028..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
+/// Escapes the invisible characters of `text` ([`is_invisible`]) as `\n`, `\r`, `\t` or
+/// `\u{…}`, leaving everything else as it is: safe to print on a terminal (no ANSI escape, no
+/// bidi reordering) without touching text that was already escaped.
+pub fn escape_invisible(text: &str) -> String {
+    if !text.chars().any(is_invisible) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_invisible(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// User text (a revision, a ref or partition name, a command name, a key) as an error message
+/// echoes it: backslashes doubled and invisible characters escaped ([`escape_invisible`]), so the
+/// message shows exactly what was given and a terminal cannot be driven by it. Every error that
+/// quotes user input renders it through this.
+pub fn shown(text: &str) -> String {
+    escape_invisible(&text.replace('\\', "\\\\"))
 }
 
 fn describe(c: char) -> String {
@@ -62,7 +121,13 @@ fn describe(c: char) -> String {
         '\0' => "a NUL byte".to_owned(),
         ' ' => "a space".to_owned(),
         c if c.is_whitespace() => format!("whitespace ({})", c.escape_debug()),
-        c if c.is_control() => format!("a control character ({})", c.escape_debug()),
+        c if c.is_control() => {
+            format!("a control character ({})", escape_invisible(&c.to_string()))
+        }
+        c if is_invisible(c) => format!(
+            "an invisible or bidi format character ({})",
+            escape_invisible(&c.to_string())
+        ),
         c => format!("'{c}'"),
     }
 }
@@ -79,7 +144,7 @@ fn check_chars(
     if name.len() > max {
         return Err(NameError::TooLong {
             what,
-            name: shown(name),
+            name: cut(name),
             len: name.len(),
             max,
         });
@@ -87,7 +152,7 @@ fn check_chars(
     if let Some(c) = name.chars().find(|&c| refuse(c)) {
         return Err(NameError::BadCharacter {
             what,
-            name: shown(name),
+            name: cut(name),
             found: describe(c),
         });
     }
@@ -160,8 +225,21 @@ impl PartitionName {
     /// The longest partition name, in bytes.
     pub const MAX_LEN: usize = 255;
 
-    /// Validates a partition name.
+    /// Validates a new partition name (a command's path, an event's partition, an import): the
+    /// stored rules ([`PartitionName::stored`]) and no invisible or bidi format character
+    /// ([`is_invisible`]: U+202E would make `accounts/\u{202e}cilA` display as another name).
     pub fn new(name: &str) -> Result<PartitionName, NameError> {
+        check_chars("partition", name, Self::MAX_LEN, |c| {
+            c.is_whitespace() || is_invisible(c)
+        })?;
+        Self::stored(name)
+    }
+
+    /// Validates a partition name read from an object or an index. go-retro does not restrict
+    /// partition names beyond what its affix lines can hold, so format characters are accepted
+    /// here (a depot go-retro wrote stays readable); only whitespace, control characters and bad
+    /// segments are refused, as they always were.
+    pub fn stored(name: &str) -> Result<PartitionName, NameError> {
         check_chars("partition", name, Self::MAX_LEN, |c| {
             c.is_whitespace() || c.is_control()
         })?;
@@ -170,7 +248,7 @@ impl PartitionName {
             .find(|s| s.is_empty() || *s == "." || *s == "..")
         {
             return Err(NameError::BadSegment {
-                name: shown(name),
+                name: cut(name),
                 segment: segment.to_owned(),
             });
         }
@@ -269,6 +347,33 @@ mod tests {
             PartitionName::new("a b").unwrap_err().to_string(),
             "partition 'a b' contains a space, which is not allowed"
         );
+    }
+
+    #[test]
+    fn d12_partitions_refuse_bidi_and_invisible_format_characters_on_write() {
+        for (bad, found) in [
+            ("accounts/\u{202e}cilA", "\\u{202e}"),
+            ("accounts/a\u{200b}b", "\\u{200b}"),
+            ("accounts/\u{2066}x", "\\u{2066}"),
+            ("accounts/\u{feff}x", "\\u{feff}"),
+            ("accounts/a\u{85}", "\\u{85}"),
+            ("accounts/\u{1b}[31m", "\\u{1b}"),
+        ] {
+            let text = PartitionName::new(bad).unwrap_err().to_string();
+            assert!(text.contains(found), "{text}");
+            assert!(!text.chars().any(is_invisible), "{text:?}");
+        }
+        // What go-retro may have written stays readable.
+        assert!(PartitionName::stored("accounts/\u{202e}cilA").is_ok());
+        assert!(PartitionName::stored("accounts/a b").is_err());
+        assert!(PartitionName::new("ünïcode/名前").is_ok());
+    }
+
+    #[test]
+    fn d12_shown_escapes_what_could_drive_a_terminal() {
+        assert_eq!(shown("HEAD\u{1b}[2J"), "HEAD\\u{1b}[2J");
+        assert_eq!(shown("a\u{202e}b\nc\\"), "a\\u{202e}b\\nc\\\\");
+        assert_eq!(shown("plain/ü"), "plain/ü");
     }
 
     #[test]

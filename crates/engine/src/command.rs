@@ -40,7 +40,8 @@ pub enum CommandError {
     /// A key other than path, name and params.
     #[error("command has an unknown key \"{0}\" (expected path, name, params)")]
     UnknownKey(String),
-    /// A key given twice: the command would be ambiguous.
+    /// A key given twice in one object, at any depth (named by its path, `params.amount`): the
+    /// command would be ambiguous.
     #[error("command has the key \"{0}\" twice (a duplicate key is ambiguous)")]
     DuplicateKey(String),
     /// Too large.
@@ -75,8 +76,8 @@ impl Command {
         }
         let value: Value =
             serde_json::from_slice(payload).map_err(|e| CommandError::NotJson(e.to_string()))?;
-        if let Some(key) = duplicate_top_level_key(payload) {
-            return Err(CommandError::DuplicateKey(key));
+        if let Some(path) = duplicate_key(payload) {
+            return Err(CommandError::DuplicateKey(depot::shown(&path)));
         }
         let Value::Object(mut object) = value else {
             return Err(CommandError::NotAnObject);
@@ -85,7 +86,7 @@ impl Command {
             .keys()
             .find(|k| !matches!(k.as_str(), "path" | "name" | "params"))
         {
-            return Err(CommandError::UnknownKey(key.clone()));
+            return Err(CommandError::UnknownKey(depot::shown(key)));
         }
         let name = match object.remove("name") {
             Some(Value::String(name)) if !name.is_empty() => name,
@@ -97,20 +98,16 @@ impl Command {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid_name {
-            return Err(CommandError::BadName(
-                name.chars()
-                    .take(80)
-                    .collect::<String>()
-                    .escape_debug()
-                    .to_string(),
-            ));
+            return Err(CommandError::BadName(depot::shown(
+                &name.chars().take(80).collect::<String>(),
+            )));
         }
         let path = match object.remove("path") {
             Some(Value::String(path)) => path,
             _ => return Err(CommandError::MissingPath),
         };
         PartitionName::new(&path).map_err(|e| CommandError::BadPath {
-            path: path.escape_debug().to_string(),
+            path: depot::shown(&path),
             reason: e.to_string(),
         })?;
         let params = match object.remove("params") {
@@ -166,30 +163,88 @@ impl Command {
     }
 }
 
-/// The first top-level key that appears twice in a JSON object (serde_json keeps the last one
-/// silently). Only called on payloads that already parsed as JSON.
-fn duplicate_top_level_key(payload: &[u8]) -> Option<String> {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-    struct Keys;
-    impl<'de> Visitor<'de> for Keys {
-        type Value = Option<String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            let mut duplicate = None;
-            while let Some(key) = map.next_key::<String>()? {
-                map.next_value::<IgnoredAny>()?;
-                if !seen.insert(key.clone()) && duplicate.is_none() {
-                    duplicate = Some(key);
-                }
-            }
-            Ok(duplicate)
+/// The path of the first key that appears twice in one JSON object, at any depth (`name`,
+/// `params.amount`, `params.items[2].id`): serde_json keeps the last one silently, so a duplicate
+/// would make the command ambiguous. Only called on payloads that already parsed as JSON (so the
+/// nesting is within serde_json's recursion limit).
+fn duplicate_key(payload: &[u8]) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Walk<'a> {
+        path: String,
+        found: &'a RefCell<Option<String>>,
+    }
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
         }
     }
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            while seq
+                .next_element_seed(Walk {
+                    path: format!("{}[{i}]", self.path),
+                    found: self.found,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if !seen.insert(key) && self.found.borrow().is_none() {
+                    *self.found.borrow_mut() = Some(path.clone());
+                }
+                map.next_value_seed(Walk {
+                    path,
+                    found: self.found,
+                })?;
+            }
+            Ok(())
+        }
+    }
+    let found = RefCell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(payload);
-    deserializer.deserialize_map(Keys).ok().flatten()
+    Walk {
+        path: String::new(),
+        found: &found,
+    }
+    .deserialize(&mut deserializer)
+    .ok()?;
+    found.into_inner()
 }
 
 /// go-retro accepts `createProfile` and `CreateProfile` alike: names compare with their first
@@ -244,6 +299,36 @@ mod tests {
         );
         assert!(err(r#"{"name":"has space","path":"a/1"}"#).starts_with("command name 'has space'"));
         assert!(err(r#"{"name":"x","path":"a/1","extra":1}"#).contains("unknown key \"extra\""));
+    }
+
+    #[test]
+    fn d12_duplicate_keys_are_refused_at_every_depth_naming_their_path() {
+        for (payload, path) in [
+            (r#"{"path":"a/1","path":"a/2","name":"x"}"#, "path"),
+            (
+                r#"{"path":"a/1","name":"x","params":{"amount":1,"amount":2}}"#,
+                "params.amount",
+            ),
+            (
+                r#"{"path":"a/1","name":"x","params":{"to":{"id":1,"id":1}}}"#,
+                "params.to.id",
+            ),
+            (
+                r#"{"path":"a/1","name":"x","params":{"items":[{"id":1},{"id":2,"id":3}]}}"#,
+                "params.items[1].id",
+            ),
+        ] {
+            assert_eq!(
+                err(payload),
+                format!("command has the key \"{path}\" twice (a duplicate key is ambiguous)"),
+                "{payload}"
+            );
+        }
+        // The same key in different objects is no duplicate.
+        Command::parse(
+            br#"{"path":"a/1","name":"x","params":{"a":{"id":1},"b":{"id":1},"l":[{"id":1},{"id":2}]}}"#,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -303,7 +303,7 @@ impl Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
     /// No kind matches the path.
-    #[error("no aggregate kind matches path '{path}' (known kinds: {})", known.join(", "))]
+    #[error("no aggregate kind matches path '{}' (known kinds: {})", depot::shown(.path), known.join(", "))]
     UnknownAggregate {
         /// The path.
         path: String,
@@ -311,7 +311,7 @@ pub enum ResolveError {
         known: Vec<String>,
     },
     /// The kind has no such command.
-    #[error("aggregate kind '{kind}' has no command '{command}' (known: {})", known.join(", "))]
+    #[error("aggregate kind '{}' has no command '{}' (known: {})", depot::shown(.kind), depot::shown(.command), known.join(", "))]
     UnknownCommand {
         /// The kind.
         kind: String,

@@ -46,10 +46,10 @@ pub enum ApplyError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     /// The session id is malformed.
-    #[error("session id '{0}' must be 1 to 128 characters: letters, digits, '-', '_' or '.'")]
+    #[error("session id '{}' must be 1 to 128 characters: letters, digits, '-', '_' or '.'", depot::shown(.0))]
     BadSession(String),
     /// The command needs a live session and this one is not.
-    #[error("command '{command}' needs a live session, and session '{session}' was not started (or has ended); start one with 'retro session start'")]
+    #[error("command '{}' needs a live session, and session '{}' was not started (or has ended); start one with 'retro session start'", depot::shown(.command), depot::shown(.session))]
     SessionRequired {
         /// The session given.
         session: String,

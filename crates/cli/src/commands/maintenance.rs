@@ -25,6 +25,7 @@ pub fn fsck(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
             "failed_commands": report.failed_commands,
             "partitions_checked": report.partitions_checked,
             "unreachable": report.unreachable.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "warnings": report.warnings,
             "problems": report.problems.iter().map(|p| json!({
                 "object": p.id.map(|id| id.to_string()),
                 "message": p.message,
@@ -38,6 +39,9 @@ pub fn fsck(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
                 .and_then(|o| o.kind().ok())
                 .map_or("object", |k| k.as_str());
             ui.line(format!("unreachable {kind} {id}"))?;
+        }
+        for warning in &report.warnings {
+            ui.line(format!("warning {warning}"))?;
         }
         for problem in &report.problems {
             match problem.id {
@@ -74,7 +78,10 @@ pub fn parse_age(text: &str) -> Result<Duration> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let Ok(n) = number.parse::<u64>() else {
-        bail!("'{text}' is not an age such as 0, 30m, 12h or 14d");
+        bail!(
+            "'{}' is not an age such as 0, 30m, 12h or 14d",
+            depot::shown(text)
+        );
     };
     let seconds = match unit {
         "s" => 1,
@@ -82,7 +89,10 @@ pub fn parse_age(text: &str) -> Result<Duration> {
         "h" => 3600,
         "d" | "" => 86_400,
         "w" => 7 * 86_400,
-        _ => bail!("'{text}' is not an age such as 0, 30m, 12h or 14d"),
+        _ => bail!(
+            "'{}' is not an age such as 0, 30m, 12h or 14d",
+            depot::shown(text)
+        ),
     };
     Ok(Duration::from_secs(n.saturating_mul(seconds)))
 }

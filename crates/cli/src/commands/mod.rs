@@ -131,7 +131,10 @@ fn help(path: &[String], ui: &mut Ui) -> Result<()> {
     let mut current = &mut command;
     for name in path {
         current = current.find_subcommand_mut(name).ok_or_else(|| {
-            crate::error::Usage(format!("no such command '{name}'; see 'retro help'"))
+            crate::error::Usage(format!(
+                "no such command '{}'; see 'retro help'",
+                depot::shown(name)
+            ))
         })?;
     }
     let text = current.render_long_help().to_string();

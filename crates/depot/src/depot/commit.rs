@@ -492,6 +492,7 @@ impl Depot {
         let mut targets: HashMap<RefName, RefName> = HashMap::new();
         let mut heads: HashMap<RefName, Option<ObjectId>> = HashMap::new();
         let mut in_batch: HashMap<ObjectId, Arc<IndexedCheckpoint>> = HashMap::new();
+        let mut created: Vec<RefName> = Vec::new();
         for job in jobs {
             let request = &job.request;
             let target = match targets.get(&request.target) {
@@ -521,6 +522,14 @@ impl Depot {
                 Some(head) => *head,
                 None => {
                     let head = read_ref(&target)?.and_then(|v| v.id());
+                    if head.is_none() {
+                        // A new ref: refused here, before the journal, if it cannot exist.
+                        if let Err(e) = self.check_new_ref(&target, &created) {
+                            plan.results.push(Err(e));
+                            continue;
+                        }
+                        created.push(target.clone());
+                    }
                     heads.insert(target.clone(), head);
                     head
                 }

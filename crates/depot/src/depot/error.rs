@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::hash::{ObjectId, ParseIdError};
 use crate::index::IndexError;
 use crate::journal::JournalError;
-use crate::name::NameError;
+use crate::name::{escape_invisible, shown, NameError};
 use crate::object::{DecodeError, Kind};
 use crate::odb;
 use crate::refdb::{self, RefName, RefNameError};
@@ -17,6 +17,9 @@ pub enum Error {
     /// The directory holds no depot.
     #[error("'{0}' is not a retro depot (no 'config' file, and not a go-retro depot either)")]
     NotADepot(PathBuf),
+    /// A native depot (packs, journal, index) whose `config` file is missing.
+    #[error("'{}' is a damaged retro depot: its 'config' file is missing (it has packs/, journal or index.sqlite, which only retro writes); restore it as one line 'retro depot 1': echo 'retro depot 1' > '{}'", .0.display(), .0.join("config").display())]
+    MissingConfig(PathBuf),
     /// `init` found a depot already there.
     #[error("'{0}' already holds a depot")]
     AlreadyExists(PathBuf),
@@ -90,7 +93,7 @@ pub enum Error {
     #[error("ref '{0}' does not exist")]
     RefMissing(RefName),
     /// A revision does not parse.
-    #[error("bad revision '{rev}': {reason}")]
+    #[error("bad revision '{}': {reason}", shown(.rev))]
     BadRevision {
         /// The text.
         rev: String,
@@ -98,10 +101,10 @@ pub enum Error {
         reason: String,
     },
     /// A revision names nothing.
-    #[error("unknown revision '{0}': no such ref, and no object id starts with it")]
+    #[error("unknown revision '{}': no such ref, and no object id starts with it", shown(.0))]
     UnknownRevision(String),
     /// A prefix matches several objects.
-    #[error("prefix '{prefix}' is ambiguous: {} and {} more match", .candidates.first().map(|c| c.to_string()).unwrap_or_default(), .candidates.len().saturating_sub(1))]
+    #[error("prefix '{}' is ambiguous: {} and {} more match", shown(.prefix), .candidates.first().map(|c| c.to_string()).unwrap_or_default(), .candidates.len().saturating_sub(1))]
     AmbiguousPrefix {
         /// The prefix.
         prefix: String,
@@ -118,7 +121,7 @@ pub enum Error {
     #[error(transparent)]
     Name(#[from] NameError),
     /// A glob pattern is invalid.
-    #[error("bad partition glob '{pattern}': {reason}")]
+    #[error("bad partition glob '{}': {}", shown(.pattern), escape_invisible(.reason))]
     Glob {
         /// The pattern.
         pattern: String,
@@ -319,9 +322,10 @@ impl Error {
             | Error::Name(_)
             | Error::Glob { .. }
             | Error::Invalid(_) => ErrorClass::Invalid,
-            Error::MissingObject { .. } | Error::Decode { .. } | Error::WrongKind { .. } => {
-                ErrorClass::Corrupt
-            }
+            Error::MissingObject { .. }
+            | Error::Decode { .. }
+            | Error::WrongKind { .. }
+            | Error::MissingConfig(_) => ErrorClass::Corrupt,
             Error::Io { source, .. } => io_class(source),
             Error::Objects(e) => match e {
                 Odb::Corrupt { .. } | Odb::CorruptFile { .. } => ErrorClass::Corrupt,

@@ -42,6 +42,9 @@ pub struct FsckReport {
     pub partitions_checked: u64,
     /// Corruption and inconsistencies.
     pub problems: Vec<FsckProblem>,
+    /// Things to look at that lose nothing: ref moves recovery could not write (their lines in
+    /// `logs/skipped-ref-moves` hold what is needed to re-apply them by hand).
+    pub warnings: Vec<String>,
 }
 
 impl FsckReport {
@@ -89,6 +92,11 @@ impl Depot {
             });
         }
         report.failed_commands = failures.len() as u64;
+        for line in self.skipped_ref_moves()? {
+            report.warnings.push(format!(
+                "a journaled ref move could not be written and was skipped (logs/skipped-ref-moves): {line}"
+            ));
+        }
         for id in &failures {
             roots.push((FAILED_LOG.to_owned(), *id));
         }
@@ -246,7 +254,7 @@ impl Depot {
         let problems = &mut report.problems;
         let mut checked = 0u64;
         index.for_each_partition(|name, count| {
-            let Ok(partition) = PartitionName::new(name) else {
+            let Ok(partition) = PartitionName::stored(name) else {
                 problems.push(FsckProblem {
                     id: None,
                     message: format!("partition index holds an invalid partition name '{name}'"),

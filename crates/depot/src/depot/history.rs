@@ -420,7 +420,7 @@ impl Depot {
                 .stored
                 .for_each_partition_with_prefix(literal, |name, count| {
                     if matcher.is_match(name) {
-                        if let Ok(p) = PartitionName::new(name) {
+                        if let Ok(p) = PartitionName::stored(name) {
                             out.push((p, count));
                         }
                     }

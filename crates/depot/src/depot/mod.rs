@@ -118,6 +118,9 @@ impl Depot {
     /// [`Depot::init`] with options.
     pub fn init_with(dir: impl AsRef<Path>, options: Options) -> Result<Depot, Error> {
         let dir = dir.as_ref();
+        if native_without_config(dir) {
+            return Err(Error::MissingConfig(dir.to_path_buf()));
+        }
         if dir.join("config").exists() || detect_go_retro(dir) {
             return Err(Error::AlreadyExists(dir.to_path_buf()));
         }
@@ -154,6 +157,10 @@ impl Depot {
                 });
             }
             return Self::open_native(dir, options);
+        }
+        if native_without_config(dir) {
+            // Not go-retro's layout: opening it as one would show "missing object" errors.
+            return Err(Error::MissingConfig(dir.to_path_buf()));
         }
         if detect_go_retro(dir) {
             return Self::open_go_retro(dir, options);
@@ -462,6 +469,17 @@ impl Depot {
                 let _lock = journal.lock()?;
                 journal.recover_locked()?;
                 let prepared = crate::refdb::prepare_edits(edits, |n| self.refs.read(n))?;
+                // Every refusal comes before the journal: a move in it must be writable.
+                crate::refdb::check_clashes(
+                    &prepared,
+                    |n| self.refs.read(n),
+                    |n| self.refs.list_under(n),
+                )?;
+                for (edit, actual) in &prepared {
+                    if edit.new.is_some() && actual.is_none() {
+                        journal.refs().check_paths(&edit.name)?;
+                    }
+                }
                 let record = crate::journal::JournalRecord {
                     date: chrono::Utc::now(),
                     updates: prepared
@@ -479,6 +497,44 @@ impl Depot {
                 Ok(())
             }
             None => Ok(self.refs.transaction(edits)?),
+        }
+    }
+
+    /// Refuses to create `name` where it cannot exist: beside a ref it clashes with (`a` and
+    /// `a/b`, [`crate::refdb::names_clash`]), existing or in `batch` (refs created earlier in the
+    /// same commit batch), or, in a files depot, where the file tree has no room for it. Checked
+    /// before anything is written.
+    pub(crate) fn check_new_ref(&self, name: &RefName, batch: &[RefName]) -> Result<(), Error> {
+        let clash = |other: RefName, same_transaction| {
+            Error::from(crate::refdb::Error::NameClash {
+                name: name.clone(),
+                other,
+                same_transaction,
+            })
+        };
+        if let Some(other) = batch.iter().find(|b| crate::refdb::names_clash(b, name)) {
+            return Err(clash(other.clone(), true));
+        }
+        for ancestor in crate::refdb::ancestors(name) {
+            if self.refs.read(&ancestor)?.is_some() {
+                return Err(clash(ancestor, false));
+            }
+        }
+        if let Some(child) = self.refs.list_under(name)?.into_iter().next() {
+            return Err(clash(child, false));
+        }
+        if let Some(journal) = &self.journal {
+            journal.refs().check_paths(name)?;
+        }
+        Ok(())
+    }
+
+    /// The journaled ref moves that recovery could not write and skipped, one line each as
+    /// recorded in `logs/skipped-ref-moves` (empty for other layouts). fsck reports them.
+    pub fn skipped_ref_moves(&self) -> Result<Vec<String>, Error> {
+        match &self.journal {
+            Some(journal) => Ok(journal.skipped_moves()?),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -712,6 +768,16 @@ impl Drop for Depot {
         // The tail is derived data: losing it costs a catch-up, so a failure here is ignored.
         let _ = self.flush_index();
     }
+}
+
+/// A native depot whose `config` is missing: it has what only retro's own layout has (`packs/`, the
+/// journal state `journal`, the partition index `index.sqlite`) but no `config`. go-retro writes
+/// none of these (its index is `.retro-index.sqlite`).
+pub fn native_without_config(dir: &Path) -> bool {
+    !dir.join("config").exists()
+        && (dir.join("packs").is_dir()
+            || dir.join("journal").is_file()
+            || dir.join("index.sqlite").is_file())
 }
 
 /// A go-retro depot: `refs/heads/master` or two-hex-digit object directories, and no `config`.

@@ -184,10 +184,11 @@ fn decode_affix(body: &[u8]) -> Result<Affix, DecodeError> {
             return Err(bad("expected '<index> <partition> sha256:<hex>'"));
         };
         let index: usize = parse_len(line, index).map_err(|_| bad("index is not a number"))?;
-        let partition = PartitionName::new(partition).map_err(|source| DecodeError::BadName {
-            kind: Kind::Affix,
-            source,
-        })?;
+        let partition =
+            PartitionName::stored(partition).map_err(|source| DecodeError::BadName {
+                kind: Kind::Affix,
+                source,
+            })?;
         let id = parse_id(id, line_no, Kind::Affix)?;
         match &current {
             None if index != 0 => return Err(bad("the first partition's index must be 0")),

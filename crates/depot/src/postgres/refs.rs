@@ -18,7 +18,8 @@ use crate::hash::ObjectId;
 use crate::index::IndexedCheckpoint;
 use crate::object::EncodedObject;
 use crate::refdb::{
-    prepare_edits, Error, Expected, RefEdit, RefListener, RefName, RefStore, RefValue, ReflogEntry,
+    check_clashes, prepare_edits, Error, Expected, RefEdit, RefListener, RefName, RefStore,
+    RefValue, ReflogEntry,
 };
 
 /// The advisory lock key of ref transactions (the same in `retro_commit`).
@@ -70,7 +71,37 @@ enum Refused {
     Conflict(String, Option<String>),
     /// A ref involved is symbolic: the general path must follow it.
     Symbolic,
+    /// A new ref clashes with an existing one (`a` and `a/b`): both names.
+    Clash(String, String),
 }
+
+/// The names in a `retro_ref_clash` raised by the `retro_refs` trigger (schema version 3).
+fn clash_in(err: &postgres::Error) -> Option<(String, String)> {
+    let db = err.as_db_error()?;
+    if *db.code() != SqlState::RAISE_EXCEPTION || db.message() != "retro_ref_clash" {
+        return None;
+    }
+    let (name, other) = db.detail()?.split_once('\t')?;
+    Some((name.to_owned(), other.to_owned()))
+}
+
+fn clash_error(connection: &PgConnection, name: &str, other: &str) -> Error {
+    match (RefName::new(name), RefName::new(other)) {
+        (Ok(name), Ok(other)) => Error::NameClash {
+            name,
+            other,
+            same_transaction: false,
+        },
+        _ => corrupt(
+            connection,
+            name,
+            format!("retro_ref_clash names '{name}' and '{other}'"),
+        ),
+    }
+}
+
+/// Refs strictly below `name/`: one range scan of the primary key.
+const LIST_UNDER: &str = "SELECT name FROM retro_refs WHERE starts_with(name, $1) ORDER BY name";
 
 impl PgRefStore {
     /// A store over an open connection (the schema must exist: see [`super::schema`]).
@@ -123,6 +154,18 @@ impl PgRefStore {
                         expected: edit.expected.clone(),
                         actual,
                     });
+                }
+                Some(Refused::Clash(name, other)) => {
+                    let mut err = clash_error(&self.connection, &name, &other);
+                    if let Error::NameClash {
+                        same_transaction, ..
+                    } = &mut err
+                    {
+                        *same_transaction = edits
+                            .iter()
+                            .any(|e| e.name.as_str() == other && e.new.is_some());
+                    }
+                    return Err(err);
                 }
                 Some(Refused::Symbolic) => {}
             }
@@ -182,6 +225,10 @@ impl PgRefStore {
                             Ok(Some(Refused::Conflict(name.to_owned(), actual)))
                         }
                         "retro_symbolic" => Ok(Some(Refused::Symbolic)),
+                        "retro_ref_clash" => match clash_in(&e) {
+                            Some((name, other)) => Ok(Some(Refused::Clash(name, other))),
+                            None => Err(e),
+                        },
                         _ => Err(e),
                     },
                     _ => Err(e),
@@ -210,6 +257,7 @@ impl PgRefStore {
                 let reflog = session.prepare(INSERT_REFLOG)?;
                 let lock = session.prepare(LOCK_REFS)?;
                 let notify = session.prepare(NOTIFY)?;
+                let under = session.prepare(LIST_UNDER)?;
                 let mut tx = session.client().transaction()?;
                 // The ref lock before any row lock, as in retro_commit.
                 if !edits.is_empty() {
@@ -243,6 +291,51 @@ impl PgRefStore {
                         return Ok(());
                     }
                 };
+                // Git's ref-name rule, checked under the ref lock (the trigger of schema version 3
+                // is the backstop): a typed error, and the transaction rolled back.
+                let clashes = {
+                    let cell = std::cell::RefCell::new(&mut tx);
+                    let failed = std::cell::RefCell::new(None);
+                    let keep = |e: postgres::Error| {
+                        let message = e.to_string();
+                        *failed.borrow_mut() = Some(e);
+                        Error::Backend(message)
+                    };
+                    let result = check_clashes(
+                        &prepared,
+                        |n| {
+                            let row = cell.borrow_mut().query_opt(&read, &[&n.as_str()]);
+                            match row.and_then(|r| r.map(|r| r.try_get::<_, String>(0)).transpose())
+                            {
+                                Ok(text) => text.map(|t| self.parse(n.as_str(), &t)).transpose(),
+                                Err(e) => Err(keep(e)),
+                            }
+                        },
+                        |n| {
+                            let prefix = format!("{n}/");
+                            let rows = cell.borrow_mut().query(&under, &[&prefix]);
+                            match rows.and_then(|rows| {
+                                rows.iter()
+                                    .map(|r| r.try_get::<_, String>(0))
+                                    .collect::<Result<Vec<_>, _>>()
+                            }) {
+                                Ok(names) => Ok(names
+                                    .into_iter()
+                                    .filter_map(|t| RefName::new(&t).ok())
+                                    .collect()),
+                                Err(e) => Err(keep(e)),
+                            }
+                        },
+                    );
+                    if let Some(e) = failed.into_inner() {
+                        return Err(e);
+                    }
+                    result
+                };
+                if let Err(err) = clashes {
+                    outcome = Err(err);
+                    return Ok(());
+                }
                 let date = crate::object::format_date(chrono::Utc::now());
                 for (edit, old) in &prepared {
                     match &edit.new {
@@ -276,7 +369,13 @@ impl PgRefStore {
                 tx.execute(&notify, &[&CHANNEL, &names.join(" ")])?;
                 tx.commit()
             })
-            .map_err(backend)?;
+            .map_err(|e| match &e {
+                PgError::Query { source, .. } => match clash_in(source) {
+                    Some((name, other)) => clash_error(&self.connection, &name, &other),
+                    None => backend(e),
+                },
+                _ => backend(e),
+            })?;
         outcome
     }
 

@@ -210,6 +210,36 @@ const MIGRATIONS: &[&str] = &[
          PERFORM pg_notify('retro_refs', array_to_string(ref_names, ' '));
      END;
      $$;",
+    // 3: the ref-name rule every ref store keeps (Git's): a ref 'a/b' cannot coexist with a ref
+    // 'a'. Checked by a trigger on every insert into retro_refs (retro_commit's and the general
+    // transaction's), under the ref lock both take, so no writer on any host can slip a clash in.
+    // A clash raises 'retro_ref_clash' (DETAIL: new name TAB existing name). Moving an existing
+    // ref costs one primary-key lookup; creating one, a lookup per ancestor and one range scan.
+    "CREATE FUNCTION retro_refs_no_clash() RETURNS trigger LANGUAGE plpgsql AS $$
+     DECLARE
+         parts text[] := string_to_array(NEW.name, '/');
+         prefixes text[] := '{}';
+         k int;
+         other text;
+     BEGIN
+         IF EXISTS (SELECT 1 FROM retro_refs WHERE name = NEW.name) THEN
+             RETURN NEW;
+         END IF;
+         FOR k IN 1 .. coalesce(array_length(parts, 1), 0) - 1 LOOP
+             prefixes := prefixes || array_to_string(parts[1:k], '/');
+         END LOOP;
+         SELECT name INTO other FROM retro_refs
+         WHERE name = ANY (prefixes)
+            OR (name > (NEW.name || '/') COLLATE \"C\" AND name < (NEW.name || '0') COLLATE \"C\")
+         LIMIT 1;
+         IF other IS NOT NULL THEN
+             RAISE EXCEPTION 'retro_ref_clash' USING DETAIL = NEW.name || E'\\t' || other;
+         END IF;
+         RETURN NEW;
+     END;
+     $$;
+     CREATE TRIGGER retro_refs_no_clash BEFORE INSERT ON retro_refs
+         FOR EACH ROW EXECUTE FUNCTION retro_refs_no_clash();",
 ];
 
 /// The newest schema version this build knows.

@@ -27,6 +27,7 @@ pub(crate) fn run(make: &dyn Fn() -> Box<dyn RefStore>) {
     a_failed_transaction_changes_nothing(make());
     delete_and_list(make());
     reflog_records_every_move(make());
+    d1_ref_names_that_clash_are_refused_before_anything_changes(make());
 }
 
 fn create_then_compare_and_swap(store: Box<dyn RefStore>) {
@@ -157,6 +158,94 @@ fn reflog_records_every_move(store: Box<dyn RefStore>) {
     assert_eq!(entries[1].message, "second");
 }
 
+fn d1_ref_names_that_clash_are_refused_before_anything_changes(store: Box<dyn RefStore>) {
+    let name = |t: &str| RefName::new(t).unwrap();
+    let clash = |err: Error| match err {
+        Error::NameClash {
+            name,
+            other,
+            same_transaction,
+        } => (name.to_string(), other.to_string(), same_transaction),
+        other => panic!("expected a name clash, got {other}"),
+    };
+    // A directory of refs, then its name as a ref.
+    store
+        .transaction(&[RefEdit::cas(name("refs/tags/x/y"), None, id(1), log("x/y"))])
+        .unwrap();
+    let err = store
+        .transaction(&[RefEdit::cas(name("refs/tags/x"), None, id(2), log("x"))])
+        .unwrap_err();
+    assert_eq!(
+        clash(err),
+        ("refs/tags/x".to_owned(), "refs/tags/x/y".to_owned(), false)
+    );
+    assert!(err_text_names_both(&*store));
+    assert_eq!(store.read(&name("refs/tags/x")).unwrap(), None);
+    assert!(store.reflog(&name("refs/tags/x")).unwrap().is_empty());
+    // A ref, then a name below it, deeper too.
+    store
+        .transaction(&[RefEdit::cas(name("refs/tags/a"), None, id(1), log("a"))])
+        .unwrap();
+    for below in ["refs/tags/a/b", "refs/tags/a/b/c"] {
+        let err = store
+            .transaction(&[RefEdit::cas(name(below), None, id(2), log("below"))])
+            .unwrap_err();
+        assert_eq!(
+            clash(err),
+            (below.to_owned(), "refs/tags/a".to_owned(), false)
+        );
+        assert_eq!(store.read(&name(below)).unwrap(), None);
+    }
+    // Both in one transaction, in either order: neither is created.
+    for pair in [
+        ["refs/tags/p", "refs/tags/p/q"],
+        ["refs/tags/r/s", "refs/tags/r"],
+    ] {
+        let err = store
+            .transaction(&[
+                RefEdit::cas(name(pair[0]), None, id(1), log("first")),
+                RefEdit::cas(name(pair[1]), None, id(2), log("second")),
+            ])
+            .unwrap_err();
+        assert_eq!(clash(err), (pair[1].to_owned(), pair[0].to_owned(), true));
+        assert_eq!(store.read(&name(pair[0])).unwrap(), None);
+        assert_eq!(store.read(&name(pair[1])).unwrap(), None);
+    }
+    // Names that only share a prefix do not clash; the existing refs still move.
+    store
+        .transaction(&[RefEdit::cas(name("refs/tags/xy"), None, id(3), log("xy"))])
+        .unwrap();
+    store
+        .transaction(&[RefEdit::cas(
+            name("refs/tags/x/y"),
+            Some(id(1)),
+            id(4),
+            log("move"),
+        )])
+        .unwrap();
+    let names: Vec<String> = store
+        .list("refs/tags/")
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(names, ["refs/tags/a", "refs/tags/x/y", "refs/tags/xy"]);
+}
+
+/// The clash message names both refs.
+fn err_text_names_both(store: &dyn RefStore) -> bool {
+    let err = store
+        .transaction(&[RefEdit::cas(
+            RefName::new("refs/tags/x").unwrap(),
+            None,
+            id(2),
+            log("x"),
+        )])
+        .unwrap_err()
+        .to_string();
+    err.contains("'refs/tags/x'") && err.contains("'refs/tags/x/y'")
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -214,6 +303,42 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(&lock_path.display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn d1_a_deleted_refs_directory_and_reflog_do_not_brick_a_new_ref() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FilesRefStore::new(dir.path(), dir.path().join("lock"));
+        let below = RefName::new("refs/tags/x/y").unwrap();
+        let x = RefName::new("refs/tags/x").unwrap();
+        store
+            .transaction(&[RefEdit::cas(below.clone(), None, id(1), log("x/y"))])
+            .unwrap();
+        store
+            .transaction(&[RefEdit {
+                name: below.clone(),
+                expected: Expected::MustBe(id(1)),
+                new: None,
+                log: log("delete"),
+            }])
+            .unwrap();
+        // The reflog of the deleted ref is kept, in the way of x's: refused, typed, nothing made.
+        let err = store
+            .transaction(&[RefEdit::cas(x.clone(), None, id(2), log("x"))])
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ReflogClash { name, other, .. } if *name == x && *other == below),
+            "{err}"
+        );
+        assert_eq!(store.read(&x).unwrap(), None);
+        // Once that reflog is gone, the directory the deleted ref left is no obstacle.
+        std::fs::remove_dir_all(dir.path().join("logs/refs/tags/x")).unwrap();
+        assert!(dir.path().join("refs/tags/x").is_dir());
+        store
+            .transaction(&[RefEdit::cas(x.clone(), None, id(2), log("x"))])
+            .unwrap();
+        assert_eq!(store.read(&x).unwrap(), Some(RefValue::Direct(id(2))));
+        assert_eq!(store.reflog(&x).unwrap().len(), 1);
     }
 
     #[test]

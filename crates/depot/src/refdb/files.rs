@@ -19,13 +19,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt as _;
 
-use fs2::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    prepare_edits, DepotLock, Error, LockFile, RefEdit, RefName, RefStore, RefValue, ReflogEntry,
-    DEFAULT_LOCK_TIMEOUT,
+    ancestors, check_clashes, prepare_edits, DepotLock, Error, LockFile, RefEdit, RefName,
+    RefStore, RefValue, ReflogEntry, DEFAULT_LOCK_TIMEOUT,
 };
 use crate::fsutil;
 
@@ -67,8 +66,8 @@ impl FilesRefStore {
         Ok(self.lock.acquire(self.lock_timeout)?)
     }
 
-    fn read_path(path: &Path) -> Result<Option<RefValue>, Error> {
-        match read_locked(path) {
+    fn read_path(&self, path: &Path) -> Result<Option<RefValue>, Error> {
+        match read_locked(path, self.lock_timeout) {
             // A ref file is created empty, then locked and written: a reader that got the lock
             // in between sees the moment before the ref existed.
             Ok(text) if text.is_empty() => Ok(None),
@@ -82,9 +81,74 @@ impl FilesRefStore {
                     ),
                 }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            // A directory of other refs, or a name below a file: not a ref.
             Err(e) if e.kind() == io::ErrorKind::IsADirectory => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => Ok(None),
             Err(e) => Err(Error::io("read", path)(e)),
         }
+    }
+
+    /// Checks that `name`'s ref file and reflog can be written where the tree has room for them,
+    /// beyond the ref-name rule every store keeps ([`super::names_clash`]): no reflog of a deleted
+    /// ref in the way (a files depot keeps reflogs of deleted refs), and no stray file. Called
+    /// before a ref is created, so a move that cannot be written is refused before it is
+    /// journaled. A directory left empty by deleted refs is no obstacle: it is removed when the
+    /// ref is written.
+    pub fn check_paths(&self, name: &RefName) -> Result<(), Error> {
+        if name.as_str() == "HEAD" {
+            return Ok(());
+        }
+        let logs = self.root.join("logs");
+        for ancestor in ancestors(name) {
+            let path = self.log_path_of(&ancestor);
+            if path.is_file() {
+                return Err(Error::ReflogClash {
+                    name: name.clone(),
+                    other: ancestor,
+                    path,
+                });
+            }
+        }
+        let log = self.log_path_of(name);
+        if log.is_dir() {
+            if let Some(file) = first_file(&log).map_err(Error::io("list", &log))? {
+                let other = file
+                    .strip_prefix(&logs)
+                    .ok()
+                    .and_then(Path::to_str)
+                    .and_then(|t| RefName::new(t).ok());
+                return Err(match other {
+                    Some(other) => Error::ReflogClash {
+                        name: name.clone(),
+                        other,
+                        path: file,
+                    },
+                    None => Error::Corrupt {
+                        path: file,
+                        reason: format!("this file is in the way of the reflog of ref '{name}'"),
+                    },
+                });
+            }
+        }
+        let path = self.path_of(name);
+        if path.is_dir() {
+            if let Some(file) = first_file(&path).map_err(Error::io("list", &path))? {
+                return Err(Error::Corrupt {
+                    path: file,
+                    reason: format!("this file is in the way of ref '{name}'"),
+                });
+            }
+        }
+        for ancestor in ancestors(name) {
+            let path = self.path_of(&ancestor);
+            if path.is_file() {
+                return Err(Error::Corrupt {
+                    path,
+                    reason: format!("this file is in the way of ref '{name}'"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Writes a ref file and its reflog line without fsync, for a caller that holds the depot lock
@@ -102,7 +166,8 @@ impl FilesRefStore {
             Some(value) => {
                 let dir = path.parent().expect("a ref path has a parent");
                 fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-                write_locked(&path, value.to_file_text().as_bytes())
+                remove_empty_dirs(&path).map_err(Error::io("remove empty directory", &path))?;
+                write_locked(&path, value.to_file_text().as_bytes(), self.lock_timeout)
                     .map_err(Error::io("write", &path))?;
             }
             None => match fs::remove_file(&path) {
@@ -238,6 +303,7 @@ impl FilesRefStore {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(()),
             Err(e) => return Err(Error::io("list", dir)(e)),
         };
         for entry in entries {
@@ -255,7 +321,7 @@ impl FilesRefStore {
                 };
                 // Lock and temp files are not refs; RefName refuses them.
                 if let Ok(name) = RefName::new(text) {
-                    match (Self::read_path(&path), errors.as_deref_mut()) {
+                    match (self.read_path(&path), errors.as_deref_mut()) {
                         (Ok(Some(value)), _) => out.push((name, value)),
                         (Ok(None), _) => {}
                         (Err(e), Some(errors)) => errors.push(e),
@@ -268,12 +334,83 @@ impl FilesRefStore {
     }
 }
 
+/// The first file (not directory) under `dir`, if any.
+fn first_file(dir: &Path) -> io::Result<Option<PathBuf>> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            if let Some(found) = first_file(&entry.path())? {
+                return Ok(Some(found));
+            }
+        } else {
+            return Ok(Some(entry.path()));
+        }
+    }
+    Ok(None)
+}
+
+/// Removes `path` if it is a tree of empty directories (left by deleted refs), so that a ref file
+/// can take its place. Anything else is left alone.
+fn remove_empty_dirs(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_empty_dirs(&entry.path())?;
+        }
+    }
+    match fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes a ref file's `flock` (shared or exclusive), waiting at most `timeout` (the depot's lock
+/// timeout): these are held for microseconds, but a stopped process must not hang every writer.
+fn flock_within(file: &File, exclusive: bool, timeout: Duration) -> io::Result<()> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let attempt = if exclusive {
+            fs2::FileExt::try_lock_exclusive(file)
+        } else {
+            fs2::FileExt::try_lock_shared(file)
+        };
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.raw_os_error() == fs2::lock_contended_error().raw_os_error() =>
+            {
+                if start.elapsed() >= timeout {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another process kept the ref file locked for {:.1}s",
+                            start.elapsed().as_secs_f32()
+                        ),
+                    ));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads a ref file under a shared `flock`, so an in-place rewrite is never seen half done.
 /// `HEAD` is only ever replaced whole (temp file and rename), so it is read without the lock.
-fn read_locked(path: &Path) -> io::Result<String> {
+fn read_locked(path: &Path, timeout: Duration) -> io::Result<String> {
     let mut file = File::open(path)?;
     if path.file_name().is_none_or(|name| name != "HEAD") {
-        file.lock_shared()?;
+        flock_within(&file, false, timeout)?;
     }
     let mut text = String::new();
     file.read_to_string(&mut text)?;
@@ -281,13 +418,13 @@ fn read_locked(path: &Path) -> io::Result<String> {
 }
 
 /// Rewrites a ref file in place under an exclusive `flock`.
-fn write_locked(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_locked(path: &Path, bytes: &[u8], timeout: Duration) -> io::Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)?;
-    file.lock_exclusive()?;
+    flock_within(&file, true, timeout)?;
     file.write_all_at(bytes, 0)?;
     file.set_len(bytes.len() as u64)?;
     Ok(())
@@ -295,12 +432,18 @@ fn write_locked(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 impl RefStore for FilesRefStore {
     fn read(&self, name: &RefName) -> Result<Option<RefValue>, Error> {
-        Self::read_path(&self.path_of(name))
+        self.read_path(&self.path_of(name))
     }
 
     fn transaction(&self, edits: &[RefEdit]) -> Result<(), Error> {
         let _lock = self.lock()?;
         let prepared = prepare_edits(edits, |n| self.read(n))?;
+        check_clashes(&prepared, |n| self.read(n), |n| self.list_under(n))?;
+        for (edit, actual) in &prepared {
+            if edit.new.is_some() && actual.is_none() {
+                self.check_paths(&edit.name)?;
+            }
+        }
         let mut locks: Vec<PathBuf> = Vec::with_capacity(prepared.len());
         let result = (|| {
             for (edit, _) in &prepared {
@@ -324,6 +467,7 @@ impl RefStore for FilesRefStore {
         for ((edit, _), lock) in prepared.iter().zip(&locks) {
             let path = self.path_of(&edit.name);
             if edit.new.is_some() {
+                remove_empty_dirs(&path).map_err(Error::io("remove empty directory", &path))?;
                 fs::rename(lock, &path).map_err(Error::io("rename", lock))?;
             } else {
                 match fs::remove_file(&path) {
@@ -384,11 +528,22 @@ impl RefStore for FilesRefStore {
         Ok((out, errors))
     }
 
+    fn list_under(&self, name: &RefName) -> Result<Vec<RefName>, Error> {
+        let mut out = Vec::new();
+        self.walk(&self.path_of(name), &mut out)?;
+        let mut names: Vec<RefName> = out.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        Ok(names)
+    }
+
     fn reflog(&self, name: &RefName) -> Result<Vec<ReflogEntry>, Error> {
         let path = self.log_path_of(name);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            // The reflogs of refs below this name (`x/y` for `x`): this one has none.
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(Vec::new()),
             Err(e) => return Err(Error::io("read", &path)(e)),
         };
         text.lines()

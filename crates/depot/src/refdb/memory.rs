@@ -3,7 +3,17 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{prepare_edits, Error, RefEdit, RefName, RefStore, RefValue, ReflogEntry};
+use super::{
+    check_clashes, prepare_edits, Error, RefEdit, RefName, RefStore, RefValue, ReflogEntry,
+};
+
+fn under(refs: &BTreeMap<RefName, RefValue>, name: &RefName) -> Vec<RefName> {
+    let prefix = format!("{name}/");
+    refs.keys()
+        .filter(|n| n.as_str().starts_with(&prefix))
+        .cloned()
+        .collect()
+}
 
 #[derive(Default)]
 struct Inner {
@@ -38,6 +48,11 @@ impl RefStore for MemoryRefStore {
     fn transaction(&self, edits: &[RefEdit]) -> Result<(), Error> {
         let mut inner = self.inner.lock().expect("memory ref store poisoned");
         let prepared = prepare_edits(edits, |n| Ok(inner.refs.get(n).cloned()))?;
+        check_clashes(
+            &prepared,
+            |n| Ok(inner.refs.get(n).cloned()),
+            |n| Ok(under(&inner.refs, n)),
+        )?;
         let date = chrono::Utc::now();
         for (edit, old) in prepared {
             match &edit.new {
@@ -71,6 +86,13 @@ impl RefStore for MemoryRefStore {
             .filter(|(n, _)| n.as_str().starts_with(prefix))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect())
+    }
+
+    fn list_under(&self, name: &RefName) -> Result<Vec<RefName>, Error> {
+        Ok(under(
+            &self.inner.lock().expect("memory ref store poisoned").refs,
+            name,
+        ))
     }
 
     fn reflog(&self, name: &RefName) -> Result<Vec<ReflogEntry>, Error> {

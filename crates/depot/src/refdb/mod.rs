@@ -225,12 +225,14 @@ pub enum Error {
         actual: Option<RefValue>,
     },
     /// Another live writer holds the lock.
-    #[error("the depot is locked by another writer ({holder}); if no retro process is running, delete '{path}'")]
+    #[error("the depot is locked by another writer ({holder}); waited {}s for '{}' (the lock is released when that writer finishes or dies)", waited.as_secs_f32(), path.display())]
     Locked {
         /// The lock file.
         path: PathBuf,
-        /// Who holds it, as recorded in the file.
+        /// Who holds it: pid, host and since when.
         holder: String,
+        /// How long the writer waited.
+        waited: std::time::Duration,
     },
     /// A file operation failed.
     #[error("could not {verb} '{path}': {source}")]
@@ -256,6 +258,29 @@ pub enum Error {
     /// The same ref appears twice in one transaction.
     #[error("ref '{0}' is edited twice in one transaction")]
     DuplicateEdit(RefName),
+    /// A ref would be both a name and a directory of other refs (`a` and `a/b`), as Git refuses.
+    #[error(
+        "ref '{name}' cannot be created: it clashes with {} '{other}' (a ref 'a/b' cannot coexist with a ref 'a'; delete one or pick another name)",
+        if *.same_transaction { "the ref created in the same transaction" } else { "the existing ref" }
+    )]
+    NameClash {
+        /// The ref being created.
+        name: RefName,
+        /// The ref it clashes with.
+        other: RefName,
+        /// Whether `other` is created by the same transaction (else it exists already).
+        same_transaction: bool,
+    },
+    /// A files depot keeps the reflog of a deleted ref where the new ref's reflog would go.
+    #[error("ref '{name}' cannot be created: the reflog of the deleted ref '{other}' is kept at '{}' (delete that reflog first, or pick another name)", path.display())]
+    ReflogClash {
+        /// The ref being created.
+        name: RefName,
+        /// The deleted ref whose reflog is in the way.
+        other: RefName,
+        /// That reflog file.
+        path: PathBuf,
+    },
     /// A backend-specific failure (a database server, say).
     #[error("{0}")]
     Backend(String),
@@ -264,7 +289,15 @@ pub enum Error {
 impl From<crate::lockfile::LockError> for Error {
     fn from(err: crate::lockfile::LockError) -> Self {
         match err {
-            crate::lockfile::LockError::Locked { path, holder } => Error::Locked { path, holder },
+            crate::lockfile::LockError::Locked {
+                path,
+                holder,
+                waited,
+            } => Error::Locked {
+                path,
+                holder,
+                waited,
+            },
             crate::lockfile::LockError::Io { verb, path, source } => {
                 Error::Io { verb, path, source }
             }
@@ -302,6 +335,15 @@ pub trait RefStore: Send + Sync {
 
     /// A ref's history, oldest first.
     fn reflog(&self, name: &RefName) -> Result<Vec<ReflogEntry>, Error>;
+
+    /// The refs strictly inside `name` taken as a directory (`name/…`), sorted.
+    fn list_under(&self, name: &RefName) -> Result<Vec<RefName>, Error> {
+        Ok(self
+            .list(&format!("{name}/"))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
 
     /// Follows symbolic refs to a direct one: the final name and its id (`None` if unborn).
     fn resolve(&self, name: &RefName) -> Result<(RefName, Option<ObjectId>), Error> {
@@ -382,5 +424,91 @@ pub(crate) fn prepare_edits(
     Ok(prepared)
 }
 
+/// Whether two refs cannot both exist because one is a directory of the other (`a` and `a/b`):
+/// Git's rule, kept by every ref store so that refs always fit in a file tree and a sync between
+/// stores never fails halfway.
+pub fn names_clash(a: &RefName, b: &RefName) -> bool {
+    let inside = |x: &str, y: &str| x.strip_prefix(y).is_some_and(|rest| rest.starts_with('/'));
+    inside(a.as_str(), b.as_str()) || inside(b.as_str(), a.as_str())
+}
+
+/// The refs that would be directories of `name` (`refs/tags` and `refs/tags/x` for
+/// `refs/tags/x/y`), shortest first.
+pub(crate) fn ancestors(name: &RefName) -> impl Iterator<Item = RefName> + '_ {
+    let text = name.as_str();
+    text.match_indices('/')
+        .skip(1)
+        .filter_map(move |(at, _)| RefName::new(&text[..at]).ok())
+}
+
+/// Refuses a transaction (already through [`prepare_edits`]) that would create a ref clashing with
+/// an existing ref (read through `read`, and listed by `under` for `name/…`) or with another ref
+/// created by the same transaction. Refs deleted by the transaction do not count. Shared by every
+/// backend, and called before anything is written.
+pub(crate) fn check_clashes(
+    prepared: &[(RefEdit, Option<RefValue>)],
+    mut read: impl FnMut(&RefName) -> Result<Option<RefValue>, Error>,
+    mut under: impl FnMut(&RefName) -> Result<Vec<RefName>, Error>,
+) -> Result<(), Error> {
+    let deleted = |n: &RefName| {
+        prepared
+            .iter()
+            .any(|(e, _)| e.new.is_none() && &e.name == n)
+    };
+    for (i, (edit, actual)) in prepared.iter().enumerate() {
+        if edit.new.is_none() {
+            continue;
+        }
+        if let Some((other, _)) = prepared[..i]
+            .iter()
+            .find(|(o, _)| o.new.is_some() && names_clash(&o.name, &edit.name))
+        {
+            return Err(Error::NameClash {
+                name: edit.name.clone(),
+                other: other.name.clone(),
+                same_transaction: true,
+            });
+        }
+        if actual.is_some() {
+            // It exists already, so nothing existing clashes with it.
+            continue;
+        }
+        let existing = |other: RefName| Error::NameClash {
+            name: edit.name.clone(),
+            other,
+            same_transaction: false,
+        };
+        for ancestor in ancestors(&edit.name) {
+            if !deleted(&ancestor) && read(&ancestor)?.is_some() {
+                return Err(existing(ancestor));
+            }
+        }
+        if let Some(child) = under(&edit.name)?.into_iter().find(|c| !deleted(c)) {
+            return Err(existing(child));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod conformance;
+
+#[cfg(test)]
+mod clash_tests {
+    use super::*;
+
+    fn n(text: &str) -> RefName {
+        RefName::new(text).unwrap()
+    }
+
+    #[test]
+    fn names_clash_only_at_a_slash() {
+        assert!(names_clash(&n("refs/tags/x"), &n("refs/tags/x/y")));
+        assert!(names_clash(&n("refs/tags/x/y/z"), &n("refs/tags/x")));
+        assert!(!names_clash(&n("refs/tags/x"), &n("refs/tags/xy")));
+        assert!(!names_clash(&n("refs/tags/x"), &n("refs/tags/x")));
+        assert!(!names_clash(&n("HEAD"), &n("refs/heads/master")));
+        let found: Vec<_> = ancestors(&n("refs/tags/x/y")).collect();
+        assert_eq!(found, vec![n("refs/tags"), n("refs/tags/x")]);
+    }
+}

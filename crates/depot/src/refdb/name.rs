@@ -23,7 +23,7 @@ impl RefName {
     pub fn new(name: &str) -> Result<RefName, RefNameError> {
         let refuse = |reason| {
             Err(RefNameError {
-                name: name.escape_debug().to_string(),
+                name: crate::name::shown(name),
                 reason,
             })
         };
