@@ -272,9 +272,12 @@ impl Drop for Active<'_> {
     }
 }
 
-/// A batch-wide failure, shared by every request of the batch.
-fn shared(err: &Error) -> Error {
-    Error::Invalid(format!("commit failed: {err}"))
+/// A batch-wide failure, shared by every request of the batch: each gets the same error, kept
+/// whole (its class, e.g. an I/O failure, must survive: callers map it to an exit code or an HTTP
+/// status).
+fn shared(err: Error) -> impl Fn() -> Error {
+    let err = std::sync::Arc::new(err);
+    move || Error::Batch(err.clone())
 }
 
 impl Depot {
@@ -403,7 +406,10 @@ impl Depot {
                 })();
                 match attempt {
                     Ok(plan) => self.finish(plan),
-                    Err(err) => jobs.iter().map(|_| Err(shared(&err))).collect(),
+                    Err(err) => {
+                        let err = shared(err);
+                        jobs.iter().map(|_| Err(err())).collect()
+                    }
                 }
             }
             None => {
@@ -458,7 +464,10 @@ impl Depot {
                         Ok(plan) => return self.finish(plan),
                         // Another process moved a ref between planning and the CAS: plan again.
                         Err(err) if err.is_conflict() => continue,
-                        Err(err) => return jobs.iter().map(|_| Err(shared(&err))).collect(),
+                        Err(err) => {
+                            let err = shared(err);
+                            return jobs.iter().map(|_| Err(err())).collect();
+                        }
                     }
                 }
                 jobs.iter()

@@ -131,6 +131,10 @@ pub enum Error {
     /// A request is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// A group commit failed as a whole (an I/O error, say): every request of the batch gets
+    /// this, sharing the one cause.
+    #[error("commit failed: {0}")]
+    Batch(#[source] std::sync::Arc<Error>),
 }
 
 fn show(id: &Option<ObjectId>) -> String {
