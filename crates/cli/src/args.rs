@@ -255,6 +255,19 @@ pub enum Commands {
         /// The domain manifest (as for apply).
         #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
         manifest: Option<PathBuf>,
+        /// Also accept requests whose Host header is HOST (a name, or NAME:PORT; '*': any).
+        /// localhost, 127.0.0.1, [::1] and the listening address are always accepted.
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_hosts: Vec<String>,
+        /// Seconds a client may take to send a request's headers (else the connection closes).
+        #[arg(long, default_value_t = 10, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_timeout: u64,
+        /// Seconds a read may take, and a client may take to send an apply's body (408 beyond).
+        /// An apply itself is never cut short: it is answered with its outcome.
+        #[arg(long, default_value_t = 30, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        request_timeout: u64,
     },
     /// Print a shell completion script
     Completions {
