@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{json as parse, json_lines, misbehaving, TestDepot};
+use crate::common::{assert_same_snapshot, json as parse, json_lines, misbehaving, TestDepot};
 use crate::watch::{std_cmd, Lines, Proc};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -75,15 +75,25 @@ fn write_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<()> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+    // Defaults (`Host: localhost`, and a JSON content type on a POST) unless `headers` name them;
+    // a header given with an empty value is left out (to send none at all).
+    let given = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !given("host") {
+        head.push_str("Host: localhost\r\n");
+    }
+    if method == "POST" && !given("content-type") {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    let mut head = head.into_bytes();
+    for (name, value) in headers.iter().filter(|(_, v)| !v.is_empty()) {
+        head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     if method == "POST" || !body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        head.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
+    head.extend_from_slice(b"\r\n");
+    stream.write_all(&head)?;
     // The server may answer (413) and stop reading before the body is all sent: keep going to
     // the response anyway.
     if let Err(err) = stream.write_all(body) {
@@ -491,9 +501,9 @@ fn serve_reads_answer_as_the_cli_prints() {
         json!(all_events.as_array().unwrap()[..2])
     );
     get(addr, "/events?since=nosuchrev").assert_error(404, "not_found");
-    // A malformed query parameter is a 400 (axum's own plain-text rejection, not the JSON error).
-    assert_eq!(get(addr, "/log?n=abc").status, 400);
-    assert_eq!(get(addr, "/events?limit=-1").status, 400);
+    // A malformed query parameter is a 400 (axum's own rejection, answered as the JSON error).
+    get(addr, "/log?n=abc").assert_error(400, "bad_request");
+    get(addr, "/events?limit=-1").assert_error(400, "bad_request");
     get(addr, "/events?glob=accounts/%5B").assert_error(400, "bad_request");
 }
 
@@ -567,7 +577,7 @@ fn serve_apply_answers_201_400_413_422_and_records_rejections() {
         padded((1 << 20) + 1).as_bytes(),
     )
     .unwrap();
-    assert_eq!(big.status, 413, "{}", big.text());
+    big.assert_error(413, "too_large");
     assert_eq!(head(&depot), deposited, "a refused request moved HEAD");
     let limit = request(addr, "POST", "/apply", &[], padded(1 << 20).as_bytes()).unwrap();
     assert_eq!(limit.status, 201, "{}", limit.text());
@@ -605,9 +615,9 @@ fn serve_apply_answers_201_400_413_422_and_records_rejections() {
         .starts_with("insufficient_funds: "));
     assert!(depot.ok(&["failed"]).contains("accounts/erin withdraw"));
 
-    // Wrong method and unknown path are not API errors but still no success.
-    assert_eq!(get(addr, "/apply").status, 405);
-    assert_eq!(get(addr, "/nowhere").status, 404);
+    // Wrong method and unknown path: the JSON error too.
+    get(addr, "/apply").assert_error(405, "method_not_allowed");
+    get(addr, "/nowhere").assert_error(404, "not_found");
 
     // 409 (`conflict`: the aggregate kept changing through every retry) needs a writer racing
     // the same aggregate faster than the engine retries; not provoked here.
@@ -954,4 +964,454 @@ fn serve_sigterm_lets_requests_in_flight_finish_and_exits_0() {
         committed.len(),
         log.len()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17: the red team's findings, one regression test each.
+
+/// Polls `condition` until it holds, or panics after `limit`.
+fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A domain with one command, `slow/<id> wait`, whose handler creates `<dir>/started` and then
+/// waits until `<dir>/go` exists: the test decides when the apply ends.
+fn slow_domain(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("wait.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "cat >/dev/null\n: > '{dir}/started'\nwhile [ ! -e '{dir}/go' ]; do sleep 0.01; done\n\
+             printf '{{\"events\":{{\"%s\":[{{\"name\":\"Waited\",\"data\":{{}}}}]}}}}\\n' \"$RETRO_PATH\"\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let manifest = dir.join("slow.json");
+    std::fs::write(
+        &manifest,
+        json!({"aggregates": {"slow": {"commands": {"wait": {
+            "exec": ["sh", script.to_str().unwrap()], "timeout_ms": 120_000
+        }}}}})
+        .to_string(),
+    )
+    .unwrap();
+    manifest
+}
+
+#[test]
+fn d4_an_apply_that_outlives_the_request_timeout_is_answered_with_its_outcome() {
+    let depot = TestDepot::with_history();
+    let control = tempfile::tempdir().unwrap();
+    let manifest = slow_domain(control.path());
+    let server = Server::start(
+        &depot,
+        &[
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--request-timeout",
+            "1",
+        ],
+        &[],
+    );
+    let before = head(&depot);
+
+    let (tx, answer) = mpsc::channel();
+    let addr = server.addr.clone();
+    thread::spawn(move || {
+        let _ = tx.send(request(
+            &addr,
+            "POST",
+            "/apply",
+            &[],
+            br#"{"path":"slow/s1","name":"wait","params":{}}"#,
+        ));
+    });
+    let started = control.path().join("started");
+    wait_until(Duration::from_secs(20), "the handler to start", || {
+        started.exists()
+    });
+    // The handler is held past three request timeouts: the old server answered 408 after its
+    // timeout and committed anyway. Now no answer may come before the outcome is known.
+    match answer.recv_timeout(Duration::from_secs(3)) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        other => panic!(
+            "answered before the apply finished: {:?}",
+            other.map(|r| r.map(|r| (r.status, r.text())))
+        ),
+    }
+    assert_eq!(
+        head(&depot),
+        before,
+        "committed before the handler answered"
+    );
+    std::fs::write(control.path().join("go"), b"").unwrap();
+    let response = answer
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no answer after the handler finished")
+        .expect("the request failed");
+    assert_eq!(response.status, 201, "{}", response.text());
+    let checkpoint = response.json()["checkpoint"].as_str().unwrap().to_owned();
+    assert_eq!(head(&depot), checkpoint, "the 201 names what HEAD holds");
+    let log = json_lines(&depot.ok(&["log", "--json", "-n", "2"]));
+    assert_eq!(
+        log[1]["checkpoint"],
+        before.as_str(),
+        "applied once, on top of the old head"
+    );
+
+    // The timeout still covers reading the request: a body that never arrives is a 408, and
+    // nothing is applied.
+    let mut stream = connect(&server.addr).unwrap();
+    stream
+        .write_all(
+            b"POST /apply HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\nConnection: close\r\n\r\n{\"path\":",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let (status, _) = read_head(&mut reader).unwrap();
+    assert_eq!(status, 408);
+    assert_eq!(head(&depot), checkpoint, "a 408 moved HEAD");
+}
+
+#[test]
+fn d11_a_token_followed_by_more_characters_is_refused() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &["--token", "s3cret"], &[]);
+    let command = r#"{"path":"accounts/fay","name":"open","params":{"owner":"Fay"}}"#;
+    let before = depot.snapshot();
+    // 6 + 256 characters: the old check compared the lengths modulo 256 and only the token's
+    // own length of bytes, so this was accepted.
+    for extra in [256, 512, 1, 255] {
+        let given = format!("Bearer s3cret{}", "x".repeat(extra));
+        post(&server.addr, &[("Authorization", &given)], command).assert_error(401, "unauthorized");
+    }
+    let prefix_of_256 = format!("Bearer {}", "s".repeat(262));
+    post(&server.addr, &[("Authorization", &prefix_of_256)], command)
+        .assert_error(401, "unauthorized");
+    assert_same_snapshot(
+        &before,
+        &depot.snapshot(),
+        &["POST /apply with a wrong token"],
+    );
+    let ok = post(&server.addr, &[("Authorization", "Bearer s3cret")], command);
+    assert_eq!(ok.status, 201, "{}", ok.text());
+}
+
+#[test]
+fn d11_apply_refuses_content_types_other_than_json() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &[], &[]);
+    let command = r#"{"path":"accounts/fay","name":"open","params":{"owner":"Fay"}}"#;
+    let before = depot.snapshot();
+    // What a page of another origin may POST without a CORS preflight, and none at all.
+    for content_type in [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+        "",
+    ] {
+        post(&server.addr, &[("Content-Type", content_type)], command)
+            .assert_error(415, "unsupported_media_type");
+    }
+    assert_same_snapshot(&before, &depot.snapshot(), &["POST /apply, not JSON"]);
+    let ok = post(
+        &server.addr,
+        &[("Content-Type", "Application/JSON; charset=utf-8")],
+        command,
+    );
+    assert_eq!(ok.status, 201, "{}", ok.text());
+}
+
+#[test]
+fn d11_unexpected_host_headers_are_refused() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &["--allow-host", "depot.example"], &[]);
+    let addr = server.addr.as_str();
+    let port = addr.rsplit_once(':').unwrap().1;
+    let command = r#"{"path":"accounts/fay","name":"open","params":{"owner":"Fay"}}"#;
+    let before = depot.snapshot();
+    // A DNS-rebinding page sends its own name (with this port); other ports of allowed names
+    // are another server.
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        "localhost:1".to_owned(),
+        format!("localhost.evil.example:{port}"),
+        format!("depot.example:{}", port.parse::<u16>().unwrap() ^ 1),
+        format!("[::1]x:{port}"),
+        "".to_owned(),
+    ] {
+        let headers = [("Host", host.as_str())];
+        post(addr, &headers, command).assert_error(403, "host_not_allowed");
+        request(addr, "GET", "/health", &headers, b"")
+            .unwrap()
+            .assert_error(403, "host_not_allowed");
+    }
+    assert_same_snapshot(&before, &depot.snapshot(), &["POST /apply, bad Host"]);
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        format!("LocalHost:{port}"),
+        "depot.example".to_owned(),
+        format!("depot.example:{port}"),
+    ] {
+        let response = request(addr, "GET", "/health", &[("Host", &host)], b"").unwrap();
+        assert_eq!(response.status, 200, "{host}: {}", response.text());
+    }
+    let ok = post(addr, &[("Host", &format!("127.0.0.1:{port}"))], command);
+    assert_eq!(ok.status, 201, "{}", ok.text());
+}
+
+#[test]
+fn d11_listening_beyond_loopback_without_a_token_warns() {
+    let depot = TestDepot::with_history();
+    let mut cmd = std_cmd(&depot, &["serve", "--listen", "0.0.0.0:0"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut proc = Proc(Some(cmd.spawn().unwrap()));
+    let stderr = Lines::new(proc.child().stderr.take().unwrap());
+    let first = stderr.expect(Duration::from_secs(10), "the 'serving' line");
+    assert!(first.contains("serving"), "{first}");
+    let warning = stderr.expect(Duration::from_secs(10), "the warning");
+    assert!(
+        warning.starts_with("retro: warning: ") && warning.contains("without a token"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn d11_a_session_header_that_is_not_ascii_is_refused() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &[], &[]);
+    let before = depot.snapshot();
+    post(
+        &server.addr,
+        &[("X-Retro-Session", "café")],
+        r#"{"path":"accounts/fay","name":"open","params":{"owner":"Fay"}}"#,
+    )
+    .assert_error(400, "bad_command");
+    assert_same_snapshot(
+        &before,
+        &depot.snapshot(),
+        &["POST /apply, non-ASCII session"],
+    );
+    assert!(json_lines(&depot.ok(&["failed", "--json"])).is_empty());
+}
+
+#[test]
+fn d11_a_connection_that_never_finishes_its_headers_is_closed() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &["--header-timeout", "1"], &[]);
+    let opened = Instant::now();
+    let mut stream = connect(&server.addr).unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .unwrap();
+    // The server must close it (EOF, or a reset) long before our 20 s read timeout.
+    let mut rest = Vec::new();
+    match stream.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(err) => panic!(
+            "the half-sent request was still open after {:?}: {err}",
+            opened.elapsed()
+        ),
+    }
+    // An idle keep-alive connection that sends nothing is cut off the same way.
+    let mut idle = connect(&server.addr).unwrap();
+    match idle.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(err) => panic!("the idle connection was still open: {err}"),
+    }
+    // And the server still answers.
+    assert_eq!(get(&server.addr, "/health").status, 200);
+}
+
+/// The threads of process `pid`.
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn d11_event_streams_do_not_cost_a_thread_each() {
+    const CLIENTS: usize = 200;
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &[], &[]);
+    let streams: Vec<Sse> = (0..CLIENTS)
+        .map(|i| {
+            let path = if i % 2 == 0 {
+                "/watch"
+            } else {
+                "/watch?glob=accounts/**"
+            };
+            let stream = Sse::open(&server.addr, path, &[]);
+            assert_eq!(stream.status, 200);
+            stream
+        })
+        .collect();
+    let threads = threads_of(server.proc.pid());
+    assert!(
+        threads < 64,
+        "{threads} threads in the server with {CLIENTS} event streams open"
+    );
+    assert_eq!(get(&server.addr, "/health").status, 200);
+    // Every stream still gets what lands.
+    let opened = apply(
+        &server.addr,
+        r#"{"path":"accounts/ivy","name":"open","params":{"owner":"Ivy"}}"#,
+    );
+    for stream in &streams {
+        stream.expect_checkpoint(&opened);
+    }
+    let threads = threads_of(server.proc.pid());
+    assert!(
+        threads < 64,
+        "{threads} threads after delivering to {CLIENTS} streams"
+    );
+}
+
+#[test]
+fn d12_events_with_limit_0_returns_none() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &[], &[]);
+    assert_eq!(get_json(&server.addr, "/events?limit=0"), json!([]));
+    assert_eq!(
+        get_json(&server.addr, "/events?limit=0&glob=accounts/**"),
+        json!([])
+    );
+    assert_eq!(
+        get_json(&server.addr, "/events?limit=1")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The parameters are still checked.
+    get(&server.addr, "/events?limit=0&glob=accounts/%5B").assert_error(400, "bad_request");
+    get(&server.addr, "/events?limit=0&since=nosuchrev").assert_error(404, "not_found");
+}
+
+#[test]
+fn d12_resuming_after_an_event_id_is_a_400() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &[], &[]);
+    let events = get_json(&server.addr, "/events?limit=1");
+    let event = events[0]["event"].as_str().unwrap();
+    let response = request(
+        &server.addr,
+        "GET",
+        "/watch",
+        &[("Last-Event-ID", event)],
+        b"",
+    )
+    .unwrap();
+    response.assert_error(400, "bad_request");
+    let message = response.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("not a checkpoint"), "{message}");
+    get(&server.addr, &format!("/watch?since={event}")).assert_error(400, "bad_request");
+    request(
+        &server.addr,
+        "GET",
+        "/watch",
+        &[("Last-Event-ID", "sha256:ü")],
+        b"",
+    )
+    .unwrap()
+    .assert_error(400, "bad_request");
+    // A checkpoint still resumes.
+    let head_id = head(&depot);
+    let resumed = Sse::open(&server.addr, "/watch", &[("Last-Event-ID", &head_id)]);
+    assert_eq!(resumed.status, 200);
+}
+
+#[test]
+fn d12_an_io_failure_is_a_5xx_that_names_no_path() {
+    let depot = TestDepot::with_history();
+    let mut server = Server::start(&depot, &[], &[]);
+    let before = head(&depot);
+    // The depot lock file replaced by a directory: the next commit cannot open it.
+    let lock = depot.dir.join("lock");
+    let aside = depot.dir.join("lock.aside");
+    std::fs::rename(&lock, &aside).unwrap();
+    std::fs::create_dir(&lock).unwrap();
+    let response = post(
+        &server.addr,
+        &[],
+        r#"{"path":"accounts/fay","name":"open","params":{"owner":"Fay"}}"#,
+    );
+    std::fs::remove_dir(&lock).unwrap();
+    std::fs::rename(&aside, &lock).unwrap();
+    response.assert_error(500, "io_error");
+    let text = response.text();
+    let root = depot.tmp.path().to_str().unwrap();
+    assert!(
+        !text.contains(root) && !text.contains("/lock"),
+        "a path in {text}"
+    );
+    let id = response.json()["error"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(response.header("x-request-id"), Some(id.as_str()));
+    assert_eq!(head(&depot), before);
+    // The log has the whole error under that id.
+    let logged = server
+        .stderr
+        .expect(Duration::from_secs(10), "the logged error");
+    assert!(
+        logged.contains(&format!("request {id} ")) && logged.contains(root),
+        "{logged}"
+    );
+    // The depot works again once the lock is back.
+    apply(
+        &server.addr,
+        r#"{"path":"accounts/fay","name":"open","params":{"owner":"Fay"}}"#,
+    );
+    server.proc.kill();
+}
+
+#[test]
+fn d12_every_error_body_is_the_json_error() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &[], &[]);
+    let addr = server.addr.as_str();
+    let command = r#"{"path":"accounts/fay","name":"open","params":{"owner":"Fay"}}"#;
+    get(addr, "/nowhere").assert_error(404, "not_found");
+    request(addr, "POST", "/health", &[], b"")
+        .unwrap()
+        .assert_error(405, "method_not_allowed");
+    request(addr, "DELETE", "/apply", &[], b"")
+        .unwrap()
+        .assert_error(405, "method_not_allowed");
+    post(addr, &[], r#"{"path":"#).assert_error(400, "bad_command");
+    post(addr, &[("Content-Type", "")], command).assert_error(415, "unsupported_media_type");
+    let big = format!("{command}{}", " ".repeat(1 << 20));
+    request(addr, "POST", "/apply", &[], big.as_bytes())
+        .unwrap()
+        .assert_error(413, "too_large");
+    get(addr, "/log?n=abc").assert_error(400, "bad_request");
+    get(addr, "/events?limit=-1").assert_error(400, "bad_request");
+    get(addr, "/partitions?glob=%5B").assert_error(400, "bad_request");
+    // Every error carries its request id, as the header does.
+    let response = get(addr, "/nowhere");
+    let id = response.json()["error"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(response.header("x-request-id"), Some(id.as_str()));
 }

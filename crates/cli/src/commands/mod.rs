@@ -114,7 +114,20 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
             listen,
             token,
             manifest,
-        } => serve::run(flag, &listen, token, manifest.as_deref()),
+            allow_hosts,
+            header_timeout,
+            request_timeout,
+        } => serve::run(
+            flag,
+            &serve::Options {
+                listen,
+                token,
+                manifest,
+                allow_hosts,
+                header_timeout: std::time::Duration::from_secs(header_timeout),
+                request_timeout: std::time::Duration::from_secs(request_timeout),
+            },
+        ),
         Commands::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "retro", ui.out());
