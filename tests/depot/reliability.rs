@@ -389,3 +389,52 @@ fn d10_a_sealed_pack_cut_by_one_byte_is_reported_and_repair_says_what_is_lost() 
     assert!(depot.gc(&GcOptions::default(), |_| {}).is_err());
     assert!(pack.exists());
 }
+
+#[test]
+fn a_gc_killed_before_deleting_what_it_replaced_is_finished_by_the_next_open() {
+    let (_tmp, path) = fresh();
+    let mut ids = {
+        let depot = Depot::open(&path).unwrap();
+        let mut ids = commit_n(&depot, "a", 2);
+        depot.gc(&GcOptions::default(), |_| {}).unwrap();
+        ids.extend(commit_n(&depot, "b", 2));
+        ids
+    };
+    // The state of a second gc killed after renaming its pack (a copy of everything, sealed as
+    // pack 4, with pack 5 begun) but before deleting packs 2 and 3: its marker names them.
+    let listing = packs(&path);
+    assert_eq!(listing, vec![(2, true), (3, false)], "{listing:?}");
+    let depot = Depot::open(&path).unwrap();
+    depot.gc(&GcOptions::default(), |_| {}).unwrap();
+    drop(depot);
+    let (done, _) = packs(&path)[0];
+    fs::rename(pack_path(&path, done), pack_path(&path, 40)).unwrap();
+    fs::rename(idx_path(&path, done), idx_path(&path, 40)).unwrap();
+    fs::remove_file(pack_path(&path, done + 1)).unwrap();
+    fs::write(pack_path(&path, 41), b"RETROPK1").unwrap();
+    fs::write(path.join("packs/pack-0000000000000040.replaces"), "2\n3\n").unwrap();
+    let (_tmp3, old) = fresh();
+    {
+        // Put the replaced packs 2 and 3 back, as the killed gc left them: the same history
+        // committed the same way into another depot gives the same pack numbers.
+        let depot = Depot::open(&old).unwrap();
+        commit_n(&depot, "a", 2);
+        depot.gc(&GcOptions::default(), |_| {}).unwrap();
+        commit_n(&depot, "b", 2);
+    }
+    for (seq, sealed) in packs(&old) {
+        fs::copy(pack_path(&old, seq), pack_path(&path, seq)).unwrap();
+        if sealed {
+            fs::copy(idx_path(&old, seq), idx_path(&path, seq)).unwrap();
+        }
+    }
+    assert!(packs(&path).contains(&(3, false)));
+
+    let depot = Depot::open(&path).unwrap();
+    let now: Vec<u64> = packs(&path).iter().map(|p| p.0).collect();
+    assert_eq!(now, vec![40, 41], "the replaced packs were not removed");
+    assert!(!path.join("packs/pack-0000000000000040.replaces").exists());
+    ids.extend(commit_n(&depot, "c", 1));
+    assert_all_readable(&depot, &ids);
+    assert_clean(&depot);
+}

@@ -105,6 +105,11 @@ fn idx_name(seq: u64) -> String {
     format!("pack-{seq:016}.idx")
 }
 
+/// gc's marker naming the packs a repack into `seq` replaces.
+fn replaces_name(seq: u64) -> String {
+    format!("pack-{seq:016}.replaces")
+}
+
 fn parse_pack_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("pack-")?.strip_suffix(".pack")?;
     if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -889,6 +894,8 @@ struct Listing {
     orphan_indexes: Vec<u64>,
     /// Temp files (left by killed writers).
     temps: Vec<PathBuf>,
+    /// gc's markers `pack-N.replaces`: the packs a repack into N replaces (see `repack`).
+    replaces: Vec<u64>,
     /// The highest number in any name.
     highest: u64,
 }
@@ -938,7 +945,9 @@ impl PackStore {
             roll_size: DEFAULT_ROLL_SIZE,
         };
         store.refresh()?;
-        store.remove_leftovers();
+        if store.remove_leftovers() {
+            store.refresh()?;
+        }
         Ok(store)
     }
 
@@ -951,16 +960,17 @@ impl PackStore {
     /// Removes what killed writers left behind: temp files and indexes whose pack never made it
     /// into place (a gc killed between its renames). Only when no writer holds the write lock
     /// (a running gc or seal owns its temp files); otherwise the next open does it.
-    fn remove_leftovers(&self) {
+    fn remove_leftovers(&self) -> bool {
         let Ok(_lock) = self.write_lock.acquire(std::time::Duration::ZERO) else {
-            return;
+            return false;
         };
-        if self
-            .list()
-            .is_ok_and(|l| !l.orphan_indexes.is_empty() || !l.temps.is_empty())
-        {
+        let pending = self.list().is_ok_and(|l| {
+            !l.orphan_indexes.is_empty() || !l.temps.is_empty() || !l.replaces.is_empty()
+        });
+        if pending {
             self.remove_leftovers_locked();
         }
+        pending
     }
 
     /// Tells the store where acknowledged data ends (the journal's materialized position):
@@ -1071,6 +1081,12 @@ impl PackStore {
                 .and_then(|n| parse_pack_name(&format!("{n}.pack")))
             {
                 indexes.push(seq);
+                listing.highest = listing.highest.max(seq);
+            } else if let Some(seq) = name
+                .strip_suffix(".replaces")
+                .and_then(|n| parse_pack_name(&format!("{n}.pack")))
+            {
+                listing.replaces.push(seq);
                 listing.highest = listing.highest.max(seq);
             } else if name.starts_with(".tmp-") {
                 if let Some(seq) = temp_seq(&name) {
@@ -1500,9 +1516,20 @@ impl PackStore {
             let _ = fs::remove_file(&temp);
             return Err(e);
         }
+        // Before the new pack is in place, record what it replaces (fsynced): a gc killed after
+        // the rename has its deletions finished by the next open, so the old active pack never
+        // lingers unindexed beside its replacement.
+        let marker = self.dir.join(replaces_name(seq));
+        let list: String = old.iter().map(|s| format!("{s}\n")).collect();
+        if let Err(e) = fsutil::write_atomic(&marker, list.as_bytes()) {
+            let _ = fs::remove_file(&temp);
+            let _ = fs::remove_file(self.dir.join(idx_name(seq)));
+            return Err(Error::io("write", &marker)(e));
+        }
         // From here a crash leaves at most an orphan index (removed at the next open) or a
         // complete sealed pack beside the old ones: never a new pack paired with a stale index.
         if let Err(e) = fs::rename(&temp, &path) {
+            let _ = fs::remove_file(&marker);
             let _ = fs::remove_file(&temp);
             let _ = fs::remove_file(self.dir.join(idx_name(seq)));
             return Err(Error::io("rename", &temp)(e));
@@ -1514,6 +1541,7 @@ impl PackStore {
             let _ = fs::remove_file(self.dir.join(idx_name(old_seq)));
             let _ = fs::remove_file(self.dir.join(pack_name(old_seq)));
         }
+        let _ = fs::remove_file(&marker);
         if let Some(loose) = &self.loose {
             for id in drop_loose {
                 loose.remove(id)?;
@@ -1639,6 +1667,24 @@ impl PackStore {
         let Ok(listing) = self.list() else {
             return;
         };
+        // A gc that died after putting its pack in place but before deleting what it replaces:
+        // finish its deletions (roll forward). One that died before: drop its marker.
+        for &seq in &listing.replaces {
+            let marker = self.dir.join(replaces_name(seq));
+            let done = listing.packs.iter().any(|&(s, sealed)| s == seq && sealed);
+            if done {
+                for old in fs::read_to_string(&marker)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<u64>().ok())
+                    .filter(|&old| old < seq)
+                {
+                    let _ = fs::remove_file(self.dir.join(idx_name(old)));
+                    let _ = fs::remove_file(self.dir.join(pack_name(old)));
+                }
+            }
+            let _ = fs::remove_file(&marker);
+        }
         for seq in &listing.orphan_indexes {
             let _ = fs::remove_file(self.dir.join(idx_name(*seq)));
         }

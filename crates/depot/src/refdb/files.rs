@@ -514,7 +514,7 @@ impl RefStore for FilesRefStore {
         Ok(out)
     }
 
-    fn list_lenient(&self, prefix: &str) -> Result<(Vec<(RefName, RefValue)>, Vec<Error>), Error> {
+    fn list_lenient(&self, prefix: &str) -> Result<super::LenientListing, Error> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         self.walk_collecting(&self.root.join("refs"), &mut out, Some(&mut errors))?;

@@ -315,6 +315,9 @@ impl Error {
     }
 }
 
+/// The readable refs, and the errors of those that could not be read.
+pub type LenientListing = (Vec<(RefName, RefValue)>, Vec<Error>);
+
 /// A place that stores refs.
 pub trait RefStore: Send + Sync {
     /// The raw value of a ref (a symbolic ref is not followed).
@@ -329,7 +332,7 @@ pub trait RefStore: Send + Sync {
     /// Like [`RefStore::list`], but a ref that cannot be read (a corrupt ref file) is returned
     /// as its error beside the readable ones instead of failing the whole listing: fsck and
     /// repair use it to go on past damage.
-    fn list_lenient(&self, prefix: &str) -> Result<(Vec<(RefName, RefValue)>, Vec<Error>), Error> {
+    fn list_lenient(&self, prefix: &str) -> Result<LenientListing, Error> {
         self.list(prefix).map(|refs| (refs, Vec::new()))
     }
 
