@@ -20,6 +20,7 @@ mod domain;
 mod proc;
 mod rng;
 mod round;
+mod serve;
 mod syskill;
 mod writer;
 
@@ -335,6 +336,7 @@ fn torture(args: &Args) -> anyhow::Result<bool> {
                     .sum::<u64>();
                 let (acks, found) = match class {
                     Class::Syskill => syskill::run(&ctx, &mut rng, &mut tally)?,
+                    Class::Serve => serve::run(&ctx, &mut rng, &mut tally)?,
                     _ => unreachable!("handled above"),
                 };
                 let after = tally
