@@ -18,6 +18,7 @@
 mod check;
 mod domain;
 mod proc;
+mod refnames;
 mod rng;
 mod round;
 mod serve;
@@ -334,11 +335,22 @@ fn torture(args: &Args) -> anyhow::Result<bool> {
                     .values()
                     .flat_map(|m| m.values())
                     .sum::<u64>();
-                let (acks, found) = match class {
-                    Class::Syskill => syskill::run(&ctx, &mut rng, &mut tally)?,
-                    Class::Serve => serve::run(&ctx, &mut rng, &mut tally)?,
-                    _ => unreachable!("handled above"),
+                let ran = match class {
+                    Class::Syskill => syskill::run(&ctx, &mut rng, &mut tally),
+                    Class::Serve => serve::run(&ctx, &mut rng, &mut tally),
+                    _ => refnames::run(&ctx, &mut rng, &mut tally),
                 };
+                // An error here (the depot no longer opens, say) is a finding, not the end.
+                let (acks, found) = ran.unwrap_or_else(|e| {
+                    (
+                        Vec::new(),
+                        vec![format!(
+                            "the {} round stopped: {e:#} (depot {})",
+                            class.name(),
+                            dir.display()
+                        )],
+                    )
+                });
                 let after = tally
                     .kill_points
                     .values()
