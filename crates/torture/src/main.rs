@@ -17,6 +17,7 @@
 
 mod check;
 mod domain;
+mod flips;
 mod proc;
 mod refnames;
 mod rng;
@@ -399,6 +400,24 @@ fn torture(args: &Args) -> anyhow::Result<bool> {
                 checked.fsck_partitions,
                 checked.failed_commands,
                 checked.unreachable,
+            );
+        }
+        if class == Class::Flips && problems.is_empty() {
+            let ctx = Ctx {
+                setup: &setup,
+                dir: &dir,
+                tmp: state.tmp.path(),
+                tag: &tag,
+                prior: &state.acks,
+            };
+            let flips_before = tally.flips;
+            match flips::run(&ctx, &mut rng, &mut tally) {
+                Ok(found) => problems.extend(found),
+                Err(e) => problems.push(format!("the flips stopped: {e:#}")),
+            }
+            line = format!(
+                "{line}; then {} bits flipped in a copy",
+                tally.flips - flips_before
             );
         }
         println!(
