@@ -10,7 +10,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use depot::odb::ObjectStore;
 use depot::{Depot, ObjectId};
 
 use crate::proc;

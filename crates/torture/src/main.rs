@@ -16,6 +16,7 @@
 //! update. A failure keeps the depot, prints its path and exits 1.
 
 mod check;
+mod diskfull;
 mod domain;
 mod flips;
 mod proc;
@@ -153,6 +154,8 @@ pub struct Tally {
     pub diskfull_runs: u64,
     /// Commands that failed for want of space (cleanly).
     pub enospc: u64,
+    /// Why the syskill class could not run.
+    pub syskill_skipped: Option<String>,
     /// Why the disk-full class could not run, once.
     pub diskfull_skipped: Option<String>,
 }
@@ -255,6 +258,11 @@ fn torture(args: &Args) -> anyhow::Result<bool> {
     let started = Instant::now();
     let mut totals = Totals::default();
     let mut tally = Tally::default();
+    if let Err(reason) = syskill::available() {
+        // `make torture` installs strace; without it this class cannot run.
+        println!("syskill class skipped: {reason}");
+        tally.syskill_skipped = Some(reason);
+    }
     let mut current: Option<Current> = None;
     while totals.rounds == 0 || started.elapsed() < budget {
         totals.rounds += 1;
@@ -291,7 +299,7 @@ fn torture(args: &Args) -> anyhow::Result<bool> {
         let tag = format!("r{n}");
         let round_started = Instant::now();
         let mut problems = Vec::new();
-        let mut line = String::new();
+        let mut line;
         let mut class_acks = Vec::new();
         match class {
             Class::Writers | Class::Flips => {
@@ -370,7 +378,24 @@ fn torture(args: &Args) -> anyhow::Result<bool> {
                 class_acks = acks;
                 problems.extend(found);
             }
-            Class::Diskfull => {}
+            Class::Diskfull => {
+                let ctx = Ctx {
+                    setup: &setup,
+                    dir: &dir,
+                    tmp: state.tmp.path(),
+                    tag: &tag,
+                    prior: &state.acks,
+                };
+                let enospc = tally.enospc;
+                match diskfull::run(&ctx, &mut rng, &mut tally) {
+                    Ok(found) => problems.extend(found),
+                    Err(e) => problems.push(format!("the disk-full run stopped: {e:#}")),
+                }
+                line = format!(
+                    "a depot on a small tmpfs: {} commands failed for want of space",
+                    tally.enospc - enospc
+                );
+            }
         }
         state.acks.extend(class_acks.iter().cloned());
         if class != Class::Diskfull {
@@ -458,10 +483,13 @@ fn torture(args: &Args) -> anyhow::Result<bool> {
         totals.rounds, totals.kills, totals.commits, totals.moves, totals.failures
     );
     let points: u64 = tally.kill_points.values().flat_map(|m| m.values()).sum();
-    println!(
-        "syscall kill points {points} (injections the command outran: {})",
-        tally.kill_missed
-    );
+    match &tally.syskill_skipped {
+        Some(reason) => println!("syscall kill points: skipped: {reason}"),
+        None => println!(
+            "syscall kill points {points} (injections the command outran: {})",
+            tally.kill_missed
+        ),
+    }
     for (command, by_syscall) in &tally.kill_points {
         println!(
             "  {command}: {} ({})",
@@ -513,7 +541,9 @@ fn pick_class(only: Option<Class>, n: u64, rng: &mut Rng, tally: &Tally) -> Clas
             _ => Class::Diskfull,
         }
     };
-    if class == Class::Diskfull && tally.diskfull_skipped.is_some() {
+    if (class == Class::Diskfull && tally.diskfull_skipped.is_some())
+        || (class == Class::Syskill && tally.syskill_skipped.is_some())
+    {
         return Class::Writers;
     }
     class
