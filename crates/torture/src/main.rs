@@ -14,6 +14,35 @@
 //! exactly once, in the checkpoint it was acknowledged with; no command id appears twice;
 //! `Depot::partition_events` agrees with a replay built by walking history; counters lost no
 //! update. A failure keeps the depot, prints its path and exits 1.
+//!
+//! That is the `writers` class. Rounds of the other classes are mixed in (the first six rounds go
+//! through every class once, then a weighted draw; `--only CLASS` runs one), each followed by the
+//! same checks:
+//!
+//! - `syskill`: every command that writes (`apply`, `gc`, `import`, `sync` to a second depot,
+//!   `update-ref`, a consumer move through `retro watch --consumer`) runs under
+//!   `strace -f -e inject=SYSCALL:signal=KILL:when=N`, dying on entering its N-th `write`,
+//!   `pwrite64`, `fdatasync`, `fsync`, `rename`, `renameat2` or `openat`, N drawn from what a traced
+//!   run of the same command just counted. After each kill the depot opens, fsck is clean, every
+//!   acknowledged command is there once, the command's own state is the old or the new one, no
+//!   `.tmp-*` file survives the next command, and a following apply succeeds. Kill points are
+//!   tallied per command and syscall.
+//! - `serve`: a long-lived `retro serve` (free port, ready line) and `retro watch` while library
+//!   writers apply and `retro gc` runs several times: every `POST /apply` (a small HTTP/1.1 client
+//!   over `TcpStream`) is 2xx and in history, `GET /checkpoints/HEAD` is 200, the watcher prints all
+//!   of HEAD's history since it started, in order, and SIGTERM stops the server with exit 0.
+//! - `refs`: names from a few segments so that `x`, `x/y`, `x/y/z` clash, plus invalid names,
+//!   through `retro update-ref`, `retro watch --consumer` and the library (one or two edits per
+//!   transaction): a clash is refused with an error before anything is journaled (refs and packs
+//!   unchanged), any other move succeeds; then `retro log`, `fsck`, `gc`, `reindex` still work.
+//! - `flips`: 1 to 3 bit flips at random offsets in a copy of the depot (packs, indexes, refs,
+//!   reflogs, journal, index.sqlite); `retro fsck` exits 0 or 5, `retro gc` fails cleanly or keeps
+//!   every object that was intact before and after the flips, `retro repair` exits 0 or 5 and loses
+//!   nothing intact either.
+//! - `diskfull`: a depot on a small tmpfs (skipped, with a line saying why, when mount fails),
+//!   filled close to full; apply, gc and import until ENOSPC, each failure a clean `retro: error:`;
+//!   once space is back the next apply succeeds, no `.tmp-*` file is left, nothing acknowledged is
+//!   lost and fsck is clean.
 
 mod check;
 mod diskfull;
