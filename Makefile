@@ -1,6 +1,7 @@
 # retro's make targets: the interface for people and CI (`make help` lists them).
 CARGO ?= cargo
 BENCH_ARGS ?=
+TORTURE_ARGS ?=
 
 .PHONY: help build test demo bench fmt lint doc torture clean
 
@@ -24,9 +25,10 @@ bench: ## Run the benchmarks and the peer comparison; writes docs/benchmarks.md
 	$(CARGO) build --release -p retro-bench -p retro-peers -p retro-cli
 	./target/release/retro-bench $(BENCH_ARGS)
 
-torture: ## Crash-and-concurrency torture (default 10 min; TORTURE_SECS=N)
+torture: ## Crash-and-concurrency torture (default 10 min; TORTURE_SECS=N, TORTURE_ARGS=--only CLASS)
+	command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace) || echo "strace not installed: the syskill class will be skipped"
 	$(CARGO) build --release -p retro-torture -p retro-cli
-	./target/release/retro-torture --seconds $${TORTURE_SECS:-600}
+	./target/release/retro-torture --seconds $${TORTURE_SECS:-600} $(TORTURE_ARGS)
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

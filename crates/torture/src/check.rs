@@ -16,9 +16,9 @@ use crate::rng::Rng;
 pub struct Ack {
     /// Its command id (`params.cid`).
     pub cid: String,
-    /// The checkpoint it was acknowledged with.
+    /// The checkpoint it was acknowledged with (empty: any; `retro import` does not name them).
     pub checkpoint: String,
-    /// Who acknowledged it (`lib` or `cli`).
+    /// Who acknowledged it (`lib`, `cli`, `http`, `import`).
     pub via: &'static str,
 }
 
@@ -119,7 +119,9 @@ fn check_inner(
                 ack.cid, ack.via, ack.checkpoint
             )),
             Some(ids) => {
-                if !ids.iter().any(|id| id.to_string() == ack.checkpoint) {
+                if !ack.checkpoint.is_empty()
+                    && !ids.iter().any(|id| id.to_string() == ack.checkpoint)
+                {
                     out.problems.push(format!(
                         "command {} ({}) was acknowledged as {} but is in {ids:?}",
                         ack.cid, ack.via, ack.checkpoint

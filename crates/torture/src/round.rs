@@ -73,7 +73,7 @@ pub fn retro(setup: &Setup, dir: &Path) -> Command {
     cmd
 }
 
-fn shows_panic(stderr: &str) -> bool {
+pub fn shows_panic(stderr: &str) -> bool {
     stderr.contains("panicked at") || stderr.contains("stack backtrace")
 }
 
