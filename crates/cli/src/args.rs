@@ -268,7 +268,7 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
         manifest: Option<PathBuf>,
         /// Also accept requests whose Host header is HOST (a name, or NAME:PORT; '*': any).
-        /// localhost, 127.0.0.1, [::1] and the listening address are always accepted.
+        /// localhost, 127.0.0.1, `[::1]` and the listening address are always accepted.
         #[arg(long = "allow-host", value_name = "HOST")]
         allow_hosts: Vec<String>,
         /// Seconds a client may take to send a request's headers (else the connection closes).

@@ -294,6 +294,19 @@ impl Journal {
         Ok(())
     }
 
+    /// fsyncs every ref file (and reflog) that a journal record after `from` moved.
+    fn sync_refs_moved_since(&self, from: Position) -> Result<(), JournalError> {
+        let mut touched = BTreeSet::new();
+        self.packs.scan_journal(from, |_, payload| {
+            if let Some(record) = JournalRecord::decode(payload) {
+                touched.extend(record.updates.into_iter().map(|u| u.name));
+            }
+            Ok(())
+        })?;
+        self.refs.sync_refs(&touched)?;
+        Ok(())
+    }
+
     /// Makes every ref move journaled so far durable in the ref files (fsyncs them) and records
     /// the packs' end as both materialized and durable, fsynced. gc calls it before it deletes
     /// packs, and again after, since the journal records it deletes could no longer be replayed
@@ -306,14 +319,7 @@ impl Journal {
             .filter(|s| s.boot == boot)
             .map_or(Position { pack: 0, offset: 0 }, |s| s.durable);
         if durable != end {
-            let mut touched = BTreeSet::new();
-            self.packs.scan_journal(durable, |_, payload| {
-                if let Some(record) = JournalRecord::decode(payload) {
-                    touched.extend(record.updates.into_iter().map(|u| u.name));
-                }
-                Ok(())
-            })?;
-            self.refs.sync_refs(&touched)?;
+            self.sync_refs_moved_since(durable)?;
         }
         self.write_state(
             &State {
@@ -551,14 +557,7 @@ impl Journal {
         let behind =
             durable.pack != last.pack || last.offset.saturating_sub(durable.offset) > DURABLE_EVERY;
         if behind {
-            let mut touched = BTreeSet::new();
-            self.packs.scan_journal(durable, |_, payload| {
-                if let Some(record) = JournalRecord::decode(payload) {
-                    touched.extend(record.updates.into_iter().map(|u| u.name));
-                }
-                Ok(())
-            })?;
-            self.refs.sync_refs(&touched)?;
+            self.sync_refs_moved_since(durable)?;
             durable = end;
         }
         self.write_state(
