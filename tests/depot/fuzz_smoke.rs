@@ -1,11 +1,11 @@
-//! A bounded replay of the depot's fuzz targets on stable Rust: the checks of `crates/fuzz/src/checks.rs`
-//! through the shared harness `crates/fuzz/src/smoke.rs` (both compiled in here by path). See
-//! `crates/fuzz/README.md`.
+//! A bounded replay of the depot's fuzz targets on stable Rust: the checks of `crates/tools/fuzz/src/checks.rs`
+//! through the shared harness `crates/tools/fuzz/src/smoke.rs` (both compiled in here by path). See
+//! `crates/tools/fuzz/README.md`.
 
-#[path = "../../crates/fuzz/src/checks.rs"]
+#[path = "../../crates/tools/fuzz/src/checks.rs"]
 #[allow(dead_code)]
 mod checks;
-#[path = "../../crates/fuzz/src/smoke.rs"]
+#[path = "../../crates/tools/fuzz/src/smoke.rs"]
 mod smoke;
 
 fn run(target: &str) {

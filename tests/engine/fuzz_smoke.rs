@@ -1,10 +1,10 @@
 //! A bounded replay of the engine's fuzz targets (command JSON, exec-handler responses, domain
-//! manifests) on stable Rust: the checks of `crates/fuzz/src/engine_checks.rs` through the shared harness
-//! `crates/fuzz/src/smoke.rs` (both compiled in here by path). See `crates/fuzz/README.md`.
+//! manifests) on stable Rust: the checks of `crates/tools/fuzz/src/engine_checks.rs` through the shared harness
+//! `crates/tools/fuzz/src/smoke.rs` (both compiled in here by path). See `crates/tools/fuzz/README.md`.
 
-#[path = "../../crates/fuzz/src/engine_checks.rs"]
+#[path = "../../crates/tools/fuzz/src/engine_checks.rs"]
 mod engine_checks;
-#[path = "../../crates/fuzz/src/smoke.rs"]
+#[path = "../../crates/tools/fuzz/src/smoke.rs"]
 mod smoke;
 
 fn run(target: &str) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's PostgreSQL server for the PostgreSQL tests when it is missing; `make test` runs
-# it first. The tests start their own throw-away cluster (crates/pgtest): nothing else is set up.
+# it first. The tests start their own throw-away cluster (crates/tools/pgtest): nothing else is set up.
 set -euo pipefail
 
 if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then

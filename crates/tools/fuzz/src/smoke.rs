@@ -1,6 +1,6 @@
 //! The bounded replay of the fuzz targets on stable Rust, shared by the test binaries that run
 //! it (`tests/depot/fuzz_smoke.rs`, `tests/engine/fuzz_smoke.rs` include this file by path):
-//! every file in `crates/fuzz/corpus-seed/<target>/` (seeds, and the regression inputs of crashes
+//! every file in `crates/tools/fuzz/corpus-seed/<target>/` (seeds, and the regression inputs of crashes
 //! libFuzzer found) and a few thousand pseudo-random inputs (seeded xorshift mutations of the
 //! seeds, plus random bytes) go through the very check the target runs.
 
@@ -9,10 +9,10 @@ use std::path::PathBuf;
 /// Pseudo-random inputs per target, on top of the seed files.
 pub const RANDOM_INPUTS: usize = 4000;
 
-/// `crates/fuzz/corpus-seed/<target>`, from a test binary of any workspace crate.
+/// `crates/tools/fuzz/corpus-seed/<target>`, from a test binary of any workspace crate.
 pub fn seed_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus-seed")
+        .join("../tools/fuzz/corpus-seed")
         .join(target)
 }
 
@@ -179,7 +179,7 @@ pub fn assert_seed_dirs(targets: Targets<'_>) {
     for (target, _) in targets {
         assert!(
             seed_dir(target).is_dir(),
-            "crates/fuzz/corpus-seed/{target} is missing"
+            "crates/tools/fuzz/corpus-seed/{target} is missing"
         );
     }
 }
