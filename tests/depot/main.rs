@@ -8,7 +8,6 @@ mod crash;
 mod fuzz_smoke;
 mod go_retro;
 mod maintenance;
-mod postgres;
 mod recovery;
 mod reliability;
 mod revisions;

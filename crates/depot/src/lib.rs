@@ -21,24 +21,25 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod class;
 mod depot;
 mod fsutil;
 mod hash;
-mod index;
+pub mod index;
 mod journal;
 mod lockfile;
 mod name;
 mod object;
 pub mod odb;
-pub mod postgres;
 pub mod refdb;
 mod rev;
 
+pub use class::{io_class, BackendError, ErrorClass};
 pub use depot::native_without_config;
 pub use depot::{
-    Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error, ErrorClass,
-    EventRecord, FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout, Options,
-    RefOutcome, RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
+    Backend, Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error,
+    EventRecord, FailureStore, FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout,
+    Maintenance, Options, RefOutcome, RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
 };
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};

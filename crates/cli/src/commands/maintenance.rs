@@ -112,9 +112,9 @@ pub fn gc(depot: &Depot, prune: Option<&str>, json: bool, ui: &mut Ui) -> Result
             "bytes_before": report.bytes_before,
             "bytes_after": report.bytes_after,
         }))?;
-    } else if depot.layout() == depot::Layout::Postgres {
+    } else if let depot::Layout::Backend(backend) = depot.layout() {
         ui.line(format!(
-            "kept {} objects (PostgreSQL: nothing to repack): {} → {} bytes; pruned {}",
+            "kept {} objects ({backend}: nothing to repack): {} → {} bytes; pruned {}",
             report.kept, report.bytes_before, report.bytes_after, report.pruned
         ))?;
     } else {

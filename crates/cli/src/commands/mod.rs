@@ -170,7 +170,7 @@ pub fn open(flag: Option<&Path>) -> Result<Arc<Depot>> {
 /// index replaced or stood in for) are shown on stderr as `retro: warning: …` lines.
 pub fn open_location(location: &Path) -> Result<Depot> {
     let depot = if let Some(url) = postgres_url(location) {
-        Depot::open_postgres(url)?
+        depot_postgres::open(url)?
     } else {
         if !location.exists() {
             return Err(anyhow::Error::new(crate::error::NoDepot(
@@ -187,7 +187,7 @@ pub fn open_location(location: &Path) -> Result<Depot> {
 /// start from) or a `postgres://` URL; returns it and how to show its location.
 pub fn init_location(location: &Path) -> Result<(Depot, String)> {
     if let Some(url) = postgres_url(location) {
-        return Ok((Depot::init_postgres(url)?, shown_location(location)));
+        return Ok((depot_postgres::init(url)?, shown_location(location)));
     }
     let dir = std::path::absolute(location)
         .with_context(|| format!("could not resolve '{}'", location.display()))?;
@@ -197,13 +197,13 @@ pub fn init_location(location: &Path) -> Result<(Depot, String)> {
 
 /// The URL, when `location` names a PostgreSQL depot.
 pub fn postgres_url(location: &Path) -> Option<&str> {
-    location.to_str().filter(|s| depot::postgres::is_url(s))
+    location.to_str().filter(|s| depot_postgres::is_url(s))
 }
 
 /// How a depot location is shown: a canonical directory, or a URL without its password.
 pub fn shown_location(location: &Path) -> String {
     match postgres_url(location) {
-        Some(url) => depot::postgres::redact(url),
+        Some(url) => depot_postgres::redact(url),
         None => location
             .canonicalize()
             .unwrap_or_else(|_| location.to_path_buf())

@@ -337,8 +337,8 @@ impl Depot {
                 drop(queue);
                 drop(active);
                 // Keep the index following HEAD; a failure is recovered by the next catch-up.
-                // (PostgreSQL's index was appended by the commit itself.)
-                if self.layout != super::Layout::Postgres {
+                // (A backend's own index may be appended by the commit itself.)
+                if !matches!(self.layout, super::Layout::Backend(_)) {
                     let _ = self.catch_up_index();
                 }
                 return result;
@@ -368,7 +368,7 @@ impl Depot {
                 None => results.next().expect("one result per prepared request"),
             })
             .collect();
-        if self.layout != super::Layout::Postgres {
+        if !matches!(self.layout, super::Layout::Backend(_)) {
             let _ = self.catch_up_index();
         }
         out
@@ -504,7 +504,9 @@ impl Depot {
                                 Ok(Some(RefValue::Symbolic(RefName::master())))
                             }
                             Ok(v) => Ok(v),
-                            Err(e) => Err(crate::refdb::Error::Backend(e.to_string())),
+                            Err(e) => Err(crate::refdb::Error::Backend(
+                                crate::class::BackendError::new(e.class(), e),
+                            )),
                         });
                     match resolved {
                         Ok((name, _)) => {

@@ -128,9 +128,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// The PostgreSQL backend failed.
+    /// A backend outside this crate failed (the PostgreSQL one, say), with its class.
     #[error(transparent)]
-    Postgres(#[from] crate::postgres::PgError),
+    Backend(#[from] crate::class::BackendError),
     /// A request is malformed.
     #[error("{0}")]
     Invalid(String),
@@ -146,104 +146,16 @@ pub enum Error {
     },
 }
 
-/// The class of a failure: what the caller should do about it. Every error of the depot and
-/// the engine belongs to exactly one; the CLI's exit codes and the server's HTTP statuses are
-/// chosen by class (docs/errors.md has the table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorClass {
-    /// The request is wrong (bad JSON, a bad name, an unknown revision syntax): fix it.
-    Invalid,
-    /// A compare-and-swap lost, or what is being created exists: read again and retry.
-    Conflict,
-    /// The domain refused the command (its rules, or its handler failed).
-    Rejected,
-    /// What was asked for does not exist.
-    NotFound,
-    /// Retryable: a lock held too long, the database down, the disk busy or full.
-    Unavailable,
-    /// Stored data is damaged: fsck, repair, restore.
-    Corrupt,
-    /// Anything else (a bug, an unexpected I/O failure).
-    Internal,
-}
+use crate::class::io_class;
+pub use crate::class::ErrorClass;
 
-impl ErrorClass {
-    /// The name used in JSON error bodies and docs (`invalid`, `conflict`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Invalid => "invalid",
-            ErrorClass::Conflict => "conflict",
-            ErrorClass::Rejected => "rejected",
-            ErrorClass::NotFound => "not_found",
-            ErrorClass::Unavailable => "unavailable",
-            ErrorClass::Corrupt => "corrupt",
-            ErrorClass::Internal => "internal",
-        }
+fn odb_class(e: &odb::Error) -> ErrorClass {
+    match e {
+        odb::Error::Corrupt { .. } | odb::Error::CorruptFile { .. } => ErrorClass::Corrupt,
+        odb::Error::Io { source, .. } => io_class(source),
+        odb::Error::Lock(_) => ErrorClass::Unavailable,
+        odb::Error::Backend(b) => b.class(),
     }
-}
-
-impl std::fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The class of an I/O failure: out of space, quota, busy or interrupted ones are retryable.
-pub(crate) fn io_class(err: &std::io::Error) -> ErrorClass {
-    use std::io::ErrorKind;
-    match err.kind() {
-        ErrorKind::NotFound => ErrorClass::NotFound,
-        ErrorKind::StorageFull
-        | ErrorKind::QuotaExceeded
-        | ErrorKind::ResourceBusy
-        | ErrorKind::WouldBlock
-        | ErrorKind::TimedOut
-        | ErrorKind::Interrupted
-        | ErrorKind::ReadOnlyFilesystem => ErrorClass::Unavailable,
-        ErrorKind::InvalidData => ErrorClass::Corrupt,
-        _ => ErrorClass::Internal,
-    }
-}
-
-/// The class of a PostgreSQL failure: the server's SQLSTATE when it answered (authentication,
-/// a missing database: fix the settings; too many connections, shutting down, a lost connection:
-/// retry), a TLS failure is a setting to fix, anything else on the way there is retryable.
-fn pg_class(err: &postgres::Error) -> ErrorClass {
-    if let Some(db) = err.as_db_error() {
-        let code = db.code().code();
-        return match &code[..2] {
-            "08" | "40" | "53" | "55" | "57" | "58" => ErrorClass::Unavailable,
-            "23" => ErrorClass::Conflict,
-            "XX" => ErrorClass::Corrupt,
-            _ => ErrorClass::Invalid,
-        };
-    }
-    if is_tls_failure(err) {
-        ErrorClass::Invalid
-    } else {
-        ErrorClass::Unavailable
-    }
-}
-
-/// True when a connection failed in TLS (a certificate, a protocol), not in reaching the server.
-fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cause {
-        if e.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return true;
-            }
-        }
-        cause = e.source();
-    }
-    false
 }
 
 fn refs_class(e: &refdb::Error) -> ErrorClass {
@@ -252,6 +164,7 @@ fn refs_class(e: &refdb::Error) -> ErrorClass {
         refdb::Error::Locked { .. } => ErrorClass::Unavailable,
         refdb::Error::Io { source, .. } => io_class(source),
         refdb::Error::Corrupt { .. } => ErrorClass::Corrupt,
+        refdb::Error::Backend(b) => b.class(),
         _ => ErrorClass::Invalid,
     }
 }
@@ -306,7 +219,6 @@ impl Error {
 
     /// The class of this failure (what a caller should do about it).
     pub fn class(&self) -> ErrorClass {
-        use crate::odb::Error as Odb;
         match self {
             Error::NotADepot(_) | Error::UnknownRevision(_) | Error::RefMissing(_) => {
                 ErrorClass::NotFound
@@ -327,37 +239,18 @@ impl Error {
             | Error::WrongKind { .. }
             | Error::MissingConfig(_) => ErrorClass::Corrupt,
             Error::Io { source, .. } => io_class(source),
-            Error::Objects(e) => match e {
-                Odb::Corrupt { .. } | Odb::CorruptFile { .. } => ErrorClass::Corrupt,
-                Odb::Io { source, .. } => io_class(source),
-                Odb::Lock(_) => ErrorClass::Unavailable,
-                _ => ErrorClass::Internal,
-            },
+            Error::Objects(e) => odb_class(e),
             Error::Refs(e) => refs_class(e),
             Error::Journal(e) => match e {
-                JournalError::Objects(Odb::Corrupt { .. } | Odb::CorruptFile { .. }) => {
-                    ErrorClass::Corrupt
-                }
-                JournalError::Objects(Odb::Io { source, .. }) => io_class(source),
-                JournalError::Objects(Odb::Lock(_)) => ErrorClass::Unavailable,
+                JournalError::Objects(e) => odb_class(e),
                 JournalError::Refs(e) => refs_class(e),
                 JournalError::Io { source, .. } => io_class(source),
-                _ => ErrorClass::Internal,
             },
             Error::Index(e) => match e {
                 IndexError::Corrupt(_) => ErrorClass::Corrupt,
                 _ => ErrorClass::Unavailable,
             },
-            Error::Postgres(e) => match e {
-                crate::postgres::PgError::NotADepot(_) => ErrorClass::NotFound,
-                crate::postgres::PgError::AlreadyExists(_) => ErrorClass::Conflict,
-                crate::postgres::PgError::SchemaTooNew { .. } => ErrorClass::Invalid,
-                crate::postgres::PgError::Corrupt { .. } => ErrorClass::Corrupt,
-                // A certificate that does not verify is a setting to fix, not a wait.
-                crate::postgres::PgError::Tls(_) => ErrorClass::Invalid,
-                crate::postgres::PgError::Connect { source, .. }
-                | crate::postgres::PgError::Query { source, .. } => pg_class(source),
-            },
+            Error::Backend(e) => e.class(),
             Error::Batch(inner) => inner.class(),
         }
     }

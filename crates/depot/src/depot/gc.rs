@@ -1,8 +1,9 @@
 //! gc: fold loose objects and small packs into one compressed pack, and optionally prune
 //! unreachable objects older than a grace period. It holds the depot lock throughout, so no commit
 //! (and no failed-command recording) can interleave with it: nothing a writer is about to reference
-//! can be pruned under it. On PostgreSQL there is nothing to repack; a prune holds the ref lock
-//! (every commit on every host waits) and deletes old unreachable rows.
+//! can be pruned under it. In a backend that keeps objects as rows (PostgreSQL) there is nothing
+//! to repack; a prune holds its commit lock (every commit on every host waits) and deletes old
+//! unreachable rows through [`super::Maintenance`].
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -41,8 +42,8 @@ impl Depot {
         options: &GcOptions,
         mut progress: impl FnMut(u64),
     ) -> Result<GcReport, Error> {
-        if let Some((objects, refs)) = &self.postgres {
-            return self.gc_postgres(objects, refs, options, progress);
+        if let Some(maintenance) = &self.maintenance {
+            return self.gc_backend(&**maintenance, options, progress);
         }
         let (Some(packs), Some(journal)) = (&self.packs, &self.journal) else {
             return Err(Error::Invalid(
@@ -159,41 +160,40 @@ impl Depot {
         Ok(keep)
     }
 
-    /// gc of a PostgreSQL depot: nothing to repack (one row per object); with a grace period,
-    /// the ref lock is held on every host while the index is brought to `HEAD`, reachability is
-    /// computed and old unreachable rows are deleted. Do not run it while this same process
-    /// commits from another thread (the commit would wait for the lock on the ref store's
-    /// connection that gc needs): run it as its own process, as `retro gc` does.
-    fn gc_postgres(
+    /// gc in a backend that keeps objects as rows (PostgreSQL): nothing to repack; with a grace
+    /// period, every commit (on every host) waits while the index is brought to `HEAD`,
+    /// reachability is computed and old unreachable objects are deleted. Do not run it while this
+    /// same process commits from another thread (the commit would wait for the lock gc holds):
+    /// run it as its own process, as `retro gc` does.
+    fn gc_backend(
         &self,
-        objects: &crate::postgres::PgObjectStore,
-        refs: &crate::postgres::PgRefStore,
+        maintenance: &dyn super::Maintenance,
         options: &GcOptions,
         mut progress: impl FnMut(u64),
     ) -> Result<GcReport, Error> {
         let mut report = GcReport {
-            bytes_before: objects.table_bytes()?,
+            bytes_before: maintenance.bytes()?,
             ..GcReport::default()
         };
         match options.prune_older_than {
             None => {
-                crate::odb::ObjectStore::for_each_id(objects, &mut |_| {
+                self.objects.for_each_id(&mut |_| {
                     report.kept += 1;
                     Ok(())
                 })?;
             }
             Some(grace) => {
-                let _lock = crate::postgres::RefLockGuard::acquire(refs.url())?;
+                let _lock = maintenance.lock_commits()?;
                 // The index must follow HEAD before rows it names can be judged unreachable.
                 self.catch_up_index()?;
                 self.flush_index()?;
                 let keep = self.reachable()?;
-                let (kept, pruned) = objects.prune(&keep, grace, &mut progress)?;
+                let (kept, pruned) = maintenance.prune(&keep, grace, &mut progress)?;
                 report.kept = kept;
                 report.pruned = pruned;
             }
         }
-        report.bytes_after = objects.table_bytes()?;
+        report.bytes_after = maintenance.bytes()?;
         Ok(report)
     }
 }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use commit::{Base, CommitIntent, CommitRequest, Committed};
-pub use error::{Error, ErrorClass};
+pub use error::Error;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use history::{EventRecord, HistoryOrder};
@@ -57,16 +57,56 @@ pub enum Layout {
     GoRetro,
     /// In memory only.
     Memory,
-    /// In a PostgreSQL database.
-    Postgres,
+    /// In a backend outside this crate (a database server), named here (`PostgreSQL`).
+    Backend(&'static str),
+}
+
+/// A backend's failed-command log (see [`Depot::record_failure`]).
+pub trait FailureStore: Send + Sync {
+    /// Records the checkpoint of a failed command, durably.
+    fn append_failure(&self, id: &ObjectId) -> Result<(), Error>;
+    /// The recorded ones, oldest first.
+    fn failures(&self) -> Result<Vec<ObjectId>, Error>;
+}
+
+/// What gc can do in a backend that keeps objects as rows: nothing to repack, but old
+/// unreachable objects can be pruned while every commit (on every host) waits.
+pub trait Maintenance: Send + Sync {
+    /// Stops every commit (on every host) until the guard is dropped.
+    fn lock_commits(&self) -> Result<Box<dyn std::any::Any>, Error>;
+    /// Deletes objects older than `grace` that `keep` does not name; returns (kept, pruned).
+    fn prune(
+        &self,
+        keep: &std::collections::HashSet<ObjectId>,
+        grace: Duration,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(u64, u64), Error>;
+    /// Bytes the objects take, for gc's report.
+    fn bytes(&self) -> Result<u64, Error>;
+}
+
+/// Everything a depot needs from a backend outside this crate: see [`Depot::from_backend`].
+pub struct Backend {
+    /// Its name, for messages and [`Layout::Backend`] (`PostgreSQL`).
+    pub name: &'static str,
+    /// Its object store.
+    pub objects: Arc<dyn ObjectStore>,
+    /// Its ref store.
+    pub refs: Arc<dyn RefStore>,
+    /// Its partition index (or an in-memory one: [`PartitionIndex::in_memory`]).
+    pub index: PartitionIndex,
+    /// Its failed-command log.
+    pub failures: Arc<dyn FailureStore>,
+    /// What gc can do there, if anything.
+    pub maintenance: Option<Arc<dyn Maintenance>>,
 }
 
 /// Where failed commands are listed.
 enum FailureLog {
     /// A file of ids, one a line.
     File(PathBuf),
-    /// The PostgreSQL depot's `retro_failures` table.
-    Postgres(Arc<crate::postgres::PgRefStore>),
+    /// A backend's own log.
+    Store(Arc<dyn FailureStore>),
     /// In memory (the committer keeps them).
     Memory,
 }
@@ -102,11 +142,8 @@ pub struct Depot {
     failed_log: FailureLog,
     lock_file: Option<crate::lockfile::LockFile>,
     options: Options,
-    /// The PostgreSQL stores themselves, for what only they can do (gc's prune).
-    postgres: Option<(
-        Arc<crate::postgres::PgObjectStore>,
-        Arc<crate::postgres::PgRefStore>,
-    )>,
+    /// What gc can do in a backend outside this crate.
+    maintenance: Option<Arc<dyn Maintenance>>,
 }
 
 impl Depot {
@@ -199,7 +236,7 @@ impl Depot {
             failed_log: FailureLog::File(dir.join("logs/failed")),
             lock_file: None,
             options,
-            postgres: None,
+            maintenance: None,
         })
     }
 
@@ -220,7 +257,7 @@ impl Depot {
             failed_log: FailureLog::File(dir.join(".retro-failed")),
             lock_file: Some(crate::lockfile::LockFile::new(&lock_path)),
             options,
-            postgres: None,
+            maintenance: None,
         })
     }
 
@@ -274,39 +311,24 @@ impl Depot {
             failed_log,
             lock_file: None,
             options: Options::default(),
-            postgres: None,
+            maintenance: None,
         })
     }
 
-    /// Creates a depot in the PostgreSQL database at `url` (which must not hold one yet): the
-    /// schema, then `HEAD` pointing at `refs/heads/master`.
-    pub fn init_postgres(url: &str) -> Result<Depot, Error> {
-        let connection = crate::postgres::PgConnection::connect(url)?;
-        crate::postgres::schema::create(&connection)?;
-        Self::open_postgres(url)
-    }
-
-    /// Opens the depot in the PostgreSQL database at `url`, migrating its schema if it is older
-    /// than this build's. The partition index lives in the same database, appended by each
-    /// commit's own transaction.
-    pub fn open_postgres(url: &str) -> Result<Depot, Error> {
-        let connection = crate::postgres::PgConnection::connect(url)?;
-        crate::postgres::schema::open(&connection)?;
-        let objects = Arc::new(crate::postgres::PgObjectStore::new(connection));
-        let refs = Arc::new(crate::postgres::PgRefStore::new(
-            crate::postgres::PgConnection::connect(url)?,
-        ));
-        let index = PartitionIndex::Postgres(Box::new(crate::postgres::PgIndex::new(
-            crate::postgres::PgConnection::connect(url)?,
-        )));
+    /// A depot over a backend that lives outside this crate (the PostgreSQL backend of crate
+    /// `retro-depot-postgres`, say): its stores, its partition index, its failed-command log and
+    /// what gc can do there. Commits write objects, sync, then move refs by compare-and-swap (a
+    /// ref store may do all of it in one statement: [`RefStore::transaction_with_objects`]).
+    /// `HEAD` is created pointing at `refs/heads/master` if absent.
+    pub fn from_backend(backend: Backend) -> Result<Depot, Error> {
         let mut depot = Self::over_stores(
-            objects.clone(),
-            refs.clone(),
-            index,
-            Layout::Postgres,
-            FailureLog::Postgres(refs.clone()),
+            backend.objects,
+            backend.refs,
+            backend.index,
+            Layout::Backend(backend.name),
+            FailureLog::Store(backend.failures),
         )?;
-        depot.postgres = Some((objects, refs));
+        depot.maintenance = backend.maintenance;
         Ok(depot)
     }
 
@@ -351,14 +373,17 @@ impl Depot {
 
     /// Follows symbolic refs: the direct ref's name and its checkpoint (`None` while unborn).
     pub fn resolve_ref(&self, name: &RefName) -> Result<(RefName, Option<ObjectId>), Error> {
-        if self.layout == Layout::Postgres {
+        if matches!(self.layout, Layout::Backend(_)) {
             // One round trip for the whole chain.
             return Ok(self.refs.resolve(name)?);
         }
         Ok(crate::refdb::resolve_with(name, |n| {
             self.read_ref(n).map_err(|e| match e {
                 Error::Refs(r) => r,
-                other => crate::refdb::Error::Backend(other.to_string()),
+                other => crate::refdb::Error::Backend(crate::class::BackendError::new(
+                    other.class(),
+                    other,
+                )),
             })
         })?)
     }
@@ -612,7 +637,7 @@ impl Depot {
                 writeln!(file, "{id}").map_err(Error::io("append to", path))?;
                 file.sync_data().map_err(Error::io("fsync", path))?;
             }
-            FailureLog::Postgres(refs) => refs.append_failure(id)?,
+            FailureLog::Store(store) => store.append_failure(id)?,
             FailureLog::Memory => self.committer.remember_failure(*id),
         }
         Ok(())
@@ -649,7 +674,7 @@ impl Depot {
                 }
                 Ok((ids, bad))
             }
-            FailureLog::Postgres(refs) => Ok((refs.failures()?, Vec::new())),
+            FailureLog::Store(store) => Ok((store.failures()?, Vec::new())),
             FailureLog::Memory => Ok((self.committer.failures(), Vec::new())),
         }
     }

@@ -7,9 +7,9 @@
 //! indexed, it is rebuilt from the root. It is never trusted over the objects: event ids read from
 //! it are loaded (and hash-verified) from the object store, and fsck replays history to compare.
 //!
-//! Two backends behind [`PartitionIndex`]: SQLite ([`sqlite`], a file beside a files depot, or in
-//! memory) and PostgreSQL (`crate::postgres::PgIndex`, tables in the depot's database, appended by
-//! the same transaction that moves the ref).
+//! Any [`IndexStore`] behind [`PartitionIndex`]: SQLite here ([`SqliteIndex`], a file beside a
+//! files depot, or in memory); the PostgreSQL backend (crate `retro-depot-postgres`) keeps it in
+//! tables of the depot's database, appended by the same transaction that moves the ref.
 
 mod sqlite;
 
@@ -19,7 +19,6 @@ pub use sqlite::{SqliteIndex, SqliteWriter};
 
 use crate::hash::ObjectId;
 use crate::name::PartitionName;
-use crate::postgres::{PgIndex, PgIndexWriter};
 
 /// What went wrong with the index.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +27,9 @@ pub enum IndexError {
     /// SQLite failed.
     #[error("partition index: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// PostgreSQL failed.
+    /// Another backend's index failed (the PostgreSQL one, say), with its class.
     #[error("partition index: {0}")]
-    Postgres(String),
+    Backend(#[from] crate::class::BackendError),
     /// The index holds something that cannot be right.
     #[error("partition index is corrupt: {0}")]
     Corrupt(String),
@@ -70,57 +69,128 @@ pub struct EventRow {
     pub session: String,
 }
 
-/// The partition index, in SQLite or in PostgreSQL.
-pub enum PartitionIndex {
-    /// A SQLite file (or memory).
-    Sqlite(SqliteIndex),
-    /// Tables in a PostgreSQL depot.
-    Postgres(Box<PgIndex>),
+/// A place that stores the partition index: SQLite here ([`SqliteIndex`]); other crates add
+/// others (the PostgreSQL backend keeps it in the depot's database). Object-safe, so a depot
+/// holds any of them as a [`PartitionIndex`].
+pub trait IndexStore: Send {
+    /// Whether readers may keep an in-memory tail of recent checkpoints in front of this index
+    /// (false when each commit appends to the index itself, in its own transaction).
+    fn keeps_tail(&self) -> bool {
+        true
+    }
+
+    /// The checkpoint the index is complete up to, and its sequence number.
+    fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError>;
+
+    /// Runs `f` inside one write transaction that holds the index's write lock from the start
+    /// (so concurrent catch-ups, in other processes and hosts too, serialize); commits when `f`
+    /// returns Ok, rolls back otherwise.
+    fn write_with(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn IndexWrite) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError>;
+
+    /// A partition's events after version `after_version` (0: all), in checkpoints up to
+    /// sequence `max_seq`, oldest first.
+    fn partition_events_upto(
+        &self,
+        partition: &PartitionName,
+        after_version: u64,
+        max_seq: Option<u64>,
+    ) -> Result<Vec<EventRow>, IndexError>;
+
+    /// How many events a partition has in checkpoints up to sequence `max_seq`.
+    fn partition_version_upto(
+        &self,
+        partition: &PartitionName,
+        max_seq: u64,
+    ) -> Result<u64, IndexError>;
+
+    /// The partitions whose names start with `prefix`, sorted by name, with their event counts.
+    fn for_each_partition_with_prefix(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, u64) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError>;
+
+    /// The sequence number of an indexed checkpoint.
+    fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError>;
+
+    /// Indexed checkpoints with `seq > after`, oldest first, streamed to `f(seq, id)` until it
+    /// returns false.
+    fn for_each_checkpoint(
+        &self,
+        after: u64,
+        f: &mut dyn FnMut(u64, ObjectId) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError>;
+
+    /// Counts for reports: checkpoints, partitions, events.
+    fn counts(&self) -> Result<(u64, u64, u64), IndexError>;
 }
 
-/// Writes inside one index transaction, which serializes every index writer.
-pub enum IndexWriter<'a> {
-    /// In SQLite.
-    Sqlite(SqliteWriter<'a>),
-    /// In PostgreSQL.
-    Postgres(PgIndexWriter<'a>),
+/// Writes inside one index transaction (see [`IndexStore::write_with`]).
+pub trait IndexWrite {
+    /// The head inside this transaction.
+    fn head(&mut self) -> Result<Option<(ObjectId, u64)>, IndexError>;
+
+    /// Where `HEAD` points, read inside this transaction, when the backend keeps refs in the
+    /// same database; `None` (the default): ask the ref store.
+    fn resolve_head(&mut self) -> Option<Result<Option<ObjectId>, IndexError>> {
+        None
+    }
+
+    /// Empties the index (before a rebuild).
+    fn clear(&mut self) -> Result<(), IndexError>;
+
+    /// Appends one checkpoint (which must be a child of the head); returns its sequence number.
+    fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError>;
 }
+
+/// A writer inside an index transaction, as closures passed to [`PartitionIndex::write`] see it.
+pub type IndexWriter<'a> = dyn IndexWrite + 'a;
+
+/// The partition index a depot reads: any [`IndexStore`].
+pub struct PartitionIndex(Box<dyn IndexStore>);
 
 impl PartitionIndex {
     /// Opens (creating) the SQLite index file at `path`.
     pub fn open(path: &std::path::Path) -> Result<PartitionIndex, IndexError> {
-        SqliteIndex::open(path).map(PartitionIndex::Sqlite)
+        SqliteIndex::open(path).map(PartitionIndex::new)
     }
 
     /// An SQLite index in memory.
     pub fn in_memory() -> Result<PartitionIndex, IndexError> {
-        SqliteIndex::in_memory().map(PartitionIndex::Sqlite)
+        SqliteIndex::in_memory().map(PartitionIndex::new)
     }
 
-    /// Whether readers may keep an in-memory tail of recent checkpoints in front of this index.
-    /// The PostgreSQL index is appended by the commit itself: a tail would only duplicate it.
+    /// Any index store.
+    pub fn new(store: impl IndexStore + 'static) -> PartitionIndex {
+        PartitionIndex(Box::new(store))
+    }
+
+    /// See [`IndexStore::keeps_tail`].
     pub fn keeps_tail(&self) -> bool {
-        matches!(self, PartitionIndex::Sqlite(_))
+        self.0.keeps_tail()
     }
 
     /// The checkpoint the index is complete up to, and its sequence number.
     pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        match self {
-            PartitionIndex::Sqlite(i) => i.head(),
-            PartitionIndex::Postgres(i) => i.head(),
-        }
+        self.0.head()
     }
 
-    /// Runs `f` inside one write transaction that holds the index's write lock from the start,
-    /// so concurrent catch-ups (in other processes and hosts too) serialize.
+    /// Runs `f` inside one write transaction (see [`IndexStore::write_with`]).
     pub fn write<T>(
         &mut self,
         f: impl FnOnce(&mut IndexWriter<'_>) -> Result<T, IndexError>,
     ) -> Result<T, IndexError> {
-        match self {
-            PartitionIndex::Sqlite(i) => i.write(f),
-            PartitionIndex::Postgres(i) => i.write(f),
-        }
+        let mut f = Some(f);
+        let mut out = None;
+        self.0.write_with(&mut |writer| {
+            let f = f.take().expect("an index transaction runs its body once");
+            out = Some(f(writer)?);
+            Ok(())
+        })?;
+        Ok(out.expect("the transaction ran its body"))
     }
 
     /// The events of one partition after version `after_version` (0: all), oldest first.
@@ -129,118 +199,62 @@ impl PartitionIndex {
         partition: &PartitionName,
         after_version: u64,
     ) -> Result<Vec<EventRow>, IndexError> {
-        self.partition_events_upto(partition, after_version, None)
+        self.0.partition_events_upto(partition, after_version, None)
     }
 
-    /// The events of one partition after version `after_version` (0: all), in checkpoints up to
-    /// sequence `max_seq`, oldest first.
+    /// See [`IndexStore::partition_events_upto`].
     pub fn partition_events_upto(
         &self,
         partition: &PartitionName,
         after_version: u64,
         max_seq: Option<u64>,
     ) -> Result<Vec<EventRow>, IndexError> {
-        match self {
-            PartitionIndex::Sqlite(i) => i.partition_events_upto(partition, after_version, max_seq),
-            PartitionIndex::Postgres(i) => {
-                i.partition_events_upto(partition, after_version, max_seq)
-            }
-        }
+        self.0
+            .partition_events_upto(partition, after_version, max_seq)
     }
 
-    /// How many events a partition has in checkpoints up to sequence `max_seq`.
+    /// See [`IndexStore::partition_version_upto`].
     pub fn partition_version_upto(
         &self,
         partition: &PartitionName,
         max_seq: u64,
     ) -> Result<u64, IndexError> {
-        match self {
-            PartitionIndex::Sqlite(i) => i.partition_version_upto(partition, max_seq),
-            PartitionIndex::Postgres(i) => i.partition_version_upto(partition, max_seq),
-        }
+        self.0.partition_version_upto(partition, max_seq)
     }
 
     /// Every partition with its event count, sorted by name, streamed to `f`.
     pub fn for_each_partition(
         &self,
-        f: impl FnMut(&str, u64) -> Result<(), IndexError>,
+        mut f: impl FnMut(&str, u64) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
-        self.for_each_partition_with_prefix("", f)
+        self.0.for_each_partition_with_prefix("", &mut f)
     }
 
-    /// The partitions whose names start with `prefix`, sorted by name.
+    /// See [`IndexStore::for_each_partition_with_prefix`].
     pub fn for_each_partition_with_prefix(
         &self,
         prefix: &str,
-        f: impl FnMut(&str, u64) -> Result<(), IndexError>,
+        mut f: impl FnMut(&str, u64) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
-        match self {
-            PartitionIndex::Sqlite(i) => i.for_each_partition_with_prefix(prefix, f),
-            PartitionIndex::Postgres(i) => i.for_each_partition_with_prefix(prefix, f),
-        }
+        self.0.for_each_partition_with_prefix(prefix, &mut f)
     }
 
-    /// The sequence number of an indexed checkpoint.
+    /// See [`IndexStore::checkpoint_seq`].
     pub fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
-        match self {
-            PartitionIndex::Sqlite(i) => i.checkpoint_seq(id),
-            PartitionIndex::Postgres(i) => i.checkpoint_seq(id),
-        }
+        self.0.checkpoint_seq(id)
     }
 
-    /// Indexed checkpoints with `seq > after`, oldest first, streamed to `f(seq, id)` until it
-    /// returns false.
+    /// See [`IndexStore::for_each_checkpoint`].
     pub fn for_each_checkpoint(
         &self,
         after: u64,
-        f: impl FnMut(u64, ObjectId) -> Result<bool, IndexError>,
+        mut f: impl FnMut(u64, ObjectId) -> Result<bool, IndexError>,
     ) -> Result<(), IndexError> {
-        match self {
-            PartitionIndex::Sqlite(i) => i.for_each_checkpoint(after, f),
-            PartitionIndex::Postgres(i) => i.for_each_checkpoint(after, f),
-        }
+        self.0.for_each_checkpoint(after, &mut f)
     }
 
     /// Counts for reports: checkpoints, partitions, events.
     pub fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
-        match self {
-            PartitionIndex::Sqlite(i) => i.counts(),
-            PartitionIndex::Postgres(i) => i.counts(),
-        }
-    }
-}
-
-impl IndexWriter<'_> {
-    /// The head inside this transaction.
-    pub fn head(&mut self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        match self {
-            IndexWriter::Sqlite(w) => w.head(),
-            IndexWriter::Postgres(w) => w.head(),
-        }
-    }
-
-    /// Where `HEAD` points, read inside this transaction, when the backend keeps refs in the
-    /// same database (PostgreSQL); `None`: ask the ref store.
-    pub fn resolve_head(&mut self) -> Option<Result<Option<ObjectId>, IndexError>> {
-        match self {
-            IndexWriter::Sqlite(_) => None,
-            IndexWriter::Postgres(w) => Some(w.resolve_head()),
-        }
-    }
-
-    /// Empties the index (before a rebuild).
-    pub fn clear(&mut self) -> Result<(), IndexError> {
-        match self {
-            IndexWriter::Sqlite(w) => w.clear(),
-            IndexWriter::Postgres(w) => w.clear(),
-        }
-    }
-
-    /// Appends one checkpoint (which must be a child of the head); returns its sequence number.
-    pub fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
-        match self {
-            IndexWriter::Sqlite(w) => w.append(checkpoint),
-            IndexWriter::Postgres(w) => w.append(checkpoint),
-        }
+        self.0.counts()
     }
 }

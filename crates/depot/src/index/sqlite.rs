@@ -9,7 +9,7 @@ use std::path::Path;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{EventRow, IndexError, IndexWriter, IndexedCheckpoint};
+use super::{EventRow, IndexError, IndexStore, IndexWrite, IndexedCheckpoint};
 use crate::hash::ObjectId;
 use crate::name::PartitionName;
 
@@ -93,24 +93,6 @@ impl SqliteIndex {
     /// The checkpoint the index is complete up to, and its sequence number.
     pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
         head_of(&self.conn)
-    }
-
-    /// Runs `f` inside one write transaction that holds SQLite's write lock from the start, so
-    /// concurrent catch-ups (in other processes too) serialize.
-    pub fn write<T>(
-        &mut self,
-        f: impl FnOnce(&mut IndexWriter<'_>) -> Result<T, IndexError>,
-    ) -> Result<T, IndexError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut writer = IndexWriter::Sqlite(SqliteWriter { tx });
-        let out = f(&mut writer)?;
-        match writer {
-            IndexWriter::Sqlite(w) => w.tx.commit()?,
-            IndexWriter::Postgres(_) => unreachable!("an SQLite index makes SQLite writers"),
-        }
-        Ok(out)
     }
 
     /// A partition's events after `after_version`, in checkpoints up to sequence `max_seq`.
@@ -300,5 +282,81 @@ impl SqliteWriter<'_> {
                 .execute(params![before + events.len() as i64, seq as i64, pid])?;
         }
         Ok(seq)
+    }
+}
+
+impl IndexStore for SqliteIndex {
+    fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
+        SqliteIndex::head(self)
+    }
+
+    /// One transaction that holds SQLite's write lock from the start (`BEGIN IMMEDIATE`), so
+    /// concurrent catch-ups (in other processes too) serialize.
+    fn write_with(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn IndexWrite) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut writer = SqliteWriter { tx };
+        f(&mut writer)?;
+        writer.tx.commit()?;
+        Ok(())
+    }
+
+    fn partition_events_upto(
+        &self,
+        partition: &PartitionName,
+        after_version: u64,
+        max_seq: Option<u64>,
+    ) -> Result<Vec<EventRow>, IndexError> {
+        SqliteIndex::partition_events_upto(self, partition, after_version, max_seq)
+    }
+
+    fn partition_version_upto(
+        &self,
+        partition: &PartitionName,
+        max_seq: u64,
+    ) -> Result<u64, IndexError> {
+        SqliteIndex::partition_version_upto(self, partition, max_seq)
+    }
+
+    fn for_each_partition_with_prefix(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, u64) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        SqliteIndex::for_each_partition_with_prefix(self, prefix, f)
+    }
+
+    fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
+        SqliteIndex::checkpoint_seq(self, id)
+    }
+
+    fn for_each_checkpoint(
+        &self,
+        after: u64,
+        f: &mut dyn FnMut(u64, ObjectId) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError> {
+        SqliteIndex::for_each_checkpoint(self, after, f)
+    }
+
+    fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
+        SqliteIndex::counts(self)
+    }
+}
+
+impl IndexWrite for SqliteWriter<'_> {
+    fn head(&mut self) -> Result<Option<(ObjectId, u64)>, IndexError> {
+        SqliteWriter::head(self)
+    }
+
+    fn clear(&mut self) -> Result<(), IndexError> {
+        SqliteWriter::clear(self)
+    }
+
+    fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
+        SqliteWriter::append(self, checkpoint)
     }
 }

@@ -15,7 +15,7 @@ fn event(i: usize) -> EncodedObject {
 }
 
 /// Runs every conformance check against stores made by `make`.
-pub(crate) fn run(make: &dyn Fn() -> Box<dyn ObjectStore>) {
+pub fn run(make: &dyn Fn() -> Box<dyn ObjectStore>) {
     reads_back_what_was_written(make());
     reads_many_in_order(make());
     missing_objects_are_none(make());

@@ -56,9 +56,9 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A backend-specific failure (a database server, say).
-    #[error("{0}")]
-    Backend(String),
+    /// A backend-specific failure (a database server, say), with its class.
+    #[error(transparent)]
+    Backend(#[from] crate::class::BackendError),
     /// A lock (`packs/write.lock`) could not be taken in time.
     #[error(transparent)]
     Lock(#[from] crate::lockfile::LockError),
@@ -105,7 +105,7 @@ pub trait ObjectStore: Send + Sync {
 }
 
 /// Reads and verifies: the shared check that stored bytes hash to `id`.
-pub(crate) fn verify(id: &ObjectId, bytes: Vec<u8>) -> Result<EncodedObject, Error> {
+pub fn verify(id: &ObjectId, bytes: Vec<u8>) -> Result<EncodedObject, Error> {
     let actual = ObjectId::of(&bytes);
     if actual != *id {
         return Err(Error::Corrupt {
@@ -116,5 +116,6 @@ pub(crate) fn verify(id: &ObjectId, bytes: Vec<u8>) -> Result<EncodedObject, Err
     Ok(EncodedObject::from_verified(*id, bytes))
 }
 
-#[cfg(test)]
-pub(crate) mod conformance;
+/// The suite every object store must pass (for backends in other crates: feature `conformance`).
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;

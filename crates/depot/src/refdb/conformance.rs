@@ -19,7 +19,7 @@ fn log(message: &str) -> LogInfo {
 }
 
 /// Runs every check against a fresh store made by `make`.
-pub(crate) fn run(make: &dyn Fn() -> Box<dyn RefStore>) {
+pub fn run(make: &dyn Fn() -> Box<dyn RefStore>) {
     create_then_compare_and_swap(make());
     conflict_carries_the_actual_value(make());
     must_not_exist_refuses_an_existing_ref(make());
@@ -322,23 +322,33 @@ mod tests {
                 log: log("delete"),
             }])
             .unwrap();
-        // The reflog of the deleted ref is kept, in the way of x's: refused, typed, nothing made.
-        let err = store
-            .transaction(&[RefEdit::cas(x.clone(), None, id(2), log("x"))])
-            .unwrap_err();
-        assert!(
-            matches!(&err, Error::ReflogClash { name, other, .. } if *name == x && *other == below),
-            "{err}"
-        );
-        assert_eq!(store.read(&x).unwrap(), None);
-        // Once that reflog is gone, the directory the deleted ref left is no obstacle.
-        std::fs::remove_dir_all(dir.path().join("logs/refs/tags/x")).unwrap();
+        // The reflog of the deleted ref is kept, in the way of x's: it moves aside (its history
+        // kept under logs/deleted/), and the directory the deleted ref left is no obstacle.
         assert!(dir.path().join("refs/tags/x").is_dir());
         store
             .transaction(&[RefEdit::cas(x.clone(), None, id(2), log("x"))])
             .unwrap();
         assert_eq!(store.read(&x).unwrap(), Some(RefValue::Direct(id(2))));
         assert_eq!(store.reflog(&x).unwrap().len(), 1);
+        let aside: Vec<String> = std::fs::read_dir(dir.path().join("logs/deleted"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(aside[0].starts_with("refs%2Ftags%2Fx%2Fy."), "{aside:?}");
+        // And the other way: a deleted x's reflog is in the way of x/y's.
+        store
+            .transaction(&[RefEdit {
+                name: x.clone(),
+                expected: Expected::MustBe(id(2)),
+                new: None,
+                log: log("delete x"),
+            }])
+            .unwrap();
+        store
+            .transaction(&[RefEdit::cas(below.clone(), None, id(3), log("x/y again"))])
+            .unwrap();
+        assert_eq!(store.read(&below).unwrap(), Some(RefValue::Direct(id(3))));
     }
 
     #[test]

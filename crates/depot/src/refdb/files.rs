@@ -99,36 +99,35 @@ impl FilesRefStore {
             return Ok(());
         }
         let logs = self.root.join("logs");
+        // Reflogs that deleted refs left where the new ref's reflog must go: no live ref owns
+        // them (the name-clash check ran first), so they move aside, keeping their history.
         for ancestor in ancestors(name) {
             let path = self.log_path_of(&ancestor);
             if path.is_file() {
-                return Err(Error::ReflogClash {
-                    name: name.clone(),
-                    other: ancestor,
-                    path,
-                });
+                self.set_aside_reflog(&ancestor, &path)?;
             }
         }
         let log = self.log_path_of(name);
         if log.is_dir() {
-            if let Some(file) = first_file(&log).map_err(Error::io("list", &log))? {
+            while let Some(file) = first_file(&log).map_err(Error::io("list", &log))? {
                 let other = file
                     .strip_prefix(&logs)
                     .ok()
                     .and_then(Path::to_str)
                     .and_then(|t| RefName::new(t).ok());
-                return Err(match other {
-                    Some(other) => Error::ReflogClash {
-                        name: name.clone(),
-                        other,
-                        path: file,
-                    },
-                    None => Error::Corrupt {
-                        path: file,
-                        reason: format!("this file is in the way of the reflog of ref '{name}'"),
-                    },
-                });
+                match other {
+                    Some(other) => self.set_aside_reflog(&other, &file)?,
+                    None => {
+                        return Err(Error::Corrupt {
+                            path: file,
+                            reason: format!(
+                                "this file is in the way of the reflog of ref '{name}'"
+                            ),
+                        })
+                    }
+                }
             }
+            remove_empty_dirs(&log).map_err(Error::io("remove", &log))?;
         }
         let path = self.path_of(name);
         if path.is_dir() {
@@ -347,6 +346,25 @@ fn first_file(dir: &Path) -> io::Result<Option<PathBuf>> {
         }
     }
     Ok(None)
+}
+
+impl FilesRefStore {
+    /// Moves the reflog of the deleted ref `name` (at `path`) to `logs/deleted/`, under a name
+    /// that says which ref it was and when it moved, so that a new ref can take its place; the
+    /// move is made durable (both directories fsynced) before the caller journals anything.
+    fn set_aside_reflog(&self, name: &RefName, path: &Path) -> Result<(), Error> {
+        let aside = self.root.join("logs/deleted");
+        fs::create_dir_all(&aside).map_err(Error::io("create directory", &aside))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let target = aside.join(format!("{}.{stamp}", name.as_str().replace('/', "%2F")));
+        fs::rename(path, &target).map_err(Error::io("move aside", path))?;
+        for dir in [aside.as_path(), path.parent().unwrap_or(&aside)] {
+            crate::fsutil::fsync_dir(dir).map_err(Error::io("fsync", dir))?;
+        }
+        Ok(())
+    }
 }
 
 /// Removes `path` if it is a tree of empty directories (left by deleted refs), so that a ref file

@@ -281,9 +281,9 @@ pub enum Error {
         /// That reflog file.
         path: PathBuf,
     },
-    /// A backend-specific failure (a database server, say).
-    #[error("{0}")]
-    Backend(String),
+    /// A backend-specific failure (a database server, say), with its class.
+    #[error(transparent)]
+    Backend(#[from] crate::class::BackendError),
 }
 
 impl From<crate::lockfile::LockError> for Error {
@@ -382,7 +382,7 @@ pub trait RefListener: Send {
 }
 
 /// Follows symbolic refs using `read`, at most 5 levels.
-pub(crate) fn resolve_with(
+pub fn resolve_with(
     name: &RefName,
     mut read: impl FnMut(&RefName) -> Result<Option<RefValue>, Error>,
 ) -> Result<(RefName, Option<ObjectId>), Error> {
@@ -399,7 +399,7 @@ pub(crate) fn resolve_with(
 
 /// Checks a transaction's edits against current values (read through `read`) and returns the
 /// edits with symbolic refs followed, ready to apply. Shared by every backend.
-pub(crate) fn prepare_edits(
+pub fn prepare_edits(
     edits: &[RefEdit],
     mut read: impl FnMut(&RefName) -> Result<Option<RefValue>, Error>,
 ) -> Result<Vec<(RefEdit, Option<RefValue>)>, Error> {
@@ -448,7 +448,7 @@ pub(crate) fn ancestors(name: &RefName) -> impl Iterator<Item = RefName> + '_ {
 /// an existing ref (read through `read`, and listed by `under` for `name/…`) or with another ref
 /// created by the same transaction. Refs deleted by the transaction do not count. Shared by every
 /// backend, and called before anything is written.
-pub(crate) fn check_clashes(
+pub fn check_clashes(
     prepared: &[(RefEdit, Option<RefValue>)],
     mut read: impl FnMut(&RefName) -> Result<Option<RefValue>, Error>,
     mut under: impl FnMut(&RefName) -> Result<Vec<RefName>, Error>,
@@ -493,8 +493,9 @@ pub(crate) fn check_clashes(
     Ok(())
 }
 
-#[cfg(test)]
-pub(crate) mod conformance;
+/// The suite every ref store must pass (for backends in other crates: feature `conformance`).
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 #[cfg(test)]
 mod clash_tests {

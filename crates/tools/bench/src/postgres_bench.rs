@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use depot::{Depot, PartitionName};
+use depot::PartitionName;
 use engine::Engine;
 
 use crate::depot_bench::bulk_load;
@@ -70,12 +70,12 @@ pub fn run(sizes: &Sizes, figures: &mut Figures) -> Result<()> {
 
 fn applies(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> Result<()> {
     let url = server.create_database();
-    Depot::init_postgres(&url)?;
+    depot_postgres::init(&url)?;
     eprintln!(
         "retro-bench: postgres: {} durable applies, 1 writer",
         sizes.applies
     );
-    let engine = Engine::new(Arc::new(Depot::open_postgres(&url)?), identity_manifest()?);
+    let engine = Engine::new(Arc::new(depot_postgres::open(&url)?), identity_manifest()?);
     for i in 0..50 {
         engine.apply(
             "s1",
@@ -114,7 +114,7 @@ fn applies(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> R
     let engines: Vec<Engine> = (0..writers)
         .map(|_| {
             Ok(Engine::new(
-                Arc::new(Depot::open_postgres(&url)?),
+                Arc::new(depot_postgres::open(&url)?),
                 identity_manifest()?,
             ))
         })
@@ -178,7 +178,7 @@ fn reads(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> Res
     let events = commands * workload::EVENTS_PER_COMMAND;
     eprintln!("retro-bench: postgres: bulk load of {events} events");
     let loaded = {
-        let depot = Depot::init_postgres(&url)?;
+        let depot = depot_postgres::init(&url)?;
         let spent = bulk_load(
             &depot,
             commands,
@@ -193,7 +193,7 @@ fn reads(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> Res
             .note("Depot::commit_many, Base::Tip, 1000 commands per call: objects, ref move and index rows in one retro_commit"),
     );
     // A fresh handle, as another process or host would open it.
-    let depot = Depot::open_postgres(&url)?;
+    let depot = depot_postgres::open(&url)?;
     let partitions = workload::read_partitions(sizes.read_events);
     let mut rng = workload::Rng::new(7);
     let mut samples = Vec::with_capacity(sizes.reads as usize);

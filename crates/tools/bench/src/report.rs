@@ -1039,11 +1039,11 @@ const METHOD: &str = "
 - **PostgreSQL depot** (phase `postgres`): a throw-away PostgreSQL 15 cluster (Debian's package,
   `crates/tools/pgtest`) on 127.0.0.1 in the scratch machine's temporary directory, `fsync=on`,
   `synchronous_commit=on`, started by the bench. One writer: `Engine::apply` of identity `create`
-  over `Depot::open_postgres` (50 unmeasured first), each apply committed before it returns.
-  8 writers: 8 threads, each with its own `Depot::open_postgres` (own connections, own engine:
+  over `depot_postgres::open` (50 unmeasured first), each apply committed before it returns.
+  8 writers: 8 threads, each with its own `depot_postgres::open` (own connections, own engine:
   application servers on other hosts, as far as the depot can tell), disjoint identities, own
   session. Reads: a depot of the read shape (10-event identity partitions over the whole history)
-  bulk-loaded with `commit_many` (1,000 commands per call), then a fresh `Depot::open_postgres`;
+  bulk-loaded with `commit_many` (1,000 commands per call), then a fresh `depot_postgres::open`;
   `partition_events` of random partitions, as many unmeasured first. Peers' PostgreSQL figures come from peers.md (a head-row CAS per command), not this run.
 ";
 

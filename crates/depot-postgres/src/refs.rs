@@ -12,15 +12,15 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 
-use super::index::CheckpointArrays;
-use super::{PgConnection, PgError, PgSession};
-use crate::hash::ObjectId;
-use crate::index::IndexedCheckpoint;
-use crate::object::EncodedObject;
-use crate::refdb::{
+use crate::index::CheckpointArrays;
+use crate::{PgConnection, PgError, PgSession};
+use depot::index::IndexedCheckpoint;
+use depot::refdb::{
     check_clashes, prepare_edits, Error, Expected, RefEdit, RefListener, RefName, RefStore,
     RefValue, ReflogEntry,
 };
+use depot::EncodedObject;
+use depot::ObjectId;
 
 /// The advisory lock key of ref transactions (the same in `retro_commit`).
 pub(super) const REF_LOCK: i64 = 0x7265_7472_6f5f_7266; // "retro_rf"
@@ -45,7 +45,7 @@ pub struct PgRefStore {
 }
 
 fn backend(err: PgError) -> Error {
-    Error::Backend(err.to_string())
+    Error::Backend(crate::backend_error(err))
 }
 
 fn corrupt(connection: &PgConnection, name: &str, reason: String) -> Error {
@@ -104,7 +104,7 @@ fn clash_error(connection: &PgConnection, name: &str, other: &str) -> Error {
 const LIST_UNDER: &str = "SELECT name FROM retro_refs WHERE starts_with(name, $1) ORDER BY name";
 
 impl PgRefStore {
-    /// A store over an open connection (the schema must exist: see [`super::schema`]).
+    /// A store over an open connection (the schema must exist: see [`crate::schema`]).
     pub fn new(connection: PgConnection) -> PgRefStore {
         PgRefStore { connection }
     }
@@ -148,7 +148,14 @@ impl PgRefStore {
                     let edit = edits
                         .iter()
                         .find(|e| e.name.as_str() == name)
-                        .ok_or_else(|| Error::Backend(format!("retro_commit named '{name}'")))?;
+                        .ok_or_else(|| {
+                            Error::Backend(depot::BackendError::new(
+                                depot::ErrorClass::Internal,
+                                format!(
+                                    "retro_commit named '{name}', which the commit did not move"
+                                ),
+                            ))
+                        })?;
                     return Err(Error::Conflict {
                         name: edit.name.clone(),
                         expected: edit.expected.clone(),
@@ -180,7 +187,7 @@ impl PgRefStore {
         edits: &[RefEdit],
         cp: &CheckpointArrays,
     ) -> Result<Option<Refused>, Error> {
-        let (ids, bodies) = super::objects::object_arrays(objects);
+        let (ids, bodies) = crate::objects::object_arrays(objects);
         let names: Vec<&str> = edits.iter().map(|e| e.name.as_str()).collect();
         let (kinds, expected): (Vec<&str>, Vec<Option<String>>) =
             edits.iter().map(|e| expectation(&e.expected)).unzip();
@@ -188,7 +195,7 @@ impl PgRefStore {
             .iter()
             .map(|e| e.new.as_ref().map(RefValue::to_file_text))
             .collect();
-        let date = crate::object::format_date(chrono::Utc::now());
+        let date = depot::format_date(chrono::Utc::now());
         let sessions: Vec<&str> = edits.iter().map(|e| e.log.session.as_str()).collect();
         let messages: Vec<&str> = edits.iter().map(|e| e.log.message.as_str()).collect();
         let result = self.connection.with("commit", |session| {
@@ -247,10 +254,10 @@ impl PgRefStore {
         // Expectation failures are found inside the PostgreSQL transaction; they travel out of
         // the closure here, and the transaction is rolled back (dropped without commit).
         let mut outcome: Result<(), Error> = Ok(());
-        let (ids, bodies) = super::objects::object_arrays(objects);
+        let (ids, bodies) = crate::objects::object_arrays(objects);
         self.connection
             .with("move refs", |session| {
-                let insert = session.prepare(super::objects::INSERT_OBJECTS)?;
+                let insert = session.prepare(crate::objects::INSERT_OBJECTS)?;
                 let read = session.prepare(READ_REF)?;
                 let upsert = session.prepare(UPSERT_REF)?;
                 let delete = session.prepare(DELETE_REF)?;
@@ -275,9 +282,10 @@ impl PgRefStore {
                     match row.and_then(|r| r.map(|r| r.try_get::<_, String>(0)).transpose()) {
                         Ok(text) => text.map(|t| self.parse(n.as_str(), &t)).transpose(),
                         Err(e) => {
+                            let class = crate::pg_class(&e);
                             let message = e.to_string();
                             db_error = Some(e);
-                            Err(Error::Backend(message))
+                            Err(Error::Backend(depot::BackendError::new(class, message)))
                         }
                     }
                 });
@@ -297,9 +305,10 @@ impl PgRefStore {
                     let cell = std::cell::RefCell::new(&mut tx);
                     let failed = std::cell::RefCell::new(None);
                     let keep = |e: postgres::Error| {
+                        let class = crate::pg_class(&e);
                         let message = e.to_string();
                         *failed.borrow_mut() = Some(e);
-                        Error::Backend(message)
+                        Error::Backend(depot::BackendError::new(class, message))
                     };
                     let result = check_clashes(
                         &prepared,
@@ -336,7 +345,7 @@ impl PgRefStore {
                     outcome = Err(err);
                     return Ok(());
                 }
-                let date = crate::object::format_date(chrono::Utc::now());
+                let date = depot::format_date(chrono::Utc::now());
                 for (edit, old) in &prepared {
                     match &edit.new {
                         Some(value) => {
@@ -467,7 +476,7 @@ impl RefStore for PgRefStore {
             })
             .map_err(backend)?;
         let chain: std::collections::HashMap<String, String> = rows.into_iter().collect();
-        crate::refdb::resolve_with(name, |n| {
+        depot::refdb::resolve_with(name, |n| {
             chain
                 .get(n.as_str())
                 .map(|text| self.parse(n.as_str(), text))
@@ -535,7 +544,7 @@ impl RefStore for PgRefStore {
                 Ok(ReflogEntry {
                     old: id(old)?,
                     new: id(new)?,
-                    date: crate::object::parse_date(&date).map_err(|_| {
+                    date: depot::parse_date(&date).map_err(|_| {
                         corrupt(
                             &self.connection,
                             name.as_str(),
@@ -570,7 +579,7 @@ impl RefLockGuard {
         client
             .execute("SELECT pg_advisory_lock($1)", &[&REF_LOCK])
             .map_err(|source| PgError::Query {
-                url: super::redact(url),
+                url: crate::redact(url),
                 what: "take the ref lock",
                 source,
             })?;
@@ -590,7 +599,7 @@ impl PgListener {
         client
             .batch_execute(&format!("LISTEN {CHANNEL}"))
             .map_err(|source| PgError::Query {
-                url: super::redact(url),
+                url: crate::redact(url),
                 what: "listen for ref moves",
                 source,
             })?;

@@ -18,10 +18,151 @@ mod objects;
 mod refs;
 pub mod schema;
 
+use std::sync::Arc;
+
+use depot::index::PartitionIndex;
+use depot::{Backend, BackendError, Depot, ErrorClass, FailureStore, Maintenance, ObjectId};
+
 pub use connection::{PgConnection, PgSession, CA_FILE_VAR};
 pub use index::{PgIndex, PgIndexWriter};
 pub use objects::PgObjectStore;
 pub use refs::{PgListener, PgRefStore, RefLockGuard};
+
+/// The backend's name, in messages and [`depot::Layout::Backend`].
+pub const NAME: &str = "PostgreSQL";
+
+/// Creates a depot in the PostgreSQL database at `url` (which must not hold one yet): the
+/// schema, then `HEAD` pointing at `refs/heads/master`.
+pub fn init(url: &str) -> Result<Depot, depot::Error> {
+    let connection = PgConnection::connect(url)?;
+    schema::create(&connection)?;
+    open(url)
+}
+
+/// Opens the depot in the PostgreSQL database at `url`, migrating its schema if it is older
+/// than this build's. The partition index lives in the same database, appended by each
+/// commit's own transaction.
+pub fn open(url: &str) -> Result<Depot, depot::Error> {
+    let connection = PgConnection::connect(url)?;
+    schema::open(&connection)?;
+    let objects = Arc::new(PgObjectStore::new(connection));
+    let refs = Arc::new(PgRefStore::new(PgConnection::connect(url)?));
+    let index = PartitionIndex::new(PgIndex::new(PgConnection::connect(url)?));
+    Depot::from_backend(Backend {
+        name: NAME,
+        objects: objects.clone(),
+        refs: refs.clone(),
+        index,
+        failures: refs,
+        maintenance: Some(Arc::new(PgMaintenance {
+            objects,
+            url: url.to_owned(),
+        })),
+    })
+}
+
+/// gc on PostgreSQL: prune under the ref lock (every commit on every host waits).
+struct PgMaintenance {
+    objects: Arc<PgObjectStore>,
+    url: String,
+}
+
+impl Maintenance for PgMaintenance {
+    fn lock_commits(&self) -> Result<Box<dyn std::any::Any>, depot::Error> {
+        Ok(Box::new(RefLockGuard::acquire(&self.url)?))
+    }
+
+    fn prune(
+        &self,
+        keep: &std::collections::HashSet<ObjectId>,
+        grace: std::time::Duration,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(u64, u64), depot::Error> {
+        Ok(self.objects.prune(keep, grace, progress)?)
+    }
+
+    fn bytes(&self) -> Result<u64, depot::Error> {
+        Ok(self.objects.table_bytes()?)
+    }
+}
+
+impl FailureStore for PgRefStore {
+    fn append_failure(&self, id: &ObjectId) -> Result<(), depot::Error> {
+        Ok(PgRefStore::append_failure(self, id)?)
+    }
+
+    fn failures(&self) -> Result<Vec<ObjectId>, depot::Error> {
+        Ok(PgRefStore::failures(self)?)
+    }
+}
+
+impl From<PgError> for depot::Error {
+    fn from(err: PgError) -> Self {
+        depot::Error::Backend(backend_error(err))
+    }
+}
+
+/// A PostgreSQL failure as the depot carries it: with its class.
+pub(crate) fn backend_error(err: PgError) -> BackendError {
+    BackendError::new(err.class(), err)
+}
+
+impl PgError {
+    /// What a caller should do about it: a missing depot, one already there, a schema too new,
+    /// bad TLS settings, or an authentication failure are to fix; a server that cannot be
+    /// reached, is shutting down or short of connections is retryable.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PgError::NotADepot(_) => ErrorClass::NotFound,
+            PgError::AlreadyExists(_) => ErrorClass::Conflict,
+            PgError::SchemaTooNew { .. } => ErrorClass::Invalid,
+            PgError::Corrupt { .. } => ErrorClass::Corrupt,
+            // A certificate that does not verify is a setting to fix, not a wait.
+            PgError::Tls(_) => ErrorClass::Invalid,
+            PgError::Connect { source, .. } | PgError::Query { source, .. } => pg_class(source),
+        }
+    }
+}
+
+/// The class of a PostgreSQL failure: the server's SQLSTATE when it answered (authentication,
+/// a missing database: fix the settings; too many connections, shutting down, a lost connection:
+/// retry), a TLS failure is a setting to fix, anything else on the way there is retryable.
+pub(crate) fn pg_class(err: &postgres::Error) -> ErrorClass {
+    if let Some(db) = err.as_db_error() {
+        let code = db.code().code();
+        return match &code[..2] {
+            "08" | "40" | "53" | "55" | "57" | "58" => ErrorClass::Unavailable,
+            "23" => ErrorClass::Conflict,
+            "XX" => ErrorClass::Corrupt,
+            _ => ErrorClass::Invalid,
+        };
+    }
+    if is_tls_failure(err) {
+        ErrorClass::Invalid
+    } else {
+        ErrorClass::Unavailable
+    }
+}
+
+/// True when a connection failed in TLS (a certificate, a protocol), not in reaching the server.
+fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
 
 /// Whether `location` names a PostgreSQL depot (`postgres://…` or `postgresql://…`).
 pub fn is_url(location: &str) -> bool {
@@ -105,11 +246,11 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::hash::ObjectId;
-    use crate::name::EventName;
-    use crate::object::{Event, Object};
-    use crate::odb::ObjectStore;
-    use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefStore, RefValue};
+    use depot::odb::ObjectStore;
+    use depot::refdb::{Expected, LogInfo, RefEdit, RefName, RefStore, RefValue};
+    use depot::EventName;
+    use depot::ObjectId;
+    use depot::{Event, Object};
 
     /// A fresh database with the retro schema, on the shared throw-away server.
     fn fresh() -> String {
@@ -118,7 +259,7 @@ mod tests {
         url
     }
 
-    fn event(i: usize) -> crate::object::EncodedObject {
+    fn event(i: usize) -> depot::EncodedObject {
         Object::Event(Event::new(
             EventName::new("Counted").unwrap(),
             format!("{{\"n\":{i}}}"),
@@ -141,14 +282,14 @@ mod tests {
 
     #[test]
     fn postgres_object_store_conforms() {
-        crate::odb::conformance::run(&|| {
+        depot::odb::conformance::run(&|| {
             Box::new(PgObjectStore::new(PgConnection::connect(&fresh()).unwrap()))
         });
     }
 
     #[test]
     fn postgres_ref_store_conforms() {
-        crate::refdb::conformance::run(&|| {
+        depot::refdb::conformance::run(&|| {
             Box::new(PgRefStore::new(PgConnection::connect(&fresh()).unwrap()))
         });
     }
@@ -230,7 +371,7 @@ mod tests {
                         let edit = RefEdit::cas(master.clone(), old, new, LogInfo::default());
                         match store.transaction(&[edit]) {
                             Ok(()) => won += 1,
-                            Err(crate::refdb::Error::Conflict { .. }) => {}
+                            Err(depot::refdb::Error::Conflict { .. }) => {}
                             Err(other) => panic!("{other}"),
                         }
                     }

@@ -1,9 +1,9 @@
 //! Objects in PostgreSQL: one row per object, keyed by the raw 32-byte id.
 
-use super::{PgConnection, PgError};
-use crate::hash::{ObjectId, Prefix};
-use crate::object::EncodedObject;
-use crate::odb::{Error, ObjectStore};
+use crate::{PgConnection, PgError};
+use depot::odb::{Error, ObjectStore};
+use depot::EncodedObject;
+use depot::{ObjectId, Prefix};
 
 /// How many ids one page of [`ObjectStore::for_each_id`] fetches.
 const ID_PAGE: i64 = 10_000;
@@ -36,7 +36,7 @@ pub struct PgObjectStore {
 }
 
 impl PgObjectStore {
-    /// A store over an open connection (the schema must exist: see [`super::schema`]).
+    /// A store over an open connection (the schema must exist: see [`crate::schema`]).
     pub fn new(connection: PgConnection) -> PgObjectStore {
         PgObjectStore { connection }
     }
@@ -46,7 +46,7 @@ impl PgObjectStore {
     /// Deletes the objects not in `keep` that were written more than `grace` ago by the server's
     /// clock (so hosts' clock skew does not matter); returns how many rows remain and how many
     /// were deleted. The caller holds the ref lock (see
-    /// [`super::RefLockGuard`]), so no commit can start referencing a doomed row meanwhile.
+    /// [`crate::RefLockGuard`]), so no commit can start referencing a doomed row meanwhile.
     pub fn prune(
         &self,
         keep: &std::collections::HashSet<ObjectId>,
@@ -97,7 +97,7 @@ impl PgObjectStore {
 }
 
 fn backend(err: PgError) -> Error {
-    Error::Backend(err.to_string())
+    Error::Backend(crate::backend_error(err))
 }
 
 impl ObjectStore for PgObjectStore {
@@ -112,7 +112,7 @@ impl ObjectStore for PgObjectStore {
                 row.map(|r| r.try_get(0)).transpose()
             })
             .map_err(backend)?;
-        body.map(|bytes| crate::odb::verify(id, bytes)).transpose()
+        body.map(|bytes| depot::odb::verify(id, bytes)).transpose()
     }
 
     fn read_many(&self, ids: &[ObjectId]) -> Result<Vec<Option<EncodedObject>>, Error> {
@@ -139,7 +139,7 @@ impl ObjectStore for PgObjectStore {
             .collect::<Result<_, Error>>()?;
         ids.iter()
             .map(|id| match found.remove(id) {
-                Some(bytes) => crate::odb::verify(id, bytes).map(Some),
+                Some(bytes) => depot::odb::verify(id, bytes).map(Some),
                 // Asked twice: read it again.
                 None => self.read(id),
             })
@@ -238,9 +238,9 @@ impl ObjectStore for PgObjectStore {
 
 fn stored_id(raw: &[u8]) -> Result<ObjectId, Error> {
     ObjectId::from_slice(raw).ok_or_else(|| {
-        Error::Backend(format!(
-            "retro_objects holds an id of {} bytes, not 32",
-            raw.len()
+        Error::Backend(depot::BackendError::new(
+            depot::ErrorClass::Corrupt,
+            format!("retro_objects holds an id of {} bytes, not 32", raw.len()),
         ))
     })
 }

@@ -5,7 +5,7 @@
 //! their local partition-index cache by it). Migrations run in one transaction under an advisory
 //! lock, so two hosts opening an old depot at once migrate it once.
 
-use super::{PgConnection, PgError};
+use crate::{PgConnection, PgError};
 
 /// Each entry takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -348,7 +348,7 @@ fn new_depot_id() -> String {
         std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     if from_kernel.is_err() {
         let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        bytes.copy_from_slice(&crate::hash::ObjectId::of(seed.as_bytes()).as_bytes()[..16]);
+        bytes.copy_from_slice(&depot::ObjectId::of(seed.as_bytes()).as_bytes()[..16]);
     }
     hex::encode(bytes)
 }
@@ -357,8 +357,8 @@ fn new_depot_id() -> String {
 mod tests {
     #[test]
     fn the_commit_functions_take_the_locks_rust_takes() {
-        let refs = format!("pg_advisory_xact_lock({})", super::super::refs::REF_LOCK);
-        let index = format!("pg_advisory_xact_lock({})", super::super::index::INDEX_LOCK);
+        let refs = format!("pg_advisory_xact_lock({})", crate::refs::REF_LOCK);
+        let index = format!("pg_advisory_xact_lock({})", crate::index::INDEX_LOCK);
         assert!(super::MIGRATIONS[1].contains(&refs));
         assert!(super::MIGRATIONS[1].contains(&index));
     }
@@ -385,11 +385,11 @@ mod tests {
             Some(super::CURRENT_VERSION)
         );
         // The migrated depot commits through retro_commit and keeps its index.
-        let depot = crate::Depot::open_postgres(&url).unwrap();
-        let partition = crate::PartitionName::new("accounts/a").unwrap();
-        let event = crate::Event::new(crate::EventName::new("Opened").unwrap(), "{}");
+        let depot = crate::open(&url).unwrap();
+        let partition = depot::PartitionName::new("accounts/a").unwrap();
+        let event = depot::Event::new(depot::EventName::new("Opened").unwrap(), "{}");
         depot
-            .commit(crate::CommitRequest::new(
+            .commit(depot::CommitRequest::new(
                 None,
                 vec![(partition.clone(), event)],
                 "s1",

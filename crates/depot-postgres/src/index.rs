@@ -9,10 +9,10 @@
 
 use chrono::{TimeZone, Utc};
 
-use super::{PgConnection, PgError};
-use crate::hash::ObjectId;
-use crate::index::{EventRow, IndexError, IndexWriter, IndexedCheckpoint};
-use crate::name::PartitionName;
+use crate::{PgConnection, PgError};
+use depot::index::{EventRow, IndexError, IndexStore, IndexWrite, IndexedCheckpoint};
+use depot::ObjectId;
+use depot::PartitionName;
 
 /// The advisory lock key of index writers (the same in `retro_commit`, schema version 2).
 pub(super) const INDEX_LOCK: i64 = 0x7265_7472_6f5f_6978; // "retro_ix"
@@ -26,11 +26,11 @@ const CLEAR: &str = "TRUNCATE retro_index_events, retro_index_partitions, retro_
 const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
 
 fn pg(err: PgError) -> IndexError {
-    IndexError::Postgres(err.to_string())
+    IndexError::Backend(crate::backend_error(err))
 }
 
 fn db(err: postgres::Error) -> IndexError {
-    IndexError::Postgres(err.to_string())
+    IndexError::Backend(depot::BackendError::new(crate::pg_class(&err), err))
 }
 
 fn id_from(raw: &[u8]) -> Result<ObjectId, IndexError> {
@@ -98,49 +98,6 @@ impl PgIndex {
             .with("read the index head", |s| s.query_opt(HEAD, &[]))
             .map_err(pg)?;
         head_from(row)
-    }
-
-    /// Runs `f` in one transaction holding the index lock; commits when it returns Ok.
-    pub fn write<T>(
-        &mut self,
-        f: impl FnOnce(&mut IndexWriter<'_>) -> Result<T, IndexError>,
-    ) -> Result<T, IndexError> {
-        let mut outcome = None;
-        self.connection
-            .with("update the partition index", |session| {
-                let statements = Statements {
-                    head: session.prepare(HEAD)?,
-                    append: session.prepare(APPEND)?,
-                    clear: session.prepare(CLEAR)?,
-                };
-                let lock = session.prepare(LOCK)?;
-                let mut tx = session.client().transaction()?;
-                tx.execute(&lock, &[&INDEX_LOCK])?;
-                let mut writer = IndexWriter::Postgres(PgIndexWriter {
-                    tx,
-                    statements,
-                    buffer: Vec::new(),
-                    head: None,
-                });
-                let result = f(&mut writer);
-                let IndexWriter::Postgres(mut writer) = writer else {
-                    unreachable!("a PostgreSQL index makes PostgreSQL writers");
-                };
-                match result {
-                    Ok(value) => match writer.flush() {
-                        Ok(()) => {
-                            writer.tx.commit()?;
-                            outcome = Some(Ok(value));
-                        }
-                        Err(err) => outcome = Some(Err(err)),
-                    },
-                    // Dropped without commit: rolled back.
-                    Err(err) => outcome = Some(Err(err)),
-                }
-                Ok(())
-            })
-            .map_err(pg)?;
-        outcome.expect("the closure ran")
     }
 
     /// A partition's events after `after_version`, in checkpoints up to sequence `max_seq`.
@@ -336,11 +293,11 @@ impl PgIndexWriter<'_> {
                 .map_err(db)?;
             match value
                 .as_deref()
-                .map(crate::refdb::RefValue::parse_file_text)
+                .map(depot::refdb::RefValue::parse_file_text)
             {
                 None => return Ok(None),
-                Some(Some(crate::refdb::RefValue::Direct(id))) => return Ok(Some(id)),
-                Some(Some(crate::refdb::RefValue::Symbolic(target))) => {
+                Some(Some(depot::refdb::RefValue::Direct(id))) => return Ok(Some(id)),
+                Some(Some(depot::refdb::RefValue::Symbolic(target))) => {
                     name = target.as_str().to_owned();
                 }
                 Some(None) => {
@@ -411,5 +368,117 @@ impl PgIndexWriter<'_> {
         }
         self.buffer.clear();
         Ok(())
+    }
+}
+
+impl IndexStore for PgIndex {
+    /// The commit's own transaction appends to this index: no in-memory tail in front of it.
+    fn keeps_tail(&self) -> bool {
+        false
+    }
+
+    fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
+        PgIndex::head(self)
+    }
+
+    /// One transaction holding the index lock (an advisory lock: hosts serialize); commits when
+    /// `f` returns Ok, after flushing buffered appends.
+    fn write_with(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn IndexWrite) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        let mut outcome = None;
+        self.connection
+            .with("update the partition index", |session| {
+                let statements = Statements {
+                    head: session.prepare(HEAD)?,
+                    append: session.prepare(APPEND)?,
+                    clear: session.prepare(CLEAR)?,
+                };
+                let lock = session.prepare(LOCK)?;
+                let mut tx = session.client().transaction()?;
+                tx.execute(&lock, &[&INDEX_LOCK])?;
+                let mut writer = PgIndexWriter {
+                    tx,
+                    statements,
+                    buffer: Vec::new(),
+                    head: None,
+                };
+                let result = f(&mut writer);
+                match result {
+                    Ok(()) => match writer.flush() {
+                        Ok(()) => {
+                            writer.tx.commit()?;
+                            outcome = Some(Ok(()));
+                        }
+                        Err(err) => outcome = Some(Err(err)),
+                    },
+                    // Dropped without commit: rolled back.
+                    Err(err) => outcome = Some(Err(err)),
+                }
+                Ok(())
+            })
+            .map_err(pg)?;
+        outcome.expect("the closure ran")
+    }
+
+    fn partition_events_upto(
+        &self,
+        partition: &PartitionName,
+        after_version: u64,
+        max_seq: Option<u64>,
+    ) -> Result<Vec<EventRow>, IndexError> {
+        PgIndex::partition_events_upto(self, partition, after_version, max_seq)
+    }
+
+    fn partition_version_upto(
+        &self,
+        partition: &PartitionName,
+        max_seq: u64,
+    ) -> Result<u64, IndexError> {
+        PgIndex::partition_version_upto(self, partition, max_seq)
+    }
+
+    fn for_each_partition_with_prefix(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, u64) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        PgIndex::for_each_partition_with_prefix(self, prefix, f)
+    }
+
+    fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
+        PgIndex::checkpoint_seq(self, id)
+    }
+
+    fn for_each_checkpoint(
+        &self,
+        after: u64,
+        f: &mut dyn FnMut(u64, ObjectId) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError> {
+        PgIndex::for_each_checkpoint(self, after, f)
+    }
+
+    fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
+        PgIndex::counts(self)
+    }
+}
+
+impl IndexWrite for PgIndexWriter<'_> {
+    fn head(&mut self) -> Result<Option<(ObjectId, u64)>, IndexError> {
+        PgIndexWriter::head(self)
+    }
+
+    /// Refs live in the same database: read `HEAD` inside this transaction.
+    fn resolve_head(&mut self) -> Option<Result<Option<ObjectId>, IndexError>> {
+        Some(PgIndexWriter::resolve_head(self))
+    }
+
+    fn clear(&mut self) -> Result<(), IndexError> {
+        PgIndexWriter::clear(self)
+    }
+
+    fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
+        PgIndexWriter::append(self, checkpoint)
     }
 }

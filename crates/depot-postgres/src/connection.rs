@@ -15,7 +15,7 @@ use postgres::types::ToSql;
 use postgres::{Client, Row, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{redact, PgError};
+use crate::{redact, PgError};
 
 /// A client and the statements prepared on it (each SQL text is parsed once per connection, which
 /// halves the round trips of a query).

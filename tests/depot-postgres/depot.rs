@@ -8,7 +8,7 @@ use crate::common::{commit_retrying, ev, p};
 
 fn fresh() -> (String, Depot) {
     let url = pgtest::PgServer::shared().create_database();
-    let depot = Depot::init_postgres(&url).unwrap();
+    let depot = depot_postgres::init(&url).unwrap();
     (url, depot)
 }
 
@@ -65,7 +65,7 @@ fn the_index_is_written_by_the_commit_itself() {
         5
     );
     // Another host: a fresh depot handle reads the same rows, nothing to catch up.
-    let other = Depot::open_postgres(&url).unwrap();
+    let other = depot_postgres::open(&url).unwrap();
     let events = other.partition_events(&p("accounts/a")).unwrap();
     assert_eq!(events.len(), 5);
     assert_eq!(events[4].checkpoint, last.unwrap());
@@ -92,7 +92,7 @@ fn a_move_that_is_not_a_fast_forward_rebuilds_the_index() {
             log: LogInfo::default(),
         }])
         .unwrap();
-    let reader = Depot::open_postgres(&url).unwrap();
+    let reader = depot_postgres::open(&url).unwrap();
     assert_eq!(reader.partition_events(&p("accounts/a")).unwrap().len(), 2);
     assert_eq!(
         sql_count(&url, "SELECT count(*) FROM retro_index_checkpoints"),
@@ -141,7 +141,7 @@ fn writers_on_several_hosts_keep_one_index() {
         .map(|t| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let host = Depot::open_postgres(&url).unwrap();
+                let host = depot_postgres::open(&url).unwrap();
                 for i in 0..25 {
                     commit_retrying(
                         &host,
@@ -164,7 +164,7 @@ fn writers_on_several_hosts_keep_one_index() {
     for thread in threads {
         thread.join().unwrap();
     }
-    let reader = Depot::open_postgres(&url).unwrap();
+    let reader = depot_postgres::open(&url).unwrap();
     for t in 0..4 {
         assert_eq!(
             reader
@@ -273,10 +273,10 @@ fn a_commit_waiting_for_the_ref_lock_holds_no_row_a_prune_needs() {
     depot.write_objects(std::slice::from_ref(&orphan)).unwrap();
 
     // Stand in for gc: hold the ref lock, as a prune does.
-    let guard = depot::postgres::RefLockGuard::acquire(&url).unwrap();
+    let guard = depot_postgres::RefLockGuard::acquire(&url).unwrap();
     let writer_url = url.clone();
     let writer = std::thread::spawn(move || {
-        let host = Depot::open_postgres(&writer_url).unwrap();
+        let host = depot_postgres::open(&writer_url).unwrap();
         commit_retrying(&host, vec![(p("accounts/a"), event)], "deposit")
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
