@@ -22,14 +22,14 @@
 #![warn(missing_docs)]
 
 mod class;
+// The object model lives in its own crate; these names keep `crate::hash::…` paths short.
+use retro_object as object;
+use retro_object::{hash, name};
 mod depot;
 mod fsutil;
-mod hash;
 pub mod index;
 mod journal;
 mod lockfile;
-mod name;
-mod object;
 pub mod odb;
 pub mod refdb;
 mod rev;

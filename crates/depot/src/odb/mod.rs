@@ -106,14 +106,14 @@ pub trait ObjectStore: Send + Sync {
 
 /// Reads and verifies: the shared check that stored bytes hash to `id`.
 pub fn verify(id: &ObjectId, bytes: Vec<u8>) -> Result<EncodedObject, Error> {
-    let actual = ObjectId::of(&bytes);
-    if actual != *id {
+    let object = EncodedObject::from_bytes(bytes);
+    if object.id() != *id {
         return Err(Error::Corrupt {
             id: *id,
-            reason: format!("its bytes hash to {actual}"),
+            reason: format!("its bytes hash to {}", object.id()),
         });
     }
-    Ok(EncodedObject::from_verified(*id, bytes))
+    Ok(object)
 }
 
 /// The suite every object store must pass (for backends in other crates: feature `conformance`).

@@ -1,4 +1,6 @@
-//! The three kinds of objects (events, affixes, checkpoints) and their one canonical encoding.
+//! retro's objects: their ids ([`hash`]), the validated names inside them ([`name`]), the three
+//! kinds of objects (events, affixes, checkpoints) and their one canonical encoding. No I/O:
+//! stores live in `retro-depot`.
 //!
 //! Every object is stored as `<header>\0<body>` and named by the SHA-256 of exactly those bytes
 //! (byte-compatible with go-retro; see `docs/format.md`). [`Object::encode`] is the only way bytes are
@@ -8,14 +10,19 @@
 
 mod decode;
 mod encode;
+pub mod hash;
+pub mod name;
+
+pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
+pub use name::{
+    escape_invisible, is_invisible, shown, EventName, FieldKey, FieldValue, NameError,
+    PartitionName,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-
-use crate::hash::ObjectId;
-use crate::name::{EventName, FieldKey, FieldValue, NameError, PartitionName};
 
 pub use decode::DecodeError;
 
@@ -327,11 +334,6 @@ impl EncodedObject {
             id: ObjectId::of(&bytes),
             bytes,
         }
-    }
-
-    /// Pairs bytes with an id without hashing; only for bytes whose id was just verified.
-    pub(crate) fn from_verified(id: ObjectId, bytes: Vec<u8>) -> EncodedObject {
-        EncodedObject { id, bytes }
     }
 
     /// The object's id.
