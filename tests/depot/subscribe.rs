@@ -158,8 +158,7 @@ fn a_durable_consumer_killed_mid_stream_resumes_without_losing_or_skipping() {
     // fsync and the ref file's rewrite (the old handle would read the half-written file).
     let reopened = Depot::open(&path).unwrap();
     let consumer_ref = reopened
-        .refs()
-        .read(&RefName::new("refs/consumers/projector").unwrap())
+        .read_ref(&RefName::new("refs/consumers/projector").unwrap())
         .unwrap()
         .and_then(|v| v.id());
     let acked_upto = ids.iter().position(|id| Some(*id) == consumer_ref).unwrap();

@@ -1,11 +1,15 @@
 //! retro's depot: a Git-like, content-addressed store of events.
 //!
-//! - [`ObjectId`], [`Object`] and friends: the three object kinds and their one encoding;
+//! - [`ObjectId`], [`Object`] and friends (from crate `retro-object`): the three object kinds and
+//!   their one encoding;
 //! - [`odb`]: object stores (pack, loose, memory) behind [`odb::ObjectStore`];
 //! - [`refdb`]: ref stores (files, memory) behind [`refdb::RefStore`], moved by compare-and-swap;
-//! - [`postgres`]: both stores in a PostgreSQL database, for depots shared by several hosts;
-//! - [`Depot`]: both together with the journal (one fsync per commit), group commit, the
-//!   partition index, history walks, revisions, fsck and gc.
+//! - [`index`]: the derived partition index behind [`index::IndexStore`] (SQLite here);
+//! - [`Depot`]: all of it together with the journal (one fsync per commit), group commit, history
+//!   walks, revisions, subscriptions, fsck, gc and repair; other backends (PostgreSQL, in crate
+//!   `retro-depot-postgres`) plug in through [`Backend`].
+//!
+//! No network and no async runtime: embedding a files depot pulls in neither.
 //!
 //! ```
 //! use depot::{CommitRequest, Depot, Event, EventName, PartitionName};

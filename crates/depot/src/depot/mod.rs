@@ -358,7 +358,7 @@ impl Depot {
     }
 
     /// The ref store (read it freely; move refs through [`Depot::update_refs`]).
-    pub fn refs(&self) -> &dyn RefStore {
+    pub(crate) fn refs(&self) -> &dyn RefStore {
         &*self.refs
     }
 

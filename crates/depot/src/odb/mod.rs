@@ -24,7 +24,8 @@ use crate::object::EncodedObject;
 pub use loose::LooseStore;
 pub use memory::MemoryStore;
 pub(crate) use pack::object_payload as pack_object_payload;
-pub use pack::{PackStats, PackStore, Position, RecordKind};
+pub(crate) use pack::RecordKind;
+pub use pack::{PackProblem, PackRepair, PackStats, PackStore, Position};
 
 /// What went wrong in an object store.
 #[derive(Debug, thiserror::Error)]

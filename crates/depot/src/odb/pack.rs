@@ -51,9 +51,9 @@ const MAX_RECORD: u32 = 256 << 20;
 /// Active packs are sealed once they pass this size.
 const DEFAULT_ROLL_SIZE: u64 = 8 << 20;
 
-/// The kinds of record a pack holds.
+/// The kinds of record a pack holds. Crate-private: only the journal writes journal records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordKind {
+pub(crate) enum RecordKind {
     /// An object.
     Object,
     /// A journal entry (a ref transaction), opaque to the pack store.
@@ -1245,7 +1245,7 @@ impl PackStore {
     /// Appends records to the active pack in one write, fdatasyncs when `sync`, and returns the
     /// positions of the records. A torn tail left by a crashed writer is truncated first. The
     /// caller may hold the depot lock; this takes the pack write lock inside it.
-    pub fn append(
+    pub(crate) fn append(
         &self,
         records: &[(RecordKind, Vec<u8>)],
         sync: bool,
@@ -1373,7 +1373,7 @@ impl PackStore {
 
     /// Scans journal records from `from` (a position in some pack) to the end of the newest pack,
     /// calling `f` for each with the position just after it. Returns the end position.
-    pub fn scan_journal(
+    pub(crate) fn scan_journal(
         &self,
         from: Position,
         mut f: impl FnMut(Position, &[u8]) -> Result<(), Error>,
