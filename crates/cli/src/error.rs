@@ -74,6 +74,19 @@ impl std::error::Error for Unrepaired {}
 
 const CORRUPT_HINT: &str = "the depot is damaged: 'retro fsck' lists every problem, 'retro repair' rebuilds what can be derived";
 
+/// The exit code of each error class: the table in docs/errors.md, which a test reads.
+pub fn exit_code(class: depot::ErrorClass) -> u8 {
+    use depot::ErrorClass;
+    match class {
+        ErrorClass::Invalid | ErrorClass::NotFound => ERROR,
+        ErrorClass::Conflict => CONFLICT,
+        ErrorClass::Rejected => REJECTED,
+        ErrorClass::Unavailable => UNAVAILABLE,
+        ErrorClass::Corrupt => CORRUPT,
+        _ => ERROR,
+    }
+}
+
 /// True for errors that mean stored data is damaged (exit 5), not that the request was wrong.
 fn is_corrupt(e: &depot::Error) -> bool {
     e.class() == depot::ErrorClass::Corrupt
@@ -146,7 +159,7 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                     ERROR,
                     Some(r#"a command looks like {"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#.to_owned()),
                 ),
-                _ => (ERROR, None),
+                e => (exit_code(e.class()), None),
             };
         }
         if let Some(e) = cause.downcast_ref::<depot::Error>() {
@@ -188,9 +201,34 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                     ERROR,
                     Some("run 'retro init DIR' to create one".to_owned()),
                 ),
-                _ => (ERROR, None),
+                e => (exit_code(e.class()), None),
             };
         }
     }
     (ERROR, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/errors.md's table is the contract: every class is in it, with the exit code the CLI
+    /// uses.
+    #[test]
+    fn the_error_table_in_the_docs_matches_the_exit_codes() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md"))
+                .expect("docs/errors.md");
+        for class in depot::ErrorClass::ALL {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", class.as_str())))
+                .unwrap_or_else(|| panic!("docs/errors.md has no row for class {class}"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let code: u8 = cells[3]
+                .parse()
+                .unwrap_or_else(|_| panic!("exit code in {row}"));
+            assert_eq!(code, exit_code(class), "exit code of {class}: {row}");
+        }
+    }
 }

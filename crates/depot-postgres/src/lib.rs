@@ -114,7 +114,7 @@ impl PgError {
     pub fn class(&self) -> ErrorClass {
         match self {
             PgError::NotADepot(_) => ErrorClass::NotFound,
-            PgError::AlreadyExists(_) => ErrorClass::Conflict,
+            PgError::AlreadyExists(_) => ErrorClass::Invalid,
             PgError::SchemaTooNew { .. } => ErrorClass::Invalid,
             PgError::Corrupt { .. } => ErrorClass::Corrupt,
             // A certificate that does not verify is a setting to fix, not a wait.

@@ -90,8 +90,10 @@ impl ApplyError {
     pub fn class(&self) -> depot::ErrorClass {
         use depot::ErrorClass;
         match self {
-            ApplyError::Command(_) | ApplyError::BadSession(_) => ErrorClass::Invalid,
-            ApplyError::Resolve(_) => ErrorClass::Rejected,
+            // No such aggregate or command: the request names something that is not there.
+            ApplyError::Command(_) | ApplyError::BadSession(_) | ApplyError::Resolve(_) => {
+                ErrorClass::Invalid
+            }
             ApplyError::SessionRequired { .. }
             | ApplyError::Rejected { .. }
             | ApplyError::Handler { .. } => ErrorClass::Rejected,

@@ -220,13 +220,14 @@ impl Error {
     /// The class of this failure (what a caller should do about it).
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::NotADepot(_) | Error::UnknownRevision(_) | Error::RefMissing(_) => {
-                ErrorClass::NotFound
-            }
-            Error::AlreadyExists(_) | Error::Conflict { .. } | Error::Contended { .. } => {
+            Error::NotADepot(_) | Error::UnknownRevision(_) => ErrorClass::NotFound,
+            // A compare-and-swap that needed the ref to exist lost the race like any other.
+            Error::Conflict { .. } | Error::RefMissing(_) | Error::Contended { .. } => {
                 ErrorClass::Conflict
             }
-            Error::UnsupportedFormat { .. }
+            // `init` where a depot is: nothing to retry.
+            Error::AlreadyExists(_)
+            | Error::UnsupportedFormat { .. }
             | Error::BadRevision { .. }
             | Error::AmbiguousPrefix { .. }
             | Error::RefName(_)
