@@ -1,13 +1,14 @@
 //! The depot: an object database and a ref database used together, with the partition index, the
 //! commit pipeline (group commit, one fsync per batch), history walks, fsck and gc.
 //!
-//! Three layouts open through the same type:
+//! Four layouts open through the same type ([`Layout`]):
 //! - **native** (`retro init`): packs + journal, ref files, reflogs, the SQLite partition index;
 //! - **go-retro**: a directory written by go-retro's filesystem store (loose objects at the root,
 //!   `refs/heads/master`, no `HEAD`), read and written in place in its own format;
 //! - **memory**: everything in memory, for tests and embedding;
-//! - **PostgreSQL** (`postgres://…`): objects, refs, reflogs and failed commands in one database,
-//!   with the partition index in the same database (see [`crate::postgres`]).
+//! - **a backend** from another crate, through [`Backend`]: the PostgreSQL one (crate
+//!   `retro-depot-postgres`, `postgres://…`) keeps objects, refs, reflogs, failed commands and the
+//!   partition index in one database.
 
 mod commit;
 mod error;
