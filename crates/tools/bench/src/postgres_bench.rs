@@ -92,7 +92,7 @@ fn applies(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> R
     }
     let elapsed = start.elapsed();
     let note =
-        "Engine::apply over Depot::open_postgres, Rust handler, 3 events over 2 partitions, \
+        "Engine::apply over depot_postgres::open, Rust handler, 3 events over 2 partitions, \
                 each apply committed (PostgreSQL synchronous_commit=on) before it returns";
     figures.push(
         Figure::new(
@@ -162,7 +162,7 @@ fn applies(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> R
             total,
         )
         .note(format!(
-            "{writers} threads, each with its own Depot::open_postgres (own connections), \
+            "{writers} threads, each with its own depot_postgres::open (own connections), \
                  disjoint identities, own session; {} rebased onto a moved head without \
                  re-running, {} handler re-runs",
             rebased.load(Ordering::Relaxed),
