@@ -1,7 +1,8 @@
 //! Object ids: the SHA-256 names of encoded objects, their text form and short prefixes.
 //!
-//! An [`ObjectId`] is a fixed-size, `Copy` value tagged with its [`HashKind`] so that the algorithm can
-//! change one day without touching signatures. Its text form is `sha256:<64 lowercase hex>`. A
+//! An [`ObjectId`] is a fixed-size, `Copy` value: the 32 bytes of a SHA-256 digest (the only
+//! algorithm today; [`ObjectId::kind`] names it as a [`HashKind`], so the text form and callers
+//! already say which). Its text form is `sha256:<64 lowercase hex>`. A
 //! [`Prefix`] is a short hex form (at least [`Prefix::MIN_LEN`] characters) that a store can resolve to a
 //! unique id.
 

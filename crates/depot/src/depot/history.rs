@@ -543,3 +543,22 @@ impl Depot {
         Ok(touches)
     }
 }
+
+#[cfg(test)]
+mod glob_tests {
+    use super::compile_glob;
+
+    /// The rule documented on `compile_glob` and in docs/cli.md: `*` stays within a segment,
+    /// `**` crosses segments.
+    #[test]
+    fn a_star_stays_in_its_segment_and_two_stars_cross_them() {
+        let one = compile_glob("accounts/*").unwrap();
+        assert!(one.is_match("accounts/alice"));
+        assert!(!one.is_match("accounts/alice/cards"));
+        let two = compile_glob("accounts/**").unwrap();
+        assert!(two.is_match("accounts/alice"));
+        assert!(two.is_match("accounts/alice/cards"));
+        assert!(!two.is_match("registry/accounts"));
+        assert!(compile_glob("accounts/[").is_err());
+    }
+}
