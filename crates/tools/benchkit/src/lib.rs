@@ -1,0 +1,24 @@
+//! What retro's proof and tooling crates share, defined once: the [`Figure`] a measurement
+//! produces (the JSON line `retro-peers` prints and `retro-bench` reads), latency
+//! [`Percentiles`] and [`per_second`] rates, the seeded [`Rng`] (also used by the tests, as a
+//! dev-dependency), finding a [`sibling_binary`], and [`join_all`] for worker threads.
+//!
+//! It depends on no retro crate, so that `retro-bench`, `retro-peers`, `retro-torture` and the
+//! test suites of the depot and the engine can all use it: `benchkit` ← tools, tests.
+//!
+//! - [`figure`]: [`Figure`];
+//! - [`stats`]: [`Percentiles`], [`per_second`];
+//! - [`rng`]: [`Rng`] (splitmix64);
+//! - [`run`]: [`sibling_binary`], [`join_all`].
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod figure;
+pub mod rng;
+pub mod run;
+pub mod stats;
+
+pub use figure::Figure;
+pub use rng::Rng;
+pub use run::{join_all, sibling_binary};
+pub use stats::{per_second, Percentiles};
