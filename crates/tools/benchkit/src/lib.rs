@@ -6,10 +6,8 @@
 //! It depends on no retro crate, so that `retro-bench`, `retro-peers`, `retro-torture` and the
 //! test suites of the depot and the engine can all use it: `benchkit` ← tools, tests.
 //!
-//! - [`figure`]: [`Figure`];
-//! - [`stats`]: [`Percentiles`], [`per_second`];
-//! - [`rng`]: [`Rng`] (splitmix64);
-//! - [`run`]: [`sibling_binary`], [`join_all`].
+//! Modules: [`figure`] (the figure), [`stats`] (percentiles and rates), [`rng`] (splitmix64),
+//! [`run`] (sibling binaries, joining threads).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
