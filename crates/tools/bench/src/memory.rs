@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use depot::Base;
 
+use benchkit::Figure;
+
 use crate::depot_bench::Stage;
-use crate::report::{Figure, Figures};
+use crate::figures::Figures;
 use crate::workload::{self, Shape, EVENTS_PER_COMMAND};
 
 /// Where retro's own figures are filed.
@@ -53,16 +55,7 @@ impl Sizes {
 
 /// `retro` next to the running executable.
 pub fn retro_binary() -> Result<PathBuf> {
-    let me = std::env::current_exe().context("finding retro-bench's own path")?;
-    let dir = me.parent().context("retro-bench's path has no parent")?;
-    let retro = dir.join(format!("retro{}", std::env::consts::EXE_SUFFIX));
-    if !retro.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p retro-cli`",
-            retro.display()
-        );
-    }
-    Ok(retro)
+    benchkit::sibling_binary("retro", "`cargo build --release -p retro-cli`")
 }
 
 /// Checks that GNU time is installed.

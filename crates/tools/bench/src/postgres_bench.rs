@@ -12,9 +12,11 @@ use anyhow::{Context as _, Result};
 use depot::{Depot, PartitionName};
 use engine::Engine;
 
+use benchkit::{per_second, Figure, Percentiles};
+
 use crate::depot_bench::bulk_load;
 use crate::engine_bench::{create_payload, identity_manifest};
-use crate::report::{per_second, Figure, Figures, Percentiles};
+use crate::figures::Figures;
 use crate::workload::{self, Shape};
 
 /// Where the PostgreSQL depot's figures are filed.
@@ -144,12 +146,7 @@ fn applies(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> R
                 })
             })
             .collect();
-        for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
-        }
-        Ok(())
+        benchkit::join_all(handles.into_iter().map(|h| h.join()), "a writer")
     })?;
     let elapsed = start.elapsed();
     let total = writers * per;
@@ -195,7 +192,7 @@ fn reads(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> Res
     // A fresh handle, as another process or host would open it.
     let depot = Depot::open_postgres(&url)?;
     let partitions = workload::read_partitions(sizes.read_events);
-    let mut rng = workload::Rng::new(7);
+    let mut rng = benchkit::Rng::new(7);
     let mut samples = Vec::with_capacity(sizes.reads as usize);
     for round in 0..2 {
         for _ in 0..sizes.reads {
