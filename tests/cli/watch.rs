@@ -502,7 +502,10 @@ fn watch_ends_quietly_with_exit_0_when_stdout_closes() {
         reader.read_line(&mut line).unwrap();
         // A whole line: JSON, or the consumer's plain form.
         assert!(line.ends_with('\n'), "{line:?}");
-        assert!(!mid_stream || line.starts_with("{\"type\":\"checkpoint\""), "{line}");
+        assert!(
+            !mid_stream || line.starts_with("{\"type\":\"checkpoint\""),
+            "{line}"
+        );
         drop(reader);
         let status = proc.wait_for(
             Duration::from_secs(20),
