@@ -381,6 +381,20 @@ fn postgres_rows(figures: &Figures, rows: &mut Vec<Row>) {
         "PostgreSQL head CAS, 1 client, average (peers.md)",
         Some(POSTGRES_HEAD_CAS_1_CLIENT.1),
     ));
+    for p in ["p50", "p99"] {
+        if let Some(delivery) = pg(&format!("delivery_latency_{p}")) {
+            rows.push(Row::new(
+                format!("PostgreSQL depot: delivery latency, apply to subscriber {p}"),
+                "us",
+                Some(delivery.value),
+                None,
+                "retro files depot, over HTTP (this run)",
+                figures
+                    .get("retro", &format!("delivery_latency_{p}"))
+                    .map(|f| f.value),
+            ));
+        }
+    }
     if let Some(writers) = pg("apply_writers") {
         rows.push(Row::new(
             "PostgreSQL depot: durable apply, 8 writers with their own depots",
