@@ -4,6 +4,9 @@
 //!
 //! Every depot lives in its own directory under the scratch directory (created by the caller on
 //! the filesystem being measured, as fsync costs depend on the disk) and is removed once measured.
+//!
+//! It uses only `figures` and `workload` in this crate (no `report`: no module cycle); `memory`,
+//! `engine_bench` and `postgres_bench` use its stage and bulk loader.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

@@ -8,6 +8,9 @@
 //! `posix_spawn`/`vfork`, whose memory before `execve` is this bench's own: `wait4` would report
 //! the bench's peak (hundreds of MiB after the read depots) for every child. GNU time forks from a
 //! small process, so what it reports is the command's own.
+//!
+//! It records into `figures` and uses `depot_bench`'s `Stage` and `workload`; `report` reads its
+//! [`COMMANDS`] and [`LIMIT_MIB`], and nothing here uses `report` (no module cycle).
 
 use std::ffi::OsString;
 use std::fs::{self, File};
