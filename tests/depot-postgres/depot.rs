@@ -2,6 +2,8 @@
 //! appended by the commit's own transaction; other hosts read it without catching up; moves that
 //! are not fast-forwards rebuild it; fsck compares it with a replay of history.
 
+use std::time::Duration;
+
 use depot::{Depot, Expected, LogInfo, RefEdit, RefName, RefValue};
 
 use crate::common::{commit_retrying, ev, p};
@@ -199,10 +201,14 @@ fn gc_prunes_old_unreachable_rows_and_keeps_the_rest() {
     let report = depot.gc(&options, |_| {}).unwrap();
     assert_eq!((report.kept, report.pruned), (total as u64, 0));
 
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    let options = depot::GcOptions {
-        prune_older_than: Some(std::time::Duration::ZERO),
-    };
+    // Then they age (set in the table, not waited for), and an hour's grace no longer keeps them.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .execute(
+            "UPDATE retro_objects SET written = now() - interval '2 hours'",
+            &[],
+        )
+        .unwrap();
     let report = depot.gc(&options, |_| {}).unwrap();
     assert_eq!(report.pruned, 5);
     assert_eq!(report.kept, total as u64 - 5);
@@ -279,10 +285,26 @@ fn a_commit_waiting_for_the_ref_lock_holds_no_row_a_prune_needs() {
         let host = depot_postgres::open(&writer_url).unwrap();
         commit_retrying(&host, vec![(p("accounts/a"), event)], "deposit")
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Wait until the commit is blocked on a lock (the ref lock the guard holds).
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    benchkit::wait_until(
+        "the commit waiting for the ref lock",
+        Duration::from_secs(30),
+        || {
+            let waiting: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND database = \
+                 (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            waiting > 0
+        },
+    )
+    .unwrap();
     // The prune deletes the old row: the waiting commit must not hold a lock on it (else this
     // would wait for the commit, which waits for the guard: a deadlock PostgreSQL cannot see).
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     client
         .batch_execute("SET statement_timeout = '5s'")
         .unwrap();

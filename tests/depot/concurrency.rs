@@ -32,7 +32,8 @@ pub fn spawn_child(role: &str, depot: &std::path::Path, extra: &[(&str, String)]
 }
 
 /// The child side: `writer` commits `RETRO_TEST_COUNT` times retrying on conflict; `crash`
-/// commits forever and prints `ACK <id>` after each acknowledged commit.
+/// commits forever and prints `ACK <id>` after each acknowledged commit; `consumer` prints
+/// `GOT <id>` per delivery; `stepped-writer` commits once per line read on stdin.
 #[test]
 #[ignore = "run only as a child process of other tests"]
 fn child_process() {
@@ -77,23 +78,25 @@ fn child_process() {
                     let mut out = stdout.lock();
                     writeln!(out, "GOT {id}").unwrap();
                     out.flush().unwrap();
-                    // Slow enough that the parent's kill lands mid-stream.
+                    // Slow enough that the parent's kill lands mid-stream: a deliberate pace, not
+                    // a synchronisation (the parent waits for the `GOT` lines, not for time).
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 consumer.ack().unwrap();
             }
         }
-        "slow-writer" => {
+        "stepped-writer" => {
+            // One commit per line on stdin (the parent's "go"), printing `AT <id>` after each,
+            // so the parent decides when each lands.
             let count: u64 = std::env::var("RETRO_TEST_COUNT").unwrap().parse().unwrap();
+            let mut lines = std::io::stdin().lines();
             for n in 0..count {
-                std::thread::sleep(std::time::Duration::from_millis(60));
-                commit_retrying(&depot, workload(1000 + n, "slow"), "slow");
-                let at = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_micros();
+                if lines.next().is_none() {
+                    break;
+                }
+                let c = commit_retrying(&depot, workload(1000 + n, "slow"), "slow");
                 let mut out = stdout.lock();
-                writeln!(out, "AT {at}").unwrap();
+                writeln!(out, "AT {}", c.checkpoint).unwrap();
                 out.flush().unwrap();
             }
         }

@@ -2,9 +2,10 @@
 //! kill -9, and delivery across processes.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use depot::{Delivery, Depot, Expected, LogInfo, ObjectId, RefEdit, RefName, RefValue};
 
@@ -33,13 +34,18 @@ fn a_subscriber_catches_up_then_follows_live_in_order() {
     for n in 0..5 {
         ids.push(commit_retrying(&depot, workload(n, "s"), "x").checkpoint);
     }
+    // The writer commits each of the three live checkpoints when told: after the catch-up, and
+    // then after each live delivery, so they land while the subscriber follows.
     let writer = Arc::new(Depot::open(&path).unwrap());
+    let (go, next) = std::sync::mpsc::channel::<()>();
     let handle = {
         let writer = writer.clone();
         std::thread::spawn(move || {
             let mut more = Vec::new();
             for n in 5..8 {
-                std::thread::sleep(Duration::from_millis(30));
+                if next.recv().is_err() {
+                    break;
+                }
                 more.push(commit_retrying(&writer, workload(n, "s"), "x").checkpoint);
             }
             more
@@ -63,6 +69,9 @@ fn a_subscriber_catches_up_then_follows_live_in_order() {
             ]
         );
         got.push(id);
+        if (5..8).contains(&got.len()) {
+            go.send(()).unwrap();
+        }
     }
     ids.extend(handle.join().unwrap());
     assert_eq!(got, ids, "history order, nothing skipped");
@@ -188,7 +197,7 @@ fn a_durable_consumer_killed_mid_stream_resumes_without_losing_or_skipping() {
 }
 
 #[test]
-fn a_commit_in_another_process_reaches_a_live_subscriber_quickly() {
+fn a_commit_in_another_process_reaches_a_live_subscriber() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d");
     let depot = Depot::init(&path).unwrap();
@@ -196,48 +205,35 @@ fn a_commit_in_another_process_reaches_a_live_subscriber_quickly() {
     let mut subscription = depot
         .subscribe(&RefName::head(), "identity/**", depot.head().unwrap())
         .unwrap();
-    let child = spawn_child(
-        "slow-writer",
+    let mut child = spawn_child(
+        "stepped-writer",
         &path,
         &[("RETRO_TEST_COUNT", "10".to_owned())],
     )
+    .stdin(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut latencies = Vec::new();
-    let start = Instant::now();
-    while latencies.len() < 10 && start.elapsed() < Duration::from_secs(30) {
-        if let Some(Delivery::Checkpoint { date, .. }) =
-            subscription.next_timeout(Duration::from_secs(5)).unwrap()
-        {
-            let _ = date;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            latencies.push(now);
-        }
+    let mut stdin = child.stdin.take().unwrap();
+    let mut acks = BufReader::new(child.stdout.take().unwrap()).lines();
+    // One commit at a time in the child, each delivered before the next is asked for. How fast
+    // is the benchmark's concern (delivery_latency in docs/benchmarks.md), not this test's.
+    for _ in 0..10 {
+        writeln!(stdin, "go").unwrap();
+        stdin.flush().unwrap();
+        let at = loop {
+            let line = acks.next().expect("the child's AT line").unwrap();
+            if let Some(id) = line.strip_prefix("AT ") {
+                break id.trim().parse::<ObjectId>().unwrap();
+            }
+        };
+        let delivery = subscription
+            .next_timeout(Duration::from_secs(20))
+            .unwrap()
+            .expect("a delivery within 20 s");
+        assert_eq!(checkpoint_of(delivery).0, at);
     }
+    drop(stdin);
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
-    let acked: Vec<Duration> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("AT "))
-        .map(|t| Duration::from_micros(t.trim().parse().unwrap()))
-        .collect();
-    assert_eq!(latencies.len(), 10);
-    assert_eq!(acked.len(), 10);
-    let mut delays: Vec<Duration> = latencies
-        .iter()
-        .zip(&acked)
-        .map(|(got, at)| got.saturating_sub(*at))
-        .collect();
-    delays.sort();
-    eprintln!(
-        "apply-to-subscriber delays: median {:?}, max {:?}",
-        delays[5], delays[9]
-    );
-    assert!(
-        delays[5] < Duration::from_millis(100),
-        "median {:?}",
-        delays[5]
-    );
+    assert!(subscription.poll().unwrap().is_none());
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{command, json_lines, ok, run};
 
@@ -52,21 +52,24 @@ fn killing_postgres_mid_write_loses_nothing_acknowledged() {
         .collect();
 
     let wait_for_acks = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while acked.lock().unwrap().len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "writers stalled at {}",
-                acked.lock().unwrap().len()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        benchkit::wait_until(
+            &format!("{n} acknowledged applies"),
+            Duration::from_secs(120),
+            || acked.lock().unwrap().len() >= n,
+        )
+        .unwrap();
     };
     for round in 1..=3 {
         wait_for_acks(round * 20);
+        let failed = errors.lock().unwrap().len();
         server.kill();
-        // While it is down, writers fail with a clear error.
-        std::thread::sleep(Duration::from_millis(300));
+        // While it is down, writers fail with a clear error: wait for one to, then restart.
+        benchkit::wait_until(
+            "a writer failing while PostgreSQL is down",
+            Duration::from_secs(120),
+            || errors.lock().unwrap().len() > failed,
+        )
+        .unwrap();
         server.restart();
     }
     wait_for_acks(80);

@@ -165,6 +165,8 @@ fn an_interrupted_sync_resumes_and_never_leaves_a_ref_on_a_missing_object() {
         let mut child = retro(w, &["sync", "--batch", "10", a_s, &url])
             .spawn()
             .unwrap();
+        // The pause picks where the kill lands (later each time until one interrupts the
+        // sync); it synchronises nothing.
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let status = child.wait().unwrap();

@@ -1,13 +1,16 @@
 //! What a command handler sees: the command, the session, its aggregate's address and version,
 //! read access to other aggregates, and where to put the events it emits.
+//!
+//! It builds on the vocabulary in [`aggregate`](crate::aggregate) only; the runners and the
+//! manifest in [`domain`](crate::domain) build on it, never the other way round.
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use depot::{Depot, Event, EventName, PartitionName};
 
+use crate::aggregate::{to_event, Aggregate, DomainError, DomainEvent, RecordedEvent};
 use crate::command::Command;
-use crate::domain::{to_event, Aggregate, DomainError, DomainEvent, RecordedEvent};
 
 /// Makes ids for new aggregates (`accounts` → `accounts/<id>`).
 pub type IdFn = dyn Fn() -> String + Send + Sync;

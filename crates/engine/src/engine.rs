@@ -23,9 +23,10 @@ use depot::{
     PartitionName, RefName,
 };
 
+use crate::aggregate::{DomainError, RecordedEvent};
 use crate::command::{Command, CommandError};
 use crate::context::{Context, IdFn};
-use crate::domain::{DomainError, Failure, Manifest, RecordedEvent, ResolveError};
+use crate::domain::{Failure, Manifest, ResolveError};
 
 /// How many times a command is re-run on fresh state before giving up with a conflict.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;

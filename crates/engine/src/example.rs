@@ -11,10 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::{Aggregate, DomainError, DomainEvent, RecordedEvent};
 use crate::context::Context;
-use crate::domain::{
-    Aggregate, DomainError, DomainEvent, Manifest, RecordedEvent, RegistrationError,
-};
+use crate::domain::{Manifest, RegistrationError};
 
 /// An account was opened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,8 +25,9 @@ use serde_json::{json, Value};
 
 use depot::{Event, EventName, PartitionName};
 
+use crate::aggregate::{DomainError, RecordedEvent};
 use crate::context::Context;
-use crate::domain::{DomainError, Failure, Manifest, RecordedEvent, Runner};
+use crate::domain::{Failure, Manifest, Runner};
 
 /// Default time a handler may take.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;

@@ -73,6 +73,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod aggregate;
 mod command;
 mod context;
 mod domain;
@@ -80,12 +81,10 @@ mod engine;
 pub mod example;
 pub mod exec;
 
+pub use aggregate::{to_event, Aggregate, DomainError, DomainEvent, RecordedEvent};
 pub use command::{normalize_command_name, Command, CommandError, MAX_COMMAND_BYTES};
 pub use context::{Context, IdFn, Loaded};
-pub use domain::{
-    to_event, Aggregate, DomainError, DomainEvent, Failure, KindBuilder, Manifest, RecordedEvent,
-    RegistrationError, ResolveError, Runner,
-};
+pub use domain::{Failure, KindBuilder, Manifest, RegistrationError, ResolveError, Runner};
 pub use engine::{
     Applied, ApplyError, Engine, DEFAULT_MAX_ATTEMPTS, SESSION_ENDED, SESSION_STARTED,
 };

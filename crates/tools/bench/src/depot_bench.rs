@@ -4,6 +4,9 @@
 //!
 //! Every depot lives in its own directory under the scratch directory (created by the caller on
 //! the filesystem being measured, as fsync costs depend on the disk) and is removed once measured.
+//!
+//! It uses only `figures` and `workload` in this crate (no `report`: no module cycle); `memory`,
+//! `engine_bench` and `postgres_bench` use its stage and bulk loader.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -11,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use depot::{Base, Depot, GcOptions, HistoryOrder, ObjectId, PartitionName};
 
-use crate::report::{per_second, Figure, Figures, Percentiles};
+use benchkit::{per_second, Figure, Percentiles};
+
+use crate::figures::Figures;
 use crate::workload::{self, Shape, EVENTS_PER_COMMAND, EVENTS_PER_READ_PARTITION};
 
 /// Where retro's own figures are filed.
@@ -392,13 +397,7 @@ fn group(dir: &Path, sizes: &Sizes, figures: &mut Figures) -> Result<()> {
                 })
             })
             .collect();
-        for handle in handles {
-            match handle.join() {
-                Ok(result) => result?,
-                Err(_) => bail!("a writer thread panicked"),
-            }
-        }
-        Ok(())
+        benchkit::join_all(handles.into_iter().map(|h| h.join()), "a writer")
     })?;
     let elapsed = start.elapsed();
     let committed = committed.into_inner();
@@ -471,7 +470,7 @@ fn reads(dir: &Path, events: u64, reads: u64, suffix: &str, figures: &mut Figure
     eprintln!("retro-bench: {reads} reads of a random 10-event partition in {stored} events{when}");
     let depot = Depot::open(dir)?;
     let partitions = workload::read_partitions(events);
-    let mut rng = workload::Rng::new(0x5eed);
+    let mut rng = benchkit::Rng::new(0x5eed);
     let names = (0..2 * reads)
         .map(|_| PartitionName::new(&format!("identity/{}", rng.below(partitions))))
         .collect::<Result<Vec<_>, _>>()?;
@@ -573,40 +572,34 @@ fn breakdown(parts: &[(String, u64)], events: u64) -> String {
         .join(", ")
 }
 
-/// f. Disk use of a bulk-built depot, before and after `Depot::gc` (no pruning); with
-/// `reads_after` > 0 the 10-event reads are measured again after gc.
-fn disk_use(dir: &Path, events: u64, reads_after: u64, figures: &mut Figures) -> Result<()> {
-    let stored = workload::read_commands(events) * EVENTS_PER_COMMAND;
-    let per_event = |bytes: u64| bytes as f64 / stored as f64;
+/// The disk figures of the depot in `dir` holding `stored` events, named with `suffix` (`""`
+/// before gc, `"_after_gc"` after).
+fn disk_figures(dir: &Path, stored: u64, suffix: &str, figures: &mut Figures) -> Result<()> {
     let DiskUse {
         total,
         index,
         parts,
     } = dir_bytes(dir)?;
-    let note = "apparent size of every file in the depot directory, index.sqlite included";
-    figures.push(
-        Figure::new(
-            RETRO,
-            "disk_bytes_per_event",
-            "B/event",
-            per_event(total),
-            stored,
-        )
-        .note(format!(
-            "{note}; B/event by entry: {}",
-            breakdown(&parts, stored)
-        )),
+    let per_event = |bytes: u64| bytes as f64 / stored as f64;
+    let note = format!(
+        "apparent size of every file in the depot directory, index.sqlite included; \
+         B/event by entry: {}",
+        breakdown(&parts, stored)
     );
+    let name = |what: &str| format!("{what}_bytes_per_event{suffix}");
+    figures.push(Figure::new(RETRO, name("disk"), "B/event", per_event(total), stored).note(note));
     figures.push(
-        Figure::new(
-            RETRO,
-            "index_bytes_per_event",
-            "B/event",
-            per_event(index),
-            stored,
-        )
-        .note("index.sqlite (and its -wal/-shm files)"),
+        Figure::new(RETRO, name("index"), "B/event", per_event(index), stored)
+            .note("index.sqlite (and its -wal/-shm files)"),
     );
+    Ok(())
+}
+
+/// f. Disk use of a bulk-built depot, before and after `Depot::gc` (no pruning); with
+/// `reads_after` > 0 the 10-event reads are measured again after gc.
+fn disk_use(dir: &Path, events: u64, reads_after: u64, figures: &mut Figures) -> Result<()> {
+    let stored = workload::read_commands(events) * EVENTS_PER_COMMAND;
+    disk_figures(dir, stored, "", figures)?;
     eprintln!("retro-bench: gc of the depot of {stored} events");
     let depot = Depot::open(dir)?;
     let start = Instant::now();
@@ -619,34 +612,7 @@ fn disk_use(dir: &Path, events: u64, reads_after: u64, figures: &mut Figures) ->
             report.kept, report.bytes_before, report.bytes_after, report.packs_before
         )),
     );
-    let DiskUse {
-        total,
-        index,
-        parts,
-    } = dir_bytes(dir)?;
-    figures.push(
-        Figure::new(
-            RETRO,
-            "disk_bytes_per_event_after_gc",
-            "B/event",
-            per_event(total),
-            stored,
-        )
-        .note(format!(
-            "{note}; B/event by entry: {}",
-            breakdown(&parts, stored)
-        )),
-    );
-    figures.push(
-        Figure::new(
-            RETRO,
-            "index_bytes_per_event_after_gc",
-            "B/event",
-            per_event(index),
-            stored,
-        )
-        .note("index.sqlite (and its -wal/-shm files)"),
-    );
+    disk_figures(dir, stored, "_after_gc", figures)?;
     if reads_after > 0 {
         reads(dir, events, reads_after, "_after_gc", figures)?;
     }

@@ -12,13 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use depot::{Base, Depot, ObjectId};
 use engine::{Aggregate, DomainError, DomainEvent, Engine, Manifest, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
+use benchkit::{per_second, Figure, Percentiles};
+
 use crate::depot_bench::{bulk_load, Stage};
-use crate::report::{per_second, Figure, Figures, Percentiles};
+use crate::figures::Figures;
 use crate::workload::{self, Shape, EVENTS_PER_COMMAND};
 
 /// Where retro's own figures are filed.
@@ -321,13 +323,7 @@ fn writers_round(
                 })
             })
             .collect();
-        for handle in handles {
-            match handle.join() {
-                Ok(result) => result?,
-                Err(_) => bail!("a writer thread panicked"),
-            }
-        }
-        Ok(())
+        benchkit::join_all(handles.into_iter().map(|h| h.join()), "a writer")
     })?;
     Ok(start.elapsed())
 }

@@ -15,8 +15,9 @@ use anyhow::{bail, Context, Result};
 
 use depot::{Delivery, Depot, RefName};
 
-use crate::memory::retro_binary;
-use crate::report::{per_second, Figure, Figures, Percentiles};
+use benchkit::{per_second, Figure, Percentiles};
+
+use crate::figures::Figures;
 
 /// Accounts each client deposits to, round-robin.
 const ACCOUNTS: u64 = 20;
@@ -144,7 +145,7 @@ fn deposit(account: &str) -> String {
 
 /// Runs the HTTP phases.
 pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
-    let retro = retro_binary()?;
+    let retro = benchkit::sibling_binary("retro", "`cargo build --release -p retro-cli`")?;
     let dir = scratch.join("http");
     Depot::init(&dir).context("creating the HTTP bench depot")?;
     let server = start_server(&retro, &dir)?;
@@ -192,11 +193,7 @@ pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
             })
         })
         .collect();
-    for handle in handles {
-        handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
-    }
+    benchkit::join_all(handles.into_iter().map(|h| h.join()), "a client")?;
     let sixteen = per_second(16 * sizes.per_client, started.elapsed());
     figures.push(
         Figure::new(

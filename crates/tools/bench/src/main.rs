@@ -12,7 +12,14 @@
 //! - [`postgres_bench`]: a PostgreSQL depot on a throw-away local server: durable applies with 1
 //!   and 8 writers, partition reads in 1,000,000 events;
 //! - [`peers`]: running `retro-peers` and reading its figures;
-//! - [`report`]: the comparison table, the machine description and the Markdown document.
+//! - [`figures`]: every figure of a run (the [`benchkit::Figure`] type, percentiles, rates, the
+//!   RNG and finding sibling binaries are `retro-benchkit`'s, shared with the other tools);
+//! - [`machine`]: the machine description;
+//! - [`report`]: the comparison table and the Markdown document.
+//!
+//! The modules form a graph without cycles: `figures`, `machine` and `workload` use nothing in
+//! the crate; the measurement modules use those (and `depot_bench`'s bulk loader); `report` uses
+//! `figures`, `machine` and `memory`'s command list; only `main` uses `report`.
 
 /// The same allocator as the `retro` binary, so that in-process figures match what users run.
 #[global_allocator]
@@ -20,7 +27,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod depot_bench;
 mod engine_bench;
+mod figures;
 mod http_bench;
+mod machine;
 mod memory;
 mod peers;
 mod postgres_bench;
@@ -35,7 +44,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use crate::report::{Figure, Figures, Machine};
+use benchkit::Figure;
+
+use crate::figures::Figures;
+use crate::machine::Machine;
 
 /// Benchmarks retro's depot on retro's workload against its targets and its peers.
 #[derive(Debug, Parser)]

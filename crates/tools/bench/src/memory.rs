@@ -8,6 +8,9 @@
 //! `posix_spawn`/`vfork`, whose memory before `execve` is this bench's own: `wait4` would report
 //! the bench's peak (hundreds of MiB after the read depots) for every child. GNU time forks from a
 //! small process, so what it reports is the command's own.
+//!
+//! It records into `figures` and uses `depot_bench`'s `Stage` and `workload`; `report` reads its
+//! [`COMMANDS`] and [`LIMIT_MIB`], and nothing here uses `report` (no module cycle).
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -19,8 +22,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use depot::Base;
 
+use benchkit::Figure;
+
 use crate::depot_bench::Stage;
-use crate::report::{Figure, Figures};
+use crate::figures::Figures;
 use crate::workload::{self, Shape, EVENTS_PER_COMMAND};
 
 /// Where retro's own figures are filed.
@@ -53,16 +58,7 @@ impl Sizes {
 
 /// `retro` next to the running executable.
 pub fn retro_binary() -> Result<PathBuf> {
-    let me = std::env::current_exe().context("finding retro-bench's own path")?;
-    let dir = me.parent().context("retro-bench's path has no parent")?;
-    let retro = dir.join(format!("retro{}", std::env::consts::EXE_SUFFIX));
-    if !retro.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p retro-cli`",
-            retro.display()
-        );
-    }
-    Ok(retro)
+    benchkit::sibling_binary("retro", "`cargo build --release -p retro-cli`")
 }
 
 /// Checks that GNU time is installed.

@@ -9,20 +9,16 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::report::{Figure, Figures};
+use benchkit::Figure;
+
+use crate::figures::Figures;
 
 /// `retro-peers` next to the running executable.
 pub fn binary() -> Result<PathBuf> {
-    let me = std::env::current_exe().context("finding retro-bench's own path")?;
-    let dir = me.parent().context("retro-bench's path has no parent")?;
-    let peers = dir.join(format!("retro-peers{}", std::env::consts::EXE_SUFFIX));
-    if !peers.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p retro-peers` (or pass --no-peers)",
-            peers.display()
-        );
-    }
-    Ok(peers)
+    benchkit::sibling_binary(
+        "retro-peers",
+        "`cargo build --release -p retro-peers` (or pass --no-peers)",
+    )
 }
 
 /// Runs `retro-peers [--quick] --dir <dir> all`, adding each figure it prints to `figures`;

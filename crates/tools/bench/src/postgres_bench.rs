@@ -1,20 +1,23 @@
 //! Measures a PostgreSQL depot on a throw-away local server (`pgtest`: Debian's PostgreSQL 15 on
 //! loopback, `fsync=on`, `synchronous_commit=on`): durable applies through the engine with one
 //! writer and with 8 writers that each open their own depot (own connections, standing in for
-//! application servers on other hosts), and the latency of reading a 10-event partition in a
-//! depot of about 1,000,000 events.
+//! application servers on other hosts), the delivery latency from an apply to a subscriber woken
+//! by `LISTEN/NOTIFY`, and the latency of reading a 10-event partition in a depot of about
+//! 1,000,000 events.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
-use depot::PartitionName;
+use anyhow::{bail, Context as _, Result};
+use depot::{Delivery, PartitionName, RefName};
 use engine::Engine;
+
+use benchkit::{per_second, Figure, Percentiles};
 
 use crate::depot_bench::bulk_load;
 use crate::engine_bench::{create_payload, identity_manifest};
-use crate::report::{per_second, Figure, Figures, Percentiles};
+use crate::figures::Figures;
 use crate::workload::{self, Shape};
 
 /// Where the PostgreSQL depot's figures are filed.
@@ -33,6 +36,8 @@ pub struct Sizes {
     pub read_events: u64,
     /// Partition reads measured (as many again first, unmeasured).
     pub reads: u64,
+    /// Applies whose delivery to a subscriber (woken by `LISTEN/NOTIFY`) is timed.
+    pub deliveries: u64,
 }
 
 impl Sizes {
@@ -44,6 +49,7 @@ impl Sizes {
             applies_per_writer: 250,
             read_events: 1_000_000,
             reads: 5000,
+            deliveries: 500,
         }
     }
 
@@ -55,6 +61,7 @@ impl Sizes {
             applies_per_writer: 50,
             read_events: 20_000,
             reads: 1000,
+            deliveries: 100,
         }
     }
 }
@@ -64,6 +71,7 @@ pub fn run(sizes: &Sizes, figures: &mut Figures) -> Result<()> {
     eprintln!("retro-bench: postgres: starting a throw-away PostgreSQL server");
     let server = pgtest::PgServer::start();
     applies(&server, sizes, figures)?;
+    delivery(&server, sizes, figures)?;
     reads(&server, sizes, figures)?;
     Ok(())
 }
@@ -144,12 +152,7 @@ fn applies(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> R
                 })
             })
             .collect();
-        for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
-        }
-        Ok(())
+        benchkit::join_all(handles.into_iter().map(|h| h.join()), "a writer")
     })?;
     let elapsed = start.elapsed();
     let total = writers * per;
@@ -169,6 +172,43 @@ fn applies(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> R
             reruns.load(Ordering::Relaxed)
         )),
     );
+    Ok(())
+}
+
+/// The delivery latency of a PostgreSQL depot: from sending an apply (one connection) to a
+/// subscriber on a depot of its own (another connection, woken by `LISTEN/NOTIFY`) receiving its
+/// checkpoint, one apply at a time. This is the latency `tests/postgres/watch.rs` used to bound.
+fn delivery(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> Result<()> {
+    let url = server.create_database();
+    depot_postgres::init(&url)?;
+    eprintln!(
+        "retro-bench: postgres: delivery latency over {} applies",
+        sizes.deliveries
+    );
+    let engine = Engine::new(Arc::new(depot_postgres::open(&url)?), identity_manifest()?);
+    engine.apply("s1", create_payload("identity/first", 0).as_bytes())?;
+    let observer = depot_postgres::open(&url)?;
+    let mut subscription = observer.subscribe(&RefName::head(), "identity/**", observer.head()?)?;
+    let mut delays = Vec::with_capacity(sizes.deliveries as usize);
+    for i in 0..sizes.deliveries {
+        let payload = create_payload(&format!("identity/live-{i}"), 2_000_000 + i);
+        let sent = Instant::now();
+        engine.apply("s1", payload.as_bytes())?;
+        loop {
+            match subscription.next_timeout(Duration::from_secs(10))? {
+                Some(Delivery::Checkpoint { .. }) => break,
+                Some(_) => continue,
+                None => bail!("apply {i} was not delivered within 10 s"),
+            }
+        }
+        delays.push(sent.elapsed());
+    }
+    let n = delays.len() as u64;
+    let p = Percentiles::of(&mut delays);
+    let note = "from sending Engine::apply to a subscriber on its own depot_postgres::open \
+                (LISTEN/NOTIFY) receiving the checkpoint, one apply at a time";
+    figures.push(Figure::new(PG, "delivery_latency_p50", "us", p.p50_us, n).note(note));
+    figures.push(Figure::new(PG, "delivery_latency_p99", "us", p.p99_us, n).note(note));
     Ok(())
 }
 
@@ -195,7 +235,7 @@ fn reads(server: &pgtest::PgServer, sizes: &Sizes, figures: &mut Figures) -> Res
     // A fresh handle, as another process or host would open it.
     let depot = depot_postgres::open(&url)?;
     let partitions = workload::read_partitions(sizes.read_events);
-    let mut rng = workload::Rng::new(7);
+    let mut rng = benchkit::Rng::new(7);
     let mut samples = Vec::with_capacity(sizes.reads as usize);
     for round in 0..2 {
         for _ in 0..sizes.reads {

@@ -1,131 +1,19 @@
-//! Figures, the comparison table (retro against its targets and its peers), the machine
-//! description, and the two renderings: a plain table for the terminal and `docs/benchmarks.md`.
+//! The comparison table (retro against its targets and its peers) and its two renderings: a
+//! plain table for the terminal and `docs/benchmarks.md`.
+//!
+//! The top of the bench's module graph: it reads the [`Figures`] of a run, the [`Machine`], and
+//! the memory bench's command list and limit ([`memory::COMMANDS`], [`memory::LIMIT_MIB`]); no
+//! measurement module uses it (they record into [`Figures`], which depends on nothing in the
+//! crate), so the graph is acyclic: `figures`, `machine`, `workload` ← `depot_bench` ← `memory`,
+//! `engine_bench` ← … ← `report` ← `main`.
 
+use serde::Serialize;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// One measured figure: retro's (`peer` is `retro`), the bench's own disk figures (`disk-bench`)
-/// or one of `retro-peers`' JSON lines (`disk`, `sqlite`, `git`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Figure {
-    /// Who was measured.
-    pub peer: String,
-    /// The figure's name, e.g. `durable_commit`.
-    pub figure: String,
-    /// Unit of `value`.
-    pub unit: String,
-    /// The measured value.
-    pub value: f64,
-    /// Sample size: operations, commands or events behind the value.
-    pub n: u64,
-    /// How it was measured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-impl Figure {
-    /// A figure without a note; `value` is rounded to 3 decimals.
-    pub fn new(
-        peer: impl Into<String>,
-        figure: impl Into<String>,
-        unit: impl Into<String>,
-        value: f64,
-        n: u64,
-    ) -> Self {
-        Self {
-            peer: peer.into(),
-            figure: figure.into(),
-            unit: unit.into(),
-            value: (value * 1000.0).round() / 1000.0,
-            n,
-            note: None,
-        }
-    }
-
-    /// The same figure with a note.
-    pub fn note(mut self, note: impl Into<String>) -> Self {
-        self.note = Some(note.into());
-        self
-    }
-}
-
-/// Every figure of a run, in the order measured.
-#[derive(Debug, Default, Clone)]
-pub struct Figures {
-    list: Vec<Figure>,
-}
-
-impl Figures {
-    /// Adds a figure.
-    pub fn push(&mut self, figure: Figure) {
-        self.list.push(figure);
-    }
-
-    /// All figures.
-    pub fn all(&self) -> &[Figure] {
-        &self.list
-    }
-
-    /// The first figure named `figure` from `peer`.
-    pub fn get(&self, peer: &str, figure: &str) -> Option<&Figure> {
-        self.list
-            .iter()
-            .find(|f| f.peer == peer && f.figure == figure)
-    }
-
-    /// The figure named `figure` from `peer` whose sample size is exactly `n`.
-    pub fn get_n(&self, peer: &str, figure: &str, n: u64) -> Option<&Figure> {
-        self.list
-            .iter()
-            .find(|f| f.peer == peer && f.figure == figure && f.n == n)
-    }
-
-    /// The figure named `figure` from `peer` whose sample size is nearest `n` (by ratio), if
-    /// within a factor of 1.5 (a 999,990-event depot against a 1,000,000-event database).
-    pub fn get_near(&self, peer: &str, figure: &str, n: u64) -> Option<&Figure> {
-        let distance = |f: &Figure| ((f.n.max(1) as f64) / (n.max(1) as f64)).ln().abs();
-        self.list
-            .iter()
-            .filter(|f| f.peer == peer && f.figure == figure)
-            .min_by(|a, b| distance(a).total_cmp(&distance(b)))
-            .filter(|f| distance(f) < 1.5f64.ln())
-    }
-}
-
-/// `count` operations over `elapsed`, per second.
-pub fn per_second(count: u64, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
-}
-
-/// Median and 99th percentile of a set of latencies, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Percentiles {
-    /// The median.
-    pub p50_us: f64,
-    /// The 99th percentile.
-    pub p99_us: f64,
-}
-
-impl Percentiles {
-    /// Nearest-rank percentiles of `samples` (sorted in place); zeros when empty.
-    pub fn of(samples: &mut [Duration]) -> Self {
-        samples.sort_unstable();
-        let at = |p: f64| {
-            if samples.is_empty() {
-                return 0.0;
-            }
-            let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-            samples[rank - 1].as_secs_f64() * 1e6
-        };
-        Self {
-            p50_us: at(0.50),
-            p99_us: at(0.99),
-        }
-    }
-}
+use crate::figures::Figures;
+use crate::machine::Machine;
+use crate::memory;
 
 /// A target from the issue.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -493,6 +381,20 @@ fn postgres_rows(figures: &Figures, rows: &mut Vec<Row>) {
         "PostgreSQL head CAS, 1 client, average (peers.md)",
         Some(POSTGRES_HEAD_CAS_1_CLIENT.1),
     ));
+    for p in ["p50", "p99"] {
+        if let Some(delivery) = pg(&format!("delivery_latency_{p}")) {
+            rows.push(Row::new(
+                format!("PostgreSQL depot: delivery latency, apply to subscriber {p}"),
+                "us",
+                Some(delivery.value),
+                None,
+                "retro files depot, over HTTP (this run)",
+                figures
+                    .get("retro", &format!("delivery_latency_{p}"))
+                    .map(|f| f.value),
+            ));
+        }
+    }
     if let Some(writers) = pg("apply_writers") {
         rows.push(Row::new(
             "PostgreSQL depot: durable apply, 8 writers with their own depots",
@@ -691,7 +593,7 @@ fn scale_rows(figures: &Figures, rows: &mut Vec<Row>) {
 
 /// Max RSS of each `retro` command on the large depot.
 fn memory_rows(figures: &Figures, rows: &mut Vec<Row>) {
-    for name in crate::memory::COMMANDS {
+    for name in memory::COMMANDS {
         let Some(rss) = figures.get("retro", &format!("cli_{name}_max_rss")) else {
             continue;
         };
@@ -705,7 +607,7 @@ fn memory_rows(figures: &Figures, rows: &mut Vec<Row>) {
             ),
             "MiB",
             Some(rss.value),
-            (rss.n >= 900_000).then_some(Target::AtMost(crate::memory::LIMIT_MIB)),
+            (rss.n >= 900_000).then_some(Target::AtMost(memory::LIMIT_MIB)),
             "",
             None,
         ));
@@ -822,72 +724,6 @@ pub fn markdown_table(rows: &[Row]) -> String {
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     out
-}
-
-/// What the run ran on.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    /// Logical CPUs available.
-    pub nproc: usize,
-    /// The CPU model from `/proc/cpuinfo`.
-    pub cpu: String,
-    /// The kernel release.
-    pub kernel: String,
-    /// Total memory, from `/proc/meminfo`.
-    pub memory: String,
-    /// The filesystem of the scratch directory (type, device, mount point, options).
-    pub filesystem: String,
-}
-
-impl Machine {
-    /// Describes this machine, with the filesystem holding `scratch`.
-    pub fn describe(scratch: &Path) -> Self {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let cpu = read("/proc/cpuinfo")
-            .lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_else(|| "unknown".to_owned());
-        let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
-        let memory = read("/proc/meminfo")
-            .lines()
-            .find(|l| l.starts_with("MemTotal:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kib| kib.parse::<f64>().ok())
-            .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
-            .unwrap_or_else(|| "unknown".to_owned());
-        Self {
-            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu,
-            kernel,
-            memory,
-            filesystem: filesystem_of(scratch, &read("/proc/mounts")),
-        }
-    }
-}
-
-/// The `/proc/mounts` line whose mount point is the longest prefix of `dir`, described.
-fn filesystem_of(dir: &Path, mounts: &str) -> String {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let device = fields.next()?;
-            let point = fields.next()?.replace("\\040", " ");
-            let kind = fields.next()?;
-            let options = fields.next().unwrap_or("");
-            dir.starts_with(&point).then(|| {
-                (
-                    point.len(),
-                    format!("{kind} on {device} at {point} ({options})"),
-                )
-            })
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, text)| text)
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Everything `docs/benchmarks.md` says.
@@ -1052,33 +888,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nearest_rank() {
-        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_micros).collect();
-        let p = Percentiles::of(&mut samples);
-        assert_eq!((p.p50_us, p.p99_us), (50.0, 99.0));
-    }
-
-    #[test]
     fn numbers_read_well() {
         assert_eq!(count(1_234_567), "1,234,567");
         assert_eq!(count(999), "999");
         assert_eq!(number(123_456.7), "123,457");
         assert_eq!(number(12.345), "12.3");
         assert_eq!(number(1.5), "1.50");
-    }
-
-    #[test]
-    fn peers_lines_parse() {
-        let line = r#"{"peer":"sqlite","figure":"read_partition_p50","unit":"us","value":5.13,"n":1000000,"note":"x"}"#;
-        let f: Figure = serde_json::from_str(line).unwrap();
-        let mut figures = Figures::default();
-        figures.push(f);
-        assert!(figures
-            .get_near("sqlite", "read_partition_p50", 999_990)
-            .is_some());
-        assert!(figures
-            .get_near("sqlite", "read_partition_p50", 9_990)
-            .is_none());
     }
 
     #[test]
@@ -1098,11 +913,5 @@ mod tests {
             Row::new("x", "us", None, None, "p", None).status,
             Status::Missing
         );
-    }
-
-    #[test]
-    fn filesystem_is_the_longest_mount_prefix() {
-        let mounts = "/dev/vda / ext4 rw,relatime 0 0\n/dev/vdb /work xfs rw 0 0\n";
-        assert!(filesystem_of(Path::new("/work/x"), mounts).starts_with("xfs on /dev/vdb"));
     }
 }

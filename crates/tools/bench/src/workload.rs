@@ -114,26 +114,6 @@ pub fn request(index: u64, shape: Shape, base: Base) -> Result<CommitRequest> {
     Ok(request)
 }
 
-/// A small deterministic generator (SplitMix64) for picking partitions to read.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// A number in `0..bound` (the tiny modulo bias does not matter here).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % bound.max(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,13 @@
 //! The bounded replay of the fuzz targets on stable Rust, shared by the test binaries that run
 //! it (`tests/depot/fuzz_smoke.rs`, `tests/engine/fuzz_smoke.rs` include this file by path):
-//! every file in `crates/tools/fuzz/corpus-seed/<target>/` (seeds, and the regression inputs of crashes
-//! libFuzzer found) and a few thousand pseudo-random inputs (seeded xorshift mutations of the
-//! seeds, plus random bytes) go through the very check the target runs.
+//! every file in `crates/tools/fuzz/corpus-seed/<target>/` (seeds, and the regression inputs of
+//! crashes libFuzzer found) and a few thousand pseudo-random inputs (mutations of the seeds, plus
+//! random bytes, drawn from `benchkit::Rng` with a fixed seed: the including crates have
+//! `retro-benchkit` as a dev-dependency) go through the very check the target runs.
 
 use std::path::PathBuf;
+
+use benchkit::Rng;
 
 /// Pseudo-random inputs per target, on top of the seed files.
 pub const RANDOM_INPUTS: usize = 4000;
@@ -29,22 +32,6 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     out.sort();
     assert!(!out.is_empty(), "{} holds no seed", dir.display());
     out
-}
-
-/// xorshift64: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Bytes worth inserting: the syntax of ids, names, revisions and objects, and a multibyte char.
@@ -83,28 +70,28 @@ const DICTIONARY: &[&[u8]] = &[
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut data = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(data.len() + 1);
-        match rng.below(6) {
+    for _ in 0..1 + rng.index(4) {
+        let at = rng.index(data.len() + 1);
+        match rng.index(6) {
             0 if !data.is_empty() => {
-                let i = rng.below(data.len());
-                data[i] ^= 1 << rng.below(8);
+                let i = rng.index(data.len());
+                data[i] ^= 1 << rng.index(8);
             }
             1 if !data.is_empty() => {
                 data.remove(at.min(data.len() - 1));
             }
             2 => {
-                let word = DICTIONARY[rng.below(DICTIONARY.len())];
+                let word = DICTIONARY[rng.index(DICTIONARY.len())];
                 data.splice(at..at, word.iter().copied());
             }
             3 => data.truncate(at),
             4 if !data.is_empty() => {
-                let start = rng.below(data.len());
-                let end = (start + rng.below(16)).min(data.len());
+                let start = rng.index(data.len());
+                let end = (start + rng.index(16)).min(data.len());
                 let span = data[start..end].to_vec();
                 data.splice(at..at, span);
             }
-            _ => data.insert(at, rng.next() as u8),
+            _ => data.insert(at, rng.next_u64() as u8),
         }
     }
     data
@@ -140,12 +127,12 @@ pub fn replay(target: &str, check: fn(&[u8])) {
             "{target}: seed corpus-seed/{target}/{name} fails its check"
         );
     }
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ target.len() as u64);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d ^ target.len() as u64);
     for n in 0..RANDOM_INPUTS {
         let data = if n % 5 == 0 {
-            (0..rng.below(64)).map(|_| rng.next() as u8).collect()
+            (0..rng.index(64)).map(|_| rng.next_u64() as u8).collect()
         } else {
-            let seed = &seeds[rng.below(seeds.len())].1;
+            let seed = &seeds[rng.index(seeds.len())].1;
             let mut data = mutate(&mut rng, seed);
             if target == "object_decode" && n % 2 == 0 {
                 fix_object_len(&mut data);

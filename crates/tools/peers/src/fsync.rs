@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::report::{per_second, Figure, Percentiles, Report};
+use benchkit::{per_second, Figure, Percentiles};
+
+use crate::report::Report;
 
 const PEER: &str = "disk";
 /// Unmeasured operations run first, so that file creation and caches settle.

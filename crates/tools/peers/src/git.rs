@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::report::{per_second, Figure, Percentiles, Report};
+use benchkit::{per_second, Figure, Percentiles};
+
+use crate::report::Report;
 use crate::workload::{Command, Workload, EVENTS_PER_COMMAND};
 
 const PEER: &str = "git";

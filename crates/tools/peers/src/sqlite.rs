@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::report::{per_second, Figure, Percentiles, Report};
-use crate::workload::{Command, Rng, Workload, SESSION};
+use benchkit::{per_second, Figure, Percentiles};
+
+use crate::report::Report;
+use benchkit::Rng;
+
+use crate::workload::{Command, Workload, SESSION};
 
 const PEER: &str = "sqlite";
 

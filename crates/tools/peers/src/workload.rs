@@ -117,31 +117,6 @@ impl Iterator for Workload {
     }
 }
 
-/// A small deterministic generator (SplitMix64) for picking random partitions to read.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (`bound` must not be 0; the tiny modulo bias does not matter here).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound.max(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,11 +150,5 @@ mod tests {
         assert_eq!(command.events[2].partition, SESSION_PARTITION);
         assert_eq!(command.events[2].seq, 42);
         assert_eq!(command.date(), "2026-01-01T00:00:42Z");
-    }
-
-    #[test]
-    fn rng_stays_below_its_bound() {
-        let mut rng = Rng::new(7);
-        assert!((0..1000).all(|_| rng.below(10) < 10));
     }
 }

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use depot::{Depot, HistoryOrder, ObjectId, PartitionName};
 
+use benchkit::Rng;
+
 use crate::domain::Incremented;
-use crate::rng::Rng;
 
 /// An acknowledged command.
 #[derive(Debug, Clone)]

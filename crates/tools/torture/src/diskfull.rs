@@ -8,12 +8,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use benchkit::Rng;
+
 use crate::check::{self, Ack};
+use crate::class::{Ctx, Tally};
 use crate::domain::ACCOUNTS;
 use crate::proc;
-use crate::rng::Rng;
 use crate::round;
-use crate::{Ctx, Tally};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use depot::{Depot, ObjectId};
 
+use benchkit::Rng;
+
+use crate::class::{Ctx, Tally};
 use crate::proc;
-use crate::rng::Rng;
 use crate::round;
-use crate::{Ctx, Tally};
 
 const DEADLINE: Duration = Duration::from_secs(300);
 

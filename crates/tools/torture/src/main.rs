@@ -45,27 +45,28 @@
 //!   lost and fsck is clean.
 
 mod check;
+mod class;
 mod diskfull;
 mod domain;
 mod flips;
 mod proc;
 mod refnames;
-mod rng;
 mod round;
 mod serve;
 mod syskill;
 mod writer;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use benchkit::Rng;
+
 use check::Ack;
-use rng::Rng;
+use class::{Ctx, Tally};
 use round::Setup;
 
 #[derive(Parser)]
@@ -138,55 +139,6 @@ impl Class {
             Class::Diskfull => "diskfull",
         }
     }
-}
-
-/// What a class round works with.
-pub struct Ctx<'a> {
-    /// The binaries.
-    pub setup: &'a Setup,
-    /// The round's depot.
-    pub dir: &'a Path,
-    /// A scratch directory beside it (mirrors, copies, import files).
-    pub tmp: &'a Path,
-    /// The round's tag (`r12`), a prefix of every command id it makes.
-    pub tag: &'a str,
-    /// Every command acknowledged on this depot before the round.
-    pub prior: &'a [Ack],
-}
-
-/// Counters over the whole run, for the summary.
-#[derive(Default)]
-pub struct Tally {
-    /// Kill points exercised: command → syscall → kills.
-    pub kill_points: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Injections whose N-th syscall never came (the command finished).
-    pub kill_missed: u64,
-    /// POST /apply requests answered 2xx by a long-lived server.
-    pub posts: u64,
-    /// `retro gc` runs beside a long-lived server and watcher.
-    pub serve_gcs: u64,
-    /// Checkpoints a long-lived watcher printed.
-    pub watched: u64,
-    /// Ref moves that succeeded in the refs class.
-    pub ref_moves: u64,
-    /// Ref moves refused as name clashes (as expected).
-    pub ref_clashes: u64,
-    /// Invalid ref names refused (as expected).
-    pub ref_invalid: u64,
-    /// Bits flipped.
-    pub flips: u64,
-    /// Flip runs (each on its own copy).
-    pub flip_runs: u64,
-    /// Flip runs after which `retro gc` succeeded (and so kept every intact object).
-    pub flip_gc_ok: u64,
-    /// Disk-full runs.
-    pub diskfull_runs: u64,
-    /// Commands that failed for want of space (cleanly).
-    pub enospc: u64,
-    /// Why the syskill class could not run.
-    pub syskill_skipped: Option<String>,
-    /// Why the disk-full class could not run, once.
-    pub diskfull_skipped: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use depot::{Depot, Expected, LogInfo, ObjectId, RefEdit, RefName, RefValue};
 
+use benchkit::Rng;
+
 use crate::check::Ack;
+use crate::class::{Ctx, Tally};
 use crate::proc;
-use crate::rng::Rng;
 use crate::round;
-use crate::{Ctx, Tally};
 
 const SEGMENTS: &[&str] = &["x", "y", "z", "x", "y", "x.y", "x-1"];
 const INVALID: &[&str] = &[

@@ -13,9 +13,10 @@ use anyhow::Context as _;
 use depot::{Depot, Expected, LogInfo, RefEdit, RefName};
 use engine::Engine;
 
+use benchkit::Rng;
+
 use crate::check::Ack;
 use crate::domain::{self, ACCOUNTS};
-use crate::rng::Rng;
 
 /// The binaries a run drives.
 pub struct Setup {

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use depot::{Depot, HistoryOrder, ObjectId};
 
+use benchkit::Rng;
+
 use crate::check::Ack;
+use crate::class::{Ctx, Tally};
 use crate::proc;
-use crate::rng::Rng;
 use crate::round;
-use crate::{Ctx, Tally};
 
 /// A minimal HTTP/1.1 exchange: status and body.
 pub fn http(

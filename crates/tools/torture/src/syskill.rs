@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use depot::{Depot, HistoryOrder, ObjectId, RefName};
 
+use benchkit::Rng;
+
 use crate::check::{self, Ack};
+use crate::class::{Ctx, Tally};
 use crate::domain::ACCOUNTS;
 use crate::proc::{self, Ran};
-use crate::rng::Rng;
 use crate::round;
-use crate::{Ctx, Tally};
 
 /// The syscalls a kill is injected on.
 const SYSCALLS: &[&str] = &[

@@ -10,8 +10,9 @@ use anyhow::Context as _;
 use depot::Depot;
 use engine::Engine;
 
+use benchkit::Rng;
+
 use crate::domain::{self, ACCOUNTS, COUNTERS};
-use crate::rng::Rng;
 
 /// Runs the writer until killed (or until `limit` commands per thread, if given).
 pub fn run(
