@@ -161,7 +161,7 @@ pub struct CheckpointSummary {
     pub date: Option<String>,
     /// The command payload (JSON when it is JSON, else a string).
     pub message: Value,
-    /// Other header fields, by key (as strings).
+    /// Other header fields, by key (as strings); one named like a key above is left out.
     #[serde(flatten)]
     pub fields: BTreeMap<String, String>,
     /// Events added, by partition (absent in a decoded object, `GET /objects/{id}`).
