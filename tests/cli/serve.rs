@@ -325,6 +325,16 @@ impl Server {
     /// Starts `retro serve --listen 127.0.0.1:0 ARGS` (the kernel picks a free port; the address
     /// comes from its first stderr line) and waits until GET /health answers.
     fn start(depot: &TestDepot, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_probing(depot, args, env, &[])
+    }
+
+    /// As `start`, probing /health with these headers (a read token).
+    fn start_probing(
+        depot: &TestDepot,
+        args: &[&str],
+        env: &[(&str, &str)],
+        probe: &[(&str, &str)],
+    ) -> Server {
         let mut full = vec!["serve", "--listen", "127.0.0.1:0"];
         full.extend_from_slice(args);
         let mut cmd = std_cmd(depot, &full);
@@ -343,7 +353,7 @@ impl Server {
         assert!(addr.starts_with("127.0.0.1:"), "{first}");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(response) = request(&addr, "GET", "/health", &[], b"") {
+            if let Ok(response) = request(&addr, "GET", "/health", probe, b"") {
                 assert_eq!(response.status, 200);
                 break;
             }
@@ -1414,4 +1424,212 @@ fn d12_every_error_body_is_the_json_error() {
         .unwrap()
         .to_owned();
     assert_eq!(response.header("x-request-id"), Some(id.as_str()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token classes, the OpenAPI document, the request log.
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[test]
+fn serve_token_classes_read_write_admin() {
+    let depot = TestDepot::with_history();
+    let command = r#"{"path":"accounts/fay","name":"open","params":{"owner":"Fay"}}"#;
+    // Flags, then the same through the environment.
+    for (args, env) in [
+        (
+            &["--read-token", "r", "--token", "w", "--admin-token", "a"][..],
+            &[][..],
+        ),
+        (
+            &[][..],
+            &[
+                ("RETRO_READ_TOKEN", "r"),
+                ("RETRO_TOKEN", "w"),
+                ("RETRO_ADMIN_TOKEN", "a"),
+            ][..],
+        ),
+    ] {
+        let (r, w, a) = (bearer("r"), bearer("w"), bearer("a"));
+        let server = Server::start_probing(&depot, args, env, &[("Authorization", &r)]);
+        let addr = server.addr.as_str();
+        let before = head(&depot);
+        // Reads: a read token is set, so they need a token, any of the three.
+        get(addr, "/health").assert_error(401, "unauthorized");
+        get(addr, "/").assert_error(401, "unauthorized");
+        request(addr, "GET", "/log", &[("Authorization", "Bearer x")], b"")
+            .unwrap()
+            .assert_error(401, "unauthorized");
+        for token in [&r, &w, &a] {
+            let log = request(addr, "GET", "/log?n=1", &[("Authorization", token)], b"").unwrap();
+            assert_eq!(log.status, 200, "{token}: {}", log.text());
+            assert_eq!(log.json()[0]["checkpoint"], before.as_str());
+        }
+        // Writes: the write or admin token; the read token is a 403.
+        post(addr, &[("Authorization", &r)], command).assert_error(403, "forbidden");
+        post(addr, &[], command).assert_error(401, "unauthorized");
+        assert_eq!(head(&depot), before, "a refused write moved HEAD");
+        // Admin: only the admin token.
+        let stats = |token: &str| {
+            request(
+                addr,
+                "GET",
+                "/admin/stats",
+                &[("Authorization", token)],
+                b"",
+            )
+            .unwrap()
+        };
+        stats(&r).assert_error(403, "forbidden");
+        stats(&w).assert_error(403, "forbidden");
+        let answer = stats(&a);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let counts = answer.json();
+        assert_eq!(counts["head"], before.as_str());
+        let partitions = cli_json_lines(&depot, &["partitions", "--json"]);
+        assert_eq!(
+            counts["partitions"].as_u64().unwrap() as usize,
+            partitions.as_array().unwrap().len()
+        );
+        let events: u64 = partitions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["events"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counts["events"], events);
+        let refs = cli_json_lines(&depot, &["refs", "--json"]);
+        assert_eq!(
+            counts["refs"].as_u64().unwrap() as usize,
+            refs.as_array().unwrap().len()
+        );
+        // The write token applies (the admin token too, in the second round).
+        let token = if args.is_empty() { &a } else { &w };
+        let ok = post(addr, &[("Authorization", token)], command);
+        if args.is_empty() {
+            ok.assert_error(422, "already_open");
+        } else {
+            assert_eq!(ok.status, 201, "{}", ok.text());
+        }
+    }
+}
+
+#[test]
+fn serve_admin_routes_take_the_write_token_without_an_admin_token() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &["--token", "w"], &[]);
+    let addr = server.addr.as_str();
+    get(addr, "/admin/stats").assert_error(401, "unauthorized");
+    let stats = request(
+        addr,
+        "GET",
+        "/admin/stats",
+        &[("Authorization", "Bearer w")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    // Reads stay open.
+    assert_eq!(get(addr, "/refs").status, 200);
+}
+
+/// The `METHOD /path` of each row of docs/http.md's endpoint table, `{param}` as written.
+fn documented_routes() -> std::collections::BTreeSet<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/http.md"))
+        .unwrap();
+    doc.lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|route| route.starts_with("GET ") || route.starts_with("POST "))
+        .map(|route| route.split('?').next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn serve_openapi_json_describes_every_route_of_docs_http_md() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &[], &[]);
+    let response = get(&server.addr, "/openapi.json");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let document = response.json();
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        document["openapi"]
+    );
+    let mut described = std::collections::BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            described.insert(format!("{} {path}", method.to_ascii_uppercase()));
+        }
+    }
+    assert_eq!(described, documented_routes());
+    // The bodies are described: POST /apply's 201 is the Applied schema.
+    let created = &document["paths"]["/apply"]["post"]["responses"]["201"];
+    assert_eq!(
+        created["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Applied"
+    );
+    let applied = &document["components"]["schemas"]["Applied"]["properties"];
+    for field in [
+        "checkpoint",
+        "parent",
+        "path",
+        "events",
+        "partitions",
+        "attempts",
+    ] {
+        assert!(applied.get(field).is_some(), "Applied has no {field}");
+    }
+}
+
+#[test]
+fn serve_apply_body_is_what_apply_json_prints() {
+    let depot = TestDepot::with_history();
+    let server = Server::start(&depot, &[], &[]);
+    let served = post(
+        &server.addr,
+        &[],
+        r#"{"path":"accounts/fay","name":"open","params":{"owner":"Fay"}}"#,
+    );
+    assert_eq!(served.status, 201, "{}", served.text());
+    let printed = crate::common::json(
+        depot
+            .ok(&[
+                "apply",
+                "--json",
+                r#"{"path":"accounts/gus","name":"open","params":{"owner":"Gus"}}"#,
+            ])
+            .trim(),
+    );
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    // The same fields in the same order: one struct prints both.
+    assert_eq!(keys(&served.json()), keys(&printed));
+    assert_eq!(printed["parent"], served.json()["checkpoint"]);
+}
+
+#[test]
+fn serve_rust_log_traces_each_request_with_its_id() {
+    let depot = TestDepot::with_history();
+    let mut server = Server::start(&depot, &[], &[("RUST_LOG", "info")]);
+    let response = get(&server.addr, "/refs");
+    let id = response.header("x-request-id").unwrap().to_owned();
+    // The probe's lines come first: read until this request's.
+    let wanted = format!("(request id={id} method=GET path=/refs)");
+    loop {
+        let line = server
+            .stderr
+            .expect(Duration::from_secs(10), "the request's trace line");
+        if line.contains(&wanted) {
+            assert!(
+                line.starts_with("retro: ") && line.contains("status=200"),
+                "{line}"
+            );
+            break;
+        }
+    }
+    server.proc.kill();
 }

@@ -261,9 +261,32 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: String,
-        /// Require this bearer token for writes (POST /apply).
-        #[arg(long, env = "RETRO_TOKEN", hide_env_values = true)]
+        /// Require this bearer token for writes (POST /apply); it also opens reads, and admin
+        /// routes when no admin token is set.
+        #[arg(
+            long,
+            env = "RETRO_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
         token: Option<String>,
+        /// Require this bearer token (or the write or admin token) for reads; without it, reads
+        /// are open. Alone, it guards every route.
+        #[arg(
+            long,
+            env = "RETRO_READ_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
+        read_token: Option<String>,
+        /// Require this bearer token for admin routes (GET /admin/stats); it opens every route.
+        #[arg(
+            long,
+            env = "RETRO_ADMIN_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
+        admin_token: Option<String>,
         /// The domain manifest (as for apply).
         #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
         manifest: Option<PathBuf>,

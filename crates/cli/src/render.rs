@@ -1,16 +1,13 @@
-//! How objects, checkpoints and events look: the human forms and their `--json` twins.
+//! How objects, checkpoints and events look: the human forms. Their `--json` twins are the
+//! server's response bodies (`server::api`), one definition each.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use depot::{Affix, Checkpoint, EventRecord, Object, ObjectId};
+use depot::{Affix, Checkpoint, Object, ObjectId};
 
 use crate::ui::Ui;
 
-/// A message as JSON when it is JSON (retro keeps the command payload there), else a string.
-pub fn message_value(message: &[u8]) -> Value {
-    serde_json::from_slice(message)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(message).into_owned()))
-}
+pub use server::api::message_value;
 
 /// A one-line summary of a message: `path name` for a command, else its first line.
 pub fn summary(message: &[u8]) -> String {
@@ -38,69 +35,6 @@ pub fn date_text(checkpoint: &Checkpoint) -> String {
 /// Event data as JSON (or a string if it is not JSON).
 pub fn data_value(data: &[u8]) -> Value {
     message_value(data)
-}
-
-/// A checkpoint as a JSON object.
-pub fn checkpoint_json(id: &ObjectId, checkpoint: &Checkpoint, affix: Option<&Affix>) -> Value {
-    let mut value = json!({
-        "checkpoint": id.to_string(),
-        "parents": checkpoint.parents().iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "affix": checkpoint.affix().to_string(),
-        "session": checkpoint.session(),
-        "date": checkpoint.field("date"),
-        "message": message_value(checkpoint.message()),
-    });
-    for (key, field) in checkpoint.fields() {
-        if !matches!(key.as_str(), "session" | "date") {
-            value[key.as_str()] = Value::String(field.to_string());
-        }
-    }
-    if let Some(affix) = affix {
-        let partitions: serde_json::Map<String, Value> = affix
-            .partitions()
-            .map(|(p, ids)| (p.to_string(), json!(ids.len())))
-            .collect();
-        value["partitions"] = Value::Object(partitions);
-    }
-    value
-}
-
-/// An event record as a JSON object.
-pub fn event_json(record: &EventRecord) -> Value {
-    json!({
-        "partition": record.partition.as_str(),
-        "version": record.version,
-        "event": record.id.to_string(),
-        "name": record.event.name().as_str(),
-        "data": data_value(record.event.data()),
-        "checkpoint": record.checkpoint.to_string(),
-        "date": record.date.map(depot::format_date),
-        "session": record.session,
-    })
-}
-
-/// A checkpoint with its affix's events expanded (`retro show --json`, `GET /checkpoints/…`).
-pub fn checkpoint_with_events_json(
-    depot: &depot::Depot,
-    id: &ObjectId,
-) -> Result<Value, depot::Error> {
-    let checkpoint = depot.read_checkpoint(id)?;
-    let affix = depot.read_affix(&checkpoint.affix())?;
-    let mut value = checkpoint_json(id, &checkpoint, Some(&affix));
-    let mut events = Vec::new();
-    for (partition, ids) in affix.partitions() {
-        for event_id in ids {
-            let event = depot.read_event(event_id)?;
-            events.push(json!({
-                "partition": partition.as_str(),
-                "event": event_id.to_string(),
-                "name": event.name().as_str(),
-                "data": data_value(event.data()),
-            }));
-        }
-    }
-    value["events"] = Value::Array(events);
-    Ok(value)
 }
 
 /// The human form of a checkpoint, as `retro log` and `retro show` print it.

@@ -39,7 +39,7 @@ impl Ui {
     }
 
     /// Writes one JSON value as a line.
-    pub fn json(&mut self, value: &serde_json::Value) -> io::Result<()> {
+    pub fn json(&mut self, value: &impl serde::Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;
         self.out.write_all(b"\n")
     }

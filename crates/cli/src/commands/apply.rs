@@ -78,14 +78,8 @@ pub fn apply(
     let session = session.unwrap_or_else(|| DEFAULT_SESSION.to_owned());
     let applied = engine.apply(&session, &payload)?;
     if json {
-        ui.json(&json!({
-            "checkpoint": applied.checkpoint.to_string(),
-            "parent": applied.parent.map(|p| p.to_string()),
-            "path": applied.path,
-            "events": applied.events,
-            "partitions": applied.partitions,
-            "attempts": applied.attempts,
-        }))?;
+        // The same body as POST /apply's 201.
+        ui.json(&server::api::Applied::from(&applied))?;
     } else {
         ui.line(applied.checkpoint.to_string())?;
     }

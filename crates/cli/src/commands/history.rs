@@ -1,9 +1,9 @@
 //! `retro log`, `retro show`, `retro events`, `retro partitions`.
 
 use anyhow::Result;
-use serde_json::json;
 
 use depot::{Depot, HistoryOrder, ObjectId};
+use server::api::{CheckpointSummary, CheckpointView, EventEntry, PartitionEntry};
 
 use super::resolve;
 use crate::args::LogArgs;
@@ -66,7 +66,7 @@ fn print_checkpoint(
 ) -> Result<()> {
     let affix = depot.read_affix(&checkpoint.affix())?;
     if args.json {
-        ui.json(&render::checkpoint_json(id, checkpoint, Some(&affix)))?;
+        ui.json(&CheckpointSummary::new(id, checkpoint, Some(&affix)))?;
     } else if args.oneline {
         let partitions: Vec<&str> = affix.partitions().map(|(p, _)| p.as_str()).collect();
         let line = format!(
@@ -93,8 +93,7 @@ fn print_checkpoint(
 pub fn show(depot: &Depot, rev: Option<&str>, json: bool, ui: &mut Ui) -> Result<()> {
     let id = resolve(depot, rev)?;
     if json {
-        let value = render::checkpoint_with_events_json(depot, &id)?;
-        ui.json(&value)?;
+        ui.json(&CheckpointView::read(depot, &id)?)?;
         return Ok(());
     }
     let checkpoint = depot.read_checkpoint(&id)?;
@@ -132,7 +131,7 @@ pub fn events(
     let mut failure: Option<anyhow::Error> = None;
     depot.events_matching(glob, since, |record| {
         let written = if json {
-            ui.json(&render::event_json(&record))
+            ui.json(&EventEntry::from(&record))
         } else {
             let line = format!(
                 "{} {} {}#{} {} {}",
@@ -165,7 +164,10 @@ pub fn events(
 pub fn partitions(depot: &Depot, glob: Option<&str>, json: bool, ui: &mut Ui) -> Result<()> {
     for (partition, count) in depot.partitions(glob.unwrap_or("**"))? {
         if json {
-            ui.json(&json!({"partition": partition.as_str(), "events": count}))?;
+            ui.json(&PartitionEntry {
+                partition: partition.to_string(),
+                events: count,
+            })?;
         } else {
             ui.line(format!("{count:>8}  {partition}"))?;
         }

@@ -6,7 +6,7 @@ mod history;
 mod maintenance;
 mod objects;
 mod refs;
-pub mod serve;
+mod serve;
 mod sync;
 mod transfer;
 mod watch;
@@ -113,15 +113,21 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         Commands::Serve {
             listen,
             token,
+            read_token,
+            admin_token,
             manifest,
             allow_hosts,
             header_timeout,
             request_timeout,
         } => serve::run(
             flag,
-            &serve::Options {
+            serve::Options {
                 listen,
-                token,
+                tokens: server::Tokens {
+                    read: read_token,
+                    write: token,
+                    admin: admin_token,
+                },
                 manifest,
                 allow_hosts,
                 header_timeout: std::time::Duration::from_secs(header_timeout),

@@ -10,11 +10,7 @@ use crate::ui::Ui;
 pub fn list(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
     for (name, value) in depot.list_refs("")? {
         if json {
-            let (kind, target) = match &value {
-                RefValue::Direct(id) => ("direct", id.to_string()),
-                RefValue::Symbolic(target) => ("symbolic", target.to_string()),
-            };
-            ui.json(&json!({"ref": name.as_str(), "kind": kind, "target": target}))?;
+            ui.json(&server::api::RefEntry::new(&name, &value))?;
         } else {
             ui.line(format!("{value} {name}"))?;
         }

@@ -4,11 +4,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use serde_json::{json, Value};
 
 use depot::{Delivery, Depot, RefName};
 
-use crate::render;
 use crate::ui::Ui;
 
 pub struct WatchArgs {
@@ -21,35 +19,10 @@ pub struct WatchArgs {
     pub json: bool,
 }
 
-/// A delivery as one JSON object (also what `retro serve` streams).
-pub fn delivery_json(delivery: &Delivery) -> Value {
-    match delivery {
-        Delivery::Checkpoint {
-            id,
-            parent,
-            date,
-            session,
-            events,
-        } => json!({
-            "type": "checkpoint",
-            "checkpoint": id.to_string(),
-            "parent": parent.map(|p| p.to_string()),
-            "date": date.map(depot::format_date),
-            "session": session,
-            "events": events.iter().map(render::event_json).collect::<Vec<_>>(),
-        }),
-        Delivery::NonFastForward { from, head, base } => json!({
-            "type": "non_fast_forward",
-            "from": from.to_string(),
-            "head": head.map(|h| h.to_string()),
-            "base": base.map(|b| b.to_string()),
-        }),
-    }
-}
-
 fn print(delivery: &Delivery, json: bool, ui: &mut Ui) -> Result<()> {
     if json {
-        ui.json(&delivery_json(delivery))?;
+        // The same body as the `data` of `GET /watch`'s events.
+        ui.json(&server::api::Delivered::from(delivery))?;
     } else {
         match delivery {
             Delivery::Checkpoint {

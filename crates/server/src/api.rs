@@ -1,0 +1,470 @@
+//! The bodies of the HTTP API, one definition each: the server answers with these, the CLI's
+//! `--json` output prints the same structs (`retro apply --json` prints [`Applied`], `retro log
+//! --json` one [`CheckpointSummary`] a line, `retro show --json` a [`CheckpointView`], `retro
+//! events --json` [`EventEntry`] lines, `retro partitions --json` [`PartitionEntry`] lines, `retro
+//! refs --json` [`RefEntry`] lines, `retro watch --json` [`Delivered`] lines), and the OpenAPI
+//! document (`GET /openapi.json`) describes them.
+//!
+//! The constructors take the depot's own types, so the one place that turns a checkpoint into its
+//! JSON form is here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use depot::{Affix, Checkpoint, Delivery, Depot, EventRecord, Object, ObjectId, RefName, RefValue};
+
+/// A message as JSON when it is JSON (retro keeps the command payload there), else a string.
+pub fn message_value(message: &[u8]) -> Value {
+    serde_json::from_slice(message)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(message).into_owned()))
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: String,
+    /// `HEAD`'s checkpoint, `null` while the depot is empty.
+    pub head: Option<String>,
+}
+
+/// The body of `POST /apply`: a command. The engine parses and validates it (a malformed one
+/// is a 400 `bad_command`); this struct only documents its shape.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Command {
+    /// The aggregate: `kind/id` (e.g. `accounts/alice`).
+    #[schema(example = "accounts/alice")]
+    pub path: String,
+    /// The command's name (camelCase or snake_case).
+    #[schema(example = "deposit")]
+    pub name: String,
+    /// The command's parameters.
+    #[serde(default)]
+    pub params: Value,
+}
+
+/// A command applied: `201` of `POST /apply`, and what `retro apply --json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Applied {
+    /// The new checkpoint.
+    pub checkpoint: String,
+    /// Its parent (`null` for the first checkpoint).
+    pub parent: Option<String>,
+    /// The aggregate's path (with its new id, for an anonymous aggregate).
+    pub path: String,
+    /// Events written.
+    pub events: usize,
+    /// Partitions written, sorted.
+    pub partitions: Vec<String>,
+    /// Times the handler ran (1 unless the aggregate changed under it).
+    pub attempts: u32,
+}
+
+impl From<&engine::Applied> for Applied {
+    fn from(applied: &engine::Applied) -> Applied {
+        Applied {
+            checkpoint: applied.checkpoint.to_string(),
+            parent: applied.parent.map(|p| p.to_string()),
+            path: applied.path.clone(),
+            events: applied.events,
+            partitions: applied.partitions.clone(),
+            attempts: applied.attempts,
+        }
+    }
+}
+
+/// Every error, whatever its status: `{"error": {"code", "message", "request_id"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of an [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code: `not_found`, `unauthorized`, `insufficient_funds`, …
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// A sentence for people. A 500 or 503 says only its class (details go to the server's log).
+    pub message: String,
+    /// The request's id, as in the `X-Request-Id` header and the server's log.
+    #[schema(example = "r42")]
+    pub request_id: String,
+}
+
+/// Whether a ref holds a checkpoint or names another ref.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RefKind {
+    /// It holds a checkpoint id.
+    Direct,
+    /// It names another ref (`HEAD` → `refs/heads/master`).
+    Symbolic,
+}
+
+/// One ref: `GET /refs`, `retro refs --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RefEntry {
+    /// Its full name (`HEAD`, `refs/heads/master`).
+    #[serde(rename = "ref")]
+    pub name: String,
+    /// Direct or symbolic.
+    pub kind: RefKind,
+    /// A checkpoint id (direct) or a ref name (symbolic).
+    pub target: String,
+}
+
+impl RefEntry {
+    /// A ref and its value.
+    pub fn new(name: &RefName, value: &RefValue) -> RefEntry {
+        let (kind, target) = match value {
+            RefValue::Direct(id) => (RefKind::Direct, id.to_string()),
+            RefValue::Symbolic(target) => (RefKind::Symbolic, target.as_str().to_owned()),
+        };
+        RefEntry {
+            name: name.as_str().to_owned(),
+            kind,
+            target,
+        }
+    }
+}
+
+/// The names a checkpoint's own keys take: header fields of the same name are not repeated.
+const SUMMARY_KEYS: [&str; 8] = [
+    "checkpoint",
+    "parents",
+    "affix",
+    "session",
+    "date",
+    "message",
+    "partitions",
+    "events",
+];
+
+/// A checkpoint: each entry of `GET /log`, a line of `retro log --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CheckpointSummary {
+    /// Its id.
+    pub checkpoint: String,
+    /// Its parents: none for a root, one usually, more for a merge.
+    pub parents: Vec<String>,
+    /// The affix (the events it adds, by partition).
+    pub affix: String,
+    /// The session that made it.
+    pub session: String,
+    /// When it was made (RFC 3339), if it says.
+    pub date: Option<String>,
+    /// The command payload (JSON when it is JSON, else a string).
+    pub message: Value,
+    /// Other header fields, by key (as strings); one named like a key above is left out.
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, String>,
+    /// Events added, by partition (absent in a decoded object, `GET /objects/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<BTreeMap<String, usize>>,
+}
+
+impl CheckpointSummary {
+    /// A checkpoint, with its affix's counts when given.
+    pub fn new(id: &ObjectId, checkpoint: &Checkpoint, affix: Option<&Affix>) -> Self {
+        CheckpointSummary {
+            checkpoint: id.to_string(),
+            parents: checkpoint
+                .parents()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            affix: checkpoint.affix().to_string(),
+            session: checkpoint.session().to_owned(),
+            date: checkpoint.field("date").map(str::to_owned),
+            message: message_value(checkpoint.message()),
+            fields: checkpoint
+                .fields()
+                .filter(|(key, _)| !SUMMARY_KEYS.contains(&key.as_str()))
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+            partitions: affix.map(|affix| {
+                affix
+                    .partitions()
+                    .map(|(p, ids)| (p.to_string(), ids.len()))
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// A checkpoint with its events: `GET /checkpoints/{rev}`, `retro show --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CheckpointView {
+    /// The checkpoint.
+    #[serde(flatten)]
+    pub checkpoint: CheckpointSummary,
+    /// Its events, in affix order.
+    pub events: Vec<AffixEvent>,
+}
+
+impl CheckpointView {
+    /// Reads a checkpoint, its affix and its events.
+    pub fn read(depot: &Depot, id: &ObjectId) -> Result<CheckpointView, depot::Error> {
+        let checkpoint = depot.read_checkpoint(id)?;
+        let affix = depot.read_affix(&checkpoint.affix())?;
+        let mut events = Vec::new();
+        for (partition, ids) in affix.partitions() {
+            for event_id in ids {
+                let event = depot.read_event(event_id)?;
+                events.push(AffixEvent {
+                    partition: partition.to_string(),
+                    event: event_id.to_string(),
+                    name: event.name().to_string(),
+                    data: message_value(event.data()),
+                });
+            }
+        }
+        Ok(CheckpointView {
+            checkpoint: CheckpointSummary::new(id, &checkpoint, Some(&affix)),
+            events,
+        })
+    }
+}
+
+/// An event of a [`CheckpointView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AffixEvent {
+    /// Its partition.
+    pub partition: String,
+    /// The event object's id.
+    pub event: String,
+    /// Its name (`Deposited`).
+    pub name: String,
+    /// Its data (JSON when it is JSON, else a string).
+    pub data: Value,
+}
+
+/// An event with its place in history: `GET /events`, `retro events --json`, and in event
+/// streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventEntry {
+    /// Its partition.
+    pub partition: String,
+    /// Its 1-based position in the partition.
+    pub version: u64,
+    /// The event object's id.
+    pub event: String,
+    /// Its name.
+    pub name: String,
+    /// Its data (JSON when it is JSON, else a string).
+    pub data: Value,
+    /// The checkpoint that added it.
+    pub checkpoint: String,
+    /// The checkpoint's date.
+    pub date: Option<String>,
+    /// The checkpoint's session.
+    pub session: String,
+}
+
+impl From<&EventRecord> for EventEntry {
+    fn from(record: &EventRecord) -> EventEntry {
+        EventEntry {
+            partition: record.partition.to_string(),
+            version: record.version,
+            event: record.id.to_string(),
+            name: record.event.name().to_string(),
+            data: message_value(record.event.data()),
+            checkpoint: record.checkpoint.to_string(),
+            date: record.date.map(depot::format_date),
+            session: record.session.clone(),
+        }
+    }
+}
+
+/// A partition and its event count: `GET /partitions`, `retro partitions --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PartitionEntry {
+    /// Its name.
+    pub partition: String,
+    /// Events in it.
+    pub events: u64,
+}
+
+/// A decoded object: `GET /objects/{id}` with `Accept: application/json`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ObjectView {
+    /// An event.
+    Event(EventObject),
+    /// An affix: the events a checkpoint adds, by partition.
+    Affix(AffixObject),
+    /// A checkpoint (without its affix's counts).
+    Checkpoint(CheckpointObject),
+}
+
+/// An event object.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EventObject {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its data (JSON when it is JSON, else a string).
+    pub data: Value,
+}
+
+/// An affix object.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AffixObject {
+    /// Its id.
+    pub id: String,
+    /// Its partitions, in order, with their event ids.
+    pub partitions: Vec<AffixPartition>,
+}
+
+/// One partition of an affix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AffixPartition {
+    /// The partition.
+    pub partition: String,
+    /// Its events' ids, in order.
+    pub events: Vec<String>,
+}
+
+/// A checkpoint object.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CheckpointObject {
+    /// Its id.
+    pub id: String,
+    /// The checkpoint.
+    #[serde(flatten)]
+    pub checkpoint: CheckpointSummary,
+}
+
+impl ObjectView {
+    /// A decoded object and its id.
+    pub fn new(id: &ObjectId, object: &Object) -> ObjectView {
+        match object {
+            Object::Event(event) => ObjectView::Event(EventObject {
+                id: id.to_string(),
+                name: event.name().to_string(),
+                data: message_value(event.data()),
+            }),
+            Object::Affix(affix) => ObjectView::Affix(AffixObject {
+                id: id.to_string(),
+                partitions: affix
+                    .partitions()
+                    .map(|(p, ids)| AffixPartition {
+                        partition: p.to_string(),
+                        events: ids.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect(),
+            }),
+            Object::Checkpoint(checkpoint) => ObjectView::Checkpoint(CheckpointObject {
+                id: id.to_string(),
+                checkpoint: CheckpointSummary::new(id, checkpoint, None),
+            }),
+        }
+    }
+}
+
+/// What an event stream delivers (the `data` of `GET /watch`'s events), and a line of `retro
+/// watch --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Delivered {
+    /// A checkpoint and its matching events (`event: checkpoint`).
+    Checkpoint(DeliveredCheckpoint),
+    /// `HEAD` moved to a head that does not descend from the stream's position
+    /// (`event: non_fast_forward`); delivery resumes after `base`.
+    NonFastForward(NonFastForward),
+}
+
+/// A checkpoint delivered by an event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DeliveredCheckpoint {
+    /// Its id.
+    pub checkpoint: String,
+    /// Its first parent.
+    pub parent: Option<String>,
+    /// Its date.
+    pub date: Option<String>,
+    /// Its session.
+    pub session: String,
+    /// The events matching the stream's glob (never empty).
+    pub events: Vec<EventEntry>,
+}
+
+/// A non-fast-forward move seen by an event stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct NonFastForward {
+    /// The position the stream had reached.
+    pub from: String,
+    /// The new head.
+    pub head: Option<String>,
+    /// The newest checkpoint both histories share (`null`: none; delivery restarts from the
+    /// first checkpoint).
+    pub base: Option<String>,
+}
+
+impl From<&Delivery> for Delivered {
+    fn from(delivery: &Delivery) -> Delivered {
+        match delivery {
+            Delivery::Checkpoint {
+                id,
+                parent,
+                date,
+                session,
+                events,
+            } => Delivered::Checkpoint(DeliveredCheckpoint {
+                checkpoint: id.to_string(),
+                parent: parent.map(|p| p.to_string()),
+                date: date.map(depot::format_date),
+                session: session.clone(),
+                events: events.iter().map(EventEntry::from).collect(),
+            }),
+            Delivery::NonFastForward { from, head, base } => {
+                Delivered::NonFastForward(NonFastForward {
+                    from: from.to_string(),
+                    head: head.map(|h| h.to_string()),
+                    base: base.map(|b| b.to_string()),
+                })
+            }
+        }
+    }
+}
+
+/// The depot's counts: `GET /admin/stats` (admin class).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Stats {
+    /// `HEAD`'s checkpoint, `null` while the depot is empty.
+    pub head: Option<String>,
+    /// Refs, `HEAD` included.
+    pub refs: usize,
+    /// Objects in the object store (reachable or not).
+    pub objects: u64,
+    /// Partitions on `HEAD`'s branch.
+    pub partitions: usize,
+    /// Events on `HEAD`'s branch, over all partitions.
+    pub events: u64,
+}
+
+impl Stats {
+    /// Counts them (reads every object id: proportional to the store's size).
+    pub fn read(depot: &Depot) -> Result<Stats, depot::Error> {
+        let mut objects = 0u64;
+        depot.objects().for_each_id(&mut |_| {
+            objects += 1;
+            Ok(())
+        })?;
+        let partitions = depot.partitions("**")?;
+        Ok(Stats {
+            head: depot.head()?.map(|h| h.to_string()),
+            refs: depot.list_refs("")?.len(),
+            objects,
+            partitions: partitions.len(),
+            events: partitions.iter().map(|(_, n)| n).sum(),
+        })
+    }
+}
