@@ -42,7 +42,7 @@ pub use class::{io_class, BackendError, ErrorClass};
 pub use depot::native_without_config;
 pub use depot::{
     Backend, Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error,
-    EventRecord, FailureStore, FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout,
+    EventRecord, FailureStore, FsckKind, FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout,
     Maintenance, Options, RefOutcome, RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
 };
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};

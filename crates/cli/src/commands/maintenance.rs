@@ -27,6 +27,7 @@ pub fn fsck(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
             "unreachable": report.unreachable.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "warnings": report.warnings,
             "problems": report.problems.iter().map(|p| json!({
+                "kind": p.kind.as_str(),
                 "object": p.id.map(|id| id.to_string()),
                 "message": p.message,
             })).collect::<Vec<_>>(),

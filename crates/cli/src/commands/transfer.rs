@@ -297,16 +297,7 @@ fn resume_point(
         if !depot.on_head_history(&checkpoint)? {
             continue;
         }
-        let mut after = Vec::new();
-        depot.walk(head, HistoryOrder::FirstParent, |id, _| {
-            if id == checkpoint {
-                return Ok(false);
-            }
-            after.push(id);
-            Ok(true)
-        })?;
-        after.reverse();
-        return Ok((position, after));
+        return Ok((position, depot.first_parents_since(head, Some(checkpoint))?));
     }
     // No marker on this history: the lines may still be there without one (a crash between a
     // ref move and its reflog line, where those are separate writes): look at the newest

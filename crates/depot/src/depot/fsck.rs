@@ -14,12 +14,57 @@ use crate::refdb::RefName;
 
 const FAILED_LOG: &str = "the failed-command log";
 
+/// What kind of thing is wrong: what a caller (a dashboard, `retro repair`, a script) can act on
+/// without parsing the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FsckKind {
+    /// A ref file cannot be read (`retro repair` restores it from its reflog).
+    UnreadableRef,
+    /// The failed-command log has unreadable lines (`retro repair` drops them).
+    FailedLog,
+    /// A pack or its index is damaged, cut short, or missing its index (see
+    /// [`crate::odb::PackProblem`]).
+    Pack,
+    /// A referenced object is not in the store.
+    MissingObject,
+    /// An object's bytes cannot be read or do not hash to its id.
+    CorruptObject,
+    /// An object's bytes do not decode.
+    Undecodable,
+    /// An object is of another kind than what references it needs.
+    WrongKind,
+    /// A checkpoint's date field does not parse.
+    BadDate,
+    /// The partition index disagrees with history (`retro reindex` rebuilds it).
+    Index,
+}
+
+impl FsckKind {
+    /// The name used in `retro fsck --json` (`missing_object`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsckKind::UnreadableRef => "unreadable_ref",
+            FsckKind::FailedLog => "failed_log",
+            FsckKind::Pack => "pack",
+            FsckKind::MissingObject => "missing_object",
+            FsckKind::CorruptObject => "corrupt_object",
+            FsckKind::Undecodable => "undecodable",
+            FsckKind::WrongKind => "wrong_kind",
+            FsckKind::BadDate => "bad_date",
+            FsckKind::Index => "index",
+        }
+    }
+}
+
 /// One thing fsck found wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsckProblem {
+    /// What kind of problem.
+    pub kind: FsckKind,
     /// The object concerned, if any.
     pub id: Option<ObjectId>,
-    /// What is wrong.
+    /// What is wrong, for people.
     pub message: String,
 }
 
@@ -65,6 +110,7 @@ impl Depot {
         let (refs, unreadable) = self.refs.list_lenient("")?;
         for error in unreadable {
             report.problems.push(FsckProblem {
+                kind: FsckKind::UnreadableRef,
                 id: None,
                 message: format!("{error} ('retro repair' restores it from its reflog)"),
             });
@@ -78,6 +124,7 @@ impl Depot {
         let (failures, bad_lines) = self.failures_checked()?;
         if !bad_lines.is_empty() {
             report.problems.push(FsckProblem {
+                kind: FsckKind::FailedLog,
                 id: None,
                 message: format!(
                     "{FAILED_LOG} has {} unreadable line(s) (line {}); 'retro repair' drops them",
@@ -103,6 +150,7 @@ impl Depot {
         if let Some(packs) = &self.packs {
             for problem in packs.check_indexes()? {
                 report.problems.push(FsckProblem {
+                    kind: FsckKind::Pack,
                     id: None,
                     message: problem,
                 });
@@ -126,28 +174,31 @@ impl Depot {
                 progress(checked);
             }
             let from = || referrer.describe(&roots);
-            let problem = |message: String| FsckProblem {
+            let problem = |kind: FsckKind, message: String| FsckProblem {
+                kind,
                 id: Some(id),
                 message,
             };
             let encoded = match self.objects.read(&id) {
                 Ok(Some(encoded)) => encoded,
                 Ok(None) => {
-                    report.problems.push(problem(format!(
+                    report.problems.push(problem(FsckKind::MissingObject, format!(
                         "missing {expected} (referenced by {})",
                         from()
                     )));
                     continue;
                 }
                 Err(e) => {
-                    report.problems.push(problem(e.to_string()));
+                    report
+                        .problems
+                        .push(problem(FsckKind::CorruptObject, e.to_string()));
                     continue;
                 }
             };
             let object = match encoded.decode() {
                 Ok(object) => object,
                 Err(e) => {
-                    report.problems.push(problem(format!(
+                    report.problems.push(problem(FsckKind::Undecodable, format!(
                         "does not decode: {e} (referenced by {})",
                         from()
                     )));
@@ -155,7 +206,7 @@ impl Depot {
                 }
             };
             if object.kind() != expected {
-                report.problems.push(problem(format!(
+                report.problems.push(problem(FsckKind::WrongKind, format!(
                     "is {} {}, but {} needs {} {expected}",
                     article(object.kind()),
                     object.kind(),
@@ -173,7 +224,7 @@ impl Depot {
                     if checkpoint.date().is_none() && checkpoint.field("date").is_some() {
                         report
                             .problems
-                            .push(problem("has an unreadable date".to_owned()));
+                            .push(problem(FsckKind::BadDate, "has an unreadable date".to_owned()));
                     }
                     for parent in checkpoint.parents() {
                         stack.push((*parent, Kind::Checkpoint, here));
@@ -211,6 +262,7 @@ impl Depot {
     fn check_index(&self, report: &mut FsckReport) -> Result<(), Error> {
         if let Err(e) = self.catch_up_index() {
             report.problems.push(FsckProblem {
+                kind: FsckKind::Index,
                 id: None,
                 message: format!("the partition index cannot catch up: {e}"),
             });
@@ -256,6 +308,7 @@ impl Depot {
         index.for_each_partition(|name, count| {
             let Ok(partition) = PartitionName::stored(name) else {
                 problems.push(FsckProblem {
+                    kind: FsckKind::Index,
                     id: None,
                     message: format!("partition index holds an invalid partition name '{name}'"),
                 });
@@ -270,12 +323,14 @@ impl Depot {
             match replay.remove(&name_key(name)) {
                 Some((n, d)) if n == count && n == rows.len() as u64 && d == digest => {}
                 Some((n, _)) => problems.push(FsckProblem {
+                    kind: FsckKind::Index,
                     id: None,
                     message: format!(
                         "partition index disagrees with history for '{partition}' ({count} indexed, {n} in history); run 'retro reindex'"
                     ),
                 }),
                 None => problems.push(FsckProblem {
+                    kind: FsckKind::Index,
                     id: None,
                     message: format!("partition index lists '{partition}', which history does not have; run 'retro reindex'"),
                 }),
@@ -286,6 +341,7 @@ impl Depot {
         if !replay.is_empty() {
             let events: u64 = replay.values().map(|(n, _)| n).sum();
             report.problems.push(FsckProblem {
+                kind: FsckKind::Index,
                 id: None,
                 message: format!(
                     "{} partition(s) of history ({events} events) are missing from the partition index; run 'retro reindex'",

@@ -54,6 +54,25 @@ pub(crate) fn compile_glob(pattern: &str) -> Result<GlobMatcher, Error> {
 }
 
 impl Depot {
+    /// The first-parent chain from `head` back to (not including) `stop`, oldest first: what a
+    /// ref gained since `stop`. `None` walks to the root. `stop` not on the chain: the whole chain.
+    pub fn first_parents_since(
+        &self,
+        head: ObjectId,
+        stop: Option<ObjectId>,
+    ) -> Result<Vec<ObjectId>, Error> {
+        let mut chain = Vec::new();
+        self.walk(head, HistoryOrder::FirstParent, |id, _| {
+            if Some(id) == stop {
+                return Ok(false);
+            }
+            chain.push(id);
+            Ok(true)
+        })?;
+        chain.reverse();
+        Ok(chain)
+    }
+
     /// Walks checkpoints from `start`, newest first, calling `f` until it returns `false`.
     pub fn walk(
         &self,

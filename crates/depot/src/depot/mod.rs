@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub use commit::{Base, CommitIntent, CommitRequest, Committed};
 pub use error::Error;
-pub use fsck::{FsckProblem, FsckReport};
+pub use fsck::{FsckKind, FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use history::{EventRecord, HistoryOrder};
 pub use repair::RepairReport;

@@ -302,15 +302,7 @@ pub fn run(
     // Every checkpoint since the watcher's start, oldest first.
     let depot = Depot::open(ctx.dir)?;
     let head = depot.head()?.context("no HEAD")?;
-    let mut expected = Vec::new();
-    depot.walk(head, HistoryOrder::FirstParent, |id, _| {
-        if id == start_head {
-            return Ok(false);
-        }
-        expected.push(id);
-        Ok(true)
-    })?;
-    expected.reverse();
+    let expected = depot.first_parents_since(head, Some(start_head))?;
     for checkpoint in &posted {
         if !expected.iter().any(|id| id.to_string() == *checkpoint) {
             problems.push(format!(
