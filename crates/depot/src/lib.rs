@@ -4,6 +4,8 @@
 //! - [`odb`]: object stores (pack, loose, memory) behind [`odb::ObjectStore`];
 //! - [`refdb`]: ref stores (files, memory) behind [`refdb::RefStore`], moved by compare-and-swap;
 //! - [`postgres`]: both stores in a PostgreSQL database, for depots shared by several hosts;
+//! - [`storage`]: the I/O seam native depots write through ([`storage::FsStorage`], and
+//!   [`storage::SimStorage`] for power-loss tests);
 //! - [`Depot`]: both together with the journal (one fsync per commit), group commit, the
 //!   partition index, history walks, revisions, fsck and gc.
 //!
@@ -33,6 +35,7 @@ pub mod odb;
 pub mod postgres;
 pub mod refdb;
 mod rev;
+pub mod storage;
 
 pub use depot::native_without_config;
 pub use depot::{
