@@ -9,6 +9,7 @@ mod fuzz_smoke;
 mod go_retro;
 mod maintenance;
 mod postgres;
+mod power_loss;
 mod recovery;
 mod reliability;
 mod revisions;

@@ -282,13 +282,24 @@ impl Journal {
             let path = self.state_path.clone();
             move |source| JournalError::Io { verb, path, source }
         };
-        let file = self
-            .storage
-            .open(&self.state_path, OpenOptions::WRITE_CREATE)
-            .map_err(io("open"))?;
+        // Created once; then its directory is fsynced too, or a power cut could drop the file
+        // and with it the durable position (recovery would then replay every pack).
+        let (file, created) = match self.storage.open(&self.state_path, OpenOptions::WRITE) {
+            Ok(file) => (file, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                self.storage
+                    .open(&self.state_path, OpenOptions::WRITE_CREATE)
+                    .map_err(io("open"))?,
+                true,
+            ),
+            Err(e) => return Err(io("open")(e)),
+        };
         file.write_all_at(&buf, 0).map_err(io("write"))?;
-        if sync {
+        if sync || created {
             file.sync_data().map_err(io("fsync"))?;
+        }
+        if created {
+            crate::fsutil::fsync_dir(&*self.storage, &self.root).map_err(io("fsync"))?;
         }
         Ok(())
     }
@@ -366,7 +377,9 @@ impl Journal {
         let end = self.packs.end()?;
         Ok(match self.read_state() {
             Some(state) => state.boot != self.boot_hash() || state.materialized != end,
-            None => end.offset > 8,
+            // No state (a new depot, or its entry lost in a power cut): any record in any pack
+            // may be unmaterialized, not only in the newest one, which a seal leaves empty.
+            None => end.offset > 8 || end.pack > 1,
         })
     }
 

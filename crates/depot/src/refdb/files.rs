@@ -202,7 +202,8 @@ impl FilesRefStore {
         Ok(())
     }
 
-    /// fsyncs the files and directories of these refs and their reflogs.
+    /// fsyncs the files of these refs and their reflogs, and every directory from theirs up to
+    /// the root.
     pub fn sync_refs<'a>(&self, names: impl IntoIterator<Item = &'a RefName>) -> Result<(), Error> {
         let mut dirs = BTreeSet::new();
         for name in names {
@@ -212,8 +213,13 @@ impl FilesRefStore {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::io("open", &path)(e)),
                 }
-                if let Some(dir) = path.parent() {
-                    dirs.insert(dir.to_path_buf());
+                // Every directory up to the root: `materialize` and the reflog appends create
+                // missing ones (`refs/consumers/`, `logs/refs/heads/`) without fsync, and a new
+                // directory's own entry is in its parent.
+                let mut dir = path.parent();
+                while let Some(d) = dir.filter(|d| d.starts_with(&self.root)) {
+                    dirs.insert(d.to_path_buf());
+                    dir = d.parent();
                 }
             }
         }

@@ -451,6 +451,19 @@ impl SimStorage {
         self.lock().state.pending.len()
     }
 
+    /// A hash of what the files hold now (names, kinds and contents): two storages with the same
+    /// fingerprint hold the same tree, so a test can skip a crash it has already checked.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let sim = self.lock();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (path, ino) in &sim.state.names {
+            let inode = &sim.state.inodes[ino];
+            (path, inode.dir, &inode.data[..]).hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
     /// A replay of the operations recorded so far, from the state this storage started in.
     pub fn replay(&self) -> SimReplay {
         let sim = self.lock();
@@ -534,6 +547,19 @@ impl SimReplay {
     /// True when nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.log.is_empty()
+    }
+
+    /// The recorded operations, one line each, for failure reports.
+    pub fn describe(&self, range: std::ops::Range<usize>) -> Vec<String> {
+        let end = range.end.min(self.log.len());
+        (range.start.min(end)..end)
+            .map(|i| match &self.log[i] {
+                Op::Write { ino, offset, bytes } => {
+                    format!("{i}: write inode {ino} at {offset}, {} bytes", bytes.len())
+                }
+                other => format!("{i}: {other:?}"),
+            })
+            .collect()
     }
 
     /// Applies operations up to (not including) the `n`-th; `n` must not go backwards.
