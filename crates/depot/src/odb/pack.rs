@@ -1557,13 +1557,20 @@ impl PackStore {
             let _ = self.storage.remove_file(&idx);
             return Err(Error::io("rename", &temp)(e));
         }
-        self.create_pack(seq + 1)?;
+        // Durable before the next active pack exists: renames in one directory are not ordered
+        // unless it is fsynced, and a next pack without this one would make the old active pack
+        // an unindexed older one.
         fsutil::fsync_dir(&*self.storage, &self.dir).map_err(Error::io("fsync", &self.dir))?;
-        // Only now, with the new pack durable, remove what it replaces.
+        self.create_pack(seq + 1)?;
+        // Only now, with the new pack durable, remove what it replaces: each pack before its
+        // index (a crash may keep an orphan index, removed at the next open, never an unindexed
+        // old pack), and all of them durably before the marker goes (nothing orders removals in
+        // one directory unless it is fsynced: the marker must outlive every one it names).
         for old_seq in old {
-            let _ = self.storage.remove_file(&self.dir.join(idx_name(old_seq)));
             let _ = self.storage.remove_file(&self.dir.join(pack_name(old_seq)));
+            let _ = self.storage.remove_file(&self.dir.join(idx_name(old_seq)));
         }
+        fsutil::fsync_dir(&*self.storage, &self.dir).map_err(Error::io("fsync", &self.dir))?;
         let _ = self.storage.remove_file(&marker);
         if let Some(loose) = &self.loose {
             for id in drop_loose {
@@ -1693,7 +1700,9 @@ impl PackStore {
             return;
         };
         // A gc that died after putting its pack in place but before deleting what it replaces:
-        // finish its deletions (roll forward). One that died before: drop its marker.
+        // finish its deletions (roll forward), durably before its marker goes, as gc does. One
+        // that died before: drop its marker.
+        let mut rolled_forward = false;
         for &seq in &listing.replaces {
             let marker = self.dir.join(replaces_name(seq));
             let done = listing.packs.iter().any(|&(s, sealed)| s == seq && sealed);
@@ -1704,11 +1713,18 @@ impl PackStore {
                     .filter_map(|l| l.trim().parse::<u64>().ok())
                     .filter(|&old| old < seq)
                 {
-                    let _ = self.storage.remove_file(&self.dir.join(idx_name(old)));
                     let _ = self.storage.remove_file(&self.dir.join(pack_name(old)));
+                    let _ = self.storage.remove_file(&self.dir.join(idx_name(old)));
+                    rolled_forward = true;
                 }
             }
-            let _ = self.storage.remove_file(&marker);
+        }
+        if rolled_forward && fsutil::fsync_dir(&*self.storage, &self.dir).is_err() {
+            // The markers stay: the next open finishes again.
+            return;
+        }
+        for &seq in &listing.replaces {
+            let _ = self.storage.remove_file(&self.dir.join(replaces_name(seq)));
         }
         for seq in &listing.orphan_indexes {
             let _ = self.storage.remove_file(&self.dir.join(idx_name(*seq)));
