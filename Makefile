@@ -25,10 +25,11 @@ bench: ## Run the benchmarks and the peer comparison; writes docs/benchmarks.md
 	$(CARGO) build --release -p retro-bench -p retro-peers -p retro-cli
 	./target/release/retro-bench $(BENCH_ARGS)
 
-torture: ## Crash-and-concurrency torture (default 10 min; TORTURE_SECS=N, TORTURE_ARGS=--only CLASS)
+torture: ## Crash-and-concurrency torture (default 10 min; TORTURE_SECS=N, TORTURE_ARGS=--only CLASS), then the long power-loss test (RETRO_POWERLOSS_SEEDS=N workloads)
 	command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace) || echo "strace not installed: the syskill class will be skipped"
 	$(CARGO) build --release -p retro-torture -p retro-cli
 	./target/release/retro-torture --seconds $${TORTURE_SECS:-600} $(TORTURE_ARGS)
+	RETRO_POWERLOSS_SEEDS=$${RETRO_POWERLOSS_SEEDS:-40} $(CARGO) test --release -p retro-depot --test depot -- --ignored --nocapture power_loss_long
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -215,3 +215,47 @@ fn a_failure_to_read_another_aggregate_is_corruption_not_a_domain_rejection() {
         "a read failure was recorded as a rejection"
     );
 }
+
+#[test]
+fn a_torn_append_to_the_failed_log_is_neither_a_problem_nor_glued_to_the_next_line() {
+    let depot = TestDepot::new();
+    depot.apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#);
+    // A power cut during an unacknowledged append leaves part of an id, and no newline.
+    let log = depot.dir.join("logs/failed");
+    let mut bytes = fs::read(&log).unwrap_or_default();
+    bytes.extend_from_slice(b"sha256:0a1b2c");
+    fs::write(&log, &bytes).unwrap();
+    depot.ok(&["fsck"]);
+    let run = depot.run(&[
+        "apply",
+        r#"{"path":"accounts/a","name":"withdraw","params":{"amount":999}}"#,
+    ]);
+    assert_error(&run, 4);
+    assert!(
+        run.stderr.contains("the failure is recorded"),
+        "{}",
+        run.stderr
+    );
+    let failed = depot.ok(&["failed", "--json"]);
+    assert_eq!(failed.lines().count(), 1, "{failed}");
+    assert!(failed.contains("withdraw"), "{failed}");
+    depot.ok(&["fsck"]);
+}
+
+#[test]
+fn a_torn_reflog_line_is_skipped_reported_and_never_glued_to_the_next_one() {
+    let depot = TestDepot::new();
+    depot.apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#);
+    let log = depot.dir.join("logs/refs/heads/master");
+    let mut bytes = fs::read(&log).unwrap();
+    bytes.extend_from_slice(b"sha256:0a1b2c sha256:9f");
+    fs::write(&log, &bytes).unwrap();
+    // Readable: the torn line is skipped; fsck says so as a warning, not a problem.
+    let reflog = depot.ok(&["reflog"]);
+    assert_eq!(reflog.lines().count(), 1, "{reflog}");
+    let out = depot.ok(&["fsck"]);
+    assert!(out.contains("unreadable line"), "{out}");
+    // The next moves are appended on lines of their own.
+    depot.apply(r#"{"path":"accounts/b","name":"open","params":{"owner":"B"}}"#);
+    assert_eq!(depot.ok(&["reflog"]).lines().count(), 2);
+}

@@ -8,6 +8,7 @@ mod crash;
 mod fuzz_smoke;
 mod go_retro;
 mod maintenance;
+mod power_loss;
 mod recovery;
 mod reliability;
 mod revisions;

@@ -1,12 +1,13 @@
-//! Small file-system helpers with the write order retro relies on.
+//! Small file-system helpers with the write order retro relies on, over a [`Storage`].
 //!
 //! [`write_atomic`] is the one way a whole file is replaced durably: write a temp file in the same
 //! directory, fsync it, rename it over the target, fsync the directory.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::storage::{OpenOptions, Storage};
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -21,64 +22,44 @@ pub(crate) fn temp_path_for(target: &Path) -> PathBuf {
 }
 
 /// fsyncs a directory so that renames and creations inside it are durable.
-pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+pub(crate) fn fsync_dir(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+    storage.fsync_dir(dir)
 }
 
 /// Creates `dir` and its missing parents, fsyncing each parent whose entries changed.
-pub(crate) fn create_dir_durable(dir: &Path) -> io::Result<()> {
-    if dir.as_os_str().is_empty() || dir.is_dir() {
+pub(crate) fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || storage.is_dir(dir) {
         return Ok(());
     }
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(parent) = parent {
-        create_dir_durable(parent)?;
+        create_dir_durable(storage, parent)?;
     }
-    match fs::create_dir(dir) {
+    match storage.create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
     }
-    fsync_dir(parent.unwrap_or(Path::new(".")))?;
+    fsync_dir(storage, parent.unwrap_or(Path::new(".")))?;
     Ok(())
 }
 
-fn write_temp_then_rename(target: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
-    // `durable` is always true today; kept as a parameter to state the write order in one place.
+/// Replaces `target` with `bytes` durably: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_atomic(storage: &dyn Storage, target: &Path, bytes: &[u8]) -> io::Result<()> {
     let temp = temp_path_for(target);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let file = storage.open(&temp, OpenOptions::CREATE_NEW)?;
         file.write_all(bytes)?;
-        if durable {
-            file.sync_all()?;
-        }
+        file.sync_all()?;
         drop(file);
-        fs::rename(&temp, target)?;
-        if durable {
-            if let Some(dir) = target.parent() {
-                fsync_dir(dir)?;
-            }
+        storage.rename(&temp, target)?;
+        if let Some(dir) = target.parent() {
+            fsync_dir(storage, dir)?;
         }
         Ok(())
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&temp);
+        let _ = storage.remove_file(&temp);
     }
     result
-}
-
-/// Replaces `target` with `bytes` durably: temp file, fsync, rename, fsync the directory.
-pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_temp_then_rename(target, bytes, true)
-}
-
-/// The boot id of the running kernel, used to tell a process crash (page cache intact) from a
-/// machine crash (only fsynced data survives). Empty where the platform does not say.
-pub(crate) fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }

@@ -20,10 +20,9 @@
 //! See `docs/crash-safety.md` for the full argument.
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +31,7 @@ use crate::hash::ObjectId;
 use crate::lockfile::{DepotLock, LockFile};
 use crate::odb::{self, PackStore, Position, RecordKind};
 use crate::refdb::{self, FilesRefStore, RefName, RefValue, ReflogEntry};
+use crate::storage::{OpenOptions, Storage};
 
 const STATE_MAGIC: &[u8; 8] = b"RETROJN1";
 const STATE_LEN: usize = 8 + 8 + 16 + 16 + 4;
@@ -145,8 +145,8 @@ struct State {
     durable: Position,
 }
 
-fn boot_hash() -> u64 {
-    let id = crate::fsutil::boot_id();
+fn boot_hash(storage: &dyn Storage) -> u64 {
+    let id = storage.boot_id();
     let digest = ObjectId::of(id.as_bytes());
     u64::from_be_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
 }
@@ -175,6 +175,7 @@ pub enum JournalError {
 
 /// The native depot's journal: packs, ref files and the state file, under the depot lock.
 pub(crate) struct Journal {
+    storage: Arc<dyn Storage>,
     packs: std::sync::Arc<PackStore>,
     refs: std::sync::Arc<FilesRefStore>,
     root: PathBuf,
@@ -208,12 +209,14 @@ impl Journal {
         refs: std::sync::Arc<FilesRefStore>,
         root: &Path,
     ) -> Journal {
+        let storage = packs.storage().clone();
         Journal {
+            lock_file: LockFile::for_storage(&*storage, root.join("lock")),
+            storage,
             packs,
             refs,
             root: root.to_path_buf(),
             state_path: root.join("journal"),
-            lock_file: LockFile::new(root.join("lock")),
             lock_timeout: refdb::DEFAULT_LOCK_TIMEOUT,
         }
     }
@@ -229,8 +232,15 @@ impl Journal {
             .map_err(refdb::Error::from)?)
     }
 
+    fn boot_hash(&self) -> u64 {
+        boot_hash(&*self.storage)
+    }
+
     fn read_state(&self) -> Option<State> {
-        let file = File::open(&self.state_path).ok()?;
+        let file = self
+            .storage
+            .open(&self.state_path, OpenOptions::READ)
+            .ok()?;
         let mut buf = [0u8; STATE_LEN];
         file.read_exact_at(&mut buf, 0).ok()?;
         if &buf[..8] != STATE_MAGIC {
@@ -272,15 +282,24 @@ impl Journal {
             let path = self.state_path.clone();
             move |source| JournalError::Io { verb, path, source }
         };
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.state_path)
-            .map_err(io("open"))?;
+        // Created once; then its directory is fsynced too, or a power cut could drop the file
+        // and with it the durable position (recovery would then replay every pack).
+        let (file, created) = match self.storage.open(&self.state_path, OpenOptions::WRITE) {
+            Ok(file) => (file, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                self.storage
+                    .open(&self.state_path, OpenOptions::WRITE_CREATE)
+                    .map_err(io("open"))?,
+                true,
+            ),
+            Err(e) => return Err(io("open")(e)),
+        };
         file.write_all_at(&buf, 0).map_err(io("write"))?;
-        if sync {
+        if sync || created {
             file.sync_data().map_err(io("fsync"))?;
+        }
+        if created {
+            crate::fsutil::fsync_dir(&*self.storage, &self.root).map_err(io("fsync"))?;
         }
         Ok(())
     }
@@ -313,7 +332,7 @@ impl Journal {
     /// after a power cut. Call with the depot lock held, after `recover_locked`.
     pub(crate) fn settle_locked(&self) -> Result<(), JournalError> {
         let end = self.packs.end()?;
-        let boot = boot_hash();
+        let boot = self.boot_hash();
         let durable = self
             .read_state()
             .filter(|s| s.boot == boot)
@@ -357,15 +376,17 @@ impl Journal {
     pub(crate) fn needs_recovery(&self) -> Result<bool, JournalError> {
         let end = self.packs.end()?;
         Ok(match self.read_state() {
-            Some(state) => state.boot != boot_hash() || state.materialized != end,
-            None => end.offset > 8,
+            Some(state) => state.boot != self.boot_hash() || state.materialized != end,
+            // No state (a new depot, or its entry lost in a power cut): any record in any pack
+            // may be unmaterialized, not only in the newest one, which a seal leaves empty.
+            None => end.offset > 8 || end.pack > 1,
         })
     }
 
     /// Brings ref files up to date with the journal. Call with the depot lock held.
     pub(crate) fn recover_locked(&self) -> Result<(), JournalError> {
         let end = self.packs.end()?;
-        let boot = boot_hash();
+        let boot = self.boot_hash();
         let state = self.read_state();
         if let Some(s) = &state {
             self.packs.set_acknowledged(s.materialized)?;
@@ -457,14 +478,15 @@ impl Journal {
         what: &str,
         err: &refdb::Error,
     ) -> Result<(), JournalError> {
-        use std::io::Write as _;
         let path = self.skipped_path();
         let io = |verb| {
             let path = path.clone();
             move |source| JournalError::Io { verb, path, source }
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io("create directory"))?;
+            self.storage
+                .create_dir_all(dir)
+                .map_err(io("create directory"))?;
         }
         let line = format!(
             "{} skipped {what} of the journaled move of {} from {} to {} (session {}, {}): {}\n",
@@ -476,20 +498,18 @@ impl Journal {
             one_line(&update.message),
             one_line(&err.to_string()),
         );
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io("open"))?;
-        file.write_all(line.as_bytes()).map_err(io("append to"))?;
-        file.sync_data().map_err(io("fsync"))
+        crate::storage::append_durable(&*self.storage, &path, line.as_bytes())
+            .map_err(io("append to"))
     }
 
     /// The lines of `logs/skipped-ref-moves`: journaled moves recovery skipped.
     pub(crate) fn skipped_moves(&self) -> Result<Vec<String>, JournalError> {
         let path = self.skipped_path();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(text.lines().map(str::to_owned).collect()),
+        match self.storage.read(&path) {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_owned)
+                .collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(source) => Err(JournalError::Io {
                 verb: "read",
@@ -507,7 +527,7 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.packs.append(&records, true)?;
         let end = self.packs.end()?;
-        let boot = boot_hash();
+        let boot = self.boot_hash();
         let durable = self
             .read_state()
             .filter(|s| s.boot == boot)
@@ -551,7 +571,7 @@ impl Journal {
         }
         let end = self.packs.end()?;
         let last = positions.last().copied().unwrap_or(end);
-        let boot = boot_hash();
+        let boot = self.boot_hash();
         let previous = self.read_state().filter(|s| s.boot == boot);
         let mut durable = previous.map_or(Position { pack: 0, offset: 0 }, |s| s.durable);
         let behind =

@@ -5,6 +5,8 @@
 //! - [`odb`]: object stores (pack, loose, memory) behind [`odb::ObjectStore`];
 //! - [`refdb`]: ref stores (files, memory) behind [`refdb::RefStore`], moved by compare-and-swap;
 //! - [`index`]: the derived partition index behind [`index::IndexStore`] (SQLite here);
+//! - [`storage`]: the I/O seam native depots write through ([`storage::FsStorage`], and
+//!   [`storage::SimStorage`] for power-loss tests);
 //! - [`Depot`]: all of it together with the journal (one fsync per commit), group commit, history
 //!   walks, revisions, subscriptions, fsck, gc and repair; other backends (PostgreSQL, in crate
 //!   `retro-depot-postgres`) plug in through [`Backend`].
@@ -37,13 +39,15 @@ mod lockfile;
 pub mod odb;
 pub mod refdb;
 mod rev;
+pub mod storage;
 
 pub use class::{io_class, BackendError, ErrorClass};
 pub use depot::native_without_config;
 pub use depot::{
     Backend, Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error,
-    EventRecord, FailureStore, FsckKind, FsckProblem, FsckReport, GcOptions, GcReport, HistoryOrder, Layout,
-    Maintenance, Options, RefOutcome, RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
+    EventRecord, FailureStore, FsckKind, FsckProblem, FsckReport, GcOptions, GcReport,
+    HistoryOrder, Layout, Maintenance, Options, RefOutcome, RefSync, RepairReport, Subscription,
+    SyncOptions, SyncReport,
 };
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};

@@ -26,6 +26,9 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct LockFile {
     path: PathBuf,
     file: Mutex<Option<File>>,
+    /// Only the mutex: for a depot on a simulated storage, which one process uses (the file is
+    /// never created).
+    process_local: bool,
 }
 
 /// A held lock; dropping it releases the lock.
@@ -71,6 +74,17 @@ impl LockFile {
         LockFile {
             path: path.into(),
             file: Mutex::new(None),
+            process_local: false,
+        }
+    }
+
+    /// A lock on `path` for files kept by `storage`: the OS's `flock` on the real file system;
+    /// on a simulated one (used by one process), only the mutex that serializes this process's
+    /// threads, and no file.
+    pub(crate) fn for_storage(storage: &dyn crate::storage::Storage, path: PathBuf) -> LockFile {
+        LockFile {
+            process_local: !storage.is_os(),
+            ..LockFile::new(path)
         }
     }
 
@@ -82,6 +96,9 @@ impl LockFile {
     /// Takes the lock, waiting with backoff up to `timeout`.
     pub fn acquire(&self, timeout: Duration) -> Result<DepotLock<'_>, LockError> {
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if self.process_local {
+            return Ok(DepotLock { guard });
+        }
         if guard.is_none() {
             let file = OpenOptions::new()
                 .read(true)

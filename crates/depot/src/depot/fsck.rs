@@ -116,6 +116,15 @@ impl Depot {
             });
         }
         for (name, value) in refs {
+            if let Ok((_, bad)) = self.refs.reflog_checked(&name) {
+                if !bad.is_empty() {
+                    report.warnings.push(format!(
+                        "the reflog of '{name}' has {} unreadable line(s) (line {}), skipped: a write torn by a power cut, or damage; the ref itself is intact",
+                        bad.len(),
+                        bad.iter().take(5).map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
             report.refs += 1;
             if let Some(id) = value.id() {
                 roots.push((name.to_string(), id));
@@ -182,10 +191,10 @@ impl Depot {
             let encoded = match self.objects.read(&id) {
                 Ok(Some(encoded)) => encoded,
                 Ok(None) => {
-                    report.problems.push(problem(FsckKind::MissingObject, format!(
-                        "missing {expected} (referenced by {})",
-                        from()
-                    )));
+                    report.problems.push(problem(
+                        FsckKind::MissingObject,
+                        format!("missing {expected} (referenced by {})", from()),
+                    ));
                     continue;
                 }
                 Err(e) => {
@@ -198,21 +207,24 @@ impl Depot {
             let object = match encoded.decode() {
                 Ok(object) => object,
                 Err(e) => {
-                    report.problems.push(problem(FsckKind::Undecodable, format!(
-                        "does not decode: {e} (referenced by {})",
-                        from()
-                    )));
+                    report.problems.push(problem(
+                        FsckKind::Undecodable,
+                        format!("does not decode: {e} (referenced by {})", from()),
+                    ));
                     continue;
                 }
             };
             if object.kind() != expected {
-                report.problems.push(problem(FsckKind::WrongKind, format!(
-                    "is {} {}, but {} needs {} {expected}",
-                    article(object.kind()),
-                    object.kind(),
-                    from(),
-                    article(expected)
-                )));
+                report.problems.push(problem(
+                    FsckKind::WrongKind,
+                    format!(
+                        "is {} {}, but {} needs {} {expected}",
+                        article(object.kind()),
+                        object.kind(),
+                        from(),
+                        article(expected)
+                    ),
+                ));
                 continue;
             }
             let here = Referrer::Object(expected, id);
@@ -222,9 +234,10 @@ impl Depot {
                         report.checkpoints += 1;
                     }
                     if checkpoint.date().is_none() && checkpoint.field("date").is_some() {
-                        report
-                            .problems
-                            .push(problem(FsckKind::BadDate, "has an unreadable date".to_owned()));
+                        report.problems.push(problem(
+                            FsckKind::BadDate,
+                            "has an unreadable date".to_owned(),
+                        ));
                     }
                     for parent in checkpoint.parents() {
                         stack.push((*parent, Kind::Checkpoint, here));

@@ -45,6 +45,7 @@ use crate::refdb::{
     Expected, FilesRefStore, LogInfo, MemoryRefStore, RefEdit, RefName, RefStore, RefValue,
     ReflogEntry,
 };
+use crate::storage::{FsStorage, Storage};
 
 /// The format line in a native depot's `config`.
 const FORMAT_LINE: &str = "retro depot 1";
@@ -145,6 +146,9 @@ pub struct Depot {
     options: Options,
     /// What gc can do in a backend outside this crate.
     maintenance: Option<Arc<dyn Maintenance>>,
+    /// What a native depot's files are written through (the real file system but in power-loss
+    /// tests); the failed-command log file goes through it too.
+    storage: Arc<dyn Storage>,
 }
 
 impl Depot {
@@ -155,25 +159,39 @@ impl Depot {
 
     /// [`Depot::init`] with options.
     pub fn init_with(dir: impl AsRef<Path>, options: Options) -> Result<Depot, Error> {
+        Self::init_on(FsStorage::shared(), dir, options)
+    }
+
+    /// [`Depot::init_with`] on any storage: a native depot whose files are all written through
+    /// `storage` (a [`crate::storage::SimStorage`] in power-loss tests).
+    pub fn init_on(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<Depot, Error> {
         let dir = dir.as_ref();
-        if native_without_config(dir) {
+        if storage.is_os() && native_without_config(dir) {
             return Err(Error::MissingConfig(dir.to_path_buf()));
         }
-        if dir.join("config").exists() || detect_go_retro(dir) {
+        if storage.exists(&dir.join("config")) || (storage.is_os() && detect_go_retro(dir)) {
             return Err(Error::AlreadyExists(dir.to_path_buf()));
         }
-        fsutil::create_dir_durable(&dir.join("refs/heads"))
+        fsutil::create_dir_durable(&*storage, &dir.join("refs/heads"))
             .map_err(Error::io("create directory", dir.join("refs/heads")))?;
         for sub in ["objects", "packs", "logs"] {
-            fsutil::create_dir_durable(&dir.join(sub))
+            fsutil::create_dir_durable(&*storage, &dir.join(sub))
                 .map_err(Error::io("create directory", dir.join(sub)))?;
         }
-        fsutil::write_atomic(&dir.join("HEAD"), b"ref: refs/heads/master")
+        fsutil::write_atomic(&*storage, &dir.join("HEAD"), b"ref: refs/heads/master")
             .map_err(Error::io("write", dir.join("HEAD")))?;
         // The config is written last: a crash before it leaves no half-made depot behind.
-        fsutil::write_atomic(&dir.join("config"), format!("{FORMAT_LINE}\n").as_bytes())
-            .map_err(Error::io("write", dir.join("config")))?;
-        Self::open_with(dir, options)
+        fsutil::write_atomic(
+            &*storage,
+            &dir.join("config"),
+            format!("{FORMAT_LINE}\n").as_bytes(),
+        )
+        .map_err(Error::io("write", dir.join("config")))?;
+        Self::open_on(storage, dir, options)
     }
 
     /// Opens the depot in `dir`, native or go-retro.
@@ -183,10 +201,22 @@ impl Depot {
 
     /// [`Depot::open`] with options.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Depot, Error> {
+        Self::open_on(FsStorage::shared(), dir, options)
+    }
+
+    /// [`Depot::open_with`] on any storage. On a storage other than the OS's file system only a
+    /// native depot opens, with its partition index in memory (it is derived: rebuilt from
+    /// history) and no loose-object directory.
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<Depot, Error> {
         let dir = dir.as_ref();
         let config = dir.join("config");
-        if config.is_file() {
-            let text = fs::read_to_string(&config).map_err(Error::io("read", &config))?;
+        if storage.is_file(&config) {
+            let bytes = storage.read(&config).map_err(Error::io("read", &config))?;
+            let text = String::from_utf8_lossy(&bytes);
             let first = text.lines().next().unwrap_or_default().trim().to_owned();
             if first != FORMAT_LINE {
                 return Err(Error::UnsupportedFormat {
@@ -194,7 +224,10 @@ impl Depot {
                     found: first,
                 });
             }
-            return Self::open_native(dir, options);
+            return Self::open_native(storage, dir, options);
+        }
+        if !storage.is_os() {
+            return Err(Error::NotADepot(dir.to_path_buf()));
         }
         if native_without_config(dir) {
             // Not go-retro's layout: opening it as one would show "missing object" errors.
@@ -206,16 +239,23 @@ impl Depot {
         Err(Error::NotADepot(dir.to_path_buf()))
     }
 
-    fn open_native(dir: &Path, options: Options) -> Result<Depot, Error> {
-        let loose = LooseStore::new(dir.join("objects"));
-        let mut packs = PackStore::open(dir.join("packs"), Some(loose))?
+    fn open_native(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: Options,
+    ) -> Result<Depot, Error> {
+        let loose = storage
+            .is_os()
+            .then(|| LooseStore::new(dir.join("objects")));
+        let mut packs = PackStore::open_on(storage.clone(), dir.join("packs"), loose)?
             .with_lock_timeout(options.lock_timeout);
         if let Some(size) = options.pack_roll_size {
             packs = packs.with_roll_size(size);
         }
         let packs = Arc::new(packs);
         let files = Arc::new(
-            FilesRefStore::new(dir, dir.join("lock")).with_lock_timeout(options.lock_timeout),
+            FilesRefStore::new_on(storage.clone(), dir, dir.join("lock"))
+                .with_lock_timeout(options.lock_timeout),
         );
         let mut journal = Journal::new(packs.clone(), files.clone(), dir);
         journal.set_lock_timeout(options.lock_timeout);
@@ -224,7 +264,10 @@ impl Depot {
             let _lock = journal.lock()?;
             journal.recover_locked()?;
         }
-        let index = IndexState::open_file(dir.join("index.sqlite"))?;
+        let index = match storage.is_os() {
+            true => IndexState::open_file(dir.join("index.sqlite"))?,
+            false => IndexState::new(PartitionIndex::in_memory()?),
+        };
         Ok(Depot {
             root: Some(dir.to_path_buf()),
             layout: Layout::Native,
@@ -238,6 +281,7 @@ impl Depot {
             lock_file: None,
             options,
             maintenance: None,
+            storage,
         })
     }
 
@@ -259,6 +303,7 @@ impl Depot {
             lock_file: Some(crate::lockfile::LockFile::new(&lock_path)),
             options,
             maintenance: None,
+            storage: FsStorage::shared(),
         })
     }
 
@@ -313,6 +358,7 @@ impl Depot {
             lock_file: None,
             options: Options::default(),
             maintenance: None,
+            storage: FsStorage::shared(),
         })
     }
 
@@ -629,14 +675,8 @@ impl Depot {
     pub(crate) fn append_failure_line(&self, id: &ObjectId) -> Result<(), Error> {
         match &self.failed_log {
             FailureLog::File(path) => {
-                use std::io::Write;
-                let mut file = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(Error::io("open", path))?;
-                writeln!(file, "{id}").map_err(Error::io("append to", path))?;
-                file.sync_data().map_err(Error::io("fsync", path))?;
+                crate::storage::append_line_durable(&*self.storage, path, &id.to_string())
+                    .map_err(Error::io("append to", path))?;
             }
             FailureLog::Store(store) => store.append_failure(id)?,
             FailureLog::Memory => self.committer.remember_failure(*id),
@@ -654,7 +694,7 @@ impl Depot {
     pub(crate) fn failures_checked(&self) -> Result<(Vec<ObjectId>, Vec<usize>), Error> {
         match &self.failed_log {
             FailureLog::File(path) => {
-                let bytes = match fs::read(path) {
+                let bytes = match self.storage.read(path) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                     Err(e) => return Err(Error::io("read", path)(e)),
@@ -670,6 +710,8 @@ impl Depot {
                     match parsed {
                         Some(Ok(id)) => ids.push(id),
                         None if line.iter().all(u8::is_ascii_whitespace) => {}
+                        // A power cut during an append that was never acknowledged: part of an id.
+                        _ if is_torn_id(line) => {}
                         _ => bad.push(i + 1),
                     }
                 }
@@ -679,6 +721,18 @@ impl Depot {
             FailureLog::Memory => Ok((self.committer.failures(), Vec::new())),
         }
     }
+}
+
+/// True for the start of an id line cut short (`sha256:` and fewer than 64 hex digits, or a
+/// prefix of `sha256:`): what a torn append to a log of ids leaves.
+fn is_torn_id(line: &[u8]) -> bool {
+    const TAG: &[u8] = b"sha256:";
+    let (tag, digits) = line.split_at(line.len().min(TAG.len()));
+    TAG.starts_with(tag)
+        && digits.len() < 64
+        && digits
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// How far the in-memory tail of the index may be walked before SQLite catches up instead.

@@ -13,8 +13,6 @@
 //! Damaged records (bit rot inside a pack) and missing objects cannot be derived from what is
 //! left: they are reported as unfixable, to be restored from a clone (`retro sync`) or a backup.
 
-use std::fs;
-
 use super::{Depot, Error, FailureLog};
 use crate::fsutil;
 use crate::refdb::Error as RefError;
@@ -83,14 +81,15 @@ impl Depot {
 
             let (_, bad_lines) = self.failures_checked()?;
             if let (FailureLog::File(path), false) = (&self.failed_log, bad_lines.is_empty()) {
-                let bytes = fs::read(path).map_err(Error::io("read", path))?;
+                let bytes = self.storage.read(path).map_err(Error::io("read", path))?;
                 let kept: Vec<u8> = bytes
                     .split(|&b| b == b'\n')
                     .enumerate()
                     .filter(|(i, line)| !bad_lines.contains(&(i + 1)) && !line.is_empty())
                     .flat_map(|(_, line)| line.iter().copied().chain([b'\n']))
                     .collect();
-                fsutil::write_atomic(path, &kept).map_err(Error::io("write", path))?;
+                fsutil::write_atomic(&*self.storage, path, &kept)
+                    .map_err(Error::io("write", path))?;
                 report.fixed.push(format!(
                     "dropped {} unreadable line(s) from the failed-command log",
                     bad_lines.len()

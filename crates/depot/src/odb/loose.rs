@@ -14,6 +14,7 @@ use super::{Error, ObjectStore};
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
 use crate::object::EncodedObject;
+use crate::storage::FsStorage;
 
 /// The most bytes a loose object may inflate to (a guard against zip bombs).
 const MAX_OBJECT: u64 = 64 << 20;
@@ -46,14 +47,15 @@ impl LooseStore {
             return Ok(());
         }
         let dir = path.parent().expect("an object path has a parent");
-        fsutil::create_dir_durable(dir).map_err(Error::io("create directory", dir))?;
+        fsutil::create_dir_durable(&FsStorage, dir).map_err(Error::io("create directory", dir))?;
         let mut encoder = ZlibEncoder::new(Vec::new(), Compression::default());
         encoder
             .write_all(object.bytes())
             .and_then(|_| encoder.finish())
             .map_err(Error::io("compress", &path))
             .and_then(|compressed| {
-                fsutil::write_atomic(&path, &compressed).map_err(Error::io("write", &path))
+                fsutil::write_atomic(&FsStorage, &path, &compressed)
+                    .map_err(Error::io("write", &path))
             })
     }
 

@@ -22,21 +22,19 @@
 //! appending. Every object read is verified against its id.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use flate2::read::ZlibDecoder;
 use flate2::Compression;
-use memmap2::Mmap;
 
 use super::{Error, LooseStore, ObjectStore};
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
 use crate::lockfile::{DepotLock, LockFile};
 use crate::object::EncodedObject;
+use crate::storage::{FsStorage, Mapped, OpenOptions, Storage, StorageFile, Writer};
 
 const PACK_MAGIC: &[u8; 8] = b"RETROPK1";
 const IDX_MAGIC: &[u8; 8] = b"RETROIX1";
@@ -136,7 +134,7 @@ fn frame_raw(out: &mut Vec<u8>, tag: u8, payload_parts: &[&[u8]]) {
 }
 
 /// Reads one record at `offset`: `Some((kind_tag, payload))` when it is whole and its crc matches.
-fn read_record_at(file: &File, offset: u64, len_limit: u64) -> Option<(u8, Vec<u8>)> {
+fn read_record_at(file: &dyn StorageFile, offset: u64, len_limit: u64) -> Option<(u8, Vec<u8>)> {
     let mut head = [0u8; 5];
     file.read_exact_at(&mut head, offset).ok()?;
     let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes"));
@@ -158,7 +156,7 @@ fn read_record_at(file: &File, offset: u64, len_limit: u64) -> Option<(u8, Vec<u
 
 /// The offset of the next valid batch record after `from`, searching byte by byte (only after
 /// damage, so the cost does not matter): a batch header is 17 bytes whose crc must match.
-fn next_batch_after(file: &File, from: u64, file_len: u64) -> Option<u64> {
+fn next_batch_after(file: &dyn StorageFile, from: u64, file_len: u64) -> Option<u64> {
     let mut window = Vec::new();
     let mut base = from + 1;
     while base + RECORD_OVERHEAD + 8 <= file_len {
@@ -201,19 +199,16 @@ pub(crate) struct ScanEnd {
 /// damage, reported, and the scan resumes after the damaged batch (or at the floor), so that no
 /// writer ever truncates an acknowledged commit.
 pub(crate) fn scan_records(
-    file: &File,
+    file: &dyn StorageFile,
     start: u64,
     floor: u64,
     mut f: impl FnMut(u64, RecordKind, &[u8]) -> Result<(), Error>,
 ) -> Result<ScanEnd, Error> {
-    let file_len = file
-        .metadata()
-        .map_err(|e| Error::Io {
-            verb: "stat",
-            path: PathBuf::from("pack"),
-            source: e,
-        })?
-        .len();
+    let file_len = file.len().map_err(|e| Error::Io {
+        verb: "stat",
+        path: PathBuf::from("pack"),
+        source: e,
+    })?;
     let mut reader = BufReader::with_capacity(8 << 10, ReadAt { file, pos: start });
     let mut offset = start;
     let mut end = ScanEnd {
@@ -422,7 +417,7 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> Result<bool, Error> {
 
 /// A `Read` over a file at a moving offset, without touching the file's cursor.
 struct ReadAt<'a> {
-    file: &'a File,
+    file: &'a dyn StorageFile,
     pos: u64,
 }
 
@@ -461,20 +456,14 @@ fn decode_object_payload(payload: &[u8], id: &ObjectId) -> Result<Vec<u8>, Error
     }
 }
 
-#[allow(unsafe_code)]
-fn map_file(file: &File) -> io::Result<Mmap> {
-    // SAFETY: pack indexes are written whole (temp file, fsync, rename) and never written again;
-    // retro only deletes them whole, and a deleted file stays mapped.
-    unsafe { Mmap::map(file) }
-}
-
 /// A sealed pack: its data is read with `pread` (so walking a large depot does not grow the
 /// process's resident memory with mapped pages), its index is memory-mapped.
 struct Sealed {
     seq: u64,
-    data: File,
+    data: Box<dyn StorageFile>,
     data_len: u64,
-    idx: Mmap,
+    /// Memory-mapped on the real file system ([`Storage::map`]).
+    idx: Mapped,
     count: usize,
     /// The pack length the index covers.
     covered: u64,
@@ -525,18 +514,18 @@ impl IdFilter {
 }
 
 impl Sealed {
-    fn open(dir: &Path, seq: u64) -> Result<Sealed, Error> {
+    fn open(storage: &dyn Storage, dir: &Path, seq: u64) -> Result<Sealed, Error> {
         let pack_path = dir.join(pack_name(seq));
         let idx_path = dir.join(idx_name(seq));
-        let pack = File::open(&pack_path).map_err(Error::io("open", &pack_path))?;
-        let idx = File::open(&idx_path).map_err(Error::io("open", &idx_path))?;
-        let data_len = pack
-            .metadata()
-            .map_err(Error::io("stat", &pack_path))?
-            .len();
+        let pack = storage
+            .open(&pack_path, OpenOptions::READ)
+            .map_err(Error::io("open", &pack_path))?;
+        let data_len = pack.len().map_err(Error::io("stat", &pack_path))?;
         let mut magic = [0u8; 8];
         let has_magic = pack.read_exact_at(&mut magic, 0).is_ok() && &magic == PACK_MAGIC;
-        let idx = map_file(&idx).map_err(Error::io("map", &idx_path))?;
+        let idx = storage
+            .map(&idx_path)
+            .map_err(Error::io("map", &idx_path))?;
         let bad = |reason: &str| Error::CorruptFile {
             path: idx_path.clone(),
             reason: reason.to_owned(),
@@ -678,9 +667,10 @@ impl Sealed {
 /// A pack read by scanning its records into a map: the active pack (the newest, appended to), or
 /// an older pack whose index is missing or unusable (read-only until `repair` indexes it).
 struct Active {
+    storage: Arc<dyn Storage>,
     seq: u64,
     path: PathBuf,
-    file: File,
+    file: Box<dyn StorageFile>,
     /// The file's identity when opened: a pack removed (by gc) or replaced is noticed.
     ino: (u64, u64),
     map: HashMap<ObjectId, u64>,
@@ -694,23 +684,21 @@ struct Active {
     bad_header: bool,
 }
 
-fn identity(meta: &fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino())
-}
-
 impl Active {
-    fn open(dir: &Path, seq: u64, floor: u64) -> Result<Active, Error> {
+    fn open(storage: &Arc<dyn Storage>, dir: &Path, seq: u64, floor: u64) -> Result<Active, Error> {
         let path = dir.join(pack_name(seq));
-        let file = File::open(&path).map_err(Error::io("open", &path))?;
-        let meta = file.metadata().map_err(Error::io("stat", &path))?;
+        let file = storage
+            .open(&path, OpenOptions::READ)
+            .map_err(Error::io("open", &path))?;
+        let ino = file.identity().map_err(Error::io("stat", &path))?;
         let mut magic = [0u8; 8];
         let bad_header = file.read_exact_at(&mut magic, 0).is_err() || &magic != PACK_MAGIC;
         let mut active = Active {
+            storage: storage.clone(),
             seq,
             path,
             file,
-            ino: identity(&meta),
+            ino,
             map: HashMap::new(),
             scanned: 8,
             floor,
@@ -723,14 +711,16 @@ impl Active {
 
     /// True when the file at the pack's path is still the one this handle reads.
     fn still_current(&self) -> bool {
-        fs::metadata(&self.path).is_ok_and(|m| identity(&m) == self.ino)
+        self.storage
+            .metadata(&self.path)
+            .is_ok_and(|m| m.identity == self.ino)
     }
 
     /// Indexes records appended since the last scan (by this or another process).
     fn catch_up(&mut self) -> Result<(), Error> {
         let map = &mut self.map;
         let floor = self.floor;
-        let end = scan_records(&self.file, self.scanned, floor, |offset, kind, payload| {
+        let end = scan_records(&*self.file, self.scanned, floor, |offset, kind, payload| {
             if kind == RecordKind::Object && payload.len() >= 33 {
                 let id = ObjectId::from_slice(&payload[..32]).expect("32 bytes");
                 map.entry(id).or_insert(offset);
@@ -913,6 +903,7 @@ fn temp_seq(name: &str) -> Option<u64> {
 
 /// A directory of pack files; see the module documentation for the format.
 pub struct PackStore {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     state: RwLock<State>,
     /// `packs/write.lock`: serializes appends, across threads and processes.
@@ -926,10 +917,20 @@ impl PackStore {
     /// Opens (creating if needed) the pack directory `dir`. Objects missing from packs are looked
     /// up in `loose` when given (a depot's `objects/` directory).
     pub fn open(dir: impl Into<PathBuf>, loose: Option<LooseStore>) -> Result<PackStore, Error> {
+        Self::open_on(Arc::new(FsStorage), dir, loose)
+    }
+
+    /// [`PackStore::open`] on any storage (a simulated one, in power-loss tests).
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        loose: Option<LooseStore>,
+    ) -> Result<PackStore, Error> {
         let dir = dir.into();
-        fsutil::create_dir_durable(&dir).map_err(Error::io("create directory", &dir))?;
-        let write_lock = LockFile::new(dir.join("write.lock"));
+        fsutil::create_dir_durable(&*storage, &dir).map_err(Error::io("create directory", &dir))?;
+        let write_lock = LockFile::for_storage(&*storage, dir.join("write.lock"));
         let store = PackStore {
+            storage,
             dir,
             state: RwLock::new(State {
                 sealed: Vec::new(),
@@ -1057,6 +1058,11 @@ impl PackStore {
         self
     }
 
+    /// The storage the packs are kept on.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
     /// The directory holding the packs.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -1070,9 +1076,12 @@ impl PackStore {
     fn list(&self) -> Result<Listing, Error> {
         let mut listing = Listing::default();
         let mut indexes = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(Error::io("list", &self.dir))? {
-            let entry = entry.map_err(Error::io("list", &self.dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        let entries = self
+            .storage
+            .read_dir(&self.dir)
+            .map_err(Error::io("list", &self.dir))?;
+        for entry in entries {
+            let name = entry.name;
             if let Some(seq) = parse_pack_name(&name) {
                 listing.packs.push((seq, false));
                 listing.highest = listing.highest.max(seq);
@@ -1092,7 +1101,7 @@ impl PackStore {
                 if let Some(seq) = temp_seq(&name) {
                     listing.highest = listing.highest.max(seq);
                 }
-                listing.temps.push(entry.path());
+                listing.temps.push(entry.path);
             }
         }
         listing.packs.sort();
@@ -1128,7 +1137,7 @@ impl PackStore {
                     sealed.push(old_sealed.swap_remove(pos));
                     continue;
                 }
-                match Sealed::open(&self.dir, seq) {
+                match Sealed::open(&*self.storage, &self.dir, seq) {
                     Ok(s) => {
                         sealed.push(s);
                         continue;
@@ -1151,10 +1160,12 @@ impl PackStore {
                     unindexed.push(pack);
                 }
                 None => {
-                    let len = fs::metadata(self.dir.join(pack_name(seq)))
+                    let len = self
+                        .storage
+                        .metadata(&self.dir.join(pack_name(seq)))
                         .map_err(Error::io("stat", self.dir.join(pack_name(seq))))?
-                        .len();
-                    unindexed.push(Active::open(&self.dir, seq, len)?);
+                        .len;
+                    unindexed.push(Active::open(&self.storage, &self.dir, seq, len)?);
                 }
             }
         }
@@ -1174,7 +1185,9 @@ impl PackStore {
             (Some(seq), Some(active)) if active.seq == seq && active.still_current() => {
                 active.catch_up()?
             }
-            (Some(seq), _) => state.active = Some(Active::open(&self.dir, seq, floor(seq))?),
+            (Some(seq), _) => {
+                state.active = Some(Active::open(&self.storage, &self.dir, seq, floor(seq))?)
+            }
             (None, _) => state.active = None,
         }
         state.problems = bad_indexes;
@@ -1190,8 +1203,10 @@ impl PackStore {
         {
             let mut state = self.state.write().expect("pack state lock poisoned");
             if let Some(active) = state.active.as_mut() {
-                let sealed = self.dir.join(idx_name(active.seq)).exists();
-                let newer = self.dir.join(pack_name(active.seq + 1)).exists();
+                let sealed = self.storage.exists(&self.dir.join(idx_name(active.seq)));
+                let newer = self
+                    .storage
+                    .exists(&self.dir.join(pack_name(active.seq + 1)));
                 if !sealed && !newer && active.still_current() {
                     return active.catch_up();
                 }
@@ -1262,14 +1277,11 @@ impl PackStore {
             return self.append(records, sync);
         }
         let active = state.active.as_mut().expect("checked above");
-        let writer = OpenOptions::new()
-            .write(true)
-            .open(&active.path)
+        let writer = self
+            .storage
+            .open(&active.path, OpenOptions::WRITE)
             .map_err(Error::io("open", &active.path))?;
-        let len = writer
-            .metadata()
-            .map_err(Error::io("stat", &active.path))?
-            .len();
+        let len = writer.len().map_err(Error::io("stat", &active.path))?;
         if len > active.scanned {
             // A crashed writer left a torn tail: nothing in it was acknowledged.
             writer
@@ -1328,21 +1340,26 @@ impl PackStore {
 
     fn create_pack(&self, seq: u64) -> Result<(), Error> {
         let path = self.dir.join(pack_name(seq));
-        fsutil::write_atomic(&path, PACK_MAGIC).map_err(Error::io("create", &path))
+        fsutil::write_atomic(&*self.storage, &path, PACK_MAGIC).map_err(Error::io("create", &path))
     }
 
     /// Writes the active pack's index durably, then starts the next pack. Called with the write
     /// lock held.
     fn seal_locked(&self, state: &mut State, seq: u64) -> Result<(), Error> {
         let active = state.active.take().expect("sealing needs an active pack");
-        let pack = OpenOptions::new()
-            .write(true)
-            .open(&active.path)
+        let pack = self
+            .storage
+            .open(&active.path, OpenOptions::WRITE)
             .map_err(Error::io("open", &active.path))?;
         pack.sync_data().map_err(Error::io("fsync", &active.path))?;
         let mut entries: Vec<(ObjectId, u64)> = active.map.iter().map(|(k, v)| (*k, *v)).collect();
         entries.sort();
-        write_index(&self.dir.join(idx_name(seq)), active.scanned, &entries)?;
+        write_index(
+            &*self.storage,
+            &self.dir.join(idx_name(seq)),
+            active.scanned,
+            &entries,
+        )?;
         // Re-read the directory's numbers: a killed gc may have left a higher one behind.
         if let Ok(listing) = self.list() {
             state.highest_seen = state.highest_seen.max(listing.highest);
@@ -1351,8 +1368,10 @@ impl PackStore {
         let next = self.next_seq(state);
         self.create_pack(next)?;
         state.highest_seen = next;
-        state.sealed.insert(0, Sealed::open(&self.dir, seq)?);
-        state.active = Some(Active::open(&self.dir, next, 0)?);
+        state
+            .sealed
+            .insert(0, Sealed::open(&*self.storage, &self.dir, seq)?);
+        state.active = Some(Active::open(&self.storage, &self.dir, next, 0)?);
         Self::collect_problems(state);
         Ok(())
     }
@@ -1392,7 +1411,10 @@ impl PackStore {
             .filter(|(seq, _)| *seq >= from.pack)
         {
             let path = self.dir.join(pack_name(seq));
-            let file = File::open(&path).map_err(Error::io("open", &path))?;
+            let file = self
+                .storage
+                .open(&path, OpenOptions::READ)
+                .map_err(Error::io("open", &path))?;
             let start = if seq == from.pack {
                 from.offset.max(8)
             } else {
@@ -1401,14 +1423,14 @@ impl PackStore {
             // Older packs were complete before a newer one began; in the newest, only what lies
             // past the acknowledged position can be a torn write.
             let floor = if Some(seq) != newest {
-                file.metadata().map_err(Error::io("stat", &path))?.len()
+                file.len().map_err(Error::io("stat", &path))?
             } else if acknowledged.pack == seq {
                 acknowledged.offset
             } else {
                 0
             };
             let mut next = start;
-            let last = scan_records(&file, start, floor, |offset, kind, payload| {
+            let last = scan_records(&*file, start, floor, |offset, kind, payload| {
                 next = offset + RECORD_OVERHEAD + payload.len() as u64;
                 if kind == RecordKind::Journal {
                     f(
@@ -1506,14 +1528,15 @@ impl PackStore {
             Ok(done) => done,
             Err(e) => {
                 // Out of space, or a read failed: leave nothing behind.
-                let _ = fs::remove_file(&temp);
+                let _ = self.storage.remove_file(&temp);
                 return Err(e);
             }
         };
         entries.sort();
         entries.dedup_by_key(|e| e.0);
-        if let Err(e) = write_index(&self.dir.join(idx_name(seq)), offset, &entries) {
-            let _ = fs::remove_file(&temp);
+        let idx = self.dir.join(idx_name(seq));
+        if let Err(e) = write_index(&*self.storage, &idx, offset, &entries) {
+            let _ = self.storage.remove_file(&temp);
             return Err(e);
         }
         // Before the new pack is in place, record what it replaces (fsynced): a gc killed after
@@ -1521,37 +1544,44 @@ impl PackStore {
         // lingers unindexed beside its replacement.
         let marker = self.dir.join(replaces_name(seq));
         let list: String = old.iter().map(|s| format!("{s}\n")).collect();
-        if let Err(e) = fsutil::write_atomic(&marker, list.as_bytes()) {
-            let _ = fs::remove_file(&temp);
-            let _ = fs::remove_file(self.dir.join(idx_name(seq)));
+        if let Err(e) = fsutil::write_atomic(&*self.storage, &marker, list.as_bytes()) {
+            let _ = self.storage.remove_file(&temp);
+            let _ = self.storage.remove_file(&idx);
             return Err(Error::io("write", &marker)(e));
         }
         // From here a crash leaves at most an orphan index (removed at the next open) or a
         // complete sealed pack beside the old ones: never a new pack paired with a stale index.
-        if let Err(e) = fs::rename(&temp, &path) {
-            let _ = fs::remove_file(&marker);
-            let _ = fs::remove_file(&temp);
-            let _ = fs::remove_file(self.dir.join(idx_name(seq)));
+        if let Err(e) = self.storage.rename(&temp, &path) {
+            let _ = self.storage.remove_file(&marker);
+            let _ = self.storage.remove_file(&temp);
+            let _ = self.storage.remove_file(&idx);
             return Err(Error::io("rename", &temp)(e));
         }
+        // Durable before the next active pack exists: renames in one directory are not ordered
+        // unless it is fsynced, and a next pack without this one would make the old active pack
+        // an unindexed older one.
+        fsutil::fsync_dir(&*self.storage, &self.dir).map_err(Error::io("fsync", &self.dir))?;
         self.create_pack(seq + 1)?;
-        fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
-        // Only now, with the new pack durable, remove what it replaces.
+        // Only now, with the new pack durable, remove what it replaces: each pack before its
+        // index (a crash may keep an orphan index, removed at the next open, never an unindexed
+        // old pack), and all of them durably before the marker goes (nothing orders removals in
+        // one directory unless it is fsynced: the marker must outlive every one it names).
         for old_seq in old {
-            let _ = fs::remove_file(self.dir.join(idx_name(old_seq)));
-            let _ = fs::remove_file(self.dir.join(pack_name(old_seq)));
+            let _ = self.storage.remove_file(&self.dir.join(pack_name(old_seq)));
+            let _ = self.storage.remove_file(&self.dir.join(idx_name(old_seq)));
         }
-        let _ = fs::remove_file(&marker);
+        fsutil::fsync_dir(&*self.storage, &self.dir).map_err(Error::io("fsync", &self.dir))?;
+        let _ = self.storage.remove_file(&marker);
         if let Some(loose) = &self.loose {
             for id in drop_loose {
                 loose.remove(id)?;
             }
         }
-        fsutil::fsync_dir(&self.dir).map_err(Error::io("fsync", &self.dir))?;
+        fsutil::fsync_dir(&*self.storage, &self.dir).map_err(Error::io("fsync", &self.dir))?;
         let mut state = self.state.write().expect("pack state lock poisoned");
-        state.sealed = vec![Sealed::open(&self.dir, seq)?];
+        state.sealed = vec![Sealed::open(&*self.storage, &self.dir, seq)?];
         state.unindexed = Vec::new();
-        state.active = Some(Active::open(&self.dir, seq + 1, 0)?);
+        state.active = Some(Active::open(&self.storage, &self.dir, seq + 1, 0)?);
         state.problems = Vec::new();
         Self::collect_problems(&mut state);
         drop(state);
@@ -1568,8 +1598,11 @@ impl PackStore {
     where
         I: IntoIterator<Item = Result<EncodedObject, Error>>,
     {
-        let file = File::create(temp).map_err(Error::io("create", temp))?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        let file = self
+            .storage
+            .open(temp, OpenOptions::CREATE_TRUNCATE)
+            .map_err(Error::io("create", temp))?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, Writer(&*file));
         out.write_all(PACK_MAGIC)
             .map_err(Error::io("write", temp))?;
         let mut offset = PACK_MAGIC.len() as u64;
@@ -1608,8 +1641,7 @@ impl PackStore {
             entries.push((object.id(), offset));
             offset += record.len() as u64;
         }
-        let file = out
-            .into_inner()
+        out.into_inner()
             .map_err(|e| Error::io("write", temp)(e.into_error()))?;
         file.sync_all().map_err(Error::io("fsync", temp))?;
         Ok((offset, entries))
@@ -1629,9 +1661,9 @@ impl PackStore {
             match problem {
                 PackProblem::BadHeader { pack } => {
                     let path = self.dir.join(pack_name(*pack));
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
+                    let file = self
+                        .storage
+                        .open(&path, OpenOptions::WRITE)
                         .map_err(Error::io("open", &path))?;
                     file.write_all_at(PACK_MAGIC, 0)
                         .map_err(Error::io("write", &path))?;
@@ -1648,7 +1680,7 @@ impl PackStore {
                         scanned.map.iter().map(|(k, v)| (*k, *v)).collect();
                     entries.sort();
                     let idx = self.dir.join(idx_name(*pack));
-                    write_index(&idx, scanned.scanned, &entries)?;
+                    write_index(&*self.storage, &idx, scanned.scanned, &entries)?;
                     report.fixed.push(format!(
                         "rebuilt the index of {} ({} objects)",
                         pack_name(*pack),
@@ -1668,30 +1700,39 @@ impl PackStore {
             return;
         };
         // A gc that died after putting its pack in place but before deleting what it replaces:
-        // finish its deletions (roll forward). One that died before: drop its marker.
+        // finish its deletions (roll forward), durably before its marker goes, as gc does. One
+        // that died before: drop its marker.
+        let mut rolled_forward = false;
         for &seq in &listing.replaces {
             let marker = self.dir.join(replaces_name(seq));
             let done = listing.packs.iter().any(|&(s, sealed)| s == seq && sealed);
             if done {
-                for old in fs::read_to_string(&marker)
-                    .unwrap_or_default()
+                let text = self.storage.read(&marker).unwrap_or_default();
+                for old in String::from_utf8_lossy(&text)
                     .lines()
                     .filter_map(|l| l.trim().parse::<u64>().ok())
                     .filter(|&old| old < seq)
                 {
-                    let _ = fs::remove_file(self.dir.join(idx_name(old)));
-                    let _ = fs::remove_file(self.dir.join(pack_name(old)));
+                    let _ = self.storage.remove_file(&self.dir.join(pack_name(old)));
+                    let _ = self.storage.remove_file(&self.dir.join(idx_name(old)));
+                    rolled_forward = true;
                 }
             }
-            let _ = fs::remove_file(&marker);
+        }
+        if rolled_forward && fsutil::fsync_dir(&*self.storage, &self.dir).is_err() {
+            // The markers stay: the next open finishes again.
+            return;
+        }
+        for &seq in &listing.replaces {
+            let _ = self.storage.remove_file(&self.dir.join(replaces_name(seq)));
         }
         for seq in &listing.orphan_indexes {
-            let _ = fs::remove_file(self.dir.join(idx_name(*seq)));
+            let _ = self.storage.remove_file(&self.dir.join(idx_name(*seq)));
         }
         for temp in &listing.temps {
-            let _ = fs::remove_file(temp);
+            let _ = self.storage.remove_file(temp);
         }
-        let _ = fsutil::fsync_dir(&self.dir);
+        let _ = fsutil::fsync_dir(&*self.storage, &self.dir);
     }
 
     /// Ids of objects in packs modified after `cutoff` (gc's grace period for unreachable
@@ -1700,9 +1741,9 @@ impl PackStore {
         self.refresh()?;
         let state = self.state.read().expect("pack state lock poisoned");
         let young = |seq: u64| {
-            fs::metadata(self.dir.join(pack_name(seq)))
-                .and_then(|m| m.modified())
-                .map_or(true, |t| t > cutoff)
+            self.storage
+                .metadata(&self.dir.join(pack_name(seq)))
+                .map_or(true, |m| m.modified > cutoff)
         };
         let mut out = Vec::new();
         for sealed in state.sealed.iter().filter(|s| young(s.seq)) {
@@ -1750,13 +1791,18 @@ impl PackStore {
 
 /// Writes a pack index durably (temp file, fsync, rename, fsync the directory), streaming the
 /// entries so that a large index is never built in memory.
-fn write_index(path: &Path, covered: u64, entries: &[(ObjectId, u64)]) -> Result<(), Error> {
+fn write_index(
+    storage: &dyn Storage,
+    path: &Path,
+    covered: u64,
+    entries: &[(ObjectId, u64)],
+) -> Result<(), Error> {
     let temp = fsutil::temp_path_for(path);
     let result = (|| -> std::io::Result<()> {
-        let file = File::create(&temp)?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        let file = storage.open(&temp, OpenOptions::CREATE_TRUNCATE)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, Writer(&*file));
         let mut crc = crc32fast::Hasher::new();
-        let mut put = |out: &mut io::BufWriter<File>, bytes: &[u8]| -> std::io::Result<()> {
+        let mut put = |out: &mut io::BufWriter<Writer>, bytes: &[u8]| -> std::io::Result<()> {
             crc.update(bytes);
             out.write_all(bytes)
         };
@@ -1778,17 +1824,17 @@ fn write_index(path: &Path, covered: u64, entries: &[(ObjectId, u64)]) -> Result
         }
         let crc = crc.finalize();
         out.write_all(&crc.to_be_bytes())?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
+        out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&temp, path)?;
+        storage.rename(&temp, path)?;
         if let Some(dir) = path.parent() {
-            fsutil::fsync_dir(dir)?;
+            fsutil::fsync_dir(storage, dir)?;
         }
         Ok(())
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&temp);
+        let _ = storage.remove_file(&temp);
     }
     result.map_err(Error::io("write", path))
 }
@@ -1844,9 +1890,9 @@ impl ObjectStore for PackStore {
     fn sync(&self) -> Result<(), Error> {
         let state = self.state.read().expect("pack state lock poisoned");
         if let Some(active) = &state.active {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&active.path)
+            let file = self
+                .storage
+                .open(&active.path, OpenOptions::WRITE)
                 .map_err(Error::io("open", &active.path))?;
             file.sync_data().map_err(Error::io("fsync", &active.path))?;
         }

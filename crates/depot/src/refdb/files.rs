@@ -15,11 +15,9 @@
 //! not atomic across refs (the depot's journal is; see `docs/crash-safety.md`).
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt as _;
-
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
@@ -27,9 +25,11 @@ use super::{
     RefStore, RefValue, ReflogEntry, DEFAULT_LOCK_TIMEOUT,
 };
 use crate::fsutil;
+use crate::storage::{FsStorage, OpenOptions, Storage, StorageFile};
 
 /// Refs as files under a root directory.
 pub struct FilesRefStore {
+    storage: Arc<dyn Storage>,
     root: PathBuf,
     lock: LockFile,
     lock_timeout: Duration,
@@ -38,9 +38,19 @@ pub struct FilesRefStore {
 impl FilesRefStore {
     /// Refs under `root`, writers serialized by an advisory lock on `lock_path`.
     pub fn new(root: impl Into<PathBuf>, lock_path: impl Into<PathBuf>) -> FilesRefStore {
+        Self::new_on(Arc::new(FsStorage), root, lock_path)
+    }
+
+    /// [`FilesRefStore::new`] on any storage (a simulated one, in power-loss tests).
+    pub fn new_on(
+        storage: Arc<dyn Storage>,
+        root: impl Into<PathBuf>,
+        lock_path: impl Into<PathBuf>,
+    ) -> FilesRefStore {
         FilesRefStore {
+            lock: LockFile::for_storage(&*storage, lock_path.into()),
+            storage,
             root: root.into(),
-            lock: LockFile::new(lock_path),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
@@ -67,7 +77,7 @@ impl FilesRefStore {
     }
 
     fn read_path(&self, path: &Path) -> Result<Option<RefValue>, Error> {
-        match read_locked(path, self.lock_timeout) {
+        match read_locked(&*self.storage, path, self.lock_timeout) {
             // A ref file is created empty, then locked and written: a reader that got the lock
             // in between sees the moment before the ref existed.
             Ok(text) if text.is_empty() => Ok(None),
@@ -103,13 +113,15 @@ impl FilesRefStore {
         // them (the name-clash check ran first), so they move aside, keeping their history.
         for ancestor in ancestors(name) {
             let path = self.log_path_of(&ancestor);
-            if path.is_file() {
+            if self.storage.is_file(&path) {
                 self.set_aside_reflog(&ancestor, &path)?;
             }
         }
         let log = self.log_path_of(name);
-        if log.is_dir() {
-            while let Some(file) = first_file(&log).map_err(Error::io("list", &log))? {
+        if self.storage.is_dir(&log) {
+            while let Some(file) =
+                first_file(&*self.storage, &log).map_err(Error::io("list", &log))?
+            {
                 let other = file
                     .strip_prefix(&logs)
                     .ok()
@@ -127,11 +139,13 @@ impl FilesRefStore {
                     }
                 }
             }
-            remove_empty_dirs(&log).map_err(Error::io("remove", &log))?;
+            remove_empty_dirs(&*self.storage, &log).map_err(Error::io("remove", &log))?;
         }
         let path = self.path_of(name);
-        if path.is_dir() {
-            if let Some(file) = first_file(&path).map_err(Error::io("list", &path))? {
+        if self.storage.is_dir(&path) {
+            if let Some(file) =
+                first_file(&*self.storage, &path).map_err(Error::io("list", &path))?
+            {
                 return Err(Error::Corrupt {
                     path: file,
                     reason: format!("this file is in the way of ref '{name}'"),
@@ -140,7 +154,7 @@ impl FilesRefStore {
         }
         for ancestor in ancestors(name) {
             let path = self.path_of(&ancestor);
-            if path.is_file() {
+            if self.storage.is_file(&path) {
                 return Err(Error::Corrupt {
                     path,
                     reason: format!("this file is in the way of ref '{name}'"),
@@ -164,12 +178,20 @@ impl FilesRefStore {
         match new {
             Some(value) => {
                 let dir = path.parent().expect("a ref path has a parent");
-                fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-                remove_empty_dirs(&path).map_err(Error::io("remove empty directory", &path))?;
-                write_locked(&path, value.to_file_text().as_bytes(), self.lock_timeout)
-                    .map_err(Error::io("write", &path))?;
+                self.storage
+                    .create_dir_all(dir)
+                    .map_err(Error::io("create directory", dir))?;
+                remove_empty_dirs(&*self.storage, &path)
+                    .map_err(Error::io("remove empty directory", &path))?;
+                write_locked(
+                    &*self.storage,
+                    &path,
+                    value.to_file_text().as_bytes(),
+                    self.lock_timeout,
+                )
+                .map_err(Error::io("write", &path))?;
             }
-            None => match fs::remove_file(&path) {
+            None => match self.storage.remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("remove", &path)(e)),
@@ -181,24 +203,30 @@ impl FilesRefStore {
         Ok(())
     }
 
-    /// fsyncs the files and directories of these refs and their reflogs.
+    /// fsyncs the files of these refs and their reflogs, and every directory from theirs up to
+    /// the root.
     pub fn sync_refs<'a>(&self, names: impl IntoIterator<Item = &'a RefName>) -> Result<(), Error> {
         let mut dirs = BTreeSet::new();
         for name in names {
             for path in [self.path_of(name), self.log_path_of(name)] {
-                match File::open(&path) {
+                match self.storage.open(&path, OpenOptions::READ) {
                     Ok(file) => file.sync_all().map_err(Error::io("fsync", &path))?,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::io("open", &path)(e)),
                 }
-                if let Some(dir) = path.parent() {
-                    dirs.insert(dir.to_path_buf());
+                // Every directory up to the root: `materialize` and the reflog appends create
+                // missing ones (`refs/consumers/`, `logs/refs/heads/`) without fsync, and a new
+                // directory's own entry is in its parent.
+                let mut dir = path.parent();
+                while let Some(d) = dir.filter(|d| d.starts_with(&self.root)) {
+                    dirs.insert(d.to_path_buf());
+                    dir = d.parent();
                 }
             }
         }
         for dir in dirs {
-            if dir.is_dir() {
-                fsutil::fsync_dir(&dir).map_err(Error::io("fsync", &dir))?;
+            if self.storage.is_dir(&dir) {
+                fsutil::fsync_dir(&*self.storage, &dir).map_err(Error::io("fsync", &dir))?;
             }
         }
         Ok(())
@@ -208,12 +236,12 @@ impl FilesRefStore {
     /// into the reflog only when its line is not there yet).
     pub fn reflog_tail_contains(&self, name: &RefName, entry: &ReflogEntry) -> Result<bool, Error> {
         let path = self.log_path_of(name);
-        let file = match File::open(&path) {
+        let file = match self.storage.open(&path, OpenOptions::READ) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(Error::io("open", &path)(e)),
         };
-        let len = file.metadata().map_err(Error::io("stat", &path))?.len();
+        let len = file.len().map_err(Error::io("stat", &path))?;
         let start = len.saturating_sub(64 << 10);
         let mut buf = vec![0u8; (len - start) as usize];
         file.read_exact_at(&mut buf, start)
@@ -223,7 +251,7 @@ impl FilesRefStore {
         Ok(String::from_utf8_lossy(&buf).lines().any(|l| l == line))
     }
 
-    /// Appends several reflog lines in one write, without fsync.
+    /// Appends reflog lines in one write, without fsync (the journal holds the truth).
     pub fn append_reflog_entries(
         &self,
         name: &RefName,
@@ -232,17 +260,8 @@ impl FilesRefStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let path = self.log_path_of(name);
-        let dir = path.parent().expect("a reflog path has a parent");
-        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
         let text: String = entries.iter().map(ReflogEntry::to_line).collect();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(Error::io("open", &path))?;
-        file.write_all(text.as_bytes())
-            .map_err(Error::io("append to", &path))
+        self.append_reflog_text(name, text, false)
     }
 
     /// Appends one reflog line (without fsync unless `durable`).
@@ -252,15 +271,43 @@ impl FilesRefStore {
         entry: &ReflogEntry,
         durable: bool,
     ) -> Result<(), Error> {
+        self.append_reflog_text(name, entry.to_line(), durable)
+    }
+
+    /// Appends whole lines to a reflog. A power cut can leave its last, unsynced line torn:
+    /// then the new text starts with a newline, so it is never glued onto the torn bytes (one
+    /// 1-byte read per append).
+    fn append_reflog_text(
+        &self,
+        name: &RefName,
+        mut text: String,
+        durable: bool,
+    ) -> Result<(), Error> {
         let path = self.log_path_of(name);
         let dir = path.parent().expect("a reflog path has a parent");
-        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
+        self.storage
+            .create_dir_all(dir)
+            .map_err(Error::io("create directory", dir))?;
+        let file = self
+            .storage
+            .open(
+                &path,
+                OpenOptions {
+                    read: true,
+                    ..OpenOptions::APPEND
+                },
+            )
             .map_err(Error::io("open", &path))?;
-        file.write_all(entry.to_line().as_bytes())
+        let len = file.len().map_err(Error::io("stat", &path))?;
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.read_at(&mut last, len - 1)
+                .map_err(Error::io("read", &path))?;
+            if last[0] != b'\n' {
+                text.insert(0, '\n');
+            }
+        }
+        file.write_all(text.as_bytes())
             .map_err(Error::io("append to", &path))?;
         if durable {
             file.sync_data().map_err(Error::io("fsync", &path))?;
@@ -268,16 +315,19 @@ impl FilesRefStore {
         Ok(())
     }
 
-    fn create_lock_file(&self, name: &RefName) -> Result<(PathBuf, File), Error> {
+    fn create_lock_file(&self, name: &RefName) -> Result<(PathBuf, Box<dyn StorageFile>), Error> {
         let path = self.root.join(format!("{}.lock", name.as_str()));
         let dir = path.parent().expect("a ref path has a parent");
-        fsutil::create_dir_durable(dir).map_err(Error::io("create directory", dir))?;
+        fsutil::create_dir_durable(&*self.storage, dir)
+            .map_err(Error::io("create directory", dir))?;
         for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            match self.storage.open(&path, OpenOptions::CREATE_NEW) {
                 Ok(file) => return Ok((path, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     // Every writer holds the depot lock, and we do: this lock file's writer died.
-                    fs::remove_file(&path).map_err(Error::io("remove stale lock", &path))?;
+                    self.storage
+                        .remove_file(&path)
+                        .map_err(Error::io("remove stale lock", &path))?;
                 }
                 Err(e) => return Err(Error::io("create", &path)(e)),
             }
@@ -299,19 +349,17 @@ impl FilesRefStore {
         out: &mut Vec<(RefName, RefValue)>,
         mut errors: Option<&mut Vec<Error>>,
     ) -> Result<(), Error> {
-        let entries = match fs::read_dir(dir) {
+        let entries = match self.storage.read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(()),
             Err(e) => return Err(Error::io("list", dir)(e)),
         };
         for entry in entries {
-            let entry = entry.map_err(Error::io("list", dir))?;
-            let path = entry.path();
-            let file_type = entry.file_type().map_err(Error::io("stat", &path))?;
-            if file_type.is_dir() {
+            let path = entry.path;
+            if entry.is_dir {
                 self.walk_collecting(&path, out, errors.as_deref_mut())?;
-            } else if file_type.is_file() {
+            } else if entry.is_file {
                 let Ok(relative) = path.strip_prefix(&self.root) else {
                     continue;
                 };
@@ -334,34 +382,73 @@ impl FilesRefStore {
 }
 
 /// The first file (not directory) under `dir`, if any.
-fn first_file(dir: &Path) -> io::Result<Option<PathBuf>> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            if let Some(found) = first_file(&entry.path())? {
+fn first_file(storage: &dyn Storage, dir: &Path) -> io::Result<Option<PathBuf>> {
+    for entry in storage.read_dir(dir)? {
+        if entry.is_dir {
+            if let Some(found) = first_file(storage, &entry.path)? {
                 return Ok(Some(found));
             }
         } else {
-            return Ok(Some(entry.path()));
+            return Ok(Some(entry.path));
         }
     }
     Ok(None)
 }
 
 impl FilesRefStore {
+    /// A ref's reflog, oldest first, and the numbers (1-based) of lines that are not reflog
+    /// entries. Those are skipped, not fatal: a reflog is the journal's materialization, and a
+    /// power cut can tear its last, unsynced line; fsck reports them.
+    pub fn reflog_checked(&self, name: &RefName) -> Result<(Vec<ReflogEntry>, Vec<usize>), Error> {
+        let path = self.log_path_of(name);
+        let bytes = match self.storage.read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+            // The reflogs of refs below this name (`x/y` for `x`): this one has none.
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
+                return Ok((Vec::new(), Vec::new()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                return Ok((Vec::new(), Vec::new()))
+            }
+            Err(e) => return Err(Error::io("read", &path)(e)),
+        };
+        let mut entries = Vec::new();
+        let mut bad = Vec::new();
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match std::str::from_utf8(line)
+                .ok()
+                .and_then(ReflogEntry::parse_line)
+            {
+                Some(entry) => entries.push(entry),
+                None => bad.push(i + 1),
+            }
+        }
+        Ok((entries, bad))
+    }
+
     /// Moves the reflog of the deleted ref `name` (at `path`) to `logs/deleted/`, under a name
     /// that says which ref it was and when it moved, so that a new ref can take its place; the
     /// move is made durable (both directories fsynced) before the caller journals anything.
     fn set_aside_reflog(&self, name: &RefName, path: &Path) -> Result<(), Error> {
         let aside = self.root.join("logs/deleted");
-        fs::create_dir_all(&aside).map_err(Error::io("create directory", &aside))?;
+        self.storage
+            .create_dir_all(&aside)
+            .map_err(Error::io("create directory", &aside))?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let target = aside.join(format!("{}.{stamp}", name.as_str().replace('/', "%2F")));
-        fs::rename(path, &target).map_err(Error::io("move aside", path))?;
+        self.storage
+            .rename(path, &target)
+            .map_err(Error::io("move aside", path))?;
         for dir in [aside.as_path(), path.parent().unwrap_or(&aside)] {
-            crate::fsutil::fsync_dir(dir).map_err(Error::io("fsync", dir))?;
+            self.storage
+                .fsync_dir(dir)
+                .map_err(Error::io("fsync", dir))?;
         }
         Ok(())
     }
@@ -369,20 +456,19 @@ impl FilesRefStore {
 
 /// Removes `path` if it is a tree of empty directories (left by deleted refs), so that a ref file
 /// can take its place. Anything else is left alone.
-fn remove_empty_dirs(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {}
+fn remove_empty_dirs(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    match storage.symlink_metadata(path) {
+        Ok(meta) if meta.is_dir => {}
         Ok(_) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     }
-    for entry in fs::read_dir(path)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_empty_dirs(&entry.path())?;
+    for entry in storage.read_dir(path)? {
+        if entry.is_dir {
+            remove_empty_dirs(storage, &entry.path)?;
         }
     }
-    match fs::remove_dir(path) {
+    match storage.remove_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(()),
         Err(e) => Err(e),
@@ -391,58 +477,53 @@ fn remove_empty_dirs(path: &Path) -> io::Result<()> {
 
 /// Takes a ref file's `flock` (shared or exclusive), waiting at most `timeout` (the depot's lock
 /// timeout): these are held for microseconds, but a stopped process must not hang every writer.
-fn flock_within(file: &File, exclusive: bool, timeout: Duration) -> io::Result<()> {
+fn flock_within(file: &dyn StorageFile, exclusive: bool, timeout: Duration) -> io::Result<()> {
     let start = std::time::Instant::now();
-    let mut pause = Duration::from_micros(20);
-    loop {
-        let attempt = if exclusive {
-            fs2::FileExt::try_lock_exclusive(file)
-        } else {
-            fs2::FileExt::try_lock_shared(file)
-        };
-        match attempt {
-            Ok(()) => return Ok(()),
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.raw_os_error() == fs2::lock_contended_error().raw_os_error() =>
-            {
-                if start.elapsed() >= timeout {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "another process kept the ref file locked for {:.1}s",
-                            start.elapsed().as_secs_f32()
-                        ),
-                    ));
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e),
-        }
+    let locked = crate::storage::flock_within(
+        file,
+        exclusive,
+        timeout,
+        Duration::from_micros(20),
+        Duration::from_millis(5),
+    )?;
+    if !locked {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "another process kept the ref file locked for {:.1}s",
+                start.elapsed().as_secs_f32()
+            ),
+        ));
     }
+    Ok(())
 }
 
 /// Reads a ref file under a shared `flock`, so an in-place rewrite is never seen half done.
 /// `HEAD` is only ever replaced whole (temp file and rename), so it is read without the lock.
-fn read_locked(path: &Path, timeout: Duration) -> io::Result<String> {
-    let mut file = File::open(path)?;
+fn read_locked(storage: &dyn Storage, path: &Path, timeout: Duration) -> io::Result<String> {
+    let file = storage.open(path, OpenOptions::READ)?;
     if path.file_name().is_none_or(|name| name != "HEAD") {
-        flock_within(&file, false, timeout)?;
+        flock_within(&*file, false, timeout)?;
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok(text)
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
 }
 
 /// Rewrites a ref file in place under an exclusive `flock`.
-fn write_locked(path: &Path, bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    flock_within(&file, true, timeout)?;
+fn write_locked(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    let file = storage.open(path, OpenOptions::WRITE_CREATE)?;
+    flock_within(&*file, true, timeout)?;
     file.write_all_at(bytes, 0)?;
     file.set_len(bytes.len() as u64)?;
     Ok(())
@@ -465,7 +546,7 @@ impl RefStore for FilesRefStore {
         let mut locks: Vec<PathBuf> = Vec::with_capacity(prepared.len());
         let result = (|| {
             for (edit, _) in &prepared {
-                let (path, mut file) = self.create_lock_file(&edit.name)?;
+                let (path, file) = self.create_lock_file(&edit.name)?;
                 locks.push(path.clone());
                 if let Some(value) = &edit.new {
                     file.write_all(value.to_file_text().as_bytes())
@@ -477,7 +558,7 @@ impl RefStore for FilesRefStore {
         })();
         if let Err(e) = result {
             for path in &locks {
-                let _ = fs::remove_file(path);
+                let _ = self.storage.remove_file(path);
             }
             return Err(e);
         }
@@ -485,15 +566,20 @@ impl RefStore for FilesRefStore {
         for ((edit, _), lock) in prepared.iter().zip(&locks) {
             let path = self.path_of(&edit.name);
             if edit.new.is_some() {
-                remove_empty_dirs(&path).map_err(Error::io("remove empty directory", &path))?;
-                fs::rename(lock, &path).map_err(Error::io("rename", lock))?;
+                remove_empty_dirs(&*self.storage, &path)
+                    .map_err(Error::io("remove empty directory", &path))?;
+                self.storage
+                    .rename(lock, &path)
+                    .map_err(Error::io("rename", lock))?;
             } else {
-                match fs::remove_file(&path) {
+                match self.storage.remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::io("remove", &path)(e)),
                 }
-                fs::remove_file(lock).map_err(Error::io("remove", lock))?;
+                self.storage
+                    .remove_file(lock)
+                    .map_err(Error::io("remove", lock))?;
             }
             dirs.insert(
                 path.parent()
@@ -502,7 +588,7 @@ impl RefStore for FilesRefStore {
             );
         }
         for dir in dirs {
-            fsutil::fsync_dir(&dir).map_err(Error::io("fsync", &dir))?;
+            fsutil::fsync_dir(&*self.storage, &dir).map_err(Error::io("fsync", &dir))?;
         }
         let date = chrono::Utc::now();
         for (edit, old) in &prepared {
@@ -555,23 +641,10 @@ impl RefStore for FilesRefStore {
     }
 
     fn reflog(&self, name: &RefName) -> Result<Vec<ReflogEntry>, Error> {
-        let path = self.log_path_of(name);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            // The reflogs of refs below this name (`x/y` for `x`): this one has none.
-            Err(e) if e.kind() == io::ErrorKind::IsADirectory => return Ok(Vec::new()),
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("read", &path)(e)),
-        };
-        text.lines()
-            .enumerate()
-            .map(|(i, line)| {
-                ReflogEntry::parse_line(line).ok_or_else(|| Error::Corrupt {
-                    path: path.clone(),
-                    reason: format!("line {} is not a reflog entry", i + 1),
-                })
-            })
-            .collect()
+        Ok(FilesRefStore::reflog_checked(self, name)?.0)
+    }
+
+    fn reflog_checked(&self, name: &RefName) -> Result<(Vec<ReflogEntry>, Vec<usize>), Error> {
+        FilesRefStore::reflog_checked(self, name)
     }
 }

@@ -339,6 +339,12 @@ pub trait RefStore: Send + Sync {
     /// A ref's history, oldest first.
     fn reflog(&self, name: &RefName) -> Result<Vec<ReflogEntry>, Error>;
 
+    /// The reflog and the numbers (1-based) of its lines that could not be read (skipped by
+    /// [`RefStore::reflog`]); stores that cannot have such lines report none.
+    fn reflog_checked(&self, name: &RefName) -> Result<(Vec<ReflogEntry>, Vec<usize>), Error> {
+        Ok((self.reflog(name)?, Vec::new()))
+    }
+
     /// The refs strictly inside `name` taken as a directory (`name/…`), sorted.
     fn list_under(&self, name: &RefName) -> Result<Vec<RefName>, Error> {
         Ok(self

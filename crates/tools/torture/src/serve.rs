@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use depot::{Depot, HistoryOrder, ObjectId};
+use depot::{Depot, ObjectId};
 
 use benchkit::Rng;
 
