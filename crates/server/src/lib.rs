@@ -193,6 +193,9 @@ pub struct AppState {
     stop: watch::Receiver<bool>,
     stopper: Arc<Stopper>,
     next_request: Arc<AtomicU64>,
+    /// The OpenAPI document served at `/openapi.json` (built from the routes, so it is handed to
+    /// them here, keeping the module graph acyclic: openapi → routes).
+    openapi: Arc<str>,
 }
 
 impl AppState {
@@ -220,6 +223,7 @@ impl AppState {
             stop,
             stopper: Arc::new(Stopper(stop_tx)),
             next_request: Arc::new(AtomicU64::new(0)),
+            openapi: openapi::document_json().into(),
         })
     }
 

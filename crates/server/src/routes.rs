@@ -130,8 +130,8 @@ async fn index() -> Html<&'static str> {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "read",
     responses((status = 200, description = "The OpenAPI 3 document of this API", body = Object)))]
-async fn openapi() -> Response {
-    let mut response = crate::openapi::document_json().into_response();
+async fn openapi(State(state): State<AppState>) -> Response {
+    let mut response = state.openapi.to_string().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),
