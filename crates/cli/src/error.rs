@@ -213,9 +213,9 @@ mod tests {
     use super::*;
 
     /// docs/errors.md's table is the contract: every class is in it, with the exit code the CLI
-    /// uses.
+    /// uses and the HTTP status the server answers.
     #[test]
-    fn the_error_table_in_the_docs_matches_the_exit_codes() {
+    fn the_error_table_in_the_docs_matches_the_exit_codes_and_http_statuses() {
         let doc =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md"))
                 .expect("docs/errors.md");
@@ -229,6 +229,16 @@ mod tests {
                 .parse()
                 .unwrap_or_else(|_| panic!("exit code in {row}"));
             assert_eq!(code, exit_code(class), "exit code of {class}: {row}");
+            let http: u16 = cells[4]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("HTTP status in {row}"));
+            assert_eq!(
+                http,
+                server::status(class).as_u16(),
+                "HTTP status of {class}: {row}"
+            );
         }
     }
 }

@@ -90,167 +90,6 @@ impl PgIndex {
     pub fn new(connection: PgConnection) -> PgIndex {
         PgIndex { connection }
     }
-
-    /// The newest indexed checkpoint and its sequence number.
-    pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        let row = self
-            .connection
-            .with("read the index head", |s| s.query_opt(HEAD, &[]))
-            .map_err(pg)?;
-        head_from(row)
-    }
-
-    /// A partition's events after `after_version`, in checkpoints up to sequence `max_seq`.
-    pub fn partition_events_upto(
-        &self,
-        partition: &PartitionName,
-        after_version: u64,
-        max_seq: Option<u64>,
-    ) -> Result<Vec<EventRow>, IndexError> {
-        let max_seq = max_seq.map_or(i64::MAX, |s| s as i64);
-        let rows = self
-            .connection
-            .with("read a partition", |s| {
-                s.query(
-                    // One table, one primary-key range: no join for a generic plan to get wrong.
-                    "SELECT n, event, checkpoint, cseq, date, session FROM retro_index_events
-                     WHERE partition = $1 AND n > $2 AND cseq <= $3 ORDER BY n",
-                    &[&partition.as_str(), &(after_version as i64), &max_seq],
-                )
-            })
-            .map_err(pg)?;
-        rows.iter()
-            .map(|r| {
-                let n: i64 = r.try_get(0).map_err(db)?;
-                let event: Vec<u8> = r.try_get(1).map_err(db)?;
-                let checkpoint: Vec<u8> = r.try_get(2).map_err(db)?;
-                let seq: i64 = r.try_get(3).map_err(db)?;
-                let date: Option<i64> = r.try_get(4).map_err(db)?;
-                Ok(EventRow {
-                    partition: partition.clone(),
-                    version: n as u64,
-                    event: id_from(&event)?,
-                    checkpoint: id_from(&checkpoint)?,
-                    checkpoint_seq: seq as u64,
-                    date: date.and_then(|d| Utc.timestamp_opt(d, 0).single()),
-                    session: r.try_get(5).map_err(db)?,
-                })
-            })
-            .collect()
-    }
-
-    /// How many events a partition has in checkpoints up to sequence `max_seq`.
-    pub fn partition_version_upto(
-        &self,
-        partition: &PartitionName,
-        max_seq: u64,
-    ) -> Result<u64, IndexError> {
-        let n: i64 = self
-            .connection
-            .with("count a partition's events", |s| {
-                s.query_opt(
-                    "SELECT count(*) FROM retro_index_events WHERE partition = $1 AND cseq <= $2",
-                    &[&partition.as_str(), &(max_seq as i64)],
-                )?
-                .map_or(Ok(0), |r| r.try_get(0))
-            })
-            .map_err(pg)?;
-        Ok(n as u64)
-    }
-
-    /// The partitions whose names start with `prefix`, sorted by name (bytewise).
-    pub fn for_each_partition_with_prefix(
-        &self,
-        prefix: &str,
-        mut f: impl FnMut(&str, u64) -> Result<(), IndexError>,
-    ) -> Result<(), IndexError> {
-        let rows: Vec<(String, i64)> = self
-            .connection
-            .with("list partitions", |s| {
-                s.query(
-                    "SELECT name, events FROM retro_index_partitions
-                     WHERE starts_with(name, $1) ORDER BY name",
-                    &[&prefix],
-                )?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect()
-            })
-            .map_err(pg)?;
-        for (name, events) in rows {
-            f(&name, events as u64)?;
-        }
-        Ok(())
-    }
-
-    /// The sequence number of an indexed checkpoint.
-    pub fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
-        let seq: Option<i64> = self
-            .connection
-            .with("look up an indexed checkpoint", |s| {
-                s.query_opt(
-                    "SELECT seq FROM retro_index_checkpoints WHERE id = $1",
-                    &[&&id.as_bytes()[..]],
-                )?
-                .map(|r| r.try_get(0))
-                .transpose()
-            })
-            .map_err(pg)?;
-        Ok(seq.map(|s| s as u64))
-    }
-
-    /// Indexed checkpoints with `seq > after`, oldest first, in pages, until `f` returns false.
-    pub fn for_each_checkpoint(
-        &self,
-        after: u64,
-        mut f: impl FnMut(u64, ObjectId) -> Result<bool, IndexError>,
-    ) -> Result<(), IndexError> {
-        let mut after = after as i64;
-        loop {
-            let page: Vec<(i64, Vec<u8>)> = self
-                .connection
-                .with("list indexed checkpoints", |s| {
-                    s.query(
-                        "SELECT seq, id FROM retro_index_checkpoints WHERE seq > $1
-                         ORDER BY seq LIMIT 10000",
-                        &[&after],
-                    )?
-                    .iter()
-                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                    .collect()
-                })
-                .map_err(pg)?;
-            let Some(&(last, _)) = page.last() else {
-                return Ok(());
-            };
-            for (seq, id) in page {
-                if !f(seq as u64, id_from(&id)?)? {
-                    return Ok(());
-                }
-            }
-            after = last;
-        }
-    }
-
-    /// Counts for reports: checkpoints, partitions, events.
-    pub fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
-        let row = self
-            .connection
-            .with("count the index", |s| {
-                s.query_opt(
-                    "SELECT (SELECT count(*) FROM retro_index_checkpoints),
-                            (SELECT count(*) FROM retro_index_partitions),
-                            (SELECT count(*) FROM retro_index_events)",
-                    &[],
-                )
-            })
-            .map_err(pg)?
-            .ok_or_else(|| IndexError::Corrupt("no counts".into()))?;
-        let get = |i: usize| -> Result<u64, IndexError> {
-            Ok(row.try_get::<_, i64>(i).map_err(db)? as u64)
-        };
-        Ok((get(0)?, get(1)?, get(2)?))
-    }
 }
 
 struct Statements {
@@ -269,17 +108,6 @@ pub struct PgIndexWriter<'a> {
 }
 
 impl PgIndexWriter<'_> {
-    /// The head inside this transaction (buffered appends included).
-    pub fn head(&mut self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        if let Some(head) = self.head {
-            return Ok(head);
-        }
-        let row = self.tx.query_opt(&self.statements.head, &[]).map_err(db)?;
-        let head = head_from(row)?;
-        self.head = Some(head);
-        Ok(head)
-    }
-
     /// The checkpoint `HEAD` resolves to, read inside this transaction on its own connection:
     /// a catch-up never waits for a ref-store connection that a committer holds while it waits
     /// for the index lock.
@@ -306,32 +134,6 @@ impl PgIndexWriter<'_> {
             }
         }
         Err(IndexError::Corrupt("HEAD does not resolve".into()))
-    }
-
-    /// Empties the index (before a rebuild).
-    pub fn clear(&mut self) -> Result<(), IndexError> {
-        self.buffer.clear();
-        self.tx.execute(&self.statements.clear, &[]).map_err(db)?;
-        self.head = Some(None);
-        Ok(())
-    }
-
-    /// Appends one checkpoint (a child of the head); returns its sequence number.
-    pub fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
-        let head = self.head()?;
-        if checkpoint.parent != head.map(|(id, _)| id) {
-            return Err(IndexError::Corrupt(format!(
-                "{} is not a child of the indexed head",
-                checkpoint.id
-            )));
-        }
-        let seq = head.map_or(1, |(_, seq)| seq + 1);
-        self.buffer.push(checkpoint.clone());
-        self.head = Some(Some((checkpoint.id, seq)));
-        if self.buffer.len() >= APPEND_BATCH {
-            self.flush()?;
-        }
-        Ok(seq)
     }
 
     /// Sends the buffered appends.
@@ -377,8 +179,13 @@ impl IndexStore for PgIndex {
         false
     }
 
+    /// The newest indexed checkpoint and its sequence number.
     fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        PgIndex::head(self)
+        let row = self
+            .connection
+            .with("read the index head", |s| s.query_opt(HEAD, &[]))
+            .map_err(pg)?;
+        head_from(row)
     }
 
     /// One transaction holding the index lock (an advisory lock: hosts serialize); commits when
@@ -422,51 +229,169 @@ impl IndexStore for PgIndex {
         outcome.expect("the closure ran")
     }
 
+    /// A partition's events after `after_version`, in checkpoints up to sequence `max_seq`.
     fn partition_events_upto(
         &self,
         partition: &PartitionName,
         after_version: u64,
         max_seq: Option<u64>,
     ) -> Result<Vec<EventRow>, IndexError> {
-        PgIndex::partition_events_upto(self, partition, after_version, max_seq)
+        let max_seq = max_seq.map_or(i64::MAX, |s| s as i64);
+        let rows = self
+            .connection
+            .with("read a partition", |s| {
+                s.query(
+                    // One table, one primary-key range: no join for a generic plan to get wrong.
+                    "SELECT n, event, checkpoint, cseq, date, session FROM retro_index_events
+                     WHERE partition = $1 AND n > $2 AND cseq <= $3 ORDER BY n",
+                    &[&partition.as_str(), &(after_version as i64), &max_seq],
+                )
+            })
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get(0).map_err(db)?;
+                let event: Vec<u8> = r.try_get(1).map_err(db)?;
+                let checkpoint: Vec<u8> = r.try_get(2).map_err(db)?;
+                let seq: i64 = r.try_get(3).map_err(db)?;
+                let date: Option<i64> = r.try_get(4).map_err(db)?;
+                Ok(EventRow {
+                    partition: partition.clone(),
+                    version: n as u64,
+                    event: id_from(&event)?,
+                    checkpoint: id_from(&checkpoint)?,
+                    checkpoint_seq: seq as u64,
+                    date: date.and_then(|d| Utc.timestamp_opt(d, 0).single()),
+                    session: r.try_get(5).map_err(db)?,
+                })
+            })
+            .collect()
     }
 
+    /// How many events a partition has in checkpoints up to sequence `max_seq`.
     fn partition_version_upto(
         &self,
         partition: &PartitionName,
         max_seq: u64,
     ) -> Result<u64, IndexError> {
-        PgIndex::partition_version_upto(self, partition, max_seq)
+        let n: i64 = self
+            .connection
+            .with("count a partition's events", |s| {
+                s.query_opt(
+                    "SELECT count(*) FROM retro_index_events WHERE partition = $1 AND cseq <= $2",
+                    &[&partition.as_str(), &(max_seq as i64)],
+                )?
+                .map_or(Ok(0), |r| r.try_get(0))
+            })
+            .map_err(pg)?;
+        Ok(n as u64)
     }
 
+    /// The partitions whose names start with `prefix`, sorted by name (bytewise).
     fn for_each_partition_with_prefix(
         &self,
         prefix: &str,
         f: &mut dyn FnMut(&str, u64) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
-        PgIndex::for_each_partition_with_prefix(self, prefix, f)
+        let rows: Vec<(String, i64)> = self
+            .connection
+            .with("list partitions", |s| {
+                s.query(
+                    "SELECT name, events FROM retro_index_partitions
+                     WHERE starts_with(name, $1) ORDER BY name",
+                    &[&prefix],
+                )?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+            })
+            .map_err(pg)?;
+        for (name, events) in rows {
+            f(&name, events as u64)?;
+        }
+        Ok(())
     }
 
+    /// The sequence number of an indexed checkpoint.
     fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
-        PgIndex::checkpoint_seq(self, id)
+        let seq: Option<i64> = self
+            .connection
+            .with("look up an indexed checkpoint", |s| {
+                s.query_opt(
+                    "SELECT seq FROM retro_index_checkpoints WHERE id = $1",
+                    &[&&id.as_bytes()[..]],
+                )?
+                .map(|r| r.try_get(0))
+                .transpose()
+            })
+            .map_err(pg)?;
+        Ok(seq.map(|s| s as u64))
     }
 
+    /// Indexed checkpoints with `seq > after`, oldest first, in pages, until `f` returns false.
     fn for_each_checkpoint(
         &self,
         after: u64,
         f: &mut dyn FnMut(u64, ObjectId) -> Result<bool, IndexError>,
     ) -> Result<(), IndexError> {
-        PgIndex::for_each_checkpoint(self, after, f)
+        let mut after = after as i64;
+        loop {
+            let page: Vec<(i64, Vec<u8>)> = self
+                .connection
+                .with("list indexed checkpoints", |s| {
+                    s.query(
+                        "SELECT seq, id FROM retro_index_checkpoints WHERE seq > $1
+                         ORDER BY seq LIMIT 10000",
+                        &[&after],
+                    )?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect()
+                })
+                .map_err(pg)?;
+            let Some(&(last, _)) = page.last() else {
+                return Ok(());
+            };
+            for (seq, id) in page {
+                if !f(seq as u64, id_from(&id)?)? {
+                    return Ok(());
+                }
+            }
+            after = last;
+        }
     }
 
+    /// Counts for reports: checkpoints, partitions, events.
     fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
-        PgIndex::counts(self)
+        let row = self
+            .connection
+            .with("count the index", |s| {
+                s.query_opt(
+                    "SELECT (SELECT count(*) FROM retro_index_checkpoints),
+                            (SELECT count(*) FROM retro_index_partitions),
+                            (SELECT count(*) FROM retro_index_events)",
+                    &[],
+                )
+            })
+            .map_err(pg)?
+            .ok_or_else(|| IndexError::Corrupt("no counts".into()))?;
+        let get = |i: usize| -> Result<u64, IndexError> {
+            Ok(row.try_get::<_, i64>(i).map_err(db)? as u64)
+        };
+        Ok((get(0)?, get(1)?, get(2)?))
     }
 }
 
 impl IndexWrite for PgIndexWriter<'_> {
+    /// The head inside this transaction (buffered appends included).
     fn head(&mut self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        PgIndexWriter::head(self)
+        if let Some(head) = self.head {
+            return Ok(head);
+        }
+        let row = self.tx.query_opt(&self.statements.head, &[]).map_err(db)?;
+        let head = head_from(row)?;
+        self.head = Some(head);
+        Ok(head)
     }
 
     /// Refs live in the same database: read `HEAD` inside this transaction.
@@ -474,11 +399,29 @@ impl IndexWrite for PgIndexWriter<'_> {
         Some(PgIndexWriter::resolve_head(self))
     }
 
+    /// Empties the index (before a rebuild).
     fn clear(&mut self) -> Result<(), IndexError> {
-        PgIndexWriter::clear(self)
+        self.buffer.clear();
+        self.tx.execute(&self.statements.clear, &[]).map_err(db)?;
+        self.head = Some(None);
+        Ok(())
     }
 
+    /// Appends one checkpoint (a child of the head); returns its sequence number.
     fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
-        PgIndexWriter::append(self, checkpoint)
+        let head = self.head()?;
+        if checkpoint.parent != head.map(|(id, _)| id) {
+            return Err(IndexError::Corrupt(format!(
+                "{} is not a child of the indexed head",
+                checkpoint.id
+            )));
+        }
+        let seq = head.map_or(1, |(_, seq)| seq + 1);
+        self.buffer.push(checkpoint.clone());
+        self.head = Some(Some((checkpoint.id, seq)));
+        if self.buffer.len() >= APPEND_BATCH {
+            self.flush()?;
+        }
+        Ok(seq)
     }
 }

@@ -220,34 +220,6 @@ pub fn status(class: depot::ErrorClass) -> StatusCode {
     }
 }
 
-#[cfg(test)]
-mod class_tests {
-    /// docs/errors.md's table is the contract: every class has the HTTP status the server uses.
-    #[test]
-    fn the_error_table_in_the_docs_matches_the_http_statuses() {
-        let doc =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md"))
-                .expect("docs/errors.md");
-        for class in depot::ErrorClass::ALL {
-            let row = doc
-                .lines()
-                .find(|l| l.starts_with(&format!("| `{}` |", class.as_str())))
-                .unwrap_or_else(|| panic!("docs/errors.md has no row for class {class}"));
-            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-            let code: u16 = cells[4]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("HTTP status in {row}"));
-            assert_eq!(
-                code,
-                super::status(class).as_u16(),
-                "status of {class}: {row}"
-            );
-        }
-    }
-}
-
 impl From<depot::Error> for ApiError {
     fn from(err: depot::Error) -> Self {
         depot_error(&err)

@@ -89,14 +89,36 @@ impl SqliteIndex {
         }
         Ok(SqliteIndex { conn })
     }
+}
 
+/// Writes inside one index transaction.
+pub struct SqliteWriter<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+impl IndexStore for SqliteIndex {
     /// The checkpoint the index is complete up to, and its sequence number.
-    pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
+    fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
         head_of(&self.conn)
     }
 
+    /// One transaction that holds SQLite's write lock from the start (`BEGIN IMMEDIATE`), so
+    /// concurrent catch-ups (in other processes too) serialize.
+    fn write_with(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn IndexWrite) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut writer = SqliteWriter { tx };
+        f(&mut writer)?;
+        writer.tx.commit()?;
+        Ok(())
+    }
+
     /// A partition's events after `after_version`, in checkpoints up to sequence `max_seq`.
-    pub fn partition_events_upto(
+    fn partition_events_upto(
         &self,
         partition: &PartitionName,
         after_version: u64,
@@ -138,7 +160,7 @@ impl SqliteIndex {
     }
 
     /// How many events a partition has in checkpoints up to sequence `max_seq`.
-    pub fn partition_version_upto(
+    fn partition_version_upto(
         &self,
         partition: &PartitionName,
         max_seq: u64,
@@ -154,10 +176,10 @@ impl SqliteIndex {
     }
 
     /// The partitions whose names start with `prefix` (a range scan of the name index), sorted.
-    pub fn for_each_partition_with_prefix(
+    fn for_each_partition_with_prefix(
         &self,
         prefix: &str,
-        mut f: impl FnMut(&str, u64) -> Result<(), IndexError>,
+        f: &mut dyn FnMut(&str, u64) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
         let mut stmt = self
             .conn
@@ -175,7 +197,7 @@ impl SqliteIndex {
     }
 
     /// The sequence number of an indexed checkpoint.
-    pub fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
+    fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
         let n: Option<i64> = self
             .conn
             .prepare_cached("SELECT seq FROM checkpoints WHERE id = ?1")?
@@ -185,10 +207,10 @@ impl SqliteIndex {
     }
 
     /// Indexed checkpoints with `seq > after`, oldest first, streamed to `f(seq, id)`.
-    pub fn for_each_checkpoint(
+    fn for_each_checkpoint(
         &self,
         after: u64,
-        mut f: impl FnMut(u64, ObjectId) -> Result<bool, IndexError>,
+        f: &mut dyn FnMut(u64, ObjectId) -> Result<bool, IndexError>,
     ) -> Result<(), IndexError> {
         let mut stmt = self
             .conn
@@ -205,7 +227,7 @@ impl SqliteIndex {
     }
 
     /// Counts for reports: checkpoints, partitions, events.
-    pub fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
+    fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
         let q = |sql: &str| -> Result<u64, IndexError> {
             Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
         };
@@ -217,19 +239,14 @@ impl SqliteIndex {
     }
 }
 
-/// Writes inside one index transaction.
-pub struct SqliteWriter<'a> {
-    tx: rusqlite::Transaction<'a>,
-}
-
-impl SqliteWriter<'_> {
+impl IndexWrite for SqliteWriter<'_> {
     /// The head inside this transaction.
-    pub fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
+    fn head(&mut self) -> Result<Option<(ObjectId, u64)>, IndexError> {
         head_of(&self.tx)
     }
 
     /// Empties the index (before a rebuild).
-    pub fn clear(&mut self) -> Result<(), IndexError> {
+    fn clear(&mut self) -> Result<(), IndexError> {
         self.tx.execute_batch(
             "DELETE FROM events; DELETE FROM partitions; DELETE FROM checkpoints;",
         )?;
@@ -237,7 +254,7 @@ impl SqliteWriter<'_> {
     }
 
     /// Appends one checkpoint (which must be a child of the head).
-    pub fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
+    fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
         let seq = self.head()?.map_or(1, |(_, seq)| seq + 1);
         self.tx
             .prepare_cached(
@@ -282,81 +299,5 @@ impl SqliteWriter<'_> {
                 .execute(params![before + events.len() as i64, seq as i64, pid])?;
         }
         Ok(seq)
-    }
-}
-
-impl IndexStore for SqliteIndex {
-    fn head(&self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        SqliteIndex::head(self)
-    }
-
-    /// One transaction that holds SQLite's write lock from the start (`BEGIN IMMEDIATE`), so
-    /// concurrent catch-ups (in other processes too) serialize.
-    fn write_with(
-        &mut self,
-        f: &mut dyn FnMut(&mut dyn IndexWrite) -> Result<(), IndexError>,
-    ) -> Result<(), IndexError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut writer = SqliteWriter { tx };
-        f(&mut writer)?;
-        writer.tx.commit()?;
-        Ok(())
-    }
-
-    fn partition_events_upto(
-        &self,
-        partition: &PartitionName,
-        after_version: u64,
-        max_seq: Option<u64>,
-    ) -> Result<Vec<EventRow>, IndexError> {
-        SqliteIndex::partition_events_upto(self, partition, after_version, max_seq)
-    }
-
-    fn partition_version_upto(
-        &self,
-        partition: &PartitionName,
-        max_seq: u64,
-    ) -> Result<u64, IndexError> {
-        SqliteIndex::partition_version_upto(self, partition, max_seq)
-    }
-
-    fn for_each_partition_with_prefix(
-        &self,
-        prefix: &str,
-        f: &mut dyn FnMut(&str, u64) -> Result<(), IndexError>,
-    ) -> Result<(), IndexError> {
-        SqliteIndex::for_each_partition_with_prefix(self, prefix, f)
-    }
-
-    fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
-        SqliteIndex::checkpoint_seq(self, id)
-    }
-
-    fn for_each_checkpoint(
-        &self,
-        after: u64,
-        f: &mut dyn FnMut(u64, ObjectId) -> Result<bool, IndexError>,
-    ) -> Result<(), IndexError> {
-        SqliteIndex::for_each_checkpoint(self, after, f)
-    }
-
-    fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
-        SqliteIndex::counts(self)
-    }
-}
-
-impl IndexWrite for SqliteWriter<'_> {
-    fn head(&mut self) -> Result<Option<(ObjectId, u64)>, IndexError> {
-        SqliteWriter::head(self)
-    }
-
-    fn clear(&mut self) -> Result<(), IndexError> {
-        SqliteWriter::clear(self)
-    }
-
-    fn append(&mut self, checkpoint: &IndexedCheckpoint) -> Result<u64, IndexError> {
-        SqliteWriter::append(self, checkpoint)
     }
 }
