@@ -346,3 +346,27 @@ fn d7_a_history_that_overflows_is_refused_not_wrapped() {
     }
     assert_eq!(depot.head().unwrap(), head);
 }
+
+#[test]
+fn i16_1_rust_handlers_see_the_manifests_spelling_of_the_command() {
+    #[derive(Default)]
+    struct Nothing;
+    impl engine::Aggregate for Nothing {
+        fn apply(&mut self, _: &engine::RecordedEvent) {}
+    }
+    let mut manifest = engine::Manifest::new();
+    manifest
+        .aggregate::<Nothing>("things")
+        .unwrap()
+        .command("makeThing", |_, ctx| {
+            let data = serde_json::json!({ "name": ctx.command().name() });
+            ctx.emit_json("things/t", "Made", &data)
+        })
+        .unwrap();
+    let (_dir, engine) = native_engine(manifest);
+    engine
+        .apply("s1", br#"{"path":"things/t","name":"MakeThing"}"#)
+        .unwrap();
+    let events = engine.depot().partition_events(&p("things/t")).unwrap();
+    assert_eq!(events[0].event.data(), br#"{"name":"makeThing"}"#);
+}

@@ -253,6 +253,9 @@ impl Engine {
         let resolved = self.manifest.resolve(command.path(), command.name())?;
         let runner = resolved.command.runner.clone();
         let requires_session = resolved.command.requires_session;
+        // One rule for Rust and exec handlers alike: `Deposit` and `deposit` are one command,
+        // and from here on it carries the manifest's spelling.
+        let command = command.with_name(&resolved.command.name);
         let command = if resolved.anonymous {
             let path = format!("{}/{}", resolved.kind, (self.id_fn)());
             command.with_path(path)

@@ -4,7 +4,8 @@
 //! Request on stdin: `{"command": …, "session": "…", "aggregate": {"path", "exists", "version",
 //! "events": [{"name", "data", "checkpoint"}…]}}`. The same facts are in the environment for shell
 //! handlers: `RETRO_PATH`, `RETRO_COMMAND`, `RETRO_SESSION`, `RETRO_PARAMS` (compact JSON),
-//! `RETRO_AGGREGATE_EXISTS`, `RETRO_AGGREGATE_VERSION`.
+//! `RETRO_AGGREGATE_EXISTS`, `RETRO_AGGREGATE_VERSION`. The command name in both is the
+//! manifest's spelling (`Deposit` given, `deposit` registered: the handler sees `deposit`).
 //!
 //! Response on stdout: exit 0 with `{"events": {"<partition>": [{"name", "data"}…]}}`, or a domain
 //! rejection `{"error": {"code", "message"}}` with a non-zero exit (an error object wins even with
