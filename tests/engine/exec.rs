@@ -239,3 +239,43 @@ fn i16_1_command_names_are_normalised_to_the_manifests_spelling() {
         r#"{"env":"doThing","request":"doThing"}"#
     );
 }
+
+#[test]
+fn i16_2_exec_arguments_are_passed_as_given() {
+    let dir = manifest_dir(
+        r#"{"aggregates":{"k":{"commands":{"args":{"exec":["sh","h.sh","--flag=a/b","http://x/y","cat >/dev/null; echo"]},
+            "prog":{"exec":["./bin/p.sh","rel/file"]}}}}}"#,
+        "cat >/dev/null\n\
+         printf '{\"events\":{\"%s\":[{\"name\":\"Args\",\"data\":{\"1\":\"%s\",\"2\":\"%s\",\"3\":\"%s\"}}]}}' \"$RETRO_PATH\" \"$1\" \"$2\" \"$3\"\n",
+    );
+    // The program itself, a relative path with a '/', still resolves against the manifest's
+    // directory; its argument is passed as written.
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    let prog = dir.path().join("bin/p.sh");
+    std::fs::write(
+        &prog,
+        "#!/bin/sh\ncat >/dev/null\nprintf '{\"events\":{\"%s\":[{\"name\":\"Prog\",\"data\":{\"1\":\"%s\"}}]}}' \"$RETRO_PATH\" \"$1\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_d, engine) = engine_in(dir.path());
+    engine
+        .apply("s1", br#"{"path":"k/1","name":"args"}"#)
+        .unwrap();
+    engine
+        .apply("s1", br#"{"path":"k/1","name":"prog"}"#)
+        .unwrap();
+    let events = engine
+        .depot()
+        .partition_events(&PartitionName::new("k/1").unwrap())
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(events[0].event.data()).unwrap(),
+        r#"{"1":"--flag=a/b","2":"http://x/y","3":"cat >/dev/null; echo"}"#
+    );
+    assert_eq!(
+        std::str::from_utf8(events[1].event.data()).unwrap(),
+        r#"{"1":"rel/file"}"#
+    );
+}
