@@ -339,3 +339,50 @@ fn demo_runs_the_bank_in_a_temporary_depot() {
     let fsck = run(retro_in(tmp.path()).arg("--depot").arg(&keep).arg("fsck"));
     assert_eq!(fsck.code, 0, "{}", fsck.stdout);
 }
+
+#[test]
+fn i16_3_a_command_that_emits_nothing_writes_nothing_and_says_so() {
+    let depot = TestDepot::new();
+    let manifest = depot.tmp.path().join("manifest.json");
+    fs::write(
+        &manifest,
+        r#"{"aggregates":{"k":{"commands":{
+            "none":{"exec":["sh","-c","cat >/dev/null; echo '{\"events\":{}}'"]},
+            "empty":{"exec":["sh","-c","cat >/dev/null; echo '{\"events\":{\"k/1\":[]}}'"]},
+            "one":{"exec":["sh","-c","cat >/dev/null; echo '{\"events\":{\"k/1\":[{\"name\":\"One\"}]}}'"]}}}}}"#,
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let before = depot.snapshot();
+    for name in ["none", "empty"] {
+        let command = format!(r#"{{"path":"k/1","name":"{name}"}}"#);
+        // On an unborn branch, and on a branch with history: nothing is written either way.
+        let run = depot.run(&["apply", "--manifest", m, &command]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout, "");
+        assert!(
+            run.stderr.contains("nothing written"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert_same_snapshot(&before, &depot.snapshot(), &[name]);
+    }
+    depot.ok(&["apply", "--manifest", m, r#"{"path":"k/1","name":"one"}"#]);
+    let head = depot.head().unwrap();
+    let before = depot.snapshot();
+    let out = depot.ok(&[
+        "apply",
+        "--json",
+        "--manifest",
+        m,
+        r#"{"path":"k/1","name":"none"}"#,
+    ]);
+    let value = json(&out);
+    assert_eq!(value["written"], false, "{out}");
+    assert_eq!(value["checkpoint"], serde_json::Value::Null, "{out}");
+    assert_eq!(value["head"].as_str(), Some(head.as_str()), "{out}");
+    assert_eq!(value["events"], 0, "{out}");
+    assert_same_snapshot(&before, &depot.snapshot(), &["--json"]);
+    assert_eq!(depot.head().unwrap(), head);
+    assert_eq!(depot.ok(&["failed"]), "", "not recorded as a failure");
+}

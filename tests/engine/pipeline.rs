@@ -370,3 +370,39 @@ fn i16_1_rust_handlers_see_the_manifests_spelling_of_the_command() {
     let events = engine.depot().partition_events(&p("things/t")).unwrap();
     assert_eq!(events[0].event.data(), br#"{"name":"makeThing"}"#);
 }
+
+#[test]
+fn i16_3_a_command_that_emits_nothing_is_told_apart_and_writes_nothing() {
+    #[derive(Default)]
+    struct Nothing;
+    impl engine::Aggregate for Nothing {
+        fn apply(&mut self, _: &engine::RecordedEvent) {}
+    }
+    let mut manifest = engine::Manifest::new();
+    manifest
+        .aggregate::<Nothing>("things")
+        .unwrap()
+        .command("noop", |_, _| Ok(()))
+        .unwrap();
+    let (dir, engine) = native_engine(manifest);
+    let session = engine.start_session().unwrap();
+    let head = engine.depot().head().unwrap();
+    let before = snapshot(&dir.path().join("d"));
+    let err = engine
+        .apply(&session, br#"{"path":"things/t","name":"noop"}"#)
+        .unwrap_err();
+    match &err {
+        ApplyError::NothingToWrite {
+            path,
+            command,
+            head: seen,
+        } => {
+            assert_eq!((path.as_str(), command.as_str()), ("things/t", "noop"));
+            assert_eq!(*seen, head);
+        }
+        other => panic!("expected NothingToWrite, got {other}"),
+    }
+    assert_eq!(engine.depot().head().unwrap(), head);
+    assert_eq!(snapshot(&dir.path().join("d")), before);
+    assert!(engine.depot().failures().unwrap().is_empty());
+}

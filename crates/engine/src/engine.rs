@@ -74,6 +74,19 @@ pub enum ApplyError {
         /// The orphaned checkpoint recording it, if recording worked.
         recorded: Option<ObjectId>,
     },
+    /// The handler accepted the command and emitted no events: nothing was written (no object,
+    /// no checkpoint, no ref moved, nothing recorded as failed). Not a failure: the command had
+    /// nothing to do. It is an error variant so that no caller can take it for a checkpoint;
+    /// the CLI prints `nothing written` and exits 0.
+    #[error("nothing written: command '{}' on '{}' emitted no events", depot::shown(.command), depot::shown(.path))]
+    NothingToWrite {
+        /// The aggregate's path.
+        path: String,
+        /// The command (the manifest's spelling).
+        command: String,
+        /// The ref's checkpoint the command ran on (unchanged); `None` on an unborn branch.
+        head: Option<ObjectId>,
+    },
     /// The aggregate kept changing under the command.
     #[error("conflict: the aggregate kept changing; gave up after {attempts} attempts")]
     Conflict {
@@ -96,7 +109,9 @@ impl ApplyError {
             }
             ApplyError::SessionRequired { .. }
             | ApplyError::Rejected { .. }
-            | ApplyError::Handler { .. } => ErrorClass::Rejected,
+            | ApplyError::Handler { .. }
+            // The domain declined to change anything: not the caller's mistake, not a conflict.
+            | ApplyError::NothingToWrite { .. } => ErrorClass::Rejected,
             ApplyError::Conflict { .. } => ErrorClass::Conflict,
             ApplyError::Depot(e) => e.class(),
         }
@@ -303,6 +318,13 @@ impl Engine {
                         reason,
                         recorded,
                     },
+                });
+            }
+            if ctx.emitted.is_empty() {
+                return Err(ApplyError::NothingToWrite {
+                    path: command.path().to_owned(),
+                    command: command.name().to_owned(),
+                    head: base,
                 });
             }
             let mut partitions: Vec<String> =
