@@ -386,3 +386,46 @@ fn i16_3_a_command_that_emits_nothing_writes_nothing_and_says_so() {
     assert_eq!(depot.head().unwrap(), head);
     assert_eq!(depot.ok(&["failed"]), "", "not recorded as a failure");
 }
+
+#[test]
+fn i16_4_the_stated_msrv_is_what_the_locked_dependencies_need() {
+    let root = repo_root();
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline", "--locked"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = |text: &str| -> (u64, u64) {
+        let mut parts = text.split('.').map(|p| p.parse::<u64>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap_or(0))
+    };
+    let (needed, by) = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((version(p["rust_version"].as_str()?), p["name"].to_string())))
+        .max()
+        .unwrap();
+    let cargo_toml = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let stated = cargo_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("[workspace.package] rust-version")
+        .trim_matches('"');
+    assert_eq!(
+        version(stated),
+        needed,
+        "rust-version {stated}, but {by} needs {needed:?}"
+    );
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("Rust toolchain, {stated} or newer")),
+        "README.md must state {stated}"
+    );
+}
