@@ -36,6 +36,18 @@ impl std::fmt::Display for NoDepot {
 
 impl std::error::Error for NoDepot {}
 
+/// A ref that does not exist and has no reflog (exit 1, not found).
+#[derive(Debug)]
+pub struct NoSuchRef(pub String);
+
+impl std::fmt::Display for NoSuchRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no such ref '{}'", depot::shown(&self.0))
+    }
+}
+
+impl std::error::Error for NoSuchRef {}
+
 /// The command line was wrong in a way clap does not check (exit 2).
 #[derive(Debug)]
 pub struct Usage(pub String);
@@ -116,6 +128,9 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                         .to_owned(),
                 ),
             );
+        }
+        if cause.downcast_ref::<NoSuchRef>().is_some() {
+            return (ERROR, Some("'retro refs' lists the refs".to_owned()));
         }
         if cause.downcast_ref::<Usage>().is_some() {
             return (USAGE, None);

@@ -95,6 +95,9 @@ pub fn reflog(depot: &Depot, name: Option<&str>, json: bool, ui: &mut Ui) -> Res
         Some(name) => full_ref_name(name)?,
     };
     let entries = depot.reflog(&name)?;
+    if entries.is_empty() && depot.read_ref(&name)?.is_none() {
+        return Err(crate::error::NoSuchRef(name.as_str().to_owned()).into());
+    }
     let count = entries.len();
     for (i, entry) in entries.iter().enumerate().rev() {
         let n = count - 1 - i;
