@@ -223,10 +223,9 @@ fn sessions_start_end_and_sign_checkpoints() {
     );
     let out = depot.ok(&["session", "end", &session]);
     assert_eq!(out, format!("ended session {session}\n"));
-    // Ending it again, or a session never started: the engine refuses (exit 4), nothing changes.
-    let run = depot.fails_unchanged(&["session", "end", &session], 4);
-    assert!(run.stderr.contains("retro session start"), "{}", run.stderr);
-    depot.fails_unchanged(&["session", "end", "never-started"], 4);
+    // Ending it again is idempotent (exit 0, nothing written); a session never started is not
+    // found (exit 1): see i16_7 below.
+    depot.fails_unchanged(&["session", "end", "never-started"], 1);
     // A malformed session id is an error before anything is written.
     depot.fails_unchanged(&["apply", "--session", "", DEPOSIT_50], 1);
     depot.fails_unchanged(&["apply", "--session", "has space", DEPOSIT_50], 1);
@@ -427,5 +426,23 @@ fn i16_4_the_stated_msrv_is_what_the_locked_dependencies_need() {
     assert!(
         readme.contains(&format!("Rust toolchain, {stated} or newer")),
         "README.md must state {stated}"
+    );
+}
+
+#[test]
+fn i16_7_session_end_of_an_ended_session_exits_0_and_of_an_unknown_one_is_not_found() {
+    let depot = TestDepot::new();
+    let id = depot.ok(&["session", "start"]).trim().to_owned();
+    depot.ok(&["session", "end", &id]);
+    let before = depot.snapshot();
+    let run = depot.run(&["session", "end", &id]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_snapshot(&before, &depot.snapshot(), &["session", "end", &id]);
+    let run = depot.fails_unchanged(&["session", "end", "never-started"], 1);
+    assert!(
+        run.stderr
+            .contains("no session 'never-started' was ever started"),
+        "{}",
+        run.stderr
     );
 }

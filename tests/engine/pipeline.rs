@@ -406,3 +406,23 @@ fn i16_3_a_command_that_emits_nothing_is_told_apart_and_writes_nothing() {
     assert_eq!(snapshot(&dir.path().join("d")), before);
     assert!(engine.depot().failures().unwrap().is_empty());
 }
+
+#[test]
+fn i16_7_ending_an_ended_session_is_idempotent_and_an_unknown_one_not_found() {
+    let (_dir, engine) = bank();
+    let session = engine.start_session().unwrap();
+    assert_eq!(
+        engine.end_session(&session).unwrap(),
+        engine::SessionEnd::Ended
+    );
+    let head = engine.depot().head().unwrap();
+    assert_eq!(
+        engine.end_session(&session).unwrap(),
+        engine::SessionEnd::AlreadyEnded
+    );
+    assert_eq!(engine.depot().head().unwrap(), head, "nothing written");
+    let err = engine.end_session("never-started").unwrap_err();
+    assert!(matches!(err, ApplyError::UnknownSession(_)), "{err}");
+    assert_eq!(err.class(), depot::ErrorClass::NotFound);
+    assert_eq!(engine.depot().head().unwrap(), head);
+}

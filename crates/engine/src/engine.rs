@@ -48,6 +48,9 @@ pub enum ApplyError {
     /// The session id is malformed.
     #[error("session id '{}' must be 1 to 128 characters: letters, digits, '-', '_' or '.'", depot::shown(.0))]
     BadSession(String),
+    /// No session with this id was ever started (ending it: not found).
+    #[error("no session '{}' was ever started", depot::shown(.0))]
+    UnknownSession(String),
     /// The command needs a live session and this one is not.
     #[error("command '{}' needs a live session, and session '{}' was not started (or has ended); start one with 'retro session start'", depot::shown(.command), depot::shown(.session))]
     SessionRequired {
@@ -112,6 +115,7 @@ impl ApplyError {
             | ApplyError::Handler { .. }
             // The domain declined to change anything: not the caller's mistake, not a conflict.
             | ApplyError::NothingToWrite { .. } => ErrorClass::Rejected,
+            ApplyError::UnknownSession(_) => ErrorClass::NotFound,
             ApplyError::Conflict { .. } => ErrorClass::Conflict,
             ApplyError::Depot(e) => e.class(),
         }
@@ -122,6 +126,15 @@ impl ApplyError {
         matches!(self, ApplyError::Conflict { .. })
             || matches!(self, ApplyError::Depot(e) if e.is_conflict())
     }
+}
+
+/// What [`Engine::end_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// `SessionEnded` was written.
+    Ended,
+    /// The session had already ended: nothing was written.
+    AlreadyEnded,
 }
 
 /// What applying a command produced.
@@ -214,20 +227,30 @@ impl Engine {
         Ok(id)
     }
 
-    /// Ends a session: writes `SessionEnded`.
-    pub fn end_session(&self, id: &str) -> Result<(), ApplyError> {
+    /// Ends a session: writes `SessionEnded`. Idempotent: ending a session that already ended
+    /// writes nothing and returns [`SessionEnd::AlreadyEnded`]. A session that was never started
+    /// is [`ApplyError::UnknownSession`] (not found).
+    pub fn end_session(&self, id: &str) -> Result<SessionEnd, ApplyError> {
         check_session(id)?;
-        if !self.session_is_live(id)? {
-            return Err(ApplyError::SessionRequired {
-                session: id.to_owned(),
-                command: "endSession".to_owned(),
-            });
+        let (started, ended) = self.session_state(id)?;
+        if !started {
+            return Err(ApplyError::UnknownSession(id.to_owned()));
         }
-        self.write_session_event(id, SESSION_ENDED, "endSession")
+        if ended {
+            return Ok(SessionEnd::AlreadyEnded);
+        }
+        self.write_session_event(id, SESSION_ENDED, "endSession")?;
+        Ok(SessionEnd::Ended)
     }
 
     /// Whether a session was started and not ended.
     pub fn session_is_live(&self, id: &str) -> Result<bool, ApplyError> {
+        let (started, ended) = self.session_state(id)?;
+        Ok(started && !ended)
+    }
+
+    /// Whether a session was started, and whether it ended.
+    fn session_state(&self, id: &str) -> Result<(bool, bool), ApplyError> {
         let partition = PartitionName::new(&format!("session/{id}"))
             .map_err(|_| ApplyError::BadSession(id.to_owned()))?;
         let events = self.depot.partition_events(&partition)?;
@@ -237,7 +260,7 @@ impl Engine {
         let ended = events
             .iter()
             .any(|e| e.event.name().as_str() == SESSION_ENDED);
-        Ok(started && !ended)
+        Ok((started, ended))
     }
 
     fn write_session_event(&self, id: &str, name: &str, command: &str) -> Result<(), ApplyError> {

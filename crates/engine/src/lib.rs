@@ -87,5 +87,5 @@ pub use domain::{
     RegistrationError, ResolveError, Runner,
 };
 pub use engine::{
-    Applied, ApplyError, Engine, DEFAULT_MAX_ATTEMPTS, SESSION_ENDED, SESSION_STARTED,
+    Applied, ApplyError, Engine, SessionEnd, DEFAULT_MAX_ATTEMPTS, SESSION_ENDED, SESSION_STARTED,
 };
