@@ -296,3 +296,24 @@ fn i16_5_reflog_entries_are_revisions_and_an_unknown_reflog_is_not_found() {
     );
     assert_eq!(run.stdout, "");
 }
+
+#[test]
+fn i16_8_update_ref_with_old_0_on_an_existing_ref_says_it_exists_and_what_it_holds() {
+    let depot = TestDepot::new();
+    let first = depot.apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#);
+    depot.apply(r#"{"path":"accounts/a","name":"deposit","params":{"amount":5}}"#);
+    depot.ok(&["update-ref", "refs/heads/exp", "HEAD~1"]);
+    let run = depot.fails_unchanged(&["update-ref", "refs/heads/exp", "HEAD", "0"], 3);
+    assert!(
+        run.stderr.contains(&format!(
+            "ref 'refs/heads/exp' already exists and holds {first}"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("expected no checkpoint"),
+        "{}",
+        run.stderr
+    );
+}

@@ -48,6 +48,28 @@ impl std::fmt::Display for NoSuchRef {
 
 impl std::error::Error for NoSuchRef {}
 
+/// `update-ref REF NEW 0` on a ref that exists (exit 3, a conflict).
+#[derive(Debug)]
+pub struct RefExists {
+    /// The ref.
+    pub name: String,
+    /// What it holds now (an id, or `ref: …` for a symbolic ref).
+    pub holds: String,
+}
+
+impl std::fmt::Display for RefExists {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ref '{}' already exists and holds {}",
+            depot::shown(&self.name),
+            self.holds
+        )
+    }
+}
+
+impl std::error::Error for RefExists {}
+
 /// The command line was wrong in a way clap does not check (exit 2).
 #[derive(Debug)]
 pub struct Usage(pub String);
@@ -127,6 +149,12 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                     "run 'retro init' to create one, or pass --depot DIR (or set RETRO_DEPOT)"
                         .to_owned(),
                 ),
+            );
+        }
+        if cause.downcast_ref::<RefExists>().is_some() {
+            return (
+                CONFLICT,
+                Some("OLD 0 means the ref must not exist; give its current value as OLD to move it, or no OLD".to_owned()),
             );
         }
         if cause.downcast_ref::<NoSuchRef>().is_some() {

@@ -84,7 +84,22 @@ pub fn update(
             log,
         }
     };
-    depot.update_refs(&[edit])?;
+    let create_only = matches!(edit.expected, Expected::MustNotExist);
+    if let Err(err) = depot.update_refs(&[edit]) {
+        if create_only && err.class() == depot::ErrorClass::Conflict {
+            if let Some(value) = depot.read_ref(&name)? {
+                return Err(crate::error::RefExists {
+                    name: name.as_str().to_owned(),
+                    holds: match value {
+                        RefValue::Direct(id) => id.to_string(),
+                        RefValue::Symbolic(target) => format!("ref: {target}"),
+                    },
+                }
+                .into());
+            }
+        }
+        return Err(err.into());
+    }
     let _ = ui;
     Ok(())
 }
