@@ -166,7 +166,7 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         if cause.downcast_ref::<NotFastForward>().is_some() {
             return (
                 CONFLICT,
-                Some("the destination has history the source lacks; sync the other way first, or pass --force to replace it".to_owned()),
+                Some("the destination has history the source lacks; pass --force to move the destination's refs to the source's (their old values stay in the destination's reflog)".to_owned()),
             );
         }
         if cause.downcast_ref::<Corrupt>().is_some() {

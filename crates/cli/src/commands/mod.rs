@@ -204,6 +204,7 @@ pub fn open(flag: Option<&Path>) -> Result<Arc<Depot>> {
 /// Opens a depot named by a directory or a `postgres://` URL. The depot's warnings (a derived
 /// index replaced or stood in for) are shown on stderr as `retro: warning: …` lines.
 pub fn open_location(location: &Path) -> Result<Depot> {
+    let location = &locate::contained(location);
     let depot = if let Some(url) = postgres_url(location) {
         depot_postgres::open(url)?
     } else {
