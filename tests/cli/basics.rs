@@ -223,10 +223,9 @@ fn sessions_start_end_and_sign_checkpoints() {
     );
     let out = depot.ok(&["session", "end", &session]);
     assert_eq!(out, format!("ended session {session}\n"));
-    // Ending it again, or a session never started: the engine refuses (exit 4), nothing changes.
-    let run = depot.fails_unchanged(&["session", "end", &session], 4);
-    assert!(run.stderr.contains("retro session start"), "{}", run.stderr);
-    depot.fails_unchanged(&["session", "end", "never-started"], 4);
+    // Ending it again is idempotent (exit 0, nothing written); a session never started is not
+    // found (exit 1): see i16_7 below.
+    depot.fails_unchanged(&["session", "end", "never-started"], 1);
     // A malformed session id is an error before anything is written.
     depot.fails_unchanged(&["apply", "--session", "", DEPOSIT_50], 1);
     depot.fails_unchanged(&["apply", "--session", "has space", DEPOSIT_50], 1);
@@ -338,4 +337,112 @@ fn demo_runs_the_bank_in_a_temporary_depot() {
     assert!(out.stdout.contains("no problems"), "{}", out.stdout);
     let fsck = run(retro_in(tmp.path()).arg("--depot").arg(&keep).arg("fsck"));
     assert_eq!(fsck.code, 0, "{}", fsck.stdout);
+}
+
+#[test]
+fn i16_3_a_command_that_emits_nothing_writes_nothing_and_says_so() {
+    let depot = TestDepot::new();
+    let manifest = depot.tmp.path().join("manifest.json");
+    fs::write(
+        &manifest,
+        r#"{"aggregates":{"k":{"commands":{
+            "none":{"exec":["sh","-c","cat >/dev/null; echo '{\"events\":{}}'"]},
+            "empty":{"exec":["sh","-c","cat >/dev/null; echo '{\"events\":{\"k/1\":[]}}'"]},
+            "one":{"exec":["sh","-c","cat >/dev/null; echo '{\"events\":{\"k/1\":[{\"name\":\"One\"}]}}'"]}}}}}"#,
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let before = depot.snapshot();
+    for name in ["none", "empty"] {
+        let command = format!(r#"{{"path":"k/1","name":"{name}"}}"#);
+        // On an unborn branch, and on a branch with history: nothing is written either way.
+        let run = depot.run(&["apply", "--manifest", m, &command]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout, "");
+        assert!(
+            run.stderr.contains("nothing written"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert_same_snapshot(&before, &depot.snapshot(), &[name]);
+    }
+    depot.ok(&["apply", "--manifest", m, r#"{"path":"k/1","name":"one"}"#]);
+    let head = depot.head().unwrap();
+    let before = depot.snapshot();
+    let out = depot.ok(&[
+        "apply",
+        "--json",
+        "--manifest",
+        m,
+        r#"{"path":"k/1","name":"none"}"#,
+    ]);
+    let value = json(&out);
+    assert_eq!(value["written"], false, "{out}");
+    assert_eq!(value["checkpoint"], serde_json::Value::Null, "{out}");
+    assert_eq!(value["head"].as_str(), Some(head.as_str()), "{out}");
+    assert_eq!(value["events"], 0, "{out}");
+    assert_same_snapshot(&before, &depot.snapshot(), &["--json"]);
+    assert_eq!(depot.head().unwrap(), head);
+    assert_eq!(depot.ok(&["failed"]), "", "not recorded as a failure");
+}
+
+#[test]
+fn i16_4_the_stated_msrv_is_what_the_locked_dependencies_need() {
+    let root = repo_root();
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline", "--locked"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = |text: &str| -> (u64, u64) {
+        let mut parts = text.split('.').map(|p| p.parse::<u64>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap_or(0))
+    };
+    let (needed, by) = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((version(p["rust_version"].as_str()?), p["name"].to_string())))
+        .max()
+        .unwrap();
+    let cargo_toml = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let stated = cargo_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("[workspace.package] rust-version")
+        .trim_matches('"');
+    assert_eq!(
+        version(stated),
+        needed,
+        "rust-version {stated}, but {by} needs {needed:?}"
+    );
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("Rust toolchain, {stated} or newer")),
+        "README.md must state {stated}"
+    );
+}
+
+#[test]
+fn i16_7_session_end_of_an_ended_session_exits_0_and_of_an_unknown_one_is_not_found() {
+    let depot = TestDepot::new();
+    let id = depot.ok(&["session", "start"]).trim().to_owned();
+    depot.ok(&["session", "end", &id]);
+    let before = depot.snapshot();
+    let run = depot.run(&["session", "end", &id]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_snapshot(&before, &depot.snapshot(), &["session", "end", &id]);
+    let run = depot.fails_unchanged(&["session", "end", "never-started"], 1);
+    assert!(
+        run.stderr
+            .contains("no session 'never-started' was ever started"),
+        "{}",
+        run.stderr
+    );
 }

@@ -244,10 +244,17 @@ fn failed_lists_rejections_and_handler_failures() {
     assert_eq!(json.len(), 2);
     assert_eq!(json[0]["session"].as_str().unwrap(), session);
     assert_eq!(json[0]["command"]["params"]["amount"], 999);
-    assert!(json[0]["error"]
+    assert_eq!(json[0]["error"]["code"], "insufficient_funds");
+    assert!(json[0]["error"]["message"]
         .as_str()
         .unwrap()
-        .starts_with("insufficient_funds"));
+        .starts_with("cannot withdraw 999"));
+    // One shape with HTTP: {"error":{"code","message"}}, a broken handler included.
+    assert_eq!(json[1]["error"]["code"], "handler_failed", "{}", json[1]);
+    assert!(json[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid JSON"));
     assert!(json[0]["checkpoint"]
         .as_str()
         .unwrap()
@@ -423,4 +430,24 @@ fn d9_a_read_only_depot_serves_reads() {
     let got = reads(|args| run_read_only(&depot, args).unwrap());
     assert_eq!(got, expected);
     assert!(expected[1].contains(r#""amount":7"#), "{}", expected[1]);
+}
+
+#[test]
+fn i16_11_failed_json_gives_the_error_as_code_and_message_like_http() {
+    let depot = TestDepot::new();
+    depot.fails(
+        &[
+            "apply",
+            r#"{"path":"accounts/x","name":"deposit","params":{"amount":1}}"#,
+        ],
+        4,
+    );
+    let json = json_lines(&depot.ok(&["failed", "--json"]));
+    assert_eq!(json.len(), 1);
+    let error = json[0]["error"]
+        .as_object()
+        .expect("an object, not a string");
+    assert_eq!(error["code"], "not_open", "{}", json[0]);
+    assert!(!error["message"].as_str().unwrap().is_empty());
+    assert_eq!(error.len(), 2, "{}", json[0]);
 }

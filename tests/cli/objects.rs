@@ -181,3 +181,28 @@ fn ambiguous_prefix_is_an_error_with_candidates() {
     }
     depot.ok(&["cat-object", "-t", &first[7..7 + len]]);
 }
+
+#[test]
+fn i16_6_a_short_prefix_and_an_unknown_full_id_say_what_is_wrong() {
+    let depot = TestDepot::new();
+    let id = depot.apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#);
+    // A prefix the id really starts with, but under 4 digits.
+    let short = &id["sha256:".len().."sha256:".len() + 3];
+    let run = depot.fails(&["cat-object", "-t", short], 1);
+    assert!(
+        run.stderr
+            .contains("an id prefix needs at least 4 hex digits (this has 3)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("starts with it"), "{}", run.stderr);
+    // A well-formed full id that is not in the depot.
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    let run = depot.fails(&["cat-object", "-t", &unknown], 1);
+    assert!(
+        run.stderr.contains(&format!("no such object '{unknown}'")),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("starts with it"), "{}", run.stderr);
+}

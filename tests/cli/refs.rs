@@ -182,8 +182,13 @@ fn reflog_records_moves() {
             .starts_with("(deleted) t@{0}: "),
         "{text}"
     );
-    // A ref that never existed has an empty reflog.
-    assert_eq!(depot.ok(&["reflog", "refs/tags/never"]), "");
+    // A ref that never existed is not found (issue 16: not an empty success).
+    let run = depot.fails(&["reflog", "refs/tags/never"], 1);
+    assert!(
+        run.stderr.contains("no such ref 'refs/tags/never'"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -239,5 +244,76 @@ fn d1_ref_directory_clash_does_not_brick_the_depot() {
             "refs/tags/t",
             "refs/tags/x/y"
         ]
+    );
+}
+
+#[test]
+fn i16_5_reflog_entries_are_revisions_and_an_unknown_reflog_is_not_found() {
+    let depot = TestDepot::new();
+    let first = depot.apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#);
+    let second = depot.apply(r#"{"path":"accounts/a","name":"deposit","params":{"amount":5}}"#);
+    let third = depot.apply(r#"{"path":"accounts/a","name":"deposit","params":{"amount":6}}"#);
+    let id = |rev: &str| {
+        json(
+            depot
+                .ok(&["log", "--json", "-n", "1", rev])
+                .lines()
+                .next()
+                .unwrap(),
+        )["checkpoint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(id("HEAD@{0}"), third);
+    assert_eq!(id("HEAD@{1}"), second);
+    assert_eq!(id("master@{2}"), first);
+    assert_eq!(id("refs/heads/master@{1}"), second);
+    assert_eq!(id("@{1}"), second);
+    assert_eq!(id("HEAD@{1}~1"), first);
+    // Everywhere a revision is read: show, cat-object, update-ref.
+    assert!(depot.ok(&["show", "HEAD@{2}"]).contains(&first));
+    assert_eq!(depot.ok(&["cat-object", "-t", "HEAD@{1}"]), "checkpoint\n");
+    depot.ok(&["update-ref", "refs/tags/t", "HEAD@{2}"]);
+    assert_eq!(id("t"), first);
+    // Past the end, and a form that is not supported: clear errors.
+    let run = depot.fails(&["log", "HEAD@{3}"], 1);
+    assert!(run.stderr.contains("has only 3 entries"), "{}", run.stderr);
+    let run = depot.fails(&["log", "HEAD@{yesterday}"], 1);
+    assert!(run.stderr.contains("'@{N}'"), "{}", run.stderr);
+    let run = depot.fails(&["log", "nope@{1}"], 1);
+    assert!(
+        run.stderr.contains("unknown revision 'nope@{1}'"),
+        "{}",
+        run.stderr
+    );
+    // A reflog of a ref that does not exist: not found, not an empty success.
+    let run = depot.fails(&["reflog", "nope"], 1);
+    assert!(
+        run.stderr.contains("no such ref 'refs/heads/nope'"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stdout, "");
+}
+
+#[test]
+fn i16_8_update_ref_with_old_0_on_an_existing_ref_says_it_exists_and_what_it_holds() {
+    let depot = TestDepot::new();
+    let first = depot.apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#);
+    depot.apply(r#"{"path":"accounts/a","name":"deposit","params":{"amount":5}}"#);
+    depot.ok(&["update-ref", "refs/heads/exp", "HEAD~1"]);
+    let run = depot.fails_unchanged(&["update-ref", "refs/heads/exp", "HEAD", "0"], 3);
+    assert!(
+        run.stderr.contains(&format!(
+            "ref 'refs/heads/exp' already exists and holds {first}"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("expected no checkpoint"),
+        "{}",
+        run.stderr
     );
 }

@@ -343,3 +343,87 @@ fn d6_lines_whose_reflog_markers_are_lost_are_still_recognised() {
     assert!(out.starts_with("imported 0 checkpoints"), "{out}");
     assert_eq!(checkpoints_fsck_clean(&depot), n);
 }
+
+#[test]
+fn i16_9_a_directory_containing_dot_retro_is_that_depot_and_clone_makes_dst_dot_retro() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tour = tmp.path().join("tour");
+    fs::create_dir(&tour).unwrap();
+    let ok = |cwd: &std::path::Path, args: &[&str]| {
+        let out = run(retro_in(cwd).args(args));
+        assert_eq!(out.code, 0, "retro {args:?}: {}", out.stderr);
+        out.stdout
+    };
+    ok(&tour, &["init"]);
+    ok(
+        &tour,
+        &[
+            "apply",
+            r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#,
+        ],
+    );
+    ok(tmp.path(), &["clone", "tour/.retro", "c1"]);
+    let c1 = tmp.path().join("c1");
+    assert!(
+        c1.join(".retro/config").is_file(),
+        "clone DST makes DST/.retro, like init"
+    );
+    // Found from inside the clone, by walking up, like any depot `retro init` made.
+    assert!(ok(&c1, &["log", "--oneline"]).contains("accounts/a open"));
+    // A directory that contains `.retro` is that depot: --depot, RETRO_DEPOT, sync's SRC/DST.
+    assert!(ok(tmp.path(), &["--depot", "tour", "log", "--oneline"]).contains("accounts/a open"));
+    let out = run(retro_in(tmp.path())
+        .env("RETRO_DEPOT", "tour")
+        .args(["refs"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    ok(
+        &tour,
+        &[
+            "apply",
+            r#"{"path":"accounts/a","name":"deposit","params":{"amount":1}}"#,
+        ],
+    );
+    let synced = ok(tmp.path(), &["sync", "tour", "c1"]);
+    assert!(synced.contains("fast-forward"), "{synced}");
+}
+
+#[test]
+fn i16_10_a_diverged_sync_suggests_force_which_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let out = run(retro_in(tmp.path()).args(args));
+        assert_eq!(out.code, 0, "retro {args:?}: {}", out.stderr);
+        out.stdout
+    };
+    ok(&["init", "a"]);
+    ok(&[
+        "--depot",
+        "a",
+        "apply",
+        r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#,
+    ]);
+    ok(&["clone", "a", "b/.retro"]);
+    ok(&[
+        "--depot",
+        "a",
+        "apply",
+        r#"{"path":"accounts/a","name":"deposit","params":{"amount":1}}"#,
+    ]);
+    ok(&[
+        "--depot",
+        "b",
+        "apply",
+        r#"{"path":"accounts/a","name":"deposit","params":{"amount":2}}"#,
+    ]);
+    let out = run(retro_in(tmp.path()).args(["sync", "a", "b"]));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("--force"), "{}", out.stderr);
+    assert!(!out.stderr.contains("other way"), "{}", out.stderr);
+    // The other way is not a fast-forward either: the advice it used to give did not work.
+    let out = run(retro_in(tmp.path()).args(["sync", "b", "a"]));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    // What it suggests now does.
+    ok(&["sync", "--force", "a", "b"]);
+    let head = |d: &str| ok(&["--depot", d, "log", "--json", "-n", "1"]);
+    assert_eq!(head("a"), head("b"));
+}

@@ -184,3 +184,98 @@ fn invalid_manifests_are_refused_with_the_reason() {
         .to_string()
         .starts_with("could not read domain manifest"));
 }
+
+/// Writes `manifest.json` and `h.sh` (the handler script) into a fresh directory.
+fn manifest_dir(manifest: &str, script: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manifest.json"), manifest).unwrap();
+    std::fs::write(dir.path().join("h.sh"), script).unwrap();
+    dir
+}
+
+fn engine_in(dir: &Path) -> (tempfile::TempDir, Engine) {
+    let mut manifest = Manifest::new();
+    exec::load_manifest(&dir.join("manifest.json"), &mut manifest).unwrap();
+    native_engine(manifest)
+}
+
+#[test]
+fn i16_1_command_names_are_normalised_to_the_manifests_spelling() {
+    // The fixture's Python handler only knows `deposit`: `Deposit` must reach it as `deposit`.
+    let (_dir, engine) = engine_with("manifest.json");
+    engine
+        .apply(
+            "s1",
+            br#"{"path":"accounts/py1","name":"Open","params":{"owner":"P"}}"#,
+        )
+        .unwrap();
+    let applied = engine
+        .apply(
+            "s1",
+            br#"{"path":"accounts/py1","name":"Deposit","params":{"amount":5}}"#,
+        )
+        .unwrap();
+    let checkpoint = engine.depot().read_checkpoint(&applied.checkpoint).unwrap();
+    assert_eq!(
+        checkpoint.message(),
+        br#"{"path":"accounts/py1","name":"deposit","params":{"amount":5}}"#
+    );
+    // Both the request and the environment say the manifest's spelling.
+    let dir = manifest_dir(
+        r#"{"aggregates":{"k":{"commands":{"doThing":{"exec":["sh","h.sh"]}}}}}"#,
+        "req=$(cat); name=$(printf '%s' \"$req\" | sed 's/.*\"name\":\"\\([^\"]*\\)\".*/\\1/')\n\
+         printf '{\"events\":{\"%s\":[{\"name\":\"Seen\",\"data\":{\"env\":\"%s\",\"request\":\"%s\"}}]}}' \"$RETRO_PATH\" \"$RETRO_COMMAND\" \"$name\"\n",
+    );
+    let (_d, engine) = engine_in(dir.path());
+    engine
+        .apply("s1", br#"{"path":"k/1","name":"DoThing","params":{}}"#)
+        .unwrap();
+    let events = engine
+        .depot()
+        .partition_events(&PartitionName::new("k/1").unwrap())
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(events[0].event.data()).unwrap(),
+        r#"{"env":"doThing","request":"doThing"}"#
+    );
+}
+
+#[test]
+fn i16_2_exec_arguments_are_passed_as_given() {
+    let dir = manifest_dir(
+        r#"{"aggregates":{"k":{"commands":{"args":{"exec":["sh","h.sh","--flag=a/b","http://x/y","cat >/dev/null; echo"]},
+            "prog":{"exec":["./bin/p.sh","rel/file"]}}}}}"#,
+        "cat >/dev/null\n\
+         printf '{\"events\":{\"%s\":[{\"name\":\"Args\",\"data\":{\"1\":\"%s\",\"2\":\"%s\",\"3\":\"%s\"}}]}}' \"$RETRO_PATH\" \"$1\" \"$2\" \"$3\"\n",
+    );
+    // The program itself, a relative path with a '/', still resolves against the manifest's
+    // directory; its argument is passed as written.
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    let prog = dir.path().join("bin/p.sh");
+    std::fs::write(
+        &prog,
+        "#!/bin/sh\ncat >/dev/null\nprintf '{\"events\":{\"%s\":[{\"name\":\"Prog\",\"data\":{\"1\":\"%s\"}}]}}' \"$RETRO_PATH\" \"$1\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_d, engine) = engine_in(dir.path());
+    engine
+        .apply("s1", br#"{"path":"k/1","name":"args"}"#)
+        .unwrap();
+    engine
+        .apply("s1", br#"{"path":"k/1","name":"prog"}"#)
+        .unwrap();
+    let events = engine
+        .depot()
+        .partition_events(&PartitionName::new("k/1").unwrap())
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(events[0].event.data()).unwrap(),
+        r#"{"1":"--flag=a/b","2":"http://x/y","3":"cat >/dev/null; echo"}"#
+    );
+    assert_eq!(
+        std::str::from_utf8(events[1].event.data()).unwrap(),
+        r#"{"1":"rel/file"}"#
+    );
+}

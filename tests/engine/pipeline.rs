@@ -346,3 +346,83 @@ fn d7_a_history_that_overflows_is_refused_not_wrapped() {
     }
     assert_eq!(depot.head().unwrap(), head);
 }
+
+#[test]
+fn i16_1_rust_handlers_see_the_manifests_spelling_of_the_command() {
+    #[derive(Default)]
+    struct Nothing;
+    impl engine::Aggregate for Nothing {
+        fn apply(&mut self, _: &engine::RecordedEvent) {}
+    }
+    let mut manifest = engine::Manifest::new();
+    manifest
+        .aggregate::<Nothing>("things")
+        .unwrap()
+        .command("makeThing", |_, ctx| {
+            let data = serde_json::json!({ "name": ctx.command().name() });
+            ctx.emit_json("things/t", "Made", &data)
+        })
+        .unwrap();
+    let (_dir, engine) = native_engine(manifest);
+    engine
+        .apply("s1", br#"{"path":"things/t","name":"MakeThing"}"#)
+        .unwrap();
+    let events = engine.depot().partition_events(&p("things/t")).unwrap();
+    assert_eq!(events[0].event.data(), br#"{"name":"makeThing"}"#);
+}
+
+#[test]
+fn i16_3_a_command_that_emits_nothing_is_told_apart_and_writes_nothing() {
+    #[derive(Default)]
+    struct Nothing;
+    impl engine::Aggregate for Nothing {
+        fn apply(&mut self, _: &engine::RecordedEvent) {}
+    }
+    let mut manifest = engine::Manifest::new();
+    manifest
+        .aggregate::<Nothing>("things")
+        .unwrap()
+        .command("noop", |_, _| Ok(()))
+        .unwrap();
+    let (dir, engine) = native_engine(manifest);
+    let session = engine.start_session().unwrap();
+    let head = engine.depot().head().unwrap();
+    let before = snapshot(&dir.path().join("d"));
+    let err = engine
+        .apply(&session, br#"{"path":"things/t","name":"noop"}"#)
+        .unwrap_err();
+    match &err {
+        ApplyError::NothingToWrite {
+            path,
+            command,
+            head: seen,
+        } => {
+            assert_eq!((path.as_str(), command.as_str()), ("things/t", "noop"));
+            assert_eq!(*seen, head);
+        }
+        other => panic!("expected NothingToWrite, got {other}"),
+    }
+    assert_eq!(engine.depot().head().unwrap(), head);
+    assert_eq!(snapshot(&dir.path().join("d")), before);
+    assert!(engine.depot().failures().unwrap().is_empty());
+}
+
+#[test]
+fn i16_7_ending_an_ended_session_is_idempotent_and_an_unknown_one_not_found() {
+    let (_dir, engine) = bank();
+    let session = engine.start_session().unwrap();
+    assert_eq!(
+        engine.end_session(&session).unwrap(),
+        engine::SessionEnd::Ended
+    );
+    let head = engine.depot().head().unwrap();
+    assert_eq!(
+        engine.end_session(&session).unwrap(),
+        engine::SessionEnd::AlreadyEnded
+    );
+    assert_eq!(engine.depot().head().unwrap(), head, "nothing written");
+    let err = engine.end_session("never-started").unwrap_err();
+    assert!(matches!(err, ApplyError::UnknownSession(_)), "{err}");
+    assert_eq!(err.class(), depot::ErrorClass::NotFound);
+    assert_eq!(engine.depot().head().unwrap(), head);
+}

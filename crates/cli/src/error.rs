@@ -36,6 +36,40 @@ impl std::fmt::Display for NoDepot {
 
 impl std::error::Error for NoDepot {}
 
+/// A ref that does not exist and has no reflog (exit 1, not found).
+#[derive(Debug)]
+pub struct NoSuchRef(pub String);
+
+impl std::fmt::Display for NoSuchRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no such ref '{}'", depot::shown(&self.0))
+    }
+}
+
+impl std::error::Error for NoSuchRef {}
+
+/// `update-ref REF NEW 0` on a ref that exists (exit 3, a conflict).
+#[derive(Debug)]
+pub struct RefExists {
+    /// The ref.
+    pub name: String,
+    /// What it holds now (an id, or `ref: …` for a symbolic ref).
+    pub holds: String,
+}
+
+impl std::fmt::Display for RefExists {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ref '{}' already exists and holds {}",
+            depot::shown(&self.name),
+            self.holds
+        )
+    }
+}
+
+impl std::error::Error for RefExists {}
+
 /// The command line was wrong in a way clap does not check (exit 2).
 #[derive(Debug)]
 pub struct Usage(pub String);
@@ -117,13 +151,22 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 ),
             );
         }
+        if cause.downcast_ref::<RefExists>().is_some() {
+            return (
+                CONFLICT,
+                Some("OLD 0 means the ref must not exist; give its current value as OLD to move it, or no OLD".to_owned()),
+            );
+        }
+        if cause.downcast_ref::<NoSuchRef>().is_some() {
+            return (ERROR, Some("'retro refs' lists the refs".to_owned()));
+        }
         if cause.downcast_ref::<Usage>().is_some() {
             return (USAGE, None);
         }
         if cause.downcast_ref::<NotFastForward>().is_some() {
             return (
                 CONFLICT,
-                Some("the destination has history the source lacks; sync the other way first, or pass --force to replace it".to_owned()),
+                Some("the destination has history the source lacks; pass --force to move the destination's refs to the source's (their old values stay in the destination's reflog)".to_owned()),
             );
         }
         if cause.downcast_ref::<Corrupt>().is_some() {

@@ -36,7 +36,15 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn error_text(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
-        let part = cause.to_string();
+        let part = match cause.downcast_ref::<depot::Error>() {
+            // A well-formed full id that names nothing: not a prefix question.
+            Some(depot::Error::UnknownRevision(rev))
+                if rev.len() == 71 && rev.parse::<depot::ObjectId>().is_ok() =>
+            {
+                format!("no such object '{rev}'")
+            }
+            _ => cause.to_string(),
+        };
         if text.is_empty() {
             text = part;
         } else if !text.ends_with(&part) {

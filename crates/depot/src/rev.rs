@@ -3,6 +3,9 @@
 //! `HEAD`, `master` (→ `refs/heads/master`), `refs/heads/master`, a full id `sha256:…`, a unique
 //! hex prefix of at least 4 digits, each optionally followed by `~N` (N first-parent steps back,
 //! `~` alone is `~1`) and `^N` (the N-th parent, `^` alone is `^1`, `^0` the checkpoint itself).
+//! A ref may be followed by `@{N}`: its value N moves ago, from its reflog (`HEAD@{0}` is its
+//! value now, `HEAD@{1}` the one before, as `retro reflog` numbers them; `@{N}` alone is
+//! `HEAD@{N}`), and steps may follow (`master@{2}~1`).
 
 use crate::depot::{Depot, Error};
 use crate::hash::{ObjectId, Prefix};
@@ -116,26 +119,88 @@ impl Depot {
         Ok(id)
     }
 
-    fn resolve_base(&self, base: &str) -> Result<ObjectId, Error> {
-        let unborn = |name: &RefName| Error::BadRevision {
-            rev: base.to_owned(),
-            reason: format!("'{name}' has no checkpoint yet"),
-        };
-        let candidates = [
+    /// The names a ref-like base may stand for, in Git's order.
+    fn ref_candidates(base: &str) -> impl Iterator<Item = RefName> {
+        [
             base.to_owned(),
             format!("refs/{base}"),
             format!("refs/heads/{base}"),
             format!("refs/tags/{base}"),
             format!("refs/consumers/{base}"),
-        ];
-        for candidate in candidates {
-            let Ok(name) = RefName::new(&candidate) else {
-                continue;
-            };
+        ]
+        .into_iter()
+        .filter_map(|candidate| RefName::new(&candidate).ok())
+    }
+
+    /// `REF@{N}`: the value of REF N moves ago, read from its reflog (newest is `@{0}`).
+    fn resolve_reflog_entry(&self, base: &str, name: &str, n: &str) -> Result<ObjectId, Error> {
+        let bad = |reason: String| Error::BadRevision {
+            rev: base.to_owned(),
+            reason,
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(format!(
+                "'@{{{}}}' is not supported: give '@{{N}}', N moves ago in the reflog",
+                crate::shown(n)
+            )));
+        }
+        let n: usize = n
+            .parse()
+            .map_err(|_| bad("the reflog index is too large".to_owned()))?;
+        let name = if name.is_empty() { "HEAD" } else { name };
+        let mut found = None;
+        for candidate in Self::ref_candidates(name) {
+            // A deleted ref keeps its reflog: look there too.
+            if self.read_ref(&candidate)?.is_some() || !self.reflog(&candidate)?.is_empty() {
+                found = Some(candidate);
+                break;
+            }
+        }
+        let Some(name) = found else {
+            return Err(Error::UnknownRevision(base.to_owned()));
+        };
+        let entries = self.reflog(&name)?;
+        let Some(entry) = entries.len().checked_sub(n + 1).map(|i| &entries[i]) else {
+            return Err(bad(format!(
+                "the reflog of '{name}' has only {} entr{}",
+                entries.len(),
+                if entries.len() == 1 { "y" } else { "ies" }
+            )));
+        };
+        entry
+            .new
+            .ok_or_else(|| bad(format!("'{name}' was deleted at that entry")))
+    }
+
+    fn resolve_base(&self, base: &str) -> Result<ObjectId, Error> {
+        let unborn = |name: &RefName| Error::BadRevision {
+            rev: base.to_owned(),
+            reason: format!("'{name}' has no checkpoint yet"),
+        };
+        if let Some(inner) = base.strip_suffix('}') {
+            if let Some(at) = inner.rfind("@{") {
+                return self.resolve_reflog_entry(base, &inner[..at], &inner[at + 2..]);
+            }
+        }
+        for name in Self::ref_candidates(base) {
             if self.read_ref(&name)?.is_some() {
                 let (target, id) = self.resolve_ref(&name)?;
                 return id.ok_or_else(|| unborn(&target));
             }
+        }
+        let hex = base.strip_prefix("sha256:").unwrap_or(base);
+        if !hex.is_empty()
+            && hex.len() < Prefix::MIN_LEN
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(Error::BadRevision {
+                rev: base.to_owned(),
+                reason: format!(
+                    "no such ref, and an id prefix needs at least {} hex digits (this has {})",
+                    Prefix::MIN_LEN,
+                    hex.len()
+                ),
+            });
         }
         if base.starts_with("sha256:") && base.len() == 71 {
             let id: ObjectId = base.parse()?;

@@ -133,7 +133,8 @@ impl Command {
         &self.path
     }
 
-    /// The command name as given.
+    /// The command name: as given when parsed; in the manifest's spelling once the engine
+    /// resolved it (what handlers see in [`crate::Context::command`]).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -146,6 +147,13 @@ impl Command {
     /// The command with `path` replaced (after an anonymous aggregate got its id).
     pub fn with_path(mut self, path: String) -> Command {
         self.path = path;
+        self
+    }
+
+    /// The command with its name replaced by the manifest's spelling of it (`Deposit` given,
+    /// `deposit` registered: handlers, the checkpoint message and the reflog all say `deposit`).
+    pub(crate) fn with_name(mut self, name: &str) -> Command {
+        name.clone_into(&mut self.name);
         self
     }
 

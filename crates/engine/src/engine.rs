@@ -49,6 +49,9 @@ pub enum ApplyError {
     /// The session id is malformed.
     #[error("session id '{}' must be 1 to 128 characters: letters, digits, '-', '_' or '.'", depot::shown(.0))]
     BadSession(String),
+    /// No session with this id was ever started (ending it: not found).
+    #[error("no session '{}' was ever started", depot::shown(.0))]
+    UnknownSession(String),
     /// The command needs a live session and this one is not.
     #[error("command '{}' needs a live session, and session '{}' was not started (or has ended); start one with 'retro session start'", depot::shown(.command), depot::shown(.session))]
     SessionRequired {
@@ -75,6 +78,19 @@ pub enum ApplyError {
         /// The orphaned checkpoint recording it, if recording worked.
         recorded: Option<ObjectId>,
     },
+    /// The handler accepted the command and emitted no events: nothing was written (no object,
+    /// no checkpoint, no ref moved, nothing recorded as failed). Not a failure: the command had
+    /// nothing to do. It is an error variant so that no caller can take it for a checkpoint;
+    /// the CLI prints `nothing written` and exits 0.
+    #[error("nothing written: command '{}' on '{}' emitted no events", depot::shown(.command), depot::shown(.path))]
+    NothingToWrite {
+        /// The aggregate's path.
+        path: String,
+        /// The command (the manifest's spelling).
+        command: String,
+        /// The ref's checkpoint the command ran on (unchanged); `None` on an unborn branch.
+        head: Option<ObjectId>,
+    },
     /// The aggregate kept changing under the command.
     #[error("conflict: the aggregate kept changing; gave up after {attempts} attempts")]
     Conflict {
@@ -97,7 +113,10 @@ impl ApplyError {
             }
             ApplyError::SessionRequired { .. }
             | ApplyError::Rejected { .. }
-            | ApplyError::Handler { .. } => ErrorClass::Rejected,
+            | ApplyError::Handler { .. }
+            // The domain declined to change anything: not the caller's mistake, not a conflict.
+            | ApplyError::NothingToWrite { .. } => ErrorClass::Rejected,
+            ApplyError::UnknownSession(_) => ErrorClass::NotFound,
             ApplyError::Conflict { .. } => ErrorClass::Conflict,
             ApplyError::Depot(e) => e.class(),
         }
@@ -108,6 +127,15 @@ impl ApplyError {
         matches!(self, ApplyError::Conflict { .. })
             || matches!(self, ApplyError::Depot(e) if e.is_conflict())
     }
+}
+
+/// What [`Engine::end_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// `SessionEnded` was written.
+    Ended,
+    /// The session had already ended: nothing was written.
+    AlreadyEnded,
 }
 
 /// What applying a command produced.
@@ -200,20 +228,30 @@ impl Engine {
         Ok(id)
     }
 
-    /// Ends a session: writes `SessionEnded`.
-    pub fn end_session(&self, id: &str) -> Result<(), ApplyError> {
+    /// Ends a session: writes `SessionEnded`. Idempotent: ending a session that already ended
+    /// writes nothing and returns [`SessionEnd::AlreadyEnded`]. A session that was never started
+    /// is [`ApplyError::UnknownSession`] (not found).
+    pub fn end_session(&self, id: &str) -> Result<SessionEnd, ApplyError> {
         check_session(id)?;
-        if !self.session_is_live(id)? {
-            return Err(ApplyError::SessionRequired {
-                session: id.to_owned(),
-                command: "endSession".to_owned(),
-            });
+        let (started, ended) = self.session_state(id)?;
+        if !started {
+            return Err(ApplyError::UnknownSession(id.to_owned()));
         }
-        self.write_session_event(id, SESSION_ENDED, "endSession")
+        if ended {
+            return Ok(SessionEnd::AlreadyEnded);
+        }
+        self.write_session_event(id, SESSION_ENDED, "endSession")?;
+        Ok(SessionEnd::Ended)
     }
 
     /// Whether a session was started and not ended.
     pub fn session_is_live(&self, id: &str) -> Result<bool, ApplyError> {
+        let (started, ended) = self.session_state(id)?;
+        Ok(started && !ended)
+    }
+
+    /// Whether a session was started, and whether it ended.
+    fn session_state(&self, id: &str) -> Result<(bool, bool), ApplyError> {
         let partition = PartitionName::new(&format!("session/{id}"))
             .map_err(|_| ApplyError::BadSession(id.to_owned()))?;
         let events = self.depot.partition_events(&partition)?;
@@ -223,7 +261,7 @@ impl Engine {
         let ended = events
             .iter()
             .any(|e| e.event.name().as_str() == SESSION_ENDED);
-        Ok(started && !ended)
+        Ok((started, ended))
     }
 
     fn write_session_event(&self, id: &str, name: &str, command: &str) -> Result<(), ApplyError> {
@@ -254,6 +292,9 @@ impl Engine {
         let resolved = self.manifest.resolve(command.path(), command.name())?;
         let runner = resolved.command.runner.clone();
         let requires_session = resolved.command.requires_session;
+        // One rule for Rust and exec handlers alike: `Deposit` and `deposit` are one command,
+        // and from here on it carries the manifest's spelling.
+        let command = command.with_name(&resolved.command.name);
         let command = if resolved.anonymous {
             let path = format!("{}/{}", resolved.kind, (self.id_fn)());
             command.with_path(path)
@@ -301,6 +342,13 @@ impl Engine {
                         reason,
                         recorded,
                     },
+                });
+            }
+            if ctx.emitted.is_empty() {
+                return Err(ApplyError::NothingToWrite {
+                    path: command.path().to_owned(),
+                    command: command.name().to_owned(),
+                    head: base,
                 });
             }
             let mut partitions: Vec<String> =

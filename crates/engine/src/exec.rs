@@ -4,7 +4,8 @@
 //! Request on stdin: `{"command": …, "session": "…", "aggregate": {"path", "exists", "version",
 //! "events": [{"name", "data", "checkpoint"}…]}}`. The same facts are in the environment for shell
 //! handlers: `RETRO_PATH`, `RETRO_COMMAND`, `RETRO_SESSION`, `RETRO_PARAMS` (compact JSON),
-//! `RETRO_AGGREGATE_EXISTS`, `RETRO_AGGREGATE_VERSION`.
+//! `RETRO_AGGREGATE_EXISTS`, `RETRO_AGGREGATE_VERSION`. The command name in both is the
+//! manifest's spelling (`Deposit` given, `deposit` registered: the handler sees `deposit`).
 //!
 //! Response on stdout: exit 0 with `{"events": {"<partition>": [{"name", "data"}…]}}`, or a domain
 //! rejection `{"error": {"code", "message"}}` with a non-zero exit (an error object wins even with
@@ -325,8 +326,9 @@ struct CommandSpec {
 }
 
 /// Loads a JSON domain manifest into `manifest` (see the module docs for the handler protocol).
-/// Relative paths in `exec` resolve against the manifest's directory, which is also the handlers'
-/// working directory.
+/// The program (`exec[0]`), when it is a relative path with a `/`, resolves against the manifest's
+/// directory, which is also the handlers' working directory; the arguments are passed as written
+/// (so a relative file argument names a file of that directory too).
 pub fn load_manifest(path: &Path, manifest: &mut Manifest) -> Result<(), ManifestError> {
     let text = std::fs::read(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
@@ -366,18 +368,13 @@ pub fn load_manifest_bytes(
                     "{kind}/{name}: \"timeout_ms\" must be between 1 and 600000"
                 )));
             }
-            let program = command
-                .exec
-                .iter()
-                .map(|part| {
-                    let p = Path::new(part);
-                    if part.contains('/') && p.is_relative() {
-                        dir.join(p).display().to_string()
-                    } else {
-                        part.clone()
-                    }
-                })
-                .collect();
+            // Only the program is resolved (a relative path with a '/' is the manifest
+            // directory's); arguments are passed exactly as written: a relative file argument
+            // still names the manifest directory's file, because that is the working directory.
+            let mut program = command.exec.clone();
+            if program[0].contains('/') && Path::new(&program[0]).is_relative() {
+                program[0] = dir.join(&program[0]).display().to_string();
+            }
             let handler = ExecHandler::new(format!("{kind}/{name}"), program, dir.clone())
                 .with_timeout(Duration::from_millis(command.timeout_ms))
                 .with_max_output(command.max_output_bytes);

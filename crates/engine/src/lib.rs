@@ -86,5 +86,5 @@ pub use command::{normalize_command_name, Command, CommandError, MAX_COMMAND_BYT
 pub use context::{Context, IdFn, Loaded};
 pub use domain::{Failure, KindBuilder, Manifest, RegistrationError, ResolveError, Runner};
 pub use engine::{
-    Applied, ApplyError, Engine, DEFAULT_MAX_ATTEMPTS, SESSION_ENDED, SESSION_STARTED,
+    Applied, ApplyError, Engine, SessionEnd, DEFAULT_MAX_ATTEMPTS, SESSION_ENDED, SESSION_STARTED,
 };

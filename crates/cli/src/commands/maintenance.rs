@@ -183,7 +183,7 @@ pub fn failed(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
                 "checkpoint": id.to_string(),
                 "date": checkpoint.field("date"),
                 "session": checkpoint.session(),
-                "error": error,
+                "error": render::failure_error(error),
                 "command": render::message_value(checkpoint.message()),
             }))?;
         } else {

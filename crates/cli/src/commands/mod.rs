@@ -23,6 +23,37 @@ use crate::args::{Cli, Commands, SessionCommand};
 use crate::locate;
 use crate::ui::Ui;
 
+/// A command whose handler emitted nothing wrote nothing: that is an outcome, not an error.
+/// It says so on stderr and exits 0; `--json` prints `{"written":false,…}`.
+fn nothing_written(result: Result<()>, json: bool, ui: &mut Ui) -> Result<()> {
+    let Err(err) = result else { return Ok(()) };
+    let Some(engine::ApplyError::NothingToWrite {
+        path,
+        command,
+        head,
+    }) = err.downcast_ref::<engine::ApplyError>()
+    else {
+        return Err(err);
+    };
+    if json {
+        ui.json(&serde_json::json!({
+            "written": false,
+            "checkpoint": null,
+            "head": head.map(|h| h.to_string()),
+            "path": path,
+            "events": 0,
+            "partitions": [],
+        }))?;
+    } else {
+        crate::ui::status(format!(
+            "nothing written: '{}' on '{}' emitted no events (no checkpoint, no ref moved)",
+            depot::shown(command),
+            depot::shown(path)
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
     let depot_flag = cli.depot.clone();
@@ -35,7 +66,11 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
             target,
             manifest,
             json,
-        } => apply::apply(flag, &command, session, target, manifest, json, ui),
+        } => nothing_written(
+            apply::apply(flag, &command, session, target, manifest, json, ui),
+            json,
+            ui,
+        ),
         Commands::Session(SessionCommand::Start { json }) => apply::session_start(flag, json, ui),
         Commands::Session(SessionCommand::End { id }) => apply::session_end(flag, &id, ui),
         Commands::Log(args) => history::log(&*open(flag)?, &args, ui),
@@ -175,6 +210,7 @@ pub fn open(flag: Option<&Path>) -> Result<Arc<Depot>> {
 /// Opens a depot named by a directory or a `postgres://` URL. The depot's warnings (a derived
 /// index replaced or stood in for) are shown on stderr as `retro: warning: …` lines.
 pub fn open_location(location: &Path) -> Result<Depot> {
+    let location = &locate::contained(location);
     let depot = if let Some(url) = postgres_url(location) {
         depot_postgres::open(url)?
     } else {

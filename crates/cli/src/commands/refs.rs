@@ -80,7 +80,22 @@ pub fn update(
             log,
         }
     };
-    depot.update_refs(&[edit])?;
+    let create_only = matches!(edit.expected, Expected::MustNotExist);
+    if let Err(err) = depot.update_refs(&[edit]) {
+        if create_only && err.class() == depot::ErrorClass::Conflict {
+            if let Some(value) = depot.read_ref(&name)? {
+                return Err(crate::error::RefExists {
+                    name: name.as_str().to_owned(),
+                    holds: match value {
+                        RefValue::Direct(id) => id.to_string(),
+                        RefValue::Symbolic(target) => format!("ref: {target}"),
+                    },
+                }
+                .into());
+            }
+        }
+        return Err(err.into());
+    }
     let _ = ui;
     Ok(())
 }
@@ -91,6 +106,9 @@ pub fn reflog(depot: &Depot, name: Option<&str>, json: bool, ui: &mut Ui) -> Res
         Some(name) => full_ref_name(name)?,
     };
     let entries = depot.reflog(&name)?;
+    if entries.is_empty() && depot.read_ref(&name)?.is_none() {
+        return Err(crate::error::NoSuchRef(name.as_str().to_owned()).into());
+    }
     let count = entries.len();
     for (i, entry) in entries.iter().enumerate().rev() {
         let n = count - 1 - i;

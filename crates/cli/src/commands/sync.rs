@@ -28,6 +28,7 @@ pub fn sync(
 
 pub fn clone(src: &Path, dst: &Path, batch: usize, json: bool, ui: &mut Ui) -> Result<()> {
     let source = open_location(src).with_context(|| format!("source {}", shown_location(src)))?;
+    let dst = &crate::locate::clone_destination(dst);
     let (destination, _) = init_location(dst)?;
     run(&source, &destination, false, batch, json, ui)
 }
