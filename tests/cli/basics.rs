@@ -437,6 +437,7 @@ fn i16_7_session_end_of_an_ended_session_exits_0_and_of_an_unknown_one_is_not_fo
     let before = depot.snapshot();
     let run = depot.run(&["session", "end", &id]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("had already ended"), "{}", run.stdout);
     assert_same_snapshot(&before, &depot.snapshot(), &["session", "end", &id]);
     let run = depot.fails_unchanged(&["session", "end", "never-started"], 1);
     assert!(

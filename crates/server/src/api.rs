@@ -64,6 +64,48 @@ pub struct Applied {
     pub attempts: u32,
 }
 
+/// A command that emitted no events: nothing was written, no ref moved. `200` of `POST /apply`,
+/// and what `retro apply --json` prints for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NothingWritten {
+    /// Always `false`.
+    pub written: bool,
+    /// Always `null`: no checkpoint was made.
+    pub checkpoint: Option<String>,
+    /// The ref's checkpoint the command ran on, unchanged (`null` on an unborn branch).
+    pub head: Option<String>,
+    /// The aggregate's path.
+    pub path: String,
+    /// The command, in the manifest's spelling.
+    pub command: String,
+    /// Always 0.
+    pub events: usize,
+    /// Always empty.
+    pub partitions: Vec<String>,
+}
+
+impl NothingWritten {
+    /// The body for an [`engine::ApplyError::NothingToWrite`]; `None` for any other outcome.
+    pub fn from_error(err: &engine::ApplyError) -> Option<NothingWritten> {
+        match err {
+            engine::ApplyError::NothingToWrite {
+                path,
+                command,
+                head,
+            } => Some(NothingWritten {
+                written: false,
+                checkpoint: None,
+                head: head.map(|h| h.to_string()),
+                path: path.clone(),
+                command: command.clone(),
+                events: 0,
+                partitions: Vec::new(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl From<&engine::Applied> for Applied {
     fn from(applied: &engine::Applied) -> Applied {
         Applied {

@@ -248,6 +248,9 @@ impl From<ApplyError> for ApiError {
                 ApiError::new(StatusCode::BAD_GATEWAY, "handler_failed", message)
             }
             ApplyError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            ApplyError::UnknownSession(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_session", message)
+            }
             ApplyError::Depot(e) => depot_error(&e),
             other => ApiError::internal(&other),
         }

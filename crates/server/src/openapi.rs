@@ -37,6 +37,7 @@ use crate::routes;
         api::Health,
         api::Command,
         api::Applied,
+        api::NothingWritten,
         api::ErrorBody,
         api::ErrorDetail,
         api::RefKind,

@@ -210,6 +210,7 @@ fn session(headers: &HeaderMap) -> Result<String, ApiError> {
     params(("X-Retro-Session" = Option<String>, Header, description = "The session (default `http`)")),
     responses(
         (status = 201, description = "Applied", body = Applied),
+        (status = 200, description = "The handler emitted nothing: nothing written", body = crate::api::NothingWritten),
         (status = 400, description = "Malformed command, bad session, unknown command", body = crate::api::ErrorBody),
         (status = 401, description = "A token is required", body = crate::api::ErrorBody),
         (status = 403, description = "Host not allowed, or a token of a lower class", body = crate::api::ErrorBody),
@@ -275,7 +276,14 @@ async fn apply(
             );
         }
     });
-    let applied = rx.await.map_err(|e| ApiError::internal(&e))??;
+    let applied = match rx.await.map_err(|e| ApiError::internal(&e))? {
+        Ok(applied) => applied,
+        // The handler emitted nothing: a success that wrote nothing, said so in the body.
+        Err(err) => match crate::api::NothingWritten::from_error(&err) {
+            Some(body) => return Ok((StatusCode::OK, Json(body)).into_response()),
+            None => return Err(err.into()),
+        },
+    };
     Ok((StatusCode::CREATED, Json(Applied::from(&applied))).into_response())
 }
 

@@ -18,12 +18,25 @@ fn state(tokens: Tokens) -> AppState {
     let depot = Arc::new(depot::Depot::in_memory().unwrap());
     let mut manifest = engine::Manifest::new();
     engine::example::register_bank(&mut manifest).unwrap();
+    // A command that decides there is nothing to record.
+    manifest
+        .aggregate::<Quiet>("quiet")
+        .unwrap()
+        .command("noop", |_, _| Ok(()))
+        .unwrap();
     let engine = engine::Engine::new(depot.clone(), manifest);
     let config = Config {
         tokens,
         ..Config::default()
     };
     AppState::new(&config, "127.0.0.1:7070".parse().unwrap(), depot, engine).unwrap()
+}
+
+#[derive(Default)]
+struct Quiet;
+
+impl engine::Aggregate for Quiet {
+    fn apply(&mut self, _: &engine::RecordedEvent) {}
 }
 
 struct Answer {
@@ -315,4 +328,25 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         let name = reference.split('"').next().unwrap();
         assert!(schemas.contains_key(name), "{name} is not defined");
     }
+}
+
+#[tokio::test]
+async fn a_command_that_emits_nothing_answers_200_written_false_and_moves_nothing() {
+    let state = state(Tokens::default());
+    let before = call(&state, "GET", "/health", None, "").await.json();
+    let answer = call(
+        &state,
+        "POST",
+        "/apply",
+        None,
+        r#"{"path":"quiet/q1","name":"noop","params":{}}"#,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let body: crate::api::NothingWritten = serde_json::from_slice(&answer.body).unwrap();
+    assert!(!body.written);
+    assert_eq!(body.checkpoint, None);
+    assert_eq!(body.command, "noop");
+    let after = call(&state, "GET", "/health", None, "").await.json();
+    assert_eq!(before["head"], after["head"], "nothing moved");
 }

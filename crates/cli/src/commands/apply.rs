@@ -101,7 +101,11 @@ pub fn session_start(flag: Option<&Path>, json: bool, ui: &mut Ui) -> Result<()>
 pub fn session_end(flag: Option<&Path>, id: &str, ui: &mut Ui) -> Result<()> {
     let depot = open(flag)?;
     let engine = Engine::new(depot, Manifest::new());
-    engine.end_session(id)?;
-    ui.line(format!("ended session {id}"))?;
+    match engine.end_session(id)? {
+        engine::SessionEnd::Ended => ui.line(format!("ended session {id}"))?,
+        engine::SessionEnd::AlreadyEnded => {
+            ui.line(format!("session {id} had already ended; nothing written"))?
+        }
+    }
     Ok(())
 }

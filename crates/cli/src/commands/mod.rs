@@ -27,28 +27,19 @@ use crate::ui::Ui;
 /// It says so on stderr and exits 0; `--json` prints `{"written":false,…}`.
 fn nothing_written(result: Result<()>, json: bool, ui: &mut Ui) -> Result<()> {
     let Err(err) = result else { return Ok(()) };
-    let Some(engine::ApplyError::NothingToWrite {
-        path,
-        command,
-        head,
-    }) = err.downcast_ref::<engine::ApplyError>()
+    let Some(body) = err
+        .downcast_ref::<engine::ApplyError>()
+        .and_then(server::api::NothingWritten::from_error)
     else {
         return Err(err);
     };
     if json {
-        ui.json(&serde_json::json!({
-            "written": false,
-            "checkpoint": null,
-            "head": head.map(|h| h.to_string()),
-            "path": path,
-            "events": 0,
-            "partitions": [],
-        }))?;
+        ui.json(&body)?;
     } else {
         crate::ui::status(format!(
             "nothing written: '{}' on '{}' emitted no events (no checkpoint, no ref moved)",
-            depot::shown(command),
-            depot::shown(path)
+            depot::shown(&body.command),
+            depot::shown(&body.path)
         ));
     }
     Ok(())
