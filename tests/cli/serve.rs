@@ -619,10 +619,12 @@ fn serve_apply_answers_201_400_413_422_and_records_rejections() {
         .expect("the rejected withdraw in `retro failed`");
     assert_eq!(erin["session"], "s2");
     assert_eq!(erin["command"]["name"], "withdraw");
-    assert!(erin["error"]
-        .as_str()
-        .unwrap()
-        .starts_with("insufficient_funds: "));
+    // One error shape with HTTP: `{code, message}`.
+    assert_eq!(erin["error"]["code"], "insufficient_funds");
+    assert_eq!(
+        erin["error"]["message"],
+        "cannot withdraw 500 from accounts/erin: the balance is 11"
+    );
     assert!(depot.ok(&["failed"]).contains("accounts/erin withdraw"));
 
     // Wrong method and unknown path: the JSON error too.
