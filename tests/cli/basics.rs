@@ -447,3 +447,26 @@ fn i16_7_session_end_of_an_ended_session_exits_0_and_of_an_unknown_one_is_not_fo
         run.stderr
     );
 }
+
+#[test]
+fn i16_12_status_shows_the_depot_head_counts_and_consumers_lag() {
+    let depot = TestDepot::new();
+    let empty = json(depot.ok(&["status", "--json"]).trim());
+    assert_eq!(empty["head"], serde_json::Value::Null);
+    assert_eq!(empty["checkpoints"], 0);
+    depot.apply(r#"{"path":"accounts/a","name":"open","params":{"owner":"A"}}"#);
+    depot.ok(&["watch", "--consumer", "proj", "--idle-exit", "0.3"]);
+    depot.apply(r#"{"path":"accounts/b","name":"open","params":{"owner":"B"}}"#);
+    depot.apply(r#"{"path":"accounts/c","name":"open","params":{"owner":"C"}}"#);
+    let status = json(depot.ok(&["status", "--json"]).trim());
+    assert_eq!(status["layout"], "native");
+    assert_eq!(status["branch"], "refs/heads/master");
+    assert_eq!(status["checkpoints"], 3);
+    assert_eq!(status["partitions"], 4, "{status}");
+    assert_eq!(status["events"], 6);
+    assert_eq!(status["consumers"][0]["name"], "proj");
+    assert_eq!(status["consumers"][0]["behind"], 2);
+    let text = depot.ok(&["status"]);
+    assert!(text.contains("consumer proj at sha256:"), "{text}");
+    assert!(text.contains("2 checkpoint(s) behind"), "{text}");
+}

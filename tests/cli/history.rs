@@ -274,3 +274,14 @@ fn empty_depot_commands() {
     depot.fails_unchanged(&["log", "HEAD"], 1);
     depot.fails_unchanged(&["export"], 1);
 }
+
+#[test]
+fn i16_12_log_minus_n_is_git_s_count() {
+    let depot = TestDepot::with_history();
+    let three = depot.ok(&["log", "-3", "--oneline"]);
+    assert_eq!(three.lines().count(), 3, "{three}");
+    assert_eq!(three, depot.ok(&["log", "-n", "3", "--oneline"]));
+    // After `--`, an argument is a revision, not a count.
+    let run = depot.run(&["log", "--oneline", "--", "-3"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+}

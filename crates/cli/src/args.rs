@@ -153,6 +153,14 @@ pub enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Where the depot is, what HEAD holds (checkpoints, partitions, events), and how far each
+    /// durable consumer is behind HEAD
+    #[command(after_help = "Examples:\n  retro status\n  retro status --json")]
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild the partition index from history
     Reindex,
     /// Rebuild what fsck found damaged and can be derived (pack indexes, pack headers, refs from

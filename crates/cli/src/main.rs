@@ -55,8 +55,34 @@ fn error_text(err: &anyhow::Error) -> String {
     text
 }
 
+/// Git's `log -3`: a `-<digits>` argument after the `log` subcommand (and before `--`) means
+/// `-n <digits>`. Everything else passes through unchanged.
+fn git_style_counts(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut in_log = false;
+    let mut after_dashes = false;
+    for arg in args {
+        let text = arg.to_str().unwrap_or_default();
+        if in_log && !after_dashes {
+            if text == "--" {
+                after_dashes = true;
+            } else if let Some(n) = text.strip_prefix('-') {
+                if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                    out.push("-n".into());
+                    out.push(n.into());
+                    continue;
+                }
+            }
+        } else if !in_log && text == "log" {
+            in_log = true;
+        }
+        out.push(arg);
+    }
+    out
+}
+
 fn main() -> ExitCode {
-    let cli = match args::Cli::try_parse() {
+    let cli = match args::Cli::try_parse_from(git_style_counts(std::env::args_os())) {
         Ok(cli) => cli,
         Err(err) => {
             let code = match err.kind() {

@@ -7,6 +7,7 @@ mod maintenance;
 mod objects;
 mod refs;
 mod serve;
+mod status;
 mod sync;
 mod transfer;
 mod watch;
@@ -93,6 +94,16 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         Commands::Fsck { json } => maintenance::fsck(&*open(flag)?, json, ui),
         Commands::Gc { prune, json } => maintenance::gc(&*open(flag)?, prune.as_deref(), json, ui),
         Commands::Reindex => maintenance::reindex(&*open(flag)?, ui),
+        Commands::Status { json } => {
+            let location = depot_dir(flag)?;
+            let depot = open_location(&location)?;
+            status::status(
+                &depot,
+                shown_location(&locate::contained(&location)),
+                json,
+                ui,
+            )
+        }
         Commands::Repair { json } => maintenance::repair(&*open(flag)?, json, ui),
         Commands::Failed { json } => maintenance::failed(&*open(flag)?, json, ui),
         Commands::Export { rev, output } => {

@@ -289,6 +289,12 @@ impl Depot {
         Ok(state.stored.counts()?)
     }
 
+    /// Counts of what `HEAD`'s branch holds, from the partition index (caught up first):
+    /// checkpoints, partitions, events.
+    pub fn counts(&self) -> Result<(u64, u64, u64), Error> {
+        self.with_index(true, |state| Ok(state.stored.counts()?))
+    }
+
     fn load_rows(&self, rows: Vec<EventRow>) -> Result<Vec<EventRecord>, Error> {
         let ids: Vec<ObjectId> = rows.iter().map(|r| r.event).collect();
         let objects = self.objects.read_many(&ids)?;

@@ -1,0 +1,103 @@
+//! `retro status`: where the depot is, what `HEAD` holds, and how far each consumer is behind.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use depot::{Depot, Layout, RefName};
+
+use crate::ui::Ui;
+
+/// What `retro status --json` prints.
+#[derive(Debug, Serialize)]
+struct Status {
+    /// The depot's location (a directory, or a URL without its password).
+    depot: String,
+    /// `native`, `go-retro`, `memory`, or the backend's name.
+    layout: String,
+    /// The branch `HEAD` names.
+    branch: String,
+    /// Its checkpoint (`null` while unborn).
+    head: Option<String>,
+    checkpoints: u64,
+    partitions: u64,
+    events: u64,
+    consumers: Vec<ConsumerStatus>,
+}
+
+/// One durable consumer's position.
+#[derive(Debug, Serialize)]
+struct ConsumerStatus {
+    name: String,
+    position: Option<String>,
+    /// Checkpoints of `HEAD`'s first-parent history after its position (`null`: its position is
+    /// not on that history, e.g. after a non-fast-forward move).
+    behind: Option<u64>,
+}
+
+pub fn status(depot: &Depot, location: String, json: bool, ui: &mut Ui) -> Result<()> {
+    let (branch, head) = depot.resolve_ref(&RefName::head())?;
+    let (checkpoints, partitions, events) = depot.counts()?;
+    let mut consumers = Vec::new();
+    for (name, value) in depot.list_refs("refs/consumers/")? {
+        let position = value.id();
+        let behind = match (head, position) {
+            (Some(head), Some(position)) if depot.on_head_history(&position)? => {
+                Some(depot.first_parents_since(head, Some(position))?.len() as u64)
+            }
+            (Some(_), Some(_)) => None,
+            (Some(head), None) => Some(depot.first_parents_since(head, None)?.len() as u64),
+            (None, _) => Some(0),
+        };
+        consumers.push(ConsumerStatus {
+            name: name
+                .as_str()
+                .strip_prefix("refs/consumers/")
+                .unwrap_or(name.as_str())
+                .to_owned(),
+            position: position.map(|p| p.to_string()),
+            behind,
+        });
+    }
+    let status = Status {
+        depot: location,
+        layout: match depot.layout() {
+            Layout::Native => "native".to_owned(),
+            Layout::GoRetro => "go-retro".to_owned(),
+            Layout::Memory => "memory".to_owned(),
+            Layout::Backend(name) => name.to_owned(),
+        },
+        branch: branch.to_string(),
+        head: head.map(|h| h.to_string()),
+        checkpoints,
+        partitions,
+        events,
+        consumers,
+    };
+    if json {
+        return Ok(ui.json(&status)?);
+    }
+    ui.line(format!("depot {} ({})", status.depot, status.layout))?;
+    match &status.head {
+        Some(head) => ui.line(format!("on {} at {head}", status.branch))?,
+        None => ui.line(format!("on {}: no checkpoint yet", status.branch))?,
+    }
+    ui.line(format!(
+        "{} checkpoints, {} partitions, {} events",
+        status.checkpoints, status.partitions, status.events
+    ))?;
+    for consumer in &status.consumers {
+        let at = consumer.position.as_deref().unwrap_or("(start)");
+        match consumer.behind {
+            Some(0) => ui.line(format!("consumer {} at {at}: up to date", consumer.name))?,
+            Some(n) => ui.line(format!(
+                "consumer {} at {at}: {n} checkpoint(s) behind",
+                consumer.name
+            ))?,
+            None => ui.line(format!(
+                "consumer {} at {at}: not on HEAD's history (the branch was rewound)",
+                consumer.name
+            ))?,
+        }
+    }
+    Ok(())
+}
