@@ -5,6 +5,7 @@
 mod bad_inputs;
 mod basics;
 mod common;
+mod compat;
 mod errors;
 mod golden;
 mod history;

@@ -724,9 +724,13 @@ impl Depot {
 }
 
 /// True for the start of an id line cut short (`sha256:` and fewer than 64 hex digits, or a
-/// prefix of `sha256:`): what a torn append to a log of ids leaves.
+/// prefix of `sha256:`, possibly followed by zeros, or only zeros): what a torn append to a log
+/// of ids leaves.
 fn is_torn_id(line: &[u8]) -> bool {
     const TAG: &[u8] = b"sha256:";
+    // A power cut can also leave the file longer than the bytes written to it: zeros at the end.
+    let end = line.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let line = &line[..end];
     let (tag, digits) = line.split_at(line.len().min(TAG.len()));
     TAG.starts_with(tag)
         && digits.len() < 64

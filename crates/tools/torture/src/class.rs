@@ -23,6 +23,23 @@ pub struct Ctx<'a> {
     pub prior: &'a [Ack],
 }
 
+impl Ctx<'_> {
+    /// A `retro-torture writer` on this round's depot, committing under ids that start with
+    /// `prefix`, from `seed`; callers add `--limit`, `--threads` and how to run it.
+    pub fn writer(&self, prefix: &str, seed: u64) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.setup.me);
+        command
+            .arg("writer")
+            .arg("--depot")
+            .arg(self.dir)
+            .arg("--prefix")
+            .arg(prefix)
+            .arg("--seed")
+            .arg(seed.to_string());
+        command
+    }
+}
+
 /// Counters over the whole run, for the summary.
 #[derive(Default)]
 pub struct Tally {

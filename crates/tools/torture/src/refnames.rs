@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use depot::{Depot, Expected, LogInfo, ObjectId, RefEdit, RefName, RefValue};
@@ -108,14 +108,8 @@ pub fn run(
         if rng.chance(0.15) {
             // Let history move on (a writer that stops by itself).
             writer_n += 1;
-            let output = Command::new(&ctx.setup.me)
-                .arg("writer")
-                .arg("--depot")
-                .arg(ctx.dir)
-                .arg("--prefix")
-                .arg(format!("{}n{writer_n}", ctx.tag))
-                .arg("--seed")
-                .arg(rng.next_u64().to_string())
+            let output = ctx
+                .writer(&format!("{}n{writer_n}", ctx.tag), rng.next_u64())
                 .arg("--limit")
                 .arg(rng.range(1, 6).to_string())
                 .stdin(Stdio::null())

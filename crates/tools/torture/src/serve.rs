@@ -178,14 +178,8 @@ pub fn run(
     // Other processes: library writers (each stops by itself) and repeated retro gc.
     let mut writers = Vec::new();
     for w in 0..rng.range(1, 3) {
-        let child = Command::new(&ctx.setup.me)
-            .arg("writer")
-            .arg("--depot")
-            .arg(ctx.dir)
-            .arg("--prefix")
-            .arg(format!("{}v{w}", ctx.tag))
-            .arg("--seed")
-            .arg(rng.next_u64().to_string())
+        let child = ctx
+            .writer(&format!("{}v{w}", ctx.tag), rng.next_u64())
             .arg("--threads")
             .arg(rng.range(1, 3).to_string())
             .arg("--limit")
