@@ -140,26 +140,40 @@ impl LockFile {
             }
         }
         // Written only now that the lock is ours, so the note names a holder (or a dead one).
-        let note = format!(
-            "pid {} host {} since {}\n",
+        // Padded with spaces to a fixed length, so that it overwrites any earlier note whole
+        // without a truncate (a lock is taken per commit).
+        let mut note = format!(
+            "pid {} host {} since {}",
             std::process::id(),
             host_name(),
             crate::object::format_date(chrono::Utc::now())
         );
-        if file.write_all_at(note.as_bytes(), 0).is_ok() {
+        if note.len() < NOTE_LEN {
+            note.extend(std::iter::repeat_n(' ', NOTE_LEN - 1 - note.len()));
+        }
+        note.push('\n');
+        if file.write_all_at(note.as_bytes(), 0).is_ok() && note.len() > NOTE_LEN {
             let _ = file.set_len(note.len() as u64);
         }
         Ok(DepotLock { guard })
     }
 }
 
-/// This machine's host name (`/proc/sys/kernel/hostname`), or `unknown`.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
-        .unwrap_or_else(|| "unknown".to_owned())
+/// The length of a holder's note (padded with spaces); a longer one is written whole and the
+/// file truncated after it.
+const NOTE_LEN: usize = 96;
+
+/// This machine's host name (`/proc/sys/kernel/hostname`), or `unknown`; read once per process
+/// (a lock is taken per commit, and the name does not change under a running writer).
+fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+            .unwrap_or_else(|| "unknown".to_owned())
+    })
 }
 
 /// What the holder wrote: (pid, host, since).
@@ -167,7 +181,8 @@ fn read_note(file: &File) -> Option<(u32, String, String)> {
     let mut buf = [0u8; 256];
     let n = file.read_at(&mut buf, 0).ok()?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
-    let mut words = text.split_whitespace();
+    // The first line only: a shorter note leaves the end of a longer earlier one after it.
+    let mut words = text.lines().next()?.split_whitespace();
     let mut pid = None;
     let mut host = String::new();
     let mut since = String::new();

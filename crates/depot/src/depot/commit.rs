@@ -383,7 +383,16 @@ impl Depot {
                 let attempt = (|| {
                     let _lock = journal.lock()?;
                     journal.recover_locked()?;
-                    let mut plan = self.plan(&jobs, &mut |name| Ok(self.refs.read(name)?))?;
+                    // Each ref is read once per batch: nothing else moves it under the lock.
+                    let mut read_once: HashMap<RefName, Option<RefValue>> = HashMap::new();
+                    let mut plan = self.plan(&jobs, &mut |name| {
+                        if let Some(value) = read_once.get(name) {
+                            return Ok(value.clone());
+                        }
+                        let value = self.refs.read(name)?;
+                        read_once.insert(name.clone(), value.clone());
+                        Ok(value)
+                    })?;
                     let mut records = Vec::new();
                     let packs = self.packs.as_ref().expect("native depots have packs");
                     let mut seen = HashSet::new();

@@ -220,6 +220,163 @@ mod tests {
         assert!(err.to_string().contains("is corrupt"), "{err}");
     }
 
+    /// Writes `n` objects in synced batches of ten, as commits do.
+    fn write_synced(store: &PackStore, objects: &[EncodedObject]) {
+        for batch in objects.chunks(10) {
+            store.write(batch).unwrap();
+            store.sync().unwrap();
+        }
+    }
+
+    fn keys_path(dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join("pack-0000000000000001.keys")
+    }
+
+    #[test]
+    fn an_open_reads_the_key_log_and_scans_only_the_uncovered_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PackStore::open(dir.path(), None).unwrap();
+        let objects: Vec<_> = (0..3000).map(event).collect();
+        write_synced(&store, &objects);
+        let pack_len = std::fs::metadata(dir.path().join("pack-0000000000000001.pack"))
+            .unwrap()
+            .len();
+        assert!(pack_len > 200_000, "a pack of {pack_len} bytes");
+        drop(store);
+        let reopened = PackStore::open(dir.path(), None).unwrap();
+        let tail = reopened.scan_work();
+        assert!(
+            tail <= super::super::keys::CHUNK_EVERY + 4096,
+            "an open scanned {tail} of {pack_len} bytes"
+        );
+        for object in &objects {
+            assert_eq!(reopened.read(&object.id()).unwrap().as_ref(), Some(object));
+        }
+        // Without the key log the same open scans the whole pack, and serves the same.
+        drop(reopened);
+        std::fs::remove_file(keys_path(dir.path())).unwrap();
+        let scanned = PackStore::open(dir.path(), None).unwrap();
+        assert!(
+            scanned.scan_work() + 8 >= pack_len,
+            "{}",
+            scanned.scan_work()
+        );
+        for object in &objects {
+            assert_eq!(scanned.read(&object.id()).unwrap().as_ref(), Some(object));
+        }
+        // The next durable writes rebuild the log, so the open after them is short again.
+        write_synced(&scanned, &(5000..5400).map(event).collect::<Vec<_>>());
+        drop(scanned);
+        let again = PackStore::open(dir.path(), None).unwrap();
+        assert!(again.scan_work() <= super::super::keys::CHUNK_EVERY + 4096);
+    }
+
+    #[test]
+    fn a_torn_or_damaged_key_log_is_never_trusted_past_the_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PackStore::open(dir.path(), None).unwrap();
+        let objects: Vec<_> = (0..2000).map(event).collect();
+        write_synced(&store, &objects);
+        drop(store);
+        let log = std::fs::read(keys_path(dir.path())).unwrap();
+        let cuts = [0, 7, 8, 9, 100, log.len() / 2, log.len() - 1];
+        let flips = [3, 8, 20, 60, log.len() / 3, log.len() - 2];
+        let damaged = cuts
+            .iter()
+            .map(|&cut| log[..cut].to_vec())
+            .chain(flips.iter().map(|&at| {
+                let mut bytes = log.clone();
+                bytes[at] ^= 0x40;
+                bytes
+            }));
+        for bytes in damaged {
+            std::fs::write(keys_path(dir.path()), &bytes).unwrap();
+            let reopened = PackStore::open(dir.path(), None).unwrap();
+            for object in &objects {
+                assert_eq!(reopened.read(&object.id()).unwrap().as_ref(), Some(object));
+            }
+            // A writer after it extends a log readers can use again.
+            let extra = event(90_000 + bytes.len());
+            write_synced(&reopened, std::slice::from_ref(&extra));
+            drop(reopened);
+            let fresh = PackStore::open(dir.path(), None).unwrap();
+            assert!(fresh.read(&extra.id()).unwrap().is_some());
+        }
+    }
+
+    #[test]
+    fn a_key_log_reaching_past_its_pack_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PackStore::open(dir.path(), None).unwrap();
+        let objects: Vec<_> = (0..2000).map(event).collect();
+        write_synced(&store, &objects);
+        drop(store);
+        // The pack loses its tail (as no crash can do to fsynced data, but a restored backup may).
+        let pack = dir.path().join("pack-0000000000000001.pack");
+        let len = std::fs::metadata(&pack).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&pack)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        let reopened = PackStore::open(dir.path(), None).unwrap();
+        let mut present = 0;
+        for object in &objects {
+            match reopened.read(&object.id()) {
+                Ok(Some(found)) => {
+                    assert_eq!(&found, object);
+                    present += 1;
+                }
+                Ok(None) => {}
+                Err(e) => panic!("a key log entry past the end was trusted: {e}"),
+            }
+        }
+        assert!(present > 100 && present < objects.len(), "{present}");
+    }
+
+    #[test]
+    fn damage_in_the_part_an_open_skipped_is_still_found_by_fsck_and_stops_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PackStore::open(dir.path(), None).unwrap();
+        let objects: Vec<_> = (0..2000).map(event).collect();
+        write_synced(&store, &objects);
+        drop(store);
+        let pack = dir.path().join("pack-0000000000000001.pack");
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let middle = bytes.len() / 3;
+        bytes[middle] ^= 0x08;
+        std::fs::write(&pack, bytes).unwrap();
+        let reopened = PackStore::open(dir.path(), None).unwrap();
+        assert!(reopened.scan_work() < 64 << 10, "the open used the key log");
+        let found = reopened.check_indexes().unwrap();
+        assert!(
+            found.iter().any(|p| p.contains("is damaged between bytes")),
+            "{found:?}"
+        );
+        let all: Vec<_> = objects.iter().cloned().map(Ok).collect();
+        let err = reopened.repack(all, &[]).unwrap_err();
+        assert!(err.to_string().contains("will not delete"), "{err}");
+    }
+
+    #[test]
+    fn sealing_removes_the_key_log_and_leftover_logs_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PackStore::open(dir.path(), None).unwrap();
+        write_synced(&store, &(0..2000).map(event).collect::<Vec<_>>());
+        assert!(keys_path(dir.path()).exists());
+        store.seal().unwrap();
+        assert!(
+            !keys_path(dir.path()).exists(),
+            "the index replaces the log"
+        );
+        // A log left behind beside a sealed pack (a seal killed after its index) is removed.
+        std::fs::write(keys_path(dir.path()), b"RETROKY1").unwrap();
+        drop(store);
+        let _reopened = PackStore::open(dir.path(), None).unwrap();
+        assert!(!keys_path(dir.path()).exists());
+    }
+
     #[test]
     fn a_corrupt_loose_object_is_reported() {
         let dir = tempfile::tempdir().unwrap();

@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 use flate2::read::ZlibDecoder;
 use flate2::Compression;
 
-use super::{Error, LooseStore, ObjectStore};
+use super::{keys, Error, LooseStore, ObjectStore};
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
 use crate::lockfile::{DepotLock, LockFile};
@@ -474,8 +474,11 @@ struct Sealed {
     probes: std::sync::atomic::AtomicU32,
 }
 
-/// Probes before a pack builds its filter (a one-off lookup does not pay for building it).
+/// Probes before a pack builds its filter: at least this many, and at least one for every
+/// [`FILTER_ENTRIES_PER_PROBE`] entries of its index, so that building it (which reads the whole
+/// index) never costs a short-lived process more than the probes it saves.
 const FILTER_AFTER_PROBES: u32 = 64;
+const FILTER_ENTRIES_PER_PROBE: usize = 16;
 
 struct IdFilter {
     bits: Vec<u64>,
@@ -609,6 +612,7 @@ impl Sealed {
             .probes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if probes >= FILTER_AFTER_PROBES
+            && probes as usize >= self.count / FILTER_ENTRIES_PER_PROBE
             && !self
                 .filter
                 .get_or_init(|| IdFilter::build(self))
@@ -664,6 +668,37 @@ impl Sealed {
     }
 }
 
+/// Hashes an [`ObjectId`] by its first eight bytes: ids are SHA-256 digests, uniform already, so
+/// the map of a pack's ids needs no keyed hash (and SipHash was most of the cost of filling it).
+#[derive(Clone, Copy, Default)]
+struct IdHasher;
+
+impl std::hash::BuildHasher for IdHasher {
+    type Hasher = FirstBytes;
+
+    fn build_hasher(&self) -> FirstBytes {
+        FirstBytes(0)
+    }
+}
+
+/// The [`std::hash::Hasher`] of [`IdHasher`].
+struct FirstBytes(u64);
+
+impl std::hash::Hasher for FirstBytes {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `ObjectId` hashes its 32 bytes in one call (a length prefix may come first).
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
 /// A pack read by scanning its records into a map: the active pack (the newest, appended to), or
 /// an older pack whose index is missing or unusable (read-only until `repair` indexes it).
 struct Active {
@@ -673,7 +708,7 @@ struct Active {
     file: Box<dyn StorageFile>,
     /// The file's identity when opened: a pack removed (by gc) or replaced is noticed.
     ino: (u64, u64),
-    map: HashMap<ObjectId, u64>,
+    map: HashMap<ObjectId, u64, IdHasher>,
     /// Offset just past the last valid record seen.
     scanned: u64,
     /// Offset below which the pack holds acknowledged data (nothing there is a torn write).
@@ -682,10 +717,34 @@ struct Active {
     damaged: Vec<(u64, u64)>,
     /// The file does not start with the pack magic (its records are still read).
     bad_header: bool,
+    /// True for the active pack, whose key log ([`keys`]) this handle reads at open and extends.
+    keyed: bool,
+    /// The pack offset the key log covers up to, as far as this handle knows.
+    keys_end: u64,
+    /// The length of the key log's valid part, as far as this handle knows (0: none yet).
+    keys_len: u64,
+    /// Entries of object records at or past `keys_end`, for the next chunk of the key log.
+    pending: Vec<(ObjectId, u64)>,
+    /// Bytes of the pack this handle has read by scanning (what an open costs; see
+    /// [`PackStore::scan_work`]).
+    scan_work: u64,
+    /// The pack opened for writing, kept for the next append (opened by the first one).
+    writer: Option<Box<dyn StorageFile>>,
+    /// Where the open's scan started because the key log covered the pack before it: that part
+    /// was not checked for damage at open ([`Active::verify_covered`] does, for fsck and gc).
+    unverified_below: u64,
 }
 
 impl Active {
-    fn open(storage: &Arc<dyn Storage>, dir: &Path, seq: u64, floor: u64) -> Result<Active, Error> {
+    /// Opens pack `seq` for reading by scanning. `keyed`: it is the active pack, whose key log
+    /// is read first so that only the part of the pack it does not cover is scanned.
+    fn open(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        seq: u64,
+        floor: u64,
+        keyed: bool,
+    ) -> Result<Active, Error> {
         let path = dir.join(pack_name(seq));
         let file = storage
             .open(&path, OpenOptions::READ)
@@ -693,20 +752,120 @@ impl Active {
         let ino = file.identity().map_err(Error::io("stat", &path))?;
         let mut magic = [0u8; 8];
         let bad_header = file.read_exact_at(&mut magic, 0).is_err() || &magic != PACK_MAGIC;
+        let start = PACK_MAGIC.len() as u64;
         let mut active = Active {
             storage: storage.clone(),
             seq,
             path,
             file,
             ino,
-            map: HashMap::new(),
-            scanned: 8,
+            map: HashMap::default(),
+            scanned: start,
             floor,
             damaged: Vec::new(),
             bad_header,
+            keyed,
+            keys_end: start,
+            keys_len: 0,
+            pending: Vec::new(),
+            scan_work: 0,
+            writer: None,
+            unverified_below: 0,
         };
+        if keyed {
+            active.load_keys(dir)?;
+        }
         active.catch_up()?;
         Ok(active)
+    }
+
+    /// Reads the key log: its entries go into the map and the scan starts where it ends.
+    fn load_keys(&mut self, dir: &Path) -> Result<(), Error> {
+        let path = dir.join(keys::keys_name(self.seq));
+        let Ok(bytes) = self.storage.read(&path) else {
+            return Ok(());
+        };
+        if bytes.len() < keys::MAGIC.len() || &bytes[..keys::MAGIC.len()] != keys::MAGIC {
+            return Ok(());
+        }
+        let pack_len = self.file.len().map_err(Error::io("stat", &self.path))?;
+        let parsed = keys::parse(&bytes[keys::MAGIC.len()..], self.scanned, pack_len);
+        self.map.reserve(parsed.entries.len());
+        for (id, offset) in parsed.entries {
+            self.map.entry(id).or_insert(offset);
+        }
+        self.scanned = parsed.end;
+        self.unverified_below = parsed.end;
+        self.keys_end = parsed.end;
+        self.keys_len = (keys::MAGIC.len() + parsed.consumed) as u64;
+        Ok(())
+    }
+
+    /// Scans the part of the pack the key log let the open skip, for damage (fsck and gc must
+    /// see every damaged record, as a full scan at open would have shown them). Everything
+    /// there is durable, so any invalid record is damage.
+    fn verify_covered(&mut self) -> Result<(), Error> {
+        let below = std::mem::take(&mut self.unverified_below);
+        let start = PACK_MAGIC.len() as u64;
+        if below <= start {
+            return Ok(());
+        }
+        let end = scan_records(&*self.file, start, below, |_, _, _| Ok(()))?;
+        self.damaged
+            .extend(end.damaged.into_iter().filter(|&(from, _)| from < below));
+        if end.valid_end < below {
+            self.damaged.push((end.valid_end, below));
+        }
+        Ok(())
+    }
+
+    /// Extends the key log to cover the pack up to `scanned`, which the caller has just made
+    /// durable (fdatasync) and holds the write lock for. Chunks another process wrote meanwhile
+    /// are taken in first; a torn chunk a killed writer left is cut off; a log that is not what
+    /// this handle knew is rewritten from the map. Best effort: the log is derived data.
+    fn extend_keys(&mut self, dir: &Path) -> Result<(), Error> {
+        let path = dir.join(keys::keys_name(self.seq));
+        let file = self
+            .storage
+            .open(&path, OpenOptions::WRITE_CREATE)
+            .map_err(Error::io("open", &path))?;
+        let len = file.len().map_err(Error::io("stat", &path))?;
+        if self.keys_len > 0 && len > self.keys_len {
+            let mut newer = vec![0u8; (len - self.keys_len) as usize];
+            file.read_exact_at(&mut newer, self.keys_len)
+                .map_err(Error::io("read", &path))?;
+            let parsed = keys::parse(&newer, self.keys_end, self.scanned);
+            self.keys_end = parsed.end;
+            self.keys_len += parsed.consumed as u64;
+            let end = self.keys_end;
+            self.pending.retain(|&(_, offset)| offset >= end);
+        } else if len < self.keys_len {
+            self.keys_len = 0;
+        }
+        let mut out = Vec::new();
+        if self.keys_len == 0 {
+            // Start the log afresh, covering the whole pack from the map.
+            out.extend_from_slice(keys::MAGIC);
+            let mut all: Vec<(ObjectId, u64)> = self.map.iter().map(|(k, v)| (*k, *v)).collect();
+            all.sort_by_key(|e| e.1);
+            self.pending = all;
+            self.keys_end = PACK_MAGIC.len() as u64;
+        }
+        if self.scanned > self.keys_end {
+            keys::encode_chunk(&mut out, self.keys_end, self.scanned, &self.pending);
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        // Whatever lies past the valid part (a torn chunk) is cut off first.
+        file.set_len(self.keys_len)
+            .map_err(Error::io("truncate", &path))?;
+        file.write_all_at(&out, self.keys_len)
+            .map_err(Error::io("write", &path))?;
+        self.keys_len += out.len() as u64;
+        self.keys_end = self.scanned;
+        self.pending.clear();
+        Ok(())
     }
 
     /// True when the file at the pack's path is still the one this handle reads.
@@ -719,14 +878,21 @@ impl Active {
     /// Indexes records appended since the last scan (by this or another process).
     fn catch_up(&mut self) -> Result<(), Error> {
         let map = &mut self.map;
+        let pending = &mut self.pending;
+        let keyed = self.keyed;
         let floor = self.floor;
-        let end = scan_records(&*self.file, self.scanned, floor, |offset, kind, payload| {
+        let start = self.scanned;
+        let end = scan_records(&*self.file, start, floor, |offset, kind, payload| {
             if kind == RecordKind::Object && payload.len() >= 33 {
                 let id = ObjectId::from_slice(&payload[..32]).expect("32 bytes");
                 map.entry(id).or_insert(offset);
+                if keyed {
+                    pending.push((id, offset));
+                }
             }
             Ok(())
         })?;
+        self.scan_work += end.valid_end.saturating_sub(start);
         self.scanned = end.valid_end;
         self.damaged.extend(end.damaged);
         Ok(())
@@ -886,6 +1052,8 @@ struct Listing {
     temps: Vec<PathBuf>,
     /// gc's markers `pack-N.replaces`: the packs a repack into N replaces (see `repack`).
     replaces: Vec<u64>,
+    /// Key logs ([`keys`]) whose pack is sealed or gone: leftovers.
+    stale_keys: Vec<u64>,
     /// The highest number in any name.
     highest: u64,
 }
@@ -966,7 +1134,10 @@ impl PackStore {
             return false;
         };
         let pending = self.list().is_ok_and(|l| {
-            !l.orphan_indexes.is_empty() || !l.temps.is_empty() || !l.replaces.is_empty()
+            !l.orphan_indexes.is_empty()
+                || !l.temps.is_empty()
+                || !l.replaces.is_empty()
+                || !l.stale_keys.is_empty()
         });
         if pending {
             self.remove_leftovers_locked();
@@ -990,6 +1161,31 @@ impl PackStore {
                     active.catch_up()?;
                 }
             }
+        }
+        Self::collect_problems(&mut state);
+        Ok(())
+    }
+
+    /// Bytes of pack files this handle has read by scanning, since it was opened: what reading
+    /// the active pack's key log saves (a test proves an open scans only the pack's uncovered
+    /// tail, never a whole pack).
+    pub fn scan_work(&self) -> u64 {
+        let state = self.state.read().expect("pack state lock poisoned");
+        state
+            .active
+            .iter()
+            .chain(&state.unindexed)
+            .map(|a| a.scan_work)
+            .sum()
+    }
+
+    /// Checks the part of the active pack an open skipped thanks to its key log, so that
+    /// [`PackStore::problems`] names every damaged record, as a full scan would. fsck and gc
+    /// call it (through `check_indexes` and `repack`).
+    pub fn verify_covered(&self) -> Result<(), Error> {
+        let mut state = self.state.write().expect("pack state lock poisoned");
+        if let Some(active) = state.active.as_mut() {
+            active.verify_covered()?;
         }
         Self::collect_problems(&mut state);
         Ok(())
@@ -1076,6 +1272,7 @@ impl PackStore {
     fn list(&self) -> Result<Listing, Error> {
         let mut listing = Listing::default();
         let mut indexes = Vec::new();
+        let mut key_logs = Vec::new();
         let entries = self
             .storage
             .read_dir(&self.dir)
@@ -1097,6 +1294,11 @@ impl PackStore {
             {
                 listing.replaces.push(seq);
                 listing.highest = listing.highest.max(seq);
+            } else if let Some(seq) = name
+                .strip_suffix(".keys")
+                .and_then(|n| parse_pack_name(&format!("{n}.pack")))
+            {
+                key_logs.push(seq);
             } else if name.starts_with(".tmp-") {
                 if let Some(seq) = temp_seq(&name) {
                     listing.highest = listing.highest.max(seq);
@@ -1109,6 +1311,12 @@ impl PackStore {
             match listing.packs.binary_search_by_key(&seq, |p| p.0) {
                 Ok(at) => listing.packs[at].1 = true,
                 Err(_) => listing.orphan_indexes.push(seq),
+            }
+        }
+        for seq in key_logs {
+            match listing.packs.binary_search_by_key(&seq, |p| p.0) {
+                Ok(at) if !listing.packs[at].1 => {}
+                _ => listing.stale_keys.push(seq),
             }
         }
         Ok(listing)
@@ -1165,7 +1373,7 @@ impl PackStore {
                         .metadata(&self.dir.join(pack_name(seq)))
                         .map_err(Error::io("stat", self.dir.join(pack_name(seq))))?
                         .len;
-                    unindexed.push(Active::open(&self.storage, &self.dir, seq, len)?);
+                    unindexed.push(Active::open(&self.storage, &self.dir, seq, len, false)?);
                 }
             }
         }
@@ -1186,7 +1394,13 @@ impl PackStore {
                 active.catch_up()?
             }
             (Some(seq), _) => {
-                state.active = Some(Active::open(&self.storage, &self.dir, seq, floor(seq))?)
+                state.active = Some(Active::open(
+                    &self.storage,
+                    &self.dir,
+                    seq,
+                    floor(seq),
+                    true,
+                )?)
             }
             (None, _) => state.active = None,
         }
@@ -1277,10 +1491,15 @@ impl PackStore {
             return self.append(records, sync);
         }
         let active = state.active.as_mut().expect("checked above");
-        let writer = self
-            .storage
-            .open(&active.path, OpenOptions::WRITE)
-            .map_err(Error::io("open", &active.path))?;
+        // `refresh_fast` has just checked that the file at the path is still this pack.
+        if active.writer.is_none() {
+            active.writer = Some(
+                self.storage
+                    .open(&active.path, OpenOptions::WRITE)
+                    .map_err(Error::io("open", &active.path))?,
+            );
+        }
+        let writer = active.writer.as_ref().expect("opened above");
         let len = writer.len().map_err(Error::io("stat", &active.path))?;
         if len > active.scanned {
             // A crashed writer left a torn tail: nothing in it was acknowledged.
@@ -1314,9 +1533,14 @@ impl PackStore {
             if *kind == RecordKind::Object {
                 let id = ObjectId::from_slice(&payload[..32]).expect("object payload has an id");
                 active.map.entry(id).or_insert(pos.offset);
+                active.pending.push((id, pos.offset));
             }
         }
         active.scanned += buf.len() as u64;
+        if sync && active.scanned - active.keys_end >= keys::CHUNK_EVERY {
+            // Derived data: a failure here costs the next open a longer scan, nothing else.
+            let _ = active.extend_keys(&self.dir);
+        }
         if active.scanned >= self.roll_size {
             let seq = active.seq;
             self.seal_locked(&mut state, seq)?;
@@ -1371,7 +1595,11 @@ impl PackStore {
         state
             .sealed
             .insert(0, Sealed::open(&*self.storage, &self.dir, seq)?);
-        state.active = Some(Active::open(&self.storage, &self.dir, next, 0)?);
+        // The index covers the pack now: its key log has served its purpose.
+        let _ = self
+            .storage
+            .remove_file(&self.dir.join(keys::keys_name(seq)));
+        state.active = Some(Active::open(&self.storage, &self.dir, next, 0, true)?);
         Self::collect_problems(state);
         Ok(())
     }
@@ -1496,6 +1724,7 @@ impl PackStore {
     {
         let _lock = self.take_write_lock()?;
         self.refresh()?;
+        self.verify_covered()?;
         // The state lock is not held while `objects` runs: it reads from these very packs.
         let (old, seq) = {
             let mut state = self.state.write().expect("pack state lock poisoned");
@@ -1569,6 +1798,9 @@ impl PackStore {
         for old_seq in old {
             let _ = self.storage.remove_file(&self.dir.join(pack_name(old_seq)));
             let _ = self.storage.remove_file(&self.dir.join(idx_name(old_seq)));
+            let _ = self
+                .storage
+                .remove_file(&self.dir.join(keys::keys_name(old_seq)));
         }
         fsutil::fsync_dir(&*self.storage, &self.dir).map_err(Error::io("fsync", &self.dir))?;
         let _ = self.storage.remove_file(&marker);
@@ -1581,7 +1813,7 @@ impl PackStore {
         let mut state = self.state.write().expect("pack state lock poisoned");
         state.sealed = vec![Sealed::open(&*self.storage, &self.dir, seq)?];
         state.unindexed = Vec::new();
-        state.active = Some(Active::open(&self.storage, &self.dir, seq + 1, 0)?);
+        state.active = Some(Active::open(&self.storage, &self.dir, seq + 1, 0, true)?);
         state.problems = Vec::new();
         Self::collect_problems(&mut state);
         drop(state);
@@ -1653,6 +1885,7 @@ impl PackStore {
     pub fn repair(&self) -> Result<PackRepair, Error> {
         let _lock = self.take_write_lock()?;
         self.refresh()?;
+        self.verify_covered()?;
         self.remove_leftovers_locked();
         let mut report = PackRepair::default();
         let state = self.state.read().expect("pack state lock poisoned");
@@ -1732,6 +1965,11 @@ impl PackStore {
         for temp in &listing.temps {
             let _ = self.storage.remove_file(temp);
         }
+        for seq in &listing.stale_keys {
+            let _ = self
+                .storage
+                .remove_file(&self.dir.join(keys::keys_name(*seq)));
+        }
         let _ = fsutil::fsync_dir(&*self.storage, &self.dir);
     }
 
@@ -1765,6 +2003,7 @@ impl PackStore {
     /// Verifies every sealed index's checksum and order; returns the problems found.
     pub fn check_indexes(&self) -> Result<Vec<String>, Error> {
         self.refresh()?;
+        self.verify_covered()?;
         let state = self.state.read().expect("pack state lock poisoned");
         let mut problems = Vec::new();
         for sealed in &state.sealed {
@@ -1888,13 +2127,27 @@ impl ObjectStore for PackStore {
     }
 
     fn sync(&self) -> Result<(), Error> {
-        let state = self.state.read().expect("pack state lock poisoned");
-        if let Some(active) = &state.active {
+        let behind = {
+            let state = self.state.read().expect("pack state lock poisoned");
+            let Some(active) = &state.active else {
+                return Ok(());
+            };
             let file = self
                 .storage
                 .open(&active.path, OpenOptions::WRITE)
                 .map_err(Error::io("open", &active.path))?;
             file.sync_data().map_err(Error::io("fsync", &active.path))?;
+            active.scanned - active.keys_end >= keys::CHUNK_EVERY
+        };
+        // Everything this handle has seen of the pack is durable now: extend the key log, if no
+        // writer holds the lock (else a later sync or append does it; it is derived data).
+        if behind {
+            if let Ok(_lock) = self.write_lock.acquire(std::time::Duration::ZERO) {
+                let mut state = self.state.write().expect("pack state lock poisoned");
+                if let Some(active) = state.active.as_mut() {
+                    let _ = active.extend_keys(&self.dir);
+                }
+            }
         }
         Ok(())
     }

@@ -178,17 +178,21 @@ impl FilesRefStore {
         match new {
             Some(value) => {
                 let dir = path.parent().expect("a ref path has a parent");
-                self.storage
-                    .create_dir_all(dir)
-                    .map_err(Error::io("create directory", dir))?;
                 remove_empty_dirs(&*self.storage, &path)
                     .map_err(Error::io("remove empty directory", &path))?;
-                write_locked(
-                    &*self.storage,
-                    &path,
-                    value.to_file_text().as_bytes(),
-                    self.lock_timeout,
-                )
+                let text = value.to_file_text();
+                let write =
+                    || write_locked(&*self.storage, &path, text.as_bytes(), self.lock_timeout);
+                // The directory almost always exists: create it only when the write says not.
+                match write() {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.storage
+                            .create_dir_all(dir)
+                            .map_err(Error::io("create directory", dir))?;
+                        write()
+                    }
+                    other => other,
+                }
                 .map_err(Error::io("write", &path))?;
             }
             None => match self.storage.remove_file(&path) {
@@ -285,19 +289,21 @@ impl FilesRefStore {
     ) -> Result<(), Error> {
         let path = self.log_path_of(name);
         let dir = path.parent().expect("a reflog path has a parent");
-        self.storage
-            .create_dir_all(dir)
-            .map_err(Error::io("create directory", dir))?;
-        let file = self
-            .storage
-            .open(
-                &path,
-                OpenOptions {
-                    read: true,
-                    ..OpenOptions::APPEND
-                },
-            )
-            .map_err(Error::io("open", &path))?;
+        let options = OpenOptions {
+            read: true,
+            ..OpenOptions::APPEND
+        };
+        // The directory almost always exists: create it only when the open says not.
+        let file = match self.storage.open(&path, options) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.storage
+                    .create_dir_all(dir)
+                    .map_err(Error::io("create directory", dir))?;
+                self.storage.open(&path, options)
+            }
+            other => other,
+        }
+        .map_err(Error::io("open", &path))?;
         let len = file.len().map_err(Error::io("stat", &path))?;
         if len > 0 {
             let mut last = [0u8; 1];
@@ -505,8 +511,21 @@ fn read_locked(storage: &dyn Storage, path: &Path, timeout: Duration) -> io::Res
     if path.file_name().is_none_or(|name| name != "HEAD") {
         flock_within(&*file, false, timeout)?;
     }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    // A ref file is one short line: one `pread` of a buffer larger than any ref text reads it
+    // whole (no `stat`, no cursor), and a longer file is read on to its end.
+    let mut bytes = vec![0u8; 256];
+    let mut filled = 0;
+    loop {
+        let n = file.read_at(&mut bytes[filled..], filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+        if filled == bytes.len() {
+            bytes.resize(bytes.len() * 2, 0);
+        }
+    }
+    bytes.truncate(filled);
     String::from_utf8(bytes).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidData,

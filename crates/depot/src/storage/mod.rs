@@ -404,9 +404,15 @@ impl Storage for FsStorage {
     }
 
     fn boot_id(&self) -> String {
-        fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
+        // Read once per process: a process never outlives the boot it started in.
+        static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        BOOT_ID
+            .get_or_init(|| {
+                fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default()
+            })
+            .clone()
     }
 
     fn is_os(&self) -> bool {
