@@ -139,6 +139,26 @@ pub struct ErrorDetail {
     pub request_id: String,
 }
 
+/// One failed line of `retro apply --batch --json`: an [`ErrorBody`] without a request id (there
+/// is no request), and the line's number in the input (1-based, blank lines counted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LineError {
+    /// What went wrong: the code `POST /apply` would answer with, and the CLI's message.
+    pub error: LineErrorDetail,
+    /// The line's number in the input, from 1; blank lines count.
+    pub line: u64,
+}
+
+/// The inside of a [`LineError`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LineErrorDetail {
+    /// The same code as [`ErrorDetail::code`] for this failure over HTTP.
+    #[schema(example = "insufficient_funds")]
+    pub code: String,
+    /// The error with its causes, as `retro apply` prints it.
+    pub message: String,
+}
+
 /// Whether a ref holds a checkpoint or names another ref.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
