@@ -64,7 +64,7 @@ pub enum BatchError {
         code: u8,
         /// The first failure.
         #[source]
-        first: ApplyError,
+        first: Box<ApplyError>,
     },
 }
 
@@ -188,7 +188,7 @@ pub fn run(
             commands,
             line,
             code,
-            first: error,
+            first: Box::new(error),
         }),
     }
 }
