@@ -420,3 +420,49 @@ fn batch_answers_a_bad_session_id_on_every_line_as_invalid() {
     assert_error(&run, 1);
     assert_eq!(error_of(run.stdout.trim()), ("bad_command".into(), 1));
 }
+
+#[test]
+fn batch_answers_nothing_written_and_handler_failures_and_goes_on() {
+    let depot = TestDepot::new();
+    let manifest = depot.tmp.path().join("manifest.json");
+    std::fs::write(
+        &manifest,
+        r#"{"aggregates":{"k":{"commands":{
+            "none":{"exec":["sh","-c","cat >/dev/null; echo '{\"events\":{}}'"]},
+            "crash":{"exec":["sh","-c","cat >/dev/null; exit 3"]},
+            "one":{"exec":["sh","-c","cat >/dev/null; echo '{\"events\":{\"k/1\":[{\"name\":\"One\"}]}}'"]}}}}}"#,
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let input = [
+        r#"{"path":"k/1","name":"none"}"#,
+        r#"{"path":"k/1","name":"crash"}"#,
+        r#"{"path":"k/1","name":"one"}"#,
+    ]
+    .join("\n");
+    let run = depot.run_stdin(&["apply", "--batch", "--json", "--manifest", m], &input);
+    // Nothing written is not a failure; the handler failure (line 2) is: exit 4.
+    assert_error(&run, 4);
+    let answers: Vec<Value> = run.stdout.lines().map(json).collect();
+    assert_eq!(answers.len(), 3, "{}", run.stdout);
+    assert_eq!(answers[0]["written"], false, "{}", answers[0]);
+    assert_eq!(answers[0]["head"], Value::Null);
+    assert_eq!(
+        error_of(&answers[1].to_string()),
+        ("handler_failed".into(), 2)
+    );
+    assert!(answers[2]["checkpoint"].is_string(), "{}", answers[2]);
+    assert_eq!(log_count(&depot, None), 1);
+
+    let run = depot.run_stdin(&["apply", "--batch", "--manifest", m], &input);
+    assert_error(&run, 4);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert_eq!(lines[0], "nothing-written k/1");
+    assert!(
+        lines[1].starts_with("error 2 handler_failed: "),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], format!("ok {}", depot.head().unwrap()));
+}
