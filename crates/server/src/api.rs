@@ -1,5 +1,6 @@
 //! The bodies of the HTTP API, one definition each: the server answers with these, the CLI's
-//! `--json` output prints the same structs (`retro apply --json` prints [`Applied`], `retro log
+//! `--json` output prints the same structs (`retro apply --json` prints [`Applied`], `retro apply
+//! --batch --json` one [`Applied`] or [`LineError`] a line, `retro log
 //! --json` one [`CheckpointSummary`] a line, `retro show --json` a [`CheckpointView`], `retro
 //! events --json` [`EventEntry`] lines, `retro partitions --json` [`PartitionEntry`] lines, `retro
 //! refs --json` [`RefEntry`] lines, `retro watch --json` [`Delivered`] lines), and the OpenAPI
