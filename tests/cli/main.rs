@@ -2,6 +2,7 @@
 //! temporary depot, with a clean environment (`RETRO_DEPOT`, `RETRO_SESSION`, `RETRO_MANIFEST`
 //! removed, `NO_COLOR=1`). Golden outputs live in `fixtures/cli/`; `RETRO_BLESS=1` rewrites them.
 
+mod apply_batch;
 mod bad_inputs;
 mod basics;
 mod common;

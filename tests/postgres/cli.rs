@@ -1,6 +1,6 @@
 //! Every CLI command on a PostgreSQL depot; its output equals the files depot's it was synced from.
 
-use crate::common::{command, fresh_url, json_lines, ok, run};
+use crate::common::{command, fresh_url, json_lines, ok, retro, run};
 
 #[test]
 fn every_command_works_on_postgres_with_the_files_depot_output() {
@@ -248,4 +248,46 @@ fn d6_reimport_into_postgres_writes_each_line_once() {
     );
     let fsck = ok(w, &["--depot", url, "fsck"]);
     assert!(fsck.contains("no problems"), "{fsck}");
+}
+
+#[test]
+fn apply_batch_works_on_postgres_one_checkpoint_per_good_line() {
+    use std::io::Write;
+
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let url = fresh_url();
+    ok(w, &["init", &url]);
+    let mut child = retro(w, &["--depot", &url, "apply", "--batch", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = [
+        command("accounts/alice", "open", r#"{"owner":"Alice"}"#),
+        String::new(),
+        command("accounts/alice", "withdraw", r#"{"amount":5}"#),
+        command("accounts/alice", "deposit", r#"{"amount":5}"#),
+    ]
+    .join("\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let answers = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(answers[0]["checkpoint"].is_string());
+    assert_eq!(answers[1]["error"]["code"], "insufficient_funds");
+    assert_eq!(answers[1]["line"], 3);
+    assert_eq!(answers[2]["parent"], answers[0]["checkpoint"]);
+    assert_eq!(
+        ok(w, &["--depot", &url, "log", "--oneline"])
+            .lines()
+            .count(),
+        2
+    );
 }

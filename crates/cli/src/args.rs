@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 const EXAMPLES_INIT: &str = "Examples:\n  retro init                 # creates ./.retro\n  retro init /var/lib/bank   # a depot in that directory";
-const EXAMPLES_APPLY: &str = "Examples:\n  retro apply '{\"path\":\"accounts/alice\",\"name\":\"open\",\"params\":{\"owner\":\"Alice\"}}'\n  echo '{\"path\":\"accounts/alice\",\"name\":\"deposit\",\"params\":{\"amount\":50}}' | retro apply -\n  retro apply --manifest fixtures/domain/manifest.json --session \"$S\" '{\"path\":\"notes/1\",\"name\":\"add\",\"params\":{\"text\":\"hi\"}}'\n\nThe domain manifest is --manifest FILE, else $RETRO_MANIFEST, else <depot>/manifest.json, else the\nbuilt-in example bank (kind 'accounts'). The session is --session ID, else $RETRO_SESSION, else 'cli'.";
+const EXAMPLES_APPLY: &str = "Examples:\n  retro apply '{\"path\":\"accounts/alice\",\"name\":\"open\",\"params\":{\"owner\":\"Alice\"}}'\n  echo '{\"path\":\"accounts/alice\",\"name\":\"deposit\",\"params\":{\"amount\":50}}' | retro apply -\n  retro apply --manifest fixtures/domain/manifest.json --session \"$S\" '{\"path\":\"notes/1\",\"name\":\"add\",\"params\":{\"text\":\"hi\"}}'\n  printf '%s\\n' '{\"path\":\"accounts/bob\",\"name\":\"open\",\"params\":{\"owner\":\"Bob\"}}' | retro apply --batch --json\n\nThe domain manifest is --manifest FILE, else $RETRO_MANIFEST, else <depot>/manifest.json, else the\nbuilt-in example bank (kind 'accounts'). The session is --session ID, else $RETRO_SESSION, else 'cli'.";
 const EXAMPLES_LOG: &str = "Examples:\n  retro log\n  retro log --oneline -n 5\n  retro log --partition 'accounts/*' --json\n  retro log refs/heads/master~2";
 const EXAMPLES_CAT: &str = "Examples:\n  retro cat-object -p HEAD\n  retro cat-object -t 3f2a9c\n  retro log --oneline --json | jq -r .checkpoint | retro cat-object --batch";
 const EXAMPLES_EVENTS: &str =
@@ -54,7 +54,12 @@ pub enum Commands {
     #[command(after_help = EXAMPLES_APPLY)]
     Apply {
         /// The command JSON, or - to read it from stdin.
-        command: String,
+        #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+        command: Option<String>,
+        /// Read commands as JSON lines on stdin until EOF, apply each as its own checkpoint and
+        /// answer each with one line on stdout once it is durable (see docs/cli.md).
+        #[arg(long)]
+        batch: bool,
         /// The session applying it.
         #[arg(long, env = "RETRO_SESSION")]
         session: Option<String>,

@@ -82,6 +82,11 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// `$RETRO_LOCK_TIMEOUT` is not a number of seconds (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("RETRO_LOCK_TIMEOUT must be a number of seconds (such as 30 or 0.5), not '{}'", depot::shown(.0))]
+pub struct BadLockTimeout(pub String);
+
 /// fsck found problems (already printed).
 #[derive(Debug)]
 pub struct Corrupt(pub usize);
@@ -141,6 +146,15 @@ impl std::error::Error for NotFastForward {}
 /// The exit code and an optional hint for an error.
 pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
     for cause in err.chain() {
+        if let Some(code) = cause
+            .downcast_ref::<crate::commands::BatchError>()
+            .and_then(crate::commands::BatchError::exit_code)
+        {
+            return (
+                code,
+                Some("each failed line is answered on stdout with its number and why; the other lines were applied".to_owned()),
+            );
+        }
         if let Some(e) = cause.downcast_ref::<NoDepot>() {
             let _ = e;
             return (

@@ -33,7 +33,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// The error and its causes joined by `: `, skipping a cause whose text the message before it
 /// already ends with (several error types print their source themselves).
-fn error_text(err: &anyhow::Error) -> String {
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
         let part = match cause.downcast_ref::<depot::Error>() {

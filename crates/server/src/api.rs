@@ -1,5 +1,6 @@
 //! The bodies of the HTTP API, one definition each: the server answers with these, the CLI's
-//! `--json` output prints the same structs (`retro apply --json` prints [`Applied`], `retro log
+//! `--json` output prints the same structs (`retro apply --json` prints [`Applied`], `retro apply
+//! --batch --json` one [`Applied`] or [`LineError`] a line, `retro log
 //! --json` one [`CheckpointSummary`] a line, `retro show --json` a [`CheckpointView`], `retro
 //! events --json` [`EventEntry`] lines, `retro partitions --json` [`PartitionEntry`] lines, `retro
 //! refs --json` [`RefEntry`] lines, `retro watch --json` [`Delivered`] lines), and the OpenAPI
@@ -137,6 +138,26 @@ pub struct ErrorDetail {
     /// The request's id, as in the `X-Request-Id` header and the server's log.
     #[schema(example = "r42")]
     pub request_id: String,
+}
+
+/// One failed line of `retro apply --batch --json`: an [`ErrorBody`] without a request id (there
+/// is no request), and the line's number in the input (1-based, blank lines counted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LineError {
+    /// What went wrong: the code `POST /apply` would answer with, and the CLI's message.
+    pub error: LineErrorDetail,
+    /// The line's number in the input, from 1; blank lines count.
+    pub line: u64,
+}
+
+/// The inside of a [`LineError`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LineErrorDetail {
+    /// The same code as [`ErrorDetail::code`] for this failure over HTTP.
+    #[schema(example = "insufficient_funds")]
+    pub code: String,
+    /// The error with its causes, as `retro apply` prints it.
+    pub message: String,
 }
 
 /// Whether a ref holds a checkpoint or names another ref.

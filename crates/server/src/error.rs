@@ -228,6 +228,13 @@ impl From<depot::Error> for ApiError {
 
 impl From<ApplyError> for ApiError {
     fn from(err: ApplyError) -> Self {
+        ApiError::of_apply(&err)
+    }
+}
+
+impl ApiError {
+    /// The answer for an engine failure: its status, code and message.
+    fn of_apply(err: &ApplyError) -> ApiError {
         let message = err.to_string();
         match err {
             ApplyError::Command(_) | ApplyError::BadSession(_) => {
@@ -241,9 +248,11 @@ impl From<ApplyError> for ApiError {
                 "session_required",
                 message,
             ),
-            ApplyError::Rejected { error, .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, &error.code, error.message)
-            }
+            ApplyError::Rejected { error, .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &error.code,
+                error.message.clone(),
+            ),
             ApplyError::Handler { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "handler_failed", message)
             }
@@ -251,10 +260,18 @@ impl From<ApplyError> for ApiError {
             ApplyError::UnknownSession(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_session", message)
             }
-            ApplyError::Depot(e) => depot_error(&e),
-            other => ApiError::internal(&other),
+            ApplyError::Depot(e) => depot_error(e),
+            other => ApiError::internal(other),
         }
     }
+}
+
+/// The machine-readable code `POST /apply` answers an engine failure with (`bad_command`,
+/// `unknown_command`, `insufficient_funds`, `handler_failed`, `conflict`, `unavailable`, …): the
+/// `code` of its [`ErrorBody`](crate::api::ErrorBody). `retro apply --batch --json` reports its
+/// failed lines with the same codes.
+pub fn apply_error_code(err: &ApplyError) -> String {
+    ApiError::of_apply(err).code
 }
 
 /// The error code of a status without a more specific one (axum's own rejections).

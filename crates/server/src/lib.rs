@@ -99,7 +99,7 @@ use depot::{Depot, RefName};
 use engine::Engine;
 
 pub use auth::{Class, Tokens};
-pub use error::{status, ServeError};
+pub use error::{apply_error_code, status, ServeError};
 
 use error::{status_code_name, ApiError};
 use hosts::Hosts;

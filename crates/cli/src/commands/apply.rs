@@ -1,4 +1,5 @@
-//! `retro init`, `retro apply`, `retro session`.
+//! `retro init`, `retro apply` (one command; `--batch` hands the stream to [`super::batch`]),
+//! `retro session`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use depot::{Depot, RefName};
 use engine::{example, exec, Engine, Manifest};
 
 use super::{depot_dir, open};
+use crate::error::Usage;
 use crate::locate::DEFAULT_DIR;
 use crate::ui::Ui;
 
@@ -52,32 +54,62 @@ fn engine_for(flag: Option<&Path>, manifest: Option<&Path>) -> Result<Engine> {
     Ok(Engine::new(depot, manifest))
 }
 
-pub fn apply(
-    flag: Option<&Path>,
-    command: &str,
-    session: Option<String>,
-    target: Option<String>,
-    manifest: Option<PathBuf>,
-    json: bool,
-    ui: &mut Ui,
-) -> Result<()> {
-    let payload = if command == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .take(engine::MAX_COMMAND_BYTES as u64 + 1)
-            .read_to_end(&mut buf)
-            .context("could not read the command from stdin")?;
-        buf
-    } else {
-        command.as_bytes().to_vec()
+/// What `retro apply` is given besides the depot: the command (or `--batch`), the session, the
+/// ref, the manifest and the output form.
+pub struct ApplyArgs {
+    /// The command JSON, `-` for stdin; `None` with `batch`.
+    pub command: Option<String>,
+    /// Read a stream of commands on stdin (`retro apply --batch`).
+    pub batch: bool,
+    /// `--session`.
+    pub session: Option<String>,
+    /// `--ref`.
+    pub target: Option<String>,
+    /// `--manifest`.
+    pub manifest: Option<PathBuf>,
+    /// `--json`.
+    pub json: bool,
+}
+
+pub fn apply(flag: Option<&Path>, args: ApplyArgs, ui: &mut Ui) -> Result<()> {
+    let payload = match args.command.as_deref() {
+        // clap refuses a command with --batch and requires one without it.
+        None if args.batch => None,
+        None => return Err(Usage("retro apply needs a COMMAND, - or --batch".to_owned()).into()),
+        Some(_) if args.batch => {
+            return Err(Usage(
+                "retro apply --batch reads its commands from stdin; give no COMMAND".to_owned(),
+            )
+            .into())
+        }
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .take(engine::MAX_COMMAND_BYTES as u64 + 1)
+                .read_to_end(&mut buf)
+                .context("could not read the command from stdin")?;
+            Some(buf)
+        }
+        Some(command) => Some(command.as_bytes().to_vec()),
     };
-    let mut engine = engine_for(flag, manifest.as_deref())?;
-    if let Some(target) = target {
+    let mut engine = engine_for(flag, args.manifest.as_deref())?;
+    if let Some(target) = args.target {
         engine = engine.with_ref(RefName::new(&target)?);
     }
-    let session = session.unwrap_or_else(|| DEFAULT_SESSION.to_owned());
+    let session = args.session.unwrap_or_else(|| DEFAULT_SESSION.to_owned());
+    let Some(payload) = payload else {
+        // One engine for the whole stream.
+        let stdin = std::io::stdin();
+        return Ok(super::batch::run(
+            &engine,
+            &session,
+            args.json,
+            stdin.lock(),
+            ui,
+        )?);
+    };
     let applied = engine.apply(&session, &payload)?;
-    if json {
+    if args.json {
         // The same body as POST /apply's 201.
         ui.json(&server::api::Applied::from(&applied))?;
     } else {

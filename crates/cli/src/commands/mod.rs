@@ -1,6 +1,7 @@
 //! One module per group of subcommands; each takes parsed arguments and the [`Ui`].
 
 mod apply;
+mod batch;
 mod demo;
 mod history;
 mod maintenance;
@@ -19,6 +20,8 @@ use anyhow::{Context as _, Result};
 use clap::CommandFactory;
 
 use depot::{Depot, ObjectId};
+
+pub use batch::BatchError;
 
 use crate::args::{Cli, Commands, SessionCommand};
 use crate::locate;
@@ -54,12 +57,24 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         Commands::Init { dir, json } => apply::init(flag, dir, json, ui),
         Commands::Apply {
             command,
+            batch,
             session,
             target,
             manifest,
             json,
         } => nothing_written(
-            apply::apply(flag, &command, session, target, manifest, json, ui),
+            apply::apply(
+                flag,
+                apply::ApplyArgs {
+                    command,
+                    batch,
+                    session,
+                    target,
+                    manifest,
+                    json,
+                },
+                ui,
+            ),
             json,
             ui,
         ),
@@ -221,10 +236,26 @@ pub fn open_location(location: &Path) -> Result<Depot> {
                 location.to_path_buf(),
             )));
         }
-        Depot::open(location)?
+        Depot::open_with(location, depot_options()?)?
     };
     depot.on_warning(|warning| crate::ui::status(format!("retro: warning: {warning}")));
     Ok(depot)
+}
+
+/// How a files depot is opened: `$RETRO_LOCK_TIMEOUT` (seconds, fractions allowed) is how long
+/// a writer waits for the depot lock before failing as unavailable (default 30).
+fn depot_options() -> Result<depot::Options, crate::error::BadLockTimeout> {
+    let mut options = depot::Options::default();
+    if let Some(value) = std::env::var_os("RETRO_LOCK_TIMEOUT").filter(|v| !v.is_empty()) {
+        let text = value.to_string_lossy().into_owned();
+        options.lock_timeout = text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+            .ok_or(crate::error::BadLockTimeout(text))?;
+    }
+    Ok(options)
 }
 
 /// Creates a depot at a directory (made absolute, so that a relative `.retro` has a parent to
