@@ -11,7 +11,11 @@ use depot::{
 
 use crate::common::*;
 
-type Walked = Vec<(ObjectId, Vec<ObjectId>, Option<chrono::DateTime<chrono::Utc>>)>;
+type Walked = Vec<(
+    ObjectId,
+    Vec<ObjectId>,
+    Option<chrono::DateTime<chrono::Utc>>,
+)>;
 
 /// The object walk: every checkpoint read and decoded.
 fn by_objects(depot: &Depot, start: ObjectId, order: HistoryOrder) -> Walked {
@@ -42,7 +46,11 @@ fn assert_agree(depot: &Depot, starts: &[ObjectId]) {
         for order in [HistoryOrder::FirstParent, HistoryOrder::Full] {
             let objects = by_objects(depot, start, order);
             assert!(!objects.is_empty());
-            assert_eq!(by_ids(depot, start, order), objects, "{order:?} from {start}");
+            assert_eq!(
+                by_ids(depot, start, order),
+                objects,
+                "{order:?} from {start}"
+            );
         }
         for &other in starts {
             let mut expected = false;
@@ -63,9 +71,7 @@ fn checkpoint(depot: &Depot, parents: Vec<ObjectId>, message: &str) -> ObjectId 
     let date = chrono::DateTime::from_timestamp(1_700_000_000 + parents.len() as i64, 0).unwrap();
     let c = Checkpoint::new(affix.id(), parents, "s1", date, message).unwrap();
     let encoded = Object::Checkpoint(c).to_encoded();
-    depot
-        .write_objects(&[affix, encoded.clone()])
-        .unwrap();
+    depot.write_objects(&[affix, encoded.clone()]).unwrap();
     encoded.id()
 }
 
@@ -133,7 +139,10 @@ fn the_graph_and_the_object_walk_agree_on_merges_and_after_a_non_fast_forward_mo
     let mut tips = history(&depot);
     assert!(graph_path(dir.path()).is_file(), "commits write the graph");
     assert_agree(&depot, &tips);
-    assert!(in_graph(dir.path(), &tips), "reads catch the graph up past the merges");
+    assert!(
+        in_graph(dir.path(), &tips),
+        "reads catch the graph up past the merges"
+    );
     // A non-fast-forward move back to the fork, then new commits there.
     set_ref(&depot, "refs/heads/master", tips[4]);
     for i in 20..23 {

@@ -216,7 +216,7 @@ pub fn rows_for(parents: usize) -> u32 {
 /// The header and lookup table of a graph holding `rows` (encoded) whose checkpoint rows are
 /// listed in `lookup` as (id, row), in any order.
 pub fn encode_head(nonce: u64, mut lookup: Vec<(ObjectId, u32)>) -> Vec<u8> {
-    lookup.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    lookup.sort_unstable_by_key(|entry| entry.0);
     let mut out = Vec::with_capacity(HEADER + 1028 + 4 * lookup.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_be_bytes());
@@ -307,7 +307,9 @@ impl Graph {
         }
         let version = be32(&bytes, 8);
         if version != VERSION {
-            return Err(header(&format!("version {version}, this build reads {VERSION}")));
+            return Err(header(&format!(
+                "version {version}, this build reads {VERSION}"
+            )));
         }
         if be32(&bytes, 12) as usize != ROW {
             return Err(header("row width is not 80"));
@@ -547,10 +549,7 @@ impl Graph {
 
     /// Every checkpoint row, in row order: (row, decoded, parent rows). Stops at the first
     /// damaged row with its error.
-    pub fn for_each(
-        &self,
-        mut f: impl FnMut(u32, &Row, &[u32]) -> bool,
-    ) -> Result<(), GraphError> {
+    pub fn for_each(&self, mut f: impl FnMut(u32, &Row, &[u32]) -> bool) -> Result<(), GraphError> {
         let mut parents = Vec::new();
         let mut r = 0;
         while r < self.rows() {

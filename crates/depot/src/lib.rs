@@ -47,8 +47,8 @@ pub use depot::native_without_config;
 pub use depot::{
     Backend, Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error,
     EventRecord, FailureStore, FsckKind, FsckProblem, FsckReport, GcOptions, GcReport,
-    HistoryEntry, HistoryOrder, Layout, PartitionFilter, Maintenance, Options, RefOutcome, RefSync, RepairReport, Subscription,
-    SyncOptions, SyncReport,
+    HistoryEntry, HistoryOrder, Layout, Maintenance, Options, PartitionFilter, RefOutcome, RefSync,
+    RepairReport, Subscription, SyncOptions, SyncReport,
 };
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};

@@ -106,7 +106,10 @@ impl GraphHandle {
     }
 }
 
-/// A checkpoint to add: (id, parents, date, bloom).
+/// Encoded rows and the (id, row) of each checkpoint row among them.
+type Encoded = (Vec<u8>, Vec<(ObjectId, u32)>);
+
+/// A checkpoint to add: (parents, date, bloom).
 type Info = (Vec<ObjectId>, i64, [u8; 16]);
 
 fn unix(date: Option<DateTime<Utc>>) -> i64 {
@@ -131,7 +134,7 @@ fn encode(
     infos: &[(i64, [u8; 16])],
     starts: &[u32],
     pars: &[u32],
-) -> Result<(Vec<u8>, Vec<(ObjectId, u32)>), GraphError> {
+) -> Result<Encoded, GraphError> {
     const KNOWN: u32 = 0x8000_0000;
     let n = nodes.len();
     let parents_of = |i: usize| {
