@@ -7,6 +7,7 @@ mod concurrency;
 mod crash;
 mod fuzz_smoke;
 mod go_retro;
+mod graph;
 mod maintenance;
 mod power_loss;
 mod recovery;

@@ -33,6 +33,7 @@ use retro_object as object;
 use retro_object::{hash, name};
 mod depot;
 mod fsutil;
+pub mod graph;
 pub mod index;
 mod journal;
 mod lockfile;
@@ -46,8 +47,8 @@ pub use depot::native_without_config;
 pub use depot::{
     Backend, Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error,
     EventRecord, FailureStore, FsckKind, FsckProblem, FsckReport, GcOptions, GcReport,
-    HistoryOrder, Layout, Maintenance, Options, RefOutcome, RefSync, RepairReport, Subscription,
-    SyncOptions, SyncReport,
+    HistoryEntry, HistoryOrder, Layout, Maintenance, Options, PartitionFilter, RefOutcome, RefSync,
+    RepairReport, Subscription, SyncOptions, SyncReport,
 };
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};

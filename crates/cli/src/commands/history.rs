@@ -21,22 +21,19 @@ pub fn log(depot: &Depot, args: &LogArgs, ui: &mut Ui) -> Result<()> {
     } else {
         HistoryOrder::FirstParent
     };
-    let matcher_glob = args.partition.clone();
-    if let Some(glob) = &matcher_glob {
-        depot.partitions(glob)?; // validates the glob early
-    }
+    // The commit-graph's partition summaries rule checkpoints out without reading them.
+    let filter = args
+        .partition
+        .as_deref()
+        .map(depot::PartitionFilter::new)
+        .transpose()?;
     let limit = args.max_count.unwrap_or(usize::MAX);
     let mut selected: Vec<ObjectId> = Vec::new();
     let mut printed = 0usize;
     let mut failure: Option<anyhow::Error> = None;
-    depot.walk(start, order, |id, checkpoint| {
+    depot.walk_touching(start, order, filter.as_ref(), |id, checkpoint| {
         if printed >= limit {
             return Ok(false);
-        }
-        if let Some(glob) = &matcher_glob {
-            if !depot.checkpoint_touches(checkpoint, glob)? {
-                return Ok(true);
-            }
         }
         printed += 1;
         if args.reverse {

@@ -407,6 +407,7 @@ impl Depot {
                             updates: std::mem::take(&mut plan.updates),
                         };
                         journal.commit_locked(records, &record)?;
+                        self.graph_committed(&plan.indexed);
                     }
                     Ok::<_, Error>(plan)
                 })();

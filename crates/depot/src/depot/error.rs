@@ -41,6 +41,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The commit-graph (derived) could not be written (gc, reindex).
+    #[error(transparent)]
+    Graph(#[from] crate::graph::GraphError),
     /// The object store failed.
     #[error(transparent)]
     Objects(#[from] odb::Error),
@@ -252,6 +255,11 @@ impl Error {
                 _ => ErrorClass::Unavailable,
             },
             Error::Backend(e) => e.class(),
+            Error::Graph(e) => match e {
+                crate::graph::GraphError::Io { source, .. } => io_class(source),
+                crate::graph::GraphError::Busy { .. } => ErrorClass::Unavailable,
+                _ => ErrorClass::Corrupt,
+            },
             Error::Batch(inner) => inner.class(),
         }
     }

@@ -267,6 +267,7 @@ impl Depot {
         report.unreachable.dedup();
         drop(reachable);
         self.check_index(&mut report)?;
+        self.fsck_graph(&mut report.warnings);
         Ok(report)
     }
 

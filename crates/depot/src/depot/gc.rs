@@ -121,6 +121,8 @@ impl Depot {
         // (no record after it), so the next open reads nothing back.
         journal.settle_locked()?;
         report.bytes_after = after.bytes;
+        // The commit-graph is derived: rebuilt from what the refs reach (repairing any damage).
+        self.rebuild_graph()?;
         Ok(report)
     }
 

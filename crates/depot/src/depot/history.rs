@@ -282,6 +282,7 @@ impl Depot {
     /// Returns the new index's counts: checkpoints, partitions, events.
     pub fn reindex(&self) -> Result<(u64, u64, u64), Error> {
         self.index.lock().expect("index lock poisoned").recreate()?;
+        self.rebuild_graph()?;
         // No fallback here: a rebuild that cannot be written must say so.
         self.catch_up_once()?;
         let mut state = self.index.lock().expect("index lock poisoned");

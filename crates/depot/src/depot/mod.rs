@@ -14,6 +14,7 @@ mod commit;
 mod error;
 mod fsck;
 mod gc;
+mod graph_walk;
 mod history;
 mod index_state;
 mod repair;
@@ -29,6 +30,7 @@ pub use commit::{Base, CommitIntent, CommitRequest, Committed};
 pub use error::Error;
 pub use fsck::{FsckKind, FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
+pub use graph_walk::{HistoryEntry, PartitionFilter};
 pub use history::{EventRecord, HistoryOrder};
 pub use repair::RepairReport;
 pub use subscribe::{Consumer, Delivery, Subscription};
@@ -149,6 +151,8 @@ pub struct Depot {
     /// What a native depot's files are written through (the real file system but in power-loss
     /// tests); the failed-command log file goes through it too.
     storage: Arc<dyn Storage>,
+    /// The commit-graph of a native depot (derived; see `graph_walk`).
+    graph: Option<graph_walk::GraphHandle>,
 }
 
 impl Depot {
@@ -281,6 +285,10 @@ impl Depot {
             lock_file: None,
             options,
             maintenance: None,
+            graph: Some(graph_walk::GraphHandle::new(
+                storage.clone(),
+                dir.join("commit-graph"),
+            )),
             storage,
         })
     }
@@ -304,6 +312,7 @@ impl Depot {
             options,
             maintenance: None,
             storage: FsStorage::shared(),
+            graph: None,
         })
     }
 
@@ -359,6 +368,7 @@ impl Depot {
             options: Options::default(),
             maintenance: None,
             storage: FsStorage::shared(),
+            graph: None,
         })
     }
 

@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use super::{Depot, Error, HistoryOrder};
+use super::{Depot, Error};
 use crate::hash::ObjectId;
 use crate::object::EncodedObject;
 use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefValue};
@@ -219,12 +219,7 @@ impl Depot {
 
     /// Whether `ancestor` is `descendant` or one of its ancestors (a walk of this depot).
     pub fn is_ancestor(&self, ancestor: ObjectId, descendant: ObjectId) -> Result<bool, Error> {
-        let mut found = false;
-        self.walk(descendant, HistoryOrder::Full, |id, _| {
-            found = id == ancestor;
-            Ok(!found)
-        })?;
-        Ok(found)
+        self.graph_is_ancestor(ancestor, descendant)
     }
 }
 

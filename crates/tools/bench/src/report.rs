@@ -837,8 +837,12 @@ const METHOD: &str = "
   spread over the whole history (SQLite's read database keeps them adjacent). Freshly opened depot;
   as many unmeasured reads as measured ones first; `Depot::partition_events` of a random partition,
   in-process (it checks the index against `HEAD` on every call). Percentiles are nearest-rank.
-- **Log walk**: `Depot::walk(head, HistoryOrder::FirstParent, ...)` over the bulk depot's
-  checkpoints (each read and decoded), freshly opened depot, median of 3 walks.
+- **Log walk**: `Depot::walk_ids(head, HistoryOrder::FirstParent, ...)` over the bulk depot's
+  checkpoints, freshly opened depot, median of 3 walks: ids, parents and dates come from the
+  commit-graph (`<depot>/commit-graph`, appended by the bulk build's commits; opening it maps the
+  file and reads its header), as `git rev-list` reads git's commit-graph; no checkpoint object is
+  read. `walk_first_parent_read` (in the list of figures) is the same walk through `Depot::walk`,
+  each checkpoint read, hash-verified and decoded, as `retro log` does for what it prints.
 - **Disk use**: apparent size of every file in the depot directory after the bulk build of the large
   read depot, `index.sqlite` (with `-wal`/`-shm`) included and also shown on its own; then
   `Depot::gc(&GcOptions::default(), ...)` (repack, no pruning) and again. Git: `.git/objects` after
