@@ -415,7 +415,8 @@ def store_bytes(backend: Backend, app: RetroBench) -> int:
         with app.recorder.datastore.transaction(commit=False) as c:
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         name = app.env.get("SQLITE_DBNAME")
-        return sum(os.path.getsize(f"{name}{s}") for s in ("", "-wal", "-shm") if os.path.exists(f"{name}{s}"))
+        files = [f"{name}{suffix}" for suffix in ("", "-wal", "-shm")]
+        return sum(os.path.getsize(f) for f in files if os.path.exists(f))
     with app.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
         curs.execute(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) AS bytes FROM pg_class c "
