@@ -22,6 +22,7 @@ demo: ## Run the built-in example domain in a fresh depot and print its log
 
 bench: ## Run the benchmarks and the peer comparison; writes docs/benchmarks.md
 	bash tests/postgres/install.sh
+	python3 -c 'import venv, ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv) || echo "python3-venv not installed: the Python eventsourcing peer will be n/a"
 	$(CARGO) build --release -p retro-bench -p retro-peers -p retro-cli
 	./target/release/retro-bench $(BENCH_ARGS)
 

@@ -8,12 +8,32 @@ use benchkit::Figure;
 #[derive(Debug, Default, Clone)]
 pub struct Figures {
     list: Vec<Figure>,
+    /// Peers that did not run, and why.
+    skipped: Vec<(String, String)>,
 }
 
 impl Figures {
     /// Adds a figure.
     pub fn push(&mut self, figure: Figure) {
         self.list.push(figure);
+    }
+
+    /// Records that `peer` did not run, and why (its rows then say so).
+    pub fn skip(&mut self, peer: &str, reason: &str) {
+        self.skipped.push((peer.to_owned(), reason.to_owned()));
+    }
+
+    /// Why `peer` did not run, if it was skipped.
+    pub fn skipped(&self, peer: &str) -> Option<&str> {
+        self.skipped
+            .iter()
+            .find(|(p, _)| p == peer)
+            .map(|(_, reason)| reason.as_str())
+    }
+
+    /// Every skipped peer and its reason.
+    pub fn all_skipped(&self) -> &[(String, String)] {
+        &self.skipped
     }
 
     /// All figures.

@@ -20,7 +20,7 @@ use benchkit::{per_second, Figure, Percentiles};
 use crate::figures::Figures;
 
 /// Accounts each client deposits to, round-robin.
-const ACCOUNTS: u64 = 20;
+pub const ACCOUNTS: u64 = 20;
 
 /// How much each phase does.
 #[derive(Debug, Clone, Copy)]

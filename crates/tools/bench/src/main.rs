@@ -11,6 +11,8 @@
 //! - [`memory`]: max RSS of the `retro` commands on a 1,000,000-event depot;
 //! - [`postgres_bench`]: a PostgreSQL depot on a throw-away local server: durable applies with 1
 //!   and 8 writers, partition reads in 1,000,000 events;
+//! - [`eventsourcing_bench`]: the Python `eventsourcing` library (SQLite and PostgreSQL) on the
+//!   same workloads, installed into a venv by the bench and driven as a subprocess;
 //! - [`peers`]: running `retro-peers` and reading its figures;
 //! - [`figures`]: every figure of a run (the [`benchkit::Figure`] type, percentiles, rates, the
 //!   RNG and finding sibling binaries are `retro-benchkit`'s, shared with the other tools);
@@ -27,6 +29,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod depot_bench;
 mod engine_bench;
+mod eventsourcing_bench;
 mod figures;
 mod http_bench;
 mod machine;
@@ -78,7 +81,7 @@ struct Cli {
 }
 
 /// Every measurement `--only` can name: the depot's, then the engine's, then the memory one.
-const PHASES: [&str; 12] = [
+const PHASES: [&str; 13] = [
     "bulk",
     "walk",
     "fsync",
@@ -91,6 +94,7 @@ const PHASES: [&str; 12] = [
     "memory",
     "http",
     "postgres",
+    "eventsourcing",
 ];
 /// Whether `phase` runs, given `--only`.
 fn wanted(only: &[String], phase: &str) -> bool {
@@ -193,6 +197,21 @@ fn run(cli: Cli) -> Result<()> {
                 warnings.push(format!("postgres phase skipped: {err:#}"));
             }
         }
+        if wanted(&cli.only, "eventsourcing") {
+            let es_sizes = if cli.quick {
+                eventsourcing_bench::Sizes::quick()
+            } else {
+                eventsourcing_bench::Sizes::full()
+            };
+            let started = Instant::now();
+            // Set-up problems (no Python, no PyPI) are skips recorded in `figures`; a driver
+            // that runs and fails, or prints something else than its figures, fails the run.
+            eventsourcing_bench::run(&es_sizes, scratch.path(), &mut figures)?;
+            eprintln!(
+                "retro-bench: eventsourcing: {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         if wanted(&cli.only, "memory") {
             if let Err(err) = memory::run(&memory_sizes, scratch.path(), &mut figures) {
                 // Named with --only, it must work; in the default run, the rest still counts.
@@ -209,6 +228,9 @@ fn run(cli: Cli) -> Result<()> {
     measured?;
     closed.context("removing the scratch directory")?;
 
+    for (peer, reason) in figures.all_skipped() {
+        warnings.push(format!("{peer} not run: {reason}"));
+    }
     let rss_mib = max_rss_kib() as f64 / 1024.0;
     figures.push(Figure::new("retro", "max_rss", "MiB", rss_mib, 1).note("getrusage(RUSAGE_SELF)"));
     let rows = report::rows(&figures, rss_mib);

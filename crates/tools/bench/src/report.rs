@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::eventsourcing_bench as es;
 use crate::figures::Figures;
 use crate::machine::Machine;
 use crate::memory;
@@ -198,14 +199,24 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
         for p in ["p50", "p99"] {
             let name = format!("read_partition_{p}");
             let target = (large && p == "p50" && n >= 900_000).then_some(Target::Below(50.0));
+            let comparison = format!("read 10-event partition {p}, {} events", count(n));
+            let retro_read = figures.get_n("retro", &name, n).map(|f| f.value);
             rows.push(Row::new(
-                format!("read 10-event partition {p}, {} events", count(n)),
+                comparison.clone(),
                 "us",
-                figures.get_n("retro", &name, n).map(|f| f.value),
+                retro_read,
                 target,
                 "SQLite, indexed",
                 figures.get_near("sqlite", &name, n).map(|f| f.value),
             ));
+            let es_read = Eventsourcing {
+                comparison: &comparison,
+                unit: "us",
+                retro: retro_read,
+                figure: &format!("read_stream_{p}"),
+                what: "raw rows (recorder.select_events)",
+            };
+            es_read.push_near(figures, &mut rows, n, Some(&n) == read_sizes.last());
         }
     }
     if let (Some(&small), Some(&large)) = (read_sizes.first(), read_sizes.last()) {
@@ -262,14 +273,23 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
     ));
 
     let disk_n = retro_n("disk_bytes_per_event").unwrap_or(0);
+    let disk_before = format!("disk per event, {} events, before gc", count(disk_n));
     rows.push(Row::new(
-        format!("disk per event, {} events, before gc", count(disk_n)),
+        disk_before.clone(),
         "B/event",
         retro("disk_bytes_per_event"),
         None,
         "git fast-import pack",
         peer("git", "fast_import_pack_bytes_per_event"),
     ));
+    Eventsourcing {
+        comparison: &disk_before,
+        unit: "B/event",
+        retro: retro("disk_bytes_per_event"),
+        figure: "bytes_per_event",
+        what: "store",
+    }
+    .push_sized(figures, &mut rows);
     rows.push(Row::new(
         format!("disk per event, {} events, after gc", count(disk_n)),
         "B/event",
@@ -327,6 +347,14 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
         "-",
         None,
     ));
+    Eventsourcing {
+        comparison: "durable applies over HTTP, 1 client",
+        unit: "applies/s",
+        retro: http_one,
+        figure: "bank_1",
+        what: "same deposits in-process: load + 1 event + save",
+    }
+    .push(figures, &mut rows);
     rows.push(Row::new(
         "durable applies over HTTP, 16 clients",
         "applies/s",
@@ -353,6 +381,86 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
     ));
     postgres_rows(figures, &mut rows);
     rows
+}
+
+/// Rows holding a retro figure against the Python `eventsourcing` library's, one per backend
+/// (SQLite, PostgreSQL): when the peer did not run, its row says n/a and why.
+struct Eventsourcing<'a> {
+    /// What retro did (the retro row's first cell).
+    comparison: &'a str,
+    /// The unit of both.
+    unit: &'a str,
+    /// retro's value.
+    retro: Option<f64>,
+    /// The driver's figure (see [`es::FIGURES`]).
+    figure: &'a str,
+    /// What the peer did, for its label.
+    what: &'a str,
+}
+
+impl Eventsourcing<'_> {
+    const BACKENDS: [(&'static str, &'static str); 2] =
+        [(es::SQLITE, "SQLite"), (es::POSTGRES, "PostgreSQL")];
+
+    /// One row per backend that ran or was skipped (none when the phase did not run).
+    fn push(&self, figures: &Figures, rows: &mut Vec<Row>) {
+        for (peer, backend) in Self::BACKENDS {
+            let value = figures.get(peer, self.figure).map(|f| f.value);
+            self.row(figures, rows, peer, backend, value, String::new());
+        }
+    }
+
+    /// As [`Self::push`], the peer's figure from a store of about `n` events; a skipped peer
+    /// only gets its n/a row when `last` (the largest size).
+    fn push_near(&self, figures: &Figures, rows: &mut Vec<Row>, n: u64, last: bool) {
+        for (peer, backend) in Self::BACKENDS {
+            match figures.get_near(peer, self.figure, n) {
+                Some(f) => self.row(figures, rows, peer, backend, Some(f.value), String::new()),
+                None if last => self.row(figures, rows, peer, backend, None, String::new()),
+                None => {}
+            }
+        }
+    }
+
+    /// As [`Self::push`], the peer's store size in its label.
+    fn push_sized(&self, figures: &Figures, rows: &mut Vec<Row>) {
+        for (peer, backend) in Self::BACKENDS {
+            let found = figures.get(peer, self.figure);
+            let size = found.map_or(String::new(), |f| format!(", {} events", count(f.n)));
+            self.row(figures, rows, peer, backend, found.map(|f| f.value), size);
+        }
+    }
+
+    fn row(
+        &self,
+        figures: &Figures,
+        rows: &mut Vec<Row>,
+        peer: &str,
+        backend: &str,
+        value: Option<f64>,
+        size: String,
+    ) {
+        let skipped = figures.skipped(peer);
+        if value.is_none() && skipped.is_none() {
+            return;
+        }
+        let mut label = format!(
+            "eventsourcing {} on {backend}, {}{size}",
+            es::VERSION,
+            self.what
+        );
+        if let Some(reason) = skipped {
+            label.push_str(&format!(" (not run: {reason})"));
+        }
+        rows.push(Row::new(
+            self.comparison,
+            self.unit,
+            self.retro,
+            None,
+            label,
+            value,
+        ));
+    }
 }
 
 /// PostgreSQL 15 with a CAS on a head row, one client (commands/s and average latency in us):
@@ -476,15 +584,32 @@ fn engine_rows(figures: &Figures, rows: &mut Vec<Row>) {
         "SQLite WAL synchronous=FULL",
         sqlite,
     ));
+    Eventsourcing {
+        comparison: "durable apply, 1 writer (engine)",
+        unit: "applies/s",
+        retro: Some(one),
+        figure: "identity_1",
+        what: "same commands, Application.save",
+    }
+    .push(figures, rows);
     for p in ["p50", "p99"] {
+        let comparison = format!("durable apply latency {p}, 1 writer");
         rows.push(Row::new(
-            format!("durable apply latency {p}, 1 writer"),
+            comparison.clone(),
             "us",
             retro(&format!("engine_apply_{p}")),
             None,
             "SQLite WAL synchronous=FULL",
             peer("sqlite", &format!("durable_commit_{p}")),
         ));
+        Eventsourcing {
+            comparison: &comparison,
+            unit: "us",
+            retro: retro(&format!("engine_apply_{p}")),
+            figure: &format!("identity_1_{p}"),
+            what: "same commands",
+        }
+        .push(figures, rows);
     }
     let Some(many) = retro("engine_apply_writers") else {
         return;
@@ -514,6 +639,14 @@ fn engine_rows(figures: &Figures, rows: &mut Vec<Row>) {
         "PostgreSQL head CAS, 4 clients (peers.md, not this run)",
         Some(POSTGRES_HEAD_CAS_4_CLIENTS),
     ));
+    Eventsourcing {
+        comparison: &format!("durable apply, {writers} writers, disjoint aggregates"),
+        unit: "applies/s",
+        retro: Some(many),
+        figure: "identity_writers",
+        what: &format!("same commands, {writers} processes"),
+    }
+    .push(figures, rows);
     rows.push(Row::new(
         format!("durable apply, {writers} writers, depot group commit"),
         "applies/s",
@@ -885,6 +1018,38 @@ const METHOD: &str = "
   session. Reads: a depot of the read shape (10-event identity partitions over the whole history)
   bulk-loaded with `commit_many` (1,000 commands per call), then a fresh `depot_postgres::open`;
   `partition_events` of random partitions, as many unmeasured first. Peers' PostgreSQL figures come from peers.md (a head-row CAS per command), not this run.
+- **Python `eventsourcing`** (phase `eventsourcing`; the event-sourcing library users pick
+  instead): version 9.5.6 from PyPI with the binary psycopg build, installed by the bench into
+  `target/bench-venv` (`python3 -m venv`, then `pip install \"eventsourcing[postgres]==9.5.6\"
+  \"psycopg[binary]\"`; reused while it holds those versions), driven by
+  `crates/tools/peers/python/eventsourcing_peer.py` as a subprocess that prints its figures as one
+  JSON object. SQLite: the library's `eventsourcing.sqlite` persistence on a file in the scratch
+  directory, WAL, `synchronous=FULL` (SQLite's default, read back and checked: one fsync of the
+  WAL per commit); PostgreSQL: `eventsourcing.postgres` on a throw-away server as the PostgreSQL
+  depot's (`fsync=on`, `synchronous_commit=on`; the library takes `LOCK TABLE ... IN EXCLUSIVE
+  MODE` per insert, which serialises writers). Snapshots and the aggregate cache off (its
+  defaults); the library adds its own timestamp, version and topic to each event and keeps no
+  checkpoint or affix. The same workload means: the same commands in the same number, with
+  the same event attributes as retro's JSON bodies. Identity: per command a new `Identity`
+  aggregate (`IdentityCreated`, `EmailVerificationRequested`) and one `SessionCommandApplied`
+  on the writer's `Session` aggregate (kept in memory, as retro's engine keeps its head), saved
+  by one `Application.save(identity, session)`: one transaction, durable on return; 50
+  unmeasured first; as many commands as the engine's one writer, and 4 writer *processes* (the
+  library is a library: processes, not threads sharing one engine) each with its own
+  `Application`, identities and session, as many commands each as the engine's writers, over the
+  wall time from a common start. Bank: the HTTP bench's single client's deposits (same number,
+  round-robin over the same number of accounts, opened first), each `repository.get` (every event
+  of the account decoded and replayed), `deposit`, `save`, in-process (retro's figure includes
+  its HTTP round trip). Reads and disk: a store of the read shape (10-event identity streams over
+  the whole history, 1 session event per command) written through the library's bulk path (the
+  application's mapper encodes the domain events, `recorder.insert_events` stores 15,000 per
+  call, one transaction each), then a fresh `Application`'s `recorder.select_events` of random
+  10-event streams (raw rows, not decoded), as many unmeasured first; 1,000,000 events (10,000
+  with `--quick`, labelled). Disk: SQLite's file with `-wal` and `-shm` after
+  `PRAGMA wal_checkpoint(TRUNCATE)`; PostgreSQL's `pg_total_relation_size` of the library's tables
+  (heap, TOAST, indexes). When Python, its venv module, PyPI or PostgreSQL are missing, the rows
+  say n/a and why; a driver that runs and fails fails the run. The time it took is the
+  `wall` figure of each backend.
 ";
 
 #[cfg(test)]
