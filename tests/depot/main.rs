@@ -13,4 +13,5 @@ mod power_loss;
 mod recovery;
 mod reliability;
 mod revisions;
+mod storage_v2;
 mod subscribe;

@@ -256,6 +256,7 @@ impl IndexStore for PgIndex {
                 let seq: i64 = r.try_get(3).map_err(db)?;
                 let date: Option<i64> = r.try_get(4).map_err(db)?;
                 Ok(EventRow {
+                    at: None,
                     partition: partition.clone(),
                     version: n as u64,
                     event: id_from(&event)?,

@@ -615,6 +615,7 @@ impl Depot {
                     .partitions()
                     .map(|(p, ids)| (p.clone(), ids.to_vec()))
                     .collect(),
+                at: Vec::new(),
             };
             in_batch.insert(id, Arc::new(indexed.clone()));
             plan.indexed.push(indexed);
@@ -683,6 +684,7 @@ impl Depot {
                 .partitions()
                 .map(|(p, ids)| (p.clone(), ids.to_vec()))
                 .collect(),
+            at: Vec::new(),
         }))
     }
 }

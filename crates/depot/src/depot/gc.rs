@@ -121,6 +121,17 @@ impl Depot {
         // (no record after it), so the next open reads nothing back.
         journal.settle_locked()?;
         report.bytes_after = after.bytes;
+        // The partition index keeps where each event's record was: point it at the new pack,
+        // so reads after gc skip the lookup as before it. Only hints: a failure costs lookups.
+        {
+            let mut state = self.index.lock().expect("index lock poisoned");
+            let objects = &self.objects;
+            if let Err(e) = state.stored.relocate(|id| objects.locate(id)) {
+                state.warn(format!(
+                    "gc could not update the partition index's event locations ({e}); reads look events up by id until 'retro reindex'"
+                ));
+            }
+        }
         // The commit-graph is derived: rebuilt from what the refs reach (repairing any damage).
         self.rebuild_graph()?;
         Ok(report)

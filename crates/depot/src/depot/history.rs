@@ -216,7 +216,7 @@ impl Depot {
                 return Ok(false);
             }
             for checkpoint in &pending {
-                writer.append(checkpoint)?;
+                writer.append(&self.located(checkpoint))?;
             }
             Ok(true)
         })?;
@@ -270,7 +270,7 @@ impl Depot {
                     Ok(c) => c,
                     Err(e) => return Ok(Err(e)),
                 };
-                writer.append(&checkpoint)?;
+                writer.append(&self.located(&checkpoint))?;
             }
             Ok(Ok(()))
         })?
@@ -296,9 +296,25 @@ impl Depot {
         self.with_index(true, |state| Ok(state.stored.counts()?))
     }
 
+    /// `checkpoint` with the location hint of each of its events filled in (for the index to
+    /// store; see [`EventRow::at`]).
+    fn located(
+        &self,
+        checkpoint: &crate::index::IndexedCheckpoint,
+    ) -> crate::index::IndexedCheckpoint {
+        let mut located = checkpoint.clone();
+        located.at = checkpoint
+            .partitions
+            .iter()
+            .flat_map(|(_, ids)| ids)
+            .map(|id| self.objects.locate(id))
+            .collect();
+        located
+    }
+
     fn load_rows(&self, rows: Vec<EventRow>) -> Result<Vec<EventRecord>, Error> {
-        let ids: Vec<ObjectId> = rows.iter().map(|r| r.event).collect();
-        let objects = self.objects.read_many(&ids)?;
+        let ids: Vec<(ObjectId, Option<u64>)> = rows.iter().map(|r| (r.event, r.at)).collect();
+        let objects = self.objects.read_many_hinted(&ids)?;
         rows.into_iter()
             .zip(objects)
             .map(|(row, object)| {

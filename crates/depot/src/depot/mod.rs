@@ -409,6 +409,13 @@ impl Depot {
         self.layout
     }
 
+    /// Bytes of pack files this handle has read by scanning since it was opened (a native
+    /// depot; `None` for others): what an open costs beyond reading the active pack's key log
+    /// (see [`PackStore::scan_work`]). For tests and benchmarks of the open path.
+    pub fn pack_scan_work(&self) -> Option<u64> {
+        self.packs.as_ref().map(|packs| packs.scan_work())
+    }
+
     /// The object store.
     pub fn objects(&self) -> &dyn ObjectStore {
         &*self.objects
@@ -825,6 +832,7 @@ impl IndexState {
                     version += 1;
                     if version > after {
                         rows.push(EventRow {
+                            at: None,
                             partition: partition.clone(),
                             version,
                             event: *event,

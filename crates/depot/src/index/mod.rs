@@ -48,6 +48,9 @@ pub struct IndexedCheckpoint {
     pub session: String,
     /// Partitions (sorted) and their events in order.
     pub partitions: Vec<(PartitionName, Vec<ObjectId>)>,
+    /// Where each event's record is in the object store ([`EventRow::at`]), in the order of
+    /// `partitions` flattened; empty when not known (the index then stores none).
+    pub at: Vec<Option<u64>>,
 }
 
 /// An event's place in the index.
@@ -67,6 +70,11 @@ pub struct EventRow {
     pub date: Option<DateTime<Utc>>,
     /// The checkpoint's session.
     pub session: String,
+    /// Where the event's record was in the object store when it was indexed
+    /// ([`crate::odb::ObjectStore::locate`]): a hint that lets a read skip the id lookup. Never
+    /// trusted: the record read there must carry this event's id and hash to it, else the event
+    /// is looked up by id (a stale hint, after a gc, costs that lookup and nothing else).
+    pub at: Option<u64>,
 }
 
 /// A place that stores the partition index: SQLite here ([`SqliteIndex`]); other crates add
@@ -126,6 +134,16 @@ pub trait IndexStore: Send {
 
     /// Counts for reports: checkpoints, partitions, events.
     fn counts(&self) -> Result<(u64, u64, u64), IndexError>;
+
+    /// Replaces every event's location hint ([`EventRow::at`]) with `locate(event)`, after the
+    /// objects moved (gc); returns how many rows it rewrote. Stores that keep no hints do nothing.
+    fn relocate(
+        &mut self,
+        locate: &mut dyn FnMut(&ObjectId) -> Option<u64>,
+    ) -> Result<u64, IndexError> {
+        let _ = locate;
+        Ok(0)
+    }
 }
 
 /// Writes inside one index transaction (see [`IndexStore::write_with`]).
@@ -256,5 +274,13 @@ impl PartitionIndex {
     /// Counts for reports: checkpoints, partitions, events.
     pub fn counts(&self) -> Result<(u64, u64, u64), IndexError> {
         self.0.counts()
+    }
+
+    /// Replaces every event's location hint (see [`IndexStore::relocate`]).
+    pub fn relocate(
+        &mut self,
+        mut locate: impl FnMut(&ObjectId) -> Option<u64>,
+    ) -> Result<u64, IndexError> {
+        self.0.relocate(&mut locate)
     }
 }

@@ -13,7 +13,8 @@ use super::{EventRow, IndexError, IndexStore, IndexWrite, IndexedCheckpoint};
 use crate::hash::ObjectId;
 use crate::name::PartitionName;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `events.at`, the location hint of each event (added in place to a version 1 index).
+const SCHEMA_VERSION: i64 = 2;
 
 /// The SQLite-backed partition index.
 pub struct SqliteIndex {
@@ -66,7 +67,7 @@ impl SqliteIndex {
                  last_seq INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS events(
                  pid INTEGER NOT NULL, n INTEGER NOT NULL, cseq INTEGER NOT NULL, event BLOB NOT NULL,
-                 PRIMARY KEY(pid, n)) WITHOUT ROWID;",
+                 at INTEGER, PRIMARY KEY(pid, n)) WITHOUT ROWID;",
         )?;
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
@@ -81,6 +82,16 @@ impl SqliteIndex {
                 )?;
             }
             Some(SCHEMA_VERSION) => {}
+            Some(1) => {
+                // Version 1 had no location hints: add the column (rows keep none until the
+                // next gc relocates them; reads then look events up by id, as version 1 did).
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE;
+                     ALTER TABLE events ADD COLUMN at INTEGER;
+                     UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'version';
+                     COMMIT;"
+                ))?;
+            }
             Some(other) => {
                 return Err(IndexError::Corrupt(format!(
                     "schema version {other} is not {SCHEMA_VERSION}; run 'retro reindex'"
@@ -125,7 +136,7 @@ impl IndexStore for SqliteIndex {
         max_seq: Option<u64>,
     ) -> Result<Vec<EventRow>, IndexError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT e.n, e.event, c.id, c.seq, c.date, c.session
+            "SELECT e.n, e.event, c.id, c.seq, c.date, c.session, e.at
              FROM partitions p JOIN events e ON e.pid = p.pid JOIN checkpoints c ON c.seq = e.cseq
              WHERE p.name = ?1 AND e.n > ?2 AND e.cseq <= ?3 ORDER BY e.n",
         )?;
@@ -140,12 +151,13 @@ impl IndexStore for SqliteIndex {
                     r.get::<_, i64>(3)?,
                     r.get::<_, Option<i64>>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             },
         )?;
         let mut out = Vec::new();
         for row in rows {
-            let (n, event, checkpoint, seq, date, session) = row?;
+            let (n, event, checkpoint, seq, date, session, at) = row?;
             out.push(EventRow {
                 partition: partition.clone(),
                 version: n as u64,
@@ -154,6 +166,7 @@ impl IndexStore for SqliteIndex {
                 checkpoint_seq: seq as u64,
                 date: date_from(date),
                 session,
+                at: at.and_then(|a| u64::try_from(a).ok()),
             });
         }
         Ok(out)
@@ -237,6 +250,31 @@ impl IndexStore for SqliteIndex {
             q("SELECT COUNT(*) FROM events")?,
         ))
     }
+
+    /// Rewrites every event's location hint in one transaction, streaming the rows.
+    fn relocate(
+        &mut self,
+        locate: &mut dyn FnMut(&ObjectId) -> Option<u64>,
+    ) -> Result<u64, IndexError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut rewritten = 0u64;
+        {
+            let mut rows = tx.prepare("SELECT pid, n, event FROM events")?;
+            let mut update = tx.prepare("UPDATE events SET at = ?1 WHERE pid = ?2 AND n = ?3")?;
+            let mut cursor = rows.query([])?;
+            while let Some(row) = cursor.next()? {
+                let (pid, n): (i64, i64) = (row.get(0)?, row.get(1)?);
+                let id = id_from(row.get(2)?)?;
+                let at = locate(&id).and_then(|a| i64::try_from(a).ok());
+                update.execute(params![at, pid, n])?;
+                rewritten += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(rewritten)
+    }
 }
 
 impl IndexWrite for SqliteWriter<'_> {
@@ -266,6 +304,7 @@ impl IndexWrite for SqliteWriter<'_> {
                 checkpoint.date.map(|d| d.timestamp()),
                 checkpoint.session
             ])?;
+        let mut located = 0usize;
         for (partition, events) in &checkpoint.partitions {
             let existing: Option<(i64, i64)> = self
                 .tx
@@ -284,14 +323,22 @@ impl IndexWrite for SqliteWriter<'_> {
                 }
             };
             let mut insert = self.tx.prepare_cached(
-                "INSERT INTO events(pid, n, cseq, event) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO events(pid, n, cseq, event, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for (i, event) in events.iter().enumerate() {
+                let at = checkpoint
+                    .at
+                    .get(located)
+                    .copied()
+                    .flatten()
+                    .and_then(|a| i64::try_from(a).ok());
+                located += 1;
                 insert.execute(params![
                     pid,
                     before + 1 + i as i64,
                     seq as i64,
-                    event.as_bytes().as_slice()
+                    event.as_bytes().as_slice(),
+                    at
                 ])?;
             }
             self.tx

@@ -87,6 +87,25 @@ pub trait ObjectStore: Send + Sync {
         ids.iter().map(|id| self.read(id)).collect()
     }
 
+    /// Where the object's record is, as a hint a later [`ObjectStore::read_hinted`] can use to
+    /// skip the lookup by id (the pack store: pack number and offset); `None` when the store
+    /// keeps no such thing. The partition index stores it beside each event.
+    fn locate(&self, id: &ObjectId) -> Option<u64> {
+        let _ = id;
+        None
+    }
+
+    /// [`ObjectStore::read_many`] with a location hint per id (from [`ObjectStore::locate`]).
+    /// A hint is never trusted: what is read there must be the object asked for, verified; a
+    /// hint that is stale (the object moved) or wrong only costs the lookup by id.
+    fn read_many_hinted(
+        &self,
+        ids: &[(ObjectId, Option<u64>)],
+    ) -> Result<Vec<Option<EncodedObject>>, Error> {
+        let ids: Vec<ObjectId> = ids.iter().map(|(id, _)| *id).collect();
+        self.read_many(&ids)
+    }
+
     /// Whether the store has the object (without verifying it).
     fn contains(&self, id: &ObjectId) -> Result<bool, Error>;
 

@@ -904,6 +904,14 @@ impl Active {
             .read_exact_at(&mut head, offset)
             .map_err(Error::io("read", &self.path))?;
         let len = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
+        if len as u64 > u64::from(MAX_RECORD)
+            || offset + RECORD_OVERHEAD + len as u64 > self.scanned
+        {
+            return Err(Error::Corrupt {
+                id: *id,
+                reason: format!("pack {}: no whole record at offset {offset}", self.seq),
+            });
+        }
         let mut rest = vec![0u8; len + 4];
         self.file
             .read_exact_at(&mut rest, offset + 5)
@@ -2078,7 +2086,75 @@ fn write_index(
     result.map_err(Error::io("write", path))
 }
 
+/// A location hint packs a pack number and an offset in one `u64` (the partition index keeps it
+/// in a signed 64-bit column): the offset in the low 40 bits.
+const HINT_OFFSET_BITS: u32 = 40;
+
+fn hint_of(position: Position) -> Option<u64> {
+    (position.offset < 1 << HINT_OFFSET_BITS && position.pack < 1 << (63 - HINT_OFFSET_BITS))
+        .then(|| (position.pack << HINT_OFFSET_BITS) | position.offset)
+}
+
+impl PackStore {
+    /// The record bytes of `id` at hint `at`, when the pack it names is open and the record
+    /// there is whole and carries that id; `None` in every other case (the caller looks the id
+    /// up instead).
+    fn read_at_hint(&self, id: &ObjectId, at: u64) -> Option<Vec<u8>> {
+        let pack = at >> HINT_OFFSET_BITS;
+        let offset = at & ((1 << HINT_OFFSET_BITS) - 1);
+        let state = self.state.read().expect("pack state lock poisoned");
+        if let Some(active) = state.active.as_ref().filter(|a| a.seq == pack) {
+            return active.record(offset, id).ok();
+        }
+        if let Some(sealed) = state.sealed.iter().find(|s| s.seq == pack) {
+            return sealed.record(offset, id).ok();
+        }
+        state
+            .unindexed
+            .iter()
+            .find(|a| a.seq == pack)
+            .and_then(|a| a.record(offset, id).ok())
+    }
+}
+
 impl ObjectStore for PackStore {
+    fn locate(&self, id: &ObjectId) -> Option<u64> {
+        let state = self.state.read().expect("pack state lock poisoned");
+        if let Some(active) = &state.active {
+            if let Some(&offset) = active.map.get(id) {
+                return hint_of(Position {
+                    pack: active.seq,
+                    offset,
+                });
+            }
+        }
+        for sealed in &state.sealed {
+            if let Some(offset) = sealed.find(id) {
+                return hint_of(Position {
+                    pack: sealed.seq,
+                    offset,
+                });
+            }
+        }
+        None
+    }
+
+    fn read_many_hinted(
+        &self,
+        ids: &[(ObjectId, Option<u64>)],
+    ) -> Result<Vec<Option<EncodedObject>>, Error> {
+        ids.iter()
+            .map(|&(id, at)| {
+                match at.and_then(|at| self.read_at_hint(&id, at)) {
+                    // Verified like every read; a record that does not hash to its id is
+                    // corrupt, whichever way it was found.
+                    Some(bytes) => super::verify(&id, bytes).map(Some),
+                    None => self.read(&id),
+                }
+            })
+            .collect()
+    }
+
     fn read(&self, id: &ObjectId) -> Result<Option<EncodedObject>, Error> {
         let bytes = match self.lookup(id) {
             Ok(Some(bytes)) => Some(bytes),
