@@ -260,6 +260,9 @@ pub struct Graph {
     file_len: u64,
     /// id → row for rows past the sorted lookup (and how many rows it covers), filled on demand.
     unsorted: Mutex<(HashMap<ObjectId, u32>, u32)>,
+    /// The file opened for appending by this handle's first append, with its identity (device,
+    /// inode): kept so that each later append costs one `stat` of the path and one write.
+    writer: Option<(Box<dyn crate::storage::StorageFile>, (u64, u64))>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -338,6 +341,7 @@ impl Graph {
             nonce,
             file_len,
             unsorted: Mutex::new((HashMap::new(), sorted)),
+            writer: None,
         };
         // A torn tail: the rows at the end whose checksum fails (a power cut during an append
         // that was never fsynced) are not there.
@@ -565,6 +569,13 @@ impl Graph {
 
     /// Whether the file at the path is still this graph with nothing appended by others.
     fn current_on_disk(&self, storage: &dyn Storage) -> bool {
+        if let Some((_, identity)) = &self.writer {
+            // The file this handle appends to is still the one at the path (a rebuild renames a
+            // new file there) and nobody appended since: one `stat`.
+            return storage
+                .metadata(&self.path)
+                .is_ok_and(|m| m.identity == *identity && m.len == self.file_len);
+        }
         let Ok(file) = storage.open(&self.path, OpenOptions::READ) else {
             return false;
         };
@@ -583,9 +594,14 @@ impl Graph {
             let path = self.path.clone();
             move |source| GraphError::Io { verb, path, source }
         };
-        let file = storage
-            .open(&self.path, OpenOptions::WRITE)
-            .map_err(io("open"))?;
+        if self.writer.is_none() {
+            let file = storage
+                .open(&self.path, OpenOptions::WRITE)
+                .map_err(io("open"))?;
+            let identity = file.identity().map_err(io("stat"))?;
+            self.writer = Some((file, identity));
+        }
+        let (file, _) = self.writer.as_ref().expect("opened above");
         let at = self.end_offset();
         file.write_all_at(rows, at).map_err(io("append to"))?;
         self.tail.extend_from_slice(rows);

@@ -516,14 +516,14 @@ fn read_locked(storage: &dyn Storage, path: &Path, timeout: Duration) -> io::Res
     let mut bytes = vec![0u8; 256];
     let mut filled = 0;
     loop {
+        let want = bytes.len() - filled;
         let n = file.read_at(&mut bytes[filled..], filled as u64)?;
-        if n == 0 {
+        filled += n;
+        // A short read of a regular file is its end: no second call to learn that.
+        if n < want {
             break;
         }
-        filled += n;
-        if filled == bytes.len() {
-            bytes.resize(bytes.len() * 2, 0);
-        }
+        bytes.resize(bytes.len() * 2, 0);
     }
     bytes.truncate(filled);
     String::from_utf8(bytes).map_err(|_| {
