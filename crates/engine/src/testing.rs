@@ -568,7 +568,7 @@ pub enum Mismatch {
         expected: Then,
         /// The failure.
         #[source]
-        error: ApplyError,
+        error: Box<ApplyError>,
     },
     /// The case is not valid (a bad name, a command that does not parse).
     #[error("the case is invalid")]
@@ -697,7 +697,7 @@ pub fn compare(then: &Then, outcome: Outcome) -> Result<(), Mismatch> {
         }),
         (expected, Outcome::Failed(error)) => Err(Mismatch::Failed {
             expected: expected.clone(),
-            error,
+            error: Box::new(error),
         }),
     }
 }
