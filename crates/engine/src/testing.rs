@@ -216,6 +216,10 @@ pub enum CaseError {
         /// Why.
         reason: String,
     },
+    /// A string that must not be empty (or only whitespace) is: a case's name, a rejection code,
+    /// an error's text (an empty text would match any failure).
+    #[error("\"{0}\" must not be empty")]
+    Empty(String),
     /// `then` must hold exactly one of `events`, `rejected`, `error`.
     #[error("\"then\" must hold exactly one of \"events\", \"rejected\" or \"error\", found {0}")]
     Then(usize),
@@ -305,6 +309,18 @@ fn event_name(key: &str, value: &str) -> Result<EventName, CaseError> {
     })
 }
 
+fn non_empty<'v>(
+    map: &'v Map<String, Value>,
+    parent: &str,
+    key: &str,
+) -> Result<&'v str, CaseError> {
+    let text = string(map, parent, key)?;
+    if text.trim().is_empty() {
+        return Err(CaseError::Empty(join(parent, key)));
+    }
+    Ok(text)
+}
+
 fn events(value: &Value, key: &str) -> Result<Vec<TestEvent>, CaseError> {
     let Value::Array(items) = value else {
         return Err(CaseError::WrongType {
@@ -353,7 +369,7 @@ impl Case {
             &["name", "given", "when", "then"],
             "name, given, when, then",
         )?;
-        let name = string(top, "", "name")?;
+        let name = non_empty(top, "", "name")?;
         let given = match top.get("given") {
             None => Vec::new(),
             Some(value) => events(value, "given")?,
@@ -400,9 +416,9 @@ impl Case {
         let then = if let Some(value) = then_map.get("events") {
             Then::Events(events(value, "then.events")?)
         } else if then_map.contains_key("rejected") {
-            Then::Rejected(string(then_map, "then", "rejected")?.to_owned())
+            Then::Rejected(non_empty(then_map, "then", "rejected")?.to_owned())
         } else {
-            Then::Error(string(then_map, "then", "error")?.to_owned())
+            Then::Error(non_empty(then_map, "then", "error")?.to_owned())
         };
         Ok(Case {
             name: name.to_owned(),
@@ -978,6 +994,18 @@ mod tests {
                 "\"when\" is not a valid command: command \"params\" must be a JSON object",
             ),
             (r#"{"name":"n","then":{"error":"e"}}"#, "missing \"when\""),
+            (
+                &format!(r#"{{"name":" ",{when},"then":{{"error":"e"}}}}"#),
+                "\"name\" must not be empty",
+            ),
+            (
+                &format!(r#"{{"name":"n",{when},"then":{{"error":""}}}}"#),
+                "\"then.error\" must not be empty",
+            ),
+            (
+                &format!(r#"{{"name":"n",{when},"then":{{"rejected":""}}}}"#),
+                "\"then.rejected\" must not be empty",
+            ),
             (
                 &format!(r#"{{"name":7,{when},"then":{{"error":"e"}}}}"#),
                 "\"name\" must be a string, found a number",
