@@ -54,8 +54,9 @@ pub fn run(spec: &Path, manifest: Option<&Path>, ui: &mut Ui) -> Result<()> {
                 }
             }
         }
+        // A case may take a while (exec handlers): report each as it ends.
+        ui.flush()?;
     }
-    ui.flush()?;
     if failed > 0 {
         return Err(TestsFailed {
             failed,
