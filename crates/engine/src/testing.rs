@@ -183,6 +183,11 @@ pub enum CaseError {
         /// The keys allowed there.
         expected: &'static str,
     },
+    /// The line is JSON, but not an object.
+    #[error(
+        "a case must be a JSON object like {{\"name\",\"given\",\"when\",\"then\"}}, found {0}"
+    )]
+    NotAnObject(&'static str),
     /// A required key is missing.
     #[error("missing \"{0}\"")]
     Missing(String),
@@ -258,6 +263,9 @@ fn object<'v>(
     expected: &'static str,
 ) -> Result<&'v Map<String, Value>, CaseError> {
     let Value::Object(map) = value else {
+        if key.is_empty() {
+            return Err(CaseError::NotAnObject(type_of(value)));
+        }
         return Err(CaseError::WrongType {
             key: key.to_owned(),
             expected: "an object",
@@ -941,7 +949,8 @@ mod tests {
         let when = r#""when":{"path":"a/1","name":"x"}"#;
         for (line, want) in [
             ("{", "not valid JSON"),
-            ("[1]", "\"\" must be an object, found an array"),
+            ("[1]", "a case must be a JSON object like {\"name\",\"given\",\"when\",\"then\"}, found an array"),
+            (r#"{"name":"n","when":7,"then":{"error":"e"}}"#, "\"when\" must be an object, found a number"),
             (
                 &format!(r#"{{"name":"n",{when},"then":{{"error":"e"}},"extra":1}}"#),
                 "unknown key \"extra\" (expected name, given, when, then)",
