@@ -319,6 +319,10 @@ fn run_category(category: &str) {
                 )]
             }
             "objects" => vec![("fsck".to_owned(), depot.run(&["fsck"]))],
+            "specs" => vec![(
+                "test".to_owned(),
+                depot.run(&["test", input.to_str().unwrap()]),
+            )],
             other => panic!("unknown category {other}"),
         };
         ran += 1;
@@ -402,6 +406,11 @@ fn manifests() {
 #[test]
 fn imports() {
     run_category("imports");
+}
+
+#[test]
+fn specs() {
+    run_category("specs");
 }
 
 #[test]

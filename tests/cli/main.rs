@@ -7,6 +7,7 @@ mod bad_inputs;
 mod basics;
 mod common;
 mod compat;
+mod domain_test;
 mod errors;
 mod golden;
 mod history;

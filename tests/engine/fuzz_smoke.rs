@@ -1,5 +1,5 @@
 //! A bounded replay of the engine's fuzz targets (command JSON, exec-handler responses, domain
-//! manifests) on stable Rust: the checks of `crates/tools/fuzz/src/engine_checks.rs` through the shared harness
+//! manifests, `retro test` specs) on stable Rust: the checks of `crates/tools/fuzz/src/engine_checks.rs` through the shared harness
 //! `crates/tools/fuzz/src/smoke.rs` (both compiled in here by path). See `crates/tools/fuzz/README.md`.
 
 #[path = "../../crates/tools/fuzz/src/engine_checks.rs"]
@@ -29,4 +29,9 @@ fn manifest() {
 #[test]
 fn every_engine_target_has_a_seed_directory() {
     smoke::assert_seed_dirs(engine_checks::TARGETS);
+}
+
+#[test]
+fn spec_line() {
+    run("spec_line");
 }

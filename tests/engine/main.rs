@@ -5,4 +5,5 @@ mod common;
 mod concurrency;
 mod exec;
 mod fuzz_smoke;
+mod given_when_then;
 mod pipeline;

@@ -17,6 +17,7 @@ const EXAMPLES_WATCH: &str = "Examples:\n  retro watch 'accounts/*'             
 const EXAMPLES_SERVE: &str = "Examples:\n  retro serve                                   # http://127.0.0.1:7070/\n  RETRO_TOKEN=secret retro serve --listen 0.0.0.0:7070\n  curl -X POST -H 'Content-Type: application/json' -H 'X-Retro-Session: s1' -d '{\"path\":\"accounts/a\",\"name\":\"open\",\"params\":{\"owner\":\"A\"}}' localhost:7070/apply\n\nSee docs/http.md for every endpoint.";
 const EXAMPLES_SYNC: &str = "Examples:\n  retro sync .retro postgres://app@db.internal/bank      # push a files depot to PostgreSQL\n  retro sync postgres://app@db.internal/bank backup/     # and back\n  retro sync --force src/ dst/                           # also move refs that are not fast-forwards\n\nObjects are copied byte for byte (ids are identical on both sides), oldest first, each batch durable\nbefore the next; refs move last, fast-forward only unless --force. An interrupted sync resumes.";
 const EXAMPLES_CLONE: &str = "Examples:\n  retro clone .retro postgres://app@db.internal/bank\n  retro clone postgres://app@db.internal/bank ./copy";
+const EXAMPLES_TEST: &str = "Examples:\n  retro test fixtures/specs/bank.jsonl                        # the built-in bank\n  retro test --manifest fixtures/domain/manifest.json my.jsonl   # exec handlers\n\nOne case a line: {\"name\",\"given\":[events],\"when\":{command},\"then\":{\"events\":[…]} | {\"rejected\":\"code\"} | {\"error\":\"text\"}}\n(docs/handlers.md). Prints TAP; exits 0 when every case passes, 7 when one fails, 1 on a malformed line.";
 const EXAMPLES_EXPORT: &str = "Examples:\n  retro export > history.jsonl\n  retro --depot other init && retro --depot other import history.jsonl";
 
 /// retro: a Git-like, content-addressed event depot.
@@ -242,6 +243,16 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         /// Keep the depot in this directory instead of a temporary one.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+    },
+    /// Run given/when/then cases (a JSON-lines spec) against a domain and print a TAP report
+    #[command(after_help = EXAMPLES_TEST)]
+    Test {
+        /// The spec: one case a line, or - for stdin.
+        spec: PathBuf,
+        /// The domain manifest (default: the built-in example bank; $RETRO_MANIFEST is not read,
+        /// so a spec means the same everywhere).
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
     },
     /// Stream the checkpoints of matching partitions as they land (until interrupted)
     #[command(after_help = EXAMPLES_WATCH)]

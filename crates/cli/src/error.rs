@@ -16,6 +16,8 @@ pub const REJECTED: u8 = 4;
 pub const CORRUPT: u8 = 5;
 /// Retryable: a lock held too long, PostgreSQL unreachable, the disk full or busy.
 pub const UNAVAILABLE: u8 = 6;
+/// `retro test`: a case did not pass (the domain did something else than its spec says).
+pub const TEST_FAILED: u8 = 7;
 
 const UNAVAILABLE_HINT: &str =
     "this is retryable: nothing was changed; try again when the lock holder, database or disk is back";
@@ -98,6 +100,16 @@ impl std::fmt::Display for Corrupt {
 }
 
 impl std::error::Error for Corrupt {}
+
+/// `retro test`: cases failed (already reported on stdout; exit 7).
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} of {total} case(s) failed")]
+pub struct TestsFailed {
+    /// Cases that failed.
+    pub failed: usize,
+    /// Cases run.
+    pub total: usize,
+}
 
 /// repair could not fix everything (already printed).
 #[derive(Debug)]
@@ -185,6 +197,18 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         }
         if cause.downcast_ref::<Corrupt>().is_some() {
             return (CORRUPT, None);
+        }
+        if cause.downcast_ref::<TestsFailed>().is_some() {
+            return (
+                TEST_FAILED,
+                Some("each 'not ok' case above says what differs".to_owned()),
+            );
+        }
+        if cause.downcast_ref::<engine::testing::SpecError>().is_some() {
+            return (
+                ERROR,
+                Some(r#"a case looks like {"name":"…","given":[{"partition":"…","name":"…","data":{}}],"when":{"path":"…","name":"…","params":{}},"then":{"events":[…]}}; see docs/handlers.md"#.to_owned()),
+            );
         }
         if cause.downcast_ref::<Unrepaired>().is_some() {
             return (

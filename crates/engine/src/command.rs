@@ -175,7 +175,7 @@ impl Command {
 /// `params.amount`, `params.items[2].id`): serde_json keeps the last one silently, so a duplicate
 /// would make the command ambiguous. Only called on payloads that already parsed as JSON (so the
 /// nesting is within serde_json's recursion limit).
-fn duplicate_key(payload: &[u8]) -> Option<String> {
+pub(crate) fn duplicate_key(payload: &[u8]) -> Option<String> {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::cell::RefCell;
 

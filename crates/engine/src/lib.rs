@@ -80,6 +80,7 @@ mod domain;
 mod engine;
 pub mod example;
 pub mod exec;
+pub mod testing;
 
 pub use aggregate::{to_event, Aggregate, DomainError, DomainEvent, RecordedEvent};
 pub use command::{normalize_command_name, Command, CommandError, MAX_COMMAND_BYTES};

@@ -10,6 +10,7 @@ mod refs;
 mod serve;
 mod status;
 mod sync;
+mod test;
 mod transfer;
 mod watch;
 
@@ -141,6 +142,7 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
             json,
         } => sync::clone(&src, &dst, batch, json, ui),
         Commands::Demo { keep } => demo::run(keep, ui),
+        Commands::Test { spec, manifest } => test::run(&spec, manifest.as_deref(), ui),
         Commands::Watch {
             glob,
             since,

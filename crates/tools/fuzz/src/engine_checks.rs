@@ -1,5 +1,5 @@
 //! Properties of the engine's parsers on arbitrary input, one function per fuzz target: the
-//! command JSON, an exec handler's response, and the JSON domain manifest.
+//! command JSON, an exec handler's response, the JSON domain manifest, and `retro test` specs.
 //!
 //! Like `checks.rs`, each panics when a property fails, and uses only the public APIs of `engine`,
 //! `depot` and `serde_json`: the file is also compiled into the engine's test binary
@@ -18,6 +18,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("command_json", command_json),
     ("exec_response", exec_response),
     ("manifest", manifest),
+    ("spec_line", spec_line),
 ];
 
 /// `Command::parse` never panics; an accepted command has a valid path and name, and its compact
@@ -57,4 +58,18 @@ pub fn exec_response(data: &[u8]) {
 pub fn manifest(data: &[u8]) {
     let mut manifest = Manifest::new();
     let _ = load_manifest_bytes(data, Path::new("fuzz/manifest.json"), &mut manifest);
+}
+
+/// A `retro test` spec never panics the parser, whatever the bytes (lines, JSON, UTF-8); every
+/// case it accepts prints back (`Case::to_line`) as a line that parses to the same case.
+pub fn spec_line(data: &[u8]) {
+    let Ok(cases) = engine::testing::parse_spec(data) else {
+        return;
+    };
+    for case in cases {
+        let line = case.to_line();
+        let again = engine::testing::Case::parse(line.as_bytes())
+            .unwrap_or_else(|e| panic!("a parsed case's line parses again: {e}: {line}"));
+        assert_eq!(again, case, "{line}");
+    }
 }
