@@ -180,6 +180,9 @@ pub(crate) struct Journal {
     refs: std::sync::Arc<FilesRefStore>,
     root: PathBuf,
     state_path: PathBuf,
+    /// The state file, opened once for reading and writing in place (it is never replaced:
+    /// created once, then overwritten), so a commit reads and writes it without opening it.
+    state_file: std::sync::Mutex<Option<Box<dyn crate::storage::StorageFile>>>,
     lock_file: LockFile,
     lock_timeout: Duration,
 }
@@ -217,6 +220,7 @@ impl Journal {
             refs,
             root: root.to_path_buf(),
             state_path: root.join("journal"),
+            state_file: std::sync::Mutex::new(None),
             lock_timeout: refdb::DEFAULT_LOCK_TIMEOUT,
         }
     }
@@ -236,13 +240,26 @@ impl Journal {
         boot_hash(&*self.storage)
     }
 
+    /// Runs `f` on the state file, opened (read and write, not created) on first use.
+    fn with_state_file<T>(
+        &self,
+        f: impl FnOnce(&dyn crate::storage::StorageFile) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let mut cached = self.state_file.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.is_none() {
+            let options = OpenOptions {
+                read: true,
+                ..OpenOptions::WRITE
+            };
+            *cached = Some(self.storage.open(&self.state_path, options)?);
+        }
+        f(&**cached.as_ref().expect("opened above"))
+    }
+
     fn read_state(&self) -> Option<State> {
-        let file = self
-            .storage
-            .open(&self.state_path, OpenOptions::READ)
-            .ok()?;
         let mut buf = [0u8; STATE_LEN];
-        file.read_exact_at(&mut buf, 0).ok()?;
+        self.with_state_file(|file| file.read_exact_at(&mut buf, 0))
+            .ok()?;
         if &buf[..8] != STATE_MAGIC {
             return None;
         }
@@ -284,20 +301,26 @@ impl Journal {
         };
         // Created once; then its directory is fsynced too, or a power cut could drop the file
         // and with it the durable position (recovery would then replay every pack).
-        let (file, created) = match self.storage.open(&self.state_path, OpenOptions::WRITE) {
-            Ok(file) => (file, false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
-                self.storage
+        let written = self.with_state_file(|file| {
+            file.write_all_at(&buf, 0)?;
+            if sync {
+                file.sync_data()?;
+            }
+            Ok(())
+        });
+        let created = match written {
+            Ok(()) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let file = self
+                    .storage
                     .open(&self.state_path, OpenOptions::WRITE_CREATE)
-                    .map_err(io("open"))?,
-                true,
-            ),
-            Err(e) => return Err(io("open")(e)),
+                    .map_err(io("open"))?;
+                file.write_all_at(&buf, 0).map_err(io("write"))?;
+                file.sync_data().map_err(io("fsync"))?;
+                true
+            }
+            Err(e) => return Err(io("write")(e)),
         };
-        file.write_all_at(&buf, 0).map_err(io("write"))?;
-        if sync || created {
-            file.sync_data().map_err(io("fsync"))?;
-        }
         if created {
             crate::fsutil::fsync_dir(&*self.storage, &self.root).map_err(io("fsync"))?;
         }
@@ -550,7 +573,7 @@ impl Journal {
         journal: &JournalRecord,
     ) -> Result<(), JournalError> {
         records.push((RecordKind::Journal, journal.encode()));
-        let positions = self.packs.append(&records, true)?;
+        let (positions, end) = self.packs.append_with_end(&records, true)?;
         // The commit is durable now; what follows only materializes it: each ref once, with its
         // final value, and its reflog lines in one append.
         let mut finals: Vec<(&RefName, Option<ObjectId>, Vec<ReflogEntry>)> = Vec::new();
@@ -569,7 +592,9 @@ impl Journal {
                 .materialize(name, value.map(RefValue::Direct).as_ref(), None)?;
             self.refs.append_reflog_entries(name, entries)?;
         }
-        let end = self.packs.end()?;
+        // `end` is where the pack ended right after this append: another process may append
+        // objects after it (never journal records: those need the depot lock held here), which
+        // the next recovery check then scans past.
         let last = positions.last().copied().unwrap_or(end);
         let boot = self.boot_hash();
         let previous = self.read_state().filter(|s| s.boot == boot);

@@ -1487,6 +1487,17 @@ impl PackStore {
         records: &[(RecordKind, Vec<u8>)],
         sync: bool,
     ) -> Result<Vec<Position>, Error> {
+        self.append_with_end(records, sync)
+            .map(|(positions, _)| positions)
+    }
+
+    /// [`PackStore::append`], also returning where the newest pack ends just after it (what
+    /// [`PackStore::end`] would say, without looking at the directory again).
+    pub(crate) fn append_with_end(
+        &self,
+        records: &[(RecordKind, Vec<u8>)],
+        sync: bool,
+    ) -> Result<(Vec<Position>, Position), Error> {
         let _lock = self.take_write_lock()?;
         self.refresh_fast()?;
         let mut state = self.state.write().expect("pack state lock poisoned");
@@ -1496,7 +1507,7 @@ impl PackStore {
             drop(state);
             self.create_pack(next)?;
             drop(_lock);
-            return self.append(records, sync);
+            return self.append_with_end(records, sync);
         }
         let active = state.active.as_mut().expect("checked above");
         // `refresh_fast` has just checked that the file at the path is still this pack.
@@ -1553,7 +1564,14 @@ impl PackStore {
             let seq = active.seq;
             self.seal_locked(&mut state, seq)?;
         }
-        Ok(positions)
+        let end = state
+            .active
+            .as_ref()
+            .map_or(Position { pack: 0, offset: 0 }, |a| Position {
+                pack: a.seq,
+                offset: a.scanned,
+            });
+        Ok((positions, end))
     }
 
     /// The number for a new pack: above every number any file in the directory has carried
