@@ -1635,3 +1635,105 @@ fn serve_rust_log_traces_each_request_with_its_id() {
     }
     server.proc.kill();
 }
+
+/// `GET /metrics` of `server`, with `headers`: the text, each line checked for its shape.
+fn scrape_metrics(addr: &str, headers: &[(&str, &str)]) -> std::collections::BTreeMap<String, f64> {
+    let response = request(addr, "GET", "/metrics", headers, b"").unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let mut samples = std::collections::BTreeMap::new();
+    let mut typed = std::collections::BTreeSet::new();
+    for line in response.text().lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            assert!(
+                rest.split_once(' ')
+                    .is_some_and(|(_, help)| !help.is_empty()),
+                "{line}"
+            );
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.insert(name.to_owned());
+        } else {
+            // name[{labels}] value, the name of a family typed above.
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+            let name = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| typed.contains(*f)))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "{line}: no TYPE for {family}");
+            if let Some(labels) = series.strip_prefix(name) {
+                assert!(
+                    labels.is_empty() || (labels.starts_with('{') && labels.ends_with("\"}")),
+                    "{line}"
+                );
+            }
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("{line}")),
+            };
+            samples.insert(series.to_owned(), value);
+        }
+    }
+    samples
+}
+
+#[test]
+fn serve_metrics_count_applies_and_show_each_consumers_lag() {
+    let depot = TestDepot::with_history();
+    depot.ok(&["update-ref", "refs/consumers/billing", "HEAD"]);
+    // Writes guarded, reads (and so scrapes) open: the usual operator setup.
+    let server = Server::start(&depot, &["--token", "w"], &[]);
+    let write = [("Authorization", "Bearer w")];
+    let before = scrape_metrics(&server.addr, &[]);
+    assert_eq!(before["retro_commits_total"], 0.0);
+    assert_eq!(
+        before[r#"retro_consumer_lag_checkpoints{consumer="billing"}"#],
+        0.0
+    );
+    let n = 3;
+    let open = post(
+        &server.addr,
+        &write,
+        r#"{"path":"accounts/metered","name":"open","params":{"owner":"M"}}"#,
+    );
+    assert_eq!(open.status, 201, "{}", open.text());
+    for amount in 1..n {
+        let deposit = format!(
+            r#"{{"path":"accounts/metered","name":"deposit","params":{{"amount":{amount}}}}}"#
+        );
+        let answer = post(&server.addr, &write, &deposit);
+        assert_eq!(answer.status, 201, "{}", answer.text());
+    }
+    let withdraw = r#"{"path":"accounts/metered","name":"withdraw","params":{"amount":1000}}"#;
+    post(&server.addr, &write, withdraw).assert_error(422, "insufficient_funds");
+    let after = scrape_metrics(&server.addr, &[]);
+    assert_eq!(after["retro_commits_total"], f64::from(n));
+    assert_eq!(after["retro_commit_rejections_total"], 1.0);
+    assert_eq!(after["retro_commit_conflicts_total"], 0.0);
+    assert_eq!(
+        after["retro_commit_duration_seconds_count"],
+        f64::from(n) + 1.0
+    );
+    assert_eq!(
+        after[r#"retro_commit_duration_seconds_bucket{le="+Inf"}"#],
+        f64::from(n) + 1.0
+    );
+    assert_eq!(
+        after[r#"retro_http_requests_total{route="/apply",status="201"}"#],
+        f64::from(n)
+    );
+    // The lag is what `retro status` shows.
+    assert_eq!(
+        after[r#"retro_consumer_lag_checkpoints{consumer="billing"}"#],
+        f64::from(n)
+    );
+    let status = parse(&depot.ok(&["status", "--json"]));
+    assert_eq!(status["consumers"][0]["name"], "billing");
+    assert_eq!(status["consumers"][0]["behind"], n);
+    assert!(!after.keys().any(|k| k.starts_with("retro_projection_lag")));
+}

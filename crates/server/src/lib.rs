@@ -26,8 +26,14 @@
 //! `GET /openapi.json`). Requests are traced with `tower-http`'s `TraceLayer` (span `request`
 //! with the request id, method and path; a `DEBUG` event when a request starts, `INFO` when it is
 //! answered); server failures are logged as `ERROR` events with the request id and the full
-//! error, which their 500/503 bodies do not carry. Installing a `tracing` subscriber is the
+//! error, which their 500/503 bodies do not carry. Each apply runs in a span `apply` (path,
+//! command, session, outcome, checkpoint, attempts). Installing a `tracing` subscriber is the
 //! caller's business.
+//!
+//! `GET /metrics` answers the Prometheus text format (0.0.4): what this server process counted
+//! (checkpoints written, rejections, conflicts, each apply's duration, requests by route and
+//! status) and each durable consumer's lag behind `HEAD`, read when scraped (`docs/http.md` lists
+//! every metric). It is a read route.
 //!
 //! # Embedding
 //!
