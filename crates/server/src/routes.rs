@@ -307,7 +307,7 @@ async fn apply(
         let elapsed = started.elapsed();
         let counted = Outcome::of(&outcome);
         metrics.apply(counted, elapsed);
-        span.record("outcome", counted.as_str());
+        span.record("outcome", tracing::field::display(counted.as_str()));
         if let Ok(applied) = &outcome {
             span.record("checkpoint", tracing::field::display(&applied.checkpoint));
             span.record("attempts", applied.attempts);
