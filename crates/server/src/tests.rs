@@ -674,6 +674,16 @@ async fn metrics_are_a_read_route() {
     for token in ["r", "w", "a"] {
         scrape(&state, Some(token)).await;
     }
+    // A refused request is counted under its route too.
+    let samples = scrape(&state, Some("r")).await;
+    assert_eq!(
+        samples["retro_http_requests_total{route=/metrics,status=401}"],
+        1.0
+    );
+    assert_eq!(
+        samples["retro_http_requests_total{route=/metrics,status=200}"],
+        3.0
+    );
     let open = state_on(
         Tokens {
             write: Some("w".to_owned()),
