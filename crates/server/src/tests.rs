@@ -703,3 +703,19 @@ async fn metrics_are_a_read_route() {
         1.0
     );
 }
+
+#[test]
+fn an_escaped_label_value_reads_back_as_it_was() {
+    let name = "we\"ird\\\nname";
+    let consumers = [crate::api::ConsumerStatus {
+        name: name.to_owned(),
+        position: None,
+        behind: Some(7),
+    }];
+    let text = crate::metrics::Metrics::new().render(&consumers);
+    let (samples, _) = parse_exposition(&text);
+    assert_eq!(
+        samples[&format!("retro_consumer_lag_checkpoints{{consumer={name}}}")],
+        7.0
+    );
+}
