@@ -287,7 +287,7 @@ async fn apply(
         "apply",
         path = tracing::field::Empty,
         command = tracing::field::Empty,
-        session = %session,
+        session = session.as_str(),
         checkpoint = tracing::field::Empty,
         attempts = tracing::field::Empty,
         outcome = tracing::field::Empty,
