@@ -1635,3 +1635,249 @@ fn serve_rust_log_traces_each_request_with_its_id() {
     }
     server.proc.kill();
 }
+
+/// `GET /metrics` of `server`, with `headers`: the text, each line checked for its shape.
+fn scrape_metrics(addr: &str, headers: &[(&str, &str)]) -> std::collections::BTreeMap<String, f64> {
+    let response = request(addr, "GET", "/metrics", headers, b"").unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let mut samples = std::collections::BTreeMap::new();
+    let mut typed = std::collections::BTreeSet::new();
+    for line in response.text().lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            assert!(
+                rest.split_once(' ')
+                    .is_some_and(|(_, help)| !help.is_empty()),
+                "{line}"
+            );
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.insert(name.to_owned());
+        } else {
+            // name[{labels}] value, the name of a family typed above.
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+            let name = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| typed.contains(*f)))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "{line}: no TYPE for {family}");
+            if let Some(labels) = series.strip_prefix(name) {
+                assert!(
+                    labels.is_empty() || (labels.starts_with('{') && labels.ends_with("\"}")),
+                    "{line}"
+                );
+            }
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("{line}")),
+            };
+            samples.insert(series.to_owned(), value);
+        }
+    }
+    samples
+}
+
+#[test]
+fn serve_metrics_count_applies_and_show_each_consumers_lag() {
+    let depot = TestDepot::with_history();
+    depot.ok(&["update-ref", "refs/consumers/billing", "HEAD"]);
+    // Writes guarded, reads (and so scrapes) open: the usual operator setup.
+    let server = Server::start(&depot, &["--token", "w"], &[]);
+    let write = [("Authorization", "Bearer w")];
+    let before = scrape_metrics(&server.addr, &[]);
+    assert_eq!(before["retro_commits_total"], 0.0);
+    assert_eq!(
+        before[r#"retro_consumer_lag_checkpoints{consumer="billing"}"#],
+        0.0
+    );
+    let n = 3;
+    let open = post(
+        &server.addr,
+        &write,
+        r#"{"path":"accounts/metered","name":"open","params":{"owner":"M"}}"#,
+    );
+    assert_eq!(open.status, 201, "{}", open.text());
+    for amount in 1..n {
+        let deposit = format!(
+            r#"{{"path":"accounts/metered","name":"deposit","params":{{"amount":{amount}}}}}"#
+        );
+        let answer = post(&server.addr, &write, &deposit);
+        assert_eq!(answer.status, 201, "{}", answer.text());
+    }
+    let withdraw = r#"{"path":"accounts/metered","name":"withdraw","params":{"amount":1000}}"#;
+    post(&server.addr, &write, withdraw).assert_error(422, "insufficient_funds");
+    let after = scrape_metrics(&server.addr, &[]);
+    assert_eq!(after["retro_commits_total"], f64::from(n));
+    assert_eq!(after["retro_commit_rejections_total"], 1.0);
+    assert_eq!(after["retro_commit_conflicts_total"], 0.0);
+    assert_eq!(
+        after["retro_commit_duration_seconds_count"],
+        f64::from(n) + 1.0
+    );
+    assert_eq!(
+        after[r#"retro_commit_duration_seconds_bucket{le="+Inf"}"#],
+        f64::from(n) + 1.0
+    );
+    assert_eq!(
+        after[r#"retro_http_requests_total{route="/apply",status="201"}"#],
+        f64::from(n)
+    );
+    // The lag is what `retro status` shows.
+    assert_eq!(
+        after[r#"retro_consumer_lag_checkpoints{consumer="billing"}"#],
+        f64::from(n)
+    );
+    let status = parse(&depot.ok(&["status", "--json"]));
+    assert_eq!(status["consumers"][0]["name"], "billing");
+    assert_eq!(status["consumers"][0]["behind"], n);
+    assert!(!after.keys().any(|k| k.starts_with("retro_projection_lag")));
+}
+
+/// One OTLP/HTTP request a collector stand-in received: its path, content type and body.
+struct Export {
+    path: String,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A collector stand-in on 127.0.0.1: hands each request over the returned channel, then
+/// answers it 200 (an empty `ExportTraceServiceResponse`).
+fn collector() -> (String, mpsc::Receiver<Export>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let mut length = 0;
+            let mut content_type = None;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.trim().split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    } else if name.eq_ignore_ascii_case("content-type") {
+                        content_type = Some(value.trim().to_owned());
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            // Handed over before the answer: once the exporter has its answer, the test sees
+            // the request.
+            if tx
+                .send(Export {
+                    path,
+                    content_type,
+                    body,
+                })
+                .is_err()
+            {
+                return;
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (endpoint, rx)
+}
+
+#[test]
+fn serve_exports_its_spans_over_otlp_when_an_endpoint_is_set() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message as _;
+
+    let (endpoint, exports) = collector();
+    let depot = TestDepot::with_history();
+    let mut server = Server::start(&depot, &[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    let checkpoint = apply(
+        &server.addr,
+        r#"{"path":"accounts/traced","name":"open","params":{"owner":"T"}}"#,
+    );
+    // The exit flushes the spans still batched, and waits for the collector's answer: every
+    // export is in the channel once the process has exited.
+    sigterm(server.proc.pid());
+    let status = server.proc.wait_for(Duration::from_secs(20), "retro serve");
+    assert_eq!(status.code(), Some(0));
+    let mut spans = Vec::new();
+    while let Ok(export) = exports.try_recv() {
+        assert_eq!(export.path, "/v1/traces");
+        assert_eq!(
+            export.content_type.as_deref(),
+            Some("application/x-protobuf")
+        );
+        let request = ExportTraceServiceRequest::decode(export.body.as_slice()).unwrap();
+        for resource in request.resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref()?.value.clone());
+            assert_eq!(service, Some(Any::StringValue("retro".to_owned())));
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+    }
+    let attribute = |span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str| {
+        span.attributes.iter().find(|a| a.key == key).and_then(|a| {
+            match a.value.as_ref()?.value.as_ref()? {
+                Any::StringValue(s) => Some(s.clone()),
+                Any::IntValue(n) => Some(n.to_string()),
+                _ => None,
+            }
+        })
+    };
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let apply = spans
+        .iter()
+        .find(|s| s.name == "apply")
+        .unwrap_or_else(|| panic!("no apply span among {names:?}"));
+    assert_eq!(attribute(apply, "path").as_deref(), Some("accounts/traced"));
+    assert_eq!(attribute(apply, "command").as_deref(), Some("open"));
+    assert_eq!(attribute(apply, "outcome").as_deref(), Some("committed"));
+    assert_eq!(attribute(apply, "checkpoint"), Some(checkpoint.clone()));
+    // The engine's spans are its children: the handler's run and the commit (fsync included).
+    for child in ["handler", "commit"] {
+        let span = spans
+            .iter()
+            .find(|s| s.name == child)
+            .unwrap_or_else(|| panic!("no {child} span among {names:?}"));
+        assert_eq!(span.parent_span_id, apply.span_id, "{child}'s parent");
+        assert_eq!(span.trace_id, apply.trace_id);
+    }
+    let commit = spans.iter().find(|s| s.name == "commit").unwrap();
+    assert_eq!(attribute(commit, "checkpoint"), Some(checkpoint));
+    assert_eq!(attribute(commit, "outcome").as_deref(), Some("committed"));
+    // And the apply is inside its request's span.
+    let request = spans
+        .iter()
+        .find(|s| s.span_id == apply.parent_span_id)
+        .unwrap_or_else(|| panic!("the apply's parent is not among {names:?}"));
+    assert_eq!(request.name, "request");
+}

@@ -12,6 +12,11 @@
 //!
 //! A handler that rejects or fails moves no ref: its payload, session, date and error are kept as
 //! an orphaned checkpoint listed in the depot's failure log.
+//!
+//! Each attempt runs its handler in a `tracing` span `handler` (path, command, attempt) and its
+//! commit in a span `commit` (path, attempt, and once known checkpoint and outcome: `committed`,
+//! `conflict`, `failed`), the group commit's fsync included. Without a subscriber they cost next
+//! to nothing.
 
 use std::sync::Arc;
 
@@ -329,7 +334,17 @@ impl Engine {
                 id_fn: &*self.id_fn,
                 read_failure: None,
             };
-            if let Err(failure) = runner.run(&mut ctx, &recorded) {
+            let ran = {
+                let _span = tracing::info_span!(
+                    "handler",
+                    path = command.path(),
+                    command = command.name(),
+                    attempt,
+                )
+                .entered();
+                runner.run(&mut ctx, &recorded)
+            };
+            if let Err(failure) = ran {
                 if let Some(read_failure) = ctx.read_failure.take() {
                     // Not the domain's decision: the depot could not be read.
                     return Err(ApplyError::Depot(read_failure));
@@ -367,7 +382,25 @@ impl Engine {
                 rebase: true,
                 reflog_message: format!("apply {} {}", command.path(), command.name()),
             };
-            match self.depot.commit(request) {
+            // The commit span covers the group commit, its fsync included.
+            let span = tracing::info_span!(
+                "commit",
+                path = command.path(),
+                attempt,
+                checkpoint = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            );
+            let result = span.in_scope(|| self.depot.commit(request));
+            let outcome = match &result {
+                Ok(committed) => {
+                    span.record("checkpoint", tracing::field::display(committed.checkpoint));
+                    "committed"
+                }
+                Err(e) if e.is_conflict() => "conflict",
+                Err(_) => "failed",
+            };
+            span.record("outcome", outcome);
+            match result {
                 Ok(committed) => {
                     return Ok(Applied {
                         checkpoint: committed.checkpoint,

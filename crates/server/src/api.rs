@@ -531,3 +531,49 @@ impl Stats {
         })
     }
 }
+
+/// One durable consumer (`refs/consumers/NAME`) and how far it is behind `HEAD`: what `retro
+/// status --json` lists under `consumers`, and what `GET /metrics` reports as
+/// `retro_consumer_lag_checkpoints`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerStatus {
+    /// Its name: the ref without `refs/consumers/`.
+    pub name: String,
+    /// The checkpoint it has read up to (`null`: none yet, it starts at the beginning).
+    pub position: Option<String>,
+    /// Checkpoints of `HEAD`'s first-parent history after its position (`null`: its position is
+    /// not on that history, e.g. after a non-fast-forward move).
+    pub behind: Option<u64>,
+}
+
+impl ConsumerStatus {
+    /// Every durable consumer of `depot`, by name. Walks `HEAD`'s first parents back to each
+    /// consumer's position: proportional to the lag (to the whole history for a consumer that
+    /// has read nothing).
+    pub fn read_all(depot: &Depot) -> Result<Vec<ConsumerStatus>, depot::Error> {
+        const PREFIX: &str = "refs/consumers/";
+        let head = depot.head()?;
+        let mut consumers = Vec::new();
+        for (name, value) in depot.list_refs(PREFIX)? {
+            let position = value.id();
+            let behind = match (head, position) {
+                (Some(head), Some(position)) if depot.on_head_history(&position)? => {
+                    Some(depot.first_parents_since(head, Some(position))?.len() as u64)
+                }
+                (Some(_), Some(_)) => None,
+                (Some(head), None) => Some(depot.first_parents_since(head, None)?.len() as u64),
+                (None, _) => Some(0),
+            };
+            consumers.push(ConsumerStatus {
+                name: name
+                    .as_str()
+                    .strip_prefix(PREFIX)
+                    .unwrap_or(name.as_str())
+                    .to_owned(),
+                position: position.map(|p| p.to_string()),
+                behind,
+            });
+        }
+        Ok(consumers)
+    }
+}

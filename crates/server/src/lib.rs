@@ -26,8 +26,14 @@
 //! `GET /openapi.json`). Requests are traced with `tower-http`'s `TraceLayer` (span `request`
 //! with the request id, method and path; a `DEBUG` event when a request starts, `INFO` when it is
 //! answered); server failures are logged as `ERROR` events with the request id and the full
-//! error, which their 500/503 bodies do not carry. Installing a `tracing` subscriber is the
+//! error, which their 500/503 bodies do not carry. Each apply runs in a span `apply` (path,
+//! command, session, outcome, checkpoint, attempts). Installing a `tracing` subscriber is the
 //! caller's business.
+//!
+//! `GET /metrics` answers the Prometheus text format (0.0.4): what this server process counted
+//! (checkpoints written, rejections, conflicts, each apply's duration, requests by route and
+//! status) and each durable consumer's lag behind `HEAD`, read when scraped (`docs/http.md` lists
+//! every metric). It is a read route.
 //!
 //! # Embedding
 //!
@@ -77,6 +83,7 @@ pub mod api;
 mod auth;
 mod error;
 mod hosts;
+mod metrics;
 pub mod openapi;
 mod routes;
 
@@ -196,6 +203,8 @@ pub struct AppState {
     /// The OpenAPI document served at `/openapi.json` (built from the routes, so it is handed to
     /// them here, keeping the module graph acyclic: openapi → routes).
     openapi: Arc<str>,
+    /// What `GET /metrics` reports: this process's counters.
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -224,6 +233,7 @@ impl AppState {
             stopper: Arc::new(Stopper(stop_tx)),
             next_request: Arc::new(AtomicU64::new(0)),
             openapi: openapi::document_json().into(),
+            metrics: Arc::new(metrics::Metrics::new()),
         })
     }
 
@@ -257,6 +267,15 @@ pub fn router(state: AppState) -> Router {
                 state.request_timeout,
             ));
         }
+        // Outermost: every answer of the route (a refused token, a timeout) carries its pattern
+        // for `retro_http_requests_total`.
+        let pattern = RoutePattern(route.path);
+        handler = handler.layer(axum::middleware::map_response(
+            move |mut response: Response| async move {
+                response.extensions_mut().insert(pattern);
+                response
+            },
+        ));
         app = app.route(route.path, handler);
     }
     app.fallback(no_route)
@@ -302,9 +321,26 @@ async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// Every request: an id, the Host check, and every error answered as the JSON error shape
-/// (axum's own rejections included); server failures logged in full with the request id.
-async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// The path pattern of the route that answered (`/objects/{id}`), put in its responses'
+/// extensions: the `route` label of `retro_http_requests_total` (bounded: one per route).
+#[derive(Clone, Copy, Debug)]
+struct RoutePattern(&'static str);
+
+/// Every request: an id, the Host check, every error answered as the JSON error shape (axum's
+/// own rejections included), server failures logged in full with the request id, and the answer
+/// counted for `GET /metrics`.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let metrics = state.metrics.clone();
+    let response = answer(state, request, next).await;
+    let route = response
+        .extensions()
+        .get::<RoutePattern>()
+        .map_or("unmatched", |p| p.0);
+    metrics.request(route, response.status().as_u16());
+    response
+}
+
+async fn answer(state: AppState, mut request: Request, next: Next) -> Response {
     let id = RequestId(state.next_request.fetch_add(1, Ordering::Relaxed) + 1);
     request.extensions_mut().insert(id);
     let method = request.method().clone();

@@ -31,6 +31,7 @@ use crate::routes;
         routes::partitions,
         routes::events,
         routes::watch,
+        routes::metrics,
         routes::stats,
     ),
     components(schemas(
@@ -56,6 +57,7 @@ use crate::routes;
         api::DeliveredCheckpoint,
         api::NonFastForward,
         api::Stats,
+        api::ConsumerStatus,
     )),
     tags(
         (name = "read", description = "Open unless the server has a read token"),

@@ -22,11 +22,12 @@ use utoipa::IntoParams;
 use depot::{HistoryOrder, ObjectId, RefName};
 
 use crate::api::{
-    Applied, CheckpointSummary, CheckpointView, Delivered, EventEntry, Health, ObjectView,
-    PartitionEntry, RefEntry, Stats,
+    Applied, CheckpointSummary, CheckpointView, ConsumerStatus, Delivered, EventEntry, Health,
+    ObjectView, PartitionEntry, RefEntry, Stats,
 };
 use crate::auth::Class;
 use crate::error::{status_code_name, ApiError};
+use crate::metrics::Outcome;
 use crate::{stopped, AppState, RequestId};
 
 /// The most checkpoints or events one listing returns.
@@ -84,6 +85,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::GET, "/partitions", Read, true, get(partitions)),
         route(Method::GET, "/events", Read, true, get(events)),
         route(Method::GET, "/watch", Read, false, get(watch)),
+        route(Method::GET, "/metrics", Read, true, get(metrics)),
         route(Method::GET, "/admin/stats", Admin, true, get(stats)),
     ]
 }
@@ -157,6 +159,20 @@ async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
 async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let depot = state.depot.clone();
     Ok(Json(read(&state, move || Ok(Stats::read(&depot)?)).await?))
+}
+
+/// The server's metrics in the Prometheus text format (version 0.0.4): this process's counters
+/// and each durable consumer's lag, read from the depot now.
+#[utoipa::path(get, path = "/metrics", tag = "read",
+    responses(
+        (status = 200, description = "The Prometheus text exposition format, version 0.0.4 (docs/http.md lists every metric)",
+            content_type = "text/plain; version=0.0.4", body = String),
+        (status = "default", body = crate::api::ErrorBody)))]
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let depot = state.depot.clone();
+    let consumers = read(&state, move || Ok(ConsumerStatus::read_all(&depot)?)).await?;
+    let text = state.metrics.render(&consumers);
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,10 +281,41 @@ async fn apply(
     // The apply runs to its outcome even if this request is dropped (the client left): its
     // commit is bounded by the handler's timeout and the depot's lock timeout, not by ours.
     let engine = state.engine.clone();
+    let metrics = state.metrics.clone();
+    // A child of the request's span; entered on the blocking thread.
+    let span = tracing::info_span!(
+        "apply",
+        path = tracing::field::Empty,
+        command = tracing::field::Empty,
+        session = session.as_str(),
+        checkpoint = tracing::field::Empty,
+        attempts = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
     let (tx, rx) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let outcome = engine.apply(&session, &body);
+        let _entered = span.enter();
+        let started = std::time::Instant::now();
+        let outcome = engine::Command::parse(&body)
+            .map_err(engine::ApplyError::from)
+            .and_then(|command| {
+                span.record("path", command.path());
+                span.record("command", command.name());
+                engine.apply_command(&session, command)
+            });
+        let elapsed = started.elapsed();
+        let counted = Outcome::of(&outcome);
+        metrics.apply(counted, elapsed);
+        span.record("outcome", tracing::field::display(counted.as_str()));
+        if let Ok(applied) = &outcome {
+            span.record("checkpoint", tracing::field::display(&applied.checkpoint));
+            span.record("attempts", applied.attempts);
+        }
+        tracing::debug!(
+            elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "applied"
+        );
         if let Err(Ok(applied)) = tx.send(outcome) {
             tracing::warn!(
                 "request {id}: the client left before the answer; its command was applied as {}",

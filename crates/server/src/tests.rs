@@ -1,7 +1,7 @@
 //! The library without a socket: the router driven with `tower::ServiceExt::oneshot` over a
 //! depot in memory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -15,7 +15,13 @@ use crate::{router, AppState, Config, Tokens};
 const OPEN: &str = r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#;
 
 fn state(tokens: Tokens) -> AppState {
-    let depot = Arc::new(depot::Depot::in_memory().unwrap());
+    state_on(tokens, Arc::new(depot::Depot::in_memory().unwrap()))
+}
+
+/// The bank, `quiet/…` (`noop` emits nothing) and `racy/…` (`bump` commits to its own partition
+/// behind the engine's back while it runs, so it conflicts on every attempt), on `depot`; an
+/// engine that tries twice.
+fn state_on(tokens: Tokens, depot: Arc<depot::Depot>) -> AppState {
     let mut manifest = engine::Manifest::new();
     engine::example::register_bank(&mut manifest).unwrap();
     // A command that decides there is nothing to record.
@@ -24,7 +30,21 @@ fn state(tokens: Tokens) -> AppState {
         .unwrap()
         .command("noop", |_, _| Ok(()))
         .unwrap();
-    let engine = engine::Engine::new(depot.clone(), manifest);
+    let racer = depot.clone();
+    manifest
+        .aggregate::<Quiet>("racy")
+        .unwrap()
+        .command("bump", move |_, ctx| {
+            let event = depot::Event::new(depot::EventName::new("Raced").unwrap(), "{}");
+            let mut request =
+                depot::CommitRequest::new(None, vec![(ctx.path().clone(), event)], "racer", "race");
+            request.base = depot::Base::Tip;
+            racer.commit(request).unwrap();
+            let path = ctx.path().as_str().to_owned();
+            ctx.emit_json(&path, "Bumped", &serde_json::json!({}))
+        })
+        .unwrap();
+    let engine = engine::Engine::new(depot.clone(), manifest).with_max_attempts(2);
     let config = Config {
         tokens,
         ..Config::default()
@@ -349,4 +369,353 @@ async fn a_command_that_emits_nothing_answers_200_written_false_and_moves_nothin
     assert_eq!(body.command, "noop");
     let after = call(&state, "GET", "/health", None, "").await.json();
     assert_eq!(before["head"], after["head"], "nothing moved");
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /metrics.
+
+/// A strict reader of the text format (0.0.4): each family is `# HELP`, then `# TYPE`, then its
+/// samples; every sample belongs to the family above it (a histogram's `_bucket`, `_sum` and
+/// `_count`); label values are quoted with `\\`, `\"` and `\n` escapes; values are numbers.
+/// Returns every sample as `name{labels}` (labels sorted, unescaped) → value, and the families
+/// with their types.
+fn parse_exposition(text: &str) -> (BTreeMap<String, f64>, BTreeMap<String, String>) {
+    let mut samples = BTreeMap::new();
+    let mut families = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    let mut helped: Option<String> = None;
+    assert!(text.ends_with('\n'), "the text ends with a line feed");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("# HELP name text");
+            assert!(is_metric_name(name), "{line}");
+            assert!(!help.is_empty(), "{line}");
+            assert!(!families.contains_key(name), "{name} declared twice");
+            helped = Some(name.to_owned());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert_eq!(
+                helped.take().as_deref(),
+                Some(name),
+                "HELP before TYPE: {line}"
+            );
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            families.insert(name.to_owned(), kind.to_owned());
+            current = Some((name.to_owned(), kind.to_owned()));
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let (family, kind) = current.clone().expect("a sample after its TYPE");
+        let name_end = line.find(['{', ' ']).expect("a sample has a value");
+        let name = &line[..name_end];
+        let allowed = match kind.as_str() {
+            "histogram" => vec![
+                format!("{family}_bucket"),
+                format!("{family}_sum"),
+                format!("{family}_count"),
+            ],
+            _ => vec![family.clone()],
+        };
+        assert!(
+            allowed.iter().any(|a| a == name),
+            "{name} is not of {family}"
+        );
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            (labels, rest) = parse_label_list(inner, line);
+        }
+        let value = rest.strip_prefix(' ').expect("one space before the value");
+        let number: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+        };
+        labels.sort();
+        let key = if labels.is_empty() {
+            name.to_owned()
+        } else {
+            let shown: Vec<String> = labels.iter().map(|(l, v)| format!("{l}={v}")).collect();
+            format!("{name}{{{}}}", shown.join(","))
+        };
+        assert!(samples.insert(key, number).is_none(), "{line} twice");
+    }
+    assert!(helped.is_none(), "a HELP without its TYPE");
+    (samples, families)
+}
+
+/// The labels of a sample: `name="value",…}` up to and including the `}`; returns them
+/// (unescaped) and the text after the `}`.
+fn parse_label_list<'a>(text: &'a str, line: &str) -> (Vec<(String, String)>, &'a str) {
+    let mut labels = Vec::new();
+    let mut rest = text;
+    loop {
+        let eq = rest.find('=').expect("label=");
+        let label = &rest[..eq];
+        assert!(is_metric_name(label), "label {label:?} in {line}");
+        let quoted = rest[eq + 1..].strip_prefix('"').expect("a quoted value");
+        let mut value = String::new();
+        let mut iter = quoted.char_indices();
+        let end = loop {
+            match iter.next().expect("a closing quote") {
+                (i, '"') => break i,
+                (_, '\\') => match iter.next().expect("an escape").1 {
+                    '\\' => value.push('\\'),
+                    '"' => value.push('"'),
+                    'n' => value.push('\n'),
+                    other => panic!("bad escape \\{other} in {line}"),
+                },
+                (_, '\n') => panic!("a raw line feed in {line}"),
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((label.to_owned(), value));
+        let after = &quoted[end + 1..];
+        if let Some(more) = after.strip_prefix(',') {
+            rest = more;
+        } else {
+            return (labels, after.strip_prefix('}').expect("a closing brace"));
+        }
+    }
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+async fn scrape(state: &AppState, token: Option<&str>) -> BTreeMap<String, f64> {
+    let answer = call(state, "GET", "/metrics", token, "").await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        answer.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = String::from_utf8(answer.body).unwrap();
+    let (samples, families) = parse_exposition(&text);
+    for (family, kind) in [
+        ("retro_commits_total", "counter"),
+        ("retro_commit_rejections_total", "counter"),
+        ("retro_commit_conflicts_total", "counter"),
+        ("retro_commit_duration_seconds", "histogram"),
+        ("retro_consumer_lag_checkpoints", "gauge"),
+        ("retro_projection_lag_checkpoints", "gauge"),
+        ("retro_http_requests_total", "counter"),
+    ] {
+        assert_eq!(
+            families.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
+    }
+    // The histogram is cumulative and its +Inf bucket is its count.
+    let buckets: Vec<f64> = crate::metrics::DURATION_BUCKETS
+        .iter()
+        .map(|le| samples[&format!("retro_commit_duration_seconds_bucket{{le={le}}}")])
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    let count = samples["retro_commit_duration_seconds_count"];
+    assert_eq!(
+        samples["retro_commit_duration_seconds_bucket{le=+Inf}"],
+        count
+    );
+    assert!(buckets.last().is_some_and(|&last| last <= count));
+    samples
+}
+
+#[tokio::test]
+async fn metrics_count_commits_rejections_and_conflicts() {
+    let state = state(Tokens::default());
+    let before = scrape(&state, None).await;
+    assert_eq!(before["retro_commits_total"], 0.0);
+    assert_eq!(before["retro_commit_duration_seconds_count"], 0.0);
+    assert!(!before.keys().any(|k| k.starts_with("retro_projection_lag")));
+
+    assert_eq!(
+        call(&state, "POST", "/apply", None, OPEN).await.status,
+        StatusCode::CREATED
+    );
+    let after_apply = scrape(&state, None).await;
+    assert_eq!(after_apply["retro_commits_total"], 1.0);
+    assert_eq!(after_apply["retro_commit_rejections_total"], 0.0);
+    assert_eq!(after_apply["retro_commit_duration_seconds_count"], 1.0);
+    assert!(after_apply["retro_commit_duration_seconds_sum"] > 0.0);
+
+    let withdraw = r#"{"path":"accounts/alice","name":"withdraw","params":{"amount":5}}"#;
+    let rejected = call(&state, "POST", "/apply", None, withdraw).await;
+    assert_eq!(rejected.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let after_rejection = scrape(&state, None).await;
+    assert_eq!(after_rejection["retro_commits_total"], 1.0);
+    assert_eq!(after_rejection["retro_commit_rejections_total"], 1.0);
+
+    let bump = r#"{"path":"racy/r1","name":"bump","params":{}}"#;
+    let conflict = call(&state, "POST", "/apply", None, bump).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT);
+    assert_eq!(conflict.error_code(), "conflict");
+    // Neither a commit nor a rejection, and a malformed command is neither either.
+    let malformed = call(&state, "POST", "/apply", None, "{").await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let after = scrape(&state, None).await;
+    assert_eq!(after["retro_commits_total"], 1.0);
+    assert_eq!(after["retro_commit_rejections_total"], 1.0);
+    assert_eq!(after["retro_commit_conflicts_total"], 1.0);
+    assert_eq!(
+        after["retro_commit_duration_seconds_count"],
+        after["retro_commits_total"] + after["retro_commit_rejections_total"]
+    );
+    // Requests by route pattern and status; the scrapes themselves are counted.
+    assert_eq!(
+        after["retro_http_requests_total{route=/apply,status=201}"],
+        1.0
+    );
+    assert_eq!(
+        after["retro_http_requests_total{route=/apply,status=422}"],
+        1.0
+    );
+    assert_eq!(
+        after["retro_http_requests_total{route=/apply,status=409}"],
+        1.0
+    );
+    assert_eq!(
+        after["retro_http_requests_total{route=/apply,status=400}"],
+        1.0
+    );
+    // Three scrapes answered before this one (which is counted once answered).
+    assert_eq!(
+        after["retro_http_requests_total{route=/metrics,status=200}"],
+        3.0
+    );
+    let missing = call(&state, "GET", "/objects/nowhere", None, "").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&state, "GET", "/no/such/route", None, "").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let last = scrape(&state, None).await;
+    assert_eq!(
+        last["retro_http_requests_total{route=/objects/{id},status=404}"],
+        1.0
+    );
+    assert_eq!(
+        last["retro_http_requests_total{route=unmatched,status=404}"],
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_report_each_consumers_lag_behind_head() {
+    let depot = Arc::new(depot::Depot::in_memory().unwrap());
+    let state = state_on(Tokens::default(), depot.clone());
+    assert_eq!(
+        call(&state, "POST", "/apply", None, OPEN).await.status,
+        StatusCode::CREATED
+    );
+    let head = depot.head().unwrap().unwrap();
+    let at_head = depot::RefName::new("refs/consumers/billing").unwrap();
+    depot
+        .update_refs(&[depot::RefEdit::cas(
+            at_head,
+            None,
+            head,
+            depot::LogInfo {
+                session: String::new(),
+                message: "test".to_owned(),
+            },
+        )])
+        .unwrap();
+    assert_eq!(
+        scrape(&state, None).await["retro_consumer_lag_checkpoints{consumer=billing}"],
+        0.0
+    );
+    let n: u32 = 3;
+    for i in 0..n {
+        let deposit = format!(
+            r#"{{"path":"accounts/alice","name":"deposit","params":{{"amount":{}}}}}"#,
+            i + 1
+        );
+        assert_eq!(
+            call(&state, "POST", "/apply", None, &deposit).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let samples = scrape(&state, None).await;
+    assert_eq!(
+        samples["retro_consumer_lag_checkpoints{consumer=billing}"],
+        f64::from(n)
+    );
+    // The same figure `retro status` shows.
+    let status = crate::api::ConsumerStatus::read_all(&depot).unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].name, "billing");
+    assert_eq!(status[0].behind, Some(u64::from(n)));
+}
+
+#[tokio::test]
+async fn metrics_are_a_read_route() {
+    let state = state(all_tokens());
+    let anonymous = call(&state, "GET", "/metrics", None, "").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    for token in ["r", "w", "a"] {
+        scrape(&state, Some(token)).await;
+    }
+    // A refused request is counted under its route too.
+    let samples = scrape(&state, Some("r")).await;
+    assert_eq!(
+        samples["retro_http_requests_total{route=/metrics,status=401}"],
+        1.0
+    );
+    assert_eq!(
+        samples["retro_http_requests_total{route=/metrics,status=200}"],
+        3.0
+    );
+    let open = state_on(
+        Tokens {
+            write: Some("w".to_owned()),
+            ..Tokens::default()
+        },
+        Arc::new(depot::Depot::in_memory().unwrap()),
+    );
+    // Without a read token, scraping needs no token (as every read). A scrape is counted once
+    // answered: the first one sees no request yet.
+    let samples = scrape(&open, None).await;
+    assert!(!samples
+        .keys()
+        .any(|k| k.starts_with("retro_http_requests_total")));
+    let samples = scrape(&open, None).await;
+    assert_eq!(
+        samples["retro_http_requests_total{route=/metrics,status=200}"],
+        1.0
+    );
+}
+
+#[test]
+fn an_escaped_label_value_reads_back_as_it_was() {
+    let name = "we\"ird\\\nname";
+    let consumers = [crate::api::ConsumerStatus {
+        name: name.to_owned(),
+        position: None,
+        behind: Some(7),
+    }];
+    let text = crate::metrics::Metrics::new().render(&consumers);
+    let (samples, _) = parse_exposition(&text);
+    assert_eq!(
+        samples[&format!("retro_consumer_lag_checkpoints{{consumer={name}}}")],
+        7.0
+    );
 }

@@ -1,6 +1,7 @@
-//! `retro serve`: opens the depot and its manifest, installs the log on stderr, and runs the
-//! server crate (`crates/server`, lib `server`), which owns the router, the checks and the event
-//! streams (see `docs/http.md`).
+//! `retro serve`: opens the depot and its manifest, installs the log on stderr (and, when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an OTLP exporter of the spans), and runs the server
+//! crate (`crates/server`, lib `server`), which owns the router, the checks and the event streams
+//! (see `docs/http.md`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,17 +9,30 @@ use std::time::Duration;
 
 use anyhow::Result;
 use engine::Engine;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 use super::{apply::load_manifest, depot_dir, open, shown_location};
 
 /// What the log shows without `RUST_LOG`: warnings, server failures (5xx, with their request
 /// id) and the server's own notices (shutting down).
 const DEFAULT_LOG: &str = "warn,server=info";
+
+/// The spans exported over OTLP, whatever `RUST_LOG` says: the server's and the engine's
+/// (`request`, `apply`, `handler`, `commit`).
+const OTLP_SPANS: &str = "warn,server=info,engine=info,tower_http=info";
+
+/// Why the OTLP exporter could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("OTEL_EXPORTER_OTLP_ENDPOINT is set, but the OTLP exporter could not be set up")]
+pub struct OtlpError(#[source] opentelemetry_otlp::ExporterBuildError);
 
 /// What `retro serve` was asked for.
 pub struct Options {
@@ -44,7 +58,7 @@ pub fn run(flag: Option<&std::path::Path>, options: Options) -> Result<()> {
         depot.clone(),
         load_manifest(&dir, options.manifest.as_deref())?,
     );
-    install_log();
+    let exporter = install_log()?;
     let config = server::Config {
         listen: options.listen,
         tokens: options.tokens,
@@ -54,7 +68,7 @@ pub fn run(flag: Option<&std::path::Path>, options: Options) -> Result<()> {
         ..server::Config::default()
     };
     let runtime = server::runtime(&config)?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let server = server::Server::bind(&config, depot, engine).await?;
         eprintln!(
             "retro: serving {} on http://{}/",
@@ -63,12 +77,46 @@ pub fn run(flag: Option<&std::path::Path>, options: Options) -> Result<()> {
         );
         server.run(server::shutdown_signal()).await?;
         Ok(())
-    })
+    });
+    if let Some(provider) = exporter {
+        // Sends the spans still queued; a collector that is gone only costs a warning.
+        if let Err(err) = provider.shutdown() {
+            eprintln!("retro: warning: could not send the last spans over OTLP: {err}");
+        }
+    }
+    served
+}
+
+/// When `OTEL_EXPORTER_OTLP_ENDPOINT` is set (to a collector's OTLP/HTTP base URL, such as
+/// `http://127.0.0.1:4318`; spans go to `/v1/traces` below it, protobuf-encoded), a provider that
+/// batches spans to it on a thread of its own. The exporter reads the other `OTEL_EXPORTER_OTLP_*`
+/// variables (headers, timeout, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) itself.
+fn otlp_provider() -> Result<Option<SdkTracerProvider>, OtlpError> {
+    let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(OtlpError)?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if !set("OTEL_SERVICE_NAME") {
+        resource = resource.with_service_name("retro");
+    }
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
 }
 
 /// The log on stderr: `RUST_LOG` (an `EnvFilter`), else [`DEFAULT_LOG`]; each line
-/// `retro: [warning: ]MESSAGE [FIELDS] [(SPAN FIELDS)…]`, as the CLI's other messages.
-fn install_log() {
+/// `retro: [warning: ]MESSAGE [FIELDS] [(SPAN FIELDS)…]`, as the CLI's other messages. With
+/// [`otlp_provider`], the spans of [`OTLP_SPANS`] are also exported; the provider is returned, to
+/// be shut down (flushed) at exit.
+fn install_log() -> Result<Option<SdkTracerProvider>, OtlpError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(&value).unwrap_or_else(|err| {
             eprintln!(
@@ -79,13 +127,23 @@ fn install_log() {
         }),
         _ => EnvFilter::new(DEFAULT_LOG),
     };
-    // Fails only if a subscriber is already installed, which then keeps logging.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .event_format(Lines)
+        .with_filter(filter);
+    let provider = otlp_provider()?;
+    let otlp = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("retro"))
+            .with_filter(EnvFilter::new(OTLP_SPANS))
+    });
+    // Fails only if a subscriber is already installed, which then keeps logging.
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(otlp)
         .try_init();
+    Ok(provider)
 }
 
 /// One line per event, in the CLI's `retro: …` form.

@@ -4,6 +4,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use depot::{Depot, Layout, RefName};
+use server::api::ConsumerStatus;
 
 use crate::ui::Ui;
 
@@ -24,40 +25,10 @@ struct Status {
     consumers: Vec<ConsumerStatus>,
 }
 
-/// One durable consumer's position.
-#[derive(Debug, Serialize)]
-struct ConsumerStatus {
-    name: String,
-    position: Option<String>,
-    /// Checkpoints of `HEAD`'s first-parent history after its position (`null`: its position is
-    /// not on that history, e.g. after a non-fast-forward move).
-    behind: Option<u64>,
-}
-
 pub fn status(depot: &Depot, location: String, json: bool, ui: &mut Ui) -> Result<()> {
     let (branch, head) = depot.resolve_ref(&RefName::head())?;
     let (checkpoints, partitions, events) = depot.counts()?;
-    let mut consumers = Vec::new();
-    for (name, value) in depot.list_refs("refs/consumers/")? {
-        let position = value.id();
-        let behind = match (head, position) {
-            (Some(head), Some(position)) if depot.on_head_history(&position)? => {
-                Some(depot.first_parents_since(head, Some(position))?.len() as u64)
-            }
-            (Some(_), Some(_)) => None,
-            (Some(head), None) => Some(depot.first_parents_since(head, None)?.len() as u64),
-            (None, _) => Some(0),
-        };
-        consumers.push(ConsumerStatus {
-            name: name
-                .as_str()
-                .strip_prefix("refs/consumers/")
-                .unwrap_or(name.as_str())
-                .to_owned(),
-            position: position.map(|p| p.to_string()),
-            behind,
-        });
-    }
+    let consumers = ConsumerStatus::read_all(depot)?;
     let status = Status {
         depot: location,
         layout: match depot.layout() {
