@@ -35,6 +35,9 @@ fn options() -> Options {
     Options {
         // Small, so that the workload seals packs.
         pack_roll_size: Some(2048),
+        // A key-log chunk after almost every commit, so that every cut point also lands
+        // before, inside and after key-log writes, and seals remove logs.
+        key_log_every: Some(200),
         ..Options::default()
     }
 }
@@ -372,6 +375,15 @@ fn check_all_cuts(run: &Run, seed: u64, all_modes: bool) -> Checked {
 fn power_loss_at_every_cut_point() {
     let start = Instant::now();
     let run = run_workload(1, 16, 2);
+    // The workload must exercise the active pack's key log (cut points inside its writes, and
+    // seals removing it), not only the packs.
+    let replay = run.storage.replay();
+    let key_log_ops = replay
+        .describe(0..replay.len())
+        .iter()
+        .filter(|op| op.contains(".keys"))
+        .count();
+    assert!(key_log_ops > 10, "{key_log_ops} key-log operations");
     let checked = check_all_cuts(&run, 1, false);
     eprintln!(
         "power loss: {} cut points, {} crashes ({} of them repeats) checked in {:.1}s",

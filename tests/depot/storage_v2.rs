@@ -193,3 +193,24 @@ fn a_version_1_index_is_upgraded_in_place_and_still_read() {
         .unwrap();
     assert_eq!(version, 2);
 }
+
+#[test]
+fn a_small_key_log_threshold_writes_the_log_on_simulated_storage() {
+    use depot::storage::{SimStorage, Storage as _};
+    let storage = SimStorage::new();
+    let options = Options {
+        key_log_every: Some(200),
+        ..Default::default()
+    };
+    let depot = Depot::init_on(std::sync::Arc::new(storage.clone()), "/d", options).unwrap();
+    for i in 0..5 {
+        commit_retrying(&depot, workload(i, "s1"), "x");
+    }
+    let names: Vec<String> = storage
+        .read_dir(std::path::Path::new("/d/packs"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".keys")), "{names:?}");
+}

@@ -122,6 +122,9 @@ pub struct Options {
     pub lock_timeout: Duration,
     /// Size past which the active pack is sealed.
     pub pack_roll_size: Option<u64>,
+    /// How many bytes of the active pack may go uncovered by its key log before a writer
+    /// extends it (default 32 KiB); tests set it small to exercise the log at every commit.
+    pub key_log_every: Option<u64>,
 }
 
 impl Default for Options {
@@ -129,6 +132,7 @@ impl Default for Options {
         Options {
             lock_timeout: crate::refdb::DEFAULT_LOCK_TIMEOUT,
             pack_roll_size: None,
+            key_log_every: None,
         }
     }
 }
@@ -255,6 +259,9 @@ impl Depot {
             .with_lock_timeout(options.lock_timeout);
         if let Some(size) = options.pack_roll_size {
             packs = packs.with_roll_size(size);
+        }
+        if let Some(bytes) = options.key_log_every {
+            packs = packs.with_key_log_every(bytes);
         }
         let packs = Arc::new(packs);
         let files = Arc::new(

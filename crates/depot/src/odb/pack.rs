@@ -1087,6 +1087,8 @@ pub struct PackStore {
     lock_timeout: std::time::Duration,
     loose: Option<LooseStore>,
     roll_size: u64,
+    /// Bytes of the active pack its key log may leave uncovered (see [`keys::CHUNK_EVERY`]).
+    key_log_every: u64,
 }
 
 impl PackStore {
@@ -1120,6 +1122,7 @@ impl PackStore {
             lock_timeout: crate::refdb::DEFAULT_LOCK_TIMEOUT,
             loose,
             roll_size: DEFAULT_ROLL_SIZE,
+            key_log_every: keys::CHUNK_EVERY,
         };
         store.refresh()?;
         if store.remove_leftovers() {
@@ -1254,6 +1257,13 @@ impl PackStore {
         });
         problems.dedup();
         state.problems = problems;
+    }
+
+    /// Sets how many bytes of the active pack its key log may leave uncovered before a synced
+    /// write extends it (tests use small sizes).
+    pub fn with_key_log_every(mut self, bytes: u64) -> PackStore {
+        self.key_log_every = bytes.max(1);
+        self
     }
 
     /// Sets the size past which the active pack is sealed (tests use small sizes).
@@ -1556,7 +1566,7 @@ impl PackStore {
             }
         }
         active.scanned += buf.len() as u64;
-        if sync && active.scanned - active.keys_end >= keys::CHUNK_EVERY {
+        if sync && active.scanned - active.keys_end >= self.key_log_every {
             // Derived data: a failure here costs the next open a longer scan, nothing else.
             let _ = active.extend_keys(&self.dir);
         }
@@ -2231,7 +2241,7 @@ impl ObjectStore for PackStore {
                 .open(&active.path, OpenOptions::WRITE)
                 .map_err(Error::io("open", &active.path))?;
             file.sync_data().map_err(Error::io("fsync", &active.path))?;
-            active.scanned - active.keys_end >= keys::CHUNK_EVERY
+            active.scanned - active.keys_end >= self.key_log_every
         };
         // Everything this handle has seen of the pack is durable now: extend the key log, if no
         // writer holds the lock (else a later sync or append does it; it is derived data).
