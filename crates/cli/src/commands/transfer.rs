@@ -148,15 +148,15 @@ fn export_line(
     })
 }
 
+/// Failed commands by the checkpoint they were tried on.
+type FailuresOn = HashMap<Option<ObjectId>, Vec<(ObjectId, Checkpoint)>>;
+
 /// The recorded failed commands whose parents are all in `history` (or that have none), by the
 /// checkpoint each was tried on (`None`: an empty history), in the failure log's order.
-fn failures_on(
-    depot: &Depot,
-    history: &[ObjectId],
-) -> Result<HashMap<Option<ObjectId>, Vec<(ObjectId, Checkpoint)>>> {
+fn failures_on(depot: &Depot, history: &[ObjectId]) -> Result<FailuresOn> {
     let in_history: HashSet<ObjectId> = history.iter().copied().collect();
     let mut seen = HashSet::new();
-    let mut on: HashMap<Option<ObjectId>, Vec<(ObjectId, Checkpoint)>> = HashMap::new();
+    let mut on = FailuresOn::new();
     for id in depot.failures()? {
         if !seen.insert(id) {
             continue;
@@ -341,7 +341,7 @@ fn failed_of(line: Line, number: usize) -> Result<FailedLine> {
     let session = session_of(line.session, number)?;
     for (key, value) in [("session".to_owned(), session), ("date".to_owned(), date)]
         .into_iter()
-        .chain(line.fields.into_iter())
+        .chain(line.fields)
     {
         let key = FieldKey::new(&key).map_err(|e| context(format!("field '{key}': {e}")))?;
         let value = FieldValue::new(&value).map_err(|e| context(format!("field {key}: {e}")))?;
@@ -388,6 +388,11 @@ impl Input {
                 Ok(Input(spool))
             }
         }
+    }
+
+    /// Its size in bytes (0 when it cannot be told).
+    fn len(&self) -> u64 {
+        self.0.metadata().map(|m| m.len()).unwrap_or(0)
     }
 
     /// The non-blank lines from the start: (1-based line number, text).
@@ -585,8 +590,10 @@ pub fn import(
     // Failed-command lines are kept from this pass (they are few) and recorded at the end.
     let mut failed_lines: Vec<FailedLine> = Vec::new();
     let mut failed_positions: HashSet<usize> = HashSet::new();
+    let checking = ui.progress_bytes(input.len(), "checked");
     for item in input.lines()? {
         let (number, line) = item?;
+        checking.inc(line.len() as u64 + 1);
         let parsed = parse_line(number, &line)?;
         chain = chain_next(&chain, &line);
         lines += 1;
@@ -596,6 +603,7 @@ pub fn import(
             failed_positions.insert(lines);
         }
     }
+    checking.finish_and_clear();
     let (present, mut after) = resume_point(depot, &chains)?;
     if present > 0 {
         status(format!(
