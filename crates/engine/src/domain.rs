@@ -325,7 +325,14 @@ fn typed<A, C: DomainCommand>(
     handler: impl Fn(&A, C, &mut Context<'_>) -> Result<(), DomainError> + Send + Sync + 'static,
 ) -> impl Fn(&A, &mut Context<'_>) -> Result<(), DomainError> + Send + Sync + 'static {
     move |aggregate, ctx| {
-        let command: C = ctx.params_as()?;
+        let command: C = match ctx.params_as() {
+            Ok(command) => command,
+            // No parameters: a unit struct deserializes from `null`, not from `{}`.
+            Err(e) if ctx.params().is_empty() => {
+                serde_json::from_value(serde_json::Value::Null).map_err(|_| e)?
+            }
+            Err(e) => return Err(e),
+        };
         handler(aggregate, command, ctx)
     }
 }
