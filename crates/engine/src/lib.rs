@@ -128,6 +128,9 @@
 //! [`Context::emit`], and rejections made with [`DomainError::new`]: the built-in example
 //! domain (a bank, [`example::bank_manifest`]) is written so. Handlers in any language run
 //! through a JSON manifest ([`exec`]).
+//!
+//! With the cargo feature `tokio`, `stream::DeliveryStream` turns a subscription into an async
+//! stream (the depot itself stays synchronous).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -138,6 +141,8 @@ mod domain;
 mod engine;
 pub mod example;
 pub mod exec;
+#[cfg(feature = "tokio")]
+pub mod stream;
 
 pub use aggregate::{
     to_event, Aggregate, DomainCommand, DomainError, DomainEvent, EventError, Events,

@@ -317,3 +317,42 @@ fn i16_14g_inventory_demo_binary_runs() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn i16_14e_stock_movements_stream_to_async_code() {
+    use engine::stream::DeliveryStream;
+    use engine::Delivery;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let depot = Arc::new(Depot::open_or_init(tmp.path().join(".retro")).unwrap());
+    let engine = Engine::new(depot, inventory::manifest().unwrap());
+    let berlin = stock_path("berlin", "bolt").unwrap();
+    let paris = stock_path("paris", "bolt").unwrap();
+    let start = engine
+        .execute("cli", &berlin, &Receive { quantity: 9 })
+        .unwrap();
+    let mut stream = DeliveryStream::spawn(
+        engine
+            .subscribe("stock/paris/**", Some(start.checkpoint))
+            .unwrap(),
+    )
+    .unwrap();
+    let writer = engine.clone();
+    let (to, from) = (paris.clone(), berlin.clone());
+    let moved = tokio::task::spawn_blocking(move || {
+        writer.execute("cli", &from, &Move { to, quantity: 4 })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // Woken by the commit: the checkpoint, with the one matching event (Paris's side).
+    match stream.next().await {
+        Some(Ok(Delivery::Checkpoint { id, events, .. })) => {
+            assert_eq!(id, moved.checkpoint);
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].partition.as_str(), paris);
+        }
+        other => panic!("expected the move, got {other:?}"),
+    }
+    drop(stream);
+}
