@@ -315,14 +315,13 @@ fn i16_14e_a_subscription_owns_its_depot_and_moves_into_a_thread() {
         .subscribe("counters/**", Some(start.checkpoint))
         .unwrap();
     assert_send(&subscription);
-    let mut consumer = depot
-        .consumer_shared(
-            "projector",
-            &RefName::head(),
-            "counters/**",
-            Some(start.checkpoint),
-        )
+    let mut consumer = engine
+        .consumer("projector", "counters/**", Some(start.checkpoint))
         .unwrap();
+    let other = depot
+        .consumer_shared("other", &RefName::head(), "counters/**", None)
+        .unwrap();
+    assert_send(&other);
     assert_send(&consumer);
     let follower = std::thread::spawn(move || {
         let mut subscription = subscription;

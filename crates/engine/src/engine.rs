@@ -390,6 +390,18 @@ impl Engine {
         self.depot.subscribe_shared(&self.target, glob, position)
     }
 
+    /// The durable consumer `name` on the engine's ref for `glob` (its position in
+    /// `refs/consumers/<name>`; a new one starts after `start`), sharing the depot like
+    /// [`Engine::subscribe`].
+    pub fn consumer(
+        &self,
+        name: &str,
+        glob: &str,
+        start: Option<ObjectId>,
+    ) -> Result<depot::Consumer<'static>, depot::Error> {
+        self.depot.consumer_shared(name, &self.target, glob, start)
+    }
+
     /// Applies a parsed command in `session`.
     pub fn apply_command(&self, session: &str, command: Command) -> Result<Applied, ApplyError> {
         check_session(session)?;
