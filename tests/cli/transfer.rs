@@ -468,6 +468,25 @@ fn i16_11_export_keeps_failed_commands() {
         assert_eq!(tried_on["id"].as_str(), Some(parent), "{line}");
     }
 
+    // An export of an older revision leaves out the failures tried on later checkpoints, and
+    // says so.
+    let run = source.run(&["export", "HEAD~1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "1 failed command(s) tried on checkpoints outside this history are not exported"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        json_lines(&run.stdout)
+            .iter()
+            .filter(|l| l.get("failed").is_some())
+            .count(),
+        1
+    );
+
     // Into a fresh depot: `retro failed --json` is identical, fsck is clean.
     let target = TestDepot::new();
     let out = target.ok_stdin(&["import", "--json"], &exported);

@@ -157,6 +157,7 @@ fn failures_on(depot: &Depot, history: &[ObjectId]) -> Result<FailuresOn> {
     let in_history: HashSet<ObjectId> = history.iter().copied().collect();
     let mut seen = HashSet::new();
     let mut on = FailuresOn::new();
+    let mut outside = 0u64;
     for id in depot.failures()? {
         if !seen.insert(id) {
             continue;
@@ -174,7 +175,14 @@ fn failures_on(depot: &Depot, history: &[ObjectId]) -> Result<FailuresOn> {
             on.entry(checkpoint.first_parent())
                 .or_default()
                 .push((id, checkpoint));
+        } else {
+            outside += 1;
         }
+    }
+    if outside > 0 {
+        status(format!(
+            "retro: note: {outside} failed command(s) tried on checkpoints outside this history are not exported"
+        ));
     }
     Ok(on)
 }
