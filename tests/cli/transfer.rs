@@ -5,7 +5,7 @@ use std::fs;
 use crate::common::*;
 
 /// A depot with a history made by `apply` (dates are now), sessions, both fixture handlers and a
-/// recorded failure (which is not history, so not exported).
+/// recorded failure (exported as a `failed` line after the checkpoint it was tried on).
 fn applied_depot() -> TestDepot {
     let depot = TestDepot::new();
     let manifest = manifest();
@@ -46,7 +46,10 @@ fn export_import_round_trip() {
     assert_eq!(source.ok(&["export", "-o", file.to_str().unwrap()]), "");
     let exported = fs::read_to_string(&file).unwrap();
     assert_eq!(exported, source.ok(&["export"]));
-    let lines = json_lines(&exported);
+    let all_lines = json_lines(&exported);
+    let (failed_lines, lines): (Vec<_>, Vec<_>) =
+        all_lines.iter().partition(|l| l.get("failed").is_some());
+    assert_eq!(failed_lines.len(), 1, "the recorded failure is exported");
     let log = source.ok(&["log", "--json"]);
     assert_eq!(lines.len(), log.lines().count());
     assert!(lines[0].get("parents").is_none(), "the root has no parents");
@@ -56,7 +59,7 @@ fn export_import_round_trip() {
     assert_eq!(
         out,
         format!(
-            "imported {} checkpoints ({} events); skipped 0 already present\n",
+            "imported {} checkpoints ({} events); skipped 0 already present\nrestored 1 failed command(s); 0 already recorded\n",
             lines.len(),
             lines
                 .iter()
@@ -72,9 +75,9 @@ fn export_import_round_trip() {
     );
     assert_eq!(target.ok(&["partitions"]), source.ok(&["partitions"]));
     assert_eq!(target.ok(&["export"]), exported);
-    // The failure stays in the source depot only.
+    // The failure came along, with its id.
     assert_eq!(source.ok(&["failed"]).lines().count(), 2);
-    assert_eq!(target.ok(&["failed"]), "");
+    assert_eq!(target.ok(&["failed"]), source.ok(&["failed"]));
     target.ok(&["fsck"]);
 
     // Importing the same file again: everything is skipped, HEAD does not move.
@@ -87,6 +90,8 @@ fn export_import_round_trip() {
     );
     assert_eq!(value["imported"], 0);
     assert_eq!(value["skipped"], lines.len());
+    assert_eq!(value["failed_restored"], 0);
+    assert_eq!(value["failed_present"], 1);
     assert_eq!(value["differing"], 0);
     assert_eq!(value["head"].as_str(), head.as_deref());
     assert_eq!(target.head(), head);
@@ -426,4 +431,110 @@ fn i16_10_a_diverged_sync_suggests_force_which_works() {
     ok(&["sync", "--force", "a", "b"]);
     let head = |d: &str| ok(&["--depot", d, "log", "--json", "-n", "1"]);
     assert_eq!(head("a"), head("b"));
+}
+
+#[test]
+fn i16_11_export_keeps_failed_commands() {
+    let source = applied_depot();
+    // A second failure, on a later checkpoint, from the built-in bank.
+    source.fails(
+        &[
+            "apply",
+            r#"{"path":"accounts/alice","name":"withdraw","params":{"amount":999999}}"#,
+        ],
+        4,
+    );
+    let failed = source.ok(&["failed", "--json"]);
+    assert_eq!(failed.lines().count(), 2);
+    let exported = source.ok(&["export"]);
+    let lines = json_lines(&exported);
+    // Each failed line follows the line of the checkpoint it was tried on, and says why.
+    for (i, line) in lines.iter().enumerate() {
+        if line.get("failed").is_none() {
+            continue;
+        }
+        assert!(line.get("id").is_none(), "{line}");
+        assert_eq!(line["events"].as_array().unwrap().len(), 0);
+        assert!(
+            line["fields"]["error"].as_str().unwrap().contains(": "),
+            "{line}"
+        );
+        let parent = line["parents"][0].as_str().unwrap();
+        let tried_on = lines[..i]
+            .iter()
+            .rev()
+            .find(|l| l.get("id").is_some())
+            .unwrap();
+        assert_eq!(tried_on["id"].as_str(), Some(parent), "{line}");
+    }
+
+    // An export of an older revision leaves out the failures tried on later checkpoints, and
+    // says so.
+    let run = source.run(&["export", "HEAD~1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "1 failed command(s) tried on checkpoints outside this history are not exported"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        json_lines(&run.stdout)
+            .iter()
+            .filter(|l| l.get("failed").is_some())
+            .count(),
+        1
+    );
+
+    // Into a fresh depot: `retro failed --json` is identical, fsck is clean.
+    let target = TestDepot::new();
+    let out = target.ok_stdin(&["import", "--json"], &exported);
+    let value = json(out.trim());
+    assert_eq!(value["failed_restored"], 2);
+    assert_eq!(value["failed_missing_parent"], 0);
+    assert_eq!(target.ok(&["failed", "--json"]), failed);
+    assert!(target.ok(&["fsck"]).contains("2 failed commands kept"));
+    assert_eq!(target.ok(&["export"]), exported);
+
+    // Idempotent: a second import records nothing twice.
+    let again = target.ok_stdin(&["import"], &exported);
+    assert!(
+        again.contains("restored 0 failed command(s); 2 already recorded\nnothing written"),
+        "{again}"
+    );
+    assert_eq!(target.ok(&["failed", "--json"]), failed);
+
+    // Into a depot where the checkpoints get other ids (it was not empty): the failures' parents
+    // are not there, so they are not restored, and the warning and the counts say so.
+    let other = TestDepot::new();
+    other.ok(&[
+        "apply",
+        r#"{"path":"accounts/zed","name":"open","params":{"owner":"Zed"}}"#,
+    ]);
+    let run = other.run_stdin(&["import", "--json"], &exported);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let value = json(run.stdout.trim());
+    assert_eq!(value["failed_restored"], 0);
+    assert_eq!(value["failed_missing_parent"], 2);
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.contains("is not restored: the checkpoint it was tried on"))
+            .count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(other.ok(&["failed"]), "");
+    other.ok(&["fsck"]);
+
+    // A failed line whose content does not match its id is refused before anything is written.
+    let tampered = exported.replace(r#""fields":{"error":""#, r#""fields":{"error":"x"#);
+    assert_ne!(tampered, exported);
+    let fresh = TestDepot::new();
+    let run = fresh.run_stdin(&["import"], &tampered);
+    assert_error(&run, 1);
+    assert!(run.stderr.contains("hashes to"), "{}", run.stderr);
+    assert_eq!(fresh.head(), None);
 }

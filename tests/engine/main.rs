@@ -3,6 +3,7 @@
 
 mod common;
 mod concurrency;
+mod embedding;
 mod exec;
 mod fuzz_smoke;
 mod given_when_then;

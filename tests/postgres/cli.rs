@@ -146,6 +146,11 @@ fn every_command_works_on_postgres_with_the_files_depot_output() {
         ok(w, &["--depot", &other, "log", "--json"]),
         "an export imported elsewhere has the same ids"
     );
+    assert_eq!(
+        ok(w, &["--depot", url, "failed", "--json"]),
+        ok(w, &["--depot", &other, "failed", "--json"]),
+        "and the same failed commands (i16_11)"
+    );
     // The bulk path appended the index set-based in the commit: it agrees with a replay.
     let imported = ok(w, &["--depot", &other, "fsck"]);
     assert!(imported.contains("no problems"), "{imported}");

@@ -187,7 +187,7 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         #[arg(long)]
         json: bool,
     },
-    /// Write history as JSON lines (oldest first), for import elsewhere
+    /// Write history and its failed commands as JSON lines (oldest first), for import elsewhere
     #[command(after_help = EXAMPLES_EXPORT)]
     Export {
         /// The revision to export (default HEAD).
@@ -196,7 +196,7 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Read JSON lines of checkpoints and events (the bulk path)
+    /// Read JSON lines of checkpoints and failed commands (the bulk path)
     Import {
         /// The file (default: stdin, or -).
         file: Option<PathBuf>,

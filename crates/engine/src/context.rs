@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 
 use depot::{Depot, Event, EventName, PartitionName};
 
-use crate::aggregate::{to_event, Aggregate, DomainError, DomainEvent, RecordedEvent};
+use crate::aggregate::{
+    fold, to_event, Aggregate, DomainError, DomainEvent, EventError, Events, RecordedEvent,
+};
 use crate::command::Command;
 
 /// Makes ids for new aggregates (`accounts` → `accounts/<id>`).
@@ -38,6 +40,9 @@ pub struct Context<'a> {
     /// (it cannot go on), but the engine reports the depot's error, classed as what it is (often
     /// retryable), and records no domain rejection.
     pub(crate) read_failure: Option<depot::Error>,
+    /// A stored event that does not decode, met while rehydrating (this aggregate, or one
+    /// loaded): the engine reports it as [`crate::ApplyError::Event`], not as a rejection.
+    pub(crate) event_failure: Option<EventError>,
 }
 
 impl<'a> Context<'a> {
@@ -107,6 +112,27 @@ impl<'a> Context<'a> {
         Ok(())
     }
 
+    /// Emits one of the domain's [`Events`] to this aggregate's partition.
+    pub fn emit_event<E: Events>(&mut self, event: &E) -> Result<(), DomainError> {
+        let event = event.to_event()?;
+        self.emitted.push((self.path.clone(), event));
+        Ok(())
+    }
+
+    /// Emits one of the domain's [`Events`] to another partition (in the same affix: all or
+    /// nothing).
+    pub fn emit_event_to<E: Events>(
+        &mut self,
+        partition: &str,
+        event: &E,
+    ) -> Result<(), DomainError> {
+        let partition = PartitionName::new(partition)
+            .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
+        let event = event.to_event()?;
+        self.emitted.push((partition, event));
+        Ok(())
+    }
+
     /// Emits an untyped event.
     pub fn emit_json(
         &mut self,
@@ -136,10 +162,15 @@ impl<'a> Context<'a> {
                 return Err(rejection);
             }
         };
-        let mut state = A::default();
-        for record in &records {
-            state.apply(&RecordedEvent::from_record(record));
-        }
+        let recorded: Vec<RecordedEvent> = records.iter().map(RecordedEvent::from_record).collect();
+        let state = match fold::<A>(&partition, &recorded) {
+            Ok(state) => state,
+            Err(e) => {
+                let rejection = DomainError::new("malformed_event", e.to_string());
+                self.event_failure = Some(e);
+                return Err(rejection);
+            }
+        };
         self.reads.push(partition);
         Ok(Loaded {
             state,

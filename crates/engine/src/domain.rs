@@ -14,7 +14,7 @@ use serde_json::Map;
 
 use depot::PartitionName;
 
-use crate::aggregate::{Aggregate, DomainError, RecordedEvent};
+use crate::aggregate::{fold, Aggregate, DomainCommand, DomainError, RecordedEvent};
 use crate::command::normalize_command_name;
 use crate::context::Context;
 
@@ -60,10 +60,19 @@ struct TypedRunner<A> {
 
 impl<A: Aggregate> Runner for TypedRunner<A> {
     fn run(&self, ctx: &mut Context<'_>, events: &[RecordedEvent]) -> Result<(), Failure> {
-        let mut aggregate = A::default();
-        for event in events {
-            aggregate.apply(event);
-        }
+        let aggregate = match fold::<A>(ctx.path(), events) {
+            Ok(aggregate) => aggregate,
+            Err(e) => {
+                // Not the domain's decision: its history does not decode (the engine reports
+                // the event error, and records no rejection).
+                let failure = Failure::Broken {
+                    handler: self.describe(),
+                    reason: e.to_string(),
+                };
+                ctx.event_failure = Some(e);
+                return Err(failure);
+            }
+        };
         (self.handler)(&aggregate, ctx).map_err(Failure::Rejected)
     }
 
@@ -277,6 +286,23 @@ impl<A: Aggregate> KindBuilder<'_, A> {
         self.add(name, handler, true)
     }
 
+    /// Registers the typed command `C` (by `C::NAME`): its handler gets the parameters decoded
+    /// as a `C`; parameters that do not decode are an `invalid_params` rejection.
+    pub fn handle<C: DomainCommand>(
+        self,
+        handler: impl Fn(&A, C, &mut Context<'_>) -> Result<(), DomainError> + Send + Sync + 'static,
+    ) -> Result<Self, RegistrationError> {
+        self.add(C::NAME, typed(handler), false)
+    }
+
+    /// [`KindBuilder::handle`] for a command that needs a live session.
+    pub fn handle_in_session<C: DomainCommand>(
+        self,
+        handler: impl Fn(&A, C, &mut Context<'_>) -> Result<(), DomainError> + Send + Sync + 'static,
+    ) -> Result<Self, RegistrationError> {
+        self.add(C::NAME, typed(handler), true)
+    }
+
     fn add(
         self,
         name: &str,
@@ -291,5 +317,22 @@ impl<A: Aggregate> KindBuilder<'_, A> {
         self.manifest
             .register(&self.kind, name, runner, requires_session)?;
         Ok(self)
+    }
+}
+
+/// A handler of raw parameters from a handler of a typed command.
+fn typed<A, C: DomainCommand>(
+    handler: impl Fn(&A, C, &mut Context<'_>) -> Result<(), DomainError> + Send + Sync + 'static,
+) -> impl Fn(&A, &mut Context<'_>) -> Result<(), DomainError> + Send + Sync + 'static {
+    move |aggregate, ctx| {
+        let command: C = match ctx.params_as() {
+            Ok(command) => command,
+            // No parameters: a unit struct deserializes from `null`, not from `{}`.
+            Err(e) if ctx.params().is_empty() => {
+                serde_json::from_value(serde_json::Value::Null).map_err(|_| e)?
+            }
+            Err(e) => return Err(e),
+        };
+        handler(aggregate, command, ctx)
     }
 }

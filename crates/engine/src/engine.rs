@@ -28,9 +28,9 @@ use depot::{
     PartitionName, RefName,
 };
 
-use crate::aggregate::{DomainError, RecordedEvent};
+use crate::aggregate::{fold, Aggregate, DomainCommand, DomainError, EventError, RecordedEvent};
 use crate::command::{Command, CommandError};
-use crate::context::{Context, IdFn};
+use crate::context::{Context, IdFn, Loaded};
 use crate::domain::{Failure, Manifest, ResolveError};
 
 /// How many times a command is re-run on fresh state before giving up with a conflict.
@@ -105,6 +105,50 @@ pub enum ApplyError {
     /// The depot failed.
     #[error(transparent)]
     Depot(#[from] depot::Error),
+    /// A stored event of an aggregate the command rehydrated does not decode into the domain's
+    /// type: nothing was written or recorded.
+    #[error("cannot rehydrate: {0}")]
+    Event(#[from] EventError),
+    /// A typed command does not serialize to a parameters object.
+    #[error("command '{name}' does not serialize to a JSON object of parameters: {reason}")]
+    Params {
+        /// The command's name.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why [`Engine::load`] could not tell an aggregate's state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The path is not a valid partition name.
+    #[error("aggregate path '{}' is invalid", depot::shown(.path))]
+    BadPath {
+        /// The path given.
+        path: String,
+        /// Why.
+        #[source]
+        source: depot::NameError,
+    },
+    /// A stored event does not decode into the domain's type.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The depot failed.
+    #[error(transparent)]
+    Depot(#[from] depot::Error),
+}
+
+impl LoadError {
+    /// The class of this failure (docs/errors.md).
+    pub fn class(&self) -> depot::ErrorClass {
+        match self {
+            LoadError::BadPath { .. } => depot::ErrorClass::Invalid,
+            LoadError::Event(_) => depot::ErrorClass::Internal,
+            LoadError::Depot(e) => e.class(),
+        }
+    }
 }
 
 impl ApplyError {
@@ -124,6 +168,9 @@ impl ApplyError {
             ApplyError::UnknownSession(_) => ErrorClass::NotFound,
             ApplyError::Conflict { .. } => ErrorClass::Conflict,
             ApplyError::Depot(e) => e.class(),
+            // The domain's types and its history disagree: a bug to fix, not a request to retry.
+            ApplyError::Event(_) => ErrorClass::Internal,
+            ApplyError::Params { .. } => ErrorClass::Invalid,
         }
     }
 
@@ -291,6 +338,75 @@ impl Engine {
         self.apply_command(session, command)
     }
 
+    /// Applies the typed command `command` to the aggregate at `path` in `session`: the same as
+    /// [`Engine::apply`] with `{"path":path,"name":C::NAME,"params":command}`.
+    pub fn execute<C: DomainCommand>(
+        &self,
+        session: &str,
+        path: &str,
+        command: &C,
+    ) -> Result<Applied, ApplyError> {
+        let params = match serde_json::to_value(command) {
+            Ok(serde_json::Value::Object(params)) => params,
+            // A unit struct: a command without parameters.
+            Ok(serde_json::Value::Null) => Map::new(),
+            Ok(other) => {
+                return Err(ApplyError::Params {
+                    name: C::NAME,
+                    reason: format!("it serializes as {other}"),
+                })
+            }
+            Err(e) => {
+                return Err(ApplyError::Params {
+                    name: C::NAME,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        self.apply_command(session, Command::new(path, C::NAME, params)?)
+    }
+
+    /// The state of the aggregate at `path` as of the engine's ref (`HEAD` unless
+    /// [`Engine::with_ref`]), outside any command: its events folded into an `A`. A path with no
+    /// events gives `A::default()` at version 0. A stored event that does not decode is an
+    /// error, never skipped.
+    pub fn load<A: Aggregate>(&self, path: &str) -> Result<Loaded<A>, LoadError> {
+        let partition = PartitionName::new(path).map_err(|source| LoadError::BadPath {
+            path: path.to_owned(),
+            source,
+        })?;
+        let (_, records) = self.snapshot(&partition)?;
+        let recorded: Vec<RecordedEvent> = records.iter().map(RecordedEvent::from_record).collect();
+        let state = fold::<A>(&partition, &recorded)?;
+        Ok(Loaded {
+            state,
+            version: recorded.len() as u64,
+        })
+    }
+
+    /// Subscribes to the engine's ref (`HEAD` unless [`Engine::with_ref`]) after `position`
+    /// (`None`: from the start) for the partitions matching `glob`. The subscription shares the
+    /// depot (`'static`, `Send`): move it into a thread of its own.
+    pub fn subscribe(
+        &self,
+        glob: &str,
+        position: Option<ObjectId>,
+    ) -> Result<depot::Subscription<'static>, depot::Error> {
+        self.depot.subscribe_shared(&self.target, glob, position)
+    }
+
+    /// The durable consumer `name` on the engine's ref for `glob` (its position in
+    /// `refs/consumers/<name>`; a new one starts after `start`), sharing the depot like
+    /// [`Engine::subscribe`].
+    pub fn consumer(
+        &self,
+        name: &str,
+        glob: &str,
+        start: Option<ObjectId>,
+    ) -> Result<depot::Consumer<'static>, depot::Error> {
+        self.depot.consumer_shared(name, &self.target, glob, start)
+    }
+
     /// Applies a parsed command in `session`.
     pub fn apply_command(&self, session: &str, command: Command) -> Result<Applied, ApplyError> {
         check_session(session)?;
@@ -333,6 +449,7 @@ impl Engine {
                 reads: vec![partition.clone()],
                 id_fn: &*self.id_fn,
                 read_failure: None,
+                event_failure: None,
             };
             let ran = {
                 let _span = tracing::info_span!(
@@ -348,6 +465,10 @@ impl Engine {
                 if let Some(read_failure) = ctx.read_failure.take() {
                     // Not the domain's decision: the depot could not be read.
                     return Err(ApplyError::Depot(read_failure));
+                }
+                if let Some(event_failure) = ctx.event_failure.take() {
+                    // Nor this: a stored event does not decode.
+                    return Err(ApplyError::Event(event_failure));
                 }
                 let recorded = self.record_failure(base, session, &message, &failure);
                 return Err(match failure {
@@ -426,15 +547,15 @@ impl Engine {
     fn snapshot(
         &self,
         partition: &PartitionName,
-    ) -> Result<(Option<ObjectId>, Vec<depot::EventRecord>), ApplyError> {
+    ) -> Result<(Option<ObjectId>, Vec<depot::EventRecord>), depot::Error> {
         if self.target.as_str() == "HEAD" {
             // The common case: the index follows HEAD, no need to compare branches.
-            return Ok(self.depot.partition_snapshot(partition)?);
+            return self.depot.partition_snapshot(partition);
         }
         let (target, head) = self.depot.resolve_ref(&self.target)?;
         let (head_branch, _) = self.depot.resolve_ref(&RefName::head())?;
         if target == head_branch {
-            return Ok(self.depot.partition_snapshot(partition)?);
+            return self.depot.partition_snapshot(partition);
         }
         Ok((head, self.depot.partition_events_at(head, partition)?))
     }

@@ -9,6 +9,20 @@
 //! `data_text` strings), so importing an export into an empty depot gives the very same ids.
 //! Only `events` is required, so other stores' histories come in easily.
 //!
+//! A recorded failed command (an orphaned checkpoint in the depot's failure log) is a line with
+//! `failed` instead of `id`, right after the line of the checkpoint it was tried on (the failed
+//! checkpoint's parent), with its other header fields (`error`) under `fields`:
+//!
+//! ```json
+//! {"failed":"sha256:…","parents":["sha256:…"],"session":"cli","date":"2026-11-25T10:00:00Z",
+//!  "fields":{"error":"insufficient_funds: …"},"message":{…command…},"events":[]}
+//! ```
+//!
+//! Export writes the failures recorded on checkpoints of the exported history (and those tried
+//! on an empty one). Import restores each into the failure log with the very same id, once: one
+//! already recorded is skipped, and one whose parent checkpoint is not in the depot is not
+//! restored (a warning names it; `--json` counts it as `failed_missing_parent`).
+//!
 //! Re-running an import (interrupted or complete) never writes a line twice. Every checkpoint an
 //! import writes is recorded in the moved branch's reflog, in the same journal record (or
 //! transaction) as the ref move, as `import line <N> <chain>`, where `<chain>` is a SHA-256 over
@@ -20,7 +34,7 @@
 //! skips every line found; lines whose `id` the depot already has are skipped too. The rest is
 //! imported on top of `HEAD`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::path::Path;
@@ -30,8 +44,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use depot::{
-    Affix, Base, CommitRequest, Depot, Event, EventName, HistoryOrder, Object, ObjectId,
-    PartitionName, RefName,
+    Affix, Base, Checkpoint, CommitRequest, Depot, EncodedObject, Event, EventName, FieldKey,
+    FieldValue, HistoryOrder, Object, ObjectId, PartitionName, RefName,
 };
 
 use super::resolve;
@@ -41,6 +55,9 @@ use crate::ui::{status, Ui};
 struct Line {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<String>,
+    /// Set on a failed-command line: the failed checkpoint's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failed: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     parents: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +68,9 @@ struct Line {
     message: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message_text: Option<String>,
+    /// A failed-command line's header fields other than `session` and `date` (`error`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    fields: BTreeMap<String, String>,
     events: Vec<LineEvent>,
 }
 
@@ -75,6 +95,98 @@ fn raw_or_text(bytes: &[u8]) -> (Option<Box<RawValue>>, Option<String>) {
     }
 }
 
+/// The events of an affix as export lines.
+fn line_events(depot: &Depot, affix: &Affix) -> Result<Vec<LineEvent>> {
+    let mut events = Vec::with_capacity(affix.event_count());
+    for (partition, ids) in affix.partitions() {
+        for event_id in ids {
+            let event = depot.read_event(event_id)?;
+            let (data, data_text) = raw_or_text(event.data());
+            events.push(LineEvent {
+                partition: partition.to_string(),
+                name: event.name().to_string(),
+                data,
+                data_text,
+            });
+        }
+    }
+    Ok(events)
+}
+
+/// The export line of checkpoint `id` (`failed`: of a recorded failed command).
+fn export_line(
+    depot: &Depot,
+    id: &ObjectId,
+    checkpoint: &Checkpoint,
+    failed: bool,
+) -> Result<Line> {
+    let affix = depot.read_affix(&checkpoint.affix())?;
+    let (message, message_text) = raw_or_text(checkpoint.message());
+    let fields = if failed {
+        checkpoint
+            .fields()
+            .filter(|(key, _)| !matches!(key.as_str(), "session" | "date"))
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    Ok(Line {
+        id: (!failed).then(|| id.to_string()),
+        failed: failed.then(|| id.to_string()),
+        parents: checkpoint
+            .parents()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        session: Some(checkpoint.session().to_owned()),
+        date: checkpoint.field("date").map(str::to_owned),
+        message,
+        message_text,
+        fields,
+        events: line_events(depot, &affix)?,
+    })
+}
+
+/// Failed commands by the checkpoint they were tried on.
+type FailuresOn = HashMap<Option<ObjectId>, Vec<(ObjectId, Checkpoint)>>;
+
+/// The recorded failed commands whose parents are all in `history` (or that have none), by the
+/// checkpoint each was tried on (`None`: an empty history), in the failure log's order.
+fn failures_on(depot: &Depot, history: &[ObjectId]) -> Result<FailuresOn> {
+    let in_history: HashSet<ObjectId> = history.iter().copied().collect();
+    let mut seen = HashSet::new();
+    let mut on = FailuresOn::new();
+    let mut outside = 0u64;
+    for id in depot.failures()? {
+        if !seen.insert(id) {
+            continue;
+        }
+        let checkpoint = match depot.read_checkpoint(&id) {
+            Ok(checkpoint) => checkpoint,
+            Err(e) => {
+                status(format!(
+                    "retro: warning: failed command {id} is unreadable and not exported: {e}"
+                ));
+                continue;
+            }
+        };
+        if checkpoint.parents().iter().all(|p| in_history.contains(p)) {
+            on.entry(checkpoint.first_parent())
+                .or_default()
+                .push((id, checkpoint));
+        } else {
+            outside += 1;
+        }
+    }
+    if outside > 0 {
+        status(format!(
+            "retro: note: {outside} failed command(s) tried on checkpoints outside this history are not exported"
+        ));
+    }
+    Ok(on)
+}
+
 pub fn export(depot: &Depot, rev: Option<&str>, output: Option<&Path>, ui: &mut Ui) -> Result<()> {
     let start = resolve(depot, rev)?;
     let mut chain: Vec<ObjectId> = Vec::new();
@@ -82,6 +194,7 @@ pub fn export(depot: &Depot, rev: Option<&str>, output: Option<&Path>, ui: &mut 
         chain.push(id);
         Ok(true)
     })?;
+    let mut failures = failures_on(depot, &chain)?;
     let bar = ui.progress(chain.len() as u64, "checkpoints exported");
     let mut file_out;
     let out: &mut dyn Write = match output {
@@ -94,38 +207,19 @@ pub fn export(depot: &Depot, rev: Option<&str>, output: Option<&Path>, ui: &mut 
         }
         None => ui.out(),
     };
+    let mut write_failures = |out: &mut dyn Write, on: Option<ObjectId>| -> Result<()> {
+        for (id, checkpoint) in failures.remove(&on).unwrap_or_default() {
+            serde_json::to_writer(&mut *out, &export_line(depot, &id, &checkpoint, true)?)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    };
+    write_failures(out, None)?;
     for id in chain.iter().rev() {
         let checkpoint = depot.read_checkpoint(id)?;
-        let affix = depot.read_affix(&checkpoint.affix())?;
-        let mut events = Vec::with_capacity(affix.event_count());
-        for (partition, ids) in affix.partitions() {
-            for event_id in ids {
-                let event = depot.read_event(event_id)?;
-                let (data, data_text) = raw_or_text(event.data());
-                events.push(LineEvent {
-                    partition: partition.to_string(),
-                    name: event.name().to_string(),
-                    data,
-                    data_text,
-                });
-            }
-        }
-        let (message, message_text) = raw_or_text(checkpoint.message());
-        let line = Line {
-            id: Some(id.to_string()),
-            parents: checkpoint
-                .parents()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            session: Some(checkpoint.session().to_owned()),
-            date: checkpoint.field("date").map(str::to_owned),
-            message,
-            message_text,
-            events,
-        };
-        serde_json::to_writer(&mut *out, &line)?;
+        serde_json::to_writer(&mut *out, &export_line(depot, id, &checkpoint, false)?)?;
         out.write_all(b"\n")?;
+        write_failures(out, Some(*id))?;
         bar.inc(1);
     }
     out.flush()?;
@@ -140,53 +234,147 @@ struct Parsed {
     dated: bool,
 }
 
+/// A line's events as depot events.
+fn events_of(events: Vec<LineEvent>, number: usize) -> Result<Vec<(PartitionName, Event)>> {
+    let context = |what: String| anyhow::anyhow!("line {number}: {what}");
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let partition = PartitionName::new(&event.partition).map_err(|e| context(e.to_string()))?;
+        let name = EventName::new(&event.name).map_err(|e| context(e.to_string()))?;
+        let data = match (event.data, event.data_text) {
+            (Some(raw), _) => raw.get().as_bytes().to_vec(),
+            (None, Some(text)) => text.into_bytes(),
+            (None, None) => b"{}".to_vec(),
+        };
+        out.push((partition, Event::new(name, data)));
+    }
+    Ok(out)
+}
+
+fn message_of(message: Option<Box<RawValue>>, message_text: Option<String>) -> Vec<u8> {
+    match (message, message_text) {
+        (Some(raw), _) => raw.get().as_bytes().to_vec(),
+        (None, Some(text)) => text.into_bytes(),
+        (None, None) => b"{\"name\":\"import\"}".to_vec(),
+    }
+}
+
+fn session_of(session: Option<String>, number: usize) -> Result<String> {
+    let session = session.unwrap_or_else(|| "import".to_owned());
+    if session.is_empty()
+        || session.len() > 128
+        || session.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        bail!(
+            "line {number}: session id '{}' must be 1 to 128 characters with no whitespace",
+            session.escape_debug()
+        );
+    }
+    Ok(session)
+}
+
 fn request_of(line: Line, number: usize) -> Result<Parsed> {
     let context = |what: String| format!("line {number}: {what}");
+    if !line.fields.is_empty() {
+        bail!(context(
+            "'fields' belongs to failed-command lines (with 'failed') only".to_owned()
+        ));
+    }
     let id = line
         .id
         .as_deref()
         .map(str::parse::<ObjectId>)
         .transpose()
         .map_err(|e| anyhow::anyhow!(context(e.to_string())))?;
-    let mut events = Vec::with_capacity(line.events.len());
-    for event in line.events {
-        let partition = PartitionName::new(&event.partition)
-            .map_err(|e| anyhow::anyhow!(context(e.to_string())))?;
-        let name =
-            EventName::new(&event.name).map_err(|e| anyhow::anyhow!(context(e.to_string())))?;
-        let data = match (event.data, event.data_text) {
-            (Some(raw), _) => raw.get().as_bytes().to_vec(),
-            (None, Some(text)) => text.into_bytes(),
-            (None, None) => b"{}".to_vec(),
-        };
-        events.push((partition, Event::new(name, data)));
-    }
-    let message = match (line.message, line.message_text) {
-        (Some(raw), _) => raw.get().as_bytes().to_vec(),
-        (None, Some(text)) => text.into_bytes(),
-        (None, None) => b"{\"name\":\"import\"}".to_vec(),
-    };
+    let events = events_of(line.events, number)?;
+    let message = message_of(line.message, line.message_text);
     let dated = line.date.is_some();
     let date = match line.date {
         Some(text) => depot::parse_date(&text).map_err(|e| anyhow::anyhow!(context(e)))?,
         None => chrono::Utc::now(),
     };
-    let session = line.session.unwrap_or_else(|| "import".to_owned());
-    if session.is_empty()
-        || session.len() > 128
-        || session.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        bail!(context(format!(
-            "session id '{}' must be 1 to 128 characters with no whitespace",
-            session.escape_debug()
-        )));
-    }
+    let session = session_of(line.session, number)?;
     let mut request = CommitRequest::new(None, events, session, message);
     request.base = Base::Tip;
     request.date = date;
     request.target = RefName::head();
     request.reflog_message = "import".to_owned();
     Ok(Parsed { id, request, dated })
+}
+
+/// A failed-command line: the orphaned checkpoint to record, its affix and events.
+struct FailedLine {
+    number: usize,
+    id: ObjectId,
+    checkpoint: Checkpoint,
+    affix: Affix,
+    events: Vec<EncodedObject>,
+}
+
+fn failed_of(line: Line, number: usize) -> Result<FailedLine> {
+    let context = |what: String| anyhow::anyhow!("line {number}: {what}");
+    if line.id.is_some() {
+        return Err(context(
+            "a line has either 'id' (a checkpoint) or 'failed' (a failed command), not both"
+                .to_owned(),
+        ));
+    }
+    let named: ObjectId = line
+        .failed
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: depot::ParseIdError| context(format!("'failed': {e}")))?;
+    let parents = line
+        .parents
+        .iter()
+        .map(|p| p.parse::<ObjectId>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| context(format!("'parents': {e}")))?;
+    let mut affix = Affix::new();
+    let mut events = Vec::new();
+    for (partition, event) in events_of(line.events, number)? {
+        let encoded = Object::Event(event).to_encoded();
+        affix.push(partition, encoded.id());
+        events.push(encoded);
+    }
+    let mut fields = BTreeMap::new();
+    let date = match line.date {
+        Some(text) => {
+            depot::parse_date(&text).map_err(context)?;
+            text
+        }
+        None => depot::format_date(chrono::Utc::now()),
+    };
+    let session = session_of(line.session, number)?;
+    for (key, value) in [("session".to_owned(), session), ("date".to_owned(), date)]
+        .into_iter()
+        .chain(line.fields)
+    {
+        let key = FieldKey::new(&key).map_err(|e| context(format!("field '{key}': {e}")))?;
+        let value = FieldValue::new(&value).map_err(|e| context(format!("field {key}: {e}")))?;
+        if fields.insert(key.clone(), value).is_some() {
+            return Err(context(format!(
+                "field '{key}' is given twice ('session' and 'date' are the line's own keys)"
+            )));
+        }
+    }
+    let affix_id = Object::Affix(affix.clone()).to_encoded().id();
+    let message = message_of(line.message, line.message_text);
+    let checkpoint = Checkpoint::with_fields(affix_id, parents, fields, message);
+    let id = Object::Checkpoint(checkpoint.clone()).to_encoded().id();
+    if id != named {
+        return Err(context(format!(
+            "the failed command's content hashes to {id}, not to {named} as 'failed' says"
+        )));
+    }
+    Ok(FailedLine {
+        number,
+        id,
+        checkpoint,
+        affix,
+        events,
+    })
 }
 
 /// The input, readable twice: a file, or stdin spooled to a temporary file.
@@ -210,6 +398,11 @@ impl Input {
         }
     }
 
+    /// Its size in bytes (0 when it cannot be told).
+    fn len(&self) -> u64 {
+        self.0.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
     /// The non-blank lines from the start: (1-based line number, text).
     fn lines(&mut self) -> Result<impl Iterator<Item = Result<(usize, String)>> + '_> {
         self.0.rewind().context("could not read the input")?;
@@ -226,10 +419,66 @@ impl Input {
     }
 }
 
-fn parse_line(number: usize, line: &str) -> Result<Parsed> {
+/// One input line: a checkpoint to commit, or a failed command to record.
+enum Item {
+    Checkpoint(Parsed),
+    Failed(FailedLine),
+}
+
+fn parse_line(number: usize, line: &str) -> Result<Item> {
     let parsed: Line =
         serde_json::from_str(line).with_context(|| format!("line {number}: not an export line"))?;
-    request_of(parsed, number)
+    if parsed.failed.is_some() {
+        return Ok(Item::Failed(failed_of(parsed, number)?));
+    }
+    Ok(Item::Checkpoint(request_of(parsed, number)?))
+}
+
+/// What restoring the failed-command lines did.
+#[derive(Default)]
+struct FailedCounts {
+    restored: u64,
+    present: u64,
+    missing_parent: u64,
+}
+
+/// Records the failed-command lines the depot lacks, once each, after the checkpoints they were
+/// tried on are in; one whose parent is not in the depot is not restored (fsck would call the
+/// record broken), and a warning names it.
+fn restore_failures(depot: &Depot, lines: Vec<FailedLine>) -> Result<FailedCounts> {
+    let mut counts = FailedCounts::default();
+    if lines.is_empty() {
+        return Ok(counts);
+    }
+    let mut recorded: HashSet<ObjectId> = depot.failures()?.into_iter().collect();
+    for line in lines {
+        if recorded.contains(&line.id) {
+            counts.present += 1;
+            continue;
+        }
+        let mut missing = None;
+        for parent in line.checkpoint.parents() {
+            if !depot.objects().contains(parent)? {
+                missing = Some(*parent);
+                break;
+            }
+        }
+        if let Some(parent) = missing {
+            status(format!(
+                "retro: warning: line {}: failed command {} is not restored: the checkpoint it was tried on, {parent}, is not in this depot",
+                line.number, line.id
+            ));
+            counts.missing_parent += 1;
+            continue;
+        }
+        if !line.events.is_empty() {
+            depot.write_objects(&line.events)?;
+        }
+        let id = depot.record_failure(&line.checkpoint, &line.affix)?;
+        recorded.insert(id);
+        counts.restored += 1;
+    }
+    Ok(counts)
 }
 
 /// The marker of the file's lines 1..=n: `chain(n) = SHA-256(chain(n-1) || line n)`.
@@ -346,13 +595,23 @@ pub fn import(
     let mut chains: HashMap<ObjectId, usize> = HashMap::new();
     let mut chain = chain_start();
     let mut lines = 0usize;
+    // Failed-command lines are kept from this pass (they are few) and recorded at the end.
+    let mut failed_lines: Vec<FailedLine> = Vec::new();
+    let mut failed_positions: HashSet<usize> = HashSet::new();
+    let checking = ui.progress_bytes(input.len(), "checked");
     for item in input.lines()? {
         let (number, line) = item?;
-        parse_line(number, &line)?;
+        checking.inc(line.len() as u64 + 1);
+        let parsed = parse_line(number, &line)?;
         chain = chain_next(&chain, &line);
         lines += 1;
         chains.insert(chain, lines);
+        if let Item::Failed(failed) = parsed {
+            failed_lines.push(failed);
+            failed_positions.insert(lines);
+        }
     }
+    checking.finish_and_clear();
     let (present, mut after) = resume_point(depot, &chains)?;
     if present > 0 {
         status(format!(
@@ -392,11 +651,16 @@ pub fn import(
         chain = chain_next(&chain, &line);
         position += 1;
         bar.set_position(position as u64);
+        if failed_positions.contains(&position) {
+            continue;
+        }
         if position <= present {
             skipped += 1;
             continue;
         }
-        let parsed = parse_line(number, &line)?;
+        let Item::Checkpoint(parsed) = parse_line(number, &line)? else {
+            continue;
+        };
         if let Some(id) = parsed.id {
             if depot.objects().contains(&id)? {
                 skipped += 1;
@@ -423,6 +687,8 @@ pub fn import(
         }
     }
     flush(&mut pending)?;
+    let has_failed_lines = !failed_lines.is_empty();
+    let failed = restore_failures(depot, failed_lines)?;
     bar.finish_and_clear();
     if differing > 0 {
         status(format!(
@@ -432,13 +698,32 @@ pub fn import(
     if json {
         ui.json(&serde_json::json!({
             "imported": imported, "events": events, "skipped": skipped, "differing": differing,
+            "failed_restored": failed.restored, "failed_present": failed.present,
+            "failed_missing_parent": failed.missing_parent,
             "head": depot.head()?.map(|id| id.to_string()),
         }))?;
     } else {
         ui.line(format!(
             "imported {imported} checkpoints ({events} events); skipped {skipped} already present"
         ))?;
-        if imported == 0 && skipped > 0 {
+        if has_failed_lines {
+            let mut text = format!(
+                "restored {} failed command(s); {} already recorded",
+                failed.restored, failed.present
+            );
+            if failed.missing_parent > 0 {
+                text.push_str(&format!(
+                    "; {} not restored (the checkpoint tried on is not in this depot)",
+                    failed.missing_parent
+                ));
+            }
+            ui.line(text)?;
+        }
+        if imported == 0
+            && failed.restored == 0
+            && failed.missing_parent == 0
+            && (skipped > 0 || failed.present > 0)
+        {
             ui.line("nothing written: every line is already in the history")?;
         }
     }

@@ -745,6 +745,20 @@ impl Depot {
             FailureLog::Memory => Ok((self.committer.failures(), Vec::new())),
         }
     }
+
+    /// Opens the depot in `dir`, creating a native one there first when `dir` holds none (as
+    /// [`Depot::init`] would; also when another process creates it at the same moment). A
+    /// damaged depot is an error, never replaced.
+    pub fn open_or_init(dir: impl AsRef<Path>) -> Result<Depot, Error> {
+        let dir = dir.as_ref();
+        match Self::open(dir) {
+            Err(Error::NotADepot(_)) => match Self::init(dir) {
+                Err(Error::AlreadyExists(_)) => Self::open(dir),
+                result => result,
+            },
+            result => result,
+        }
+    }
 }
 
 /// True for the start of an id line cut short (`sha256:` and fewer than 64 hex digits, or a

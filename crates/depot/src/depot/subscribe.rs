@@ -12,13 +12,18 @@
 //! store's own notifications (PostgreSQL's `LISTEN`, which wakes subscribers on every host), with a
 //! polling fallback, so a commit made by another process reaches a subscriber within milliseconds.
 //!
+//! A subscription borrows its depot ([`Depot::subscribe`]) or shares it
+//! ([`Depot::subscribe_shared`], from an `Arc<Depot>`): a shared one is `'static` and `Send`, so it
+//! moves into a thread of its own.
+//!
 //! A durable [`Consumer`] keeps its position in the ref `refs/consumers/<name>`, moved by
 //! compare-and-swap when the consumer acknowledges a checkpoint: a restarted consumer resumes
 //! right after its last acknowledged checkpoint (at-least-once; checkpoint ids make effects
 //! idempotent).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::mpsc;
+use std::ops::Deref;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -60,9 +65,26 @@ pub enum Delivery {
     },
 }
 
+/// The depot a subscription reads: borrowed, or shared (`'static`).
+enum DepotRef<'d> {
+    Borrowed(&'d Depot),
+    Shared(Arc<Depot>),
+}
+
+impl Deref for DepotRef<'_> {
+    type Target = Depot;
+
+    fn deref(&self) -> &Depot {
+        match self {
+            DepotRef::Borrowed(depot) => depot,
+            DepotRef::Shared(depot) => depot,
+        }
+    }
+}
+
 /// A position in a ref's history and what to deliver from it.
 pub struct Subscription<'d> {
-    depot: &'d Depot,
+    depot: DepotRef<'d>,
     versions: std::collections::HashMap<crate::name::PartitionName, u64>,
     target: RefName,
     matcher: GlobMatcher,
@@ -82,13 +104,35 @@ impl Depot {
         glob: &str,
         position: Option<ObjectId>,
     ) -> Result<Subscription<'_>, Error> {
+        Subscription::new(DepotRef::Borrowed(self), target, glob, position)
+    }
+
+    /// [`Depot::subscribe`] holding the depot by `Arc`: the subscription borrows nothing, so it
+    /// can move into another thread.
+    pub fn subscribe_shared(
+        self: &Arc<Self>,
+        target: &RefName,
+        glob: &str,
+        position: Option<ObjectId>,
+    ) -> Result<Subscription<'static>, Error> {
+        Subscription::new(DepotRef::Shared(self.clone()), target, glob, position)
+    }
+}
+
+impl<'d> Subscription<'d> {
+    fn new(
+        depot: DepotRef<'d>,
+        target: &RefName,
+        glob: &str,
+        position: Option<ObjectId>,
+    ) -> Result<Subscription<'d>, Error> {
         let matcher = compile_glob(glob)?;
-        let (target, _) = self.resolve_ref(target)?;
+        let (target, _) = depot.resolve_ref(target)?;
         if let Some(id) = position {
-            self.read_checkpoint(&id)?;
+            depot.read_checkpoint(&id)?;
         }
         Ok(Subscription {
-            depot: self,
+            depot,
             versions: std::collections::HashMap::new(),
             target,
             matcher,
@@ -281,18 +325,39 @@ impl Depot {
         glob: &str,
         start: Option<ObjectId>,
     ) -> Result<Consumer<'_>, Error> {
+        Consumer::new(DepotRef::Borrowed(self), name, target, glob, start)
+    }
+
+    /// [`Depot::consumer`] holding the depot by `Arc`, to move into another thread.
+    pub fn consumer_shared(
+        self: &Arc<Self>,
+        name: &str,
+        target: &RefName,
+        glob: &str,
+        start: Option<ObjectId>,
+    ) -> Result<Consumer<'static>, Error> {
+        Consumer::new(DepotRef::Shared(self.clone()), name, target, glob, start)
+    }
+}
+
+impl<'d> Consumer<'d> {
+    fn new(
+        depot: DepotRef<'d>,
+        name: &str,
+        target: &RefName,
+        glob: &str,
+        start: Option<ObjectId>,
+    ) -> Result<Consumer<'d>, Error> {
         let name = RefName::new(&format!("refs/consumers/{name}"))?;
-        let acked = self.refs().read(&name)?.and_then(|v| v.id());
-        let subscription = self.subscribe(target, glob, acked.or(start))?;
+        let acked = depot.refs().read(&name)?.and_then(|v| v.id());
+        let subscription = Subscription::new(depot, target, glob, acked.or(start))?;
         Ok(Consumer {
             subscription,
             name,
             acked,
         })
     }
-}
 
-impl<'d> Consumer<'d> {
     /// The consumer's ref.
     pub fn ref_name(&self) -> &RefName {
         &self.name
