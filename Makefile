@@ -13,6 +13,7 @@ build: ## Build everything (release)
 
 test: ## Run every test: unit, integration, doc tests, CLI end-to-end, PostgreSQL, web UI in Chromium
 	bash tests/postgres/install.sh
+	$(CARGO) fetch --locked
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	bash tests/browser/run.sh target/debug/retro

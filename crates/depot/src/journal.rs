@@ -182,7 +182,8 @@ pub(crate) struct Journal {
     state_path: PathBuf,
     /// The state file, opened once for reading and writing in place (it is never replaced:
     /// created once, then overwritten), so a commit reads and writes it without opening it.
-    state_file: std::sync::Mutex<Option<Box<dyn crate::storage::StorageFile>>>,
+    /// `true` with it when it was opened for writing (a read-only depot opens it for reading).
+    state_file: std::sync::Mutex<Option<(Box<dyn crate::storage::StorageFile>, bool)>>,
     lock_file: LockFile,
     lock_timeout: Duration,
 }
@@ -240,25 +241,38 @@ impl Journal {
         boot_hash(&*self.storage)
     }
 
-    /// Runs `f` on the state file, opened (read and write, not created) on first use.
+    /// Runs `f` on the state file, opened on first use (never created here): for reading and
+    /// writing, or, when `write` is false and the depot cannot be written (a read-only mount),
+    /// for reading only.
     fn with_state_file<T>(
         &self,
+        write: bool,
         f: impl FnOnce(&dyn crate::storage::StorageFile) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
         let mut cached = self.state_file.lock().unwrap_or_else(|e| e.into_inner());
-        if cached.is_none() {
-            let options = OpenOptions {
+        if cached
+            .as_ref()
+            .is_none_or(|(_, writable)| write && !writable)
+        {
+            let both = OpenOptions {
                 read: true,
                 ..OpenOptions::WRITE
             };
-            *cached = Some(self.storage.open(&self.state_path, options)?);
+            *cached = Some(match self.storage.open(&self.state_path, both) {
+                Ok(file) => (file, true),
+                Err(e) if write || e.kind() == std::io::ErrorKind::NotFound => return Err(e),
+                Err(_) => (
+                    self.storage.open(&self.state_path, OpenOptions::READ)?,
+                    false,
+                ),
+            });
         }
-        f(&**cached.as_ref().expect("opened above"))
+        f(&*cached.as_ref().expect("opened above").0)
     }
 
     fn read_state(&self) -> Option<State> {
         let mut buf = [0u8; STATE_LEN];
-        self.with_state_file(|file| file.read_exact_at(&mut buf, 0))
+        self.with_state_file(false, |file| file.read_exact_at(&mut buf, 0))
             .ok()?;
         if &buf[..8] != STATE_MAGIC {
             return None;
@@ -301,7 +315,7 @@ impl Journal {
         };
         // Created once; then its directory is fsynced too, or a power cut could drop the file
         // and with it the durable position (recovery would then replay every pack).
-        let written = self.with_state_file(|file| {
+        let written = self.with_state_file(true, |file| {
             file.write_all_at(&buf, 0)?;
             if sync {
                 file.sync_data()?;
