@@ -87,7 +87,7 @@ pub trait ObjectStore: Send + Sync {
         ids.iter().map(|id| self.read(id)).collect()
     }
 
-    /// Where the object's record is, as a hint a later [`ObjectStore::read_hinted`] can use to
+    /// Where the object's record is, as a hint a later [`ObjectStore::read_many_hinted`] can use to
     /// skip the lookup by id (the pack store: pack number and offset); `None` when the store
     /// keeps no such thing. The partition index stores it beside each event.
     fn locate(&self, id: &ObjectId) -> Option<u64> {
