@@ -105,8 +105,7 @@ impl<'a> Context<'a> {
         partition: &str,
         event: &E,
     ) -> Result<(), DomainError> {
-        let partition = PartitionName::new(partition)
-            .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
+        let partition = other_partition(partition)?;
         let event = to_event(event)?;
         self.emitted.push((partition, event));
         Ok(())
@@ -126,8 +125,7 @@ impl<'a> Context<'a> {
         partition: &str,
         event: &E,
     ) -> Result<(), DomainError> {
-        let partition = PartitionName::new(partition)
-            .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
+        let partition = other_partition(partition)?;
         let event = event.to_event()?;
         self.emitted.push((partition, event));
         Ok(())
@@ -140,8 +138,7 @@ impl<'a> Context<'a> {
         name: &str,
         data: &Value,
     ) -> Result<(), DomainError> {
-        let partition = PartitionName::new(partition)
-            .map_err(|e| DomainError::new("bad_partition", e.to_string()))?;
+        let partition = other_partition(partition)?;
         let name =
             EventName::new(name).map_err(|e| DomainError::new("bad_event", e.to_string()))?;
         self.emitted
@@ -182,4 +179,9 @@ impl<'a> Context<'a> {
     pub fn new_id(&self) -> String {
         (self.id_fn)()
     }
+}
+
+/// A partition named by a handler, or the `bad_partition` rejection.
+fn other_partition(name: &str) -> Result<PartitionName, DomainError> {
+    PartitionName::new(name).map_err(|e| DomainError::new("bad_partition", e.to_string()))
 }

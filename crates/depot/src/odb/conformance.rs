@@ -228,6 +228,16 @@ mod tests {
         }
     }
 
+    /// A pack store in a fresh directory holding `n` objects written in synced batches (its key
+    /// log written as commits write it), closed again: (directory, the objects).
+    fn synced_pack(n: usize) -> (tempfile::TempDir, Vec<EncodedObject>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PackStore::open(dir.path(), None).unwrap();
+        let objects: Vec<_> = (0..n).map(event).collect();
+        write_synced(&store, &objects);
+        (dir, objects)
+    }
+
     fn keys_path(dir: &std::path::Path) -> std::path::PathBuf {
         dir.join("pack-0000000000000001.keys")
     }
@@ -273,11 +283,7 @@ mod tests {
 
     #[test]
     fn a_torn_or_damaged_key_log_is_never_trusted_past_the_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PackStore::open(dir.path(), None).unwrap();
-        let objects: Vec<_> = (0..2000).map(event).collect();
-        write_synced(&store, &objects);
-        drop(store);
+        let (dir, objects) = synced_pack(2000);
         let log = std::fs::read(keys_path(dir.path())).unwrap();
         let cuts = [0, 7, 8, 9, 100, log.len() / 2, log.len() - 1];
         let flips = [3, 8, 20, 60, log.len() / 3, log.len() - 2];
@@ -306,11 +312,7 @@ mod tests {
 
     #[test]
     fn a_key_log_reaching_past_its_pack_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PackStore::open(dir.path(), None).unwrap();
-        let objects: Vec<_> = (0..2000).map(event).collect();
-        write_synced(&store, &objects);
-        drop(store);
+        let (dir, objects) = synced_pack(2000);
         // The pack loses its tail (as no crash can do to fsynced data, but a restored backup may).
         let pack = dir.path().join("pack-0000000000000001.pack");
         let len = std::fs::metadata(&pack).unwrap().len();
@@ -337,11 +339,7 @@ mod tests {
 
     #[test]
     fn damage_in_the_part_an_open_skipped_is_still_found_by_fsck_and_stops_gc() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PackStore::open(dir.path(), None).unwrap();
-        let objects: Vec<_> = (0..2000).map(event).collect();
-        write_synced(&store, &objects);
-        drop(store);
+        let (dir, objects) = synced_pack(2000);
         let pack = dir.path().join("pack-0000000000000001.pack");
         let mut bytes = std::fs::read(&pack).unwrap();
         let middle = bytes.len() / 3;
