@@ -80,6 +80,7 @@ mod domain;
 mod engine;
 pub mod example;
 pub mod exec;
+pub mod replay;
 pub mod testing;
 
 pub use aggregate::{to_event, Aggregate, DomainError, DomainEvent, RecordedEvent};
