@@ -8,8 +8,9 @@ fn blame_names_each_events_checkpoint_command_session_and_date() {
     let depot = TestDepot::new();
     let open = depot.apply(r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#);
     depot.apply(r#"{"path":"accounts/bob","name":"open","params":{"owner":"Bob"}}"#);
+    depot.apply(r#"{"path":"accounts/alice","name":"deposit","params":{"amount":5}}"#);
     let transfer = depot.apply(
-        r#"{"path":"accounts/alice","name":"transfer","params":{"to":"accounts/bob","amount":0}}"#,
+        r#"{"path":"accounts/alice","name":"transfer","params":{"to":"accounts/bob","amount":1}}"#,
     );
     let out = depot.ok(&["blame", "accounts/bob"]);
     let lines: Vec<&str> = out.lines().collect();
@@ -27,7 +28,7 @@ fn blame_names_each_events_checkpoint_command_session_and_date() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["checkpoint"], open.as_str());
     assert_eq!(rows[0]["version"], 1);
     assert_eq!(rows[0]["name"], "AccountOpened");

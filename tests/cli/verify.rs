@@ -162,7 +162,7 @@ fn the_shipped_exec_domain_verifies_and_a_domain_without_the_command_diverges() 
         r#"{"path":"notes/n1","name":"add","params":{"text":"hello"}}"#,
     ]);
     let out = depot.ok(&["verify", "--manifest", m]);
-    assert!(out.contains("3 command(s) replayed, 3 event(s)"), "{out}");
+    assert!(out.contains("3 command(s) replayed, 4 event(s)"), "{out}");
     // The built-in bank has no notes: that command cannot be replayed.
     let run = depot.fails(&["verify"], 7);
     assert!(
