@@ -11,18 +11,19 @@
 //! its aggregate (and whatever it `load`s) from the mirror's index in O(that partition's events),
 //! whatever the history's length, and sees exactly what the recording command saw: the same
 //! events, checkpoint ids, dates and sessions. Memory holds the mirror's index rows (ids and
-//! positions, not event bodies) and its reflog, not the history's objects.
+//! positions, not event bodies), not the history's objects; its refs keep no reflog.
 //!
 //! Nothing is ever written: handlers run against a [`Context`] whose emitted events are compared
 //! and dropped. Bookkeeping checkpoints (sessions started or ended, merges, messages that are not
 //! commands) are stepped over as [`Verdict::Skipped`].
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
 use depot::odb::{Error as OdbError, ObjectStore};
-use depot::refdb::MemoryRefStore;
+use depot::refdb::{Error as RefError, RefStore, RefValue, ReflogEntry};
 use depot::{
     Affix, Checkpoint, Depot, EncodedObject, LogInfo, Object, ObjectId, PartitionName, Prefix,
     RefEdit, RefName,
@@ -215,6 +216,64 @@ impl ObjectStore for ReadThrough {
     }
 }
 
+/// The mirror's refs: a map, moved by compare-and-swap, with no reflog (a replay moves `HEAD`
+/// once per checkpoint; a log of that would grow with the history).
+#[derive(Default)]
+struct MirrorRefs {
+    refs: Mutex<BTreeMap<RefName, RefValue>>,
+}
+
+impl MirrorRefs {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<RefName, RefValue>> {
+        // The map is only ever replaced whole under the lock: a poisoned lock still holds a
+        // consistent map.
+        self.refs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl RefStore for MirrorRefs {
+    fn read(&self, name: &RefName) -> Result<Option<RefValue>, RefError> {
+        Ok(self.map().get(name).cloned())
+    }
+
+    fn transaction(&self, edits: &[RefEdit]) -> Result<(), RefError> {
+        let mut refs = self.map();
+        let prepared = depot::refdb::prepare_edits(edits, |n| Ok(refs.get(n).cloned()))?;
+        let under = |refs: &BTreeMap<RefName, RefValue>, name: &RefName| {
+            let prefix = format!("{name}/");
+            refs.keys()
+                .filter(|n| n.as_str().starts_with(&prefix))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        depot::refdb::check_clashes(
+            &prepared,
+            |n| Ok(refs.get(n).cloned()),
+            |n| Ok(under(&refs, n)),
+        )?;
+        for (edit, _) in prepared {
+            match &edit.new {
+                Some(value) => refs.insert(edit.name.clone(), value.clone()),
+                None => refs.remove(&edit.name),
+            };
+        }
+        Ok(())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(RefName, RefValue)>, RefError> {
+        Ok(self
+            .map()
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with(prefix))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect())
+    }
+
+    fn reflog(&self, _name: &RefName) -> Result<Vec<ReflogEntry>, RefError> {
+        Ok(Vec::new())
+    }
+}
+
 /// Re-runs recorded commands, oldest first, against a domain.
 pub struct Replay {
     source: Arc<Depot>,
@@ -229,7 +288,7 @@ impl Replay {
     pub fn new(source: Arc<Depot>, manifest: Manifest) -> Result<Replay, ReplayError> {
         let mirror = Depot::with_stores(
             Arc::new(ReadThrough(source.clone())),
-            Arc::new(MemoryRefStore::new()),
+            Arc::new(MirrorRefs::default()),
         )?;
         Ok(Replay {
             source,

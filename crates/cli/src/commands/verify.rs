@@ -257,10 +257,7 @@ fn print_divergence(ui: &mut Ui, d: &Divergence) -> Result<()> {
                     "  the events' data are equal as JSON but their bytes differ (key order, spacing or number form)",
                 )?,
             }
-            ui.line("  recorded:")?;
-            for (i, e) in d.recorded.iter().enumerate() {
-                ui.line(event_line(i, e))?;
-            }
+            print_recorded(ui, d)?;
             ui.line("  replayed:")?;
             if events.is_empty() {
                 ui.line("    (no events)")?;
@@ -274,13 +271,23 @@ fn print_divergence(ui: &mut Ui, d: &Divergence) -> Result<()> {
                 "  recorded {} event(s), replayed: rejected {code}: {message}",
                 d.recorded.len()
             )))?;
+            print_recorded(ui, d)?;
         }
         Replayed::Failed { reason } => {
             ui.line(depot::escape_invisible(&format!(
                 "  recorded {} event(s), replayed: failed: {reason}",
                 d.recorded.len()
             )))?;
+            print_recorded(ui, d)?;
         }
+    }
+    Ok(())
+}
+
+fn print_recorded(ui: &mut Ui, d: &Divergence) -> Result<()> {
+    ui.line("  recorded:")?;
+    for (i, e) in d.recorded.iter().enumerate() {
+        ui.line(event_line(i, e))?;
     }
     Ok(())
 }
