@@ -190,6 +190,32 @@ fn events_and_partitions_read_the_depot_as_of_a_checkpoint() {
         out,
         "       2  accounts/alice\n       1  registry/accounts\n"
     );
+    // Off HEAD's history (a side branch) the same answers come from a walk.
+    depot.ok(&["update-ref", "refs/heads/side", &ids[2]]);
+    depot.ok(&[
+        "apply",
+        "--ref",
+        "refs/heads/side",
+        r#"{"path":"accounts/alice","name":"deposit","params":{"amount":100}}"#,
+    ]);
+    let out = depot.ok(&[
+        "events",
+        "--at",
+        "side",
+        "--since",
+        &ids[1],
+        "accounts/alice",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[1].contains(r#"accounts/alice#4 Deposited {"amount":100}"#),
+        "{out}"
+    );
+    let out = depot.ok(&["partitions", "--at", "side", "accounts/*"]);
+    assert_eq!(out, "       4  accounts/alice\n");
+    depot.fails(&["events", "--at", &ids[1], "--since", &ids[3]], 1);
+    depot.fails(&["events", "--at", "side", "--since", &ids[5]], 1);
     depot.fails(&["events", "--at", "nope"], 1);
     depot.fails(&["partitions", "--at", "HEAD~10"], 1);
 }

@@ -197,6 +197,32 @@ pub fn events_at(
     ui: &mut Ui,
 ) -> Result<()> {
     let filter = depot::PartitionFilter::new(glob.unwrap_or("**"))?;
+    let at_id = resolve(depot, Some(at))?;
+    depot.read_checkpoint(&at_id)?;
+    if depot.on_head_history(&at_id)? {
+        // HEAD's branch: the partition index answers, O(the matching partitions' events).
+        let since = since.map(|rev| depot.resolve_revision(rev)).transpose()?;
+        if let Some(since) = since {
+            if !depot.on_head_history(&since)? || !depot.is_ancestor(since, at_id)? {
+                anyhow::bail!(
+                    "--since {} is not on the first-parent history of --at {}",
+                    depot::shown(&since.to_string()),
+                    depot::shown(at)
+                );
+            }
+        }
+        let mut failure: Option<anyhow::Error> = None;
+        depot.events_matching_upto(glob.unwrap_or("**"), since, Some(at_id), |record| {
+            match print_event(&record, json, ui) {
+                Ok(()) => Ok(true),
+                Err(e) => {
+                    failure = Some(e.into());
+                    Ok(false)
+                }
+            }
+        })?;
+        return failure.map_or(Ok(()), Err);
+    }
     let line = line_at(depot, at)?;
     let skip_through = match since {
         None => None,
@@ -235,22 +261,7 @@ pub fn events_at(
                     date: checkpoint.date(),
                     session: checkpoint.session().to_owned(),
                 };
-                if json {
-                    ui.json(&EventEntry::from(&record))?;
-                } else {
-                    ui.line(format!(
-                        "{} {} {}#{} {} {}",
-                        ui.yellow(&record.checkpoint.to_short_hex(12)),
-                        record
-                            .date
-                            .map(depot::format_date)
-                            .unwrap_or_else(|| "-".to_owned()),
-                        record.partition,
-                        record.version,
-                        record.event.name(),
-                        String::from_utf8_lossy(record.event.data())
-                    ))?;
-                }
+                print_event(&record, json, ui)?;
             }
         }
     }
@@ -287,4 +298,23 @@ pub fn partitions_at(
         }
     }
     Ok(())
+}
+
+fn print_event(record: &depot::EventRecord, json: bool, ui: &mut Ui) -> std::io::Result<()> {
+    if json {
+        ui.json(&EventEntry::from(record))
+    } else {
+        ui.line(format!(
+            "{} {} {}#{} {} {}",
+            ui.yellow(&record.checkpoint.to_short_hex(12)),
+            record
+                .date
+                .map(depot::format_date)
+                .unwrap_or_else(|| "-".to_owned()),
+            record.partition,
+            record.version,
+            record.event.name(),
+            String::from_utf8_lossy(record.event.data())
+        ))
+    }
 }
