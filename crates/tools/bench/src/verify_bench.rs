@@ -91,7 +91,15 @@ pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
     let started = Instant::now();
     let mut replay = Replay::new(files.clone(), bank()?)?;
     let (mut commands, mut events) = (0u64, 0u64);
-    for id in &line {
+    let mut lap = Instant::now();
+    for (i, id) in line.iter().enumerate() {
+        if i > 0 && i % 20_000 == 0 {
+            eprintln!(
+                "retro-bench: verify: {i} checkpoints replayed, the last 20,000 in {:.2} s",
+                lap.elapsed().as_secs_f64()
+            );
+            lap = Instant::now();
+        }
         match replay.check(*id)? {
             Verdict::Same { events: n } => {
                 commands += 1;
