@@ -303,6 +303,9 @@ fn version_completions_and_help() {
         "export",
         "import",
         "demo",
+        "verify",
+        "blame",
+        "bisect",
         "completions",
     ] {
         let out = run(retro_in(tmp.path()).args(["help", command]));

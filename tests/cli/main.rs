@@ -5,6 +5,8 @@
 mod apply_batch;
 mod bad_inputs;
 mod basics;
+mod bisect;
+mod blame;
 mod common;
 mod compat;
 mod domain_test;
@@ -19,5 +21,6 @@ mod repair;
 mod serve;
 mod tour;
 mod transfer;
+mod verify;
 #[cfg(unix)]
 mod watch;

@@ -18,6 +18,10 @@ const EXAMPLES_SERVE: &str = "Examples:\n  retro serve                          
 const EXAMPLES_SYNC: &str = "Examples:\n  retro sync .retro postgres://app@db.internal/bank      # push a files depot to PostgreSQL\n  retro sync postgres://app@db.internal/bank backup/     # and back\n  retro sync --force src/ dst/                           # also move refs that are not fast-forwards\n\nObjects are copied byte for byte (ids are identical on both sides), oldest first, each batch durable\nbefore the next; refs move last, fast-forward only unless --force. An interrupted sync resumes.";
 const EXAMPLES_CLONE: &str = "Examples:\n  retro clone .retro postgres://app@db.internal/bank\n  retro clone postgres://app@db.internal/bank ./copy";
 const EXAMPLES_TEST: &str = "Examples:\n  retro test fixtures/specs/bank.jsonl                        # the built-in bank\n  retro test --manifest fixtures/domain/manifest.json my.jsonl   # exec handlers\n\nOne case a line: {\"name\",\"given\":[events],\"when\":{command},\"then\":{\"events\":[…]} | {\"rejected\":\"code\"} | {\"error\":\"text\"}}\n(docs/handlers.md). Prints TAP; exits 0 when every case passes, 7 when one fails, 1 on a malformed line.";
+const EXAMPLES_VERIFY: &str = "Examples:\n  retro verify                                  # every command of HEAD's history\n  retro verify --manifest new/manifest.json     # does the upgraded domain change anything?\n  retro verify HEAD~10..HEAD --json\n\nExits 0 when every command emits its recorded events again, 7 when one diverges.";
+const EXAMPLES_BLAME: &str =
+    "Examples:\n  retro blame accounts/alice\n  retro blame registry/accounts --json";
+const EXAMPLES_BISECT: &str = "Examples:\n  retro bisect run --good HEAD~20 --bad HEAD -- sh -c 'retro events --at \"$RETRO_REV\" accounts/alice | grep -q Frozen && exit 1 || exit 0'\n\nCMD runs once per step with RETRO_REV (the checkpoint's full id) and RETRO_DEPOT set: exit 0 is good,\n125 skips the checkpoint, anything else is bad.";
 const EXAMPLES_EXPORT: &str = "Examples:\n  retro export > history.jsonl\n  retro --depot other init && retro --depot other import history.jsonl";
 
 /// retro: a Git-like, content-addressed event depot.
@@ -99,6 +103,9 @@ pub enum Commands {
         /// Only events after this checkpoint.
         #[arg(long, value_name = "REV")]
         since: Option<String>,
+        /// The events as of this checkpoint (its first-parent history) instead of HEAD.
+        #[arg(long, value_name = "REV")]
+        at: Option<String>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -107,6 +114,9 @@ pub enum Commands {
     Partitions {
         /// Partition glob (default '**').
         glob: Option<String>,
+        /// The partitions as of this checkpoint (its first-parent history) instead of HEAD.
+        #[arg(long, value_name = "REV")]
+        at: Option<String>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -328,6 +338,31 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
               value_parser = clap::value_parser!(u64).range(1..=3600))]
         request_timeout: u64,
     },
+    /// Re-run recorded commands with the current domain and report any that emit other events
+    #[command(after_help = EXAMPLES_VERIFY)]
+    Verify {
+        /// The checkpoints: A..B (B's first parents after A), or REV (the root up to REV);
+        /// default all of HEAD's first-parent history.
+        range: Option<String>,
+        /// The domain manifest (as for apply).
+        #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// One JSON object per divergence, then a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each event of a partition with the checkpoint, command, session and date that added it
+    #[command(after_help = EXAMPLES_BLAME)]
+    Blame {
+        /// The partition, such as accounts/alice.
+        partition: String,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find the first checkpoint where a check turns bad
+    #[command(subcommand)]
+    Bisect(BisectCommand),
     /// Print a shell completion script
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -353,6 +388,25 @@ pub enum SessionCommand {
     End {
         /// The session id.
         id: String,
+    },
+}
+
+/// `retro bisect …`
+#[derive(Debug, Subcommand)]
+pub enum BisectCommand {
+    /// Run CMD on checkpoints between GOOD and BAD (first parents), halving each time, to find the
+    /// first bad one
+    #[command(after_help = EXAMPLES_BISECT)]
+    Run {
+        /// A checkpoint where CMD succeeds (an ancestor of BAD).
+        #[arg(long, value_name = "REV")]
+        good: String,
+        /// A checkpoint where CMD fails.
+        #[arg(long, value_name = "REV")]
+        bad: String,
+        /// The check, after `--`: exit 0 good, 125 skip, anything else bad.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
     },
 }
 

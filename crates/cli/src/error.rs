@@ -111,6 +111,17 @@ pub struct TestsFailed {
     pub total: usize,
 }
 
+/// `retro verify`: replayed commands diverged from their recorded events (already reported;
+/// exit 7, as a failed `retro test` case: the domain does something else than history says).
+#[derive(Debug, thiserror::Error)]
+#[error("{divergences} of {commands} replayed command(s) diverged from the recorded events")]
+pub struct VerifyDiverged {
+    /// Commands whose replay diverged.
+    pub divergences: u64,
+    /// Commands replayed.
+    pub commands: u64,
+}
+
 /// repair could not fix everything (already printed).
 #[derive(Debug)]
 pub struct Unrepaired(pub usize);
@@ -202,6 +213,12 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
             return (
                 TEST_FAILED,
                 Some("each 'not ok' case above says what differs".to_owned()),
+            );
+        }
+        if cause.downcast_ref::<VerifyDiverged>().is_some() {
+            return (
+                TEST_FAILED,
+                Some("each divergence above names its checkpoint and what differs; 'retro show CHECKPOINT' shows what was recorded".to_owned()),
             );
         }
         if cause.downcast_ref::<engine::testing::SpecError>().is_some() {

@@ -1,4 +1,4 @@
-//! `retro log`, `retro show`, `retro events`, `retro partitions`.
+//! `retro log`, `retro show`, `retro events`, `retro partitions` (and their `--at REV` forms).
 
 use anyhow::Result;
 
@@ -170,4 +170,151 @@ pub fn partitions(depot: &Depot, glob: Option<&str>, json: bool, ui: &mut Ui) ->
         }
     }
     Ok(())
+}
+
+/// `at`'s first-parent history, oldest first: the slow path for `--at`, O(history up to it)
+/// (ids from the commit-graph where there is one; each checkpoint and affix then read once).
+fn line_at(depot: &Depot, at: &str) -> Result<Vec<ObjectId>> {
+    let id = resolve(depot, Some(at))?;
+    depot.read_checkpoint(&id)?;
+    let mut line = Vec::new();
+    depot.walk_ids(id, HistoryOrder::FirstParent, |entry| {
+        line.push(entry.id);
+        Ok(true)
+    })?;
+    line.reverse();
+    Ok(line)
+}
+
+/// `retro events --at REV`: the events of matching partitions as of checkpoint REV, oldest first,
+/// numbered as they were then; `--since` (on REV's history) keeps only later ones.
+pub fn events_at(
+    depot: &Depot,
+    glob: Option<&str>,
+    at: &str,
+    since: Option<&str>,
+    json: bool,
+    ui: &mut Ui,
+) -> Result<()> {
+    let filter = depot::PartitionFilter::new(glob.unwrap_or("**"))?;
+    let at_id = resolve(depot, Some(at))?;
+    depot.read_checkpoint(&at_id)?;
+    if depot.on_head_history(&at_id)? {
+        // HEAD's branch: the partition index answers, O(the matching partitions' events).
+        let since = since.map(|rev| depot.resolve_revision(rev)).transpose()?;
+        if let Some(since) = since {
+            if !depot.on_head_history(&since)? || !depot.is_ancestor(since, at_id)? {
+                anyhow::bail!(
+                    "--since {} is not on the first-parent history of --at {}",
+                    depot::shown(&since.to_string()),
+                    depot::shown(at)
+                );
+            }
+        }
+        let mut failure: Option<anyhow::Error> = None;
+        depot.events_matching_upto(glob.unwrap_or("**"), since, Some(at_id), |record| {
+            match print_event(&record, json, ui) {
+                Ok(()) => Ok(true),
+                Err(e) => {
+                    failure = Some(e.into());
+                    Ok(false)
+                }
+            }
+        })?;
+        return failure.map_or(Ok(()), Err);
+    }
+    let line = line_at(depot, at)?;
+    let skip_through = match since {
+        None => None,
+        Some(rev) => {
+            let id = depot.resolve_revision(rev)?;
+            Some(line.iter().position(|c| *c == id).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--since {} is not on the first-parent history of --at {}",
+                    depot::shown(rev),
+                    depot::shown(at)
+                )
+            })?)
+        }
+    };
+    let mut versions: std::collections::HashMap<depot::PartitionName, u64> =
+        std::collections::HashMap::new();
+    for (i, id) in line.iter().enumerate() {
+        let checkpoint = depot.read_checkpoint(id)?;
+        let affix = depot.read_affix(&checkpoint.affix())?;
+        for (partition, ids) in affix.partitions() {
+            if !filter.matches(partition.as_str()) {
+                continue;
+            }
+            let version = versions.entry(partition.clone()).or_insert(0);
+            for event_id in ids {
+                *version += 1;
+                if skip_through.is_some_and(|s| i <= s) {
+                    continue;
+                }
+                let record = depot::EventRecord {
+                    partition: partition.clone(),
+                    version: *version,
+                    id: *event_id,
+                    event: depot.read_event(event_id)?,
+                    checkpoint: *id,
+                    date: checkpoint.date(),
+                    session: checkpoint.session().to_owned(),
+                };
+                print_event(&record, json, ui)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `retro partitions --at REV`: matching partitions and their event counts as of checkpoint REV.
+pub fn partitions_at(
+    depot: &Depot,
+    glob: Option<&str>,
+    at: &str,
+    json: bool,
+    ui: &mut Ui,
+) -> Result<()> {
+    let filter = depot::PartitionFilter::new(glob.unwrap_or("**"))?;
+    let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for id in line_at(depot, at)? {
+        let checkpoint = depot.read_checkpoint(&id)?;
+        let affix = depot.read_affix(&checkpoint.affix())?;
+        for (partition, ids) in affix.partitions() {
+            if filter.matches(partition.as_str()) {
+                *counts.entry(partition.to_string()).or_insert(0) += ids.len() as u64;
+            }
+        }
+    }
+    for (partition, count) in counts {
+        if json {
+            ui.json(&PartitionEntry {
+                partition,
+                events: count,
+            })?;
+        } else {
+            ui.line(format!("{count:>8}  {partition}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn print_event(record: &depot::EventRecord, json: bool, ui: &mut Ui) -> std::io::Result<()> {
+    if json {
+        ui.json(&EventEntry::from(record))
+    } else {
+        ui.line(format!(
+            "{} {} {}#{} {} {}",
+            ui.yellow(&record.checkpoint.to_short_hex(12)),
+            record
+                .date
+                .map(depot::format_date)
+                .unwrap_or_else(|| "-".to_owned()),
+            record.partition,
+            record.version,
+            record.event.name(),
+            String::from_utf8_lossy(record.event.data())
+        ))
+    }
 }

@@ -2,6 +2,8 @@
 
 mod apply;
 mod batch;
+mod bisect;
+mod blame;
 mod demo;
 mod history;
 mod maintenance;
@@ -12,6 +14,7 @@ mod status;
 mod sync;
 mod test;
 mod transfer;
+mod verify;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +27,7 @@ use depot::{Depot, ObjectId};
 
 pub use batch::BatchError;
 
-use crate::args::{Cli, Commands, SessionCommand};
+use crate::args::{BisectCommand, Cli, Commands, SessionCommand};
 use crate::locate;
 use crate::ui::Ui;
 
@@ -84,12 +87,26 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         Commands::Log(args) => history::log(&*open(flag)?, &args, ui),
         Commands::CatObject(args) => objects::cat(&*open(flag)?, &args, ui),
         Commands::Show { rev, json } => history::show(&*open(flag)?, rev.as_deref(), json, ui),
-        Commands::Events { glob, since, json } => {
-            history::events(&*open(flag)?, glob.as_deref(), since.as_deref(), json, ui)
-        }
-        Commands::Partitions { glob, json } => {
-            history::partitions(&*open(flag)?, glob.as_deref(), json, ui)
-        }
+        Commands::Events {
+            glob,
+            since,
+            at,
+            json,
+        } => match at {
+            Some(at) => history::events_at(
+                &*open(flag)?,
+                glob.as_deref(),
+                &at,
+                since.as_deref(),
+                json,
+                ui,
+            ),
+            None => history::events(&*open(flag)?, glob.as_deref(), since.as_deref(), json, ui),
+        },
+        Commands::Partitions { glob, at, json } => match at {
+            Some(at) => history::partitions_at(&*open(flag)?, glob.as_deref(), &at, json, ui),
+            None => history::partitions(&*open(flag)?, glob.as_deref(), json, ui),
+        },
         Commands::Refs { json } => refs::list(&*open(flag)?, json, ui),
         Commands::UpdateRef {
             delete,
@@ -188,6 +205,15 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
                 request_timeout: std::time::Duration::from_secs(request_timeout),
             },
         ),
+        Commands::Verify {
+            range,
+            manifest,
+            json,
+        } => verify::run(flag, range.as_deref(), manifest.as_deref(), json, ui),
+        Commands::Blame { partition, json } => blame::run(&*open(flag)?, &partition, json, ui),
+        Commands::Bisect(BisectCommand::Run { good, bad, cmd }) => {
+            bisect::run(flag, &good, &bad, &cmd, ui)
+        }
         Commands::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "retro", ui.out());

@@ -69,6 +69,11 @@ impl PartitionFilter {
         }
     }
 
+    /// Whether the partition's name matches the glob.
+    pub fn matches(&self, partition: &str) -> bool {
+        self.matcher.is_match(partition)
+    }
+
     /// Whether the affix touches a matching partition.
     pub fn touches(&self, affix: &Affix) -> bool {
         affix

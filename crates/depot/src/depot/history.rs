@@ -478,8 +478,32 @@ impl Depot {
         &self,
         glob: &str,
         since: Option<ObjectId>,
+        f: impl FnMut(EventRecord) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        self.events_matching_upto(glob, since, None, f)
+    }
+
+    /// [`Depot::events_matching`] as of checkpoint `upto` on `HEAD`'s first-parent history (the
+    /// events of the checkpoints up to and including it; `None`: all), through the index: what
+    /// `retro events --at` reads when the checkpoint is on `HEAD`'s history (see
+    /// [`Depot::on_head_history`]). A checkpoint not on it is [`Error::Invalid`].
+    pub fn events_matching_upto(
+        &self,
+        glob: &str,
+        since: Option<ObjectId>,
+        upto: Option<ObjectId>,
         mut f: impl FnMut(EventRecord) -> Result<bool, Error>,
     ) -> Result<(), Error> {
+        let upto_seq = match upto {
+            None => u64::MAX,
+            Some(id) => self
+                .with_index(true, |state| Ok(state.stored.checkpoint_seq(&id)?))?
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "checkpoint {id} is not on HEAD's first-parent history"
+                    ))
+                })?,
+        };
         let matcher = compile_glob(glob)?;
         let after_seq = match since {
             None => 0,
@@ -502,7 +526,9 @@ impl Depot {
                             .stored
                             .partition_events(partition, 0)?
                             .into_iter()
-                            .filter(|r| r.checkpoint_seq > after_seq),
+                            .filter(|r| {
+                                r.checkpoint_seq > after_seq && r.checkpoint_seq <= upto_seq
+                            }),
                     );
                 }
                 Ok(rows)
@@ -542,7 +568,7 @@ impl Depot {
             Ok(checkpoints)
         })?;
         for (seq, id) in checkpoints {
-            if stop {
+            if stop || seq > upto_seq {
                 break;
             }
             let checkpoint = self.indexed_checkpoint(&id, &HashMap::new())?;

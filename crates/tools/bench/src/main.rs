@@ -8,6 +8,7 @@
 //! - [`depot_bench`]: retro's depot measurements;
 //! - [`engine_bench`]: retro's engine: durable applies with a Rust handler, one writer and four,
 //!   and one apply in a small and a large depot;
+//! - [`verify_bench`]: `retro verify`'s replay of a bank history, in events/s;
 //! - [`memory`]: max RSS of the `retro` commands on a 1,000,000-event depot;
 //! - [`postgres_bench`]: a PostgreSQL depot on a throw-away local server: durable applies with 1
 //!   and 8 writers, partition reads in 1,000,000 events;
@@ -37,6 +38,7 @@ mod memory;
 mod peers;
 mod postgres_bench;
 mod report;
+mod verify_bench;
 mod workload;
 
 use std::io::Write;
@@ -81,7 +83,7 @@ struct Cli {
 }
 
 /// Every measurement `--only` can name: the depot's, then the engine's, then the memory one.
-const PHASES: [&str; 13] = [
+const PHASES: [&str; 14] = [
     "bulk",
     "walk",
     "fsync",
@@ -95,6 +97,7 @@ const PHASES: [&str; 13] = [
     "http",
     "postgres",
     "eventsourcing",
+    "verify",
 ];
 /// Whether `phase` runs, given `--only`.
 fn wanted(only: &[String], phase: &str) -> bool {
@@ -211,6 +214,14 @@ fn run(cli: Cli) -> Result<()> {
                 "retro-bench: eventsourcing: {:.0} s",
                 started.elapsed().as_secs_f64()
             );
+        }
+        if wanted(&cli.only, "verify") {
+            let verify_sizes = if cli.quick {
+                verify_bench::Sizes::quick()
+            } else {
+                verify_bench::Sizes::full()
+            };
+            verify_bench::run(&verify_sizes, scratch.path(), &mut figures)?;
         }
         if wanted(&cli.only, "memory") {
             if let Err(err) = memory::run(&memory_sizes, scratch.path(), &mut figures) {

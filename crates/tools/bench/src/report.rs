@@ -187,6 +187,21 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
 
     engine_rows(figures, &mut rows);
 
+    // `retro verify`: the replay of a bank history, against the bulk read of the same events.
+    if let Some(replay) = figures.get("retro", "verify_replay") {
+        rows.push(Row::new(
+            format!(
+                "verify: replay {} events, each command on its parent's state",
+                count(replay.n)
+            ),
+            "events/s",
+            Some(replay.value),
+            None,
+            "retro durable apply, 1 writer (applies/s)",
+            retro("engine_apply"),
+        ));
+    }
+
     let mut read_sizes: Vec<u64> = figures
         .all()
         .iter()
@@ -998,6 +1013,12 @@ const METHOD: &str = "
   identities `identity/0..65` in turn, in session `s1`: the first apply after `Depot::open` is
   reported alone, then 50 unmeasured, then the measured ones (the same aggregates, growing the same
   way, in both depots). go-retro's ratio is its apply rate after 25 over after 400 commands.
+- **Verify** (`--only verify`): a bank history (opens of 1,000 accounts, then deposits and
+  transfers among them: 100,000 commands; 5,000 over 100 accounts with `--quick`) made by the
+  engine in memory and copied into a files depot with `sync_from`; then `engine::replay::Replay`,
+  what `retro verify` runs, re-runs every command on its parent's state and compares event ids
+  (the history walk excluded, the mirror's index catch-up included). Figures in events/s and
+  commands/s.
 - **Memory of the command line** (in the default run, or alone with `--only memory`: about 2.5
   minutes): a JSON-lines file of 333,330 workload commands (999,990 events, 10-event identity
   partitions) is imported into a fresh depot with `retro import` (batches of 1,000), then
