@@ -36,15 +36,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 pub(crate) fn error_text(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
-        let part = match cause.downcast_ref::<depot::Error>() {
-            // A well-formed full id that names nothing: not a prefix question.
-            Some(depot::Error::UnknownRevision(rev))
-                if rev.len() == 71 && rev.parse::<depot::ObjectId>().is_ok() =>
-            {
-                format!("no such object '{rev}'")
-            }
-            _ => cause.to_string(),
-        };
+        let part = cause.to_string();
         if text.is_empty() {
             text = part;
         } else if !text.ends_with(&part) {

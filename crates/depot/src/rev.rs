@@ -207,7 +207,7 @@ impl Depot {
             if self.objects().contains(&id)? {
                 return Ok(id);
             }
-            return Err(Error::UnknownRevision(base.to_owned()));
+            return Err(Error::NoSuchObject(id));
         }
         match base.parse::<Prefix>() {
             Ok(prefix) => self.resolve_prefix(&prefix),

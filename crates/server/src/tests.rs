@@ -719,3 +719,21 @@ fn an_escaped_label_value_reads_back_as_it_was() {
         7.0
     );
 }
+
+#[tokio::test]
+async fn i16_6_an_unknown_full_id_is_no_such_object_over_http_too() {
+    let state = state(Tokens::default());
+    let id = format!("sha256:{}", "ab".repeat(32));
+    let missing = call(&state, "GET", &format!("/objects/{id}"), None, "").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let body = missing.json();
+    assert_eq!(
+        body["error"]["message"].as_str(),
+        Some(format!("no such object '{id}'").as_str()),
+        "{body}"
+    );
+    let prefix = call(&state, "GET", "/objects/abcd1234", None, "").await;
+    assert_eq!(prefix.status, StatusCode::NOT_FOUND);
+    let text = prefix.json()["error"]["message"].to_string();
+    assert!(text.contains("no object id starts with it"), "{text}");
+}

@@ -106,6 +106,9 @@ pub enum Error {
     /// A revision names nothing.
     #[error("unknown revision '{}': no such ref, and no object id starts with it", shown(.0))]
     UnknownRevision(String),
+    /// A well-formed full object id (`sha256:` and 64 hex digits) that the depot does not hold.
+    #[error("no such object '{0}'")]
+    NoSuchObject(ObjectId),
     /// A prefix matches several objects.
     #[error("prefix '{}' is ambiguous: {} and {} more match", shown(.prefix), .candidates.first().map(|c| c.to_string()).unwrap_or_default(), .candidates.len().saturating_sub(1))]
     AmbiguousPrefix {
@@ -223,7 +226,9 @@ impl Error {
     /// The class of this failure (what a caller should do about it).
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::NotADepot(_) | Error::UnknownRevision(_) => ErrorClass::NotFound,
+            Error::NotADepot(_) | Error::UnknownRevision(_) | Error::NoSuchObject(_) => {
+                ErrorClass::NotFound
+            }
             // A compare-and-swap that needed the ref to exist lost the race like any other.
             Error::Conflict { .. } | Error::RefMissing(_) | Error::Contended { .. } => {
                 ErrorClass::Conflict
