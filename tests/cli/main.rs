@@ -17,6 +17,7 @@ mod refs;
 mod repair;
 #[cfg(unix)]
 mod serve;
+mod snapshots;
 mod tour;
 mod transfer;
 #[cfg(unix)]
