@@ -37,6 +37,7 @@ mod memory;
 mod peers;
 mod postgres_bench;
 mod report;
+mod snapshot_bench;
 mod workload;
 
 use std::io::Write;
@@ -81,7 +82,7 @@ struct Cli {
 }
 
 /// Every measurement `--only` can name: the depot's, then the engine's, then the memory one.
-const PHASES: [&str; 13] = [
+const PHASES: [&str; 14] = [
     "bulk",
     "walk",
     "fsync",
@@ -95,6 +96,7 @@ const PHASES: [&str; 13] = [
     "http",
     "postgres",
     "eventsourcing",
+    "snapshot",
 ];
 /// Whether `phase` runs, given `--only`.
 fn wanted(only: &[String], phase: &str) -> bool {
@@ -211,6 +213,14 @@ fn run(cli: Cli) -> Result<()> {
                 "retro-bench: eventsourcing: {:.0} s",
                 started.elapsed().as_secs_f64()
             );
+        }
+        if wanted(&cli.only, "snapshot") {
+            let snapshot_sizes = if cli.quick {
+                snapshot_bench::Sizes::quick()
+            } else {
+                snapshot_bench::Sizes::full()
+            };
+            snapshot_bench::run(&snapshot_sizes, scratch.path(), &mut figures)?;
         }
         if wanted(&cli.only, "memory") {
             if let Err(err) = memory::run(&memory_sizes, scratch.path(), &mut figures) {
