@@ -2120,7 +2120,7 @@ const HINT_OFFSET_BITS: u32 = 40;
 
 fn hint_of(position: Position) -> Option<u64> {
     (position.offset < 1 << HINT_OFFSET_BITS && position.pack < 1 << (63 - HINT_OFFSET_BITS))
-        .then(|| (position.pack << HINT_OFFSET_BITS) | position.offset)
+        .then_some((position.pack << HINT_OFFSET_BITS) | position.offset)
 }
 
 impl PackStore {
