@@ -297,7 +297,11 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 .unwrap()
                 .to_string_lossy()
                 .replace('\\', "/");
-            if name.starts_with("index.sqlite") || name == "lock" || name == "packs/write.lock" {
+            if name.starts_with("index.sqlite")
+                || name.starts_with("snapshots.sqlite")
+                || name == "lock"
+                || name == "packs/write.lock"
+            {
                 continue;
             }
             out.push((name, fs::read(&path).unwrap()));

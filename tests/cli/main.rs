@@ -19,6 +19,7 @@ mod refs;
 mod repair;
 #[cfg(unix)]
 mod serve;
+mod snapshots;
 mod tour;
 mod transfer;
 mod verify;

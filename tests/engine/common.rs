@@ -32,7 +32,11 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 continue;
             }
             let name = path.strip_prefix(dir).unwrap().display().to_string();
-            if name.starts_with("index.sqlite") || name == "lock" || name == "packs/write.lock" {
+            if name.starts_with("index.sqlite")
+                || name.starts_with("snapshots.sqlite")
+                || name == "lock"
+                || name == "packs/write.lock"
+            {
                 continue;
             }
             out.push((name, std::fs::read(&path).unwrap()));

@@ -8,3 +8,4 @@ mod exec;
 mod fuzz_smoke;
 mod given_when_then;
 mod pipeline;
+mod snapshots;

@@ -159,6 +159,21 @@ pub enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Make aggregate snapshots now for the partitions matching a glob (derived data: see
+    /// docs/cli.md)
+    #[command(
+        after_help = "Examples:\n  retro snapshot 'accounts/*'\n  retro snapshot '**' --json"
+    )]
+    Snapshot {
+        /// Partition glob.
+        glob: String,
+        /// The domain manifest.
+        #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Repack objects into one pack; optionally prune unreachable ones
     #[command(after_help = EXAMPLES_GC)]
     Gc {

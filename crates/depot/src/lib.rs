@@ -5,6 +5,7 @@
 //! - [`odb`]: object stores (pack, loose, memory) behind [`odb::ObjectStore`];
 //! - [`refdb`]: ref stores (files, memory) behind [`refdb::RefStore`], moved by compare-and-swap;
 //! - [`index`]: the derived partition index behind [`index::IndexStore`] (SQLite here);
+//! - [`snapshot`]: aggregate snapshots the engine keeps beside the depot (derived data);
 //! - [`storage`]: the I/O seam native depots write through ([`storage::FsStorage`], and
 //!   [`storage::SimStorage`] for power-loss tests);
 //! - [`Depot`]: all of it together with the journal (one fsync per commit), group commit, history
@@ -40,6 +41,7 @@ mod lockfile;
 pub mod odb;
 pub mod refdb;
 mod rev;
+pub mod snapshot;
 pub mod storage;
 
 pub use class::{io_class, BackendError, ErrorClass};

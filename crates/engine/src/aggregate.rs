@@ -86,12 +86,23 @@ pub(crate) fn fold<A: Aggregate>(
     events: &[RecordedEvent],
 ) -> Result<A, EventError> {
     let mut state = A::default();
+    fold_into(&mut state, partition, events)?;
+    Ok(state)
+}
+
+/// Folds `events` (of `partition`) into `state` (a snapshot's, say), stopping at the first that
+/// does not decode.
+pub(crate) fn fold_into<A: Aggregate>(
+    state: &mut A,
+    partition: &PartitionName,
+    events: &[RecordedEvent],
+) -> Result<(), EventError> {
     for event in events {
         state
             .try_apply(event)
             .map_err(|source| EventError::new(partition, event, source))?;
     }
-    Ok(state)
+    Ok(())
 }
 
 /// A stored event whose payload does not decode into the domain's type for its name: the

@@ -43,6 +43,14 @@ pub struct Context<'a> {
     /// A stored event that does not decode, met while rehydrating (this aggregate, or one
     /// loaded): the engine reports it as [`crate::ApplyError::Event`], not as a rejection.
     pub(crate) event_failure: Option<EventError>,
+    /// The snapshot policy of this aggregate, if any.
+    pub(crate) snapshot_policy: Option<std::sync::Arc<crate::domain::SnapshotPolicy>>,
+    /// Whether the engine wants the rehydrated state for a new snapshot (Rust aggregates).
+    pub(crate) snapshot_wanted: bool,
+    /// The state a runner handed back for a snapshot (encoded).
+    pub(crate) snapshot_state: Option<Vec<u8>>,
+    /// Why the snapshot the runner was given cannot be used (it did not run the command).
+    pub(crate) snapshot_unusable: Option<String>,
 }
 
 impl<'a> Context<'a> {

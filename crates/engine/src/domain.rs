@@ -1,10 +1,11 @@
 //! Command handlers and their registry: the [`Runner`] trait (typed Rust handlers and external
 //! programs), [`Failure`], and the [`Manifest`] that registers runners by path prefix and command
-//! name.
+//! name, with each kind's snapshot policy ([`SnapshotPolicy`]).
 //!
 //! Dependencies point one way: `domain` uses [`Context`] (a runner is handed one) and the
 //! vocabulary in [`aggregate`](crate::aggregate); neither of those uses `domain`.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
@@ -14,7 +15,10 @@ use serde_json::Map;
 
 use depot::PartitionName;
 
-use crate::aggregate::{fold, Aggregate, DomainCommand, DomainError, RecordedEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::aggregate::{fold, fold_into, Aggregate, DomainCommand, DomainError, RecordedEvent};
 use crate::command::normalize_command_name;
 use crate::context::Context;
 
@@ -48,6 +52,132 @@ pub trait Runner: Send + Sync {
     fn run(&self, ctx: &mut Context<'_>, events: &[RecordedEvent]) -> Result<(), Failure>;
     /// Names the handler in error messages.
     fn describe(&self) -> String;
+
+    /// Runs the command on the state of a snapshot (`snapshot`: its bytes, as this runner's
+    /// domain encoded them) and the events after it. With `None`, the same as [`Runner::run`].
+    /// A runner that cannot use the bytes sets nothing and says so through
+    /// `Context::snapshot_unusable` (the engine then drops the snapshot and runs again on the
+    /// whole history). The default knows no snapshots.
+    fn run_resumed(
+        &self,
+        ctx: &mut Context<'_>,
+        snapshot: Option<&[u8]>,
+        events: &[RecordedEvent],
+    ) -> Result<(), Failure> {
+        match snapshot {
+            None => self.run(ctx, events),
+            Some(_) => {
+                ctx.snapshot_unusable = Some(format!("{} takes no snapshots", self.describe()));
+                Err(Failure::Broken {
+                    handler: self.describe(),
+                    reason: "takes no snapshots".to_owned(),
+                })
+            }
+        }
+    }
+}
+
+/// How a Rust aggregate's state is encoded in a snapshot (serde JSON).
+struct StateCodec<A> {
+    encode: fn(&A) -> Result<Vec<u8>, serde_json::Error>,
+    decode: fn(&[u8]) -> Result<A, serde_json::Error>,
+}
+
+/// Folds a partition's events (from a snapshot's state, or from nothing) into a Rust aggregate's
+/// state and encodes it: what `retro snapshot` runs, type-erased.
+type Rebuild = dyn Fn(&PartitionName, Option<&[u8]>, &[RecordedEvent]) -> Result<Vec<u8>, String>
+    + Send
+    + Sync;
+
+/// When and under which domain version an aggregate kind (or an exec command) is snapshotted.
+#[derive(Clone)]
+pub struct SnapshotPolicy {
+    pub(crate) every: u64,
+    pub(crate) domain: String,
+    /// Exec handlers hand back the state *after* their command's events; Rust aggregates are
+    /// snapshotted as rehydrated, before the command.
+    pub(crate) after_command: bool,
+    /// A `StateCodec<A>` for a Rust aggregate `A`.
+    codec: Option<Arc<dyn Any + Send + Sync>>,
+    rebuild: Option<Arc<Rebuild>>,
+}
+
+impl fmt::Debug for SnapshotPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotPolicy")
+            .field("every", &self.every)
+            .field("domain", &self.domain)
+            .field("after_command", &self.after_command)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotPolicy {
+    /// A snapshot every `every` events, of a Rust aggregate `A` at domain version `version`
+    /// (the domain's own: bump it whenever `A`'s fold or encoding changes). The stored domain
+    /// version is `rust:<type name of A>:<version>`.
+    pub fn rust<A>(every: u64, version: &str) -> SnapshotPolicy
+    where
+        A: Aggregate + Serialize + DeserializeOwned,
+    {
+        let codec = StateCodec::<A> {
+            encode: |state| serde_json::to_vec(state),
+            decode: |bytes| serde_json::from_slice(bytes),
+        };
+        let rebuild = |partition: &PartitionName,
+                       snapshot: Option<&[u8]>,
+                       events: &[RecordedEvent]|
+         -> Result<Vec<u8>, String> {
+            let mut state: A = match snapshot {
+                Some(bytes) => serde_json::from_slice(bytes).map_err(|e| e.to_string())?,
+                None => A::default(),
+            };
+            fold_into(&mut state, partition, events).map_err(|e| e.to_string())?;
+            serde_json::to_vec(&state).map_err(|e| e.to_string())
+        };
+        SnapshotPolicy {
+            every: every.max(1),
+            domain: format!("rust:{}:{version}", std::any::type_name::<A>()),
+            after_command: false,
+            codec: Some(Arc::new(codec)),
+            rebuild: Some(Arc::new(rebuild)),
+        }
+    }
+
+    /// A snapshot every `every` events of the state an exec handler returns, under domain
+    /// version `domain` (a hash of its manifest entry and handler files).
+    pub(crate) fn exec(every: u64, domain: String) -> SnapshotPolicy {
+        SnapshotPolicy {
+            every: every.max(1),
+            domain,
+            after_command: true,
+            codec: None,
+            rebuild: None,
+        }
+    }
+
+    /// Events between snapshots.
+    pub fn every(&self) -> u64 {
+        self.every
+    }
+
+    /// The domain version snapshots are stored under.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The state folded from `snapshot` (or nothing) and `events`, encoded; `None` for exec
+    /// handlers (only a command's run gives their state).
+    pub(crate) fn rebuild(
+        &self,
+        partition: &PartitionName,
+        snapshot: Option<&[u8]>,
+        events: &[RecordedEvent],
+    ) -> Option<Result<Vec<u8>, String>> {
+        self.rebuild
+            .as_ref()
+            .map(|rebuild| rebuild(partition, snapshot, events))
+    }
 }
 
 type HandlerFn<A> = dyn Fn(&A, &mut Context<'_>) -> Result<(), DomainError> + Send + Sync;
@@ -79,6 +209,61 @@ impl<A: Aggregate> Runner for TypedRunner<A> {
     fn describe(&self) -> String {
         format!("'{}' (Rust)", self.name)
     }
+
+    fn run_resumed(
+        &self,
+        ctx: &mut Context<'_>,
+        snapshot: Option<&[u8]>,
+        events: &[RecordedEvent],
+    ) -> Result<(), Failure> {
+        let codec = ctx
+            .snapshot_policy
+            .as_ref()
+            .and_then(|p| p.codec.as_ref())
+            .and_then(|c| c.downcast_ref::<StateCodec<A>>());
+        let Some(codec) = codec else {
+            if snapshot.is_some() {
+                ctx.snapshot_unusable = Some(format!(
+                    "the snapshot policy of '{}' is not for {}",
+                    self.name,
+                    std::any::type_name::<A>()
+                ));
+                return Err(self.unusable());
+            }
+            return self.run(ctx, events);
+        };
+        let mut aggregate = match snapshot {
+            Some(bytes) => match (codec.decode)(bytes) {
+                Ok(state) => state,
+                Err(e) => {
+                    ctx.snapshot_unusable = Some(format!("its state does not decode: {e}"));
+                    return Err(self.unusable());
+                }
+            },
+            None => A::default(),
+        };
+        if let Err(e) = fold_into(&mut aggregate, ctx.path(), events) {
+            let failure = Failure::Broken {
+                handler: self.describe(),
+                reason: e.to_string(),
+            };
+            ctx.event_failure = Some(e);
+            return Err(failure);
+        }
+        if ctx.snapshot_wanted {
+            ctx.snapshot_state = (codec.encode)(&aggregate).ok();
+        }
+        (self.handler)(&aggregate, ctx).map_err(Failure::Rejected)
+    }
+}
+
+impl<A> TypedRunner<A> {
+    fn unusable(&self) -> Failure {
+        Failure::Broken {
+            handler: format!("'{}' (Rust)", self.name),
+            reason: "unusable snapshot".to_owned(),
+        }
+    }
 }
 
 /// A registered command.
@@ -87,12 +272,16 @@ pub(crate) struct CommandEntry {
     pub name: String,
     pub runner: Arc<dyn Runner>,
     pub requires_session: bool,
+    /// This command's own policy (exec handlers); else the kind's.
+    pub snapshot: Option<Arc<SnapshotPolicy>>,
 }
 
 /// A registered aggregate kind.
 #[derive(Clone, Default)]
 pub(crate) struct KindEntry {
     pub commands: HashMap<String, CommandEntry>,
+    /// The kind's snapshot policy (Rust aggregates).
+    pub snapshot: Option<Arc<SnapshotPolicy>>,
 }
 
 /// Why a registration was refused.
@@ -117,6 +306,8 @@ pub(crate) struct Resolved<'a> {
     pub command: &'a CommandEntry,
     /// True when the path named only the kind: a new aggregate needs an id.
     pub anonymous: bool,
+    /// The snapshot policy that applies to this command's aggregate.
+    pub snapshot: Option<Arc<SnapshotPolicy>>,
 }
 
 impl Manifest {
@@ -151,6 +342,18 @@ impl Manifest {
         runner: Arc<dyn Runner>,
         requires_session: bool,
     ) -> Result<(), RegistrationError> {
+        self.register_with(kind, command, runner, requires_session, None)
+    }
+
+    /// [`Manifest::register`] with a snapshot policy of the command's own.
+    pub(crate) fn register_with(
+        &mut self,
+        kind: &str,
+        command: &str,
+        runner: Arc<dyn Runner>,
+        requires_session: bool,
+        snapshot: Option<Arc<SnapshotPolicy>>,
+    ) -> Result<(), RegistrationError> {
         PartitionName::new(kind).map_err(|e| RegistrationError {
             what: "aggregate kind",
             name: kind.to_owned(),
@@ -176,9 +379,21 @@ impl Manifest {
                 name: command.to_owned(),
                 runner,
                 requires_session,
+                snapshot,
             },
         );
         Ok(())
+    }
+
+    /// The snapshot policy of the kind `path` belongs to (a Rust aggregate's; exec commands
+    /// carry their own), for `retro snapshot`.
+    pub(crate) fn snapshot_policy_of(&self, path: &str) -> Option<(String, Arc<SnapshotPolicy>)> {
+        let (kind, entry, _) = self.kind_of(path)?;
+        let policy = entry
+            .snapshot
+            .clone()
+            .or_else(|| entry.commands.values().find_map(|c| c.snapshot.clone()))?;
+        Some((kind.to_owned(), policy))
     }
 
     /// Every kind with its command names, sorted.
@@ -233,6 +448,10 @@ impl Manifest {
             kind,
             command: command_entry,
             anonymous,
+            snapshot: command_entry
+                .snapshot
+                .clone()
+                .or_else(|| entry.snapshot.clone()),
         })
     }
 }
@@ -265,6 +484,20 @@ pub struct KindBuilder<'m, A> {
     manifest: &'m mut Manifest,
     kind: String,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate + Serialize + DeserializeOwned> KindBuilder<'_, A> {
+    /// Snapshots this kind's aggregates every `every` events (at least 1), their state encoded
+    /// with serde (JSON), under the domain's version string `version`: change it whenever the
+    /// fold or the state's shape changes, and older snapshots are ignored and rebuilt. A
+    /// rehydration then folds the newest valid snapshot and the events after it.
+    pub fn snapshot_every(self, every: u64, version: &str) -> Self {
+        let policy = Arc::new(SnapshotPolicy::rust::<A>(every, version));
+        if let Some(entry) = self.manifest.kinds.get_mut(&self.kind) {
+            entry.snapshot = Some(policy);
+        }
+        self
+    }
 }
 
 impl<A: Aggregate> KindBuilder<'_, A> {

@@ -207,6 +207,59 @@ pub struct Applied {
     pub attempts: u32,
     /// Whether the checkpoint was re-parented onto a moved head without re-running.
     pub rebased: bool,
+    /// The partition version of the snapshot the aggregate was rehydrated from (its last
+    /// attempt), if one was used.
+    pub resumed_from: Option<u64>,
+    /// Events read and folded to rehydrate it (after the snapshot, if one was used).
+    pub events_folded: u64,
+}
+
+/// What [`Engine::snapshot_now`] did for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMade {
+    /// The partition.
+    pub partition: String,
+    /// What happened.
+    pub outcome: SnapshotOutcome,
+}
+
+/// See [`SnapshotMade`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotOutcome {
+    /// A snapshot was stored.
+    Taken {
+        /// Its partition version.
+        version: u64,
+        /// Its domain version.
+        domain: String,
+        /// Bytes of state.
+        bytes: u64,
+    },
+    /// The newest valid snapshot is already at the partition's version.
+    Current {
+        /// The version.
+        version: u64,
+    },
+    /// None was made, and why (no policy, an exec handler, no events, a decode failure).
+    Skipped(String),
+}
+
+/// What one run of a handler left in its context.
+struct CtxOut {
+    emitted: Vec<(PartitionName, depot::Event)>,
+    reads: Vec<PartitionName>,
+    read_failure: Option<depot::Error>,
+    event_failure: Option<EventError>,
+    state: Option<Vec<u8>>,
+    folded: u64,
+}
+
+/// A partition rehydrated for a command: the base checkpoint, the snapshot it resumes from (if
+/// any) and the events after it (all of them without one).
+struct Rehydrated {
+    base: Option<ObjectId>,
+    from: Option<depot::snapshot::Snapshot>,
+    events: Vec<depot::EventRecord>,
 }
 
 /// Applies commands to a depot.
@@ -384,6 +437,81 @@ impl Engine {
         })
     }
 
+    /// Makes a snapshot now of every partition matching `glob` whose kind has a snapshot policy
+    /// (`retro snapshot`), from its newest valid snapshot and the events after it. Only Rust
+    /// aggregates: an exec handler's state comes only with a command's response. Snapshots
+    /// follow `HEAD`'s branch: with another target ref nothing is made.
+    pub fn snapshot_now(&self, glob: &str) -> Result<Vec<SnapshotMade>, ApplyError> {
+        let mut out = Vec::new();
+        let on_head = self.targets_head()?;
+        for (partition, _) in self.depot.partitions(glob)? {
+            let skipped = |why: &str| SnapshotMade {
+                partition: partition.to_string(),
+                outcome: SnapshotOutcome::Skipped(why.to_owned()),
+            };
+            let Some((kind, policy)) = self.manifest.snapshot_policy_of(partition.as_str()) else {
+                out.push(skipped("its kind has no snapshot policy"));
+                continue;
+            };
+            if !on_head {
+                out.push(skipped("snapshots follow HEAD's branch only"));
+                continue;
+            }
+            if policy.after_command {
+                out.push(skipped(&format!(
+                    "'{kind}' has exec handlers: they hand over their state with a command's response"
+                )));
+                continue;
+            }
+            let rehydrated = self.rehydrate(&partition, Some(&policy))?;
+            let Some(last) = rehydrated.events.last() else {
+                let made = match &rehydrated.from {
+                    Some(s) => SnapshotOutcome::Current { version: s.version },
+                    None => SnapshotOutcome::Skipped("it has no events".to_owned()),
+                };
+                out.push(SnapshotMade {
+                    partition: partition.to_string(),
+                    outcome: made,
+                });
+                continue;
+            };
+            let (version, checkpoint) = (last.version, last.checkpoint);
+            let recorded: Vec<RecordedEvent> = rehydrated
+                .events
+                .iter()
+                .map(RecordedEvent::from_record)
+                .collect();
+            let state = policy.rebuild(
+                &partition,
+                rehydrated.from.as_ref().map(|s| s.state.as_slice()),
+                &recorded,
+            );
+            match state {
+                Some(Ok(state)) => {
+                    let bytes = state.len() as u64;
+                    self.depot.save_snapshot(&depot::snapshot::Snapshot {
+                        partition: partition.to_string(),
+                        domain: policy.domain.clone(),
+                        version,
+                        checkpoint,
+                        state,
+                    });
+                    out.push(SnapshotMade {
+                        partition: partition.to_string(),
+                        outcome: SnapshotOutcome::Taken {
+                            version,
+                            domain: policy.domain.clone(),
+                            bytes,
+                        },
+                    });
+                }
+                Some(Err(why)) => out.push(skipped(&format!("its state does not rebuild: {why}"))),
+                None => out.push(skipped("no Rust state to encode")),
+            }
+        }
+        Ok(out)
+    }
+
     /// Subscribes to the engine's ref (`HEAD` unless [`Engine::with_ref`]) after `position`
     /// (`None`: from the start) for the partitions matching `glob`. The subscription shares the
     /// depot (`'static`, `Send`): move it into a thread of its own.
@@ -435,32 +563,95 @@ impl Engine {
         let message = command.to_json();
         // Tell the depot a commit is coming, so that concurrent applies share fsyncs.
         let _intent = self.depot.commit_intent();
+        let policy = resolved.snapshot.clone();
         for attempt in 1..=self.max_attempts {
-            let (base, records) = self.snapshot(&partition)?;
-            let recorded: Vec<RecordedEvent> =
-                records.iter().map(RecordedEvent::from_record).collect();
-            let mut ctx = Context {
-                depot: &self.depot,
-                command: &command,
-                path: partition.clone(),
-                session,
-                version: recorded.len() as u64,
-                emitted: Vec::new(),
-                reads: vec![partition.clone()],
-                id_fn: &*self.id_fn,
-                read_failure: None,
-                event_failure: None,
+            let mut use_snapshots = policy.is_some();
+            let (base, ctx_out, ran, from, version) = loop {
+                let rehydrated =
+                    self.rehydrate(&partition, policy.as_deref().filter(|_| use_snapshots))?;
+                let recorded: Vec<RecordedEvent> = rehydrated
+                    .events
+                    .iter()
+                    .map(RecordedEvent::from_record)
+                    .collect();
+                let from_version = rehydrated.from.as_ref().map_or(0, |s| s.version);
+                let version = from_version + recorded.len() as u64;
+                let mut ctx = Context {
+                    depot: &self.depot,
+                    command: &command,
+                    path: partition.clone(),
+                    session,
+                    version,
+                    emitted: Vec::new(),
+                    reads: vec![partition.clone()],
+                    id_fn: &*self.id_fn,
+                    read_failure: None,
+                    event_failure: None,
+                    snapshot_policy: policy.clone(),
+                    snapshot_wanted: policy.as_ref().is_some_and(|p| {
+                        !p.after_command
+                            && !recorded.is_empty()
+                            && version - from_version >= p.every
+                    }),
+                    snapshot_state: None,
+                    snapshot_unusable: None,
+                };
+                let ran = {
+                    let _span = tracing::info_span!(
+                        "handler",
+                        path = command.path(),
+                        command = command.name(),
+                        attempt,
+                    )
+                    .entered();
+                    runner.run_resumed(
+                        &mut ctx,
+                        rehydrated.from.as_ref().map(|s| s.state.as_slice()),
+                        &recorded,
+                    )
+                };
+                if let (Some(reason), Some(snapshot)) =
+                    (ctx.snapshot_unusable.take(), &rehydrated.from)
+                {
+                    self.depot.warn(format!(
+                        "the snapshot of '{}' at version {} cannot be used ({reason}); removed, rehydrating from its events",
+                        depot::shown(partition.as_str()),
+                        snapshot.version
+                    ));
+                    self.depot.drop_snapshot(snapshot);
+                    use_snapshots = false;
+                    continue;
+                }
+                if let Some(p) = policy.as_ref().filter(|p| !p.after_command) {
+                    // A Rust aggregate's state as rehydrated, at the checkpoint of its last event.
+                    if let (Some(state), Some(last)) = (ctx.snapshot_state.take(), recorded.last())
+                    {
+                        self.depot.save_snapshot(&depot::snapshot::Snapshot {
+                            partition: partition.to_string(),
+                            domain: p.domain.clone(),
+                            version,
+                            checkpoint: last.checkpoint,
+                            state,
+                        });
+                    }
+                }
+                let out = CtxOut {
+                    emitted: std::mem::take(&mut ctx.emitted),
+                    reads: std::mem::take(&mut ctx.reads),
+                    read_failure: ctx.read_failure.take(),
+                    event_failure: ctx.event_failure.take(),
+                    state: ctx.snapshot_state.take(),
+                    folded: recorded.len() as u64,
+                };
+                break (
+                    rehydrated.base,
+                    out,
+                    ran,
+                    rehydrated.from.map(|s| s.version),
+                    version,
+                );
             };
-            let ran = {
-                let _span = tracing::info_span!(
-                    "handler",
-                    path = command.path(),
-                    command = command.name(),
-                    attempt,
-                )
-                .entered();
-                runner.run(&mut ctx, &recorded)
-            };
+            let mut ctx = ctx_out;
             if let Err(failure) = ran {
                 if let Some(read_failure) = ctx.read_failure.take() {
                     // Not the domain's decision: the depot could not be read.
@@ -492,6 +683,7 @@ impl Engine {
             partitions.sort();
             partitions.dedup();
             let events = ctx.emitted.len();
+            let own = ctx.emitted.iter().filter(|(p, _)| *p == partition).count() as u64;
             let request = CommitRequest {
                 target: self.target.clone(),
                 base: Base::Expect(base),
@@ -523,6 +715,19 @@ impl Engine {
             span.record("outcome", outcome);
             match result {
                 Ok(committed) => {
+                    if let (Some(state), Some(p)) = (ctx.state.take(), &policy) {
+                        let new_version = version + own;
+                        if p.after_command && own > 0 && new_version - from.unwrap_or(0) >= p.every
+                        {
+                            self.depot.save_snapshot(&depot::snapshot::Snapshot {
+                                partition: partition.to_string(),
+                                domain: p.domain.clone(),
+                                version: new_version,
+                                checkpoint: committed.checkpoint,
+                                state,
+                            });
+                        }
+                    }
                     return Ok(Applied {
                         checkpoint: committed.checkpoint,
                         parent: committed.parent,
@@ -531,7 +736,9 @@ impl Engine {
                         partitions,
                         attempts: attempt,
                         rebased: committed.rebased,
-                    })
+                        resumed_from: from,
+                        events_folded: ctx.folded,
+                    });
                 }
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
@@ -558,6 +765,58 @@ impl Engine {
             return self.depot.partition_snapshot(partition);
         }
         Ok((head, self.depot.partition_events_at(head, partition)?))
+    }
+
+    /// Whether the target ref is `HEAD`'s branch: the index (and snapshots) follow it.
+    fn targets_head(&self) -> Result<bool, depot::Error> {
+        if self.target.as_str() == "HEAD" {
+            return Ok(true);
+        }
+        let (target, _) = self.depot.resolve_ref(&self.target)?;
+        let (head_branch, _) = self.depot.resolve_ref(&RefName::head())?;
+        Ok(target == head_branch)
+    }
+
+    /// The partition's events as of the target's head, from the newest usable snapshot when
+    /// `policy` is given. A snapshot is used only when the event at its version on `HEAD`'s
+    /// first-parent history was added by exactly the checkpoint it was taken at: so it folds
+    /// exactly the events the index has before the ones returned, and one taken on a history a
+    /// non-fast-forward move left behind is never used. Refs other than `HEAD`'s branch read
+    /// every event (by walking history) and use no snapshot.
+    fn rehydrate(
+        &self,
+        partition: &PartitionName,
+        policy: Option<&crate::domain::SnapshotPolicy>,
+    ) -> Result<Rehydrated, depot::Error> {
+        if let Some(policy) = policy {
+            if self.targets_head()? {
+                for snapshot in self.depot.load_snapshots(partition, &policy.domain) {
+                    if snapshot.version == 0 {
+                        continue;
+                    }
+                    let (base, mut events) = self
+                        .depot
+                        .partition_snapshot_after(partition, snapshot.version - 1)?;
+                    let matches = events.first().is_some_and(|first| {
+                        first.version == snapshot.version && first.checkpoint == snapshot.checkpoint
+                    });
+                    if matches {
+                        events.remove(0);
+                        return Ok(Rehydrated {
+                            base,
+                            from: Some(snapshot),
+                            events,
+                        });
+                    }
+                }
+            }
+        }
+        let (base, events) = self.snapshot(partition)?;
+        Ok(Rehydrated {
+            base,
+            from: None,
+            events,
+        })
     }
 
     fn record_failure(

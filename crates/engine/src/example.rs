@@ -79,8 +79,8 @@ impl DomainEvent for AccountListed {
     const NAME: &'static str = "AccountListed";
 }
 
-/// The write side's view of an account.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The write side's view of an account (snapshotted every 100 events: see [`register_bank`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     /// Whether it was opened.
     pub open: bool,
@@ -181,6 +181,7 @@ pub fn bank_manifest() -> Result<Manifest, RegistrationError> {
 pub fn register_bank(manifest: &mut Manifest) -> Result<(), RegistrationError> {
     manifest
         .aggregate::<Account>("accounts")?
+        .snapshot_every(100, "1")
         .command("open", |account, ctx| {
             if account.open {
                 return Err(DomainError::new(

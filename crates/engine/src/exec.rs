@@ -12,6 +12,14 @@
 //! exit 0). A handler that cannot start, times out, dies, prints invalid JSON, prints more than its
 //! output limit, or emits invalid names is a [`Failure::Broken`] naming the handler; nothing it
 //! printed is written. Each handler runs in its own process group, killed whole on timeout.
+//!
+//! Snapshots (opt-in per kind: `"snapshot_every": N` in the manifest): a handler may add
+//! `"state": <any JSON>` to its events response, the aggregate's state *after* the events it
+//! emits. Once one is stored, the handler gets `"aggregate": {…, "version": V, "snapshot":
+//! {"version": S, "state": <that JSON>}, "events": [the events after S]}` instead of the whole
+//! history. Snapshots are keyed by a hash of the command's manifest entry and the bytes of its
+//! handler files: editing the script (or the entry) ignores the old ones. A handler that never
+//! returns `"state"` never gets a `"snapshot"`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -28,7 +36,7 @@ use depot::{Event, EventName, PartitionName};
 
 use crate::aggregate::{DomainError, RecordedEvent};
 use crate::context::Context;
-use crate::domain::{Failure, Manifest, Runner};
+use crate::domain::{Failure, Manifest, Runner, SnapshotPolicy};
 
 /// Default time a handler may take.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -77,8 +85,8 @@ impl ExecHandler {
         }
     }
 
-    fn request(ctx: &Context<'_>, events: &[RecordedEvent]) -> Value {
-        json!({
+    fn request(ctx: &Context<'_>, snapshot: Option<&Value>, events: &[RecordedEvent]) -> Value {
+        let mut request = json!({
             "command": {
                 "path": ctx.path().as_str(),
                 "name": ctx.command().name(),
@@ -95,7 +103,17 @@ impl ExecHandler {
                     "checkpoint": e.checkpoint.to_string(),
                 })).collect::<Vec<_>>(),
             }
-        })
+        });
+        if let (Some(state), Some(aggregate)) = (snapshot, request.get_mut("aggregate")) {
+            if let Some(aggregate) = aggregate.as_object_mut() {
+                let from = ctx.version().saturating_sub(events.len() as u64);
+                aggregate.insert(
+                    "snapshot".to_owned(),
+                    json!({"version": from, "state": state}),
+                );
+            }
+        }
+        request
     }
 
     /// Parses a handler's standard output: events per partition, or a rejection; anything else
@@ -164,10 +182,29 @@ fn kill_group(pid: u32) {
 
 impl Runner for ExecHandler {
     fn run(&self, ctx: &mut Context<'_>, events: &[RecordedEvent]) -> Result<(), Failure> {
+        self.run_resumed(ctx, None, events)
+    }
+
+    fn run_resumed(
+        &self,
+        ctx: &mut Context<'_>,
+        snapshot: Option<&[u8]>,
+        events: &[RecordedEvent],
+    ) -> Result<(), Failure> {
         let Some((program, args)) = self.program.split_first() else {
             return Err(self.broken("its exec list is empty"));
         };
-        let request = Self::request(ctx, events).to_string();
+        let snapshot: Option<Value> = match snapshot {
+            None => None,
+            Some(bytes) => match serde_json::from_slice(bytes) {
+                Ok(state) => Some(state),
+                Err(e) => {
+                    ctx.snapshot_unusable = Some(format!("its state is not JSON: {e}"));
+                    return Err(self.broken("unusable snapshot"));
+                }
+            },
+        };
+        let request = Self::request(ctx, snapshot.as_ref(), events).to_string();
         let mut child = Process::new(program)
             .args(args)
             .current_dir(&self.dir)
@@ -263,6 +300,12 @@ impl Runner for ExecHandler {
         }
         let events = self.parse_response(&stdout)?;
         ctx.emitted.extend(events);
+        if ctx.snapshot_policy.is_some() {
+            ctx.snapshot_state = serde_json::from_slice::<Value>(&stdout)
+                .ok()
+                .and_then(|mut v| v.get_mut("state").map(Value::take))
+                .map(|state| state.to_string().into_bytes());
+        }
         Ok(())
     }
 
@@ -303,6 +346,9 @@ struct ManifestFile {
 #[serde(deny_unknown_fields)]
 struct AggregateSpec {
     commands: BTreeMap<String, CommandSpec>,
+    /// Snapshot every N events (handlers that return `"state"`); absent or 0: never.
+    #[serde(default)]
+    snapshot_every: u64,
 }
 
 fn default_timeout() -> u64 {
@@ -313,7 +359,7 @@ fn default_max_output() -> u64 {
     DEFAULT_MAX_OUTPUT
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct CommandSpec {
     exec: Vec<String>,
@@ -378,10 +424,46 @@ pub fn load_manifest_bytes(
             let handler = ExecHandler::new(format!("{kind}/{name}"), program, dir.clone())
                 .with_timeout(Duration::from_millis(command.timeout_ms))
                 .with_max_output(command.max_output_bytes);
+            let snapshot = (spec.snapshot_every > 0).then(|| {
+                Arc::new(SnapshotPolicy::exec(
+                    spec.snapshot_every,
+                    exec_domain(&kind, &command, &dir),
+                ))
+            });
             manifest
-                .register(&kind, &name, Arc::new(handler), command.requires_session)
+                .register_with(
+                    &kind,
+                    &name,
+                    Arc::new(handler),
+                    command.requires_session,
+                    snapshot,
+                )
                 .map_err(|e| invalid(e.to_string()))?;
         }
     }
     Ok(())
+}
+
+/// The domain version of an exec command's snapshots: a hash of its kind, its manifest entry
+/// (as parsed: exec list, limits, session flag) and the bytes of every exec element that names a
+/// file (relative ones in the manifest's directory). Commands run by the same handler with the
+/// same entry share snapshots; editing the handler or the entry starts afresh.
+fn exec_domain(kind: &str, command: &CommandSpec, dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(b"retro exec domain 1\0");
+    hash.update(kind.as_bytes());
+    hash.update([0]);
+    hash.update(serde_json::to_vec(command).unwrap_or_default());
+    for part in &command.exec {
+        let path = dir.join(part);
+        if let Ok(bytes) = std::fs::read(&path) {
+            hash.update([1]);
+            hash.update((bytes.len() as u64).to_be_bytes());
+            hash.update(&bytes);
+        } else {
+            hash.update([0]);
+        }
+    }
+    format!("exec:{}", hex::encode(hash.finalize()))
 }

@@ -548,6 +548,11 @@ impl Replay {
             id_fn: &*self.id_fn,
             read_failure: None,
             event_failure: None,
+            // A replay folds the whole recorded history: no snapshot is used or taken.
+            snapshot_policy: None,
+            snapshot_wanted: false,
+            snapshot_state: None,
+            snapshot_unusable: None,
         };
         if let Err(failure) = runner.run(&mut ctx, recorded) {
             if let Some(read_failure) = ctx.read_failure.take() {

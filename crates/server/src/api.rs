@@ -352,6 +352,38 @@ pub struct PartitionEntry {
     pub partition: String,
     /// Events in it.
     pub events: u64,
+    /// Its newest aggregate snapshot (derived data), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotEntry>,
+}
+
+/// A partition's newest aggregate snapshot: `retro partitions --json`, `GET /partitions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotEntry {
+    /// The partition version it folds.
+    pub version: u64,
+    /// The domain version that produced it.
+    pub domain: String,
+    /// Bytes of state.
+    pub bytes: u64,
+    /// The checkpoint it was taken at.
+    pub checkpoint: String,
+}
+
+impl SnapshotEntry {
+    /// The newest snapshot of `partition` (of any domain version), if any.
+    pub fn newest(depot: &depot::Depot, partition: &depot::PartitionName) -> Option<SnapshotEntry> {
+        depot
+            .snapshot_infos(partition)
+            .into_iter()
+            .max_by_key(|info| info.version)
+            .map(|info| SnapshotEntry {
+                version: info.version,
+                domain: info.domain,
+                bytes: info.bytes,
+                checkpoint: info.checkpoint.to_string(),
+            })
+    }
 }
 
 /// A decoded object: `GET /objects/{id}` with `Accept: application/json`.

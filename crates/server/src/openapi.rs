@@ -48,6 +48,7 @@ use crate::routes;
         api::AffixEvent,
         api::EventEntry,
         api::PartitionEntry,
+        api::SnapshotEntry,
         api::ObjectView,
         api::EventObject,
         api::AffixObject,

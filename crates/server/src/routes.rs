@@ -477,18 +477,19 @@ async fn partitions(
     let Query(query) = query.map_err(bad_query)?;
     let depot = state.depot.clone();
     let list = read(&state, move || {
-        Ok(depot.partitions(query.glob.as_deref().unwrap_or("**"))?)
-    })
-    .await?;
-    Ok(Json(
-        list.into_iter()
+        Ok(depot
+            .partitions(query.glob.as_deref().unwrap_or("**"))?
+            .into_iter()
             .take(MAX_LISTING)
             .map(|(p, events)| PartitionEntry {
+                snapshot: crate::api::SnapshotEntry::newest(&depot, &p),
                 partition: p.to_string(),
                 events,
             })
-            .collect(),
-    ))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(list))
 }
 
 /// Events, oldest first.

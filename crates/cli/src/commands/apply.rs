@@ -1,5 +1,5 @@
 //! `retro init`, `retro apply` (one command; `--batch` hands the stream to [`super::batch`]),
-//! `retro session`.
+//! `retro session`, `retro snapshot`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 
 use depot::{Depot, RefName};
-use engine::{example, exec, Engine, Manifest};
+use engine::{example, exec, Engine, Manifest, SnapshotOutcome};
 
 use super::{depot_dir, open};
 use crate::error::Usage;
@@ -52,6 +52,52 @@ fn engine_for(flag: Option<&Path>, manifest: Option<&Path>) -> Result<Engine> {
     let depot = open(flag)?;
     let manifest = load_manifest(&dir, manifest)?;
     Ok(Engine::new(depot, manifest))
+}
+
+/// `retro snapshot GLOB`: snapshots now, one line (or JSON object) per matching partition.
+pub fn snapshot(
+    flag: Option<&Path>,
+    glob: &str,
+    manifest: Option<&Path>,
+    json: bool,
+    ui: &mut Ui,
+) -> Result<()> {
+    let engine = engine_for(flag, manifest)?;
+    for made in engine.snapshot_now(glob)? {
+        let partition = made.partition;
+        match made.outcome {
+            SnapshotOutcome::Taken {
+                version,
+                domain,
+                bytes,
+            } => {
+                if json {
+                    ui.json(&json!({"partition": partition, "taken": true, "version": version, "domain": domain, "bytes": bytes}))?;
+                } else {
+                    ui.line(format!(
+                        "{partition}: snapshot at version {version} ({bytes} bytes)"
+                    ))?;
+                }
+            }
+            SnapshotOutcome::Current { version } => {
+                if json {
+                    ui.json(&json!({"partition": partition, "taken": false, "version": version, "reason": "current"}))?;
+                } else {
+                    ui.line(format!(
+                        "{partition}: snapshot at version {version} is current"
+                    ))?;
+                }
+            }
+            SnapshotOutcome::Skipped(reason) => {
+                if json {
+                    ui.json(&json!({"partition": partition, "taken": false, "reason": reason}))?;
+                } else {
+                    ui.line(format!("{partition}: skipped: {reason}"))?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What `retro apply` is given besides the depot: the command (or `--batch`), the session, the

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use depot::{Depot, HistoryOrder, ObjectId};
-use server::api::{CheckpointSummary, CheckpointView, EventEntry, PartitionEntry};
+use server::api::{CheckpointSummary, CheckpointView, EventEntry, PartitionEntry, SnapshotEntry};
 
 use super::resolve;
 use crate::args::LogArgs;
@@ -164,6 +164,7 @@ pub fn partitions(depot: &Depot, glob: Option<&str>, json: bool, ui: &mut Ui) ->
             ui.json(&PartitionEntry {
                 partition: partition.to_string(),
                 events: count,
+                snapshot: SnapshotEntry::newest(depot, &partition),
             })?;
         } else {
             ui.line(format!("{count:>8}  {partition}"))?;
@@ -289,9 +290,11 @@ pub fn partitions_at(
     }
     for (partition, count) in counts {
         if json {
+            // Snapshots are kept for HEAD only: none is shown as of another checkpoint.
             ui.json(&PartitionEntry {
                 partition,
                 events: count,
+                snapshot: None,
             })?;
         } else {
             ui.line(format!("{count:>8}  {partition}"))?;

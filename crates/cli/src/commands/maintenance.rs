@@ -112,6 +112,7 @@ pub fn gc(depot: &Depot, prune: Option<&str>, json: bool, ui: &mut Ui) -> Result
             "packs_before": report.packs_before,
             "bytes_before": report.bytes_before,
             "bytes_after": report.bytes_after,
+            "snapshots_pruned": report.snapshots_pruned,
         }))?;
     } else if let depot::Layout::Backend(backend) = depot.layout() {
         ui.line(format!(

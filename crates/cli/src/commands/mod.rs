@@ -125,6 +125,11 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         ),
         Commands::Reflog { name, json } => refs::reflog(&*open(flag)?, name.as_deref(), json, ui),
         Commands::Fsck { json } => maintenance::fsck(&*open(flag)?, json, ui),
+        Commands::Snapshot {
+            glob,
+            manifest,
+            json,
+        } => apply::snapshot(flag, &glob, manifest.as_deref(), json, ui),
         Commands::Gc { prune, json } => maintenance::gc(&*open(flag)?, prune.as_deref(), json, ui),
         Commands::Reindex => maintenance::reindex(&*open(flag)?, ui),
         Commands::Status { json } => {

@@ -3,7 +3,8 @@
 //! (and no failed-command recording) can interleave with it: nothing a writer is about to reference
 //! can be pruned under it. In a backend that keeps objects as rows (PostgreSQL) there is nothing
 //! to repack; a prune holds its commit lock (every commit on every host waits) and deletes old
-//! unreachable rows through [`super::Maintenance`].
+//! unreachable rows through [`super::Maintenance`]. Either way gc drops superseded aggregate
+//! snapshots (keeping the newest per partition and domain version).
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -33,6 +34,9 @@ pub struct GcReport {
     pub bytes_after: u64,
     /// Packs before.
     pub packs_before: usize,
+    /// Aggregate snapshots dropped because a newer one of the same partition and domain
+    /// version supersedes them.
+    pub snapshots_pruned: u64,
 }
 
 impl Depot {
@@ -134,6 +138,7 @@ impl Depot {
         }
         // The commit-graph is derived: rebuilt from what the refs reach (repairing any damage).
         self.rebuild_graph()?;
+        report.snapshots_pruned = self.prune_snapshots();
         Ok(report)
     }
 
@@ -207,6 +212,7 @@ impl Depot {
             }
         }
         report.bytes_after = maintenance.bytes()?;
+        report.snapshots_pruned = self.prune_snapshots();
         Ok(report)
     }
 }

@@ -312,7 +312,7 @@ impl Depot {
         located
     }
 
-    fn load_rows(&self, rows: Vec<EventRow>) -> Result<Vec<EventRecord>, Error> {
+    pub(super) fn load_rows(&self, rows: Vec<EventRow>) -> Result<Vec<EventRecord>, Error> {
         let ids: Vec<(ObjectId, Option<u64>)> = rows.iter().map(|r| (r.event, r.at)).collect();
         let objects = self.objects.read_many_hinted(&ids)?;
         rows.into_iter()

@@ -18,6 +18,7 @@ mod graph_walk;
 mod history;
 mod index_state;
 mod repair;
+mod snapshots;
 mod subscribe;
 mod sync;
 
@@ -157,6 +158,8 @@ pub struct Depot {
     storage: Arc<dyn Storage>,
     /// The commit-graph of a native depot (derived; see `graph_walk`).
     graph: Option<graph_walk::GraphHandle>,
+    /// Aggregate snapshots (derived; opened on first use: see `snapshots`).
+    snapshots: std::sync::OnceLock<Option<crate::snapshot::SnapshotStore>>,
 }
 
 impl Depot {
@@ -297,6 +300,7 @@ impl Depot {
                 dir.join("commit-graph"),
             )),
             storage,
+            snapshots: Default::default(),
         })
     }
 
@@ -320,6 +324,7 @@ impl Depot {
             maintenance: None,
             storage: FsStorage::shared(),
             graph: None,
+            snapshots: Default::default(),
         })
     }
 
@@ -376,6 +381,7 @@ impl Depot {
             maintenance: None,
             storage: FsStorage::shared(),
             graph: None,
+            snapshots: Default::default(),
         })
     }
 

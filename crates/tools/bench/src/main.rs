@@ -39,6 +39,7 @@ mod peers;
 mod postgres_bench;
 mod report;
 mod verify_bench;
+mod snapshot_bench;
 mod workload;
 
 use std::io::Write;
@@ -83,7 +84,7 @@ struct Cli {
 }
 
 /// Every measurement `--only` can name: the depot's, then the engine's, then the memory one.
-const PHASES: [&str; 14] = [
+const PHASES: [&str; 15] = [
     "bulk",
     "walk",
     "fsync",
@@ -98,6 +99,7 @@ const PHASES: [&str; 14] = [
     "postgres",
     "eventsourcing",
     "verify",
+    "snapshot",
 ];
 /// Whether `phase` runs, given `--only`.
 fn wanted(only: &[String], phase: &str) -> bool {
@@ -222,6 +224,14 @@ fn run(cli: Cli) -> Result<()> {
                 verify_bench::Sizes::full()
             };
             verify_bench::run(&verify_sizes, scratch.path(), &mut figures)?;
+        }
+        if wanted(&cli.only, "snapshot") {
+            let snapshot_sizes = if cli.quick {
+                snapshot_bench::Sizes::quick()
+            } else {
+                snapshot_bench::Sizes::full()
+            };
+            snapshot_bench::run(&snapshot_sizes, scratch.path(), &mut figures)?;
         }
         if wanted(&cli.only, "memory") {
             if let Err(err) = memory::run(&memory_sizes, scratch.path(), &mut figures) {

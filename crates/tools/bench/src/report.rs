@@ -344,6 +344,7 @@ pub fn rows(figures: &Figures, max_rss_mib: f64) -> Vec<Row> {
         ));
     }
     scale_rows(figures, &mut rows);
+    snapshot_rows(figures, &mut rows);
     memory_rows(figures, &mut rows);
     rows.push(Row::new(
         "max RSS of retro-bench",
@@ -739,6 +740,51 @@ fn scale_rows(figures: &Figures, rows: &mut Vec<Row>) {
     }
 }
 
+/// Applies on a small and a long aggregate with snapshots (phase `snapshot`), Rust and exec.
+fn snapshot_rows(figures: &Figures, rows: &mut Vec<Row>) {
+    let at = |name: &str, n: u64| figures.get_n("retro", name, n).map(|f| f.value);
+    let [small, large] = crate::snapshot_bench::EVENTS;
+    for (kind, label) in [("rust", "Rust aggregate"), ("exec", "exec handler")] {
+        let figure = format!("snapshot_{kind}_apply_p50");
+        if at(&figure, small).is_none() && at(&figure, large).is_none() {
+            continue;
+        }
+        for n in [small, large] {
+            let plain = (n == large)
+                .then(|| at(&format!("snapshot_{kind}_plain_apply_p50"), n))
+                .flatten();
+            rows.push(Row::new(
+                format!("apply p50 with snapshots, {label}, {} events", count(n)),
+                "us",
+                at(&figure, n),
+                None,
+                if plain.is_some() {
+                    "without snapshots"
+                } else {
+                    ""
+                },
+                plain,
+            ));
+        }
+        let ratio = match (at(&figure, large), at(&figure, small)) {
+            (Some(l), Some(s)) if s > 0.0 => Some(l / s),
+            _ => None,
+        };
+        rows.push(Row::new(
+            format!(
+                "apply p50 with snapshots, {label}, {} / {} events",
+                count(large),
+                count(small)
+            ),
+            "x",
+            ratio,
+            Some(Target::AtMost(1.5)),
+            "",
+            None,
+        ));
+    }
+}
+
 /// Max RSS of each `retro` command on the large depot.
 fn memory_rows(figures: &Figures, rows: &mut Vec<Row>) {
     for name in memory::COMMANDS {
@@ -1019,6 +1065,11 @@ const METHOD: &str = "
   what `retro verify` runs, re-runs every command on its parent's state and compares event ids
   (the history walk excluded, the mirror's index catch-up included). Figures in events/s and
   commands/s.
+- **Snapshots** (phase `snapshot`): a fresh depot per case whose `counters/c` holds 10 or 10,000
+  events (bulk-committed, 1,000 a checkpoint); a Rust aggregate registered with
+  `snapshot_every(100)`, and an exec handler (`sh`, returns `\"state\"`, `\"snapshot_every\": 100`);
+  one unmeasured apply, then durable applies one at a time. Compared with the same 10,000-event
+  apply without snapshots.
 - **Memory of the command line** (in the default run, or alone with `--only memory`: about 2.5
   minutes): a JSON-lines file of 333,330 workload commands (999,990 events, 10-event identity
   partitions) is imported into a fresh depot with `retro import` (batches of 1,000), then
