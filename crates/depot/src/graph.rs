@@ -489,15 +489,10 @@ impl Graph {
     /// from a branch head), then the sorted table (fan-out and binary search), then rows
     /// appended since the last rebuild (indexed in memory on first need).
     pub fn lookup(&self, id: &ObjectId) -> Option<u32> {
-        let n = self.rows();
-        for r in (n.saturating_sub(2)..n).rev() {
-            if self.row(r).is_ok_and(|row| row.id == *id) {
-                return Some(r);
-            }
-        }
-        if let Some(r) = self.lookup_sorted(id) {
+        if let Some(r) = self.lookup_cheap(id) {
             return Some(r);
         }
+        let n = self.rows();
         let mut unsorted = self.unsorted.lock().unwrap_or_else(|e| e.into_inner());
         let (map, upto) = &mut *unsorted;
         while *upto < n {
@@ -507,6 +502,19 @@ impl Graph {
             *upto += 1;
         }
         map.get(id).copied()
+    }
+
+    /// [`Graph::lookup`] without the map of unsorted rows: the newest rows, then the sorted
+    /// table. O(log n), never builds anything; misses rows appended since the last rebuild
+    /// unless they are the newest.
+    pub fn lookup_cheap(&self, id: &ObjectId) -> Option<u32> {
+        let n = self.rows();
+        for r in (n.saturating_sub(2)..n).rev() {
+            if self.row(r).is_ok_and(|row| row.id == *id) {
+                return Some(r);
+            }
+        }
+        self.lookup_sorted(id)
     }
 
     fn lookup_sorted(&self, id: &ObjectId) -> Option<u32> {

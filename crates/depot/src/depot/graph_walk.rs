@@ -264,17 +264,21 @@ impl Depot {
             })
             .collect();
         let tips: Vec<ObjectId> = batch.iter().rev().map(|c| c.id).collect();
-        let _ = self.graph_add(&tips, usize::MAX, false, |id| Ok(infos.get(id).cloned()));
+        let _ = self.graph_add(&tips, usize::MAX, false, true, |id| {
+            Ok(infos.get(id).cloned())
+        });
     }
 
     /// Adds `tips` and their ancestors the graph lacks, reading each through `info` (`None`:
     /// unknown, so nothing is added), at most `limit` of them; `rebuild` writes a new file of
-    /// exactly these (with a fresh lookup table) instead. Returns the graph to use.
+    /// exactly these (with a fresh lookup table) instead; `fresh_tips`: the tips were just
+    /// committed (so are new). Returns the graph to use.
     fn graph_add(
         &self,
         tips: &[ObjectId],
         limit: usize,
         rebuild: bool,
+        fresh_tips: bool,
         mut info: impl FnMut(&ObjectId) -> Result<Option<Info>, Error>,
     ) -> Result<Option<Arc<Graph>>, Error> {
         let Some(handle) = &self.graph else {
@@ -321,8 +325,15 @@ impl Depot {
         let mut infos: Vec<(i64, [u8; 16])> = Vec::new();
         let mut starts: Vec<u32> = Vec::new();
         let mut pars: Vec<u32> = Vec::new();
+        // A tip just committed is new: only the cheap lookups (the newest rows, the sorted
+        // table) are asked, never the map of every unsorted row, which would cost a short-lived
+        // process O(history) on each commit.
+        let is_known = |id: &ObjectId| match (fresh_tips, base.as_ref()) {
+            (true, Some(g)) => g.lookup_cheap(id),
+            _ => known(id),
+        };
         for tip in tips {
-            if known(tip).is_none() && !index.contains_key(tip) {
+            if is_known(tip).is_none() && !index.contains_key(tip) {
                 index.insert(*tip, nodes.len() as u32);
                 nodes.push(*tip);
             }
@@ -342,12 +353,17 @@ impl Depot {
             starts.push(pars.len() as u32);
             infos.push((date, bloom));
             for parent in parents {
-                let slot = match known(&parent) {
-                    Some(row) => KNOWN | row,
-                    None => *index.entry(parent).or_insert_with(|| {
-                        nodes.push(parent);
-                        (nodes.len() - 1) as u32
-                    }),
+                // A parent in this batch first (it is new), then the graph.
+                let slot = match index.get(&parent) {
+                    Some(&i) => i,
+                    None => match known(&parent) {
+                        Some(row) => KNOWN | row,
+                        None => {
+                            index.insert(parent, nodes.len() as u32);
+                            nodes.push(parent);
+                            (nodes.len() - 1) as u32
+                        }
+                    },
                 };
                 pars.push(slot);
             }
@@ -410,7 +426,9 @@ impl Depot {
         // No graph at all (a depot from before it, or gc never ran): reads do not build one over
         // a long history; gc and reindex do. A damaged one waits for gc too.
         graph.as_ref()?;
-        match self.graph_add(&[*start], CATCH_UP_LIMIT, false, |id| self.object_info(id)) {
+        match self.graph_add(&[*start], CATCH_UP_LIMIT, false, false, |id| {
+            self.object_info(id)
+        }) {
             Ok(graph) => graph,
             Err(_) => self.graph_now(),
         }
@@ -433,7 +451,7 @@ impl Depot {
         }
         let mut seen = HashSet::new();
         tips.retain(|id| seen.insert(*id));
-        self.graph_add(&tips, usize::MAX, true, |id| self.object_info(id))?;
+        self.graph_add(&tips, usize::MAX, true, false, |id| self.object_info(id))?;
         Ok(())
     }
 

@@ -38,8 +38,8 @@ mod memory;
 mod peers;
 mod postgres_bench;
 mod report;
-mod verify_bench;
 mod snapshot_bench;
+mod verify_bench;
 mod workload;
 
 use std::io::Write;
