@@ -763,6 +763,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cheap_lookup_never_builds_the_map_of_unsorted_rows() {
+        // 40 rows: the first 20 in the sorted table, the rest appended after it.
+        let g = Graph::from_mapped(Path::new("g"), Mapped::Owned(sample())).unwrap();
+        assert_eq!(g.lookup_cheap(&id(1000)), None, "absent");
+        assert!(g.lookup_cheap(&id(39)).is_some(), "the newest row");
+        assert!(g.lookup_cheap(&id(5)).is_some(), "a sorted row");
+        assert_eq!(
+            g.lookup_cheap(&id(30)),
+            None,
+            "an older unsorted row needs the map"
+        );
+        assert!(
+            g.unsorted.lock().unwrap().0.is_empty(),
+            "what a commit asks must not cost a pass over every unsorted row"
+        );
+        assert!(g.lookup(&id(30)).is_some());
+        assert!(!g.unsorted.lock().unwrap().0.is_empty());
+    }
+
+    #[test]
     fn a_torn_tail_is_dropped() {
         let bytes = sample();
         let full = Graph::from_mapped(Path::new("g"), Mapped::Owned(bytes.clone()))
