@@ -551,12 +551,25 @@ impl Graph {
         }
         let mut parents = Vec::new();
         let mut r = 0;
+        let mut released = self.rows_start;
         while r < self.rows() {
             let row = self.row(r)?;
             self.parents(r, &row, &mut parents)?;
             r += rows_for(parents.len());
+            released = self.release_before(r, released);
         }
         Ok(())
+    }
+
+    /// After a pass reached row `r`: drops the mapped pages before it from memory every 8 MiB
+    /// (a pass over a large graph stays within bounded resident memory); returns the new mark.
+    fn release_before(&self, r: u32, released: usize) -> usize {
+        let at = (self.rows_start + r as usize * ROW).min(self.bytes.len());
+        if at - released.min(at) < 8 << 20 {
+            return released;
+        }
+        self.bytes.release(released..at);
+        at
     }
 
     /// Every checkpoint row, in row order: (row, decoded, parent rows). Stops at the first
@@ -564,6 +577,7 @@ impl Graph {
     pub fn for_each(&self, mut f: impl FnMut(u32, &Row, &[u32]) -> bool) -> Result<(), GraphError> {
         let mut parents = Vec::new();
         let mut r = 0;
+        let mut released = self.rows_start;
         while r < self.rows() {
             let row = self.row(r)?;
             self.parents(r, &row, &mut parents)?;
@@ -571,6 +585,7 @@ impl Graph {
                 break;
             }
             r += rows_for(parents.len());
+            released = self.release_before(r, released);
         }
         Ok(())
     }

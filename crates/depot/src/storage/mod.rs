@@ -146,6 +146,34 @@ pub enum Mapped {
     Owned(Vec<u8>),
 }
 
+impl Mapped {
+    /// Tells the kernel the pages of `range` are not needed now (`madvise(MADV_DONTNEED)`), so a
+    /// pass over a large mapped file does not keep all of it resident; a later read of them
+    /// faults them back in from the file. Best effort; nothing for a copy in memory.
+    #[allow(unsafe_code)]
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        if let Mapped::Map(map) = self {
+            const PAGE: usize = 4096;
+            let start = range.start.div_ceil(PAGE) * PAGE;
+            let end = range.end.min(map.len()) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: retro maps only files that are never modified in place where mapped
+                // (sealed pack indexes; the commit-graph, which is only appended to or replaced
+                // by rename), read-only: dropping the pages only makes the next access read the
+                // same bytes from the file again. No reference into these pages outlives the
+                // caller's pass over them.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+    }
+}
+
 impl std::ops::Deref for Mapped {
     type Target = [u8];
 
