@@ -139,25 +139,3 @@ pub fn pretty_object(object: &Object) -> String {
         }
     }
 }
-
-/// A failed command's recorded error text as the HTTP API's error object, `{"code","message"}`:
-/// a rejection is recorded as `code: message`; a broken handler as `handler … failed: …`, which
-/// is `handler_failed` (the code `POST /apply` answers it with) with the text as its message.
-pub fn failure_error(text: &str) -> serde_json::Value {
-    let (code, message) = if text.starts_with("handler ") && text.contains(" failed: ") {
-        ("handler_failed", text)
-    } else {
-        match text.split_once(": ") {
-            Some((code, message))
-                if !code.is_empty()
-                    && code
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) =>
-            {
-                (code, message)
-            }
-            _ => ("rejected", text),
-        }
-    };
-    serde_json::json!({"code": code, "message": message})
-}

@@ -160,6 +160,61 @@ pub struct LineErrorDetail {
     pub message: String,
 }
 
+/// One recorded failed command: `GET /failed`, `retro failed --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FailedEntry {
+    /// The orphaned checkpoint that records the attempt.
+    pub checkpoint: String,
+    /// When it was tried (the checkpoint's `date` field), if recorded.
+    pub date: Option<String>,
+    /// The session it was tried in.
+    pub session: String,
+    /// Why it failed: the same `{code, message}` shape as an error answered over HTTP.
+    pub error: LineErrorDetail,
+    /// The command payload as given (JSON, or a string when it is not JSON).
+    #[schema(value_type = Object)]
+    pub command: Value,
+}
+
+impl FailedEntry {
+    /// The entry of failed command `id`, read from its checkpoint.
+    pub fn read(depot: &Depot, id: &depot::ObjectId) -> Result<FailedEntry, depot::Error> {
+        let checkpoint = depot.read_checkpoint(id)?;
+        let error = checkpoint.field("error").unwrap_or("-");
+        Ok(FailedEntry {
+            checkpoint: id.to_string(),
+            date: checkpoint.field("date").map(str::to_owned),
+            session: checkpoint.session().to_owned(),
+            error: failure_error(error),
+            command: message_value(checkpoint.message()),
+        })
+    }
+}
+
+/// A failed command's recorded error text as `{code, message}`: `code: message` when it starts
+/// with a code, `handler_failed` for a broken handler, else `rejected`.
+pub fn failure_error(text: &str) -> LineErrorDetail {
+    let (code, message) = if text.starts_with("handler ") && text.contains(" failed: ") {
+        ("handler_failed", text)
+    } else {
+        match text.split_once(": ") {
+            Some((code, message))
+                if !code.is_empty()
+                    && code
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) =>
+            {
+                (code, message)
+            }
+            _ => ("rejected", text),
+        }
+    };
+    LineErrorDetail {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
 /// Whether a ref holds a checkpoint or names another ref.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -32,6 +32,7 @@ use crate::routes;
         routes::events,
         routes::watch,
         routes::metrics,
+        routes::failed,
         routes::stats,
     ),
     components(schemas(
@@ -59,6 +60,8 @@ use crate::routes;
         api::NonFastForward,
         api::Stats,
         api::ConsumerStatus,
+        api::FailedEntry,
+        api::LineErrorDetail,
     )),
     tags(
         (name = "read", description = "Open unless the server has a read token"),

@@ -86,6 +86,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::GET, "/events", Read, true, get(events)),
         route(Method::GET, "/watch", Read, false, get(watch)),
         route(Method::GET, "/metrics", Read, true, get(metrics)),
+        route(Method::GET, "/failed", Read, true, get(failed)),
         route(Method::GET, "/admin/stats", Admin, true, get(stats)),
     ]
 }
@@ -336,6 +337,28 @@ async fn apply(
 
 // ---------------------------------------------------------------------------------------------
 // Reads.
+
+/// The recorded failed commands (rejected or broken), oldest first, as `retro failed --json`
+/// gives them; one whose checkpoint cannot be read is left out (and logged).
+#[utoipa::path(get, path = "/failed", tag = "read",
+    responses((status = 200, body = Vec<crate::api::FailedEntry>), (status = "default", body = crate::api::ErrorBody)))]
+async fn failed(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<crate::api::FailedEntry>>, ApiError> {
+    let depot = state.depot.clone();
+    let entries = read(&state, move || {
+        let mut out = Vec::new();
+        for id in depot.failures()? {
+            match crate::api::FailedEntry::read(&depot, &id) {
+                Ok(entry) => out.push(entry),
+                Err(e) => tracing::warn!("failed command {id} is unreadable: {e}"),
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(entries))
+}
 
 /// Every ref, `HEAD` included.
 #[utoipa::path(get, path = "/refs", tag = "read",

@@ -737,3 +737,32 @@ async fn i16_6_an_unknown_full_id_is_no_such_object_over_http_too() {
     let text = prefix.json()["error"]["message"].to_string();
     assert!(text.contains("no object id starts with it"), "{text}");
 }
+
+#[tokio::test]
+async fn i16_11_failed_commands_are_served_with_their_error_as_code_and_message() {
+    let state = state(Tokens::default());
+    assert_eq!(
+        call(&state, "GET", "/failed", None, "").await.json(),
+        serde_json::json!([])
+    );
+    let rejected = call(
+        &state,
+        "POST",
+        "/apply",
+        None,
+        r#"{"path":"accounts/nobody","name":"deposit","params":{"amount":5}}"#,
+    )
+    .await;
+    assert_eq!(rejected.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let failed = call(&state, "GET", "/failed", None, "").await;
+    assert_eq!(failed.status, StatusCode::OK);
+    let entries = failed.json();
+    let entries = entries.as_array().expect("an array");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["error"]["code"], rejected.error_code());
+    assert!(entries[0]["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    assert_eq!(entries[0]["command"]["path"], "accounts/nobody");
+    assert_eq!(entries[0]["session"], "http");
+}

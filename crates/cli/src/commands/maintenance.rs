@@ -180,13 +180,8 @@ pub fn failed(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
         };
         let error = checkpoint.field("error").unwrap_or("-");
         if json {
-            ui.json(&json!({
-                "checkpoint": id.to_string(),
-                "date": checkpoint.field("date"),
-                "session": checkpoint.session(),
-                "error": render::failure_error(error),
-                "command": render::message_value(checkpoint.message()),
-            }))?;
+            // The same body as `GET /failed`'s entries.
+            ui.json(&server::api::FailedEntry::read(depot, &id)?)?;
         } else {
             ui.line(format!(
                 "{} {} {} {}\n    {}",
