@@ -127,23 +127,7 @@ pub fn events(
     let since = since.map(|rev| depot.resolve_revision(rev)).transpose()?;
     let mut failure: Option<anyhow::Error> = None;
     depot.events_matching(glob, since, |record| {
-        let written = if json {
-            ui.json(&EventEntry::from(&record))
-        } else {
-            let line = format!(
-                "{} {} {}#{} {} {}",
-                ui.yellow(&record.checkpoint.to_short_hex(12)),
-                record
-                    .date
-                    .map(depot::format_date)
-                    .unwrap_or_else(|| "-".to_owned()),
-                record.partition,
-                record.version,
-                record.event.name(),
-                String::from_utf8_lossy(record.event.data())
-            );
-            ui.line(line)
-        };
+        let written = print_event(&record, json, ui);
         match written {
             Ok(()) => Ok(true),
             Err(e) => {
