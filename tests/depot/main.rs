@@ -9,6 +9,7 @@ mod fuzz_smoke;
 mod go_retro;
 mod graph;
 mod maintenance;
+mod pack_v2;
 mod power_loss;
 mod recovery;
 mod reliability;

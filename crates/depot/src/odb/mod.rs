@@ -11,6 +11,7 @@
 //! - [`PackStore`]: append-only pack files with an index, retro's default: a commit appends a few
 //!   records and fsyncs once.
 
+mod codec;
 mod keys;
 mod loose;
 mod memory;

@@ -26,10 +26,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use flate2::read::ZlibDecoder;
-use flate2::Compression;
-
-use super::{keys, Error, LooseStore, ObjectStore};
+use super::{codec, keys, Error, LooseStore, ObjectStore};
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
 use crate::lockfile::{DepotLock, LockFile};
@@ -37,6 +34,10 @@ use crate::object::EncodedObject;
 use crate::storage::{FsStorage, Mapped, OpenOptions, Storage, StorageFile, Writer};
 
 const PACK_MAGIC: &[u8; 8] = b"RETROPK1";
+/// A version 2 pack (written by gc): a dictionary record first, object records without ids.
+const PACK_MAGIC_V2: &[u8; 8] = b"RETROPK2";
+/// The tag of a version 2 pack's dictionary record, at offset 8.
+const DICTIONARY_TAG: u8 = 4;
 const IDX_MAGIC: &[u8; 8] = b"RETROIX1";
 /// Header of an index: magic, covered pack length (u64), entry count (u64), 256 cumulative u32.
 const IDX_HEADER: usize = 8 + 8 + 8 + 256 * 4;
@@ -429,30 +430,95 @@ impl Read for ReadAt<'_> {
     }
 }
 
-/// Decodes an object record's payload into the encoded object bytes.
-fn decode_object_payload(payload: &[u8], id: &ObjectId) -> Result<Vec<u8>, Error> {
-    let corrupt = |reason: &str| Error::Corrupt {
-        id: *id,
-        reason: reason.to_owned(),
-    };
-    if payload.len() < 33 {
-        return Err(corrupt("pack record is too short"));
-    }
-    if &payload[..32] != id.as_bytes() {
-        return Err(corrupt("pack index points at another object's record"));
-    }
-    let data = &payload[33..];
-    match payload[32] {
-        0 => Ok(data.to_vec()),
-        1 => {
-            let mut out = Vec::with_capacity(data.len() * 2);
-            ZlibDecoder::new(data)
-                .take(u64::from(MAX_RECORD))
-                .read_to_end(&mut out)
-                .map_err(|e| corrupt(&format!("record does not inflate: {e}")))?;
-            Ok(out)
+/// How a pack's object records are laid out, from its first bytes.
+#[derive(Debug, Clone)]
+enum Layout {
+    /// `RETROPK1`: object records carry their id: `id[32] | codec u8 | data`.
+    V1,
+    /// `RETROPK2`: a dictionary record at offset 8, then object records `codec u8 | data`, whose
+    /// ids are the hashes of what they decode to (the index holds them).
+    V2 {
+        dictionary: Arc<codec::Dictionary>,
+        /// Where the object records start: just past the dictionary record.
+        start: u64,
+    },
+}
+
+impl Layout {
+    /// Reads the layout of the pack in `file` (`len` bytes): `(layout, header damaged)`. A pack
+    /// whose magic is damaged is still read: as version 2 when a dictionary record follows it.
+    fn read(file: &dyn StorageFile, len: u64) -> (Layout, bool) {
+        let mut magic = [0u8; 8];
+        let read = file.read_exact_at(&mut magic, 0).is_ok();
+        if read && &magic == PACK_MAGIC {
+            return (Layout::V1, false);
         }
-        other => Err(corrupt(&format!("unknown codec {other}"))),
+        match read_record_at(file, PACK_MAGIC.len() as u64, len) {
+            Some((DICTIONARY_TAG, bytes)) => (
+                Layout::V2 {
+                    start: PACK_MAGIC.len() as u64 + RECORD_OVERHEAD + bytes.len() as u64,
+                    dictionary: Arc::new(codec::Dictionary::new(bytes)),
+                },
+                !(read && &magic == PACK_MAGIC_V2),
+            ),
+            _ => (Layout::V1, true),
+        }
+    }
+
+    /// Where object records start.
+    fn start(&self) -> u64 {
+        match self {
+            Layout::V1 => PACK_MAGIC.len() as u64,
+            Layout::V2 { start, .. } => *start,
+        }
+    }
+
+    fn magic(&self) -> &'static [u8; 8] {
+        match self {
+            Layout::V1 => PACK_MAGIC,
+            Layout::V2 { .. } => PACK_MAGIC_V2,
+        }
+    }
+
+    /// The id of the object an object record's payload holds (in a version 2 pack, the hash of
+    /// what it decodes to); `None` when the payload is not a whole object record.
+    fn record_id(&self, payload: &[u8]) -> Option<ObjectId> {
+        match self {
+            Layout::V1 => (payload.len() >= 33).then(|| ObjectId::from_slice(&payload[..32]))?,
+            Layout::V2 { dictionary, .. } => {
+                let (&codec, data) = payload.split_first()?;
+                codec::decode(codec, data, Some(dictionary), u64::from(MAX_RECORD))
+                    .ok()
+                    .map(|bytes| ObjectId::of(&bytes))
+            }
+        }
+    }
+
+    /// Decodes an object record's payload into the encoded object bytes (which the caller
+    /// verifies against `id`, as every read is).
+    fn decode(&self, payload: &[u8], id: &ObjectId) -> Result<Vec<u8>, Error> {
+        let corrupt = |reason: &str| Error::Corrupt {
+            id: *id,
+            reason: reason.to_owned(),
+        };
+        let (codec, data, dictionary) = match self {
+            Layout::V1 => {
+                if payload.len() < 33 {
+                    return Err(corrupt("pack record is too short"));
+                }
+                if &payload[..32] != id.as_bytes() {
+                    return Err(corrupt("pack index points at another object's record"));
+                }
+                (payload[32], &payload[33..], None)
+            }
+            Layout::V2 { dictionary, .. } => {
+                let Some((&codec, data)) = payload.split_first() else {
+                    return Err(corrupt("pack record is empty"));
+                };
+                (codec, data, Some(&**dictionary))
+            }
+        };
+        codec::decode(codec, data, dictionary, u64::from(MAX_RECORD)).map_err(|r| corrupt(&r))
     }
 }
 
@@ -460,6 +526,7 @@ fn decode_object_payload(payload: &[u8], id: &ObjectId) -> Result<Vec<u8>, Error
 /// process's resident memory with mapped pages), its index is memory-mapped.
 struct Sealed {
     seq: u64,
+    layout: Layout,
     data: Box<dyn StorageFile>,
     data_len: u64,
     /// Memory-mapped on the real file system ([`Storage::map`]).
@@ -524,8 +591,7 @@ impl Sealed {
             .open(&pack_path, OpenOptions::READ)
             .map_err(Error::io("open", &pack_path))?;
         let data_len = pack.len().map_err(Error::io("stat", &pack_path))?;
-        let mut magic = [0u8; 8];
-        let has_magic = pack.read_exact_at(&mut magic, 0).is_ok() && &magic == PACK_MAGIC;
+        let (layout, bad_header) = Layout::read(&*pack, data_len);
         let idx = storage
             .map(&idx_path)
             .map_err(Error::io("map", &idx_path))?;
@@ -541,7 +607,7 @@ impl Sealed {
         if idx.len() != IDX_HEADER + count * IDX_ENTRY + 4 {
             return Err(bad("its length does not match its entry count"));
         }
-        if !has_magic {
+        if bad_header {
             return Err(Error::CorruptFile {
                 path: pack_path,
                 reason: "not a retro pack (bad header)".to_owned(),
@@ -549,6 +615,7 @@ impl Sealed {
         }
         let sealed = Sealed {
             seq,
+            layout,
             data: pack,
             data_len,
             idx,
@@ -563,11 +630,19 @@ impl Sealed {
             let (id, offset) = sealed.entry(0);
             let id = ObjectId::from_slice(id).expect("32 bytes");
             if offset < covered.min(data_len) {
-                let mut head = [0u8; 5 + 32];
-                let bound = sealed
-                    .data
-                    .read_exact_at(&mut head, offset)
-                    .is_ok_and(|()| head[0] == 1 && head[5..] == *id.as_bytes());
+                let bound = match sealed.layout {
+                    Layout::V1 => {
+                        let mut head = [0u8; 5 + 32];
+                        sealed
+                            .data
+                            .read_exact_at(&mut head, offset)
+                            .is_ok_and(|()| head[0] == 1 && head[5..] == *id.as_bytes())
+                    }
+                    // Its records hold no id: the first one must decode to that object.
+                    Layout::V2 { .. } => sealed
+                        .record(offset, &id)
+                        .is_ok_and(|bytes| ObjectId::of(&bytes) == id),
+                };
                 if !bound {
                     return Err(bad(
                         "it does not describe this pack (its first entry is not there)",
@@ -664,7 +739,10 @@ impl Sealed {
         if crc32fast::hash(&buf[..end]) != crc {
             return Err(corrupt("record checksum mismatch"));
         }
-        decode_object_payload(&buf[5..end], id)
+        if buf[0] != RecordKind::Object.tag() {
+            return Err(corrupt("index points at a record that is not an object"));
+        }
+        self.layout.decode(&buf[5..end], id)
     }
 }
 
@@ -704,6 +782,8 @@ impl std::hash::Hasher for FirstBytes {
 struct Active {
     storage: Arc<dyn Storage>,
     seq: u64,
+    /// Version 1 for every active pack; an unindexed older pack may be a gc's version 2.
+    layout: Layout,
     path: PathBuf,
     file: Box<dyn StorageFile>,
     /// The file's identity when opened: a pack removed (by gc) or replaced is noticed.
@@ -750,12 +830,13 @@ impl Active {
             .open(&path, OpenOptions::READ)
             .map_err(Error::io("open", &path))?;
         let ino = file.identity().map_err(Error::io("stat", &path))?;
-        let mut magic = [0u8; 8];
-        let bad_header = file.read_exact_at(&mut magic, 0).is_err() || &magic != PACK_MAGIC;
-        let start = PACK_MAGIC.len() as u64;
+        let len = file.len().map_err(Error::io("stat", &path))?;
+        let (layout, bad_header) = Layout::read(&*file, len);
+        let start = layout.start();
         let mut active = Active {
             storage: storage.clone(),
             seq,
+            layout,
             path,
             file,
             ino,
@@ -806,7 +887,7 @@ impl Active {
     /// there is durable, so any invalid record is damage.
     fn verify_covered(&mut self) -> Result<(), Error> {
         let below = std::mem::take(&mut self.unverified_below);
-        let start = PACK_MAGIC.len() as u64;
+        let start = self.layout.start();
         if below <= start {
             return Ok(());
         }
@@ -849,7 +930,7 @@ impl Active {
             let mut all: Vec<(ObjectId, u64)> = self.map.iter().map(|(k, v)| (*k, *v)).collect();
             all.sort_by_key(|e| e.1);
             self.pending = all;
-            self.keys_end = PACK_MAGIC.len() as u64;
+            self.keys_end = self.layout.start();
         }
         if self.scanned > self.keys_end {
             keys::encode_chunk(&mut out, self.keys_end, self.scanned, &self.pending);
@@ -882,12 +963,16 @@ impl Active {
         let keyed = self.keyed;
         let floor = self.floor;
         let start = self.scanned;
+        let layout = &self.layout;
         let end = scan_records(&*self.file, start, floor, |offset, kind, payload| {
-            if kind == RecordKind::Object && payload.len() >= 33 {
-                let id = ObjectId::from_slice(&payload[..32]).expect("32 bytes");
-                map.entry(id).or_insert(offset);
-                if keyed {
-                    pending.push((id, offset));
+            if kind == RecordKind::Object {
+                // A record that does not decode has no id to file it under: reads of the
+                // object it held find nothing, and fsck reports it missing.
+                if let Some(id) = layout.record_id(payload) {
+                    map.entry(id).or_insert(offset);
+                    if keyed {
+                        pending.push((id, offset));
+                    }
                 }
             }
             Ok(())
@@ -926,7 +1011,13 @@ impl Active {
                 reason: format!("pack {}: record checksum mismatch", self.seq),
             });
         }
-        decode_object_payload(payload, id)
+        if head[0] != RecordKind::Object.tag() {
+            return Err(Error::Corrupt {
+                id: *id,
+                reason: format!("pack {}: no object record at offset {offset}", self.seq),
+            });
+        }
+        self.layout.decode(payload, id)
     }
 }
 
@@ -1856,8 +1947,10 @@ impl PackStore {
         self.stats()
     }
 
-    /// Writes `objects` compressed into a new pack file at `temp`, fsynced; returns its length
-    /// and its index entries.
+    /// Writes `objects` into a new version 2 pack file at `temp`, fsynced; returns its length
+    /// and its index entries. The first objects (up to [`codec::SAMPLE_BYTES`]) are held back
+    /// to train the pack's dictionary, written first; every record is then compressed against
+    /// it (see [`codec`]).
     fn write_repacked<I>(
         &self,
         temp: &Path,
@@ -1866,45 +1959,42 @@ impl PackStore {
     where
         I: IntoIterator<Item = Result<EncodedObject, Error>>,
     {
+        let mut objects = objects.into_iter();
+        let mut held = Vec::new();
+        let mut samples = Vec::new();
+        let mut sampled = 0;
+        while sampled < codec::SAMPLE_BYTES {
+            let Some(object) = objects.next() else { break };
+            let object = object?;
+            let sample = codec::sample_of(object.bytes());
+            sampled += sample.len();
+            samples.push(sample);
+            held.push(object);
+        }
+        let dictionary = codec::train(&samples);
+        drop(samples);
+        let compress_error = |e: String| Error::io("compress for", temp)(io::Error::other(e));
+        let mut compressor = codec::Compressor::new(&dictionary).map_err(compress_error)?;
         let file = self
             .storage
             .open(temp, OpenOptions::CREATE_TRUNCATE)
             .map_err(Error::io("create", temp))?;
         let mut out = io::BufWriter::with_capacity(1 << 20, Writer(&*file));
-        out.write_all(PACK_MAGIC)
-            .map_err(Error::io("write", temp))?;
-        let mut offset = PACK_MAGIC.len() as u64;
-        let objects = objects.into_iter();
-        let mut entries = Vec::with_capacity(objects.size_hint().0);
         let mut record = Vec::new();
-        let mut compressed = Vec::new();
-        // One compressor for the whole pack: setting one up costs more than compressing a record.
-        let mut compressor = flate2::Compress::new(Compression::default(), true);
-        for object in objects {
+        record.extend_from_slice(PACK_MAGIC_V2);
+        frame_raw(&mut record, DICTIONARY_TAG, &[&dictionary]);
+        out.write_all(&record).map_err(Error::io("write", temp))?;
+        let mut offset = record.len() as u64;
+        let mut entries = Vec::with_capacity(held.len() + objects.size_hint().0);
+        let mut data = Vec::new();
+        for object in held.into_iter().map(Ok).chain(objects) {
             let object = object?;
-            compressed.clear();
-            compressed.reserve(object.bytes().len() + object.bytes().len() / 64 + 64);
-            compressor.reset();
-            let status = compressor
-                .compress_vec(
-                    object.bytes(),
-                    &mut compressed,
-                    flate2::FlushCompress::Finish,
-                )
-                .map_err(|e| Error::io("compress for", temp)(std::io::Error::other(e)))?;
-            let complete = status == flate2::Status::StreamEnd;
-            let (codec, data): (u8, &[u8]) = if complete && compressed.len() < object.bytes().len()
-            {
-                (1, &compressed)
-            } else {
-                (0, object.bytes())
-            };
+            data.clear();
+            let codec = compressor
+                .compress(object.bytes(), &mut data)
+                .map_err(compress_error)?;
             record.clear();
-            frame_record(
-                &mut record,
-                RecordKind::Object,
-                &[object.id().as_bytes(), &[codec], data],
-            );
+            frame_record(&mut record, RecordKind::Object, &[&[codec], &data]);
             out.write_all(&record).map_err(Error::io("write", temp))?;
             entries.push((object.id(), offset));
             offset += record.len() as u64;
@@ -1930,11 +2020,17 @@ impl PackStore {
             match problem {
                 PackProblem::BadHeader { pack } => {
                     let path = self.dir.join(pack_name(*pack));
+                    let magic = state
+                        .unindexed
+                        .iter()
+                        .chain(state.active.as_ref())
+                        .find(|a| a.seq == *pack)
+                        .map_or(PACK_MAGIC, |a| a.layout.magic());
                     let file = self
                         .storage
                         .open(&path, OpenOptions::WRITE)
                         .map_err(Error::io("open", &path))?;
-                    file.write_all_at(PACK_MAGIC, 0)
+                    file.write_all_at(magic, 0)
                         .map_err(Error::io("write", &path))?;
                     file.sync_data().map_err(Error::io("fsync", &path))?;
                     report
