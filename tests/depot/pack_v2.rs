@@ -71,7 +71,16 @@ fn gc_upgrades_version_1_packs_to_one_smaller_version_2_pack_with_the_same_objec
     let first = std::fs::read(&packs_with(&root, ".pack")[0]).unwrap();
     assert_eq!(&first[..8], b"RETROPK1", "commits write version 1 packs");
     let before = pack_bytes(&root);
+    let master: depot::RefName = "refs/heads/master".parse().unwrap();
+    let reflog_before = Depot::open(&root).unwrap().reflog(&master).unwrap();
+    let reflog_path = root.join("logs/refs/heads/master");
+    let reflog_bytes = std::fs::metadata(&reflog_path).unwrap().len();
     gc(&root);
+    // The reflog is folded into a compressed frame, every line kept; commits append after it.
+    let compacted = std::fs::read(&reflog_path).unwrap();
+    assert_eq!(&compacted[..8], b"RETRORL1");
+    assert!((compacted.len() as u64) * 2 < reflog_bytes);
+    assert_eq!(Depot::open(&root).unwrap().reflog(&master).unwrap(), reflog_before);
     let packs = packs_with(&root, ".idx");
     assert_eq!(packs.len(), 1);
     let sealed = std::fs::read(packs[0].with_extension("pack")).unwrap();

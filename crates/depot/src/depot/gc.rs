@@ -37,6 +37,8 @@ pub struct GcReport {
     /// Aggregate snapshots dropped because a newer one of the same partition and domain
     /// version supersedes them.
     pub snapshots_pruned: u64,
+    /// Reflogs folded into a compressed frame.
+    pub reflogs_compacted: u64,
 }
 
 impl Depot {
@@ -135,6 +137,10 @@ impl Depot {
                     "gc could not update the partition index's event locations ({e}); reads look events up by id until 'retro reindex'"
                 ));
             }
+        }
+        // Reflogs repeat the chain itself (a line per move): fold each into a compressed frame.
+        for (name, _) in self.refs.list("")? {
+            report.reflogs_compacted += u64::from(self.refs.compact_reflog(&name)?);
         }
         // The commit-graph is derived: rebuilt from what the refs reach (repairing any damage).
         self.rebuild_graph()?;

@@ -419,6 +419,10 @@ impl FilesRefStore {
             }
             Err(e) => return Err(Error::io("read", &path)(e)),
         };
+        let bytes = super::compact::text(&bytes).map_err(|reason| Error::Corrupt {
+            path: path.clone(),
+            reason,
+        })?;
         let mut entries = Vec::new();
         let mut bad = Vec::new();
         for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -434,6 +438,13 @@ impl FilesRefStore {
             }
         }
         Ok((entries, bad))
+    }
+
+    /// Folds the reflog of `name` into one compressed frame (see [`super::compact`]); the
+    /// caller holds the depot lock. `Ok(false)` when there was nothing worth folding.
+    pub fn compact_reflog(&self, name: &RefName) -> Result<bool, Error> {
+        let path = self.log_path_of(name);
+        super::compact::compact(&*self.storage, &path).map_err(Error::io("compact", &path))
     }
 
     /// Moves the reflog of the deleted ref `name` (at `path`) to `logs/deleted/`, under a name
@@ -665,5 +676,9 @@ impl RefStore for FilesRefStore {
 
     fn reflog_checked(&self, name: &RefName) -> Result<(Vec<ReflogEntry>, Vec<usize>), Error> {
         FilesRefStore::reflog_checked(self, name)
+    }
+
+    fn compact_reflog(&self, name: &RefName) -> Result<bool, Error> {
+        FilesRefStore::compact_reflog(self, name)
     }
 }

@@ -9,6 +9,7 @@
 //! Backends: [`FilesRefStore`] (ref files, `.lock` files, fsync, rename; see its docs for the write
 //! order) and [`MemoryRefStore`].
 
+mod compact;
 mod files;
 mod memory;
 mod name;
@@ -343,6 +344,12 @@ pub trait RefStore: Send + Sync {
     /// [`RefStore::reflog`]); stores that cannot have such lines report none.
     fn reflog_checked(&self, name: &RefName) -> Result<(Vec<ReflogEntry>, Vec<usize>), Error> {
         Ok((self.reflog(name)?, Vec::new()))
+    }
+
+    /// Stores the reflog of `name` in less space, keeping every line (gc calls it under the
+    /// depot lock); `Ok(false)` when the store has nothing to do.
+    fn compact_reflog(&self, _name: &RefName) -> Result<bool, Error> {
+        Ok(false)
     }
 
     /// The refs strictly inside `name` taken as a directory (`name/…`), sorted.
