@@ -11,6 +11,11 @@
 //! as is and codec 1 is it deflated with zlib. A journal record (tag 2) is opaque here: the depot's
 //! journal uses it to make a ref move ride in the same append (and the same fsync) as the objects.
 //!
+//! gc writes *version 2* packs (`RETROPK2`): a dictionary record (tag 4) first, then object
+//! records `codec u8 | data` without ids, compressed against that dictionary ([`codec`]); their
+//! ids are in the index, or derived by hashing when a scan has to rebuild it. [`Layout`] tells
+//! the two apart; everything else about packs is the same for both.
+//!
 //! The highest-numbered pack without an index is *active*: writers append to it under
 //! `packs/write.lock`. When it grows past a size it is *sealed*: a sorted index `pack-<seq>.idx`
 //! (fan-out table, then `id[32] | offset u64 BE` entries) is written durably and a new active pack
