@@ -723,7 +723,7 @@ impl Sealed {
             return Err(corrupt("index points past the end"));
         }
         // One read covers most records; a larger one needs a second.
-        let mut buf = vec![0u8; (self.data_len - offset).min(1024) as usize];
+        let mut buf = vec![0u8; (self.data_len - offset).min(512) as usize];
         self.data
             .read_exact_at(&mut buf, offset)
             .map_err(|e| corrupt(&format!("read failed: {e}")))?;
