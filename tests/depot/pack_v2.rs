@@ -171,3 +171,86 @@ fn damage_inside_a_version_2_pack_is_an_error_never_a_wrong_object() {
     }
     std::fs::write(&pack, &clean).unwrap();
 }
+
+/// The index of the version 2 pack gc wrote: its bytes.
+fn v2_index(root: &Path) -> (PathBuf, Vec<u8>) {
+    let idx = packs_with(root, ".idx").remove(0);
+    let bytes = std::fs::read(&idx).unwrap();
+    (idx, bytes)
+}
+
+const IDX_HEADER: usize = 8 + 8 + 8 + 256 * 4;
+const ENTRY: usize = 16;
+
+fn entry_count(bytes: &[u8]) -> usize {
+    u64::from_be_bytes(bytes[16..24].try_into().unwrap()) as usize
+}
+
+fn rewrite_crc(bytes: &mut [u8]) {
+    let end = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..end]);
+    bytes[end..].copy_from_slice(&crc.to_be_bytes());
+}
+
+#[test]
+fn a_version_2_index_keeps_short_ids_and_still_finds_abbreviations() {
+    let (_dir, root, objects) = built();
+    gc(&root);
+    let (_, bytes) = v2_index(&root);
+    assert_eq!(&bytes[..8], b"RETROIX2");
+    let count = entry_count(&bytes);
+    assert_eq!(count, objects.len());
+    assert_eq!(bytes.len(), IDX_HEADER + count * ENTRY + 4, "16 bytes an entry");
+    let depot = Depot::open(&root).unwrap();
+    for (id, _) in objects.iter().step_by(97) {
+        let hex = id.trim_start_matches("sha256:");
+        for digits in [8, 20, 21, 64] {
+            let prefix: depot::Prefix = hex[..digits].parse().unwrap();
+            let found = depot.objects().find_prefix(&prefix, 5).unwrap();
+            assert_eq!(
+                found.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+                [id.clone()],
+                "{digits} digits of {id}"
+            );
+        }
+    }
+    // An id that is not there, sharing nothing but a short prefix with one that is.
+    let (first, _) = &objects[0];
+    let hex = first.trim_start_matches("sha256:");
+    let absent = format!("{}{}", &hex[..20], "0".repeat(44));
+    if absent != hex {
+        let absent: depot::ObjectId = format!("sha256:{absent}").parse().unwrap();
+        assert!(!depot.objects().contains(&absent).unwrap());
+        assert!(depot.objects().read(&absent).unwrap().is_none());
+    }
+}
+
+#[test]
+fn entries_that_share_a_prefix_are_told_apart_by_their_records() {
+    let (_dir, root, objects) = built();
+    gc(&root);
+    let (idx, mut bytes) = v2_index(&root);
+    // Entries i and i+1 (in one fan-out bucket) get the same prefix (i's), and swapped
+    // offsets: the first candidate a lookup of object i finds now holds object i+1, and the
+    // lookup must go on to the next.
+    let at = |i: usize| IDX_HEADER + i * ENTRY;
+    // Not entry 0: an open checks it against its record, and would read the pack by scanning.
+    let i = (1..entry_count(&bytes) - 1)
+        .find(|&i| bytes[at(i)] == bytes[at(i + 1)])
+        .expect("two entries in one bucket");
+    let prefix: Vec<u8> = bytes[at(i)..at(i) + 10].to_vec();
+    let offset_i: Vec<u8> = bytes[at(i) + 10..at(i + 1)].to_vec();
+    let offset_next: Vec<u8> = bytes[at(i + 1) + 10..at(i + 2)].to_vec();
+    bytes[at(i + 1)..at(i + 1) + 10].copy_from_slice(&prefix);
+    bytes[at(i) + 10..at(i + 1)].copy_from_slice(&offset_next);
+    bytes[at(i + 1) + 10..at(i + 2)].copy_from_slice(&offset_i);
+    rewrite_crc(&mut bytes);
+    std::fs::write(&idx, &bytes).unwrap();
+    let depot = Depot::open(&root).unwrap();
+    let (id, object) = &objects[i];
+    let read = depot.read_object(&id.parse().unwrap()).unwrap();
+    assert_eq!(read.bytes(), &object[..]);
+    // Object i+1's own prefix is gone from the index: it reads as missing, never as object i.
+    let (next, _) = &objects[i + 1];
+    assert!(depot.read_object(&next.parse().unwrap()).is_err());
+}

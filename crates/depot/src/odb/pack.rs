@@ -44,9 +44,18 @@ const PACK_MAGIC_V2: &[u8; 8] = b"RETROPK2";
 /// The tag of a version 2 pack's dictionary record, at offset 8.
 const DICTIONARY_TAG: u8 = 4;
 const IDX_MAGIC: &[u8; 8] = b"RETROIX1";
+/// The index of a version 2 pack: entries keep a short id prefix (the records hold no ids, and
+/// every lookup decodes and hashes the record it finds, so a prefix is all a lookup needs).
+const IDX_MAGIC_V2: &[u8; 8] = b"RETROIX2";
 /// Header of an index: magic, covered pack length (u64), entry count (u64), 256 cumulative u32.
 const IDX_HEADER: usize = 8 + 8 + 8 + 256 * 4;
+/// A version 1 entry: `id[32] | offset u64`.
 const IDX_ENTRY: usize = 32 + 8;
+/// A version 2 entry: `id[..10] | offset u48`.
+const IDX_ENTRY_V2: usize = SHORT_ID + 6;
+/// Bytes of an id a version 2 index keeps: 80 bits, so that two objects of a pack share a prefix
+/// with odds of 1 in 10^12 at a million objects (and a lookup still tells them apart).
+const SHORT_ID: usize = 10;
 const RECORD_OVERHEAD: u64 = 1 + 4 + 4;
 /// The tag of a batch record, which frames one append.
 const BATCH_TAG: u8 = 3;
@@ -536,6 +545,8 @@ struct Sealed {
     data_len: u64,
     /// Memory-mapped on the real file system ([`Storage::map`]).
     idx: Mapped,
+    /// The index keeps id prefixes (version 2), not whole ids.
+    short: bool,
     count: usize,
     /// The pack length the index covers.
     covered: u64,
@@ -564,7 +575,8 @@ impl IdFilter {
                 id[i..i + 4].try_into().expect("4 bytes"),
             ))
         };
-        [part(4) & mask, part(8) & mask, part(12) & mask]
+        // Within the first 10 bytes: all a version 2 index keeps (byte 0 picks the fan-out slot).
+        [part(1) & mask, part(5) & mask, part(3).rotate_left(16) & mask]
     }
 
     fn build(sealed: &Sealed) -> IdFilter {
@@ -604,12 +616,16 @@ impl Sealed {
             path: idx_path.clone(),
             reason: reason.to_owned(),
         };
-        if idx.len() < IDX_HEADER || &idx[..8] != IDX_MAGIC {
-            return Err(bad("not a retro pack index"));
-        }
+        let short = match idx.get(..8) {
+            _ if idx.len() < IDX_HEADER => return Err(bad("not a retro pack index")),
+            Some(magic) if magic == IDX_MAGIC => false,
+            Some(magic) if magic == IDX_MAGIC_V2 => true,
+            _ => return Err(bad("not a retro pack index")),
+        };
+        let width = if short { IDX_ENTRY_V2 } else { IDX_ENTRY };
         let covered = u64::from_be_bytes(idx[8..16].try_into().expect("8 bytes"));
         let count = u64::from_be_bytes(idx[16..24].try_into().expect("8 bytes")) as usize;
-        if idx.len() != IDX_HEADER + count * IDX_ENTRY + 4 {
+        if (idx.len() as u64) != (IDX_HEADER as u64 + count as u64 * width as u64 + 4) {
             return Err(bad("its length does not match its entry count"));
         }
         if bad_header {
@@ -624,6 +640,7 @@ impl Sealed {
             data: pack,
             data_len,
             idx,
+            short,
             count,
             covered,
             filter: std::sync::OnceLock::new(),
@@ -632,8 +649,7 @@ impl Sealed {
         // The index must belong to this pack: its first entry's record must be there and carry
         // that id (one read). A pack number is never reused, so this only fails on damage.
         if count > 0 {
-            let (id, offset) = sealed.entry(0);
-            let id = ObjectId::from_slice(id).expect("32 bytes");
+            let (key, offset) = sealed.entry(0);
             if offset < covered.min(data_len) {
                 let bound = match sealed.layout {
                     Layout::V1 => {
@@ -641,12 +657,13 @@ impl Sealed {
                         sealed
                             .data
                             .read_exact_at(&mut head, offset)
-                            .is_ok_and(|()| head[0] == 1 && head[5..] == *id.as_bytes())
+                            .is_ok_and(|()| head[0] == 1 && head[5..5 + key.len()] == *key)
                     }
-                    // Its records hold no id: the first one must decode to that object.
-                    Layout::V2 { .. } => sealed
-                        .record(offset, &id)
-                        .is_ok_and(|bytes| ObjectId::of(&bytes) == id),
+                    // Its records hold no id: the first one must decode to an object whose id
+                    // starts as the entry says.
+                    Layout::V2 { .. } => sealed.decoded_id(offset).is_some_and(|id| {
+                        id.as_bytes().starts_with(key)
+                    }),
                 };
                 if !bound {
                     return Err(bad(
@@ -663,11 +680,72 @@ impl Sealed {
         self.data_len < self.covered
     }
 
+    /// Entry `i`: the id (a version 2 index: its first [`SHORT_ID`] bytes) and the offset.
     fn entry(&self, i: usize) -> (&[u8], u64) {
+        if self.short {
+            let at = IDX_HEADER + i * IDX_ENTRY_V2;
+            let mut offset = [0u8; 8];
+            offset[2..].copy_from_slice(&self.idx[at + SHORT_ID..at + IDX_ENTRY_V2]);
+            return (&self.idx[at..at + SHORT_ID], u64::from_be_bytes(offset));
+        }
         let at = IDX_HEADER + i * IDX_ENTRY;
         let id = &self.idx[at..at + 32];
         let offset = u64::from_be_bytes(self.idx[at + 32..at + 40].try_into().expect("8 bytes"));
         (id, offset)
+    }
+
+    /// The id of the object the record at `offset` holds, by decoding and hashing it.
+    fn decoded_id(&self, offset: u64) -> Option<ObjectId> {
+        let placeholder = ObjectId::from_slice(&[0; 32]).expect("32 bytes");
+        self.record(offset, &placeholder)
+            .ok()
+            .map(|bytes| ObjectId::of(&bytes))
+    }
+
+    /// The bytes of `id` if this pack holds it: `None` when it does not, an error when the
+    /// record the index names for it is damaged. With a version 2 index every record whose
+    /// entry shares the id's prefix is decoded and hashed until one is `id`.
+    fn get(&self, id: &ObjectId) -> Option<Result<Vec<u8>, Error>> {
+        let first = self.find(id)?;
+        if !self.short {
+            return Some(self.record(first.1, id));
+        }
+        let mut damaged = None;
+        let key = &id.as_bytes()[..SHORT_ID];
+        for i in first.0..self.count {
+            let (probe, offset) = self.entry(i);
+            if probe != key {
+                break;
+            }
+            match self.record(offset, id) {
+                Ok(bytes) if ObjectId::of(&bytes) == *id => return Some(Ok(bytes)),
+                Ok(_) => {}
+                Err(e) => damaged = damaged.or(Some(e)),
+            }
+        }
+        damaged.map(Err)
+    }
+
+    /// Whether this pack holds `id` (exactly: a version 2 index is checked against the record).
+    fn holds(&self, id: &ObjectId) -> bool {
+        match self.short {
+            false => self.find(id).is_some(),
+            true => self.get(id).is_some_and(|r| r.is_ok()),
+        }
+    }
+
+    /// Every id this pack holds, in index order. A version 2 index keeps prefixes only: each
+    /// record is decoded and hashed (gc and fsck, which read every object anyway).
+    fn for_each_id(&self, f: &mut dyn FnMut(ObjectId) -> Result<(), Error>) -> Result<(), Error> {
+        for i in 0..self.count {
+            let (key, offset) = self.entry(i);
+            if !self.short {
+                f(ObjectId::from_slice(key).expect("32 bytes"))?;
+            } else if let Some(id) = self.decoded_id(offset) {
+                f(id)?;
+            }
+        }
+        Ok(())
     }
 
     fn fanout(&self, byte: usize) -> usize {
@@ -687,7 +765,9 @@ impl Sealed {
         )
     }
 
-    fn find(&self, id: &ObjectId) -> Option<u64> {
+    /// The first entry that may be `id` (a version 2 index: the first with its prefix), and its
+    /// offset; not checked against the record.
+    fn find(&self, id: &ObjectId) -> Option<(usize, u64)> {
         let probes = self
             .probes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -701,17 +781,21 @@ impl Sealed {
             return None;
         }
         let (mut lo, mut hi) = self.range_of(id.first_byte());
-        let key = id.as_bytes().as_slice();
+        let key = match self.short {
+            true => &id.as_bytes()[..SHORT_ID],
+            false => id.as_bytes().as_slice(),
+        };
+        // The first entry not below `key`.
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let (probe, offset) = self.entry(mid);
-            match probe.cmp(key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(offset),
+            if self.entry(mid).0 < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
             }
         }
-        None
+        let (probe, offset) = (lo < self.count).then(|| self.entry(lo))?;
+        (probe == key).then_some((lo, offset))
     }
 
     fn record(&self, offset: u64, id: &ObjectId) -> Result<Vec<u8>, Error> {
@@ -1551,8 +1635,8 @@ impl PackStore {
             }
         }
         for sealed in &state.sealed {
-            if let Some(offset) = sealed.find(id) {
-                return sealed.record(offset, id).map(Some);
+            if let Some(found) = sealed.get(id) {
+                return found.map(Some);
             }
         }
         for pack in &state.unindexed {
@@ -1575,7 +1659,7 @@ impl PackStore {
             .active
             .as_ref()
             .is_some_and(|a| a.map.contains_key(id))
-            || state.sealed.iter().any(|s| s.find(id).is_some())
+            || state.sealed.iter().any(|s| s.holds(id))
             || state.unindexed.iter().any(|a| a.map.contains_key(id))
     }
 
@@ -1715,6 +1799,7 @@ impl PackStore {
             &self.dir.join(idx_name(seq)),
             active.scanned,
             &entries,
+            false,
         )?;
         // Re-read the directory's numbers: a killed gc may have left a higher one behind.
         if let Ok(listing) = self.list() {
@@ -1896,7 +1981,7 @@ impl PackStore {
         entries.sort();
         entries.dedup_by_key(|e| e.0);
         let idx = self.dir.join(idx_name(seq));
-        if let Err(e) = write_index(&*self.storage, &idx, offset, &entries) {
+        if let Err(e) = write_index(&*self.storage, &idx, offset, &entries, true) {
             let _ = self.storage.remove_file(&temp);
             return Err(e);
         }
@@ -2050,7 +2135,8 @@ impl PackStore {
                         scanned.map.iter().map(|(k, v)| (*k, *v)).collect();
                     entries.sort();
                     let idx = self.dir.join(idx_name(*pack));
-                    write_index(&*self.storage, &idx, scanned.scanned, &entries)?;
+                    let short = matches!(scanned.layout, Layout::V2 { .. });
+                    write_index(&*self.storage, &idx, scanned.scanned, &entries, short)?;
                     report.fixed.push(format!(
                         "rebuilt the index of {} ({} objects)",
                         pack_name(*pack),
@@ -2122,9 +2208,10 @@ impl PackStore {
         };
         let mut out = Vec::new();
         for sealed in state.sealed.iter().filter(|s| young(s.seq)) {
-            for i in 0..sealed.count {
-                out.push(ObjectId::from_slice(sealed.entry(i).0).expect("32 bytes"));
-            }
+            sealed.for_each_id(&mut |id| {
+                out.push(id);
+                Ok(())
+            })?;
         }
         for pack in state
             .unindexed
@@ -2154,7 +2241,9 @@ impl PackStore {
                 problems.push(format!("index of pack {} has a bad checksum", sealed.seq));
             }
             for i in 1..sealed.count {
-                if sealed.entry(i - 1).0 >= sealed.entry(i).0 {
+                // Prefixes (version 2) may repeat; whole ids may not.
+                let (before, after) = (sealed.entry(i - 1).0, sealed.entry(i).0);
+                if before > after || (!sealed.short && before == after) {
                     problems.push(format!("index of pack {} is not sorted", sealed.seq));
                     break;
                 }
@@ -2166,12 +2255,14 @@ impl PackStore {
 }
 
 /// Writes a pack index durably (temp file, fsync, rename, fsync the directory), streaming the
-/// entries so that a large index is never built in memory.
+/// entries so that a large index is never built in memory. `short`: a version 2 index (id
+/// prefixes and 48-bit offsets), for version 2 packs.
 fn write_index(
     storage: &dyn Storage,
     path: &Path,
     covered: u64,
     entries: &[(ObjectId, u64)],
+    short: bool,
 ) -> Result<(), Error> {
     let temp = fsutil::temp_path_for(path);
     let result = (|| -> std::io::Result<()> {
@@ -2182,7 +2273,7 @@ fn write_index(
             crc.update(bytes);
             out.write_all(bytes)
         };
-        put(&mut out, IDX_MAGIC)?;
+        put(&mut out, if short { IDX_MAGIC_V2 } else { IDX_MAGIC })?;
         put(&mut out, &covered.to_be_bytes())?;
         put(&mut out, &(entries.len() as u64).to_be_bytes())?;
         let mut fanout = [0u32; 256];
@@ -2195,8 +2286,16 @@ fn write_index(
             put(&mut out, &running.to_be_bytes())?;
         }
         for (id, offset) in entries {
-            put(&mut out, id.as_bytes())?;
-            put(&mut out, &offset.to_be_bytes())?;
+            if short {
+                if *offset >= 1 << 48 {
+                    return Err(io::Error::other("a pack offset past 2^48 bytes"));
+                }
+                put(&mut out, &id.as_bytes()[..SHORT_ID])?;
+                put(&mut out, &offset.to_be_bytes()[2..])?;
+            } else {
+                put(&mut out, id.as_bytes())?;
+                put(&mut out, &offset.to_be_bytes())?;
+            }
         }
         let crc = crc.finalize();
         out.write_all(&crc.to_be_bytes())?;
@@ -2258,7 +2357,7 @@ impl ObjectStore for PackStore {
             }
         }
         for sealed in &state.sealed {
-            if let Some(offset) = sealed.find(id) {
+            if let Some((_, offset)) = sealed.find(id) {
                 return hint_of(Position {
                     pack: sealed.seq,
                     offset,
@@ -2361,9 +2460,7 @@ impl ObjectStore for PackStore {
         self.refresh()?;
         let state = self.state.read().expect("pack state lock poisoned");
         for sealed in &state.sealed {
-            for i in 0..sealed.count {
-                f(ObjectId::from_slice(sealed.entry(i).0).expect("32 bytes"))?;
-            }
+            sealed.for_each_id(f)?;
         }
         for pack in state.unindexed.iter().chain(state.active.as_ref()) {
             for id in pack.map.keys() {
@@ -2386,20 +2483,39 @@ impl ObjectStore for PackStore {
             for sealed in &state.sealed {
                 let (lo, hi) = sealed.range_of(lower.first_byte());
                 let (mut start, mut end) = (lo, hi);
+                let key_len = if sealed.short { SHORT_ID } else { 32 };
+                let lower_key = &lower.as_bytes()[..key_len];
                 while start < end {
                     let mid = (start + end) / 2;
-                    if sealed.entry(mid).0 < lower.as_bytes().as_slice() {
+                    if sealed.entry(mid).0 < lower_key {
                         start = mid + 1;
                     } else {
                         end = mid;
                     }
                 }
+                let mut matched = 0;
                 for i in start..hi {
-                    let id = ObjectId::from_slice(sealed.entry(i).0).expect("32 bytes");
-                    if !prefix.matches(&id) {
+                    let (key, offset) = sealed.entry(i);
+                    if !sealed.short {
+                        let id = ObjectId::from_slice(key).expect("32 bytes");
+                        if !prefix.matches(&id) {
+                            break;
+                        }
+                        found.push(id);
+                        continue;
+                    }
+                    // A version 2 entry keeps 20 hex digits: past them, decode to compare.
+                    let digits = prefix.as_str().len().min(2 * SHORT_ID);
+                    if !hex::encode(key).starts_with(&prefix.as_str()[..digits]) {
                         break;
                     }
-                    found.push(id);
+                    if matched > limit {
+                        break;
+                    }
+                    if let Some(id) = sealed.decoded_id(offset).filter(|id| prefix.matches(id)) {
+                        found.push(id);
+                        matched += 1;
+                    }
                 }
             }
             for pack in state.unindexed.iter().chain(state.active.as_ref()) {
