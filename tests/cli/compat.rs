@@ -43,6 +43,16 @@ fn a_depot_written_by_the_round_1_release_opens_reads_and_takes_new_commits() {
     // New writes, a gc, and everything still checks out.
     depot.apply(r#"{"path":"accounts/carol","name":"open","params":{"owner":"Carol"}}"#);
     depot.ok(&["gc"]);
+    // gc is the in-place upgrade: one version 2 pack (dictionary, short-id index) holds it all.
+    let packs: Vec<_> = fs::read_dir(depot.dir.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+        .collect();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    assert_eq!(&fs::read(&packs[0]).unwrap()[..8], b"RETROIX2");
+    assert_eq!(&fs::read(packs[0].with_extension("pack")).unwrap()[..8], b"RETROPK2");
+    assert_eq!(alice, json_lines(&depot.ok(&["events", "--json", "accounts/alice"])));
     depot.apply(r#"{"path":"accounts/carol","name":"deposit","params":{"amount":7}}"#);
     assert_eq!(depot.ok(&["log", "--oneline"]).lines().count(), 9);
     let fsck = depot.ok(&["fsck"]);

@@ -1151,14 +1151,21 @@ const METHOD: &str = "
 - **Log walk.** The commit-graph file (`<depot>/commit-graph`: fixed-width rows of parents,
   generation, date and a partition bloom filter) answers walks without reading objects; see the
   Log walk item above.
-- **Disk.** Not reached: no pack format change was made in this round. Where the bytes of a
-  bulk-built depot go after gc: per object record its 32-byte id, a 9-byte frame and zlib of the
-  canonical encoding (hex ids inside checkpoints and affixes compress badly); 40 bytes per object
-  in the pack index; the SQLite partition index (32-byte event ids, checkpoint rows, B-tree
-  overhead); one reflog line per checkpoint. Beating the SQLite table needs a pack v2 (raw ids in
-  a transcoding that decodes to the canonical bytes, zstd with a dictionary trained on the pack's
-  objects, ids derived instead of stored, offset-only index entries) and a compact partition index;
-  that format is to be decided together with the schema-evolution issue.
+- **Disk.** Not reached, but halved. What changed: `retro gc` writes *version 2* packs
+  (format.md, Packs): a zstd dictionary of up to 16 KiB trained on the pack's own objects is its
+  first record; each object is transcoded (every `sha256:` + 64 hex digits becomes one marker byte
+  and the 32 raw bytes, so ids take half their hex size) and compressed against the dictionary,
+  which catches the names, partitions, keys and dates that repeat across objects (zlib, working
+  inside one ~100-byte object, found almost nothing); records no longer carry their id (it is the
+  hash of what they decode to, and every read hashes anyway); the index keeps a 10-byte id prefix
+  and a 48-bit offset (16 bytes an entry instead of 40), a lookup decoding the record it finds to
+  confirm the whole id. gc also folds each reflog into a zstd frame (format.md, Compacted
+  reflogs). What it cost: gc trains a dictionary (a fraction of a second) and reads version 2
+  records twice (listing ids decodes them); a lookup in a version 2 pack hashes the record it
+  finds. What remains: the SQLite partition index (32-byte event ids and hints per event,
+  checkpoint rows with their ids indexed twice, B-tree overhead) is now the largest part, then
+  the commit-graph's 80-byte rows; beating the SQLite table needs a compact partition index of
+  retro's own (delta-coded rows per partition), not built yet.
 - **Writers.** 4 writer processes on one files depot still serialize on the depot lock (one fsync
   each); sharing fsyncs across processes needs a leader that drains other processes' requests,
   not built yet. PostgreSQL writers likewise.
