@@ -115,13 +115,14 @@ fn disjoint_partitions_merge_as_one_checkpoint_with_two_parents() {
     let raw = depot.ok(&["cat-object", "-p", "HEAD"]);
     assert!(raw.contains(&format!("parent {ours}\nparent {theirs2}\n")), "{raw}");
     assert!(raw.contains("\nmerge disjoint\n"), "{raw}");
-    // The branch holds each event exactly once, in each partition's order.
+    // The branch holds each event exactly once, in each partition's order (history order: the
+    // merge's events come last).
     assert_eq!(
         event_names(&depot, "accounts/*"),
         [
             "accounts/alice AccountOpened",
-            "accounts/alice Deposited",
             "accounts/bob AccountOpened",
+            "accounts/alice Deposited",
             "accounts/bob Deposited",
             "accounts/bob Deposited",
         ]
@@ -164,12 +165,12 @@ fn log_graph_draws_the_merge() {
         text,
         "*   MERGE merge feature\n\
          |\\\n\
-         * | ALICE10 accounts/alice deposit {\"amount\":10}\n\
-         | * BOB30 accounts/bob deposit {\"amount\":30}\n\
-         | * BOB20 accounts/bob deposit {\"amount\":20}\n\
+         * | ALICE10 accounts/alice deposit\n\
+         | * BOB30 accounts/bob deposit\n\
+         | * BOB20 accounts/bob deposit\n\
          |/\n\
-         * OPENBOB accounts/bob open {\"owner\":\"Bob\"}\n\
-         * OPENALICE accounts/alice open {\"owner\":\"Alice\"}\n",
+         * OPENBOB accounts/bob open\n\
+         * OPENALICE accounts/alice open\n",
         "{out}"
     );
     assert_eq!(depot.ok(&["log", "--graph", "-n", "1"]), out.lines().next().unwrap().to_owned() + "\n");
@@ -236,7 +237,8 @@ fn merge_needs_a_current_branch_and_an_unborn_one_fast_forwards() {
     assert_eq!(body["outcome"], "fast-forward");
     assert_eq!(body["from"], serde_json::Value::Null);
     assert_eq!(id_of(&depot, "HEAD"), other);
-    depot.ok(&["update-ref", "HEAD", &other]);
+    // A detached HEAD (a HEAD file holding an id) is on no branch.
+    std::fs::write(depot.dir.join("HEAD"), &other).unwrap();
     let run = depot.fails_unchanged(&["merge", "other"], 1);
     assert!(run.stderr.contains("detached"), "{}", run.stderr);
 }
