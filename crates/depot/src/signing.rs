@@ -215,6 +215,10 @@ mod tests {
         );
         let mut checkpoint = fixed_checkpoint();
         let unsigned = Object::Checkpoint(checkpoint.clone()).encode();
+        assert_eq!(
+            ObjectId::of(&unsigned).to_string(),
+            "sha256:dac316efe9a8bd2964081c0120c85e0b462203597624d405840cc71d6dd20adf"
+        );
         signer.sign(&mut checkpoint);
         assert_eq!(signed_bytes(&checkpoint), unsigned);
         let value = checkpoint.field(SIGNATURE_KEY).unwrap().to_owned();
@@ -305,6 +309,18 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Whatever a key file holds, reading it never panics, and only the one form is taken.
+        #[test]
+        fn any_key_file_is_read_without_a_panic(text in "(retro-ed25519-secret )?[0-9a-fA-Fg \n]{0,80}") {
+            if let Ok(signer) = Signer::from_key_file(&text) {
+                proptest::prop_assert_eq!(
+                    signer.key_file_text().trim_end(),
+                    text.strip_suffix('\n').unwrap_or(&text).to_lowercase()
+                );
+            }
+        }
+
+
         /// Whatever a signature field holds, checking it never panics.
         #[test]
         fn any_signature_field_is_checked_without_a_panic(value in "[ -~]{0,300}") {
