@@ -25,7 +25,13 @@ fn id_of(depot: &TestDepot, rev: &str) -> String {
 fn event_names(depot: &TestDepot, glob: &str) -> Vec<String> {
     json_lines(&depot.ok(&["events", "--json", glob]))
         .into_iter()
-        .map(|e| format!("{} {}", e["partition"].as_str().unwrap(), e["name"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["partition"].as_str().unwrap(),
+                e["name"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -48,7 +54,9 @@ fn branch_creates_lists_and_switch_moves_head() {
         format!("  feature {short}\n* master {short}\n")
     );
     depot.ok(&["switch", "feature"]);
-    assert!(depot.ok(&["refs"]).starts_with("ref: refs/heads/feature HEAD\n"));
+    assert!(depot
+        .ok(&["refs"])
+        .starts_with("ref: refs/heads/feature HEAD\n"));
     let listed = json_lines(&depot.ok(&["branch", "--list", "--json"]));
     assert_eq!(listed[0]["name"], "feature");
     assert_eq!(listed[0]["current"], true);
@@ -62,7 +70,9 @@ fn branch_creates_lists_and_switch_moves_head() {
     assert_eq!(id_of(&depot, "refs/heads/old"), head);
     depot.ok(&["switch", "-c", "experiment"]);
     assert_eq!(id_of(&depot, "HEAD"), on_feature);
-    assert!(depot.ok(&["refs"]).starts_with("ref: refs/heads/experiment HEAD\n"));
+    assert!(depot
+        .ok(&["refs"])
+        .starts_with("ref: refs/heads/experiment HEAD\n"));
 }
 
 #[test]
@@ -79,6 +89,7 @@ fn bad_branch_names_existing_branches_and_unknown_refs_are_refused() {
     assert!(run.stderr.contains("no such ref"), "{}", run.stderr);
     let run = depot.fails_unchanged(&["merge", "nosuch"], 1);
     assert!(run.stderr.contains("nosuch"), "{}", run.stderr);
+    depot.fails_unchanged(&["merge", "--session", "a b", "feature"], 1);
     depot.usage(&["branch"]);
     depot.usage(&["branch", "--list", "x"]);
 }
@@ -113,7 +124,10 @@ fn disjoint_partitions_merge_as_one_checkpoint_with_two_parents() {
     assert_eq!(body["partitions"], serde_json::json!(["accounts/bob"]));
     let merge = id_of(&depot, "HEAD");
     let raw = depot.ok(&["cat-object", "-p", "HEAD"]);
-    assert!(raw.contains(&format!("parent {ours}\nparent {theirs2}\n")), "{raw}");
+    assert!(
+        raw.contains(&format!("parent {ours}\nparent {theirs2}\n")),
+        "{raw}"
+    );
     assert!(raw.contains("\nmerge disjoint\n"), "{raw}");
     // The branch holds each event exactly once, in each partition's order (history order: the
     // merge's events come last).

@@ -2,7 +2,6 @@
 //! check names an unsigned checkpoint, one signed by an untrusted key, and one whose signature
 //! does not match its bytes.
 
-
 use crate::common::*;
 
 const OPEN_ALICE: &str = r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#;
@@ -41,7 +40,11 @@ fn a_generated_key_signs_every_new_checkpoint_and_verify_accepts_them() {
     assert!(raw.contains(&format!("signature ed25519:{key}:")), "{raw}");
     let run = depot.run(&["verify", "--signatures", "--trusted-key", &key]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("2 checkpoint(s) checked, 2 signed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("2 checkpoint(s) checked, 2 signed"),
+        "{}",
+        run.stderr
+    );
     // A second --generate refuses to overwrite the key.
     depot.fails(&["config", "signing-key", "--generate"], 1);
     // --unset stops signing.
@@ -62,12 +65,17 @@ fn another_key_and_a_forged_signature_are_named() {
     depot.apply(OPEN_ALICE);
     // Sign with another key file.
     let other = depot.tmp.path().join("other.key");
-    std::fs::write(&other, depot::signing::Signer::from_seed([9; 32]).key_file_text()).unwrap();
+    std::fs::write(
+        &other,
+        depot::signing::Signer::from_seed([9; 32]).key_file_text(),
+    )
+    .unwrap();
     depot.ok(&["config", "signing-key", other.to_str().unwrap()]);
     let by_other = depot.apply(DEPOSIT);
     let run = depot.fails(&["verify", "--signatures", "--trusted-key", &trusted], 7);
     assert!(
-        run.stdout.starts_with(&format!("untrusted {by_other} key ")),
+        run.stdout
+            .starts_with(&format!("untrusted {by_other} key ")),
         "{}",
         run.stdout
     );
@@ -81,15 +89,19 @@ fn another_key_and_a_forged_signature_are_named() {
         let mut copy = depot::Checkpoint::with_fields(
             signed.affix(),
             vec![head],
-            signed.fields().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            b"{\"path\":\"accounts/alice\",\"name\":\"deposit\",\"params\":{\"amount\":6}}".to_vec(),
+            signed
+                .fields()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            b"{\"path\":\"accounts/alice\",\"name\":\"deposit\",\"params\":{\"amount\":6}}"
+                .to_vec(),
         );
         copy.set_field(
             depot::FieldKey::new("date").unwrap(),
             depot::FieldValue::new("2026-12-03T12:00:00Z").unwrap(),
         );
         let encoded = depot::Object::Checkpoint(copy).to_encoded();
-        store.write_objects(&[encoded.clone()]).unwrap();
+        store.write_objects(std::slice::from_ref(&encoded)).unwrap();
         store
             .update_refs(&[depot::RefEdit {
                 name: depot::RefName::master(),
@@ -104,11 +116,18 @@ fn another_key_and_a_forged_signature_are_named() {
     let lines = json_lines(&run.stdout);
     assert_eq!(lines[0]["checkpoint"], forged.as_str(), "{}", run.stdout);
     assert_eq!(lines[0]["problem"], "bad-signature");
-    assert!(lines[0]["reason"].as_str().unwrap().contains("does not match"));
+    assert!(lines[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("does not match"));
     // A range leaves out what its start reaches.
     let run = depot.run(&["verify", "--signatures", "HEAD~1..HEAD"]);
     assert_eq!(run.code, 7);
-    assert!(run.stderr.contains("1 checkpoint(s) checked"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("1 checkpoint(s) checked"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -117,14 +136,22 @@ fn bad_keys_and_settings_are_refused_clearly() {
     let bad = depot.tmp.path().join("bad.key");
     std::fs::write(&bad, "not a key\n").unwrap();
     let run = depot.fails_unchanged(&["config", "signing-key", bad.to_str().unwrap()], 1);
-    assert!(run.stderr.contains("not a retro signing key file"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not a retro signing key file"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("not a key"), "{}", run.stderr);
     depot.fails_unchanged(&["config", "signing-key", "/nonexistent/key"], 1);
     depot.usage(&["verify", "--trusted-key", "00"]);
     depot.fails(&["verify", "--signatures", "--trusted-key", "xyz"], 1);
     // A configured key that went missing: commands say so instead of writing unsigned.
     let good = depot.tmp.path().join("good.key");
-    std::fs::write(&good, depot::signing::Signer::from_seed([3; 32]).key_file_text()).unwrap();
+    std::fs::write(
+        &good,
+        depot::signing::Signer::from_seed([3; 32]).key_file_text(),
+    )
+    .unwrap();
     depot.ok(&["config", "signing-key", good.to_str().unwrap()]);
     std::fs::remove_file(&good).unwrap();
     let run = depot.fails_unchanged(&["apply", OPEN_ALICE], 1);

@@ -27,8 +27,14 @@ fn setup() -> (tempfile::TempDir, Arc<Depot>, Engine, Engine) {
     let depot = Arc::new(Depot::init(dir.path().join("d")).unwrap());
     let manifest = example::bank_manifest().unwrap();
     let master = Engine::new(depot.clone(), manifest.clone());
-    apply(&master, r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#);
-    let fork = apply(&master, r#"{"path":"accounts/bob","name":"open","params":{"owner":"Bob"}}"#);
+    apply(
+        &master,
+        r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#,
+    );
+    let fork = apply(
+        &master,
+        r#"{"path":"accounts/bob","name":"open","params":{"owner":"Bob"}}"#,
+    );
     depot
         .update_refs(&[RefEdit {
             name: feature(),
@@ -41,7 +47,10 @@ fn setup() -> (tempfile::TempDir, Arc<Depot>, Engine, Engine) {
     (dir, depot, master, on_feature)
 }
 
-fn deliveries(sub: &mut depot::Subscription<'_>) -> Vec<(ObjectId, Vec<(String, String, u64)>)> {
+/// A delivered checkpoint: its id and its events as (partition, name, version).
+type Delivered = (ObjectId, Vec<(String, String, u64)>);
+
+fn deliveries(sub: &mut depot::Subscription<'_>) -> Vec<Delivered> {
     let mut out = Vec::new();
     while let Some(delivery) = sub.poll().unwrap() {
         match delivery {
@@ -49,7 +58,13 @@ fn deliveries(sub: &mut depot::Subscription<'_>) -> Vec<(ObjectId, Vec<(String, 
                 id,
                 events
                     .iter()
-                    .map(|e| (e.partition.to_string(), e.event.name().to_string(), e.version))
+                    .map(|e| {
+                        (
+                            e.partition.to_string(),
+                            e.event.name().to_string(),
+                            e.version,
+                        )
+                    })
                     .collect(),
             )),
             other => panic!("unexpected {other:?}"),
@@ -64,11 +79,23 @@ fn a_subscriber_receives_a_disjoint_merge_as_the_events_it_brings() {
     apply(&on_feature, &deposit("bob", 20));
     let theirs = apply(&on_feature, &deposit("bob", 30));
     let ours = apply(&master, &deposit("alice", 10));
-    let mut sub = depot.subscribe(&RefName::master(), "**", Some(ours)).unwrap();
-    assert!(deliveries(&mut sub).is_empty());
-    let outcome = merge(&depot, master.manifest(), &RefName::master(), theirs, "feature", "cli")
+    let mut sub = depot
+        .subscribe(&RefName::master(), "**", Some(ours))
         .unwrap();
-    let MergeOutcome::Merged { checkpoint, events, .. } = outcome else {
+    assert!(deliveries(&mut sub).is_empty());
+    let outcome = merge(
+        &depot,
+        master.manifest(),
+        &RefName::master(),
+        theirs,
+        "feature",
+        "cli",
+    )
+    .unwrap();
+    let MergeOutcome::Merged {
+        checkpoint, events, ..
+    } = outcome
+    else {
         panic!("{outcome:?}")
     };
     assert_eq!(events, 2);
@@ -96,23 +123,44 @@ fn a_subscriber_receives_a_replay_one_command_at_a_time() {
     let first = apply(&on_feature, &deposit("alice", 20));
     let second = apply(&on_feature, &deposit("alice", 30));
     let ours = apply(&master, &deposit("alice", 10));
-    let mut sub = depot.subscribe(&RefName::master(), "accounts/*", Some(ours)).unwrap();
-    let outcome = merge(&depot, master.manifest(), &RefName::master(), second, "feature", "cli")
+    let mut sub = depot
+        .subscribe(&RefName::master(), "accounts/*", Some(ours))
         .unwrap();
+    let outcome = merge(
+        &depot,
+        master.manifest(),
+        &RefName::master(),
+        second,
+        "feature",
+        "cli",
+    )
+    .unwrap();
     let MergeOutcome::Replayed { replayed, to, .. } = outcome else {
         panic!("{outcome:?}")
     };
-    assert_eq!(replayed.iter().map(|r| r.0).collect::<Vec<_>>(), [first, second]);
+    assert_eq!(
+        replayed.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [first, second]
+    );
     assert_eq!(replayed[1].1, to);
     let got = deliveries(&mut sub);
     assert_eq!(
         got.iter().map(|d| d.0).collect::<Vec<_>>(),
         replayed.iter().map(|r| r.1).collect::<Vec<_>>()
     );
-    assert_eq!(got[0].1, [("accounts/alice".to_owned(), "Deposited".to_owned(), 3)]);
-    assert_eq!(got[1].1, [("accounts/alice".to_owned(), "Deposited".to_owned(), 4)]);
+    assert_eq!(
+        got[0].1,
+        [("accounts/alice".to_owned(), "Deposited".to_owned(), 3)]
+    );
+    assert_eq!(
+        got[1].1,
+        [("accounts/alice".to_owned(), "Deposited".to_owned(), 4)]
+    );
     let replayed_from = depot.read_checkpoint(&to).unwrap();
-    assert_eq!(replayed_from.field("replayed-from"), Some(second.to_string().as_str()));
+    assert_eq!(
+        replayed_from.field("replayed-from"),
+        Some(second.to_string().as_str())
+    );
 }
 
 #[test]
@@ -124,15 +172,30 @@ fn a_writer_racing_a_merge_loses_nothing() {
     let manifest = master.manifest().clone();
     let writer = std::thread::spawn(move || {
         let engine = Engine::new(writer_depot, manifest);
-        apply(&engine, r#"{"path":"accounts/carol","name":"open","params":{"owner":"Carol"}}"#);
-        (0..30).map(|i| apply(&engine, &deposit("carol", i + 1))).collect::<Vec<_>>()
+        apply(
+            &engine,
+            r#"{"path":"accounts/carol","name":"open","params":{"owner":"Carol"}}"#,
+        );
+        (0..30)
+            .map(|i| apply(&engine, &deposit("carol", i + 1)))
+            .collect::<Vec<_>>()
     });
-    let outcome = merge(&depot, master.manifest(), &RefName::master(), theirs, "feature", "cli")
-        .unwrap();
+    let outcome = merge(
+        &depot,
+        master.manifest(),
+        &RefName::master(),
+        theirs,
+        "feature",
+        "cli",
+    )
+    .unwrap();
     let written = writer.join().unwrap();
     let head = depot.head().unwrap().unwrap();
     for id in written {
-        assert!(depot.is_ancestor(id, head).unwrap(), "a writer's checkpoint was lost");
+        assert!(
+            depot.is_ancestor(id, head).unwrap(),
+            "a writer's checkpoint was lost"
+        );
     }
     let merged = match outcome {
         MergeOutcome::Merged { checkpoint, .. } => checkpoint,
@@ -140,11 +203,20 @@ fn a_writer_racing_a_merge_loses_nothing() {
         MergeOutcome::FastForward { to, .. } => to,
         other => panic!("{other:?}"),
     };
-    assert!(depot.is_ancestor(merged, head).unwrap(), "the merge was lost");
+    assert!(
+        depot.is_ancestor(merged, head).unwrap(),
+        "the merge was lost"
+    );
     let alice = depot
         .partition_events(&depot::PartitionName::new("accounts/alice").unwrap())
         .unwrap();
-    assert_eq!(alice.iter().filter(|e| e.event.name().as_str() == "Deposited").count(), 1);
+    assert_eq!(
+        alice
+            .iter()
+            .filter(|e| e.event.name().as_str() == "Deposited")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -152,10 +224,24 @@ fn merging_unrelated_histories_is_refused_and_writes_nothing() {
     let (_dir, depot, master, _) = setup();
     let other = RefName::new("refs/heads/other").unwrap();
     let alone = Engine::new(depot.clone(), master.manifest().clone()).with_ref(other);
-    let root = apply(&alone, r#"{"path":"accounts/zed","name":"open","params":{"owner":"Zed"}}"#);
+    let root = apply(
+        &alone,
+        r#"{"path":"accounts/zed","name":"open","params":{"owner":"Zed"}}"#,
+    );
     let before = depot.head().unwrap();
-    let err = merge(&depot, master.manifest(), &RefName::master(), root, "other", "cli").unwrap_err();
-    assert!(matches!(err, engine::merge::MergeError::Unrelated { .. }), "{err}");
+    let err = merge(
+        &depot,
+        master.manifest(),
+        &RefName::master(),
+        root,
+        "other",
+        "cli",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, engine::merge::MergeError::Unrelated { .. }),
+        "{err}"
+    );
     assert_eq!(err.class(), depot::ErrorClass::Invalid);
     assert_eq!(depot.head().unwrap(), before);
     assert_eq!(depot.merge_base(before.unwrap(), root).unwrap(), None);

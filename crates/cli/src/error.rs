@@ -227,7 +227,10 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         {
             return (
                 TEST_FAILED,
-                Some("each line above names a checkpoint and what is wrong with its signature".to_owned()),
+                Some(
+                    "each line above names a checkpoint and what is wrong with its signature"
+                        .to_owned(),
+                ),
             );
         }
         if let Some(e) = cause.downcast_ref::<engine::merge::MergeError>() {
@@ -238,7 +241,10 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
             }
             return (exit_code(e.class()), crate::commands::merge_hint(e));
         }
-        if cause.downcast_ref::<crate::commands::BadSigningKey>().is_some() {
+        if cause
+            .downcast_ref::<crate::commands::BadSigningKey>()
+            .is_some()
+        {
             return (
                 ERROR,
                 Some("fix the key file, or choose another with 'retro config signing-key PATH' (or --unset)".to_owned()),

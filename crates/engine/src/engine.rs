@@ -272,7 +272,7 @@ pub struct Engine {
     max_attempts: u32,
 }
 
-fn check_session(session: &str) -> Result<(), ApplyError> {
+pub(crate) fn check_session(session: &str) -> Result<(), ApplyError> {
     let ok = !session.is_empty()
         && session.len() <= 128
         && session

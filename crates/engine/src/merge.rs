@@ -110,6 +110,9 @@ pub enum MergeError {
         /// The merge checkpoint.
         checkpoint: ObjectId,
     },
+    /// The session the merge would be written in is not a valid session id.
+    #[error("session id '{}' must be 1 to 128 ASCII letters, digits, '-', '_' or '.'", depot::shown(.0))]
+    BadSession(String),
     /// The branch kept moving under the merge.
     #[error("the branch moved during the merge {attempts} times; try again")]
     Conflict {
@@ -125,9 +128,9 @@ impl MergeError {
     /// The error's class (exit code and HTTP status).
     pub fn class(&self) -> depot::ErrorClass {
         match self {
-            MergeError::Unrelated { .. } | MergeError::MergeInReplay { .. } => {
-                depot::ErrorClass::Invalid
-            }
+            MergeError::Unrelated { .. }
+            | MergeError::MergeInReplay { .. }
+            | MergeError::BadSession(_) => depot::ErrorClass::Invalid,
             MergeError::Rejected { .. } => depot::ErrorClass::Rejected,
             MergeError::ReplayFailed { source, .. } => source.class(),
             MergeError::Conflict { .. } => depot::ErrorClass::Conflict,
@@ -148,6 +151,9 @@ pub fn merge(
     theirs_name: &str,
     session: &str,
 ) -> Result<MergeOutcome, MergeError> {
+    if crate::engine::check_session(session).is_err() {
+        return Err(MergeError::BadSession(session.to_owned()));
+    }
     depot.read_checkpoint(&theirs)?;
     for _ in 0..MAX_ATTEMPTS {
         let (branch, ours) = depot.resolve_ref(branch)?;
@@ -518,6 +524,9 @@ impl ObjectStore for Overlay {
         Ok(found)
     }
     fn describe(&self) -> String {
-        format!("{} (with a merge's new objects)", self.source.objects().describe())
+        format!(
+            "{} (with a merge's new objects)",
+            self.source.objects().describe()
+        )
     }
 }

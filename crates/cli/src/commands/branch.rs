@@ -35,9 +35,9 @@ fn current_branch(depot: &Depot) -> Result<RefName> {
         Some(RefValue::Symbolic(target)) => Ok(target),
         // A depot without a HEAD file (go-retro's) is on master.
         None => Ok(RefName::master()),
-        Some(RefValue::Direct(id)) => bail!(
-            "HEAD is detached at {id}, not on a branch; 'retro switch BRANCH' first"
-        ),
+        Some(RefValue::Direct(id)) => {
+            bail!("HEAD is detached at {id}, not on a branch; 'retro switch BRANCH' first")
+        }
     }
 }
 
@@ -97,7 +97,10 @@ pub fn branch(
                 })?;
             } else {
                 let mark = if is_current { "*" } else { " " };
-                ui.line(format!("{mark} {short} {}", ui.yellow(&id.to_short_hex(12))))?;
+                ui.line(format!(
+                    "{mark} {short} {}",
+                    ui.yellow(&id.to_short_hex(12))
+                ))?;
             }
         }
         return Ok(());

@@ -100,7 +100,9 @@ pub fn signing_key(
         match std::fs::remove_file(&setting) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("could not remove '{}'", setting.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("could not remove '{}'", setting.display()))
+            }
         }
         sync_dir(&root)?;
         return show(None, json, ui);
@@ -156,9 +158,11 @@ fn show(key: Option<(&Path, &Signer)>, json: bool, ui: &mut Ui) -> Result<()> {
         ui.json(&body)?;
     } else {
         match key {
-            Some((path, signer)) => {
-                ui.line(format!("ed25519 {} {}", signer.public_key_hex(), path.display()))?
-            }
+            Some((path, signer)) => ui.line(format!(
+                "ed25519 {} {}",
+                signer.public_key_hex(),
+                path.display()
+            ))?,
             None => ui.line("no signing key: new checkpoints are not signed")?,
         }
     }
@@ -194,8 +198,13 @@ fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("could not write '{}'", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("could not rename '{}' to '{}'", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        format!(
+            "could not rename '{}' to '{}'",
+            tmp.display(),
+            path.display()
+        )
+    })?;
     if let Some(parent) = path.parent() {
         sync_dir(parent)?;
     }

@@ -112,7 +112,9 @@ pub fn draw(rows: &[Row]) -> Vec<String> {
 
 /// The rightmost lane that waits for the same checkpoint as a lane to its left.
 fn duplicate(lanes: &[ObjectId]) -> Option<usize> {
-    (1..lanes.len()).rev().find(|&i| lanes[..i].contains(&lanes[i]))
+    (1..lanes.len())
+        .rev()
+        .find(|&i| lanes[..i].contains(&lanes[i]))
 }
 
 /// `|/`-style line: lanes left of `from` go on, the lane at `from` and those right of it move

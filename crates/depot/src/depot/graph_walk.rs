@@ -762,7 +762,11 @@ struct NodeCache {
 }
 
 impl NodeCache {
-    fn node(&mut self, depot: &Depot, id: ObjectId) -> Result<&(Vec<ObjectId>, Option<u32>), Error> {
+    fn node(
+        &mut self,
+        depot: &Depot,
+        id: ObjectId,
+    ) -> Result<&(Vec<ObjectId>, Option<u32>), Error> {
         if !self.nodes.contains_key(&id) {
             let mut entry = HistoryEntry {
                 id,
@@ -772,7 +776,14 @@ impl NodeCache {
                 generation: None,
             };
             let (mut rows, mut scratch) = (Vec::new(), Vec::new());
-            depot.entry_of(&mut self.graph, &id, None, &mut entry, &mut rows, &mut scratch)?;
+            depot.entry_of(
+                &mut self.graph,
+                &id,
+                None,
+                &mut entry,
+                &mut rows,
+                &mut scratch,
+            )?;
             self.nodes.insert(id, (entry.parents, entry.generation));
         }
         Ok(&self.nodes[&id])

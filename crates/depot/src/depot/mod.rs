@@ -566,7 +566,10 @@ impl Depot {
 
     /// The key that signs new checkpoints, if one is set.
     pub fn signer(&self) -> Option<Arc<crate::signing::Signer>> {
-        self.signer.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.signer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Signs `checkpoint` with the depot's key, if one is set (a checkpoint built outside the
