@@ -258,3 +258,24 @@ fn merge_needs_a_current_branch_and_an_unborn_one_fast_forwards() {
     let run = depot.fails_unchanged(&["merge", "other"], 1);
     assert!(run.stderr.contains("detached"), "{}", run.stderr);
 }
+
+#[test]
+fn the_same_command_on_both_sides_counts_twice() {
+    // Both sides deposit 20 into alice: the two Deposited events have the same id, and both
+    // must be in the merged history (a replay, since both sides wrote alice).
+    let depot = two_accounts();
+    depot.apply(&deposit("alice", 20));
+    depot.ok(&["switch", "feature"]);
+    depot.apply(&deposit("alice", 20));
+    depot.ok(&["switch", "master"]);
+    let body = json(depot.ok(&["merge", "feature", "--json"]).trim());
+    assert_eq!(body["outcome"], "replayed", "{body}");
+    let deposits = event_names(&depot, "accounts/alice")
+        .into_iter()
+        .filter(|e| e.ends_with("Deposited"))
+        .count();
+    assert_eq!(deposits, 2);
+    let run = depot.run(&["apply", &withdraw("alice", 41)]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    depot.apply(&withdraw("alice", 40));
+}

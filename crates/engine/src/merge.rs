@@ -261,22 +261,24 @@ fn plan(
 
 /// For each partition the other side wrote, the events it has beyond this side's, when this
 /// side's list is a prefix of the other's (or the other's of this side's: nothing to bring);
-/// `None` as soon as one partition has diverged.
+/// `None` as soon as one partition has diverged. An event is compared as an occurrence: its id
+/// with the checkpoint that added it, since two sides that each made the same command have the
+/// same event ids, and both must count.
 fn disjoint_events(
     depot: &Depot,
     ours: ObjectId,
     theirs: ObjectId,
     partitions: &BTreeSet<PartitionName>,
 ) -> Result<Option<Affix>, MergeError> {
-    let ours_lists = event_ids(depot, ours, partitions)?;
-    let theirs_lists = event_ids(depot, theirs, partitions)?;
+    let ours_lists = occurrences(depot, ours, partitions)?;
+    let theirs_lists = occurrences(depot, theirs, partitions)?;
     let mut brought = Affix::new();
     for partition in partitions {
         let mine = ours_lists.get(partition).map_or(&[][..], Vec::as_slice);
         let other = theirs_lists.get(partition).map_or(&[][..], Vec::as_slice);
         if other.starts_with(mine) {
-            for id in &other[mine.len()..] {
-                brought.push(partition.clone(), *id);
+            for (_, event) in &other[mine.len()..] {
+                brought.push(partition.clone(), *event);
             }
         } else if !mine.starts_with(other) {
             return Ok(None);
@@ -285,28 +287,29 @@ fn disjoint_events(
     Ok(Some(brought))
 }
 
-/// The event ids of `partitions` as of `head` (its first-parent history), oldest first: one walk.
-fn event_ids(
+/// The events of `partitions` as of `head` (its first-parent history), oldest first, each as
+/// (the checkpoint that added it, its id): one walk, reading affixes only.
+fn occurrences(
     depot: &Depot,
     head: ObjectId,
     partitions: &BTreeSet<PartitionName>,
-) -> Result<BTreeMap<PartitionName, Vec<ObjectId>>, MergeError> {
-    let mut found: Vec<Affix> = Vec::new();
-    depot.walk(head, HistoryOrder::FirstParent, |_, checkpoint| {
+) -> Result<BTreeMap<PartitionName, Vec<(ObjectId, ObjectId)>>, MergeError> {
+    let mut found: Vec<(ObjectId, Affix)> = Vec::new();
+    depot.walk(head, HistoryOrder::FirstParent, |id, checkpoint| {
         let affix = depot.read_affix(&checkpoint.affix())?;
         if affix.partitions().any(|(p, _)| partitions.contains(p)) {
-            found.push(affix);
+            found.push((id, affix));
         }
         Ok(true)
     })?;
-    let mut lists: BTreeMap<PartitionName, Vec<ObjectId>> = BTreeMap::new();
-    for affix in found.iter().rev() {
+    let mut lists: BTreeMap<PartitionName, Vec<(ObjectId, ObjectId)>> = BTreeMap::new();
+    for (checkpoint, affix) in found.iter().rev() {
         for (partition, ids) in affix.partitions() {
             if partitions.contains(partition) {
                 lists
                     .entry(partition.clone())
                     .or_default()
-                    .extend_from_slice(ids);
+                    .extend(ids.iter().map(|event| (*checkpoint, *event)));
             }
         }
     }
