@@ -261,12 +261,21 @@ fn merge_needs_a_current_branch_and_an_unborn_one_fast_forwards() {
 
 #[test]
 fn the_same_command_on_both_sides_counts_twice() {
-    // Both sides deposit 20 into alice: the two Deposited events have the same id, and both
-    // must be in the merged history (a replay, since both sides wrote alice).
+    // Both sides deposit 20 into alice (in other sessions, so the checkpoints differ): the two
+    // Deposited events have the same id, and both must be in the merged history (a replay,
+    // since both sides wrote alice).
     let depot = two_accounts();
-    depot.apply(&deposit("alice", 20));
+    let ours = depot.apply(&deposit("alice", 20));
     depot.ok(&["switch", "feature"]);
-    depot.apply(&deposit("alice", 20));
+    let out = depot.ok(&["apply", "--session", "other", &deposit("alice", 20)]);
+    assert_ne!(out.trim(), ours);
+    let event_of = |rev: &str| {
+        json(depot.ok(&["show", "--json", rev]).trim())["events"][0]["event"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(event_of("master"), event_of("feature"));
     depot.ok(&["switch", "master"]);
     let body = json(depot.ok(&["merge", "feature", "--json"]).trim());
     assert_eq!(body["outcome"], "replayed", "{body}");
