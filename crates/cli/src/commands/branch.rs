@@ -26,7 +26,15 @@ pub fn branch_ref(name: &str) -> Result<RefName> {
     } else {
         format!("refs/heads/{name}")
     };
-    Ok(RefName::new(&full)?)
+    let name = RefName::new(&full)?;
+    if full.chars().any(depot::is_invisible) {
+        // As for new partition names: a name that reads as another is refused.
+        bail!(
+            "branch name '{}' contains an invisible or bidi format character",
+            depot::shown(&full)
+        );
+    }
+    Ok(name)
 }
 
 /// The branch `HEAD` points at (it may be unborn).
