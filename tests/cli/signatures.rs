@@ -159,3 +159,23 @@ fn bad_keys_and_settings_are_refused_clearly() {
     depot.ok(&["config", "signing-key", "--unset"]);
     depot.apply(OPEN_ALICE);
 }
+
+#[test]
+fn retro_signing_key_overrides_the_setting() {
+    let depot = TestDepot::new();
+    depot.ok(&["config", "signing-key", "--generate"]);
+    let configured = public_key(&depot);
+    let file = depot.tmp.path().join("env.key");
+    let env_key = depot::signing::Signer::from_seed([5; 32]);
+    std::fs::write(&file, env_key.key_file_text()).unwrap();
+    let out = run(depot.cmd().env("RETRO_SIGNING_KEY", &file).args(["apply", OPEN_ALICE]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let raw = depot.ok(&["cat-object", "-p", "HEAD"]);
+    assert!(
+        raw.contains(&format!("signature ed25519:{}:", env_key.public_key_hex())),
+        "{raw}"
+    );
+    assert_ne!(configured, env_key.public_key_hex());
+    let run = depot.fails(&["verify", "--signatures", "--trusted-key", &configured], 7);
+    assert!(run.stdout.starts_with("untrusted "), "{}", run.stdout);
+}
