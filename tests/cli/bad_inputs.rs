@@ -298,13 +298,19 @@ fn run_category(category: &str) {
                     continue;
                 }
                 Ok(arg) if category == "branches" => vec![
-                    (format!("branch -- {arg:?}"), depot.run(&["branch", "--", &arg])),
+                    (
+                        format!("branch -- {arg:?}"),
+                        depot.run(&["branch", "--", &arg]),
+                    ),
                     (
                         format!("switch -c -- {arg:?}"),
                         depot.run(&["switch", "-c", "--", &arg]),
                     ),
                 ],
-                Ok(arg) => vec![(format!("merge -- {arg:?}"), depot.run(&["merge", "--", &arg]))],
+                Ok(arg) => vec![(
+                    format!("merge -- {arg:?}"),
+                    depot.run(&["merge", "--", &arg]),
+                )],
             },
             "signing-keys" => vec![(
                 "config signing-key".to_owned(),

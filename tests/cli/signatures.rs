@@ -168,7 +168,10 @@ fn retro_signing_key_overrides_the_setting() {
     let file = depot.tmp.path().join("env.key");
     let env_key = depot::signing::Signer::from_seed([5; 32]);
     std::fs::write(&file, env_key.key_file_text()).unwrap();
-    let out = run(depot.cmd().env("RETRO_SIGNING_KEY", &file).args(["apply", OPEN_ALICE]));
+    let out = run(depot
+        .cmd()
+        .env("RETRO_SIGNING_KEY", &file)
+        .args(["apply", OPEN_ALICE]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let raw = depot.ok(&["cat-object", "-p", "HEAD"]);
     assert!(

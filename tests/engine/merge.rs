@@ -246,3 +246,108 @@ fn merging_unrelated_histories_is_refused_and_writes_nothing() {
     assert_eq!(depot.head().unwrap(), before);
     assert_eq!(depot.merge_base(before.unwrap(), root).unwrap(), None);
 }
+
+/// A ref store that, once armed, moves master to a given checkpoint just before the next
+/// transaction that expects master to hold something: another writer winning the race.
+struct RacingRefs {
+    inner: depot::refdb::MemoryRefStore,
+    armed: std::sync::Mutex<Option<ObjectId>>,
+}
+
+impl depot::refdb::RefStore for RacingRefs {
+    fn read(&self, name: &RefName) -> Result<Option<RefValue>, depot::refdb::Error> {
+        self.inner.read(name)
+    }
+    fn transaction(&self, edits: &[RefEdit]) -> Result<(), depot::refdb::Error> {
+        let racing = edits
+            .iter()
+            .any(|e| e.name == RefName::master() && matches!(e.expected, Expected::MustBe(_)));
+        if racing {
+            if let Some(winner) = self.armed.lock().unwrap().take() {
+                self.inner.transaction(&[RefEdit {
+                    name: RefName::master(),
+                    expected: Expected::Any,
+                    new: Some(RefValue::Direct(winner)),
+                    log: LogInfo::default(),
+                }])?;
+            }
+        }
+        self.inner.transaction(edits)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(RefName, RefValue)>, depot::refdb::Error> {
+        self.inner.list(prefix)
+    }
+    fn reflog(&self, name: &RefName) -> Result<Vec<depot::ReflogEntry>, depot::refdb::Error> {
+        self.inner.reflog(name)
+    }
+}
+
+#[test]
+fn a_merge_that_loses_the_race_starts_over_and_keeps_the_winner() {
+    let refs = Arc::new(RacingRefs {
+        inner: depot::refdb::MemoryRefStore::new(),
+        armed: std::sync::Mutex::new(None),
+    });
+    let depot = Arc::new(
+        Depot::with_stores(Arc::new(depot::odb::MemoryStore::new()), refs.clone()).unwrap(),
+    );
+    let manifest = example::bank_manifest().unwrap();
+    let master = Engine::new(depot.clone(), manifest.clone());
+    apply(
+        &master,
+        r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#,
+    );
+    let fork = apply(
+        &master,
+        r#"{"path":"accounts/bob","name":"open","params":{"owner":"Bob"}}"#,
+    );
+    for name in [feature(), RefName::new("refs/heads/side").unwrap()] {
+        depot
+            .update_refs(&[RefEdit {
+                name,
+                expected: Expected::MustNotExist,
+                new: Some(RefValue::Direct(fork)),
+                log: LogInfo::default(),
+            }])
+            .unwrap();
+    }
+    let on_feature = Engine::new(depot.clone(), manifest.clone()).with_ref(feature());
+    let theirs = apply(&on_feature, &deposit("bob", 20));
+    let ours = apply(&master, &deposit("alice", 10));
+    // The racing writer's checkpoint: a child of master's head, touching alice.
+    let side =
+        Engine::new(depot.clone(), manifest).with_ref(RefName::new("refs/heads/side").unwrap());
+    depot
+        .update_refs(&[RefEdit {
+            name: RefName::new("refs/heads/side").unwrap(),
+            expected: Expected::Any,
+            new: Some(RefValue::Direct(ours)),
+            log: LogInfo::default(),
+        }])
+        .unwrap();
+    let winner = apply(&side, &deposit("alice", 1));
+    *refs.armed.lock().unwrap() = Some(winner);
+    let outcome = merge(
+        &depot,
+        master.manifest(),
+        &RefName::master(),
+        theirs,
+        "feature",
+        "cli",
+    )
+    .unwrap();
+    let MergeOutcome::Merged {
+        checkpoint, from, ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    // Computed again from the winner's head: the winner is the merge's first parent.
+    assert_eq!(from, winner);
+    assert_eq!(depot.head().unwrap(), Some(checkpoint));
+    assert_eq!(
+        depot.read_checkpoint(&checkpoint).unwrap().parents(),
+        [winner, theirs]
+    );
+    assert!(refs.armed.lock().unwrap().is_none(), "the race was run");
+}
