@@ -125,7 +125,7 @@ pub fn branch(
 }
 
 /// `retro switch [-c] NAME`: points `HEAD` at the branch.
-pub fn switch(depot: &Depot, name: &str, create_it: bool, ui: &mut Ui) -> Result<()> {
+pub fn switch(depot: &Depot, name: &str, create_it: bool) -> Result<()> {
     let name = branch_ref(name)?;
     if create_it {
         let at = resolve(depot, None)?;
@@ -145,8 +145,8 @@ pub fn switch(depot: &Depot, name: &str, create_it: bool, ui: &mut Ui) -> Result
             message: format!("switch: to {name}"),
         },
     }])?;
+    // As git's switch, the news goes to stderr: stdout stays empty for scripts.
     crate::ui::status(format!("on {name}"));
-    let _ = ui;
     Ok(())
 }
 

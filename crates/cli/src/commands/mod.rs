@@ -236,7 +236,7 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
             list: _,
             json,
         } => branch::branch(&*open(flag)?, name.as_deref(), rev.as_deref(), json, ui),
-        Commands::Switch { name, create } => branch::switch(&*open(flag)?, &name, create, ui),
+        Commands::Switch { name, create } => branch::switch(&*open(flag)?, &name, create),
         Commands::Merge {
             rev,
             session,
