@@ -288,3 +288,15 @@ fn the_same_command_on_both_sides_counts_twice() {
     assert_eq!(run.code, 4, "{}", run.stderr);
     depot.apply(&withdraw("alice", 40));
 }
+
+#[test]
+fn a_failed_commands_checkpoint_cannot_be_merged() {
+    let depot = TestDepot::new();
+    depot.apply(OPEN_ALICE);
+    let run = depot.run(&["apply", &withdraw("alice", 1)]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let failed = json_lines(&depot.ok(&["failed", "--json"]));
+    let id = failed[0]["checkpoint"].as_str().unwrap().to_owned();
+    let run = depot.fails_unchanged(&["merge", &id], 1);
+    assert!(run.stderr.contains("failed command"), "{}", run.stderr);
+}

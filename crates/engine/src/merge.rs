@@ -29,6 +29,8 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub const REPLAYED_FROM_KEY: &str = "replayed-from";
 /// The header key of a merge checkpoint: `disjoint`.
 pub const MERGE_KEY: &str = "merge";
+/// The header key a failed command's orphaned checkpoint carries.
+const FAILED_KEY: &str = "error";
 
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,12 @@ pub enum MergeError {
         /// The merge checkpoint.
         checkpoint: ObjectId,
     },
+    /// What would be merged is a failed command's orphaned checkpoint (it has an `error` field).
+    #[error("{checkpoint} is a failed command's checkpoint (see 'retro failed'): it is on no branch and cannot be merged")]
+    FailedCommand {
+        /// The checkpoint.
+        checkpoint: ObjectId,
+    },
     /// The session the merge would be written in is not a valid session id.
     #[error("session id '{}' must be 1 to 128 ASCII letters, digits, '-', '_' or '.'", depot::shown(.0))]
     BadSession(String),
@@ -130,6 +138,7 @@ impl MergeError {
         match self {
             MergeError::Unrelated { .. }
             | MergeError::MergeInReplay { .. }
+            | MergeError::FailedCommand { .. }
             | MergeError::BadSession(_) => depot::ErrorClass::Invalid,
             MergeError::Rejected { .. } => depot::ErrorClass::Rejected,
             MergeError::ReplayFailed { source, .. } => source.class(),
@@ -154,7 +163,9 @@ pub fn merge(
     if crate::engine::check_session(session).is_err() {
         return Err(MergeError::BadSession(session.to_owned()));
     }
-    depot.read_checkpoint(&theirs)?;
+    if depot.read_checkpoint(&theirs)?.field(FAILED_KEY).is_some() {
+        return Err(MergeError::FailedCommand { checkpoint: theirs });
+    }
     for _ in 0..MAX_ATTEMPTS {
         let (branch, ours) = depot.resolve_ref(branch)?;
         let planned = plan(depot, manifest, ours, theirs, theirs_name, session)?;
@@ -247,6 +258,9 @@ fn plan(
             break;
         }
         let checkpoint = depot.read_checkpoint(&id)?;
+        if checkpoint.field(FAILED_KEY).is_some() {
+            return Err(MergeError::FailedCommand { checkpoint: id });
+        }
         let affix = depot.read_affix(&checkpoint.affix())?;
         written.extend(affix.partitions().map(|(p, _)| p.clone()));
         cursor = checkpoint.first_parent();
