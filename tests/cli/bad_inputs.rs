@@ -292,6 +292,30 @@ fn run_category(category: &str) {
                     depot.run(&["update-ref", "--", &arg, "HEAD"]),
                 )],
             },
+            "branches" | "merges" => match argument(&bytes) {
+                Err(e) => {
+                    failures.push(format!("{name}: unusable as an argument: {e}"));
+                    continue;
+                }
+                Ok(arg) if category == "branches" => vec![
+                    (
+                        format!("branch -- {arg:?}"),
+                        depot.run(&["branch", "--", &arg]),
+                    ),
+                    (
+                        format!("switch -c -- {arg:?}"),
+                        depot.run(&["switch", "-c", "--", &arg]),
+                    ),
+                ],
+                Ok(arg) => vec![(
+                    format!("merge -- {arg:?}"),
+                    depot.run(&["merge", "--", &arg]),
+                )],
+            },
+            "signing-keys" => vec![(
+                "config signing-key".to_owned(),
+                depot.run(&["config", "signing-key", input.to_str().unwrap()]),
+            )],
             "manifests" => {
                 let manifest = input.to_str().unwrap();
                 vec![(
@@ -396,6 +420,21 @@ fn refs() {
 #[test]
 fn objects() {
     run_category("objects");
+}
+
+#[test]
+fn branches() {
+    run_category("branches");
+}
+
+#[test]
+fn merges() {
+    run_category("merges");
+}
+
+#[test]
+fn signing_keys() {
+    run_category("signing-keys");
 }
 
 #[test]

@@ -48,6 +48,7 @@ pub fn retro_in(cwd: &Path) -> Command {
         .env_remove("RETRO_DEPOT")
         .env_remove("RETRO_SESSION")
         .env_remove("RETRO_MANIFEST")
+        .env_remove("RETRO_SIGNING_KEY")
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
         .env("NO_COLOR", "1");

@@ -7,6 +7,7 @@ mod bad_inputs;
 mod basics;
 mod bisect;
 mod blame;
+mod branches;
 mod common;
 mod compat;
 mod domain_test;
@@ -19,6 +20,7 @@ mod refs;
 mod repair;
 #[cfg(unix)]
 mod serve;
+mod signatures;
 mod snapshots;
 mod tour;
 mod transfer;

@@ -7,5 +7,6 @@ mod embedding;
 mod exec;
 mod fuzz_smoke;
 mod given_when_then;
+mod merge;
 mod pipeline;
 mod snapshots;

@@ -18,11 +18,16 @@ const EXAMPLES_SERVE: &str = "Examples:\n  retro serve                          
 const EXAMPLES_SYNC: &str = "Examples:\n  retro sync .retro postgres://app@db.internal/bank      # push a files depot to PostgreSQL\n  retro sync postgres://app@db.internal/bank backup/     # and back\n  retro sync --force src/ dst/                           # also move refs that are not fast-forwards\n\nObjects are copied byte for byte (ids are identical on both sides), oldest first, each batch durable\nbefore the next; refs move last, fast-forward only unless --force. An interrupted sync resumes.";
 const EXAMPLES_CLONE: &str = "Examples:\n  retro clone .retro postgres://app@db.internal/bank\n  retro clone postgres://app@db.internal/bank ./copy";
 const EXAMPLES_TEST: &str = "Examples:\n  retro test fixtures/specs/bank.jsonl                        # the built-in bank\n  retro test --manifest fixtures/domain/manifest.json my.jsonl   # exec handlers\n\nOne case a line: {\"name\",\"given\":[events],\"when\":{command},\"then\":{\"events\":[…]} | {\"rejected\":\"code\"} | {\"error\":\"text\"}}\n(docs/handlers.md). Prints TAP; exits 0 when every case passes, 7 when one fails, 1 on a malformed line.";
-const EXAMPLES_VERIFY: &str = "Examples:\n  retro verify                                  # every command of HEAD's history\n  retro verify --manifest new/manifest.json     # does the upgraded domain change anything?\n  retro verify HEAD~10..HEAD --json\n\nExits 0 when every command emits its recorded events again, 7 when one diverges.";
+const EXAMPLES_VERIFY: &str = "Examples:\n  retro verify                                  # every command of HEAD's history\n  retro verify --signatures --trusted-key 8a88e3dd…   # every checkpoint signed by that key?\n  retro verify --manifest new/manifest.json     # does the upgraded domain change anything?\n  retro verify HEAD~10..HEAD --json\n\nExits 0 when every command emits its recorded events again, 7 when one diverges. With --signatures,\n7 when a checkpoint is unsigned, badly signed, or signed by a key not given as --trusted-key.";
 const EXAMPLES_BLAME: &str =
     "Examples:\n  retro blame accounts/alice\n  retro blame registry/accounts --json";
 const EXAMPLES_BISECT: &str = "Examples:\n  retro bisect run --good HEAD~20 --bad HEAD -- sh -c 'retro events --at \"$RETRO_REV\" accounts/alice | grep -q Frozen && exit 1 || exit 0'\n\nCMD runs once per step with RETRO_REV (the checkpoint's full id) and RETRO_DEPOT set: exit 0 is good,\n125 skips the checkpoint, anything else is bad.";
 const EXAMPLES_EXPORT: &str = "Examples:\n  retro export > history.jsonl\n  retro --depot other init && retro --depot other import history.jsonl";
+
+const EXAMPLES_BRANCH: &str = "Examples:\n  retro branch feature              # a branch at HEAD\n  retro branch hotfix HEAD~2         # a branch at another revision\n  retro branch --list                # the branches, the current one marked '*'";
+const EXAMPLES_SWITCH: &str = "Examples:\n  retro switch feature               # HEAD now points at refs/heads/feature\n  retro switch -c experiment         # create it at HEAD, then switch";
+const EXAMPLES_MERGE: &str = "Examples:\n  retro merge feature                # into the current branch\n  retro merge refs/heads/feature --json\n\nA fast-forward when possible; else one merge checkpoint with two parents when the two sides wrote\ndisjoint partitions; else the other side's commands re-run on top (exit 4, nothing merged, when the\ndomain rejects one). See docs/branches.md.";
+const EXAMPLES_CONFIG: &str = "Examples:\n  retro config signing-key --generate          # a new ed25519 key in <depot>/signing.key\n  retro config signing-key ~/keys/retro.key    # sign with this key file\n  retro config signing-key                     # which key signs (its public half)\n  retro config signing-key --unset             # stop signing";
 
 /// retro: a Git-like, content-addressed event depot.
 #[derive(Debug, Parser)]
@@ -365,6 +370,14 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         /// One JSON object per divergence, then a summary.
         #[arg(long)]
         json: bool,
+        /// Check every checkpoint's signature instead (all parents of the range's head), naming
+        /// each unsigned or badly signed one.
+        #[arg(long)]
+        signatures: bool,
+        /// With --signatures: a public key (64 hex digits) whose signatures are trusted; give it
+        /// once per key. Without one, any valid signature passes.
+        #[arg(long = "trusted-key", value_name = "PUBKEY", requires = "signatures")]
+        trusted_keys: Vec<String>,
     },
     /// Each event of a partition with the checkpoint, command, session and date that added it
     #[command(after_help = EXAMPLES_BLAME)]
@@ -383,6 +396,49 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Create a branch at REV (default HEAD), or list the branches
+    #[command(after_help = EXAMPLES_BRANCH)]
+    Branch {
+        /// The new branch's name (it becomes refs/heads/NAME).
+        #[arg(required_unless_present = "list", conflicts_with = "list")]
+        name: Option<String>,
+        /// Where it starts (default HEAD).
+        #[arg(conflicts_with = "list")]
+        rev: Option<String>,
+        /// List the branches; the current one is marked with '*'.
+        #[arg(long)]
+        list: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a branch the current one: HEAD points at it
+    #[command(after_help = EXAMPLES_SWITCH)]
+    Switch {
+        /// The branch (NAME or refs/heads/NAME).
+        name: String,
+        /// Create it at HEAD first.
+        #[arg(short = 'c', long)]
+        create: bool,
+    },
+    /// Merge REV into the current branch
+    #[command(after_help = EXAMPLES_MERGE)]
+    Merge {
+        /// What to merge: a branch, a ref, an id.
+        rev: String,
+        /// The session the merge (or the replayed commands' checkpoints) is written in.
+        #[arg(long, env = "RETRO_SESSION")]
+        session: Option<String>,
+        /// The domain manifest a replay runs the commands with (as for apply).
+        #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// This depot's settings
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Help on a command, with examples
     Help {
         /// The command.
@@ -403,6 +459,27 @@ pub enum SessionCommand {
     End {
         /// The session id.
         id: String,
+    },
+}
+
+/// `retro config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Which ed25519 key signs each new checkpoint: set it, generate one, show it or unset it
+    #[command(name = "signing-key", after_help = EXAMPLES_CONFIG)]
+    SigningKey {
+        /// A key file (one line 'retro-ed25519-secret <64 hex digits>').
+        #[arg(conflicts_with_all = ["generate", "unset"])]
+        path: Option<PathBuf>,
+        /// Generate a new key into <depot>/signing.key (mode 0600) and sign with it.
+        #[arg(long, conflicts_with = "unset")]
+        generate: bool,
+        /// Stop signing (the key file is left where it is).
+        #[arg(long)]
+        unset: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -445,6 +522,10 @@ pub struct LogArgs {
     /// Every ancestor, not only first parents.
     #[arg(long)]
     pub all_parents: bool,
+    /// Every ancestor, drawn as an ASCII graph of the parents (newest first, a checkpoint after
+    /// all of its children).
+    #[arg(long, conflicts_with_all = ["json", "reverse", "partition"])]
+    pub graph: bool,
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,

@@ -221,6 +221,35 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 Some("each divergence above names its checkpoint and what differs; 'retro show CHECKPOINT' shows what was recorded".to_owned()),
             );
         }
+        if cause
+            .downcast_ref::<crate::commands::SignaturesFailed>()
+            .is_some()
+        {
+            return (
+                TEST_FAILED,
+                Some(
+                    "each line above names a checkpoint and what is wrong with its signature"
+                        .to_owned(),
+                ),
+            );
+        }
+        if let Some(e) = cause.downcast_ref::<engine::merge::MergeError>() {
+            if let engine::merge::MergeError::Depot(e) = e {
+                if is_corrupt(e) {
+                    return (CORRUPT, Some(CORRUPT_HINT.to_owned()));
+                }
+            }
+            return (exit_code(e.class()), crate::commands::merge_hint(e));
+        }
+        if cause
+            .downcast_ref::<crate::commands::BadSigningKey>()
+            .is_some()
+        {
+            return (
+                ERROR,
+                Some("fix the key file, or choose another with 'retro config signing-key PATH' (or --unset)".to_owned()),
+            );
+        }
         if cause.downcast_ref::<engine::testing::SpecError>().is_some() {
             return (
                 ERROR,

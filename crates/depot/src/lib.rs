@@ -41,6 +41,7 @@ mod lockfile;
 pub mod odb;
 pub mod refdb;
 mod rev;
+pub mod signing;
 pub mod snapshot;
 pub mod storage;
 

@@ -272,7 +272,7 @@ pub struct Engine {
     max_attempts: u32,
 }
 
-fn check_session(session: &str) -> Result<(), ApplyError> {
+pub(crate) fn check_session(session: &str) -> Result<(), ApplyError> {
     let ok = !session.is_empty()
         && session.len() <= 128
         && session
@@ -537,6 +537,17 @@ impl Engine {
 
     /// Applies a parsed command in `session`.
     pub fn apply_command(&self, session: &str, command: Command) -> Result<Applied, ApplyError> {
+        self.apply_command_with_fields(session, command, Vec::new())
+    }
+
+    /// [`Engine::apply_command`], with extra header fields on the checkpoint it writes (a merge's
+    /// replay records `replayed-from` so): not `session`, `date` or `signature`.
+    pub fn apply_command_with_fields(
+        &self,
+        session: &str,
+        command: Command,
+        fields: Vec<(depot::FieldKey, depot::FieldValue)>,
+    ) -> Result<Applied, ApplyError> {
         check_session(session)?;
         let resolved = self.manifest.resolve(command.path(), command.name())?;
         let runner = resolved.command.runner.clone();
@@ -694,6 +705,7 @@ impl Engine {
                 reads: std::mem::take(&mut ctx.reads),
                 rebase: true,
                 reflog_message: format!("apply {} {}", command.path(), command.name()),
+                fields: fields.clone(),
             };
             // The commit span covers the group commit, its fsync included.
             let span = tracing::info_span!(

@@ -141,6 +141,7 @@ mod domain;
 mod engine;
 pub mod example;
 pub mod exec;
+pub mod merge;
 pub mod replay;
 #[cfg(feature = "tokio")]
 pub mod stream;

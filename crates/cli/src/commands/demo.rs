@@ -43,6 +43,7 @@ pub fn run(keep: Option<PathBuf>, ui: &mut Ui) -> Result<()> {
         reverse: false,
         partition: None,
         all_parents: false,
+        graph: false,
         json: false,
     };
     history::log(&depot, &oneline, ui)?;

@@ -16,6 +16,9 @@ pub fn log(depot: &Depot, args: &LogArgs, ui: &mut Ui) -> Result<()> {
         return Ok(());
     }
     let start = resolve(depot, args.rev.as_deref())?;
+    if args.graph {
+        return log_graph(depot, start, args, ui);
+    }
     let order = if args.all_parents {
         HistoryOrder::Full
     } else {
@@ -50,6 +53,28 @@ pub fn log(depot: &Depot, args: &LogArgs, ui: &mut Ui) -> Result<()> {
     for id in selected.iter().rev() {
         let checkpoint = depot.read_checkpoint(id)?;
         print_checkpoint(depot, id, &checkpoint, args, ui)?;
+    }
+    Ok(())
+}
+
+/// `retro log --graph`: every ancestor, drawn (see `log_graph`).
+fn log_graph(depot: &Depot, start: ObjectId, args: &LogArgs, ui: &mut Ui) -> Result<()> {
+    let limit = args.max_count.unwrap_or(usize::MAX);
+    let mut rows = Vec::new();
+    for (id, parents) in super::log_graph::topological(depot, start)?
+        .into_iter()
+        .take(limit)
+    {
+        let checkpoint = depot.read_checkpoint(&id)?;
+        let text = format!(
+            "{} {}",
+            ui.yellow(&id.to_short_hex(12)),
+            render::summary(checkpoint.message())
+        );
+        rows.push(super::log_graph::Row { id, parents, text });
+    }
+    for line in super::log_graph::draw(&rows) {
+        ui.line(line)?;
     }
     Ok(())
 }

@@ -4,8 +4,11 @@ mod apply;
 mod batch;
 mod bisect;
 mod blame;
+mod branch;
+mod config;
 mod demo;
 mod history;
+mod log_graph;
 mod maintenance;
 mod objects;
 mod refs;
@@ -15,6 +18,7 @@ mod sync;
 mod test;
 mod transfer;
 mod verify;
+mod verify_signatures;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -26,8 +30,11 @@ use clap::CommandFactory;
 use depot::{Depot, ObjectId};
 
 pub use batch::BatchError;
+pub use branch::merge_hint;
+pub use config::BadSigningKey;
+pub use verify_signatures::SignaturesFailed;
 
-use crate::args::{BisectCommand, Cli, Commands, SessionCommand};
+use crate::args::{BisectCommand, Cli, Commands, ConfigCommand, SessionCommand};
 use crate::locate;
 use crate::ui::Ui;
 
@@ -212,9 +219,50 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         ),
         Commands::Verify {
             range,
+            manifest: _,
+            json,
+            signatures: true,
+            trusted_keys,
+        } => verify_signatures::run(&*open(flag)?, range.as_deref(), &trusted_keys, json, ui),
+        Commands::Verify {
+            range,
             manifest,
             json,
+            ..
         } => verify::run(flag, range.as_deref(), manifest.as_deref(), json, ui),
+        Commands::Branch {
+            name,
+            rev,
+            list: _,
+            json,
+        } => branch::branch(&*open(flag)?, name.as_deref(), rev.as_deref(), json, ui),
+        Commands::Switch { name, create } => branch::switch(&*open(flag)?, &name, create),
+        Commands::Merge {
+            rev,
+            session,
+            manifest,
+            json,
+        } => branch::merge(
+            flag,
+            &rev,
+            session.as_deref(),
+            manifest.as_deref(),
+            json,
+            ui,
+        ),
+        Commands::Config(ConfigCommand::SigningKey {
+            path,
+            generate,
+            unset,
+            json,
+        }) => config::signing_key(
+            &depot_dir(flag)?,
+            path.as_deref(),
+            generate,
+            unset,
+            json,
+            ui,
+        ),
         Commands::Blame { partition, json } => blame::run(&*open(flag)?, &partition, json, ui),
         Commands::Bisect(BisectCommand::Run { good, bad, cmd }) => {
             bisect::run(flag, &good, &bad, &cmd, ui)
@@ -260,6 +308,13 @@ pub fn open(flag: Option<&Path>) -> Result<Arc<Depot>> {
 /// Opens a depot named by a directory or a `postgres://` URL. The depot's warnings (a derived
 /// index replaced or stood in for) are shown on stderr as `retro: warning: …` lines.
 pub fn open_location(location: &Path) -> Result<Depot> {
+    let depot = open_location_unsigned(location)?;
+    config::load_signer(&depot)?;
+    Ok(depot)
+}
+
+/// [`open_location`] without loading the signing key (`retro config signing-key` fixes a bad one).
+fn open_location_unsigned(location: &Path) -> Result<Depot> {
     let location = &locate::contained(location);
     let depot = if let Some(url) = postgres_url(location) {
         depot_postgres::open(url)?

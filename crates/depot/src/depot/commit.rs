@@ -20,7 +20,7 @@ use super::{Depot, Error};
 use crate::hash::ObjectId;
 use crate::index::IndexedCheckpoint;
 use crate::journal::{JournalRecord, JournalUpdate};
-use crate::name::PartitionName;
+use crate::name::{FieldKey, FieldValue, PartitionName};
 use crate::object::{Affix, Checkpoint, EncodedObject, Event, Object};
 use crate::odb::{pack_object_payload, RecordKind};
 use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefValue};
@@ -62,6 +62,9 @@ pub struct CommitRequest {
     pub rebase: bool,
     /// The reflog line (default: `commit`).
     pub reflog_message: String,
+    /// Extra checkpoint header fields (such as `replayed-from`); not `session`, `date` or
+    /// `signature`, which the pipeline writes itself.
+    pub fields: Vec<(FieldKey, FieldValue)>,
 }
 
 impl CommitRequest {
@@ -82,6 +85,7 @@ impl CommitRequest {
             reads: Vec::new(),
             rebase: false,
             reflog_message: "commit".to_owned(),
+            fields: Vec::new(),
         }
     }
 }
@@ -123,6 +127,16 @@ fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
         return Err(Error::Invalid(format!(
             "session id '{}' must be 1 to 128 characters with no whitespace",
             request.session.escape_debug()
+        )));
+    }
+    if let Some((key, _)) = request.fields.iter().find(|(key, _)| {
+        matches!(
+            key.as_str(),
+            crate::object::SESSION_KEY | crate::object::DATE_KEY | crate::signing::SIGNATURE_KEY
+        )
+    }) {
+        return Err(Error::Invalid(format!(
+            "the checkpoint field '{key}' is written by the commit itself"
         )));
     }
     let mut events = Vec::with_capacity(request.events.len());
@@ -499,6 +513,7 @@ impl Depot {
         read_ref: &mut dyn FnMut(&RefName) -> Result<Option<RefValue>, Error>,
     ) -> Result<Plan, Error> {
         let mut plan = Plan::default();
+        let signer = self.signer();
         let mut targets: HashMap<RefName, RefName> = HashMap::new();
         let mut heads: HashMap<RefName, Option<ObjectId>> = HashMap::new();
         let mut in_batch: HashMap<ObjectId, Arc<IndexedCheckpoint>> = HashMap::new();
@@ -572,7 +587,7 @@ impl Depot {
                     continue;
                 }
             };
-            let checkpoint = Checkpoint::new(
+            let mut checkpoint = Checkpoint::new(
                 job.affix_encoded.id(),
                 parent.into_iter().collect(),
                 &request.session,
@@ -580,6 +595,12 @@ impl Depot {
                 request.message.clone(),
             )
             .map_err(|e| Error::Invalid(e.to_string()))?;
+            for (key, value) in &request.fields {
+                checkpoint.set_field(key.clone(), value.clone());
+            }
+            if let Some(signer) = &signer {
+                signer.sign(&mut checkpoint);
+            }
             let date = checkpoint.date();
             let encoded = Object::Checkpoint(checkpoint).to_encoded();
             let id = encoded.id();

@@ -647,6 +647,49 @@ impl Depot {
         Ok(found)
     }
 
+    /// The best common ancestor of `a` and `b` (the one with the greatest generation; a merge's
+    /// base), or `None` when their histories are unrelated. Checkpoints are visited highest
+    /// generation first, each marked with the sides it is reachable from, so the first one
+    /// reachable from both has no common ancestor above it. Generations come from the
+    /// commit-graph; a checkpoint it lacks (or a layout without one) has its generation computed
+    /// from its parents' by reading them (a walk of its whole ancestry, cached for this call).
+    pub fn merge_base(&self, a: ObjectId, b: ObjectId) -> Result<Option<ObjectId>, Error> {
+        if a == b {
+            return Ok(Some(a));
+        }
+        let mut nodes = NodeCache {
+            graph: self.graph_for(&a),
+            nodes: HashMap::new(),
+        };
+        let mut flags: HashMap<ObjectId, u8> = HashMap::new();
+        let mut heap = std::collections::BinaryHeap::new();
+        for (id, side) in [(a, 1u8), (b, 2u8)] {
+            *flags.entry(id).or_default() |= side;
+            heap.push((nodes.generation(self, id)?, id));
+        }
+        let mut done: HashSet<ObjectId> = HashSet::new();
+        while let Some((_, id)) = heap.pop() {
+            if !done.insert(id) {
+                continue;
+            }
+            let mark = flags[&id];
+            if mark == 3 {
+                return Ok(Some(id));
+            }
+            let parents = nodes.node(self, id)?.0.clone();
+            for parent in parents {
+                let entry = flags.entry(parent).or_default();
+                if *entry | mark != *entry {
+                    *entry |= mark;
+                    // Pushed again when its marks grow, so it is seen with all of them.
+                    done.remove(&parent);
+                    heap.push((nodes.generation(self, parent)?, parent));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// fsck's check of the graph against the objects: warnings (derived data; gc repairs it).
     pub(crate) fn fsck_graph(&self, warnings: &mut Vec<String>) {
         let Some(handle) = &self.graph else { return };
@@ -710,4 +753,70 @@ fn rand_nonce() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
+}
+
+/// Parents and generations of the checkpoints a [`Depot::merge_base`] visits.
+struct NodeCache {
+    graph: Option<Arc<Graph>>,
+    nodes: HashMap<ObjectId, (Vec<ObjectId>, Option<u32>)>,
+}
+
+impl NodeCache {
+    fn node(
+        &mut self,
+        depot: &Depot,
+        id: ObjectId,
+    ) -> Result<&(Vec<ObjectId>, Option<u32>), Error> {
+        if !self.nodes.contains_key(&id) {
+            let mut entry = HistoryEntry {
+                id,
+                parents: Vec::new(),
+                date: None,
+                bloom: None,
+                generation: None,
+            };
+            let (mut rows, mut scratch) = (Vec::new(), Vec::new());
+            depot.entry_of(
+                &mut self.graph,
+                &id,
+                None,
+                &mut entry,
+                &mut rows,
+                &mut scratch,
+            )?;
+            self.nodes.insert(id, (entry.parents, entry.generation));
+        }
+        Ok(&self.nodes[&id])
+    }
+
+    /// 1 + the largest of its parents' generations (1 for a root), from the graph when it has
+    /// the row, else computed without recursion.
+    fn generation(&mut self, depot: &Depot, id: ObjectId) -> Result<u32, Error> {
+        let mut stack = vec![id];
+        while let Some(&top) = stack.last() {
+            let (parents, generation) = self.node(depot, top)?.clone();
+            if generation.is_some() {
+                stack.pop();
+                continue;
+            }
+            let mut highest = 0;
+            let mut pending = false;
+            for parent in &parents {
+                match self.node(depot, *parent)?.1 {
+                    Some(g) => highest = highest.max(g),
+                    None => {
+                        pending = true;
+                        stack.push(*parent);
+                    }
+                }
+            }
+            if !pending {
+                stack.pop();
+                if let Some(node) = self.nodes.get_mut(&top) {
+                    node.1 = Some(highest.saturating_add(1));
+                }
+            }
+        }
+        Ok(self.nodes[&id].1.unwrap_or(1))
+    }
 }

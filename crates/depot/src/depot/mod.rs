@@ -160,6 +160,8 @@ pub struct Depot {
     graph: Option<graph_walk::GraphHandle>,
     /// Aggregate snapshots (derived; opened on first use: see `snapshots`).
     snapshots: std::sync::OnceLock<Option<crate::snapshot::SnapshotStore>>,
+    /// The key that signs each new checkpoint, if one is set ([`Depot::set_signer`]).
+    signer: std::sync::RwLock<Option<Arc<crate::signing::Signer>>>,
 }
 
 impl Depot {
@@ -301,6 +303,7 @@ impl Depot {
             )),
             storage,
             snapshots: Default::default(),
+            signer: Default::default(),
         })
     }
 
@@ -325,6 +328,7 @@ impl Depot {
             storage: FsStorage::shared(),
             graph: None,
             snapshots: Default::default(),
+            signer: Default::default(),
         })
     }
 
@@ -382,6 +386,7 @@ impl Depot {
             storage: FsStorage::shared(),
             graph: None,
             snapshots: Default::default(),
+            signer: Default::default(),
         })
     }
 
@@ -549,6 +554,29 @@ impl Depot {
                 prefix: prefix.to_string(),
                 candidates: found,
             }),
+        }
+    }
+
+    /// Sets (or with `None` clears) the key that signs every checkpoint this depot commits from
+    /// now on: each gets a `signature` field ([`crate::signing`]). Failed commands' orphaned
+    /// checkpoints are not signed (they are on no chain).
+    pub fn set_signer(&self, signer: Option<Arc<crate::signing::Signer>>) {
+        *self.signer.write().unwrap_or_else(|e| e.into_inner()) = signer;
+    }
+
+    /// The key that signs new checkpoints, if one is set.
+    pub fn signer(&self) -> Option<Arc<crate::signing::Signer>> {
+        self.signer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Signs `checkpoint` with the depot's key, if one is set (a checkpoint built outside the
+    /// commit pipeline, such as a merge checkpoint, is signed with this before it is written).
+    pub fn sign_checkpoint(&self, checkpoint: &mut Checkpoint) {
+        if let Some(signer) = self.signer() {
+            signer.sign(checkpoint);
         }
     }
 
