@@ -21,6 +21,36 @@ pub(crate) fn temp_path_for(target: &Path) -> PathBuf {
     target.with_file_name(format!(".tmp-{}-{}-{}", std::process::id(), n, name))
 }
 
+/// Removes the temp files ([`temp_path_for`]) in `dir` whose writer is dead: its pid (in the
+/// name) is not a live process on this host. A live writer's file is never touched; a dead
+/// writer's may survive a reused pid until that process ends. Linux only (`/proc`); elsewhere
+/// nothing is removed. Best effort: returns how many were removed.
+pub(crate) fn remove_dead_temps(storage: &dyn Storage, dir: &Path) -> usize {
+    if !storage.is_os() || !Path::new("/proc/self").exists() {
+        return 0;
+    }
+    let Ok(entries) = storage.read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let Some(pid) = entry
+            .name
+            .strip_prefix(".tmp-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists()
+            && storage.remove_file(&entry.path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// fsyncs a directory so that renames and creations inside it are durable.
 pub(crate) fn fsync_dir(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
     storage.fsync_dir(dir)
@@ -62,4 +92,23 @@ pub(crate) fn write_atomic(storage: &dyn Storage, target: &Path, bytes: &[u8]) -
         let _ = storage.remove_file(&temp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FsStorage;
+
+    #[test]
+    fn only_dead_writers_temp_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(".tmp-4294967294-1-commit-graph");
+        let live = temp_path_for(&dir.path().join("commit-graph"));
+        let other = dir.path().join("commit-graph");
+        for path in [&dead, &live, &other] {
+            std::fs::write(path, b"x").unwrap();
+        }
+        assert_eq!(remove_dead_temps(&FsStorage, dir.path()), 1);
+        assert!(!dead.exists() && live.exists() && other.exists());
+    }
 }

@@ -257,6 +257,8 @@ impl Depot {
         dir: &Path,
         options: Options,
     ) -> Result<Depot, Error> {
+        // What killed writers left in the root: commit-graph rebuilds, gc's reflog compaction.
+        fsutil::remove_dead_temps(&*storage, dir);
         let loose = storage
             .is_os()
             .then(|| LooseStore::new(dir.join("objects")));

@@ -55,8 +55,9 @@ fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
 }
 
 /// Compacts the reflog at `path` if it is worth it: `Ok(false)` when it is missing, small, or
-/// compacted with nothing appended since.
-pub(crate) fn compact(storage: &dyn Storage, path: &Path) -> io::Result<bool> {
+/// compacted with nothing appended since. The new file is written in `temp_dir` (the depot's
+/// root, where an open removes what a killed gc left there) and renamed over the reflog.
+pub(crate) fn compact(storage: &dyn Storage, path: &Path, temp_dir: &Path) -> io::Result<bool> {
     let file = match storage.open(path, OpenOptions::READ) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -72,7 +73,7 @@ pub(crate) fn compact(storage: &dyn Storage, path: &Path) -> io::Result<bool> {
     if compacted && HEADER + frame_len > len {
         return Err(io::Error::other("its compacted part runs past the end of the file"));
     }
-    let temp = fsutil::temp_path_for(path);
+    let temp = fsutil::temp_path_for(&temp_dir.join("reflog"));
     let result = (|| {
         let out = storage.open(&temp, OpenOptions::CREATE_NEW)?;
         let mut writer = io::BufWriter::with_capacity(1 << 20, Writer(&*out));
@@ -125,6 +126,7 @@ pub(crate) fn compact(storage: &dyn Storage, path: &Path) -> io::Result<bool> {
         if let Some(dir) = path.parent() {
             fsutil::fsync_dir(storage, dir)?;
         }
+        fsutil::fsync_dir(storage, temp_dir)?;
         Ok(true)
     })();
     if result.is_err() {
@@ -169,12 +171,12 @@ mod tests {
         let path = dir.path().join("master");
         let storage = FsStorage;
         std::fs::write(&path, lines(500, 0)).unwrap();
-        assert!(compact(&storage, &path).unwrap());
+        assert!(compact(&storage, &path, dir.path()).unwrap());
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes.starts_with(MAGIC));
         assert!(bytes.len() * 2 < lines(500, 0).len());
         assert_eq!(text(&bytes).unwrap(), lines(500, 0).as_bytes());
-        assert!(!compact(&storage, &path).unwrap(), "nothing new to fold");
+        assert!(!compact(&storage, &path, dir.path()).unwrap(), "nothing new to fold");
         // Appended lines (and a torn one) follow the frame; a second compaction folds them.
         let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(lines(3, 500).as_bytes()).unwrap();
@@ -182,7 +184,7 @@ mod tests {
         drop(file);
         let expected = format!("{}{}sha256:torn", lines(500, 0), lines(3, 500));
         assert_eq!(text(&std::fs::read(&path).unwrap()).unwrap(), expected.as_bytes());
-        assert!(compact(&storage, &path).unwrap());
+        assert!(compact(&storage, &path, dir.path()).unwrap());
         assert_eq!(
             text(&std::fs::read(&path).unwrap()).unwrap(),
             format!("{expected}\n").as_bytes()
@@ -193,9 +195,9 @@ mod tests {
     fn small_or_missing_reflogs_are_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master");
-        assert!(!compact(&FsStorage, &path).unwrap());
+        assert!(!compact(&FsStorage, &path, dir.path()).unwrap());
         std::fs::write(&path, lines(3, 0)).unwrap();
-        assert!(!compact(&FsStorage, &path).unwrap());
+        assert!(!compact(&FsStorage, &path, dir.path()).unwrap());
         assert_eq!(std::fs::read(&path).unwrap(), lines(3, 0).as_bytes());
     }
 
@@ -204,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master");
         std::fs::write(&path, lines(500, 0)).unwrap();
-        compact(&FsStorage, &path).unwrap();
+        compact(&FsStorage, &path, dir.path()).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert!(text(&bytes[..20]).is_err());
         let mut flipped = bytes.clone();
@@ -213,6 +215,6 @@ mod tests {
         let mut long = bytes.clone();
         long[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
         assert!(text(&long).is_err());
-        assert!(compact(&FsStorage, &path).is_ok());
+        assert!(compact(&FsStorage, &path, dir.path()).is_ok());
     }
 }

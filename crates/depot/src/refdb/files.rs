@@ -444,7 +444,8 @@ impl FilesRefStore {
     /// caller holds the depot lock. `Ok(false)` when there was nothing worth folding.
     pub fn compact_reflog(&self, name: &RefName) -> Result<bool, Error> {
         let path = self.log_path_of(name);
-        super::compact::compact(&*self.storage, &path).map_err(Error::io("compact", &path))
+        super::compact::compact(&*self.storage, &path, &self.root)
+            .map_err(Error::io("compact", &path))
     }
 
     /// Moves the reflog of the deleted ref `name` (at `path`) to `logs/deleted/`, under a name
