@@ -43,6 +43,8 @@ pub fn run(keep: Option<PathBuf>, ui: &mut Ui) -> Result<()> {
         reverse: false,
         partition: None,
         all_parents: false,
+        correlation: None,
+        command_id: None,
         json: false,
     };
     history::log(&depot, &oneline, ui)?;
