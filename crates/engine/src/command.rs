@@ -281,6 +281,21 @@ impl Command {
         Ok(self)
     }
 
+    /// The command with the ids of `ids` that it does not carry yet (ambient ids, such as a
+    /// W3C `traceparent`'s: the command's own win). Invalid ones are left out.
+    pub fn or_ids(mut self, ids: CommandIds) -> Command {
+        for (what, mine, given) in [
+            ("command id", &mut self.ids.id, ids.id),
+            ("correlation id", &mut self.ids.correlation_id, ids.correlation_id),
+            ("causation id", &mut self.ids.causation_id, ids.causation_id),
+        ] {
+            if mine.is_none() {
+                *mine = given.filter(|g| check_id(what, g).is_ok());
+            }
+        }
+        self
+    }
+
     /// The command as caused by `event` (a projection or a process manager reacting to it): its
     /// causation id is the event's id (`sha256:<hex>`) and its correlation id the one of the
     /// checkpoint that added the event (`correlation`, when it had one), else that checkpoint's
