@@ -7,5 +7,6 @@ mod embedding;
 mod exec;
 mod fuzz_smoke;
 mod given_when_then;
+mod idempotency;
 mod pipeline;
 mod snapshots;
