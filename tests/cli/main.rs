@@ -13,6 +13,7 @@ mod domain_test;
 mod errors;
 mod golden;
 mod history;
+mod idempotency;
 mod maintenance;
 mod objects;
 mod refs;
