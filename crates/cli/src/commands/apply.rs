@@ -156,7 +156,10 @@ pub fn apply(flag: Option<&Path>, args: ApplyArgs, ui: &mut Ui) -> Result<()> {
             ui,
         )?);
     };
-    let command = engine::Command::parse(&payload)?.with_ids(args.ids)?;
+    // As an ApplyError, like every failure of an apply (its hint and exit code).
+    let command = engine::Command::parse(&payload)
+        .and_then(|command| command.with_ids(args.ids))
+        .map_err(engine::ApplyError::from)?;
     let applied = engine.apply_command(&session, command)?;
     if args.json {
         // The same body as POST /apply's 201.
