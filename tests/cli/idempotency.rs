@@ -10,12 +10,23 @@ const DEPOSIT: &str = r#"{"path":"accounts/alice","name":"deposit","params":{"am
 #[test]
 fn apply_with_an_id_twice_writes_once_and_prints_the_original() {
     let depot = TestDepot::new();
-    let first = depot.ok(&["apply", "--id", "open-1", "--correlation-id", "signup-9", OPEN]);
+    let first = depot.ok(&[
+        "apply",
+        "--id",
+        "open-1",
+        "--correlation-id",
+        "signup-9",
+        OPEN,
+    ]);
     let before = depot.snapshot();
     let again = depot.run(&["apply", "--id", "open-1", OPEN]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(again.stdout, first, "the original checkpoint");
-    assert!(again.stderr.contains("command id already applied"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("command id already applied"),
+        "{}",
+        again.stderr
+    );
     assert_eq!(depot.snapshot(), before, "nothing written");
     // The key in the JSON is the same id; --json says it was a replay.
     let body = json(&depot.ok(&[
@@ -29,7 +40,9 @@ fn apply_with_an_id_twice_writes_once_and_prints_the_original() {
     // Another command under that id: a conflict (exit 3), nothing written.
     let reused = depot.fails_unchanged(&["apply", "--id", "open-1", DEPOSIT], 3);
     assert!(
-        reused.stderr.contains("command id 'open-1' was already applied by another command"),
+        reused
+            .stderr
+            .contains("command id 'open-1' was already applied by another command"),
         "{}",
         reused.stderr
     );
@@ -43,9 +56,17 @@ fn apply_with_an_id_twice_writes_once_and_prints_the_original() {
         ],
         1,
     );
-    assert!(twice.stderr.contains("command id is given twice"), "{}", twice.stderr);
+    assert!(
+        twice.stderr.contains("command id is given twice"),
+        "{}",
+        twice.stderr
+    );
     let bad = depot.fails_unchanged(&["apply", "--correlation-id", "no spaces", DEPOSIT], 1);
-    assert!(bad.stderr.contains("correlation id 'no spaces' is invalid"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("correlation id 'no spaces' is invalid"),
+        "{}",
+        bad.stderr
+    );
     // --id makes no sense for a stream of commands.
     depot.usage_unchanged(&["apply", "--batch", "--id", "x"]);
 }
@@ -55,7 +76,16 @@ fn show_prints_the_ids_and_log_filters_by_them() {
     let depot = TestDepot::new();
     let open = depot.apply(OPEN);
     let first = depot
-        .ok(&["apply", "--id", "dep-1", "--correlation-id", "order-7", "--causation-id", "sha256:abc", DEPOSIT])
+        .ok(&[
+            "apply",
+            "--id",
+            "dep-1",
+            "--correlation-id",
+            "order-7",
+            "--causation-id",
+            "sha256:abc",
+            DEPOSIT,
+        ])
         .trim()
         .to_owned();
     let second = depot
@@ -65,7 +95,11 @@ fn show_prints_the_ids_and_log_filters_by_them() {
     depot.apply(r#"{"correlation_id":"order-8","path":"accounts/alice","name":"deposit","params":{"amount":1}}"#);
 
     let shown = depot.ok(&["show", &first]);
-    for line in ["Causation-id: sha256:abc", "Command-id: dep-1", "Correlation-id: order-7"] {
+    for line in [
+        "Causation-id: sha256:abc",
+        "Command-id: dep-1",
+        "Correlation-id: order-7",
+    ] {
         assert!(shown.contains(line), "{line}:\n{shown}");
     }
     let view = json(&depot.ok(&["show", "--json", &first]));
@@ -75,10 +109,11 @@ fn show_prints_the_ids_and_log_filters_by_them() {
     // A command without ids shows none.
     assert!(!depot.ok(&["show", &open]).contains("-id:"));
 
-    let correlated: Vec<String> = json_lines(&depot.ok(&["log", "--json", "--correlation", "order-7"]))
-        .iter()
-        .map(|v| v["checkpoint"].as_str().unwrap().to_owned())
-        .collect();
+    let correlated: Vec<String> =
+        json_lines(&depot.ok(&["log", "--json", "--correlation", "order-7"]))
+            .iter()
+            .map(|v| v["checkpoint"].as_str().unwrap().to_owned())
+            .collect();
     assert_eq!(correlated, [second.clone(), first.clone()]);
     let by_id = depot.ok(&["log", "--oneline", "--command-id", "dep-1"]);
     assert_eq!(by_id.lines().count(), 1);
@@ -86,12 +121,18 @@ fn show_prints_the_ids_and_log_filters_by_them() {
     assert_eq!(depot.ok(&["log", "--correlation", "nobody"]), "");
     // -n counts the checkpoints that pass the filter.
     assert_eq!(
-        depot.ok(&["log", "--oneline", "-n", "1", "--correlation", "order-7"]).lines().count(),
+        depot
+            .ok(&["log", "--oneline", "-n", "1", "--correlation", "order-7"])
+            .lines()
+            .count(),
         1
     );
     // blame names the checkpoint's correlation id.
     let blame = depot.ok(&["blame", "--json", "accounts/alice"]);
-    assert!(blame.contains("order-7") && blame.contains("order-8"), "{blame}");
+    assert!(
+        blame.contains("order-7") && blame.contains("order-8"),
+        "{blame}"
+    );
 }
 
 #[test]
@@ -99,17 +140,31 @@ fn export_and_import_carry_the_ids_and_the_same_checkpoint_ids() {
     let depot = TestDepot::new();
     depot.apply(OPEN);
     let id = depot
-        .ok(&["apply", "--id", "dep-1", "--correlation-id", "order-7", DEPOSIT])
+        .ok(&[
+            "apply",
+            "--id",
+            "dep-1",
+            "--correlation-id",
+            "order-7",
+            DEPOSIT,
+        ])
         .trim()
         .to_owned();
     let export = depot.tmp.path().join("out.jsonl");
     depot.ok(&["export", "-o", export.to_str().unwrap()]);
     let text = std::fs::read_to_string(&export).unwrap();
-    assert!(text.contains(r#""fields":{"command-id":"dep-1","correlation-id":"order-7"}"#), "{text}");
+    assert!(
+        text.contains(r#""fields":{"command-id":"dep-1","correlation-id":"order-7"}"#),
+        "{text}"
+    );
 
     let copy = TestDepot::new();
     copy.ok(&["import", export.to_str().unwrap()]);
-    assert_eq!(copy.head().as_deref(), Some(id.as_str()), "the very same ids");
+    assert_eq!(
+        copy.head().as_deref(),
+        Some(id.as_str()),
+        "the very same ids"
+    );
     // The id is applied in the copy too; importing again writes nothing.
     let again = copy.ok(&["apply", "--id", "dep-1", DEPOSIT]);
     assert_eq!(again.trim(), id);
@@ -121,7 +176,10 @@ fn export_and_import_carry_the_ids_and_the_same_checkpoint_ids() {
 #[test]
 fn reindex_rebuilds_the_command_id_index() {
     let depot = TestDepot::new();
-    let id = depot.ok(&["apply", "--id", "open-1", OPEN]).trim().to_owned();
+    let id = depot
+        .ok(&["apply", "--id", "open-1", OPEN])
+        .trim()
+        .to_owned();
     depot.ok(&["reindex"]);
     let again = depot.run(&["apply", "--id", "open-1", OPEN]);
     assert_eq!(again.stdout.trim(), id);
@@ -158,11 +216,18 @@ fn two_processes_racing_with_one_command_id_write_one_checkpoint() {
             .into_iter()
             .map(|c| {
                 let out = c.wait_with_output().unwrap();
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 json(&String::from_utf8(out.stdout).unwrap())
             })
             .collect();
-        assert_eq!(bodies[0]["checkpoint"], bodies[1]["checkpoint"], "round {round}");
+        assert_eq!(
+            bodies[0]["checkpoint"], bodies[1]["checkpoint"],
+            "round {round}"
+        );
         let replays = bodies.iter().filter(|b| b["replayed"] == true).count();
         assert_eq!(replays, 1, "round {round}: {bodies:?}");
     }

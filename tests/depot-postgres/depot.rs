@@ -345,21 +345,18 @@ fn two_hosts_racing_with_one_command_id_write_one_checkpoint() {
 #[test]
 fn a_command_id_is_found_by_a_host_that_did_not_write_it() {
     let (url, a) = fresh();
-    let request = crate::common::command_request(
-        &a,
-        "open-a",
-        vec![(p("accounts/a"), ev("Opened", "{}"))],
-    );
+    let request =
+        crate::common::command_request(&a, "open-a", vec![(p("accounts/a"), ev("Opened", "{}"))]);
     let first = a.commit(request).unwrap();
     let b = depot_postgres::open(&url).unwrap();
     assert_eq!(b.applied_command("open-a").unwrap(), Some(first.checkpoint));
-    let request = crate::common::command_request(
-        &b,
-        "open-a",
-        vec![(p("accounts/a"), ev("Opened", "{}"))],
-    );
+    let request =
+        crate::common::command_request(&b, "open-a", vec![(p("accounts/a"), ev("Opened", "{}"))]);
     let again = b.commit(request).unwrap();
     assert!(again.replayed);
     assert_eq!(again.checkpoint, first.checkpoint);
-    assert_eq!(sql_count(&url, "SELECT count(*) FROM retro_index_checkpoints"), 1);
+    assert_eq!(
+        sql_count(&url, "SELECT count(*) FROM retro_index_checkpoints"),
+        1
+    );
 }

@@ -39,7 +39,9 @@ fn threads_of_one_handle_with_one_command_id_share_one_checkpoint() {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert!(results.iter().all(|r| r.checkpoint == results[0].checkpoint));
+        assert!(results
+            .iter()
+            .all(|r| r.checkpoint == results[0].checkpoint));
         assert_eq!(results.iter().filter(|r| !r.replayed).count(), 1);
     }
     assert_eq!(depot.counts().unwrap().0, 20);
@@ -59,12 +61,19 @@ fn a_repeat_writes_nothing_and_answers_the_original() {
         (again.checkpoint, again.parent, again.affix, &again.events),
         (first.checkpoint, first.parent, first.affix, &first.events)
     );
-    assert_eq!(crate::common::snapshot(&path), before, "nothing was written");
+    assert_eq!(
+        crate::common::snapshot(&path),
+        before,
+        "nothing was written"
+    );
     // A commit without an id is as it always was: no field, its own checkpoint.
     let plain = crate::common::commit_retrying(&depot, vec![(p("accounts/a"), ev("X", "{}"))], "x");
     let checkpoint = depot.read_checkpoint(&plain.checkpoint).unwrap();
     assert_eq!(
-        checkpoint.fields().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        checkpoint
+            .fields()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
         ["date", "session"]
     );
 }
@@ -77,7 +86,11 @@ fn the_lookup_sees_checkpoints_the_index_file_lost_and_reindex_rebuilds_it() {
         let depot = Depot::init(&path).unwrap();
         let c = depot.commit(open_request(&depot, "open-a")).unwrap();
         depot
-            .commit(command_request(&depot, "other", vec![(p("b/1"), ev("B", "{}"))]))
+            .commit(command_request(
+                &depot,
+                "other",
+                vec![(p("b/1"), ev("B", "{}"))],
+            ))
             .unwrap();
         c.checkpoint
     };
@@ -111,7 +124,10 @@ fn an_index_of_version_2_is_upgraded_by_a_rebuild_that_keeps_the_command_ids() {
     let path = dir.path().join("d");
     let original = {
         let depot = Depot::init(&path).unwrap();
-        depot.commit(open_request(&depot, "open-a")).unwrap().checkpoint
+        depot
+            .commit(open_request(&depot, "open-a"))
+            .unwrap()
+            .checkpoint
     };
     {
         // What an older retro leaves: version 2, no command ids.

@@ -132,7 +132,10 @@ pub fn race_one_command_id(a: &Depot, b: &Depot, rounds: usize) {
         a.head().unwrap().unwrap(),
         depot::HistoryOrder::FirstParent,
         |_, checkpoint| {
-            let id = checkpoint.field(depot::COMMAND_ID_FIELD).unwrap().to_owned();
+            let id = checkpoint
+                .field(depot::COMMAND_ID_FIELD)
+                .unwrap()
+                .to_owned();
             *seen.entry(id).or_insert(0) += 1;
             Ok(true)
         },

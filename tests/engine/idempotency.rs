@@ -46,7 +46,12 @@ fn counters(runs: Arc<AtomicU64>, open: Arc<std::sync::atomic::AtomicBool>) -> M
     manifest
 }
 
-fn setup() -> (tempfile::TempDir, Engine, Arc<AtomicU64>, Arc<std::sync::atomic::AtomicBool>) {
+fn setup() -> (
+    tempfile::TempDir,
+    Engine,
+    Arc<AtomicU64>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
     let runs = Arc::new(AtomicU64::new(0));
     let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (dir, engine) = native_engine(counters(runs.clone(), open.clone()));
@@ -141,7 +146,10 @@ fn an_anonymous_aggregate_is_created_once_per_command_id() {
     assert!(first.path.starts_with("counters/"));
     let again = engine.apply("s1", create).unwrap();
     assert!(again.replayed);
-    assert_eq!(again.path, first.path, "the same new aggregate, not another");
+    assert_eq!(
+        again.path, first.path,
+        "the same new aggregate, not another"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -173,7 +181,11 @@ fn two_handles_racing_through_the_engine_apply_each_command_id_once() {
             (x.join().unwrap(), y.join().unwrap())
         });
         assert_eq!(x.checkpoint, y.checkpoint, "round {round}");
-        assert_eq!(u8::from(x.replayed) + u8::from(y.replayed), 1, "round {round}");
+        assert_eq!(
+            u8::from(x.replayed) + u8::from(y.replayed),
+            1,
+            "round {round}"
+        );
     }
     // One event per round on the one counter: no command was applied twice.
     let events = a
@@ -254,11 +266,16 @@ fn bad_ids_are_refused_with_a_clear_error_before_anything_runs() {
         assert!(err.to_string().contains(expected), "{payload}: {err}");
         assert_eq!(err.class(), depot::ErrorClass::Invalid);
     }
-    let twice = Command::parse(BUMP.as_bytes()).unwrap().with_ids(CommandIds {
-        id: Some("other".into()),
-        ..CommandIds::default()
-    });
-    assert!(matches!(twice, Err(engine::CommandError::IdGivenTwice { .. })));
+    let twice = Command::parse(BUMP.as_bytes())
+        .unwrap()
+        .with_ids(CommandIds {
+            id: Some("other".into()),
+            ..CommandIds::default()
+        });
+    assert!(matches!(
+        twice,
+        Err(engine::CommandError::IdGivenTwice { .. })
+    ));
     assert_eq!(runs.load(Ordering::SeqCst), 0);
     assert_eq!(engine.depot().head().unwrap(), None);
 }

@@ -55,7 +55,11 @@ pub enum CommandError {
         reason: String,
     },
     /// An id given twice with different values (in the JSON and as a flag or header).
-    #[error("{what} is given twice, as '{}' and as '{}'", depot::shown(first), depot::shown(second))]
+    #[error(
+        "{what} is given twice, as '{}' and as '{}'",
+        depot::shown(first),
+        depot::shown(second)
+    )]
     IdGivenTwice {
         /// Which id.
         what: &'static str,
@@ -262,7 +266,11 @@ impl Command {
     pub fn with_ids(mut self, ids: CommandIds) -> Result<Command, CommandError> {
         for (what, mine, given) in [
             ("command id", &mut self.ids.id, ids.id),
-            ("correlation id", &mut self.ids.correlation_id, ids.correlation_id),
+            (
+                "correlation id",
+                &mut self.ids.correlation_id,
+                ids.correlation_id,
+            ),
             ("causation id", &mut self.ids.causation_id, ids.causation_id),
         ] {
             let Some(given) = given else { continue };
@@ -286,7 +294,11 @@ impl Command {
     pub fn or_ids(mut self, ids: CommandIds) -> Command {
         for (what, mine, given) in [
             ("command id", &mut self.ids.id, ids.id),
-            ("correlation id", &mut self.ids.correlation_id, ids.correlation_id),
+            (
+                "correlation id",
+                &mut self.ids.correlation_id,
+                ids.correlation_id,
+            ),
             ("causation id", &mut self.ids.causation_id, ids.causation_id),
         ] {
             if mine.is_none() {

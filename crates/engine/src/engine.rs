@@ -590,7 +590,7 @@ impl Engine {
             // A retry of an applied command: answered from history, no handler run.
             let (target, head) = self.depot.resolve_ref(&self.target)?;
             if let Some(original) = self.depot.applied_command_on(&target, head, command_id)? {
-                return self.replayed(original, command_id, &command, anonymous_kind.as_deref());
+                return self.replayed(original, command_id, &command, anonymous_kind);
             }
         }
         let fields = command.ids().fields();
@@ -757,7 +757,7 @@ impl Engine {
                         committed.checkpoint,
                         command_id,
                         &command,
-                        anonymous_kind.as_deref(),
+                        anonymous_kind,
                     );
                 }
                 Ok(committed) => {

@@ -27,14 +27,21 @@ pub fn from_headers(headers: &HeaderMap) -> Result<HeaderIds, ApiError> {
         let Some(value) = headers.get(name) else {
             return Ok(None);
         };
-        let value = value.to_str().map_err(|_| bad(what, "it is not ASCII"))?.trim();
+        let value = value
+            .to_str()
+            .map_err(|_| bad(what, "it is not ASCII"))?
+            .trim();
         // Idempotency-Key is a structured-field string: `"key"`; a bare token is taken too.
         let value = value
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .unwrap_or(value);
         engine::check_id(what, value).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_command", format!("{name}: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_command",
+                format!("{name}: {e}"),
+            )
         })?;
         Ok(Some(value.to_owned()))
     };
@@ -76,7 +83,9 @@ pub fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let rest = parts.next();
     let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
     let valid = hex(version, 2)

@@ -188,7 +188,8 @@ async fn an_idempotency_key_applies_once_and_replays_the_original_answer() {
         Some(original.checkpoint.clone())
     );
     // The key with the id in the body, the same: still the same command.
-    let in_body = r#"{"id":"open-alice-1","path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#;
+    let in_body =
+        r#"{"id":"open-alice-1","path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#;
     let same = call(&state, "POST", "/apply", None, in_body).await;
     assert_eq!(same.headers["idempotent-replayed"], "true");
 
@@ -233,7 +234,9 @@ async fn traceparent_and_the_id_headers_land_in_the_checkpoint() {
     )
     .await;
     assert_eq!(applied.status, StatusCode::CREATED);
-    let shown = call(&state, "GET", "/checkpoints/HEAD", None, "").await.json();
+    let shown = call(&state, "GET", "/checkpoints/HEAD", None, "")
+        .await
+        .json();
     assert_eq!(shown["correlation-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(shown["causation-id"], "00f067aa0ba902b7");
     assert!(shown.get("command-id").is_none());
@@ -254,7 +257,9 @@ async fn traceparent_and_the_id_headers_land_in_the_checkpoint() {
     )
     .await;
     assert_eq!(applied.status, StatusCode::CREATED);
-    let shown = call(&state, "GET", "/checkpoints/HEAD", None, "").await.json();
+    let shown = call(&state, "GET", "/checkpoints/HEAD", None, "")
+        .await
+        .json();
     assert_eq!(shown["correlation-id"], "order-7");
     assert_eq!(shown["causation-id"], "sha256:abc");
     let applied = call_with(
@@ -267,7 +272,9 @@ async fn traceparent_and_the_id_headers_land_in_the_checkpoint() {
     )
     .await;
     assert_eq!(applied.status, StatusCode::CREATED);
-    let shown = call(&state, "GET", "/checkpoints/HEAD", None, "").await.json();
+    let shown = call(&state, "GET", "/checkpoints/HEAD", None, "")
+        .await
+        .json();
     assert!(shown.get("correlation-id").is_none());
 }
 

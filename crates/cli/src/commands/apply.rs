@@ -168,7 +168,7 @@ pub fn apply(flag: Option<&Path>, args: ApplyArgs, ui: &mut Ui) -> Result<()> {
         ui.line(applied.checkpoint.to_string())?;
         if applied.replayed {
             crate::ui::status(
-                "command id already applied: nothing written; that is its checkpoint".to_owned(),
+                "command id already applied: nothing written; that is its checkpoint",
             );
         }
     }

@@ -87,10 +87,7 @@ impl super::IndexState {
     ) -> Result<Option<ObjectId>, crate::index::IndexError> {
         // The stored index may be ahead of `base` (another handle wrote it): read up to `base`.
         if let Some((_, base_seq)) = self.base {
-            if let Some(found) = self
-                .stored
-                .checkpoint_by_command_id(command_id, base_seq)?
-            {
+            if let Some(found) = self.stored.checkpoint_by_command_id(command_id, base_seq)? {
                 return Ok(Some(found));
             }
         }
