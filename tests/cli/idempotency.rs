@@ -234,3 +234,23 @@ fn two_processes_racing_with_one_command_id_write_one_checkpoint() {
     // One open and one deposit per round: 1 + 6 checkpoints.
     assert_eq!(depot.ok(&["log", "--oneline"]).lines().count(), 7);
 }
+
+#[test]
+fn a_batch_line_whose_id_was_applied_answers_the_original() {
+    let depot = TestDepot::new();
+    let open =
+        r#"{"id":"open-1","path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#;
+    let other = r#"{"id":"open-1","path":"accounts/alice","name":"deposit","params":{"amount":5}}"#;
+    let out = depot.ok_stdin(
+        &["apply", "--batch", "--json"],
+        &format!("{open}\n{open}\n{other}\n"),
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0]["checkpoint"], lines[1]["checkpoint"]);
+    assert!(lines[0].get("replayed").is_none());
+    assert_eq!(lines[1]["replayed"], true);
+    assert_eq!(lines[2]["error"]["code"], "command_id_reused");
+    assert_eq!(lines[2]["line"], 3);
+    assert_eq!(depot.ok(&["log", "--oneline"]).lines().count(), 1);
+}
