@@ -241,10 +241,13 @@ fn a_batch_line_whose_id_was_applied_answers_the_original() {
     let open =
         r#"{"id":"open-1","path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#;
     let other = r#"{"id":"open-1","path":"accounts/alice","name":"deposit","params":{"amount":5}}"#;
-    let out = depot.ok_stdin(
+    let run = depot.run_stdin(
         &["apply", "--batch", "--json"],
         &format!("{open}\n{open}\n{other}\n"),
     );
+    // The reused id fails its line: the stream exits with its class's code (conflict, 3).
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let out = run.stdout;
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(lines[0]["checkpoint"], lines[1]["checkpoint"]);
