@@ -183,3 +183,30 @@ fn fields_the_depot_writes_itself_are_refused() {
     assert_eq!(err.class(), depot::ErrorClass::Invalid, "{err}");
     assert_eq!(depot.head().unwrap(), None);
 }
+
+#[test]
+fn one_batch_to_another_ref_checks_ids_against_what_is_stored_and_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let depot = Depot::init(dir.path().join("d")).unwrap();
+    let other = depot::RefName::new("refs/heads/other").unwrap();
+    let request = |id: &str, partition: &str| {
+        let mut r = command_request(&depot, id, vec![(p(partition), ev("O", "{}"))]);
+        r.target = other.clone();
+        r.base = depot::Base::Tip;
+        r
+    };
+    depot.commit(request("first", "o/0")).unwrap();
+    // One batch: a new id on top of the stored head, the stored id again, the new id again.
+    let results = depot.commit_many(vec![
+        request("second", "o/1"),
+        request("first", "o/0"),
+        request("second", "o/1"),
+    ]);
+    let results: Vec<depot::Committed> = results.into_iter().map(Result::unwrap).collect();
+    assert!(!results[0].replayed);
+    assert!(results[1].replayed);
+    assert!(results[2].replayed);
+    assert_eq!(results[2].checkpoint, results[0].checkpoint);
+    let head = depot.resolve_ref(&other).unwrap().1.unwrap();
+    assert_eq!(head, results[0].checkpoint);
+}

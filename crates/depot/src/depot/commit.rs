@@ -595,7 +595,10 @@ impl Depot {
                     }));
                     continue;
                 }
-                if let Some(original) = self.applied_command_on(&target, current, command_id)? {
+                // The ref as stored (the batch's own checkpoints are not written yet; the
+                // ones carrying ids are in `batch_commands`).
+                let stored = read_ref(&target)?.and_then(|v| v.id());
+                if let Some(original) = self.applied_command_on(&target, stored, command_id)? {
                     plan.results.push(Ok(self.replayed(original, &target)?));
                     continue;
                 }
