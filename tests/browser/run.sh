@@ -49,7 +49,7 @@ for command in \
     '{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}' \
     '{"path":"accounts/bob","name":"open","params":{"owner":"Bob","currency":"USD"}}' \
     '{"path":"accounts/alice","name":"deposit","params":{"amount":5000}}' \
-    '{"path":"accounts/alice","name":"transfer","params":{"to":"accounts/bob","amount":1200}}' \
+    '{"id":"ui-transfer-1","correlation_id":"ui-order-7","path":"accounts/alice","name":"transfer","params":{"to":"accounts/bob","amount":1200}}' \
     '{"path":"accounts/bob","name":"withdraw","params":{"amount":200}}'; do
     "$retro" --depot "$depot" apply --session s-ui "$command" >/dev/null
 done

@@ -95,6 +95,10 @@ try {
   assert.ok(headers.includes(transfer.checkpoint), headers);
   assert.ok(headers.includes(transfer.affix), headers);
   assert.ok(headers.includes(short(transfer.parents[0])), headers);
+  // Its command id and correlation id (run.sh gives the transfer both), no causation id.
+  assert.ok(headers.includes("Command id\tui-transfer-1"), headers);
+  assert.ok(headers.includes("Correlation id\tui-order-7"), headers);
+  assert.ok(!headers.includes("Causation id"), headers);
   const pres = await page.locator("main pre").allInnerTexts();
   assert.equal(pres[0], JSON.stringify(expanded.message, null, 2));
   assert.equal(pres.length, 1 + expanded.events.length);

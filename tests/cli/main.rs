@@ -14,6 +14,7 @@ mod domain_test;
 mod errors;
 mod golden;
 mod history;
+mod idempotency;
 mod maintenance;
 mod objects;
 mod refs;

@@ -322,3 +322,41 @@ fn a_commit_waiting_for_the_ref_lock_holds_no_row_a_prune_needs() {
     assert_eq!(depot.head().unwrap(), Some(committed.checkpoint));
     assert!(depot.fsck(|_| {}).unwrap().is_clean());
 }
+
+#[test]
+fn two_hosts_racing_with_one_command_id_write_one_checkpoint() {
+    // Two handles, two connections: what two hosts have. The command-id check runs in each
+    // host's plan, and the ref's compare-and-swap in retro_commit sends the loser back to plan
+    // again, where it finds the winner's checkpoint.
+    let (url, a) = fresh();
+    let b = depot_postgres::open(&url).unwrap();
+    crate::common::race_one_command_id(&a, &b, 25);
+    assert_eq!(
+        sql_count(
+            &url,
+            "SELECT count(*) FROM retro_command_ids k
+             JOIN retro_index_checkpoints c ON c.id = k.checkpoint"
+        ),
+        25,
+        "one indexed checkpoint per command id (a loser's row names a checkpoint never indexed)"
+    );
+}
+
+#[test]
+fn a_command_id_is_found_by_a_host_that_did_not_write_it() {
+    let (url, a) = fresh();
+    let request =
+        crate::common::command_request(&a, "open-a", vec![(p("accounts/a"), ev("Opened", "{}"))]);
+    let first = a.commit(request).unwrap();
+    let b = depot_postgres::open(&url).unwrap();
+    assert_eq!(b.applied_command("open-a").unwrap(), Some(first.checkpoint));
+    let request =
+        crate::common::command_request(&b, "open-a", vec![(p("accounts/a"), ev("Opened", "{}"))]);
+    let again = b.commit(request).unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.checkpoint, first.checkpoint);
+    assert_eq!(
+        sql_count(&url, "SELECT count(*) FROM retro_index_checkpoints"),
+        1
+    );
+}

@@ -1,6 +1,7 @@
 //! Integration tests of the depot crate: commits, concurrency (threads and processes), crash
 //! safety, go-retro depots, fsck, gc, revisions.
 
+mod command_ids;
 mod commits;
 mod common;
 mod concurrency;

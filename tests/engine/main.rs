@@ -7,6 +7,7 @@ mod embedding;
 mod exec;
 mod fuzz_smoke;
 mod given_when_then;
+mod idempotency;
 mod merge;
 mod pipeline;
 mod snapshots;

@@ -296,3 +296,51 @@ fn apply_batch_works_on_postgres_one_checkpoint_per_good_line() {
         2
     );
 }
+
+#[test]
+fn a_command_id_is_applied_once_on_postgres_and_survives_a_clone_from_files() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let files = w.join("files");
+    let files = files.to_str().unwrap();
+    let url = fresh_url();
+    let url = url.as_str();
+    let open = command("accounts/alice", "open", r#"{"owner":"Alice"}"#);
+    ok(w, &["init", files]);
+    let first = ok(w, &["--depot", files, "apply", "--id", "open-1", &open]);
+    ok(w, &["clone", files, url]);
+    // The clone's index carries the id: applying it again on PostgreSQL writes nothing.
+    let again = json_lines(&ok(
+        w,
+        &["--depot", url, "apply", "--json", "--id", "open-1", &open],
+    ));
+    assert_eq!(again[0]["checkpoint"], first.trim());
+    assert_eq!(again[0]["replayed"], true);
+    let deposit = command("accounts/alice", "deposit", r#"{"amount":5}"#);
+    let made = ok(
+        w,
+        &[
+            "--depot",
+            url,
+            "apply",
+            "--id",
+            "dep-1",
+            "--correlation-id",
+            "c-9",
+            &deposit,
+        ],
+    );
+    let replayed = ok(w, &["--depot", url, "apply", "--id", "dep-1", &deposit]);
+    assert_eq!(made, replayed);
+    let reused = run(w, &["--depot", url, "apply", "--id", "dep-1", &open]);
+    assert_eq!(reused.status.code(), Some(3));
+    let log = ok(
+        w,
+        &["--depot", url, "log", "--oneline", "--correlation", "c-9"],
+    );
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert_eq!(
+        ok(w, &["--depot", url, "log", "--oneline"]).lines().count(),
+        2
+    );
+}

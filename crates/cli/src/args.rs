@@ -82,6 +82,16 @@ pub enum Commands {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// The command id: when it was already applied, nothing is written and the original
+        /// checkpoint is printed (the JSON key "id" does the same).
+        #[arg(long = "id", value_name = "ID", conflicts_with = "batch")]
+        command_id: Option<String>,
+        /// The correlation id kept in the checkpoint (JSON key "correlation_id").
+        #[arg(long, value_name = "ID", conflicts_with = "batch")]
+        correlation_id: Option<String>,
+        /// The causation id kept in the checkpoint (JSON key "causation_id").
+        #[arg(long, value_name = "ID", conflicts_with = "batch")]
+        causation_id: Option<String>,
     },
     /// Sessions: start or end one
     #[command(subcommand)]
@@ -526,6 +536,12 @@ pub struct LogArgs {
     /// all of its children).
     #[arg(long, conflicts_with_all = ["json", "reverse", "partition"])]
     pub graph: bool,
+    /// Only checkpoints whose correlation id is ID.
+    #[arg(long = "correlation", value_name = "ID")]
+    pub correlation: Option<String>,
+    /// Only checkpoints whose command id is ID.
+    #[arg(long = "command-id", value_name = "ID")]
+    pub command_id: Option<String>,
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,

@@ -24,6 +24,23 @@ const HEAD: &str = "SELECT id, seq FROM retro_index_checkpoints ORDER BY seq DES
 const APPEND: &str = "SELECT retro_index_append(NULL, $1, $2, $3, $4, $5, $6, $7, $8)";
 const CLEAR: &str = "TRUNCATE retro_index_events, retro_index_partitions, retro_index_checkpoints";
 const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+/// Records checkpoints' command ids (schema version 4): `$1` checkpoint ids, `$2` command ids.
+pub(super) const INSERT_COMMAND_IDS: &str =
+    "INSERT INTO retro_command_ids (checkpoint, command_id) SELECT * FROM unnest($1::bytea[], $2::text[])
+     ON CONFLICT (checkpoint) DO NOTHING";
+const COMMAND_CHECKPOINT: &str = "SELECT c.id FROM retro_command_ids k
+     JOIN retro_index_checkpoints c ON c.id = k.checkpoint
+     WHERE k.command_id = $1 AND c.seq <= $2 ORDER BY c.seq LIMIT 1";
+
+/// The checkpoint ids and command ids of those of `checkpoints` that carry one, for
+/// [`INSERT_COMMAND_IDS`].
+pub(super) fn command_id_arrays<'a>(
+    checkpoints: impl Iterator<Item = &'a IndexedCheckpoint>,
+) -> (Vec<Vec<u8>>, Vec<String>) {
+    checkpoints
+        .filter_map(|c| Some((c.id.as_bytes().to_vec(), c.command_id.clone()?)))
+        .unzip()
+}
 
 fn pg(err: PgError) -> IndexError {
     IndexError::Backend(crate::backend_error(err))
@@ -144,6 +161,12 @@ impl PgIndexWriter<'_> {
         let mut arrays = CheckpointArrays::default();
         for checkpoint in &self.buffer {
             arrays.push("", checkpoint);
+        }
+        let (checkpoints, command_ids) = command_id_arrays(self.buffer.iter());
+        if !checkpoints.is_empty() {
+            self.tx
+                .execute(INSERT_COMMAND_IDS, &[&checkpoints, &command_ids])
+                .map_err(db)?;
         }
         let appended: i64 = self
             .tx
@@ -327,6 +350,24 @@ impl IndexStore for PgIndex {
             })
             .map_err(pg)?;
         Ok(seq.map(|s| s as u64))
+    }
+
+    /// The oldest indexed checkpoint up to `max_seq` with this command id: one probe of
+    /// `retro_command_ids_by_id` joined with the indexed checkpoints.
+    fn checkpoint_by_command_id(
+        &self,
+        command_id: &str,
+        max_seq: u64,
+    ) -> Result<Option<ObjectId>, IndexError> {
+        let id: Option<Vec<u8>> = self
+            .connection
+            .with("look up a command id", |s| {
+                s.query_opt(COMMAND_CHECKPOINT, &[&command_id, &(max_seq as i64)])?
+                    .map(|r| r.try_get(0))
+                    .transpose()
+            })
+            .map_err(pg)?;
+        id.map(|id| id_from(&id)).transpose()
     }
 
     /// Indexed checkpoints with `seq > after`, oldest first, in pages, until `f` returns false.

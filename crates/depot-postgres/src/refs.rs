@@ -450,6 +450,19 @@ impl RefStore for PgRefStore {
         for (target, checkpoint) in checkpoints {
             arrays.push(target.as_str(), checkpoint);
         }
+        // Command ids first, in a statement of their own: a row names a checkpoint by its
+        // content, so it is true whether or not this commit wins, and it is there before the
+        // checkpoint can be indexed (the lookup joins the two).
+        let (ids, command_ids) =
+            crate::index::command_id_arrays(checkpoints.iter().map(|(_, c)| *c));
+        if !ids.is_empty() {
+            let written = self.connection.with("record command ids", |session| {
+                session.execute(crate::index::INSERT_COMMAND_IDS, &[&ids, &command_ids])
+            });
+            if let Err(err) = written {
+                return Some(Err(backend(err)));
+            }
+        }
         Some(self.transact(objects, edits, &arrays))
     }
 

@@ -240,6 +240,15 @@ const MIGRATIONS: &[&str] = &[
      $$;
      CREATE TRIGGER retro_refs_no_clash BEFORE INSERT ON retro_refs
          FOR EACH ROW EXECUTE FUNCTION retro_refs_no_clash();",
+    // 4: command ids, for idempotent commits (see `index.rs`): the `command-id` field of each
+    // checkpoint that has one, keyed by the checkpoint (a function of its content, so a row is
+    // true whether or not its commit won), written before the commit's own statement. Which of
+    // them are applied is the join with retro_index_checkpoints (HEAD's branch, first parents).
+    "CREATE TABLE retro_command_ids (
+         checkpoint bytea PRIMARY KEY,
+         command_id text NOT NULL
+     );
+     CREATE INDEX retro_command_ids_by_id ON retro_command_ids (command_id);",
 ];
 
 /// The newest schema version this build knows.

@@ -53,6 +53,7 @@ pub use depot::{
     HistoryEntry, HistoryOrder, Layout, Maintenance, Options, PartitionFilter, RefOutcome, RefSync,
     RepairReport, Subscription, SyncOptions, SyncReport,
 };
+pub use depot::{CAUSATION_ID_FIELD, COMMAND_ID_FIELD, CORRELATION_ID_FIELD};
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};
 pub use journal::JournalError;

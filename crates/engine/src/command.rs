@@ -1,4 +1,7 @@
-//! Commands: `{"path":"users/123","name":"createProfile","params":{...}}`, parsed and validated.
+//! Commands: `{"path":"users/123","name":"createProfile","params":{...}}`, parsed and validated,
+//! with the optional ids that travel with them: `"id"` (the command id: applying it twice writes
+//! once), `"correlation_id"` and `"causation_id"` ([`CommandIds`]), kept in the checkpoint's
+//! `command-id`, `correlation-id` and `causation-id` fields, never in its message.
 
 use serde_json::{Map, Value};
 
@@ -37,9 +40,34 @@ pub enum CommandError {
     /// `params` present but not an object.
     #[error("command \"params\" must be a JSON object, found {0}")]
     ParamsNotObject(&'static str),
-    /// A key other than path, name and params.
-    #[error("command has an unknown key \"{0}\" (expected path, name, params)")]
+    /// A key other than path, name, params and the ids.
+    #[error("command has an unknown key \"{0}\" (expected path, name, params, id, correlation_id, causation_id)")]
     UnknownKey(String),
+    /// A command id, correlation id or causation id that is not one token of the allowed
+    /// characters and length.
+    #[error("{what} '{}' is invalid: {reason}", depot::shown(value))]
+    BadId {
+        /// Which id (`command id`, `correlation id`, `causation id`).
+        what: &'static str,
+        /// The value given (at most 80 characters of it).
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// An id given twice with different values (in the JSON and as a flag or header).
+    #[error(
+        "{what} is given twice, as '{}' and as '{}'",
+        depot::shown(first),
+        depot::shown(second)
+    )]
+    IdGivenTwice {
+        /// Which id.
+        what: &'static str,
+        /// The first value.
+        first: String,
+        /// The second value.
+        second: String,
+    },
     /// A key given twice in one object, at any depth (named by its path, `params.amount`): the
     /// command would be ambiguous.
     #[error("command has the key \"{0}\" twice (a duplicate key is ambiguous)")]
@@ -49,12 +77,93 @@ pub enum CommandError {
     TooLarge(usize),
 }
 
+/// The longest command id, correlation id or causation id, in bytes.
+pub const MAX_ID_BYTES: usize = 200;
+
+/// Checks that `value` is one token: 1 to [`MAX_ID_BYTES`] bytes of ASCII letters, digits and
+/// `- _ . : @ / + =` (a UUID, a W3C trace id, `sha256:<hex>`, `orders/42@3` all are).
+pub fn check_id(what: &'static str, value: &str) -> Result<(), CommandError> {
+    let bad = |reason: String| CommandError::BadId {
+        what,
+        value: value.chars().take(80).collect(),
+        reason,
+    };
+    if value.is_empty() {
+        return Err(bad("it is empty".to_owned()));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(bad(format!(
+            "it is {} bytes, the limit is {MAX_ID_BYTES}",
+            value.len()
+        )));
+    }
+    if let Some(c) = value.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@' | '/' | '+' | '='))
+    }) {
+        return Err(bad(format!(
+            "'{}' is not allowed (ASCII letters, digits and - _ . : @ / + = are)",
+            c.escape_default()
+        )));
+    }
+    Ok(())
+}
+
+/// The ids a command carries besides its payload: each optional, each one token
+/// ([`check_id`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandIds {
+    /// The command id: a command whose id was already applied on the ref is not applied again;
+    /// the original result comes back, marked replayed.
+    pub id: Option<String>,
+    /// The request, trace or workflow the command belongs to.
+    pub correlation_id: Option<String>,
+    /// What caused the command: an event, a message, a parent span.
+    pub causation_id: Option<String>,
+}
+
+impl CommandIds {
+    /// Whether no id is set.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_none() && self.correlation_id.is_none() && self.causation_id.is_none()
+    }
+
+    /// The checkpoint fields these ids become (sorted by key, absent ones left out).
+    pub fn fields(&self) -> Vec<(depot::FieldKey, depot::FieldValue)> {
+        [
+            (depot::CAUSATION_ID_FIELD, &self.causation_id),
+            (depot::COMMAND_ID_FIELD, &self.id),
+            (depot::CORRELATION_ID_FIELD, &self.correlation_id),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let value = value.as_deref()?;
+            Some((
+                depot::FieldKey::new(key).expect("a valid constant key"),
+                // Checked by `check_id`: one token, far below the field value limit.
+                depot::FieldValue::new(value).expect("a checked id is a valid field value"),
+            ))
+        })
+        .collect()
+    }
+
+    /// The ids a stored checkpoint carries.
+    pub fn of_checkpoint(checkpoint: &depot::Checkpoint) -> CommandIds {
+        let field = |key| checkpoint.field(key).map(str::to_owned);
+        CommandIds {
+            id: field(depot::COMMAND_ID_FIELD),
+            correlation_id: field(depot::CORRELATION_ID_FIELD),
+            causation_id: field(depot::CAUSATION_ID_FIELD),
+        }
+    }
+}
+
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     path: String,
     name: String,
     params: Map<String, Value>,
+    ids: CommandIds,
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -82,12 +191,31 @@ impl Command {
         let Value::Object(mut object) = value else {
             return Err(CommandError::NotAnObject);
         };
-        if let Some(key) = object
-            .keys()
-            .find(|k| !matches!(k.as_str(), "path" | "name" | "params"))
-        {
+        if let Some(key) = object.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "path" | "name" | "params" | "id" | "correlation_id" | "causation_id"
+            )
+        }) {
             return Err(CommandError::UnknownKey(depot::shown(key)));
         }
+        let mut id_of = |key: &str, what: &'static str| match object.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(value)) => {
+                check_id(what, &value)?;
+                Ok(Some(value))
+            }
+            Some(other) => Err(CommandError::BadId {
+                what,
+                value: other.to_string().chars().take(80).collect(),
+                reason: format!("it must be a string, found {}", kind_of(&other)),
+            }),
+        };
+        let ids = CommandIds {
+            id: id_of("id", "command id")?,
+            correlation_id: id_of("correlation_id", "correlation id")?,
+            causation_id: id_of("causation_id", "causation id")?,
+        };
         let name = match object.remove("name") {
             Some(Value::String(name)) if !name.is_empty() => name,
             _ => return Err(CommandError::MissingName),
@@ -115,7 +243,88 @@ impl Command {
             Some(Value::Object(params)) => params,
             Some(other) => return Err(CommandError::ParamsNotObject(kind_of(&other))),
         };
-        Ok(Command { path, name, params })
+        Ok(Command {
+            path,
+            name,
+            params,
+            ids,
+        })
+    }
+
+    /// The ids the command carries.
+    pub fn ids(&self) -> &CommandIds {
+        &self.ids
+    }
+
+    /// The command id, if any.
+    pub fn id(&self) -> Option<&str> {
+        self.ids.id.as_deref()
+    }
+
+    /// The command with the ids of `ids` added (checked first). An id the command already
+    /// carries with another value is [`CommandError::IdGivenTwice`]; the same value is fine.
+    pub fn with_ids(mut self, ids: CommandIds) -> Result<Command, CommandError> {
+        for (what, mine, given) in [
+            ("command id", &mut self.ids.id, ids.id),
+            (
+                "correlation id",
+                &mut self.ids.correlation_id,
+                ids.correlation_id,
+            ),
+            ("causation id", &mut self.ids.causation_id, ids.causation_id),
+        ] {
+            let Some(given) = given else { continue };
+            check_id(what, &given)?;
+            match mine {
+                Some(first) if *first != given => {
+                    return Err(CommandError::IdGivenTwice {
+                        what,
+                        first: first.clone(),
+                        second: given,
+                    })
+                }
+                _ => *mine = Some(given),
+            }
+        }
+        Ok(self)
+    }
+
+    /// The command with the ids of `ids` that it does not carry yet (ambient ids, such as a
+    /// W3C `traceparent`'s: the command's own win). Invalid ones are left out.
+    pub fn or_ids(mut self, ids: CommandIds) -> Command {
+        for (what, mine, given) in [
+            ("command id", &mut self.ids.id, ids.id),
+            (
+                "correlation id",
+                &mut self.ids.correlation_id,
+                ids.correlation_id,
+            ),
+            ("causation id", &mut self.ids.causation_id, ids.causation_id),
+        ] {
+            if mine.is_none() {
+                *mine = given.filter(|g| check_id(what, g).is_ok());
+            }
+        }
+        self
+    }
+
+    /// The command as caused by `event` (a projection or a process manager reacting to it): its
+    /// causation id is the event's id (`sha256:<hex>`) and its correlation id the one of the
+    /// checkpoint that added the event (`correlation`, when it had one), else that checkpoint's
+    /// id, so that a whole chain of reactions shares the correlation id of the command that
+    /// started it. Ids the command already carries are kept.
+    pub fn caused_by(mut self, event: &depot::EventRecord, correlation: Option<&str>) -> Command {
+        if self.ids.causation_id.is_none() {
+            self.ids.causation_id = Some(event.id.to_string());
+        }
+        if self.ids.correlation_id.is_none() {
+            self.ids.correlation_id = Some(
+                correlation
+                    .filter(|c| check_id("correlation id", c).is_ok())
+                    .map_or_else(|| event.checkpoint.to_string(), str::to_owned),
+            );
+        }
+        self
     }
 
     /// Builds a command from parts (the path is validated).

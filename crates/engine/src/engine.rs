@@ -13,6 +13,14 @@
 //! A handler that rejects or fails moves no ref: its payload, session, date and error are kept as
 //! an orphaned checkpoint listed in the depot's failure log.
 //!
+//! A command with an id ([`CommandIds`]) is idempotent: when a checkpoint with that
+//! `command-id` is already on the target's first-parent history, nothing runs and nothing is
+//! written, and the result is the original checkpoint's ([`Applied::replayed`]). The engine looks
+//! first (no handler run for a plain retry); the depot looks again under its commit lock (two
+//! writers racing with one id get one checkpoint). The original must be the same command (path,
+//! name and params; an anonymous aggregate's path matches any id of its kind), else
+//! [`ApplyError::CommandIdReused`]. A rejection is not an application: a retry runs again.
+//!
 //! Each attempt runs its handler in a `tracing` span `handler` (path, command, attempt) and its
 //! commit in a span `commit` (path, attempt, and once known checkpoint and outcome: `committed`,
 //! `conflict`, `failed`), the group commit's fsync included. Without a subscriber they cost next
@@ -29,7 +37,7 @@ use depot::{
 };
 
 use crate::aggregate::{fold, Aggregate, DomainCommand, DomainError, EventError, RecordedEvent};
-use crate::command::{Command, CommandError};
+use crate::command::{Command, CommandError, CommandIds};
 use crate::context::{Context, IdFn, Loaded};
 use crate::domain::{Failure, Manifest, ResolveError};
 
@@ -95,6 +103,17 @@ pub enum ApplyError {
         command: String,
         /// The ref's checkpoint the command ran on (unchanged); `None` on an unborn branch.
         head: Option<ObjectId>,
+    },
+    /// The command id was already applied, by a different command: nothing was written. A
+    /// retry cannot help; a new command needs a new id.
+    #[error("command id '{}' was already applied by another command ({checkpoint}: {}); a different command needs a new id", depot::shown(.command_id), depot::shown(.original))]
+    CommandIdReused {
+        /// The command id.
+        command_id: String,
+        /// The checkpoint that applied it.
+        checkpoint: ObjectId,
+        /// That checkpoint's command (its message).
+        original: String,
     },
     /// The aggregate kept changing under the command.
     #[error("conflict: the aggregate kept changing; gave up after {attempts} attempts")]
@@ -166,7 +185,9 @@ impl ApplyError {
             // The domain declined to change anything: not the caller's mistake, not a conflict.
             | ApplyError::NothingToWrite { .. } => ErrorClass::Rejected,
             ApplyError::UnknownSession(_) => ErrorClass::NotFound,
-            ApplyError::Conflict { .. } => ErrorClass::Conflict,
+            ApplyError::Conflict { .. } | ApplyError::CommandIdReused { .. } => {
+                ErrorClass::Conflict
+            }
             ApplyError::Depot(e) => e.class(),
             // The domain's types and its history disagree: a bug to fix, not a request to retry.
             ApplyError::Event(_) => ErrorClass::Internal,
@@ -212,6 +233,9 @@ pub struct Applied {
     pub resumed_from: Option<u64>,
     /// Events read and folded to rehydrate it (after the snapshot, if one was used).
     pub events_folded: u64,
+    /// True when the command's id was already applied: nothing ran or was written, and this is
+    /// the original checkpoint's result (`attempts` 0).
+    pub replayed: bool,
 }
 
 /// What [`Engine::snapshot_now`] did for one partition.
@@ -572,6 +596,20 @@ impl Engine {
             });
         }
         let message = command.to_json();
+        let anonymous_kind = resolved.anonymous.then_some(resolved.kind);
+        if let Some(command_id) = command.id() {
+            // A retry of an applied command: answered from history, no handler run.
+            let (target, head) = self.depot.resolve_ref(&self.target)?;
+            if let Some(original) = self.depot.applied_command_on(&target, head, command_id)? {
+                return self.replayed(original, command_id, &command, anonymous_kind);
+            }
+        }
+        // The command's own ids, then what the caller adds (a merge's `replayed-from`).
+        let fields = {
+            let mut all = command.ids().fields();
+            all.extend(fields);
+            all
+        };
         // Tell the depot a commit is coming, so that concurrent applies share fsyncs.
         let _intent = self.depot.commit_intent();
         let policy = resolved.snapshot.clone();
@@ -672,7 +710,8 @@ impl Engine {
                     // Nor this: a stored event does not decode.
                     return Err(ApplyError::Event(event_failure));
                 }
-                let recorded = self.record_failure(base, session, &message, &failure);
+                let recorded =
+                    self.record_failure(base, session, &message, command.ids(), &failure);
                 return Err(match failure {
                     Failure::Rejected(error) => ApplyError::Rejected { error, recorded },
                     Failure::Broken { handler, reason } => ApplyError::Handler {
@@ -726,6 +765,17 @@ impl Engine {
             };
             span.record("outcome", outcome);
             match result {
+                Ok(committed) if committed.replayed => {
+                    // Another writer applied this command id first (the depot's check under
+                    // its lock): its checkpoint is the answer, this run's events are dropped.
+                    let command_id = command.id().unwrap_or_default();
+                    return self.replayed(
+                        committed.checkpoint,
+                        command_id,
+                        &command,
+                        anonymous_kind,
+                    );
+                }
                 Ok(committed) => {
                     if let (Some(state), Some(p)) = (ctx.state.take(), &policy) {
                         let new_version = version + own;
@@ -750,6 +800,7 @@ impl Engine {
                         rebased: committed.rebased,
                         resumed_from: from,
                         events_folded: ctx.folded,
+                        replayed: false,
                     });
                 }
                 Err(e) if e.is_conflict() => continue,
@@ -831,11 +882,57 @@ impl Engine {
         })
     }
 
+    /// The result of `command` (id `command_id`) answered by `original`, the checkpoint that
+    /// applied the id: checked to be the same command (an anonymous aggregate's path, resolved
+    /// afresh on each attempt, matches any path of its kind `anonymous_kind`).
+    fn replayed(
+        &self,
+        original: ObjectId,
+        command_id: &str,
+        command: &Command,
+        anonymous_kind: Option<&str>,
+    ) -> Result<Applied, ApplyError> {
+        let checkpoint = self.depot.read_checkpoint(&original)?;
+        let message = String::from_utf8_lossy(checkpoint.message()).into_owned();
+        let reused = || ApplyError::CommandIdReused {
+            command_id: command_id.to_owned(),
+            checkpoint: original,
+            original: message.chars().take(200).collect(),
+        };
+        let stored = Command::parse(checkpoint.message()).map_err(|_| reused())?;
+        let same_path = match anonymous_kind {
+            Some(kind) => stored
+                .path()
+                .strip_prefix(kind)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|id| !id.is_empty() && !id.contains('/')),
+            None => stored.path() == command.path(),
+        };
+        if !same_path || stored.name() != command.name() || stored.params() != command.params() {
+            return Err(reused());
+        }
+        let affix = self.depot.read_affix(&checkpoint.affix())?;
+        let partitions: Vec<String> = affix.partitions().map(|(p, _)| p.to_string()).collect();
+        Ok(Applied {
+            checkpoint: original,
+            parent: checkpoint.first_parent(),
+            path: stored.path().to_owned(),
+            events: affix.event_count(),
+            partitions,
+            attempts: 0,
+            rebased: false,
+            resumed_from: None,
+            events_folded: 0,
+            replayed: true,
+        })
+    }
+
     fn record_failure(
         &self,
         base: Option<ObjectId>,
         session: &str,
         message: &str,
+        ids: &CommandIds,
         failure: &Failure,
     ) -> Option<ObjectId> {
         let affix = Affix::new();
@@ -860,6 +957,11 @@ impl Engine {
             FieldKey::new("error").expect("a valid constant key"),
             FieldValue::new(&text).ok()?,
         );
+        // The ids go with it, for tracing; an orphaned checkpoint is on no history, so its
+        // command id does not count as applied (a retry runs again).
+        for (key, value) in ids.fields() {
+            checkpoint.set_field(key, value);
+        }
         self.depot.record_failure(&checkpoint, &affix).ok()
     }
 }

@@ -151,7 +151,10 @@ pub use aggregate::{
     to_event, Aggregate, DomainCommand, DomainError, DomainEvent, EventError, Events,
     RecordedEvent, Rejection, TypedAggregate,
 };
-pub use command::{normalize_command_name, Command, CommandError, MAX_COMMAND_BYTES};
+pub use command::{
+    check_id, normalize_command_name, Command, CommandError, CommandIds, MAX_COMMAND_BYTES,
+    MAX_ID_BYTES,
+};
 pub use context::{Context, IdFn, Loaded};
 pub use domain::SnapshotPolicy;
 pub use domain::{Failure, KindBuilder, Manifest, RegistrationError, ResolveError, Runner};

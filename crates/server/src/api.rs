@@ -61,8 +61,13 @@ pub struct Applied {
     pub events: usize,
     /// Partitions written, sorted.
     pub partitions: Vec<String>,
-    /// Times the handler ran (1 unless the aggregate changed under it).
+    /// Times the handler ran (1 unless the aggregate changed under it; 0 on a replay).
     pub attempts: u32,
+    /// Present (and `true`) only when the command's id was already applied: nothing was
+    /// written, and this is the original checkpoint (the response also has the header
+    /// `Idempotent-Replayed: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// A command that emitted no events: nothing was written, no ref moved. `200` of `POST /apply`,
@@ -116,6 +121,7 @@ impl From<&engine::Applied> for Applied {
             events: applied.events,
             partitions: applied.partitions.clone(),
             attempts: applied.attempts,
+            replayed: applied.replayed,
         }
     }
 }

@@ -257,6 +257,9 @@ impl ApiError {
                 ApiError::new(StatusCode::BAD_GATEWAY, "handler_failed", message)
             }
             ApplyError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            ApplyError::CommandIdReused { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "command_id_reused", message)
+            }
             ApplyError::UnknownSession(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_session", message)
             }

@@ -81,6 +81,7 @@
 
 pub mod api;
 mod auth;
+mod command_ids;
 mod error;
 mod hosts;
 mod metrics;

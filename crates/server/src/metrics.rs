@@ -40,6 +40,9 @@ pub(crate) enum Outcome {
     Rejected,
     /// The aggregate kept changing: the compare-and-swap was lost on every attempt.
     Conflict,
+    /// The command id was already applied: nothing ran or was written (counted by the HTTP
+    /// status only).
+    Replayed,
     /// Anything else (malformed, unknown command, nothing to write, a failing handler, the
     /// depot failing): counted by the HTTP status only.
     Other,
@@ -49,8 +52,11 @@ impl Outcome {
     /// The outcome of an engine result.
     pub(crate) fn of(result: &Result<engine::Applied, engine::ApplyError>) -> Outcome {
         match result {
+            Ok(applied) if applied.replayed => Outcome::Replayed,
             Ok(_) => Outcome::Committed,
             Err(engine::ApplyError::Rejected { .. }) => Outcome::Rejected,
+            // A command id reused for another command: the request's mistake, not a lost race.
+            Err(engine::ApplyError::CommandIdReused { .. }) => Outcome::Other,
             Err(err) if err.class() == depot::ErrorClass::Conflict => Outcome::Conflict,
             Err(_) => Outcome::Other,
         }
@@ -62,6 +68,7 @@ impl Outcome {
             Outcome::Committed => "committed",
             Outcome::Rejected => "rejected",
             Outcome::Conflict => "conflict",
+            Outcome::Replayed => "replayed",
             Outcome::Other => "failed",
         }
     }
@@ -120,7 +127,7 @@ impl Metrics {
             Outcome::Committed => &self.commits,
             Outcome::Rejected => &self.rejections,
             Outcome::Conflict => &self.conflicts,
-            Outcome::Other => return,
+            Outcome::Replayed | Outcome::Other => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if matches!(outcome, Outcome::Committed | Outcome::Rejected) {

@@ -224,7 +224,13 @@ fn session(headers: &HeaderMap) -> Result<String, ApiError> {
 /// is timed).
 #[utoipa::path(post, path = "/apply", tag = "write",
     request_body(content = crate::api::Command, content_type = "application/json"),
-    params(("X-Retro-Session" = Option<String>, Header, description = "The session (default `http`)")),
+    params(
+        ("X-Retro-Session" = Option<String>, Header, description = "The session (default `http`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The command id: applied once; a repeat answers the original checkpoint with `Idempotent-Replayed: true`"),
+        ("X-Correlation-Id" = Option<String>, Header, description = "The correlation id kept in the checkpoint"),
+        ("X-Causation-Id" = Option<String>, Header, description = "The causation id kept in the checkpoint"),
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context: its trace id is the correlation id and its parent id the causation id, unless given otherwise"),
+    ),
     responses(
         (status = 201, description = "Applied", body = Applied),
         (status = 200, description = "The handler emitted nothing: nothing written", body = crate::api::NothingWritten),
@@ -232,7 +238,7 @@ fn session(headers: &HeaderMap) -> Result<String, ApiError> {
         (status = 401, description = "A token is required", body = crate::api::ErrorBody),
         (status = 403, description = "Host not allowed, or a token of a lower class", body = crate::api::ErrorBody),
         (status = 408, description = "The body did not arrive in time; nothing was applied", body = crate::api::ErrorBody),
-        (status = 409, description = "The aggregate kept changing", body = crate::api::ErrorBody),
+        (status = 409, description = "The aggregate kept changing, or the command id was applied by another command", body = crate::api::ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = crate::api::ErrorBody),
         (status = 415, description = "Not application/json", body = crate::api::ErrorBody),
         (status = 422, description = "Rejected by the domain, or a live session is required", body = crate::api::ErrorBody),
@@ -248,6 +254,7 @@ async fn apply(
     let headers = request.headers();
     check_json(headers)?;
     let session = session(headers)?;
+    let header_ids = crate::command_ids::from_headers(headers)?;
     // Only reading the body is timed: nothing has happened yet, so a 408 is the truth.
     let body = match tokio::time::timeout(state.request_timeout, Bytes::from_request(request, &()))
         .await
@@ -299,6 +306,8 @@ async fn apply(
         let _entered = span.enter();
         let started = std::time::Instant::now();
         let outcome = engine::Command::parse(&body)
+            .and_then(|command| command.with_ids(header_ids.explicit))
+            .map(|command| command.or_ids(header_ids.ambient))
             .map_err(engine::ApplyError::from)
             .and_then(|command| {
                 span.record("path", command.path());
@@ -332,7 +341,14 @@ async fn apply(
             None => return Err(err.into()),
         },
     };
-    Ok((StatusCode::CREATED, Json(Applied::from(&applied))).into_response())
+    let mut response = (StatusCode::CREATED, Json(Applied::from(&applied))).into_response();
+    if applied.replayed {
+        response.headers_mut().insert(
+            crate::command_ids::REPLAYED_HEADER,
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
 
 // ---------------------------------------------------------------------------------------------

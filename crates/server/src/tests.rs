@@ -83,10 +83,24 @@ async fn call(
     token: Option<&str>,
     body: &str,
 ) -> Answer {
+    call_with(state, method, path, token, &[], body).await
+}
+
+async fn call_with(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
     let mut request = Request::builder()
         .method(method)
         .uri(path)
         .header("host", "localhost:7070");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     if method == "POST" {
         request = request.header("content-type", "application/json");
     }
@@ -143,6 +157,125 @@ async fn apply_answers_the_applied_struct_and_reads_see_it() {
         .await
         .json();
     assert_eq!(object["events"].as_array().unwrap().len(), applied.events);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_applies_once_and_replays_the_original_answer() {
+    let depot = Arc::new(depot::Depot::in_memory().unwrap());
+    let state = state_on(Tokens::default(), depot.clone());
+    let key = [("idempotency-key", "\"open-alice-1\"")];
+    let first = call_with(&state, "POST", "/apply", None, &key, OPEN).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let original: Applied = serde_json::from_slice(&first.body).unwrap();
+    assert!(!original.replayed);
+    assert!(!String::from_utf8_lossy(&first.body).contains("replayed"));
+
+    let again = call_with(&state, "POST", "/apply", None, &key, OPEN).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let replayed: Applied = serde_json::from_slice(&again.body).unwrap();
+    assert!(replayed.replayed);
+    assert_eq!(replayed.checkpoint, original.checkpoint);
+    assert_eq!(replayed.parent, original.parent);
+    assert_eq!(replayed.partitions, original.partitions);
+    assert_eq!(replayed.events, original.events);
+    assert_eq!(replayed.attempts, 0);
+    // Nothing was written: one checkpoint, the original, and HEAD on it.
+    assert_eq!(depot.counts().unwrap().0, 1);
+    assert_eq!(
+        depot.head().unwrap().map(|h| h.to_string()),
+        Some(original.checkpoint.clone())
+    );
+    // The key with the id in the body, the same: still the same command.
+    let in_body =
+        r#"{"id":"open-alice-1","path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#;
+    let same = call(&state, "POST", "/apply", None, in_body).await;
+    assert_eq!(same.headers["idempotent-replayed"], "true");
+
+    // The same key for another command: a conflict, nothing written.
+    let other = call_with(
+        &state,
+        "POST",
+        "/apply",
+        None,
+        &key,
+        r#"{"path":"accounts/alice","name":"deposit","params":{"amount":5}}"#,
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert_eq!(other.error_code(), "command_id_reused");
+    assert_eq!(depot.counts().unwrap().0, 1);
+
+    // A key that is not one token, or that disagrees with the body's id: 400, nothing written.
+    for (headers, body) in [
+        (vec![("idempotency-key", "has space")], OPEN),
+        (vec![("idempotency-key", "k2")], in_body),
+        (vec![("x-correlation-id", "")], OPEN),
+    ] {
+        let refused = call_with(&state, "POST", "/apply", None, &headers, body).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{headers:?}");
+        assert_eq!(refused.error_code(), "bad_command");
+    }
+    assert_eq!(depot.counts().unwrap().0, 1);
+}
+
+#[tokio::test]
+async fn traceparent_and_the_id_headers_land_in_the_checkpoint() {
+    let state = state(Tokens::default());
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let applied = call_with(
+        &state,
+        "POST",
+        "/apply",
+        None,
+        &[("traceparent", traceparent)],
+        OPEN,
+    )
+    .await;
+    assert_eq!(applied.status, StatusCode::CREATED);
+    let shown = call(&state, "GET", "/checkpoints/HEAD", None, "")
+        .await
+        .json();
+    assert_eq!(shown["correlation-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(shown["causation-id"], "00f067aa0ba902b7");
+    assert!(shown.get("command-id").is_none());
+
+    // Explicit headers win over traceparent; a malformed traceparent is ignored.
+    let deposit = r#"{"path":"accounts/alice","name":"deposit","params":{"amount":5}}"#;
+    let applied = call_with(
+        &state,
+        "POST",
+        "/apply",
+        None,
+        &[
+            ("traceparent", traceparent),
+            ("x-correlation-id", "order-7"),
+            ("x-causation-id", "sha256:abc"),
+        ],
+        deposit,
+    )
+    .await;
+    assert_eq!(applied.status, StatusCode::CREATED);
+    let shown = call(&state, "GET", "/checkpoints/HEAD", None, "")
+        .await
+        .json();
+    assert_eq!(shown["correlation-id"], "order-7");
+    assert_eq!(shown["causation-id"], "sha256:abc");
+    let applied = call_with(
+        &state,
+        "POST",
+        "/apply",
+        None,
+        &[("traceparent", "00-nonsense")],
+        deposit,
+    )
+    .await;
+    assert_eq!(applied.status, StatusCode::CREATED);
+    let shown = call(&state, "GET", "/checkpoints/HEAD", None, "")
+        .await
+        .json();
+    assert!(shown.get("correlation-id").is_none());
 }
 
 #[tokio::test]

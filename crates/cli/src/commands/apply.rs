@@ -115,6 +115,8 @@ pub struct ApplyArgs {
     pub manifest: Option<PathBuf>,
     /// `--json`.
     pub json: bool,
+    /// `--id`, `--correlation-id`, `--causation-id`.
+    pub ids: engine::CommandIds,
 }
 
 pub fn apply(flag: Option<&Path>, args: ApplyArgs, ui: &mut Ui) -> Result<()> {
@@ -154,12 +156,21 @@ pub fn apply(flag: Option<&Path>, args: ApplyArgs, ui: &mut Ui) -> Result<()> {
             ui,
         )?);
     };
-    let applied = engine.apply(&session, &payload)?;
+    // As an ApplyError, like every failure of an apply (its hint and exit code).
+    let command = engine::Command::parse(&payload)
+        .and_then(|command| command.with_ids(args.ids))
+        .map_err(engine::ApplyError::from)?;
+    let applied = engine.apply_command(&session, command)?;
     if args.json {
         // The same body as POST /apply's 201.
         ui.json(&server::api::Applied::from(&applied))?;
     } else {
         ui.line(applied.checkpoint.to_string())?;
+        if applied.replayed {
+            crate::ui::status(
+                "command id already applied: nothing written; that is its checkpoint",
+            );
+        }
     }
     Ok(())
 }

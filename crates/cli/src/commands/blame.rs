@@ -77,7 +77,12 @@ pub fn run(depot: &Depot, partition: &str, json: bool, ui: &mut Ui) -> Result<()
     for record in &records {
         if current.as_ref().map(|(id, _)| *id) != Some(record.checkpoint) {
             let checkpoint = depot.read_checkpoint(&record.checkpoint)?;
-            current = Some((record.checkpoint, command_info(checkpoint.message())));
+            let mut info = command_info(checkpoint.message());
+            // The checkpoint's own `correlation-id` field first; else one in the payload.
+            if let Some(field) = checkpoint.field(depot::CORRELATION_ID_FIELD) {
+                info.correlation = Some(field.to_owned());
+            }
+            current = Some((record.checkpoint, info));
         }
         let Some((_, info)) = &current else { continue };
         let date = record.date.map(depot::format_date);

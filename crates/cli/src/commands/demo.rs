@@ -44,6 +44,8 @@ pub fn run(keep: Option<PathBuf>, ui: &mut Ui) -> Result<()> {
         partition: None,
         all_parents: false,
         graph: false,
+        correlation: None,
+        command_id: None,
         json: false,
     };
     history::log(&depot, &oneline, ui)?;

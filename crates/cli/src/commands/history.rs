@@ -34,9 +34,23 @@ pub fn log(depot: &Depot, args: &LogArgs, ui: &mut Ui) -> Result<()> {
     let mut selected: Vec<ObjectId> = Vec::new();
     let mut printed = 0usize;
     let mut failure: Option<anyhow::Error> = None;
+    // `--correlation` and `--command-id` compare the checkpoint's fields exactly.
+    let field_filters: Vec<(&str, &str)> = [
+        (depot::CORRELATION_ID_FIELD, args.correlation.as_deref()),
+        (depot::COMMAND_ID_FIELD, args.command_id.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key, value?)))
+    .collect();
     depot.walk_touching(start, order, filter.as_ref(), |id, checkpoint| {
         if printed >= limit {
             return Ok(false);
+        }
+        if !field_filters
+            .iter()
+            .all(|(key, value)| checkpoint.field(key) == Some(*value))
+        {
+            return Ok(true);
         }
         printed += 1;
         if args.reverse {

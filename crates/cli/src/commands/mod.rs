@@ -73,6 +73,9 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
             target,
             manifest,
             json,
+            command_id,
+            correlation_id,
+            causation_id,
         } => nothing_written(
             apply::apply(
                 flag,
@@ -83,6 +86,11 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
                     target,
                     manifest,
                     json,
+                    ids: engine::CommandIds {
+                        id: command_id,
+                        correlation_id,
+                        causation_id,
+                    },
                 },
                 ui,
             ),

@@ -68,7 +68,9 @@ struct Line {
     message: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message_text: Option<String>,
-    /// A failed-command line's header fields other than `session` and `date` (`error`).
+    /// Header fields other than `session` and `date`: a failed-command line's (`error`, and the
+    /// command's ids), a checkpoint line's command ids (`command-id`, `correlation-id`,
+    /// `causation-id`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     fields: BTreeMap<String, String>,
     events: Vec<LineEvent>,
@@ -122,15 +124,12 @@ fn export_line(
 ) -> Result<Line> {
     let affix = depot.read_affix(&checkpoint.affix())?;
     let (message, message_text) = raw_or_text(checkpoint.message());
-    let fields = if failed {
-        checkpoint
-            .fields()
-            .filter(|(key, _)| !matches!(key.as_str(), "session" | "date"))
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
+    // Every other field: so an import into an empty depot gives the very same ids.
+    let fields = checkpoint
+        .fields()
+        .filter(|(key, _)| !matches!(key.as_str(), "session" | "date"))
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
     Ok(Line {
         id: (!failed).then(|| id.to_string()),
         failed: failed.then(|| id.to_string()),
@@ -273,11 +272,28 @@ fn session_of(session: Option<String>, number: usize) -> Result<String> {
     Ok(session)
 }
 
+/// The header fields a checkpoint line may carry (the command's ids).
+const ID_FIELDS: [&str; 3] = [
+    depot::CAUSATION_ID_FIELD,
+    depot::COMMAND_ID_FIELD,
+    depot::CORRELATION_ID_FIELD,
+];
+
 fn request_of(line: Line, number: usize) -> Result<Parsed> {
     let context = |what: String| format!("line {number}: {what}");
-    if !line.fields.is_empty() {
-        bail!(context(
-            "'fields' belongs to failed-command lines (with 'failed') only".to_owned()
+    let mut fields = Vec::with_capacity(line.fields.len());
+    for (key, value) in &line.fields {
+        let Some(known) = ID_FIELDS.iter().copied().find(|k| *k == key.as_str()) else {
+            bail!(context(format!(
+                "field '{}' belongs to failed-command lines (with 'failed') only; a checkpoint line's 'fields' are {}",
+                depot::shown(key),
+                ID_FIELDS.join(", ")
+            )));
+        };
+        engine::check_id(known, value).map_err(|e| anyhow::anyhow!(context(e.to_string())))?;
+        fields.push((
+            FieldKey::new(key).map_err(|e| anyhow::anyhow!(context(e.to_string())))?,
+            FieldValue::new(value).map_err(|e| anyhow::anyhow!(context(e.to_string())))?,
         ));
     }
     let id = line
@@ -299,6 +315,7 @@ fn request_of(line: Line, number: usize) -> Result<Parsed> {
     request.date = date;
     request.target = RefName::head();
     request.reflog_message = "import".to_owned();
+    request.fields = fields;
     Ok(Parsed { id, request, dated })
 }
 
@@ -565,6 +582,20 @@ fn holds_line(depot: &Depot, id: &ObjectId, parsed: &Parsed) -> Result<bool> {
     let checkpoint = depot.read_checkpoint(id)?;
     let request = &parsed.request;
     if checkpoint.session() != request.session || checkpoint.message() != request.message {
+        return Ok(false);
+    }
+    let extra: Vec<(&str, &str)> = checkpoint
+        .fields()
+        .filter(|(key, _)| !matches!(key.as_str(), "session" | "date"))
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    let mut wanted: Vec<(&str, &str)> = request
+        .fields
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    wanted.sort();
+    if extra != wanted {
         return Ok(false);
     }
     if parsed.dated && checkpoint.date().map(|d| d.timestamp()) != Some(request.date.timestamp()) {

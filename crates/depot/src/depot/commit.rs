@@ -62,9 +62,29 @@ pub struct CommitRequest {
     pub rebase: bool,
     /// The reflog line (default: `commit`).
     pub reflog_message: String,
-    /// Extra checkpoint header fields (such as `replayed-from`); not `session`, `date` or
-    /// `signature`, which the pipeline writes itself.
+    /// Further checkpoint fields (not `date`, `session` or `signature`, which the pipeline
+    /// writes itself), such as `correlation-id` or `replayed-from`. A [`COMMAND_ID_FIELD`] among
+    /// them makes the commit idempotent: when a checkpoint with that command id is already on the
+    /// target's first-parent history (or earlier in the same batch), nothing is written and the
+    /// result is that checkpoint's, with [`Committed::replayed`] set (see `command_ids.rs`).
     pub fields: Vec<(FieldKey, FieldValue)>,
+}
+
+/// The checkpoint field naming the command a checkpoint applied: the key of idempotency.
+pub const COMMAND_ID_FIELD: &str = "command-id";
+/// The checkpoint field naming the request, trace or workflow a command belongs to.
+pub const CORRELATION_ID_FIELD: &str = "correlation-id";
+/// The checkpoint field naming what caused the command (an event, a message, a parent span).
+pub const CAUSATION_ID_FIELD: &str = "causation-id";
+
+impl CommitRequest {
+    /// The command id among [`CommitRequest::fields`], if any.
+    pub fn command_id(&self) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k.as_str() == COMMAND_ID_FIELD)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl CommitRequest {
@@ -105,6 +125,9 @@ pub struct Committed {
     pub ref_name: RefName,
     /// True when the checkpoint was re-parented onto a head that moved after its base.
     pub rebased: bool,
+    /// True when nothing was written because a checkpoint with the request's command id was
+    /// already applied: `checkpoint` (and the rest) are that original checkpoint's.
+    pub replayed: bool,
 }
 
 /// A request with its objects encoded.
@@ -129,15 +152,18 @@ fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
             request.session.escape_debug()
         )));
     }
-    if let Some((key, _)) = request.fields.iter().find(|(key, _)| {
-        matches!(
+    let mut keys = HashSet::new();
+    for (key, _) in &request.fields {
+        let written_here = matches!(
             key.as_str(),
             crate::object::SESSION_KEY | crate::object::DATE_KEY | crate::signing::SIGNATURE_KEY
-        )
-    }) {
-        return Err(Error::Invalid(format!(
-            "the checkpoint field '{key}' is written by the commit itself"
-        )));
+        );
+        if written_here || !keys.insert(key.as_str()) {
+            return Err(Error::Invalid(format!(
+                "checkpoint field '{}' is written by the commit itself or given twice",
+                key.as_str()
+            )));
+        }
     }
     let mut events = Vec::with_capacity(request.events.len());
     let mut affix = Affix::new();
@@ -518,6 +544,8 @@ impl Depot {
         let mut heads: HashMap<RefName, Option<ObjectId>> = HashMap::new();
         let mut in_batch: HashMap<ObjectId, Arc<IndexedCheckpoint>> = HashMap::new();
         let mut created: Vec<RefName> = Vec::new();
+        // Command ids committed earlier in this batch, per target: a repeat replays them.
+        let mut batch_commands: HashMap<(RefName, String), Committed> = HashMap::new();
         for job in jobs {
             let request = &job.request;
             let target = match targets.get(&request.target) {
@@ -562,6 +590,24 @@ impl Depot {
                 }
             };
             let current = start;
+            if let Some(command_id) = request.command_id() {
+                let key = (target.clone(), command_id.to_owned());
+                if let Some(earlier) = batch_commands.get(&key) {
+                    plan.results.push(Ok(Committed {
+                        replayed: true,
+                        rebased: false,
+                        ..earlier.clone()
+                    }));
+                    continue;
+                }
+                // The ref as stored (the batch's own checkpoints are not written yet; the
+                // ones carrying ids are in `batch_commands`).
+                let stored = read_ref(&target)?.and_then(|v| v.id());
+                if let Some(original) = self.applied_command_on(&target, stored, command_id)? {
+                    plan.results.push(Ok(self.replayed(original, &target)?));
+                    continue;
+                }
+            }
             let (parent, rebased) = match &request.base {
                 Base::Tip => (current, false),
                 Base::Expect(base) if *base == current => (current, false),
@@ -637,17 +683,23 @@ impl Depot {
                     .map(|(p, ids)| (p.clone(), ids.to_vec()))
                     .collect(),
                 at: Vec::new(),
+                command_id: request.command_id().map(str::to_owned),
             };
             in_batch.insert(id, Arc::new(indexed.clone()));
             plan.indexed.push(indexed);
-            plan.results.push(Ok(Committed {
+            let committed = Committed {
                 checkpoint: id,
                 parent,
                 affix: job.affix_encoded.id(),
                 events: job.events.iter().map(EncodedObject::id).collect(),
-                ref_name: target,
+                ref_name: target.clone(),
                 rebased,
-            }));
+                replayed: false,
+            };
+            if let Some(command_id) = request.command_id() {
+                batch_commands.insert((target, command_id.to_owned()), committed.clone());
+            }
+            plan.results.push(Ok(committed));
         }
         Ok(plan)
     }
@@ -706,6 +758,7 @@ impl Depot {
                 .map(|(p, ids)| (p.clone(), ids.to_vec()))
                 .collect(),
             at: Vec::new(),
+            command_id: checkpoint.field(COMMAND_ID_FIELD).map(str::to_owned),
         }))
     }
 }

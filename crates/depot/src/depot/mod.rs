@@ -10,6 +10,7 @@
 //!   `retro-depot-postgres`, `postgres://…`) keeps objects, refs, reflogs, failed commands and the
 //!   partition index in one database.
 
+mod command_ids;
 mod commit;
 mod error;
 mod fsck;
@@ -27,7 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use commit::{Base, CommitIntent, CommitRequest, Committed};
+pub use commit::{
+    Base, CommitIntent, CommitRequest, Committed, CAUSATION_ID_FIELD, COMMAND_ID_FIELD,
+    CORRELATION_ID_FIELD,
+};
 pub use error::Error;
 pub use fsck::{FsckKind, FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};

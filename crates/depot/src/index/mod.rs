@@ -51,6 +51,8 @@ pub struct IndexedCheckpoint {
     /// Where each event's record is in the object store ([`EventRow::at`]), in the order of
     /// `partitions` flattened; empty when not known (the index then stores none).
     pub at: Vec<Option<u64>>,
+    /// Its `command-id` field, if it has one: indexed for idempotent commits.
+    pub command_id: Option<String>,
 }
 
 /// An event's place in the index.
@@ -123,6 +125,14 @@ pub trait IndexStore: Send {
 
     /// The sequence number of an indexed checkpoint.
     fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError>;
+
+    /// The oldest indexed checkpoint with sequence number up to `max_seq` whose `command-id`
+    /// field is `command_id` (an indexed lookup, O(log n)).
+    fn checkpoint_by_command_id(
+        &self,
+        command_id: &str,
+        max_seq: u64,
+    ) -> Result<Option<ObjectId>, IndexError>;
 
     /// Indexed checkpoints with `seq > after`, oldest first, streamed to `f(seq, id)` until it
     /// returns false.
@@ -260,6 +270,15 @@ impl PartitionIndex {
     /// See [`IndexStore::checkpoint_seq`].
     pub fn checkpoint_seq(&self, id: &ObjectId) -> Result<Option<u64>, IndexError> {
         self.0.checkpoint_seq(id)
+    }
+
+    /// See [`IndexStore::checkpoint_by_command_id`].
+    pub fn checkpoint_by_command_id(
+        &self,
+        command_id: &str,
+        max_seq: u64,
+    ) -> Result<Option<ObjectId>, IndexError> {
+        self.0.checkpoint_by_command_id(command_id, max_seq)
     }
 
     /// See [`IndexStore::for_each_checkpoint`].

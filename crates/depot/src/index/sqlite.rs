@@ -14,7 +14,23 @@ use crate::hash::ObjectId;
 use crate::name::PartitionName;
 
 /// 2: `events.at`, the location hint of each event (added in place to a version 1 index).
-const SCHEMA_VERSION: i64 = 2;
+/// 3: `checkpoints.command_id` and its index, for idempotent commits. An older index is emptied
+/// when upgraded (and rebuilt from history by the next catch-up): a checkpoint it indexed may
+/// carry a command id it did not keep.
+const SCHEMA_VERSION: i64 = 3;
+
+/// The tables of the current schema.
+const CREATE_TABLES: &str = "CREATE TABLE IF NOT EXISTS checkpoints(
+         seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, date INTEGER, session TEXT NOT NULL,
+         command_id TEXT);
+     CREATE INDEX IF NOT EXISTS checkpoints_by_command_id ON checkpoints(command_id, seq)
+         WHERE command_id IS NOT NULL;
+     CREATE TABLE IF NOT EXISTS partitions(
+         pid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, events INTEGER NOT NULL,
+         last_seq INTEGER NOT NULL);
+     CREATE TABLE IF NOT EXISTS events(
+         pid INTEGER NOT NULL, n INTEGER NOT NULL, cseq INTEGER NOT NULL, event BLOB NOT NULL,
+         at INTEGER, PRIMARY KEY(pid, n)) WITHOUT ROWID;";
 
 /// The SQLite-backed partition index.
 pub struct SqliteIndex {
@@ -58,17 +74,7 @@ impl SqliteIndex {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
         conn.pragma_update(None, "cache_size", -16_000)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);
-             CREATE TABLE IF NOT EXISTS checkpoints(
-                 seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, date INTEGER, session TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS partitions(
-                 pid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, events INTEGER NOT NULL,
-                 last_seq INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS events(
-                 pid INTEGER NOT NULL, n INTEGER NOT NULL, cseq INTEGER NOT NULL, event BLOB NOT NULL,
-                 at INTEGER, PRIMARY KEY(pid, n)) WITHOUT ROWID;",
-        )?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);")?;
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
                 r.get(0)
@@ -76,18 +82,22 @@ impl SqliteIndex {
             .optional()?;
         match version {
             None => {
+                conn.execute_batch(CREATE_TABLES)?;
                 conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('version', ?1)",
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('version', ?1)",
                     [SCHEMA_VERSION],
                 )?;
             }
-            Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                // Version 1 had no location hints: add the column (rows keep none until the
-                // next gc relocates them; reads then look events up by id, as version 1 did).
+            Some(SCHEMA_VERSION) => conn.execute_batch(CREATE_TABLES)?,
+            Some(1 | 2) => {
+                // Versions 1 and 2 kept no command ids: start the index afresh (it is derived;
+                // the next catch-up rebuilds it from history, command ids included).
                 conn.execute_batch(&format!(
                     "BEGIN IMMEDIATE;
-                     ALTER TABLE events ADD COLUMN at INTEGER;
+                     DROP TABLE IF EXISTS events;
+                     DROP TABLE IF EXISTS partitions;
+                     DROP TABLE IF EXISTS checkpoints;
+                     {CREATE_TABLES}
                      UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'version';
                      COMMIT;"
                 ))?;
@@ -219,6 +229,24 @@ impl IndexStore for SqliteIndex {
         Ok(n.map(|n| n as u64))
     }
 
+    /// The oldest checkpoint up to `max_seq` carrying `command_id`: one probe of
+    /// `checkpoints_by_command_id`.
+    fn checkpoint_by_command_id(
+        &self,
+        command_id: &str,
+        max_seq: u64,
+    ) -> Result<Option<ObjectId>, IndexError> {
+        let id: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM checkpoints WHERE command_id = ?1 AND seq <= ?2
+                 ORDER BY seq LIMIT 1",
+            )?
+            .query_row(params![command_id, max_seq as i64], |r| r.get(0))
+            .optional()?;
+        id.map(id_from).transpose()
+    }
+
     /// Indexed checkpoints with `seq > after`, oldest first, streamed to `f(seq, id)`.
     fn for_each_checkpoint(
         &self,
@@ -296,13 +324,15 @@ impl IndexWrite for SqliteWriter<'_> {
         let seq = self.head()?.map_or(1, |(_, seq)| seq + 1);
         self.tx
             .prepare_cached(
-                "INSERT INTO checkpoints(seq, id, date, session) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO checkpoints(seq, id, date, session, command_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
                 seq as i64,
                 checkpoint.id.as_bytes().as_slice(),
                 checkpoint.date.map(|d| d.timestamp()),
-                checkpoint.session
+                checkpoint.session,
+                checkpoint.command_id
             ])?;
         let mut located = 0usize;
         for (partition, events) in &checkpoint.partitions {

@@ -21,19 +21,36 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("spec_line", spec_line),
 ];
 
-/// `Command::parse` never panics; an accepted command has a valid path and name, and its compact
-/// JSON parses back to the same command.
+/// `Command::parse` never panics; an accepted command has a valid path and name, its ids are
+/// valid tokens that make valid checkpoint fields, and its compact JSON (which never holds the
+/// ids) parses back to the same command.
 pub fn command_json(data: &[u8]) {
     let Ok(command) = Command::parse(data) else {
         return;
     };
     assert!(depot::PartitionName::new(command.path()).is_ok());
     assert!(!command.name().is_empty());
+    let ids = command.ids();
+    for id in [&ids.id, &ids.correlation_id, &ids.causation_id]
+        .into_iter()
+        .flatten()
+    {
+        assert!(engine::check_id("id", id).is_ok(), "{id:?}");
+    }
+    let fields = ids.fields();
+    assert_eq!(
+        fields.len(),
+        [&ids.id, &ids.correlation_id, &ids.causation_id]
+            .iter()
+            .filter(|id| id.is_some())
+            .count()
+    );
     let again =
         Command::parse(command.to_json().as_bytes()).expect("a parsed command's JSON parses again");
     assert_eq!(again.path(), command.path());
     assert_eq!(again.name(), command.name());
     assert_eq!(again.params(), command.params());
+    assert!(again.ids().is_empty(), "the message never holds the ids");
 }
 
 /// An exec handler's response never panics the parser; accepted events have valid partitions and
