@@ -205,68 +205,33 @@ impl Runner for ExecHandler {
             },
         };
         let request = Self::request(ctx, snapshot.as_ref(), events).to_string();
-        let mut child = Process::new(program)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("RETRO_PATH", ctx.path().as_str())
-            .env("RETRO_COMMAND", ctx.command().name())
-            .env("RETRO_SESSION", ctx.session())
-            .env(
+        let env = [
+            ("RETRO_PATH", ctx.path().as_str().to_owned()),
+            ("RETRO_COMMAND", ctx.command().name().to_owned()),
+            ("RETRO_SESSION", ctx.session().to_owned()),
+            (
                 "RETRO_PARAMS",
                 Value::Object(ctx.params().clone()).to_string(),
-            )
-            .env("RETRO_AGGREGATE_EXISTS", ctx.exists().to_string())
-            .env("RETRO_AGGREGATE_VERSION", ctx.version().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| self.broken(format!("could not start {program:?}: {e}")))?;
-        let pid = child.id();
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let writer = std::thread::spawn(move || {
-            // A handler may exit without reading: a broken pipe here is not an error.
-            let _ = stdin.write_all(request.as_bytes());
-        });
-        let limit = self.max_output;
-        let out_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let read = (&mut stdout).take(limit + 1).read_to_end(&mut buf);
-            let over = buf.len() as u64 > limit;
-            if over {
-                kill_group(pid);
-            }
-            (buf, over, read.is_ok())
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = (&mut stderr).take(1 << 20).read_to_end(&mut buf);
-            let start = buf.len().saturating_sub(STDERR_KEEP);
-            String::from_utf8_lossy(&buf[start..]).trim().to_owned()
-        });
-        let started = Instant::now();
-        let mut pause = Duration::from_micros(100);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if started.elapsed() >= self.timeout => {
-                    kill_group(pid);
-                    let _ = child.wait();
-                    break None;
-                }
-                Ok(None) => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(5));
-                }
-                Err(e) => return Err(self.broken(format!("could not wait for it: {e}"))),
-            }
-        };
-        let _ = writer.join();
-        let (stdout, oversized, _) = out_reader.join().unwrap_or_default();
-        let stderr = err_reader.join().unwrap_or_default();
+            ),
+            ("RETRO_AGGREGATE_EXISTS", ctx.exists().to_string()),
+            ("RETRO_AGGREGATE_VERSION", ctx.version().to_string()),
+        ];
+        let ran = run_process(
+            program,
+            args,
+            &self.dir,
+            &env,
+            request.into_bytes(),
+            self.timeout,
+            self.max_output,
+        )
+        .map_err(|e| self.broken(e))?;
+        let ProcessRun {
+            status,
+            stdout,
+            oversized,
+            stderr,
+        } = ran;
         let with_stderr = |reason: String| {
             if stderr.is_empty() {
                 reason
@@ -312,6 +277,95 @@ impl Runner for ExecHandler {
     fn describe(&self) -> String {
         format!("'{}' ({})", self.label, self.program.join(" "))
     }
+}
+
+/// What one run of an external program gave: its exit status (`None`: it timed out and was
+/// killed), its standard output (up to the limit), whether it printed more, and the tail of its
+/// standard error.
+pub(crate) struct ProcessRun {
+    pub status: Option<std::process::ExitStatus>,
+    pub stdout: Vec<u8>,
+    pub oversized: bool,
+    pub stderr: String,
+}
+
+/// Runs `program args` in `dir` with `env` set, `input` on its standard input, in its own
+/// process group (killed whole on timeout or when it prints more than `max_output` bytes).
+/// The error is why it could not be started or waited for. Shared by command handlers and
+/// exec upcasters.
+pub(crate) fn run_process(
+    program: &str,
+    args: &[String],
+    dir: &Path,
+    env: &[(&str, String)],
+    input: Vec<u8>,
+    timeout: Duration,
+    max_output: u64,
+) -> Result<ProcessRun, String> {
+    let mut child = Process::new(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("could not start {program:?}: {e}"))?;
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let writer = std::thread::spawn(move || {
+        // A program may exit without reading: a broken pipe here is not an error.
+        let _ = stdin.write_all(&input);
+    });
+    let limit = max_output;
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let read = (&mut stdout).take(limit + 1).read_to_end(&mut buf);
+        let over = buf.len() as u64 > limit;
+        if over {
+            kill_group(pid);
+        }
+        (buf, over, read.is_ok())
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut stderr).take(1 << 20).read_to_end(&mut buf);
+        let start = buf.len().saturating_sub(STDERR_KEEP);
+        String::from_utf8_lossy(&buf[start..]).trim().to_owned()
+    });
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(100);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() >= timeout => {
+                kill_group(pid);
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+            Err(e) => {
+                kill_group(pid);
+                let _ = child.wait();
+                return Err(format!("could not wait for it: {e}"));
+            }
+        }
+    };
+    let _ = writer.join();
+    let (stdout, oversized, _) = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(ProcessRun {
+        status,
+        stdout,
+        oversized,
+        stderr,
+    })
 }
 
 /// Why a domain manifest could not be loaded.

@@ -145,6 +145,7 @@ pub mod replay;
 #[cfg(feature = "tokio")]
 pub mod stream;
 pub mod testing;
+pub mod upcast;
 
 pub use aggregate::{
     to_event, Aggregate, DomainCommand, DomainError, DomainEvent, EventError, Events,
@@ -153,6 +154,7 @@ pub use aggregate::{
 pub use command::{normalize_command_name, Command, CommandError, MAX_COMMAND_BYTES};
 pub use context::{Context, IdFn, Loaded};
 pub use domain::SnapshotPolicy;
+pub use upcast::{Transform, UpcastError, UpcastEvent, Upcaster, Upcasters};
 pub use domain::{Failure, KindBuilder, Manifest, RegistrationError, ResolveError, Runner};
 pub use engine::{
     Applied, ApplyError, Engine, LoadError, SessionEnd, DEFAULT_MAX_ATTEMPTS, SESSION_ENDED,
