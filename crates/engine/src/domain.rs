@@ -354,6 +354,11 @@ impl Manifest {
         &self.upcasters
     }
 
+    /// Replaces the domain's upcasters (a JSON manifest's, once all of them are valid).
+    pub(crate) fn set_upcasters(&mut self, upcasters: Upcasters) {
+        self.upcasters = upcasters;
+    }
+
     /// `policy` keyed also by the upcasters: a snapshot folded from upcast events is not used
     /// once they change. Without upcasters, the policy as it is (keys as before upcasting).
     fn keyed(&self, policy: Arc<SnapshotPolicy>) -> Arc<SnapshotPolicy> {
