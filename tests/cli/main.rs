@@ -22,6 +22,7 @@ mod serve;
 mod snapshots;
 mod tour;
 mod transfer;
+mod upcast;
 mod verify;
 #[cfg(unix)]
 mod watch;
