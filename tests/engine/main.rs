@@ -9,3 +9,4 @@ mod fuzz_smoke;
 mod given_when_then;
 mod pipeline;
 mod snapshots;
+mod upcast;
