@@ -153,7 +153,7 @@ fn a_chain_of_declarative_and_rust_steps_gives_the_handler_the_newest_version() 
 }
 
 #[test]
-fn a_split_and_a_rename_continue_through_the_new_names_chain() {
+fn a_split_renames_into_the_newest_version_of_another_name() {
     let (_dir, depot) = depot_with(&[("Moved", 1, json!({"from": "a", "to": "b", "n": 3}))]);
     let mut manifest = wallets();
     manifest
@@ -174,8 +174,35 @@ fn a_split_and_a_rename_continue_through_the_new_names_chain() {
             ]),
         )
         .unwrap()
-        // `Left` v2 has a step of its own to v3: the split part goes on through it.
         .event_version("Arrived", 2)
+        .unwrap();
+    let engine = Engine::new(depot, manifest);
+    // Another name's result is at that name's newest version (Left has none declared: v1).
+    assert_eq!(
+        seen(&engine),
+        vec![
+            ("Left".to_owned(), 1, json!({"from": "a", "n": 3})),
+            ("Arrived".to_owned(), 2, json!({"to": "b", "n": 3})),
+        ]
+    );
+}
+
+#[test]
+fn a_result_under_another_name_at_an_older_version_goes_on_through_that_names_chain() {
+    let (_dir, depot) = depot_with(&[("Moved", 1, json!({"from": "a", "n": 3}))]);
+    let mut manifest = wallets();
+    manifest
+        .upcast(
+            "Moved",
+            1,
+            Upcaster::function("moved-is-left-v1", |event: &UpcastEvent, _: &PartitionName| {
+                Ok(vec![UpcastEvent {
+                    name: "Left".to_owned(),
+                    version: 1,
+                    data: event.data.clone(),
+                }])
+            }),
+        )
         .unwrap()
         .upcast("Left", 1, Upcaster::Transform(Transform::default()))
         .unwrap()
@@ -191,10 +218,7 @@ fn a_split_and_a_rename_continue_through_the_new_names_chain() {
     let engine = Engine::new(depot, manifest);
     assert_eq!(
         seen(&engine),
-        vec![
-            ("Left".to_owned(), 3, json!({"from": "a", "count": 3})),
-            ("Arrived".to_owned(), 2, json!({"to": "b", "n": 3})),
-        ]
+        vec![("Left".to_owned(), 3, json!({"from": "a", "count": 3}))]
     );
 }
 

@@ -11,9 +11,11 @@
 //! is an [`UpcastError::StepFailed`] naming the step: never a silent pass-through.
 //!
 //! The exec protocol: the step's program gets `{"name", "version", "data", "partition"}` on stdin
-//! and prints a JSON array of `{"name", "data", "version"?}` (`version` defaults to the step's
-//! `to`): one event, several (a split) or another name (a rename). Each resulting event goes on
-//! through its own name's chain, so a chain never skips a step.
+//! and prints a JSON array of `{"name", "data", "version"?}`: one event, several (a split) or
+//! another name (a rename). A result under the event's own name is at the step's `to` unless it
+//! says a higher version; one under another name is at that name's newest version unless it says
+//! one. Each result goes on through its own name's chain (so a rename may land at that name's v1
+//! and be upcast from there), at most 256 steps deep.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,7 +42,7 @@ pub struct UpcastEvent {
 }
 
 /// A Rust upcaster step: the event (at the step's `from`) and its partition in, the resulting
-/// events out (their versions are set to the step's `to` unless the function sets a higher one).
+/// events out, each with its version (under the event's name: above `from`).
 pub type UpcastFn =
     dyn Fn(&UpcastEvent, &PartitionName) -> Result<Vec<UpcastEvent>, String> + Send + Sync;
 
@@ -87,7 +89,7 @@ impl Transform {
         Ok(())
     }
 
-    fn apply(&self, event: &UpcastEvent, to: u32) -> Result<UpcastEvent, String> {
+    fn apply(&self, event: &UpcastEvent, version_of: &VersionOf<'_>) -> Result<UpcastEvent, String> {
         let data = if self.touches_fields() {
             let Value::Object(fields) = &event.data else {
                 return Err(format!(
@@ -118,9 +120,10 @@ impl Transform {
         } else {
             event.data.clone()
         };
+        let name = self.rename_event.clone().unwrap_or_else(|| event.name.clone());
         Ok(UpcastEvent {
-            name: self.rename_event.clone().unwrap_or_else(|| event.name.clone()),
-            version: to,
+            version: version_of(&name),
+            name,
             data,
         })
     }
@@ -173,7 +176,7 @@ impl ExecUpcaster {
         &self,
         event: &UpcastEvent,
         partition: &PartitionName,
-        to: u32,
+        version_of: &VersionOf<'_>,
     ) -> Result<Vec<UpcastEvent>, String> {
         let Some((program, args)) = self.program.split_first() else {
             return Err("its exec list is empty".to_owned());
@@ -219,13 +222,17 @@ impl ExecUpcaster {
             };
             return Err(with_stderr(how));
         }
-        parse_exec_output(&ran.stdout, to)
+        parse_exec_output(&ran.stdout, version_of)
     }
 }
 
+/// The version a step's result named so gets when the step does not say: the step's `to` for
+/// the name it was given, the domain's newest for any other.
+pub type VersionOf<'a> = dyn Fn(&str) -> u32 + 'a;
+
 /// Parses an exec upcaster's standard output: a JSON array of `{"name", "data", "version"?}`,
-/// `version` defaulting to `to`. Never panics, whatever the bytes.
-pub fn parse_exec_output(stdout: &[u8], to: u32) -> Result<Vec<UpcastEvent>, String> {
+/// `version` defaulting to `version_of(name)`. Never panics, whatever the bytes.
+pub fn parse_exec_output(stdout: &[u8], version_of: &VersionOf<'_>) -> Result<Vec<UpcastEvent>, String> {
     let value: Value = serde_json::from_slice(stdout).map_err(|e| {
         let shown = String::from_utf8_lossy(&stdout[..stdout.len().min(80)]).into_owned();
         format!("printed invalid JSON ({e}): {shown:?}")
@@ -247,7 +254,7 @@ pub fn parse_exec_output(stdout: &[u8], to: u32) -> Result<Vec<UpcastEvent>, Str
         };
         EventName::new(&name).map_err(|e| format!("result {index}: invalid event name: {e}"))?;
         let version = match item.remove("version") {
-            None => to,
+            None => version_of(&name),
             Some(v) => v
                 .as_u64()
                 .and_then(|v| u32::try_from(v).ok())
@@ -346,16 +353,15 @@ impl Upcaster {
         &self,
         event: &UpcastEvent,
         partition: &PartitionName,
-        to: u32,
+        version_of: &VersionOf<'_>,
     ) -> Result<Vec<UpcastEvent>, String> {
         match self {
-            Upcaster::Transform(t) => Ok(vec![t.apply(event, to)?]),
-            Upcaster::Split(ts) => ts.iter().map(|t| t.apply(event, to)).collect(),
-            Upcaster::Exec(e) => e.run(event, partition, to),
+            Upcaster::Transform(t) => Ok(vec![t.apply(event, version_of)?]),
+            Upcaster::Split(ts) => ts.iter().map(|t| t.apply(event, version_of)).collect(),
+            Upcaster::Exec(e) => e.run(event, partition, version_of),
             Upcaster::Function { run, .. } => {
-                let mut out = run(event, partition)?;
-                for e in &mut out {
-                    e.version = e.version.max(to);
+                let out = run(event, partition)?;
+                for e in &out {
                     EventName::new(&e.name).map_err(|err| format!("invalid event name: {err}"))?;
                 }
                 Ok(out)
@@ -652,13 +658,26 @@ impl Upcasters {
         if depth >= MAX_DEPTH {
             return Err(failed(format!("more than {MAX_DEPTH} steps deep")));
         }
-        let results = step.upcaster.run(&event, partition, step.to).map_err(failed)?;
+        let version_of = |name: &str| {
+            if name == event.name {
+                step.to
+            } else {
+                self.current(name)
+            }
+        };
+        let results = step
+            .upcaster
+            .run(&event, partition, &version_of)
+            .map_err(failed)?;
         for result in results {
-            if result.version <= event.version {
+            if result.name == event.name && result.version <= event.version {
                 return Err(failed(format!(
                     "it produced {} v{}, not newer than its input",
                     result.name, result.version
                 )));
+            }
+            if result.version == 0 {
+                return Err(failed(format!("it produced {} v0", result.name)));
             }
             let known = self.current(&result.name);
             if result.version > known {
