@@ -160,6 +160,7 @@ fn the_v2_handler_folds_upcast_history_and_writes_its_newest_versions() {
     let raw = depot.ok(&["cat-object", "-t", id]);
     assert_eq!(raw.trim(), "event");
     let pretty = depot.ok(&["cat-object", "-p", id]);
+    assert!(pretty.starts_with("event Deposited v3\n"), "{pretty}");
     assert!(pretty.contains("\"channel\": \"app\""), "{pretty}");
     // The v1 events are untouched; the v3 one is read as it is.
     let upcast = upcast_events(&depot, &manifest, "accounts/alice");

@@ -597,6 +597,9 @@ pub struct EventObject {
     pub name: String,
     /// Its data (JSON when it is JSON, else a string).
     pub data: Value,
+    /// Its schema version, when not 1 (`json;v=<N>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }
 
 /// An affix object.
@@ -635,6 +638,7 @@ impl ObjectView {
                 id: id.to_string(),
                 name: event.name().to_string(),
                 data: message_value(event.data()),
+                schema_version: shown_version(event.version()),
             }),
             Object::Affix(affix) => ObjectView::Affix(AffixObject {
                 id: id.to_string(),
