@@ -49,7 +49,9 @@ fn a_v2_domain_reads_the_v1_fixture_depot_upcast_and_the_stored_events_stay_as_t
     let depot = v1_depot();
     let stored_before = json_lines(&depot.ok(&["events", "--json", "accounts/alice"]));
     assert_eq!(stored_before.len(), 4);
-    assert!(stored_before.iter().all(|e| e.get("schema_version").is_none()));
+    assert!(stored_before
+        .iter()
+        .all(|e| e.get("schema_version").is_none()));
     let before = depot.snapshot();
 
     let alice = upcast_events(&depot, &v2_manifest(), "accounts/alice");
@@ -142,7 +144,9 @@ fn the_v2_handler_folds_upcast_history_and_writes_its_newest_versions() {
     ]);
     assert_eq!(rejected.code, 4, "{}", rejected.stderr);
     assert!(
-        rejected.stderr.contains("balance is 3100, 3101 asked (1 audited withdrawals)"),
+        rejected
+            .stderr
+            .contains("balance is 3100, 3101 asked (1 audited withdrawals)"),
         "{}",
         rejected.stderr
     );
@@ -206,10 +210,17 @@ fn an_event_newer_than_the_domain_knows_is_exit_8_naming_it() {
         read.stderr
     );
     let apply = depot.fails(
-        &["apply", r#"{"path":"accounts/alice","name":"deposit","params":{"amount":1}}"#],
+        &[
+            "apply",
+            r#"{"path":"accounts/alice","name":"deposit","params":{"amount":1}}"#,
+        ],
         8,
     );
-    assert!(apply.stderr.contains("is newer than this domain knows"), "{}", apply.stderr);
+    assert!(
+        apply.stderr.contains("is newer than this domain knows"),
+        "{}",
+        apply.stderr
+    );
     assert_same_snapshot(&before, &depot.snapshot(), &["unknown", "version"]);
     // Without --upcast the stored event is shown as it is.
     let plain = depot.ok(&["events", "accounts/alice"]);

@@ -181,8 +181,10 @@ impl<'a> Context<'a> {
         }
         let name =
             EventName::new(name).map_err(|e| DomainError::new("bad_event", e.to_string()))?;
-        self.emitted
-            .push((partition, Event::new(name, data.to_string()).with_version(version)));
+        self.emitted.push((
+            partition,
+            Event::new(name, data.to_string()).with_version(version),
+        ));
         Ok(())
     }
 

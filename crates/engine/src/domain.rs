@@ -338,7 +338,11 @@ impl Manifest {
 
     /// Declares `version` as the newest of `event` without a chain of its own (a name that
     /// upcasters rename into, say); with a chain it must be the chain's end.
-    pub fn event_version(&mut self, event: &str, version: u32) -> Result<&mut Self, RegistrationError> {
+    pub fn event_version(
+        &mut self,
+        event: &str,
+        version: u32,
+    ) -> Result<&mut Self, RegistrationError> {
         self.upcasters
             .declare_version(event, version)
             .map_err(|e| RegistrationError {

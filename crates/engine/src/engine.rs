@@ -113,7 +113,7 @@ pub enum ApplyError {
     /// A stored event of an aggregate the command rehydrated cannot be upcast to the domain's
     /// newest version (too new, or a failing upcaster): nothing was written or recorded.
     #[error("cannot rehydrate: {0}")]
-    Upcast(#[from] UpcastError),
+    Upcast(Box<UpcastError>),
     /// A typed command does not serialize to a parameters object.
     #[error("command '{name}' does not serialize to a JSON object of parameters: {reason}")]
     Params {
@@ -142,7 +142,7 @@ pub enum LoadError {
     Event(#[from] EventError),
     /// A stored event cannot be upcast to the domain's newest version.
     #[error(transparent)]
-    Upcast(#[from] UpcastError),
+    Upcast(Box<UpcastError>),
     /// The depot failed.
     #[error(transparent)]
     Depot(#[from] depot::Error),
@@ -186,6 +186,18 @@ impl ApplyError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, ApplyError::Conflict { .. })
             || matches!(self, ApplyError::Depot(e) if e.is_conflict())
+    }
+}
+
+impl From<UpcastError> for ApplyError {
+    fn from(error: UpcastError) -> Self {
+        ApplyError::Upcast(Box::new(error))
+    }
+}
+
+impl From<UpcastError> for LoadError {
+    fn from(error: UpcastError) -> Self {
+        LoadError::Upcast(Box::new(error))
     }
 }
 
@@ -670,7 +682,7 @@ impl Engine {
                 }
                 if let Some(upcast_failure) = ctx.upcast_failure.take() {
                     // Nor this: a stored event cannot be upcast.
-                    return Err(ApplyError::Upcast(upcast_failure));
+                    return Err(ApplyError::Upcast(Box::new(upcast_failure)));
                 }
                 let recorded = self.record_failure(base, session, &message, &failure);
                 return Err(match failure {

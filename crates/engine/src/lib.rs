@@ -154,13 +154,13 @@ pub use aggregate::{
 pub use command::{normalize_command_name, Command, CommandError, MAX_COMMAND_BYTES};
 pub use context::{Context, IdFn, Loaded};
 pub use domain::SnapshotPolicy;
-pub use upcast::{Transform, UpcastError, UpcastEvent, Upcaster, Upcasters};
 pub use domain::{Failure, KindBuilder, Manifest, RegistrationError, ResolveError, Runner};
 pub use engine::{
     Applied, ApplyError, Engine, LoadError, SessionEnd, DEFAULT_MAX_ATTEMPTS, SESSION_ENDED,
     SESSION_STARTED,
 };
 pub use engine::{SnapshotMade, SnapshotOutcome};
+pub use upcast::{Transform, UpcastError, UpcastEvent, Upcaster, Upcasters};
 
 /// The depot crate (`retro-depot`, lib `depot`), whole: an embedder depends on `retro-engine`
 /// alone and reaches everything of the store here (`engine::depot::Depot::open_or_init`, …).

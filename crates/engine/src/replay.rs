@@ -52,7 +52,7 @@ pub enum ReplayError {
     Event(#[from] crate::EventError),
     /// A stored event cannot be upcast to the domain's newest version.
     #[error(transparent)]
-    Upcast(#[from] crate::UpcastError),
+    Upcast(Box<crate::UpcastError>),
     /// The checkpoint handed to [`Replay::check`] is not the child of the replay's position.
     #[error("checkpoint {checkpoint} does not follow the replay's position {}: its first parent is {}", shown_id(.position), shown_id(.parent))]
     OutOfOrder {
@@ -74,6 +74,12 @@ impl ReplayError {
             ReplayError::Event(_) | ReplayError::Upcast(_) => depot::ErrorClass::Internal,
             ReplayError::OutOfOrder { .. } => depot::ErrorClass::Invalid,
         }
+    }
+}
+
+impl From<crate::UpcastError> for ReplayError {
+    fn from(error: crate::UpcastError) -> Self {
+        ReplayError::Upcast(Box::new(error))
     }
 }
 
@@ -573,7 +579,7 @@ impl Replay {
                 return Err(ReplayError::Event(event_failure));
             }
             if let Some(upcast_failure) = ctx.upcast_failure.take() {
-                return Err(ReplayError::Upcast(upcast_failure));
+                return Err(ReplayError::Upcast(Box::new(upcast_failure)));
             }
             return Ok(match failure {
                 Failure::Rejected(error) => Replayed::Rejected {

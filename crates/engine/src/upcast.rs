@@ -89,7 +89,11 @@ impl Transform {
         Ok(())
     }
 
-    fn apply(&self, event: &UpcastEvent, version_of: &VersionOf<'_>) -> Result<UpcastEvent, String> {
+    fn apply(
+        &self,
+        event: &UpcastEvent,
+        version_of: &VersionOf<'_>,
+    ) -> Result<UpcastEvent, String> {
         let data = if self.touches_fields() {
             let Value::Object(fields) = &event.data else {
                 return Err(format!(
@@ -120,7 +124,10 @@ impl Transform {
         } else {
             event.data.clone()
         };
-        let name = self.rename_event.clone().unwrap_or_else(|| event.name.clone());
+        let name = self
+            .rename_event
+            .clone()
+            .unwrap_or_else(|| event.name.clone());
         Ok(UpcastEvent {
             version: version_of(&name),
             name,
@@ -232,7 +239,10 @@ pub type VersionOf<'a> = dyn Fn(&str) -> u32 + 'a;
 
 /// Parses an exec upcaster's standard output: a JSON array of `{"name", "data", "version"?}`,
 /// `version` defaulting to `version_of(name)`. Never panics, whatever the bytes.
-pub fn parse_exec_output(stdout: &[u8], version_of: &VersionOf<'_>) -> Result<Vec<UpcastEvent>, String> {
+pub fn parse_exec_output(
+    stdout: &[u8],
+    version_of: &VersionOf<'_>,
+) -> Result<Vec<UpcastEvent>, String> {
     let value: Value = serde_json::from_slice(stdout).map_err(|e| {
         let shown = String::from_utf8_lossy(&stdout[..stdout.len().min(80)]).into_owned();
         format!("printed invalid JSON ({e}): {shown:?}")
@@ -312,8 +322,13 @@ impl Upcaster {
 
     fn describe(&self) -> String {
         match self {
-            Upcaster::Transform(t) => format!("declarative {}", serde_json::to_string(t).unwrap_or_default()),
-            Upcaster::Split(ts) => format!("split {}", serde_json::to_string(ts).unwrap_or_default()),
+            Upcaster::Transform(t) => format!(
+                "declarative {}",
+                serde_json::to_string(t).unwrap_or_default()
+            ),
+            Upcaster::Split(ts) => {
+                format!("split {}", serde_json::to_string(ts).unwrap_or_default())
+            }
             Upcaster::Exec(e) => format!("exec {}", e.program.join(" ")),
             Upcaster::Function { label, .. } => format!("rust {label}"),
         }
@@ -435,13 +450,13 @@ pub enum UpcastError {
         /// Its 1-based position there.
         position: u64,
         /// The name of the event the step was given.
-        name: String,
+        name: Box<str>,
         /// Its version (the step's `from`).
         version: u32,
         /// The step: `<name> v<from>->v<to> (<what it is>)`.
-        step: String,
+        step: Box<str>,
         /// What went wrong.
-        reason: String,
+        reason: Box<str>,
     },
 }
 
@@ -644,7 +659,7 @@ impl Upcasters {
             id,
             partition: partition.to_string(),
             position,
-            name: event.name.clone(),
+            name: event.name.as_str().into(),
             version: event.version,
             step: format!(
                 "{} v{}->v{} ({})",
@@ -652,8 +667,9 @@ impl Upcasters {
                 step.from,
                 step.to,
                 step.upcaster.describe()
-            ),
-            reason,
+            )
+            .into(),
+            reason: reason.into(),
         };
         if depth >= MAX_DEPTH {
             return Err(failed(format!("more than {MAX_DEPTH} steps deep")));
@@ -735,7 +751,10 @@ pub(crate) fn exec_step(
     max_output: u64,
 ) -> Upcaster {
     let mut program = program;
-    if program.first().is_some_and(|p| p.contains('/') && Path::new(p).is_relative()) {
+    if program
+        .first()
+        .is_some_and(|p| p.contains('/') && Path::new(p).is_relative())
+    {
         program[0] = dir.join(&program[0]).display().to_string();
     }
     Upcaster::Exec(

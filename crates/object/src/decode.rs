@@ -163,8 +163,7 @@ pub fn parse_event_format(format: &str) -> Result<u32, DecodeError> {
         return Err(DecodeError::UnknownEncoding(format.to_owned()));
     };
     let bad = || DecodeError::BadEventVersion(format.to_owned());
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0')
-    {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
         return Err(bad());
     }
     match digits.parse::<u32>() {

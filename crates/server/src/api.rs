@@ -367,7 +367,11 @@ impl CheckpointView {
     fn read_with<E: From<depot::Error>>(
         depot: &Depot,
         id: &ObjectId,
-        mut shown: impl FnMut(&depot::PartitionName, ObjectId, &depot::Event) -> Result<Vec<AffixEvent>, E>,
+        mut shown: impl FnMut(
+            &depot::PartitionName,
+            ObjectId,
+            &depot::Event,
+        ) -> Result<Vec<AffixEvent>, E>,
     ) -> Result<CheckpointView, E> {
         let checkpoint = depot.read_checkpoint(id)?;
         let affix = depot.read_affix(&checkpoint.affix())?;
@@ -415,6 +419,10 @@ pub struct UpcastOrigin {
     pub version: u32,
 }
 
+/// One event an upcast read shows: name, schema version, data, and where it came from when the
+/// upcasters changed it.
+type UpcastPart = (String, u32, Value, Option<UpcastOrigin>);
+
 /// The schema version as listings show it: absent for 1.
 fn shown_version(version: u32) -> Option<u32> {
     (version != 1).then_some(version)
@@ -429,7 +437,7 @@ fn upcast_parts(
     partition: &depot::PartitionName,
     position: u64,
     event: &depot::Event,
-) -> Result<Vec<(String, u32, Value, Option<UpcastOrigin>)>, engine::UpcastError> {
+) -> Result<Vec<UpcastPart>, engine::UpcastError> {
     let data = message_value(event.data());
     let stored = engine::UpcastEvent {
         name: event.name().to_string(),

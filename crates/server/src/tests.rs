@@ -865,7 +865,9 @@ async fn upcast_true_serves_events_as_the_domain_reads_them_with_their_provenanc
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["Deposited", "Noted", "NotedToo"]);
-    let plain = call(&state, "GET", "/checkpoints/HEAD", None, "").await.json();
+    let plain = call(&state, "GET", "/checkpoints/HEAD", None, "")
+        .await
+        .json();
     assert_eq!(plain["events"].as_array().unwrap().len(), 2);
     let bad = call(&state, "GET", "/events?upcast=maybe", None, "").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
@@ -878,7 +880,10 @@ async fn an_event_newer_than_the_domain_knows_is_a_500_naming_it() {
         let answer = call(&state, "GET", path, None, "").await;
         assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
         assert_eq!(answer.error_code(), "unknown_event_version", "{path}");
-        let message = answer.json()["error"]["message"].as_str().unwrap().to_owned();
+        let message = answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(
             message.contains("(Deposited v7, event 3 of 'wallets/w') is newer than this domain knows: its newest Deposited is v2")
                 || message.contains("(Deposited v7, event 0 of 'wallets/w') is newer than this domain knows"),

@@ -96,14 +96,14 @@ pub fn show(
 ) -> Result<()> {
     let id = resolve(depot, rev)?;
     let view = match upcasters {
-        Some(upcasters) => CheckpointView::read_upcast(depot, &id, upcasters).map_err(
-            |e| match e {
+        Some(upcasters) => {
+            CheckpointView::read_upcast(depot, &id, upcasters).map_err(|e| match e {
                 // The depot's own error, so that its class (corrupt, unavailable) gives the
                 // exit code.
                 server::api::UpcastReadError::Depot(e) => anyhow::Error::from(e),
                 server::api::UpcastReadError::Upcast(e) => anyhow::Error::from(e),
-            },
-        )?,
+            })?
+        }
         None => CheckpointView::read(depot, &id)?,
     };
     if json {

@@ -136,9 +136,7 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
                     view,
                     ui,
                 ),
-                None => {
-                    history::events(&*open(flag)?, glob.as_deref(), since.as_deref(), view, ui)
-                }
+                None => history::events(&*open(flag)?, glob.as_deref(), since.as_deref(), view, ui),
             }
         }
         Commands::Partitions { glob, at, json } => match at {

@@ -176,9 +176,8 @@ pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
         let p = measure(scratch, upcaster, events, reads)?;
         let ms = p.p50_us / 1000.0;
         let per_event = p.p50_us / events as f64;
-        let note = format!(
-            "Engine::load of one partition of {events} v1 events, p50 of {reads} reads"
-        );
+        let note =
+            format!("Engine::load of one partition of {events} v1 events, p50 of {reads} reads");
         eprintln!(
             "retro-bench: upcast: {upcaster}, {events} events: p50 {ms:.1} ms ({per_event:.2} us/event)"
         );
@@ -190,8 +189,14 @@ pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
             }
         }
         figures.push(
-            Figure::new(RETRO, format!("upcast_read_{upcaster}_ms"), "ms", ms, events)
-                .note(note.clone()),
+            Figure::new(
+                RETRO,
+                format!("upcast_read_{upcaster}_ms"),
+                "ms",
+                ms,
+                events,
+            )
+            .note(note.clone()),
         );
         if upcaster != "plain" {
             figures.push(
