@@ -100,6 +100,18 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
     )
 }
 
+/// `upcast` is for `/events` only: elsewhere it would be silently ignored, so it is refused.
+fn refuse_upcast(query: &GlobQuery, route: &str) -> Result<(), ApiError> {
+    match query.upcast {
+        None => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{route} takes no 'upcast' parameter: it serves the stored events (upcast reads are GET /events and GET /checkpoints/{{rev}})"),
+        )),
+    }
+}
+
 /// Runs blocking depot work on tokio's blocking pool, at most `readers` at once.
 pub(crate) async fn read<T: Send + 'static>(
     state: &AppState,
@@ -517,6 +529,7 @@ async fn partitions(
     query: Result<Query<GlobQuery>, QueryRejection>,
 ) -> Result<Json<Vec<PartitionEntry>>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
+    refuse_upcast(&query, "/partitions")?;
     let depot = state.depot.clone();
     let list = read(&state, move || {
         Ok(depot
@@ -604,6 +617,7 @@ async fn watch(
     query: Result<Query<GlobQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
+    refuse_upcast(&query, "/watch")?;
     let glob: Arc<str> = Arc::from(query.glob.as_deref().unwrap_or("**"));
     // Resume after the last event the client saw, else after `since`, else from now.
     let resume = match headers.get("last-event-id") {

@@ -871,6 +871,17 @@ async fn upcast_true_serves_events_as_the_domain_reads_them_with_their_provenanc
     assert_eq!(plain["events"].as_array().unwrap().len(), 2);
     let bad = call(&state, "GET", "/events?upcast=maybe", None, "").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    for route in ["/watch?upcast=true", "/partitions?upcast=false"] {
+        let refused = call(&state, "GET", route, None, "").await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{route}");
+        assert!(
+            refused.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("takes no 'upcast' parameter"),
+            "{route}"
+        );
+    }
 }
 
 #[tokio::test]
