@@ -503,30 +503,27 @@ impl Upcasters {
         };
         EventName::new(event).map_err(|e| error(e.to_string()))?;
         upcaster.check().map_err(error)?;
-        let chain = self.chains.entry(event.to_owned()).or_default();
-        let end = chain.last().map_or(1, |s| s.to);
+        let chain = self.chains.get(event);
+        let end = chain.and_then(|c| c.last()).map_or(1, |s| s.to);
         if from != end {
-            let reason = if chain.is_empty() {
+            return Err(error(if chain.is_none() {
                 format!("the first step must be from v1, not v{from}")
             } else {
                 format!("the chain ends at v{end}: the next step must be from v{end}")
-            };
-            if chain.is_empty() {
-                self.chains.remove(event);
-            }
-            return Err(error(reason));
+            }));
         }
         let Some(to) = from.checked_add(1) else {
             return Err(error("no version after 2^32-1".to_owned()));
         };
         if let Some(&declared) = self.declared.get(event) {
-            if declared < to {
-                return Err(error(format!(
-                    "the newest version of '{event}' is declared as v{declared}"
-                )));
-            }
+            return Err(error(format!(
+                "the newest version of '{event}' is already declared (v{declared}): declare it after its upcasters"
+            )));
         }
-        chain.push(Step { from, to, upcaster });
+        self.chains
+            .entry(event.to_owned())
+            .or_default()
+            .push(Step { from, to, upcaster });
         self.fingerprint = Some(self.compute_fingerprint());
         Ok(())
     }
