@@ -711,3 +711,50 @@ fn upcasters_alone_upcast_one_event() {
         [("A".to_owned(), 2), ("B".to_owned(), 2)]
     );
 }
+
+#[test]
+fn context_load_upcasts_the_other_aggregate_too() {
+    let (_dir, depot) = depot_with(&[("Deposited", 1, json!({"amount": 5}))]);
+    let mut manifest = Manifest::new();
+    manifest
+        .aggregate::<Seen>("readers")
+        .unwrap()
+        .command("peek", |_, ctx| {
+            let other = ctx.load::<Seen>("wallets/w")?;
+            let path = ctx.path().to_string();
+            ctx.emit_json(&path, "Peeked", &json!({"seen": other.state.events}))
+        })
+        .unwrap();
+    manifest.upcast("Deposited", 1, cents_v2()).unwrap();
+    let engine = Engine::new(depot.clone(), manifest);
+    engine
+        .apply("s", br#"{"path":"readers/r","name":"peek","params":{}}"#)
+        .unwrap();
+    let peeked = depot
+        .partition_events(&PartitionName::new("readers/r").unwrap())
+        .unwrap();
+    let data: Value = serde_json::from_slice(peeked[0].event.data()).unwrap();
+    assert_eq!(
+        data["seen"],
+        json!([["Deposited", 2, {"cents": 5, "currency": "EUR"}]])
+    );
+    // A stored event of the loaded aggregate that cannot be upcast stops the command: an
+    // upcast error, not a rejection, and nothing recorded.
+    let (_dir2, depot2) = depot_with(&[("Deposited", 3, json!({}))]);
+    let mut manifest = Manifest::new();
+    manifest
+        .aggregate::<Seen>("readers")
+        .unwrap()
+        .command("peek", |_, ctx| {
+            ctx.load::<Seen>("wallets/w")?;
+            Ok(())
+        })
+        .unwrap();
+    manifest.upcast("Deposited", 1, cents_v2()).unwrap();
+    let engine = Engine::new(depot2.clone(), manifest);
+    let err = engine
+        .apply("s", br#"{"path":"readers/r","name":"peek","params":{}}"#)
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::Upcast(_)), "{err:?}");
+    assert!(depot2.failures().unwrap().is_empty());
+}
