@@ -758,3 +758,36 @@ fn context_load_upcasts_the_other_aggregate_too() {
     assert!(matches!(err, ApplyError::Upcast(_)), "{err:?}");
     assert!(depot2.failures().unwrap().is_empty());
 }
+
+#[test]
+fn an_exec_step_runs_once_per_stored_event_in_a_process() {
+    let (_dir, domain, engine) = exec_engine(
+        r#"cat >/dev/null
+echo run >> runs.log
+printf '[{"name":"Deposited","data":{"cents":5}}]'
+"#,
+        5000,
+    );
+    let runs = || {
+        std::fs::read_to_string(domain.path().join("runs.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            seen(&engine)[0],
+            ("Deposited".to_owned(), 2, json!({"cents": 5}))
+        );
+    }
+    engine
+        .apply("s", br#"{"path":"wallets/w","name":"touch","params":{}}"#)
+        .unwrap();
+    assert_eq!(runs(), 1, "read 4 times, run once");
+    // A manifest loaded afresh (new upcasters) runs it again.
+    let mut manifest = wallets();
+    exec::load_manifest(&domain.path().join("manifest.json"), &mut manifest).unwrap();
+    let again = Engine::new(engine.depot().clone(), manifest);
+    seen(&again);
+    assert_eq!(runs(), 2);
+}

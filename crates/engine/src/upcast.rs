@@ -476,6 +476,48 @@ pub struct Upcasters {
     /// Names whose newest version is declared without a chain (reached by a rename).
     declared: BTreeMap<String, u32>,
     fingerprint: Option<String>,
+    /// Whether a chain has an exec step (whose results are cached).
+    has_exec: bool,
+    /// Shared by clones; replaced whenever a step or version is declared.
+    exec_cache: Arc<ExecCache>,
+}
+
+/// The most stored events whose upcast results are kept in memory (then it starts afresh).
+const EXEC_CACHE_ENTRIES: usize = 100_000;
+
+/// What chains with an exec step made of stored events, in memory: a process per event is
+/// expensive, and a stored event (named by its bytes' hash) with the same input always upcasts
+/// the same under the same upcasters (an upcaster is a function of its input). Keyed by the
+/// stored event's id and partition (an exec step's input names it), checked against the input.
+#[derive(Default)]
+struct ExecCache {
+    entries: std::sync::Mutex<CacheMap>,
+}
+
+type CacheMap = std::collections::HashMap<(ObjectId, String), (UpcastEvent, Vec<UpcastEvent>)>;
+
+impl fmt::Debug for ExecCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecCache").finish_non_exhaustive()
+    }
+}
+
+impl ExecCache {
+    fn get(&self, key: &(ObjectId, String), input: &UpcastEvent) -> Option<Vec<UpcastEvent>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(cached, _)| cached == input)
+            .map(|(_, out)| out.clone())
+    }
+
+    fn put(&self, key: (ObjectId, String), input: UpcastEvent, out: &[UpcastEvent]) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= EXEC_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (input, out.to_vec()));
+    }
 }
 
 /// The deepest a chain of results may go (every step raises the version, so a chain ends; this
@@ -520,10 +562,12 @@ impl Upcasters {
                 "the newest version of '{event}' is already declared (v{declared}): declare it after its upcasters"
             )));
         }
+        self.has_exec |= matches!(upcaster, Upcaster::Exec(_));
         self.chains
             .entry(event.to_owned())
             .or_default()
             .push(Step { from, to, upcaster });
+        self.exec_cache = Arc::default();
         self.fingerprint = Some(self.compute_fingerprint());
         Ok(())
     }
@@ -548,6 +592,7 @@ impl Upcasters {
             }
         }
         self.declared.insert(event.to_owned(), version);
+        self.exec_cache = Arc::default();
         self.fingerprint = Some(self.compute_fingerprint());
         Ok(())
     }
@@ -601,7 +646,9 @@ impl Upcasters {
     /// The events stored event `id` (`name`/`version`/`data`, event `position` of `partition`)
     /// is read as today: itself when at its name's newest version, else what its chain makes
     /// of it. Never a silent pass-through: a version newer than known, or one without a step,
-    /// or a failing step, is an error.
+    /// or a failing step, is an error. With exec steps, successful results are kept in memory
+    /// by stored event (id and partition, checked against `event`): an exec step runs once per
+    /// stored event per process, not once per read.
     pub fn upcast(
         &self,
         id: ObjectId,
@@ -609,8 +656,18 @@ impl Upcasters {
         position: u64,
         event: UpcastEvent,
     ) -> Result<Vec<UpcastEvent>, UpcastError> {
+        if !self.has_exec || event.version == self.current(&event.name) {
+            let mut out = Vec::with_capacity(1);
+            self.upcast_into(id, partition, position, event, 0, &mut out)?;
+            return Ok(out);
+        }
+        let key = (id, partition.to_string());
+        if let Some(out) = self.exec_cache.get(&key, &event) {
+            return Ok(out);
+        }
         let mut out = Vec::with_capacity(1);
-        self.upcast_into(id, partition, position, event, 0, &mut out)?;
+        self.upcast_into(id, partition, position, event.clone(), 0, &mut out)?;
+        self.exec_cache.put(key, event, &out);
         Ok(out)
     }
 

@@ -2,12 +2,14 @@
 //! rehydration (`Engine::load`) of one partition of 10,000 schema-version-1 `Deposited` events,
 //! with no upcaster (the events are at their newest version), with a declarative upcaster
 //! (v1 → v2: rename a field, add a default), and with an exec upcaster (a shell script, one
-//! process per event, on fewer events: it is that slow).
+//! process per event, on fewer events: it is that slow), read cold (a fresh engine each read)
+//! and cached (the same engine again: the upcasters keep an exec step's results in memory).
 //!
 //! To wire it in, in `main.rs`: `mod upcast_bench;` and, in the phase list,
 //! `upcast_bench::run(&if quick { upcast_bench::Sizes::quick() } else { upcast_bench::Sizes::full() }, scratch.path(), &mut figures)?;`.
-//! It files `upcast_read_{plain,declarative,exec}_ms` (n: events read) and
-//! `upcast_read_{declarative,exec}_us_per_event` (the cost over the plain read, per event).
+//! It files `upcast_read_{plain,declarative,exec,exec_cached}_ms` (n: events read) and
+//! `upcast_read_{declarative,exec,exec_cached}_us_per_event` (the cost over the plain read, per
+//! event).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -137,12 +139,20 @@ fn depot_with(dir: &Path, events: u64) -> Result<Arc<Depot>> {
     Ok(depot)
 }
 
-/// p50 of `reads` full rehydrations of `wallets/w` (`events` events) under `upcaster`.
-fn measure(scratch: &Path, upcaster: &str, events: u64, reads: u64) -> Result<Percentiles> {
-    let dir = scratch.join(format!("upcast-{upcaster}-{events}"));
+/// p50 of `reads` full rehydrations of `wallets/w` (`events` events) under `upcaster`; `cold`:
+/// each by an engine with its manifest loaded afresh (so the exec step's results, which the
+/// upcasters keep in memory, are not).
+fn measure(
+    scratch: &Path,
+    upcaster: &str,
+    events: u64,
+    reads: u64,
+    cold: bool,
+) -> Result<Percentiles> {
+    let dir = scratch.join(format!("upcast-{upcaster}-{events}-{cold}"));
     std::fs::create_dir_all(&dir)?;
     let depot = depot_with(&dir, events)?;
-    let engine = Engine::new(depot, manifest(&dir, upcaster)?);
+    let mut engine = Engine::new(depot.clone(), manifest(&dir, upcaster)?);
     let expected_version = if upcaster == "plain" { 1 } else { 2 };
     // One unmeasured read: the index's pages warm, and the result checked.
     let loaded = engine.load::<Balance>("wallets/w")?;
@@ -156,6 +166,9 @@ fn measure(scratch: &Path, upcaster: &str, events: u64, reads: u64) -> Result<Pe
     );
     let mut samples: Vec<Duration> = Vec::with_capacity(reads as usize);
     for _ in 0..reads {
+        if cold {
+            engine = Engine::new(depot.clone(), manifest(&dir, upcaster)?);
+        }
         let started = Instant::now();
         let loaded = engine.load::<Balance>("wallets/w")?;
         samples.push(started.elapsed());
@@ -167,13 +180,18 @@ fn measure(scratch: &Path, upcaster: &str, events: u64, reads: u64) -> Result<Pe
 /// Runs the phase and files its figures (see the module docs).
 pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
     let mut plain_per_event_us = 0.0;
-    for (upcaster, events, reads) in [
-        ("plain", sizes.events, sizes.reads),
-        ("declarative", sizes.events, sizes.reads),
-        ("plain", sizes.exec_events, sizes.reads),
-        ("exec", sizes.exec_events, sizes.reads.min(3)),
+    for (upcaster, events, reads, cold) in [
+        ("plain", sizes.events, sizes.reads, false),
+        ("declarative", sizes.events, sizes.reads, false),
+        ("plain", sizes.exec_events, sizes.reads, false),
+        ("exec", sizes.exec_events, sizes.reads.min(3), true),
+        ("exec", sizes.exec_events, sizes.reads, false),
     ] {
-        let p = measure(scratch, upcaster, events, reads)?;
+        let p = measure(scratch, upcaster, events, reads, cold)?;
+        let upcaster = match (upcaster, cold) {
+            ("exec", false) => "exec_cached",
+            _ => upcaster,
+        };
         let ms = p.p50_us / 1000.0;
         let per_event = p.p50_us / events as f64;
         let note =
