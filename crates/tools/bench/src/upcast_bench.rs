@@ -80,7 +80,7 @@ impl Aggregate for Balance {
 /// The exec step: the event on stdin, `[{"name","data"}]` on stdout with `amount` renamed
 /// `cents` (by `sed`, to keep the script's own cost small).
 const UPCASTER: &str = r#"#!/bin/sh
-sed -e 's/^.*"data":{"amount":\([0-9]*\)}.*$/[{"name":"Deposited","data":{"cents":\1,"currency":"EUR"}}]/'
+sed -e 's/^.*"data":{"amount":\([0-9]*\),"n":\([0-9]*\)}.*$/[{"name":"Deposited","data":{"cents":\1,"n":\2,"currency":"EUR"}}]/'
 "#;
 
 fn manifest(dir: &Path, upcaster: &str) -> Result<Manifest> {
@@ -116,18 +116,22 @@ fn manifest(dir: &Path, upcaster: &str) -> Result<Manifest> {
     Ok(manifest)
 }
 
-/// A fresh depot whose `wallets/w` holds `events` v1 `Deposited {"amount": 1}`.
+/// A fresh depot whose `wallets/w` holds `events` v1 `Deposited {"amount": 1, "n": i}` (each
+/// its own object: identical events share an id, and the exec step's results are cached by it).
 fn depot_with(dir: &Path, events: u64) -> Result<Arc<Depot>> {
     let depot = Arc::new(Depot::init(dir.join("depot"))?);
     let partition = PartitionName::new("wallets/w")?;
     let mut written = 0;
     while written < events {
         let batch = (events - written).min(1000);
-        let list = (0..batch)
-            .map(|_| {
+        let list = (written..written + batch)
+            .map(|i| {
                 Ok((
                     partition.clone(),
-                    Event::new(EventName::new("Deposited")?, r#"{"amount":1}"#),
+                    Event::new(
+                        EventName::new("Deposited")?,
+                        format!(r#"{{"amount":1,"n":{i}}}"#),
+                    ),
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
