@@ -25,6 +25,7 @@ mod signatures;
 mod snapshots;
 mod tour;
 mod transfer;
+mod upcast;
 mod verify;
 #[cfg(unix)]
 mod watch;

@@ -41,3 +41,8 @@ fn revision() {
 fn every_target_has_a_seed_directory() {
     smoke::assert_seed_dirs(checks::TARGETS);
 }
+
+#[test]
+fn event_format() {
+    run("event_format");
+}

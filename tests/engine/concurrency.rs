@@ -139,6 +139,7 @@ fn a_shared_account_never_overdraws_in_any_history() {
             data: serde_json::from_slice(record.event.data()).unwrap(),
             checkpoint: record.checkpoint,
             version: record.version,
+            schema_version: record.event.version(),
             session: record.session.clone(),
             date: record.date,
         };

@@ -35,3 +35,13 @@ fn every_engine_target_has_a_seed_directory() {
 fn spec_line() {
     run("spec_line");
 }
+
+#[test]
+fn upcasters() {
+    run("upcasters");
+}
+
+#[test]
+fn upcast_output() {
+    run("upcast_output");
+}

@@ -11,3 +11,4 @@ mod idempotency;
 mod merge;
 mod pipeline;
 mod snapshots;
+mod upcast;

@@ -10,7 +10,7 @@ const EXAMPLES_APPLY: &str = "Examples:\n  retro apply '{\"path\":\"accounts/ali
 const EXAMPLES_LOG: &str = "Examples:\n  retro log\n  retro log --oneline -n 5\n  retro log --partition 'accounts/*' --json\n  retro log refs/heads/master~2";
 const EXAMPLES_CAT: &str = "Examples:\n  retro cat-object -p HEAD\n  retro cat-object -t 3f2a9c\n  retro log --oneline --json | jq -r .checkpoint | retro cat-object --batch";
 const EXAMPLES_EVENTS: &str =
-    "Examples:\n  retro events 'accounts/*'\n  retro events '**' --since HEAD~3 --json";
+    "Examples:\n  retro events 'accounts/*'\n  retro events '**' --since HEAD~3 --json\n  retro events accounts/alice --upcast --manifest domain/manifest.json   # as the domain reads them";
 const EXAMPLES_UPDATE_REF: &str = "Examples:\n  retro update-ref refs/tags/audit HEAD            # create or move\n  retro update-ref refs/heads/master HEAD~1 HEAD   # move only if it is still HEAD\n  retro update-ref -d refs/tags/audit";
 const EXAMPLES_GC: &str = "Examples:\n  retro gc                 # repack everything into one pack\n  retro gc --prune 14d     # also drop unreachable objects older than 14 days";
 const EXAMPLES_WATCH: &str = "Examples:\n  retro watch 'accounts/*'                       # new checkpoints touching accounts\n  retro watch --all --json '**'                   # everything, from the start, as JSON lines\n  retro watch --consumer projector 'accounts/*'   # resumes where it left off after a crash";
@@ -109,6 +109,13 @@ pub enum Commands {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+        /// Show the events as the domain reads them: upcast to their newest schema version,
+        /// each changed one marked with the stored name and version.
+        #[arg(long)]
+        upcast: bool,
+        /// The domain manifest whose upcasters --upcast applies (default: as for apply).
+        #[arg(long, value_name = "FILE", requires = "upcast")]
+        manifest: Option<PathBuf>,
     },
     /// The events of partitions matching a glob, oldest first
     #[command(after_help = EXAMPLES_EVENTS)]
@@ -124,6 +131,13 @@ pub enum Commands {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// The events as the domain reads them: upcast to their newest schema version, each
+        /// changed one marked with the stored name and version (its id stays the stored one).
+        #[arg(long)]
+        upcast: bool,
+        /// The domain manifest whose upcasters --upcast applies (default: as for apply).
+        #[arg(long, value_name = "FILE", requires = "upcast")]
+        manifest: Option<PathBuf>,
     },
     /// Partitions matching a glob, with event counts
     Partitions {

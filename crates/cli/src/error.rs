@@ -18,6 +18,11 @@ pub const CORRUPT: u8 = 5;
 pub const UNAVAILABLE: u8 = 6;
 /// `retro test`: a case did not pass (the domain did something else than its spec says).
 pub const TEST_FAILED: u8 = 7;
+/// A stored event cannot be read as the domain's newest version: it is newer than the domain
+/// knows, or an upcaster failed (`engine::UpcastError`).
+pub const UPCAST: u8 = 8;
+
+const UPCAST_HINT: &str = "the depot holds events this domain cannot read: use the domain manifest that wrote them (--manifest), or fix its upcasters (docs/handlers.md)";
 
 const UNAVAILABLE_HINT: &str =
     "this is retryable: nothing was changed; try again when the lock holder, database or disk is back";
@@ -264,6 +269,18 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                         .to_owned(),
                 ),
             );
+        }
+        if cause.downcast_ref::<engine::UpcastError>().is_some()
+            || matches!(
+                cause.downcast_ref::<engine::ApplyError>(),
+                Some(engine::ApplyError::Upcast(_))
+            )
+            || matches!(
+                cause.downcast_ref::<server::api::UpcastReadError>(),
+                Some(server::api::UpcastReadError::Upcast(_))
+            )
+        {
+            return (UPCAST, Some(UPCAST_HINT.to_owned()));
         }
         if let Some(e) = cause.downcast_ref::<engine::ApplyError>() {
             return match e {

@@ -109,7 +109,10 @@ pub fn pretty_object(object: &Object) -> String {
         Object::Event(event) => {
             let data = data_value(event.data());
             let body = serde_json::to_string_pretty(&data).unwrap_or_default();
-            format!("event {}\n{body}\n", event.name())
+            match event.version() {
+                1 => format!("event {}\n{body}\n", event.name()),
+                version => format!("event {} v{version}\n{body}\n", event.name()),
+            }
         }
         Object::Affix(affix) => {
             let mut out = String::new();

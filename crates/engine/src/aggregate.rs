@@ -37,8 +37,11 @@ pub struct RecordedEvent {
     pub data: Value,
     /// The checkpoint that added it.
     pub checkpoint: ObjectId,
-    /// Its 1-based position in the partition.
+    /// Its 1-based position in the partition (the stored event's: the events an upcaster split
+    /// one into share it).
     pub version: u64,
+    /// The schema version of its payload, after upcasting: the domain's newest for its name.
+    pub schema_version: u32,
     /// The session that produced it.
     pub session: String,
     /// When.
@@ -57,6 +60,7 @@ impl RecordedEvent {
             data: serde_json::from_slice(record.event.data()).unwrap_or(Value::Null),
             checkpoint: record.checkpoint,
             version: record.version,
+            schema_version: record.event.version(),
             session: record.session.clone(),
             date: record.date,
         }

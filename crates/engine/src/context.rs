@@ -13,6 +13,7 @@ use crate::aggregate::{
     fold, to_event, Aggregate, DomainError, DomainEvent, EventError, Events, RecordedEvent,
 };
 use crate::command::Command;
+use crate::upcast::{UpcastError, Upcasters};
 
 /// Makes ids for new aggregates (`accounts` → `accounts/<id>`).
 pub type IdFn = dyn Fn() -> String + Send + Sync;
@@ -51,6 +52,12 @@ pub struct Context<'a> {
     pub(crate) snapshot_state: Option<Vec<u8>>,
     /// Why the snapshot the runner was given cannot be used (it did not run the command).
     pub(crate) snapshot_unusable: Option<String>,
+    /// The domain's upcasters: events read are upcast, events emitted get their name's newest
+    /// schema version.
+    pub(crate) upcasters: &'a Upcasters,
+    /// A stored event that cannot be upcast, met inside `load`: reported as
+    /// [`crate::ApplyError::Upcast`], not as a rejection.
+    pub(crate) upcast_failure: Option<UpcastError>,
 }
 
 impl<'a> Context<'a> {
@@ -102,7 +109,7 @@ impl<'a> Context<'a> {
 
     /// Emits an event to this aggregate's partition.
     pub fn emit<E: DomainEvent>(&mut self, event: &E) -> Result<(), DomainError> {
-        let event = to_event(event)?;
+        let event = self.stamped(to_event(event)?);
         self.emitted.push((self.path.clone(), event));
         Ok(())
     }
@@ -114,14 +121,14 @@ impl<'a> Context<'a> {
         event: &E,
     ) -> Result<(), DomainError> {
         let partition = other_partition(partition)?;
-        let event = to_event(event)?;
+        let event = self.stamped(to_event(event)?);
         self.emitted.push((partition, event));
         Ok(())
     }
 
     /// Emits one of the domain's [`Events`] to this aggregate's partition.
     pub fn emit_event<E: Events>(&mut self, event: &E) -> Result<(), DomainError> {
-        let event = event.to_event()?;
+        let event = self.stamped(event.to_event()?);
         self.emitted.push((self.path.clone(), event));
         Ok(())
     }
@@ -134,7 +141,7 @@ impl<'a> Context<'a> {
         event: &E,
     ) -> Result<(), DomainError> {
         let partition = other_partition(partition)?;
-        let event = event.to_event()?;
+        let event = self.stamped(event.to_event()?);
         self.emitted.push((partition, event));
         Ok(())
     }
@@ -149,9 +156,47 @@ impl<'a> Context<'a> {
         let partition = other_partition(partition)?;
         let name =
             EventName::new(name).map_err(|e| DomainError::new("bad_event", e.to_string()))?;
-        self.emitted
-            .push((partition, Event::new(name, data.to_string())));
+        let event = self.stamped(Event::new(name, data.to_string()));
+        self.emitted.push((partition, event));
         Ok(())
+    }
+
+    /// Emits an untyped event at an explicit schema version (the events of [`Context::emit`]
+    /// and the others get their name's newest version, as the domain's upcasters declare it).
+    /// A version newer than the domain knows is a `bad_event` rejection.
+    pub fn emit_json_versioned(
+        &mut self,
+        partition: &str,
+        name: &str,
+        version: u32,
+        data: &Value,
+    ) -> Result<(), DomainError> {
+        let partition = other_partition(partition)?;
+        let newest = self.upcasters.current(name);
+        if version == 0 || version > newest {
+            return Err(DomainError::new(
+                "bad_event",
+                format!("event {name} v{version}: the domain's versions of it are v1 to v{newest}"),
+            ));
+        }
+        let name =
+            EventName::new(name).map_err(|e| DomainError::new("bad_event", e.to_string()))?;
+        self.emitted.push((
+            partition,
+            Event::new(name, data.to_string()).with_version(version),
+        ));
+        Ok(())
+    }
+
+    /// The newest schema version of event `name` in this domain (1 without upcasters).
+    pub fn event_version(&self, name: &str) -> u32 {
+        self.upcasters.current(name)
+    }
+
+    /// `event` at its name's newest schema version.
+    pub(crate) fn stamped(&self, event: Event) -> Event {
+        let version = self.upcasters.current(event.name().as_str());
+        event.with_version(version)
     }
 
     /// Rehydrates another aggregate for reading. It joins the command's read set: if it changes
@@ -167,7 +212,14 @@ impl<'a> Context<'a> {
                 return Err(rejection);
             }
         };
-        let recorded: Vec<RecordedEvent> = records.iter().map(RecordedEvent::from_record).collect();
+        let recorded: Vec<RecordedEvent> = match self.upcasters.recorded(&records) {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                let rejection = DomainError::new("malformed_event", e.to_string());
+                self.upcast_failure = Some(e);
+                return Err(rejection);
+            }
+        };
         let state = match fold::<A>(&partition, &recorded) {
             Ok(state) => state,
             Err(e) => {

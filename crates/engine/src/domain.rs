@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::aggregate::{fold, fold_into, Aggregate, DomainCommand, DomainError, RecordedEvent};
 use crate::command::normalize_command_name;
 use crate::context::Context;
+use crate::upcast::{Upcaster, Upcasters};
 
 /// Why a handler produced no events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,6 +299,7 @@ pub struct RegistrationError {
 #[derive(Clone, Default)]
 pub struct Manifest {
     kinds: BTreeMap<String, KindEntry>,
+    upcasters: Upcasters,
 }
 
 /// How a command path resolved.
@@ -314,6 +316,64 @@ impl Manifest {
     /// An empty manifest.
     pub fn new() -> Manifest {
         Manifest::default()
+    }
+
+    /// Adds the upcaster step `event` v`from` → v`from + 1` (steps in order, from v1: a gap is
+    /// refused). Events are then read at their name's newest version, and emitted at it.
+    pub fn upcast(
+        &mut self,
+        event: &str,
+        from: u32,
+        upcaster: Upcaster,
+    ) -> Result<&mut Self, RegistrationError> {
+        self.upcasters
+            .add(event, from, upcaster)
+            .map_err(|e| RegistrationError {
+                what: "upcaster",
+                name: event.to_owned(),
+                reason: e.reason,
+            })?;
+        Ok(self)
+    }
+
+    /// Declares `version` as the newest of `event` without a chain of its own (a name that
+    /// upcasters rename into, say); with a chain it must be the chain's end.
+    pub fn event_version(
+        &mut self,
+        event: &str,
+        version: u32,
+    ) -> Result<&mut Self, RegistrationError> {
+        self.upcasters
+            .declare_version(event, version)
+            .map_err(|e| RegistrationError {
+                what: "event version",
+                name: event.to_owned(),
+                reason: e.reason,
+            })?;
+        Ok(self)
+    }
+
+    /// The domain's upcasters.
+    pub fn upcasters(&self) -> &Upcasters {
+        &self.upcasters
+    }
+
+    /// Replaces the domain's upcasters (a JSON manifest's, once all of them are valid).
+    pub(crate) fn set_upcasters(&mut self, upcasters: Upcasters) {
+        self.upcasters = upcasters;
+    }
+
+    /// `policy` keyed also by the upcasters: a snapshot folded from upcast events is not used
+    /// once they change. Without upcasters, the policy as it is (keys as before upcasting).
+    fn keyed(&self, policy: Arc<SnapshotPolicy>) -> Arc<SnapshotPolicy> {
+        match self.upcasters.fingerprint() {
+            None => policy,
+            Some(fingerprint) => {
+                let mut keyed = (*policy).clone();
+                keyed.domain = format!("{}+upcast:{fingerprint}", keyed.domain);
+                Arc::new(keyed)
+            }
+        }
     }
 
     /// Registers (or extends) aggregate kind `kind` with state `A`; add commands on the result.
@@ -393,7 +453,7 @@ impl Manifest {
             .snapshot
             .clone()
             .or_else(|| entry.commands.values().find_map(|c| c.snapshot.clone()))?;
-        Some((kind.to_owned(), policy))
+        Some((kind.to_owned(), self.keyed(policy)))
     }
 
     /// Every kind with its command names, sorted.
@@ -451,7 +511,8 @@ impl Manifest {
             snapshot: command_entry
                 .snapshot
                 .clone()
-                .or_else(|| entry.snapshot.clone()),
+                .or_else(|| entry.snapshot.clone())
+                .map(|p| self.keyed(p)),
         })
     }
 }

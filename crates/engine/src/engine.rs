@@ -40,6 +40,7 @@ use crate::aggregate::{fold, Aggregate, DomainCommand, DomainError, EventError, 
 use crate::command::{Command, CommandError, CommandIds};
 use crate::context::{Context, IdFn, Loaded};
 use crate::domain::{Failure, Manifest, ResolveError};
+use crate::upcast::UpcastError;
 
 /// How many times a command is re-run on fresh state before giving up with a conflict.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
@@ -128,6 +129,10 @@ pub enum ApplyError {
     /// type: nothing was written or recorded.
     #[error("cannot rehydrate: {0}")]
     Event(#[from] EventError),
+    /// A stored event of an aggregate the command rehydrated cannot be upcast to the domain's
+    /// newest version (too new, or a failing upcaster): nothing was written or recorded.
+    #[error("cannot rehydrate: {0}")]
+    Upcast(Box<UpcastError>),
     /// A typed command does not serialize to a parameters object.
     #[error("command '{name}' does not serialize to a JSON object of parameters: {reason}")]
     Params {
@@ -154,6 +159,9 @@ pub enum LoadError {
     /// A stored event does not decode into the domain's type.
     #[error(transparent)]
     Event(#[from] EventError),
+    /// A stored event cannot be upcast to the domain's newest version.
+    #[error(transparent)]
+    Upcast(Box<UpcastError>),
     /// The depot failed.
     #[error(transparent)]
     Depot(#[from] depot::Error),
@@ -164,7 +172,7 @@ impl LoadError {
     pub fn class(&self) -> depot::ErrorClass {
         match self {
             LoadError::BadPath { .. } => depot::ErrorClass::Invalid,
-            LoadError::Event(_) => depot::ErrorClass::Internal,
+            LoadError::Event(_) | LoadError::Upcast(_) => depot::ErrorClass::Internal,
             LoadError::Depot(e) => e.class(),
         }
     }
@@ -190,7 +198,7 @@ impl ApplyError {
             }
             ApplyError::Depot(e) => e.class(),
             // The domain's types and its history disagree: a bug to fix, not a request to retry.
-            ApplyError::Event(_) => ErrorClass::Internal,
+            ApplyError::Event(_) | ApplyError::Upcast(_) => ErrorClass::Internal,
             ApplyError::Params { .. } => ErrorClass::Invalid,
         }
     }
@@ -199,6 +207,18 @@ impl ApplyError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, ApplyError::Conflict { .. })
             || matches!(self, ApplyError::Depot(e) if e.is_conflict())
+    }
+}
+
+impl From<UpcastError> for ApplyError {
+    fn from(error: UpcastError) -> Self {
+        ApplyError::Upcast(Box::new(error))
+    }
+}
+
+impl From<UpcastError> for LoadError {
+    fn from(error: UpcastError) -> Self {
+        LoadError::Upcast(Box::new(error))
     }
 }
 
@@ -274,6 +294,7 @@ struct CtxOut {
     reads: Vec<PartitionName>,
     read_failure: Option<depot::Error>,
     event_failure: Option<EventError>,
+    upcast_failure: Option<UpcastError>,
     state: Option<Vec<u8>>,
     folded: u64,
 }
@@ -453,11 +474,11 @@ impl Engine {
             source,
         })?;
         let (_, records) = self.snapshot(&partition)?;
-        let recorded: Vec<RecordedEvent> = records.iter().map(RecordedEvent::from_record).collect();
+        let recorded = self.manifest.upcasters().recorded(&records)?;
         let state = fold::<A>(&partition, &recorded)?;
         Ok(Loaded {
             state,
-            version: recorded.len() as u64,
+            version: records.len() as u64,
         })
     }
 
@@ -500,11 +521,7 @@ impl Engine {
                 continue;
             };
             let (version, checkpoint) = (last.version, last.checkpoint);
-            let recorded: Vec<RecordedEvent> = rehydrated
-                .events
-                .iter()
-                .map(RecordedEvent::from_record)
-                .collect();
+            let recorded = self.manifest.upcasters().recorded(&rehydrated.events)?;
             let state = policy.rebuild(
                 &partition,
                 rehydrated.from.as_ref().map(|s| s.state.as_slice()),
@@ -618,13 +635,12 @@ impl Engine {
             let (base, ctx_out, ran, from, version) = loop {
                 let rehydrated =
                     self.rehydrate(&partition, policy.as_deref().filter(|_| use_snapshots))?;
-                let recorded: Vec<RecordedEvent> = rehydrated
-                    .events
-                    .iter()
-                    .map(RecordedEvent::from_record)
-                    .collect();
+                let recorded: Vec<RecordedEvent> =
+                    self.manifest.upcasters().recorded(&rehydrated.events)?;
                 let from_version = rehydrated.from.as_ref().map_or(0, |s| s.version);
-                let version = from_version + recorded.len() as u64;
+                // Stored events: upcasting may split one into several.
+                let stored = rehydrated.events.len() as u64;
+                let version = from_version + stored;
                 let mut ctx = Context {
                     depot: &self.depot,
                     command: &command,
@@ -644,6 +660,8 @@ impl Engine {
                     }),
                     snapshot_state: None,
                     snapshot_unusable: None,
+                    upcasters: self.manifest.upcasters(),
+                    upcast_failure: None,
                 };
                 let ran = {
                     let _span = tracing::info_span!(
@@ -690,7 +708,8 @@ impl Engine {
                     read_failure: ctx.read_failure.take(),
                     event_failure: ctx.event_failure.take(),
                     state: ctx.snapshot_state.take(),
-                    folded: recorded.len() as u64,
+                    upcast_failure: ctx.upcast_failure.take(),
+                    folded: stored,
                 };
                 break (
                     rehydrated.base,
@@ -709,6 +728,10 @@ impl Engine {
                 if let Some(event_failure) = ctx.event_failure.take() {
                     // Nor this: a stored event does not decode.
                     return Err(ApplyError::Event(event_failure));
+                }
+                if let Some(upcast_failure) = ctx.upcast_failure.take() {
+                    // Nor this: a stored event cannot be upcast.
+                    return Err(ApplyError::Upcast(Box::new(upcast_failure)));
                 }
                 let recorded =
                     self.record_failure(base, session, &message, command.ids(), &failure);

@@ -2,12 +2,16 @@
 //! domain manifest that maps aggregate kinds and commands to them.
 //!
 //! Request on stdin: `{"command": …, "session": "…", "aggregate": {"path", "exists", "version",
-//! "events": [{"name", "data", "checkpoint"}…]}}`. The same facts are in the environment for shell
+//! "events": [{"name", "version", "data", "checkpoint"}…]}}` (an event's `version` is its schema
+//! version, always the domain's newest for its name: events are upcast before a handler sees
+//! them, see [`crate::upcast`]). The same facts are in the environment for shell
 //! handlers: `RETRO_PATH`, `RETRO_COMMAND`, `RETRO_SESSION`, `RETRO_PARAMS` (compact JSON),
 //! `RETRO_AGGREGATE_EXISTS`, `RETRO_AGGREGATE_VERSION`. The command name in both is the
 //! manifest's spelling (`Deposit` given, `deposit` registered: the handler sees `deposit`).
 //!
-//! Response on stdout: exit 0 with `{"events": {"<partition>": [{"name", "data"}…]}}`, or a domain
+//! Response on stdout: exit 0 with `{"events": {"<partition>": [{"name", "data", "version"?}…]}}`
+//! (an event without `version` is written at its name's newest version in the domain; one newer
+//! than that is a failure), or a domain
 //! rejection `{"error": {"code", "message"}}` with a non-zero exit (an error object wins even with
 //! exit 0). A handler that cannot start, times out, dies, prints invalid JSON, prints more than its
 //! output limit, or emits invalid names is a [`Failure::Broken`] naming the handler; nothing it
@@ -37,6 +41,7 @@ use depot::{Event, EventName, PartitionName};
 use crate::aggregate::{DomainError, RecordedEvent};
 use crate::context::Context;
 use crate::domain::{Failure, Manifest, Runner, SnapshotPolicy};
+use crate::upcast::{exec_step, Transform, Upcaster, Upcasters};
 
 /// Default time a handler may take.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -99,6 +104,7 @@ impl ExecHandler {
                 "version": ctx.version(),
                 "events": events.iter().map(|e| json!({
                     "name": e.name,
+                    "version": e.schema_version,
                     "data": e.data,
                     "checkpoint": e.checkpoint.to_string(),
                 })).collect::<Vec<_>>(),
@@ -118,7 +124,18 @@ impl ExecHandler {
 
     /// Parses a handler's standard output: events per partition, or a rejection; anything else
     /// is a failure naming the handler. Never panics, whatever the bytes.
+    /// An event without `"version"` is at version 1 here; [`Runner::run`] writes it at its name's
+    /// newest version in the domain.
     pub fn parse_response(&self, stdout: &[u8]) -> Result<Vec<(PartitionName, Event)>, Failure> {
+        Ok(self
+            .parse_versioned(stdout)?
+            .into_iter()
+            .map(|(partition, event, _)| (partition, event))
+            .collect())
+    }
+
+    /// [`ExecHandler::parse_response`], with whether each event declared its `"version"`.
+    fn parse_versioned(&self, stdout: &[u8]) -> Result<Vec<(PartitionName, Event, bool)>, Failure> {
         let value: Value = serde_json::from_slice(stdout).map_err(|e| {
             let shown = String::from_utf8_lossy(&stdout[..stdout.len().min(80)]).into_owned();
             self.broken(format!("printed invalid JSON ({e}): {shown:?}"))
@@ -147,7 +164,24 @@ impl ExecHandler {
                     .get("data")
                     .cloned()
                     .unwrap_or(Value::Object(Default::default()));
-                out.push((partition.clone(), Event::new(name, data.to_string())));
+                let version = match event.get("version") {
+                    None => None,
+                    Some(v) => Some(
+                        v.as_u64()
+                            .and_then(|v| u32::try_from(v).ok())
+                            .filter(|v| *v >= 1)
+                            .ok_or_else(|| {
+                                self.broken(format!(
+                                    "event {name} of '{partition}': \"version\" is not a whole number from 1 to 2^32-1"
+                                ))
+                            })?,
+                    ),
+                };
+                let event = Event::new(name, data.to_string());
+                out.push(match version {
+                    Some(version) => (partition.clone(), event.with_version(version), true),
+                    None => (partition.clone(), event, false),
+                });
             }
         }
         Ok(out)
@@ -205,68 +239,33 @@ impl Runner for ExecHandler {
             },
         };
         let request = Self::request(ctx, snapshot.as_ref(), events).to_string();
-        let mut child = Process::new(program)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("RETRO_PATH", ctx.path().as_str())
-            .env("RETRO_COMMAND", ctx.command().name())
-            .env("RETRO_SESSION", ctx.session())
-            .env(
+        let env = [
+            ("RETRO_PATH", ctx.path().as_str().to_owned()),
+            ("RETRO_COMMAND", ctx.command().name().to_owned()),
+            ("RETRO_SESSION", ctx.session().to_owned()),
+            (
                 "RETRO_PARAMS",
                 Value::Object(ctx.params().clone()).to_string(),
-            )
-            .env("RETRO_AGGREGATE_EXISTS", ctx.exists().to_string())
-            .env("RETRO_AGGREGATE_VERSION", ctx.version().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| self.broken(format!("could not start {program:?}: {e}")))?;
-        let pid = child.id();
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let writer = std::thread::spawn(move || {
-            // A handler may exit without reading: a broken pipe here is not an error.
-            let _ = stdin.write_all(request.as_bytes());
-        });
-        let limit = self.max_output;
-        let out_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let read = (&mut stdout).take(limit + 1).read_to_end(&mut buf);
-            let over = buf.len() as u64 > limit;
-            if over {
-                kill_group(pid);
-            }
-            (buf, over, read.is_ok())
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = (&mut stderr).take(1 << 20).read_to_end(&mut buf);
-            let start = buf.len().saturating_sub(STDERR_KEEP);
-            String::from_utf8_lossy(&buf[start..]).trim().to_owned()
-        });
-        let started = Instant::now();
-        let mut pause = Duration::from_micros(100);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if started.elapsed() >= self.timeout => {
-                    kill_group(pid);
-                    let _ = child.wait();
-                    break None;
-                }
-                Ok(None) => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(5));
-                }
-                Err(e) => return Err(self.broken(format!("could not wait for it: {e}"))),
-            }
-        };
-        let _ = writer.join();
-        let (stdout, oversized, _) = out_reader.join().unwrap_or_default();
-        let stderr = err_reader.join().unwrap_or_default();
+            ),
+            ("RETRO_AGGREGATE_EXISTS", ctx.exists().to_string()),
+            ("RETRO_AGGREGATE_VERSION", ctx.version().to_string()),
+        ];
+        let ran = run_process(
+            program,
+            args,
+            &self.dir,
+            &env,
+            request.into_bytes(),
+            self.timeout,
+            self.max_output,
+        )
+        .map_err(|e| self.broken(e))?;
+        let ProcessRun {
+            status,
+            stdout,
+            oversized,
+            stderr,
+        } = ran;
         let with_stderr = |reason: String| {
             if stderr.is_empty() {
                 reason
@@ -298,8 +297,22 @@ impl Runner for ExecHandler {
             };
             return Err(self.broken(with_stderr(how)));
         }
-        let events = self.parse_response(&stdout)?;
-        ctx.emitted.extend(events);
+        for (partition, event, explicit) in self.parse_versioned(&stdout)? {
+            let event = if explicit {
+                let newest = ctx.event_version(event.name().as_str());
+                if event.version() > newest {
+                    return Err(self.broken(format!(
+                        "emitted {} v{}, newer than the domain's newest (v{newest})",
+                        event.name(),
+                        event.version()
+                    )));
+                }
+                event
+            } else {
+                ctx.stamped(event)
+            };
+            ctx.emitted.push((partition, event));
+        }
         if ctx.snapshot_policy.is_some() {
             ctx.snapshot_state = serde_json::from_slice::<Value>(&stdout)
                 .ok()
@@ -312,6 +325,95 @@ impl Runner for ExecHandler {
     fn describe(&self) -> String {
         format!("'{}' ({})", self.label, self.program.join(" "))
     }
+}
+
+/// What one run of an external program gave: its exit status (`None`: it timed out and was
+/// killed), its standard output (up to the limit), whether it printed more, and the tail of its
+/// standard error.
+pub(crate) struct ProcessRun {
+    pub status: Option<std::process::ExitStatus>,
+    pub stdout: Vec<u8>,
+    pub oversized: bool,
+    pub stderr: String,
+}
+
+/// Runs `program args` in `dir` with `env` set, `input` on its standard input, in its own
+/// process group (killed whole on timeout or when it prints more than `max_output` bytes).
+/// The error is why it could not be started or waited for. Shared by command handlers and
+/// exec upcasters.
+pub(crate) fn run_process(
+    program: &str,
+    args: &[String],
+    dir: &Path,
+    env: &[(&str, String)],
+    input: Vec<u8>,
+    timeout: Duration,
+    max_output: u64,
+) -> Result<ProcessRun, String> {
+    let mut child = Process::new(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("could not start {program:?}: {e}"))?;
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let writer = std::thread::spawn(move || {
+        // A program may exit without reading: a broken pipe here is not an error.
+        let _ = stdin.write_all(&input);
+    });
+    let limit = max_output;
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let read = (&mut stdout).take(limit + 1).read_to_end(&mut buf);
+        let over = buf.len() as u64 > limit;
+        if over {
+            kill_group(pid);
+        }
+        (buf, over, read.is_ok())
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut stderr).take(1 << 20).read_to_end(&mut buf);
+        let start = buf.len().saturating_sub(STDERR_KEEP);
+        String::from_utf8_lossy(&buf[start..]).trim().to_owned()
+    });
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(100);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() >= timeout => {
+                kill_group(pid);
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+            Err(e) => {
+                kill_group(pid);
+                let _ = child.wait();
+                return Err(format!("could not wait for it: {e}"));
+            }
+        }
+    };
+    let _ = writer.join();
+    let (stdout, oversized, _) = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(ProcessRun {
+        status,
+        stdout,
+        oversized,
+        stderr,
+    })
 }
 
 /// Why a domain manifest could not be loaded.
@@ -340,6 +442,137 @@ pub enum ManifestError {
 #[serde(deny_unknown_fields)]
 struct ManifestFile {
     aggregates: BTreeMap<String, AggregateSpec>,
+    /// Per event name, its chain of upcaster steps from v1 (docs/handlers.md).
+    #[serde(default)]
+    upcasters: BTreeMap<String, Vec<UpcasterSpec>>,
+    /// The newest version of names reached only by a rename (with a chain: its end).
+    #[serde(default)]
+    event_versions: BTreeMap<String, u32>,
+}
+
+/// One step of an upcaster chain in a manifest: `from`, `to` (= `from + 1`) and exactly one
+/// of: `exec` (with optional limits), `split`, or the declarative keys.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct UpcasterSpec {
+    from: u32,
+    to: u32,
+    #[serde(default)]
+    exec: Option<Vec<String>>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    max_output_bytes: Option<u64>,
+    #[serde(default)]
+    split: Option<Vec<Transform>>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    default: serde_json::Map<String, Value>,
+    #[serde(default)]
+    rename_event: Option<String>,
+}
+
+impl UpcasterSpec {
+    fn is_declarative(&self) -> bool {
+        !(self.rename.is_empty()
+            && self.remove.is_empty()
+            && self.default.is_empty()
+            && self.rename_event.is_none())
+    }
+
+    /// The step, or why it is not one (`dir`: the manifest's directory).
+    fn upcaster(self, dir: &Path) -> Result<Upcaster, String> {
+        if self.to <= self.from {
+            return Err(format!(
+                "a step from v{} to v{} goes to a lower (or the same) version",
+                self.from, self.to
+            ));
+        }
+        if self.to != self.from.saturating_add(1) {
+            return Err(format!(
+                "a step from v{} to v{} skips versions: each step goes up by one",
+                self.from, self.to
+            ));
+        }
+        let declarative = self.is_declarative();
+        match (self.exec, self.split) {
+            (Some(_), Some(_)) => Err("a step has either \"exec\" or \"split\", not both".to_owned()),
+            (Some(_), None) | (None, Some(_)) if declarative => Err(
+                "\"rename\", \"remove\", \"default\" and \"rename_event\" go in a declarative step or in each part of a \"split\", not beside \"exec\" or \"split\"".to_owned(),
+            ),
+            (Some(exec), None) => {
+                if exec.is_empty() {
+                    return Err("\"exec\" is empty".to_owned());
+                }
+                let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+                if timeout_ms == 0 || timeout_ms > 600_000 {
+                    return Err("\"timeout_ms\" must be between 1 and 600000".to_owned());
+                }
+                Ok(exec_step(
+                    exec,
+                    dir,
+                    timeout_ms,
+                    self.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT),
+                ))
+            }
+            (None, _) if self.timeout_ms.is_some() || self.max_output_bytes.is_some() => Err(
+                "\"timeout_ms\" and \"max_output_bytes\" are for \"exec\" steps".to_owned(),
+            ),
+            (None, Some(split)) => Ok(Upcaster::Split(split)),
+            (None, None) => Ok(Upcaster::Transform(Transform {
+                rename: self.rename,
+                remove: self.remove,
+                default: self.default,
+                rename_event: self.rename_event,
+            })),
+        }
+    }
+}
+
+/// Parses the `upcasters` and `event_versions` sections of a domain manifest (the rest of the
+/// file is ignored here) into `upcasters`: what `load_manifest` does with them, alone, for
+/// fuzzing and tests. `dir` is where exec steps run.
+pub fn parse_upcasters(text: &[u8], dir: &Path, upcasters: &mut Upcasters) -> Result<(), String> {
+    #[derive(Deserialize)]
+    struct Sections {
+        #[serde(default)]
+        upcasters: BTreeMap<String, Vec<UpcasterSpec>>,
+        #[serde(default)]
+        event_versions: BTreeMap<String, u32>,
+    }
+    let sections: Sections = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    add_upcasters(sections.upcasters, sections.event_versions, dir, upcasters)
+}
+
+fn add_upcasters(
+    chains: BTreeMap<String, Vec<UpcasterSpec>>,
+    versions: BTreeMap<String, u32>,
+    dir: &Path,
+    upcasters: &mut Upcasters,
+) -> Result<(), String> {
+    for (event, steps) in chains {
+        if steps.is_empty() {
+            return Err(format!("upcasters of '{event}': the chain is empty"));
+        }
+        for step in steps {
+            let from = step.from;
+            let upcaster = step
+                .upcaster(dir)
+                .map_err(|reason| format!("upcaster of '{event}' from v{from}: {reason}"))?;
+            upcasters
+                .add(&event, from, upcaster)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    for (event, version) in versions {
+        upcasters
+            .declare_version(&event, version)
+            .map_err(|e| format!("event_versions: {e}"))?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -404,6 +637,9 @@ pub fn load_manifest_bytes(
         dir
     };
     let dir = dir.canonicalize().unwrap_or(dir);
+    let mut upcasters = manifest.upcasters().clone();
+    add_upcasters(file.upcasters, file.event_versions, &dir, &mut upcasters).map_err(invalid)?;
+    manifest.set_upcasters(upcasters);
     for (kind, spec) in file.aggregates {
         for (name, command) in spec.commands {
             if command.exec.is_empty() {

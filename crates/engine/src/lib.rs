@@ -146,6 +146,7 @@ pub mod replay;
 #[cfg(feature = "tokio")]
 pub mod stream;
 pub mod testing;
+pub mod upcast;
 
 pub use aggregate::{
     to_event, Aggregate, DomainCommand, DomainError, DomainEvent, EventError, Events,
@@ -163,6 +164,7 @@ pub use engine::{
     SESSION_STARTED,
 };
 pub use engine::{SnapshotMade, SnapshotOutcome};
+pub use upcast::{Transform, UpcastError, UpcastEvent, Upcaster, Upcasters};
 
 /// The depot crate (`retro-depot`, lib `depot`), whole: an embedder depends on `retro-engine`
 /// alone and reaches everything of the store here (`engine::depot::Depot::open_or_init`, …).

@@ -50,6 +50,9 @@ pub enum ReplayError {
     /// A stored event does not decode as the domain's typed events.
     #[error(transparent)]
     Event(#[from] crate::EventError),
+    /// A stored event cannot be upcast to the domain's newest version.
+    #[error(transparent)]
+    Upcast(Box<crate::UpcastError>),
     /// The checkpoint handed to [`Replay::check`] is not the child of the replay's position.
     #[error("checkpoint {checkpoint} does not follow the replay's position {}: its first parent is {}", shown_id(.position), shown_id(.parent))]
     OutOfOrder {
@@ -68,9 +71,15 @@ impl ReplayError {
         match self {
             ReplayError::Depot(e) => e.class(),
             // As when the engine meets it: the stored data, not the request, is wrong.
-            ReplayError::Event(_) => depot::ErrorClass::Internal,
+            ReplayError::Event(_) | ReplayError::Upcast(_) => depot::ErrorClass::Internal,
             ReplayError::OutOfOrder { .. } => depot::ErrorClass::Invalid,
         }
+    }
+}
+
+impl From<crate::UpcastError> for ReplayError {
+    fn from(error: crate::UpcastError) -> Self {
+        ReplayError::Upcast(Box::new(error))
     }
 }
 
@@ -394,15 +403,23 @@ impl Replay {
             };
             for event_id in ids {
                 let event = self.source.read_event(event_id)?;
-                list.push(RecordedEvent {
-                    name: event.name().to_string(),
-                    data: serde_json::from_slice(event.data()).unwrap_or(Value::Null),
+                // The position of the stored event (upcasting may split one into several).
+                let position = list.last().map_or(0, |e| e.version) + 1;
+                let record = depot::EventRecord {
+                    partition: partition.clone(),
+                    version: position,
+                    id: *event_id,
+                    event,
                     checkpoint: id,
-                    version: list.len() as u64 + 1,
-                    session: checkpoint.session().to_owned(),
                     date: checkpoint.date(),
-                });
-                self.cached_events += 1;
+                    session: checkpoint.session().to_owned(),
+                };
+                let upcast = self
+                    .manifest
+                    .upcasters()
+                    .recorded(std::slice::from_ref(&record))?;
+                self.cached_events += upcast.len();
+                list.extend(upcast);
             }
         }
         Ok(())
@@ -422,7 +439,7 @@ impl Replay {
         self.cached_events += records.len();
         self.cache.insert(
             partition.clone(),
-            records.iter().map(RecordedEvent::from_record).collect(),
+            self.manifest.upcasters().recorded(&records)?,
         );
         Ok(())
     }
@@ -529,11 +546,9 @@ impl Replay {
             None => {
                 // A cache limit of 0 (or one partition larger than the limit): read it each time.
                 uncached = self
-                    .mirror
-                    .partition_events(&partition)?
-                    .iter()
-                    .map(RecordedEvent::from_record)
-                    .collect::<Vec<_>>();
+                    .manifest
+                    .upcasters()
+                    .recorded(&self.mirror.partition_events(&partition)?)?;
                 &uncached
             }
         };
@@ -542,9 +557,10 @@ impl Replay {
             command: &command,
             path: partition.clone(),
             session,
-            version: recorded.len() as u64,
+            version: recorded.last().map_or(0, |e| e.version),
             emitted: Vec::new(),
             reads: vec![partition],
+            upcasters: self.manifest.upcasters(),
             id_fn: &*self.id_fn,
             read_failure: None,
             event_failure: None,
@@ -553,6 +569,7 @@ impl Replay {
             snapshot_wanted: false,
             snapshot_state: None,
             snapshot_unusable: None,
+            upcast_failure: None,
         };
         if let Err(failure) = runner.run(&mut ctx, recorded) {
             if let Some(read_failure) = ctx.read_failure.take() {
@@ -560,6 +577,9 @@ impl Replay {
             }
             if let Some(event_failure) = ctx.event_failure.take() {
                 return Err(ReplayError::Event(event_failure));
+            }
+            if let Some(upcast_failure) = ctx.upcast_failure.take() {
+                return Err(ReplayError::Upcast(Box::new(upcast_failure)));
             }
             return Ok(match failure {
                 Failure::Rejected(error) => Replayed::Rejected {

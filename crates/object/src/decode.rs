@@ -24,9 +24,13 @@ pub enum DecodeError {
     /// The header names a kind that does not exist.
     #[error("unknown object kind '{0}'")]
     UnknownKind(String),
-    /// An event's encoding is not `json`.
-    #[error("event encoding '{0}' is not supported (only 'json')")]
+    /// An event's encoding is not `json` or `json;v=<N>`.
+    #[error("event encoding '{0}' is not supported (only 'json' and 'json;v=<N>')")]
     UnknownEncoding(String),
+    /// An event's `json;v=<N>` carries a version that is never written: not a decimal number
+    /// of at least 2 without leading zeros (1 is written as plain `json`).
+    #[error("event encoding '{0}' has an invalid schema version (expected 'json;v=<N>', N a decimal number >= 2 without leading zeros)")]
+    BadEventVersion(String),
     /// The declared body length differs from the actual one.
     #[error("header declares a body of {declared} bytes but the body has {actual}")]
     LengthMismatch {
@@ -126,15 +130,13 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
     let tokens: Vec<&str> = header.split(' ').collect();
     match tokens.as_slice() {
         ["event", encoding, name, len] => {
-            if *encoding != "json" {
-                return Err(DecodeError::UnknownEncoding((*encoding).to_owned()));
-            }
+            let version = parse_event_format(encoding)?;
             check_len(parse_len(header, len)?, body)?;
             let name = EventName::new(name).map_err(|source| DecodeError::BadName {
                 kind: Kind::Event,
                 source,
             })?;
-            Ok(Object::Event(Event::new(name, body)))
+            Ok(Object::Event(Event::new(name, body).with_version(version)))
         }
         ["affix", len] => {
             check_len(parse_len(header, len)?, body)?;
@@ -148,6 +150,25 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
             Err(DecodeError::UnknownKind((*kind).to_owned()))
         }
         _ => Err(DecodeError::BadHeader(header.to_owned())),
+    }
+}
+
+/// The schema version an event's `<format>` token declares: `json` is 1, `json;v=<N>` is N (N a
+/// decimal number >= 2 without leading zeros, fitting a u32); anything else is refused.
+pub fn parse_event_format(format: &str) -> Result<u32, DecodeError> {
+    if format == "json" {
+        return Ok(super::DEFAULT_EVENT_VERSION);
+    }
+    let Some(digits) = format.strip_prefix("json;v=") else {
+        return Err(DecodeError::UnknownEncoding(format.to_owned()));
+    };
+    let bad = || DecodeError::BadEventVersion(format.to_owned());
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+        return Err(bad());
+    }
+    match digits.parse::<u32>() {
+        Ok(version) if version >= 2 => Ok(version),
+        _ => Err(bad()),
     }
 }
 

@@ -21,7 +21,14 @@ fn frame(header: &str, body: &[u8]) -> Vec<u8> {
 }
 
 fn encode_event(event: &Event) -> Vec<u8> {
-    frame(&format!("event json {}", event.name()), event.data())
+    if event.version() == super::DEFAULT_EVENT_VERSION {
+        frame(&format!("event json {}", event.name()), event.data())
+    } else {
+        frame(
+            &format!("event json;v={} {}", event.version(), event.name()),
+            event.data(),
+        )
+    }
 }
 
 fn affix_body(affix: &Affix) -> Vec<u8> {

@@ -24,7 +24,7 @@ use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-pub use decode::DecodeError;
+pub use decode::{parse_event_format, DecodeError};
 
 /// Which of the three kinds an object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,20 +54,38 @@ impl fmt::Display for Kind {
     }
 }
 
-/// A domain event: a name and its JSON payload, kept byte for byte as given.
+/// A domain event: a name, its JSON payload, kept byte for byte as given, and the schema version
+/// of that payload (1 unless the header says `json;v=<N>`; see `docs/format.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     name: EventName,
     data: Vec<u8>,
+    version: u32,
 }
 
+/// The schema version of an event whose header carries none (`json`).
+pub const DEFAULT_EVENT_VERSION: u32 = 1;
+
 impl Event {
-    /// An event named `name` whose payload is the JSON text `data`.
+    /// An event named `name` whose payload is the JSON text `data`, at schema version 1.
     pub fn new(name: EventName, data: impl Into<Vec<u8>>) -> Event {
         Event {
             name,
             data: data.into(),
+            version: DEFAULT_EVENT_VERSION,
         }
+    }
+
+    /// The same event at schema version `version`; 0 is taken as 1 (an event has no version
+    /// below 1). Version 1 encodes as `json`, any other as `json;v=<N>`.
+    pub fn with_version(mut self, version: u32) -> Event {
+        self.version = version.max(DEFAULT_EVENT_VERSION);
+        self
+    }
+
+    /// The schema version of its payload (1 when the header carries none).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// The event's name.

@@ -110,7 +110,7 @@ fn decoding_names_what_is_wrong() {
     assert_eq!(err(b"affix 03\0abc"), "malformed object header 'affix 03'");
     assert_eq!(
         err(b"event xml x 0\0"),
-        "event encoding 'xml' is not supported (only 'json')"
+        "event encoding 'xml' is not supported (only 'json' and 'json;v=<N>')"
     );
     let affix = b"0 a/1 sha256:zz\n";
     let mut bytes = format!("affix {}\0", affix.len()).into_bytes();
@@ -199,5 +199,108 @@ proptest! {
         let checkpoint = Object::Checkpoint(Checkpoint::new(affix, parents, &session, date, message).unwrap());
         let bytes = checkpoint.encode();
         prop_assert_eq!(Object::decode(&bytes).unwrap(), checkpoint);
+    }
+}
+
+#[test]
+fn versioned_event_vector() {
+    // Format version 2: a schema version >= 2 goes into the header as `json;v=<N>`.
+    let event = Event::new(
+        EventName::new("Deposited").unwrap(),
+        r#"{"amount":5000,"currency":"EUR"}"#,
+    )
+    .with_version(2);
+    let encoded = Object::from(event.clone()).to_encoded();
+    assert_eq!(
+        encoded.bytes(),
+        b"event json;v=2 Deposited 32\0{\"amount\":5000,\"currency\":\"EUR\"}"
+    );
+    assert_eq!(encoded.id(), ObjectId::of(encoded.bytes()));
+    assert_eq!(
+        encoded.id().to_string(),
+        "sha256:c617b4cf0210bcb9bd9809bbdac44aea29824f2f63732d4fcf5da44ee58b28b4",
+    );
+    let decoded = encoded.decode().unwrap();
+    assert_eq!(decoded, Object::Event(event));
+    let Object::Event(decoded) = decoded else {
+        unreachable!()
+    };
+    assert_eq!(decoded.version(), 2);
+}
+
+#[test]
+fn version_one_is_plain_json_and_keeps_go_retro_ids() {
+    let plain = Event::new(
+        EventName::new("dummy").unwrap(),
+        r#"{"foo":"hello","bar":"world"}"#,
+    );
+    let explicit = plain.clone().with_version(1);
+    assert_eq!(explicit, plain);
+    assert_eq!(plain.version(), 1);
+    assert_eq!(
+        Object::from(explicit).to_encoded().id(),
+        id("sha256:0756fae7f4a43d60b5532e1d4da5665daeb0f1a5274f363b99a7757511ec88db")
+    );
+    // 0 is no version: taken as 1.
+    assert_eq!(plain.clone().with_version(0).version(), 1);
+}
+
+#[test]
+fn large_versions_round_trip() {
+    let event = Event::new(EventName::new("e").unwrap(), "{}").with_version(u32::MAX);
+    let bytes = Object::from(event.clone()).encode();
+    assert_eq!(bytes, b"event json;v=4294967295 e 2\0{}");
+    assert_eq!(Object::decode(&bytes).unwrap(), Object::Event(event));
+}
+
+#[test]
+fn versions_that_are_never_written_do_not_decode() {
+    for format in [
+        "json;v=1",
+        "json;v=0",
+        "json;v=02",
+        "json;v=",
+        "json;v=-2",
+        "json;v=+2",
+        "json;v=2x",
+        "json;v=4294967296",
+    ] {
+        let bytes = format!("event {format} e 2\0{{}}");
+        assert_eq!(
+            err(bytes.as_bytes()),
+            format!("event encoding '{format}' has an invalid schema version (expected 'json;v=<N>', N a decimal number >= 2 without leading zeros)"),
+            "{format}"
+        );
+    }
+    for format in ["json;x=2", "json;", "JSON;v=2", "json;v=2;v=3", "sealedish"] {
+        let bytes = format!("event {format} e 2\0{{}}");
+        assert!(
+            err(bytes.as_bytes()).starts_with(&format!("event encoding '{format}' ")),
+            "{format}: {}",
+            err(bytes.as_bytes())
+        );
+    }
+    assert_eq!(parse_event_format("json"), Ok(1));
+    assert_eq!(parse_event_format("json;v=17"), Ok(17));
+}
+
+proptest! {
+    #[test]
+    fn versioned_events_round_trip(
+        name in "[A-Za-z][A-Za-z0-9_.:-]{0,20}",
+        data in ".{0,100}",
+        version in 1u32..,
+    ) {
+        let event = Event::new(EventName::new(&name).unwrap(), data.as_bytes()).with_version(version);
+        let bytes = Object::Event(event.clone()).encode();
+        prop_assert_eq!(Object::decode(&bytes).unwrap(), Object::Event(event));
+    }
+
+    #[test]
+    fn event_format_parsing_is_total_and_canonical(format in "(json|json;v=|json;v=[0-9]{1,12}|[ -~]{0,16})") {
+        if let Ok(version) = parse_event_format(&format) {
+            let canonical = if version == 1 { "json".to_owned() } else { format!("json;v={version}") };
+            prop_assert_eq!(canonical, format);
+        }
     }
 }

@@ -335,18 +335,57 @@ pub struct CheckpointView {
 impl CheckpointView {
     /// Reads a checkpoint, its affix and its events.
     pub fn read(depot: &Depot, id: &ObjectId) -> Result<CheckpointView, depot::Error> {
+        CheckpointView::read_with(depot, id, |partition, event_id, event| {
+            Ok(vec![AffixEvent {
+                partition: partition.to_string(),
+                event: event_id.to_string(),
+                name: event.name().to_string(),
+                data: message_value(event.data()),
+                schema_version: shown_version(event.version()),
+                upcast: None,
+            }])
+        })
+    }
+
+    /// [`CheckpointView::read`] with its events upcast by `upcasters` (`retro show --upcast`,
+    /// `GET /checkpoints/{rev}?upcast=true`).
+    pub fn read_upcast(
+        depot: &Depot,
+        id: &ObjectId,
+        upcasters: &engine::Upcasters,
+    ) -> Result<CheckpointView, UpcastReadError> {
+        CheckpointView::read_with(depot, id, |partition, event_id, event| {
+            // The event's position in its partition is not at hand here: 0.
+            Ok(upcast_parts(upcasters, event_id, partition, 0, event)?
+                .into_iter()
+                .map(|(name, version, data, upcast)| AffixEvent {
+                    partition: partition.to_string(),
+                    event: event_id.to_string(),
+                    name,
+                    data,
+                    schema_version: Some(version),
+                    upcast,
+                })
+                .collect())
+        })
+    }
+
+    fn read_with<E: From<depot::Error>>(
+        depot: &Depot,
+        id: &ObjectId,
+        mut shown: impl FnMut(
+            &depot::PartitionName,
+            ObjectId,
+            &depot::Event,
+        ) -> Result<Vec<AffixEvent>, E>,
+    ) -> Result<CheckpointView, E> {
         let checkpoint = depot.read_checkpoint(id)?;
         let affix = depot.read_affix(&checkpoint.affix())?;
         let mut events = Vec::new();
         for (partition, ids) in affix.partitions() {
             for event_id in ids {
                 let event = depot.read_event(event_id)?;
-                events.push(AffixEvent {
-                    partition: partition.to_string(),
-                    event: event_id.to_string(),
-                    name: event.name().to_string(),
-                    data: message_value(event.data()),
-                });
+                events.extend(shown(partition, *event_id, &event)?);
             }
         }
         Ok(CheckpointView {
@@ -367,6 +406,62 @@ pub struct AffixEvent {
     pub name: String,
     /// Its data (JSON when it is JSON, else a string).
     pub data: Value,
+    /// Its schema version, when not 1 (stored), or always when upcast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
+    /// Where an upcast event came from (`?upcast=true`, `--upcast`): absent when it is the
+    /// stored event as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upcast: Option<UpcastOrigin>,
+}
+
+/// The stored event an upcast one was made from: its name and schema version (its id is the
+/// entry's `event`, unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpcastOrigin {
+    /// The stored event's name.
+    pub name: String,
+    /// The stored event's schema version.
+    pub version: u32,
+}
+
+/// One event an upcast read shows: name, schema version, data, and where it came from when the
+/// upcasters changed it.
+type UpcastPart = (String, u32, Value, Option<UpcastOrigin>);
+
+/// The schema version as listings show it: absent for 1.
+fn shown_version(version: u32) -> Option<u32> {
+    (version != 1).then_some(version)
+}
+
+/// The events `name`/`version`/`data` (stored event `id`, event `position` of `partition`) is
+/// read as under `upcasters`: `(name, schema version, data, origin)`, the origin set when the
+/// upcasters changed it.
+fn upcast_parts(
+    upcasters: &engine::Upcasters,
+    id: ObjectId,
+    partition: &depot::PartitionName,
+    position: u64,
+    event: &depot::Event,
+) -> Result<Vec<UpcastPart>, engine::UpcastError> {
+    let data = message_value(event.data());
+    let stored = engine::UpcastEvent {
+        name: event.name().to_string(),
+        version: event.version(),
+        data,
+    };
+    let results = upcasters.upcast(id, partition, position, stored.clone())?;
+    let unchanged = results.len() == 1 && results[0] == stored;
+    Ok(results
+        .into_iter()
+        .map(|e| {
+            let origin = (!unchanged).then(|| UpcastOrigin {
+                name: stored.name.clone(),
+                version: stored.version,
+            });
+            (e.name, e.version, e.data, origin)
+        })
+        .collect())
 }
 
 /// An event with its place in history: `GET /events`, `retro events --json`, and in event
@@ -389,6 +484,52 @@ pub struct EventEntry {
     pub date: Option<String>,
     /// The checkpoint's session.
     pub session: String,
+    /// Its schema version, when not 1 (stored), or always when upcast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
+    /// Where an upcast event came from (`?upcast=true`, `--upcast`): absent when it is the
+    /// stored event as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upcast: Option<UpcastOrigin>,
+}
+
+/// Why events could not be read upcast: the depot failed, or an event cannot be upcast.
+#[derive(Debug, thiserror::Error)]
+pub enum UpcastReadError {
+    /// The depot failed.
+    #[error(transparent)]
+    Depot(#[from] depot::Error),
+    /// A stored event cannot be upcast.
+    #[error(transparent)]
+    Upcast(#[from] engine::UpcastError),
+}
+
+impl EventEntry {
+    /// The entries `record` is read as under `upcasters` (`--upcast`, `?upcast=true`): one for
+    /// an event at its newest version (with `schema_version`), one or more with `upcast` (the
+    /// stored name and version) otherwise. `event` stays the stored event's id.
+    pub fn upcast(
+        record: &EventRecord,
+        upcasters: &engine::Upcasters,
+    ) -> Result<Vec<EventEntry>, engine::UpcastError> {
+        let plain = EventEntry::from(record);
+        Ok(upcast_parts(
+            upcasters,
+            record.id,
+            &record.partition,
+            record.version,
+            &record.event,
+        )?
+        .into_iter()
+        .map(|(name, version, data, upcast)| EventEntry {
+            name,
+            data,
+            schema_version: Some(version),
+            upcast,
+            ..plain.clone()
+        })
+        .collect())
+    }
 }
 
 impl From<&EventRecord> for EventEntry {
@@ -402,6 +543,8 @@ impl From<&EventRecord> for EventEntry {
             checkpoint: record.checkpoint.to_string(),
             date: record.date.map(depot::format_date),
             session: record.session.clone(),
+            schema_version: shown_version(record.event.version()),
+            upcast: None,
         }
     }
 }
@@ -468,6 +611,9 @@ pub struct EventObject {
     pub name: String,
     /// Its data (JSON when it is JSON, else a string).
     pub data: Value,
+    /// Its schema version, when not 1 (`json;v=<N>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }
 
 /// An affix object.
@@ -506,6 +652,7 @@ impl ObjectView {
                 id: id.to_string(),
                 name: event.name().to_string(),
                 data: message_value(event.data()),
+                schema_version: shown_version(event.version()),
             }),
             Object::Affix(affix) => ObjectView::Affix(AffixObject {
                 id: id.to_string(),

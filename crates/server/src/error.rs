@@ -226,6 +226,38 @@ impl From<depot::Error> for ApiError {
     }
 }
 
+/// The HTTP answer for an event that cannot be upcast: 500 `unknown_event_version` for an event
+/// newer than the domain knows (or with no step from its version), 502 `upcaster_failed` for a
+/// failing step (as for a failing handler). Their messages name the event, not files.
+pub(crate) fn upcast_error(err: &engine::UpcastError) -> ApiError {
+    let message = err.to_string();
+    match err {
+        engine::UpcastError::StepFailed { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "upcaster_failed", message)
+        }
+        _ => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unknown_event_version",
+            message,
+        ),
+    }
+}
+
+impl From<engine::UpcastError> for ApiError {
+    fn from(err: engine::UpcastError) -> Self {
+        upcast_error(&err)
+    }
+}
+
+impl From<crate::api::UpcastReadError> for ApiError {
+    fn from(err: crate::api::UpcastReadError) -> Self {
+        match err {
+            crate::api::UpcastReadError::Depot(e) => depot_error(&e),
+            crate::api::UpcastReadError::Upcast(e) => upcast_error(&e),
+        }
+    }
+}
+
 impl From<ApplyError> for ApiError {
     fn from(err: ApplyError) -> Self {
         ApiError::of_apply(&err)
@@ -264,6 +296,7 @@ impl ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_session", message)
             }
             ApplyError::Depot(e) => depot_error(e),
+            ApplyError::Upcast(e) => upcast_error(e),
             other => ApiError::internal(other),
         }
     }

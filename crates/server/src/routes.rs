@@ -100,6 +100,18 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
     )
 }
 
+/// `upcast` is for `/events` only: elsewhere it would be silently ignored, so it is refused.
+fn refuse_upcast(query: &GlobQuery, route: &str) -> Result<(), ApiError> {
+    match query.upcast {
+        None => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{route} takes no 'upcast' parameter: it serves the stored events (upcast reads are GET /events and GET /checkpoints/{{rev}})"),
+        )),
+    }
+}
+
 /// Runs blocking depot work on tokio's blocking pool, at most `readers` at once.
 pub(crate) async fn read<T: Send + 'static>(
     state: &AppState,
@@ -480,15 +492,22 @@ async fn object(
 
 /// A checkpoint with its events.
 #[utoipa::path(get, path = "/checkpoints/{rev}", tag = "read",
-    params(("rev" = String, Path, description = "A revision: `HEAD`, `master~2`, an id or a prefix")),
+    params(("rev" = String, Path, description = "A revision: `HEAD`, `master~2`, an id or a prefix"), CheckpointQuery),
     responses((status = 200, body = CheckpointView), (status = "default", body = crate::api::ErrorBody)))]
 async fn checkpoint(
     State(state): State<AppState>,
     UrlPath(rev): UrlPath<String>,
+    query: Result<Query<CheckpointQuery>, QueryRejection>,
 ) -> Result<Json<CheckpointView>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let depot = state.depot.clone();
+    let engine = state.engine.clone();
     read(&state, move || {
         let id = depot.resolve_revision(&rev)?;
+        if query.upcast.unwrap_or(false) {
+            let upcasters = engine.manifest().upcasters();
+            return Ok(Json(CheckpointView::read_upcast(&depot, &id, upcasters)?));
+        }
         Ok(Json(CheckpointView::read(&depot, &id)?))
     })
     .await
@@ -504,6 +523,18 @@ struct GlobQuery {
     since: Option<String>,
     /// The most events (`/events`: default 1000, at most 10,000).
     limit: Option<usize>,
+    /// `/events`: the events as the domain reads them, upcast to their newest schema version
+    /// (each changed one with `upcast`: the stored name and version). Default false.
+    upcast: Option<bool>,
+}
+
+/// The parameters of `GET /checkpoints/{rev}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CheckpointQuery {
+    /// The events as the domain reads them, upcast to their newest schema version. Default
+    /// false.
+    upcast: Option<bool>,
 }
 
 /// Partitions and their event counts.
@@ -514,6 +545,7 @@ async fn partitions(
     query: Result<Query<GlobQuery>, QueryRejection>,
 ) -> Result<Json<Vec<PartitionEntry>>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
+    refuse_upcast(&query, "/partitions")?;
     let depot = state.depot.clone();
     let list = read(&state, move || {
         Ok(depot
@@ -540,7 +572,13 @@ async fn events(
 ) -> Result<Json<Vec<EventEntry>>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     let depot = state.depot.clone();
+    let engine = state.engine.clone();
     let list = read(&state, move || {
+        let upcasters = query
+            .upcast
+            .unwrap_or(false)
+            .then(|| engine.manifest().upcasters());
+        let mut upcast_failure = None;
         let since = query
             .since
             .as_deref()
@@ -553,9 +591,25 @@ async fn events(
             if out.len() >= limit {
                 return Ok(false);
             }
-            out.push(EventEntry::from(&record));
+            match upcasters {
+                // An upcast event may be several: the limit counts entries.
+                Some(upcasters) => match EventEntry::upcast(&record, upcasters) {
+                    Ok(entries) => {
+                        out.extend(entries);
+                        out.truncate(limit);
+                    }
+                    Err(e) => {
+                        upcast_failure = Some(e);
+                        return Ok(false);
+                    }
+                },
+                None => out.push(EventEntry::from(&record)),
+            }
             Ok(out.len() < limit)
         })?;
+        if let Some(e) = upcast_failure {
+            return Err(e.into());
+        }
         Ok(out)
     })
     .await?;
@@ -579,6 +633,7 @@ async fn watch(
     query: Result<Query<GlobQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
+    refuse_upcast(&query, "/watch")?;
     let glob: Arc<str> = Arc::from(query.glob.as_deref().unwrap_or("**"));
     // Resume after the last event the client saw, else after `since`, else from now.
     let resume = match headers.get("last-event-id") {

@@ -899,3 +899,142 @@ async fn i16_11_failed_commands_are_served_with_their_error_as_code_and_message(
     assert_eq!(entries[0]["command"]["path"], "accounts/nobody");
     assert_eq!(entries[0]["session"], "http");
 }
+
+/// A depot with two v1 `Deposited {"amount": N}` in `wallets/w` (one commit), served by an
+/// engine whose domain upcasts `Deposited` v1 → v2 (`amount` → `cents`) and splits `Noted` v1
+/// into two events; `future` adds a `Deposited` at v7, newer than the domain knows.
+fn upcasting_state(future: bool) -> AppState {
+    let depot = Arc::new(depot::Depot::in_memory().unwrap());
+    let partition = depot::PartitionName::new("wallets/w").unwrap();
+    let event = |name: &str, version: u32, data: &str| {
+        (
+            partition.clone(),
+            depot::Event::new(depot::EventName::new(name).unwrap(), data).with_version(version),
+        )
+    };
+    let mut events = vec![
+        event("Deposited", 1, r#"{"amount":5}"#),
+        event("Noted", 1, r#"{"a":1,"b":2}"#),
+    ];
+    if future {
+        events.push(event("Deposited", 7, r#"{"cents":1}"#));
+    }
+    depot
+        .commit(depot::CommitRequest::new(None, events, "s", "{}"))
+        .unwrap();
+    let mut manifest = engine::Manifest::new();
+    manifest
+        .upcast(
+            "Deposited",
+            1,
+            engine::Upcaster::Transform(engine::Transform {
+                rename: [("amount".to_owned(), "cents".to_owned())].into(),
+                ..engine::Transform::default()
+            }),
+        )
+        .unwrap()
+        .upcast(
+            "Noted",
+            1,
+            engine::Upcaster::Split(vec![
+                engine::Transform {
+                    remove: vec!["b".to_owned()],
+                    ..engine::Transform::default()
+                },
+                engine::Transform {
+                    remove: vec!["a".to_owned()],
+                    rename_event: Some("NotedToo".to_owned()),
+                    ..engine::Transform::default()
+                },
+            ]),
+        )
+        .unwrap();
+    let engine = engine::Engine::new(depot.clone(), manifest);
+    AppState::new(
+        &Config::default(),
+        "127.0.0.1:7070".parse().unwrap(),
+        depot,
+        engine,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn upcast_true_serves_events_as_the_domain_reads_them_with_their_provenance() {
+    let state = upcasting_state(false);
+    let stored = call(&state, "GET", "/events", None, "").await.json();
+    assert_eq!(stored.as_array().unwrap().len(), 2);
+    assert_eq!(stored[0]["data"], serde_json::json!({"amount": 5}));
+    assert!(stored[0].get("upcast").is_none() && stored[0].get("schema_version").is_none());
+
+    let upcast = call(&state, "GET", "/events?upcast=true", None, "").await;
+    assert_eq!(upcast.status, StatusCode::OK);
+    let upcast = upcast.json();
+    let list = upcast.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{upcast}");
+    assert_eq!(list[0]["data"], serde_json::json!({"cents": 5}));
+    assert_eq!(list[0]["schema_version"], 2);
+    assert_eq!(list[0]["event"], stored[0]["event"], "the stored id");
+    assert_eq!(
+        list[0]["upcast"],
+        serde_json::json!({"name": "Deposited", "version": 1})
+    );
+    assert_eq!(list[1]["name"], "Noted");
+    assert_eq!(list[2]["name"], "NotedToo");
+    assert_eq!(list[2]["event"], stored[1]["event"]);
+    // `limit` counts entries.
+    let limited = call(&state, "GET", "/events?upcast=true&limit=2", None, "")
+        .await
+        .json();
+    assert_eq!(limited.as_array().unwrap().len(), 2);
+
+    let checkpoint = call(&state, "GET", "/checkpoints/HEAD?upcast=true", None, "")
+        .await
+        .json();
+    let names: Vec<&str> = checkpoint["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Deposited", "Noted", "NotedToo"]);
+    let plain = call(&state, "GET", "/checkpoints/HEAD", None, "")
+        .await
+        .json();
+    assert_eq!(plain["events"].as_array().unwrap().len(), 2);
+    let bad = call(&state, "GET", "/events?upcast=maybe", None, "").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    for route in ["/watch?upcast=true", "/partitions?upcast=false"] {
+        let refused = call(&state, "GET", route, None, "").await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{route}");
+        assert!(
+            refused.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("takes no 'upcast' parameter"),
+            "{route}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_event_newer_than_the_domain_knows_is_a_500_naming_it() {
+    let state = upcasting_state(true);
+    for path in ["/events?upcast=true", "/checkpoints/HEAD?upcast=true"] {
+        let answer = call(&state, "GET", path, None, "").await;
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert_eq!(answer.error_code(), "unknown_event_version", "{path}");
+        let message = answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.contains("(Deposited v7, event 3 of 'wallets/w') is newer than this domain knows: its newest Deposited is v2")
+                || message.contains("(Deposited v7, event 0 of 'wallets/w') is newer than this domain knows"),
+            "{path}: {message}"
+        );
+    }
+    // Stored events are still served as they are.
+    let stored = call(&state, "GET", "/events", None, "").await;
+    assert_eq!(stored.status, StatusCode::OK);
+}

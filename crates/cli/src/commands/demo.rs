@@ -57,7 +57,16 @@ pub fn run(keep: Option<PathBuf>, ui: &mut Ui) -> Result<()> {
     };
     history::log(&depot, &last, ui)?;
     ui.line("$ retro events 'accounts/*'")?;
-    history::events(&depot, Some("accounts/*"), None, false, ui)?;
+    history::events(
+        &depot,
+        Some("accounts/*"),
+        None,
+        history::EventsView {
+            json: false,
+            upcasters: None,
+        },
+        ui,
+    )?;
     ui.line("$ retro partitions")?;
     history::partitions(&depot, None, false, ui)?;
     ui.line("$ retro failed")?;

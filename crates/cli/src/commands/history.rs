@@ -126,51 +126,100 @@ fn print_checkpoint(
     Ok(())
 }
 
-pub fn show(depot: &Depot, rev: Option<&str>, json: bool, ui: &mut Ui) -> Result<()> {
+pub fn show(
+    depot: &Depot,
+    rev: Option<&str>,
+    json: bool,
+    upcasters: Option<&engine::Upcasters>,
+    ui: &mut Ui,
+) -> Result<()> {
     let id = resolve(depot, rev)?;
+    let view = match upcasters {
+        Some(upcasters) => {
+            CheckpointView::read_upcast(depot, &id, upcasters).map_err(|e| match e {
+                // The depot's own error, so that its class (corrupt, unavailable) gives the
+                // exit code.
+                server::api::UpcastReadError::Depot(e) => anyhow::Error::from(e),
+                server::api::UpcastReadError::Upcast(e) => anyhow::Error::from(e),
+            })?
+        }
+        None => CheckpointView::read(depot, &id)?,
+    };
     if json {
-        ui.json(&CheckpointView::read(depot, &id)?)?;
+        ui.json(&view)?;
         return Ok(());
     }
     let checkpoint = depot.read_checkpoint(&id)?;
-    let affix = depot.read_affix(&checkpoint.affix())?;
     let text = render::checkpoint_text(ui, &id, &checkpoint, None, None);
     ui.line(text.trim_end())?;
-    for (partition, ids) in affix.partitions() {
-        ui.line("")?;
-        ui.line(ui.green(partition.as_str()))?;
-        for event_id in ids {
-            let event = depot.read_event(event_id)?;
-            ui.line(format!(
-                "  {} {}",
-                event.name(),
-                ui.dim(&event_id.to_short_hex(12))
-            ))?;
-            let pretty = serde_json::to_string_pretty(&render::data_value(event.data()))?;
-            for line in pretty.lines() {
-                ui.line(format!("      {line}"))?;
-            }
+    let mut partition: Option<&str> = None;
+    for event in &view.events {
+        if partition != Some(event.partition.as_str()) {
+            ui.line("")?;
+            ui.line(ui.green(&event.partition))?;
+            partition = Some(event.partition.as_str());
+        }
+        let short = event
+            .event
+            .parse::<ObjectId>()
+            .map(|id| id.to_short_hex(12))
+            .unwrap_or_else(|_| event.event.clone());
+        ui.line(format!(
+            "  {}{} {}{}",
+            event.name,
+            version_text(event.schema_version),
+            ui.dim(&short),
+            origin_text(event.upcast.as_ref()),
+        ))?;
+        let pretty = serde_json::to_string_pretty(&event.data)?;
+        for line in pretty.lines() {
+            ui.line(format!("      {line}"))?;
         }
     }
     Ok(())
+}
+
+/// ` v<N>` after an event's name, for a schema version other than 1.
+fn version_text(version: Option<u32>) -> String {
+    match version {
+        Some(version) if version != 1 => format!(" v{version}"),
+        _ => String::new(),
+    }
+}
+
+/// ` (upcast from <name> v<N>)` for an upcast event.
+fn origin_text(origin: Option<&server::api::UpcastOrigin>) -> String {
+    match origin {
+        Some(origin) => format!(" (upcast from {} v{})", origin.name, origin.version),
+        None => String::new(),
+    }
+}
+
+/// How `retro events` prints: as JSON lines or text, and upcast or as stored.
+#[derive(Clone, Copy)]
+pub struct EventsView<'a> {
+    /// One JSON object per line.
+    pub json: bool,
+    /// Upcast by these (`--upcast`), else as stored.
+    pub upcasters: Option<&'a engine::Upcasters>,
 }
 
 pub fn events(
     depot: &Depot,
     glob: Option<&str>,
     since: Option<&str>,
-    json: bool,
+    view: EventsView<'_>,
     ui: &mut Ui,
 ) -> Result<()> {
     let glob = glob.unwrap_or("**");
     let since = since.map(|rev| depot.resolve_revision(rev)).transpose()?;
     let mut failure: Option<anyhow::Error> = None;
     depot.events_matching(glob, since, |record| {
-        let written = print_event(&record, json, ui);
+        let written = print_event(&record, view, ui);
         match written {
             Ok(()) => Ok(true),
             Err(e) => {
-                failure = Some(e.into());
+                failure = Some(e);
                 Ok(false)
             }
         }
@@ -217,7 +266,7 @@ pub fn events_at(
     glob: Option<&str>,
     at: &str,
     since: Option<&str>,
-    json: bool,
+    view: EventsView<'_>,
     ui: &mut Ui,
 ) -> Result<()> {
     let filter = depot::PartitionFilter::new(glob.unwrap_or("**"))?;
@@ -237,10 +286,10 @@ pub fn events_at(
         }
         let mut failure: Option<anyhow::Error> = None;
         depot.events_matching_upto(glob.unwrap_or("**"), since, Some(at_id), |record| {
-            match print_event(&record, json, ui) {
+            match print_event(&record, view, ui) {
                 Ok(()) => Ok(true),
                 Err(e) => {
-                    failure = Some(e.into());
+                    failure = Some(e);
                     Ok(false)
                 }
             }
@@ -285,7 +334,7 @@ pub fn events_at(
                     date: checkpoint.date(),
                     session: checkpoint.session().to_owned(),
                 };
-                print_event(&record, json, ui)?;
+                print_event(&record, view, ui)?;
             }
         }
     }
@@ -326,12 +375,13 @@ pub fn partitions_at(
     Ok(())
 }
 
-fn print_event(record: &depot::EventRecord, json: bool, ui: &mut Ui) -> std::io::Result<()> {
-    if json {
-        ui.json(&EventEntry::from(record))
-    } else {
-        ui.line(format!(
-            "{} {} {}#{} {} {}",
+fn print_event(record: &depot::EventRecord, view: EventsView<'_>, ui: &mut Ui) -> Result<()> {
+    let Some(upcasters) = view.upcasters else {
+        if view.json {
+            return Ok(ui.json(&EventEntry::from(record))?);
+        }
+        return Ok(ui.line(format!(
+            "{} {} {}#{} {}{} {}",
             ui.yellow(&record.checkpoint.to_short_hex(12)),
             record
                 .date
@@ -340,7 +390,26 @@ fn print_event(record: &depot::EventRecord, json: bool, ui: &mut Ui) -> std::io:
             record.partition,
             record.version,
             record.event.name(),
+            version_text(Some(record.event.version())),
             String::from_utf8_lossy(record.event.data())
-        ))
+        ))?);
+    };
+    for entry in EventEntry::upcast(record, upcasters)? {
+        if view.json {
+            ui.json(&entry)?;
+            continue;
+        }
+        ui.line(format!(
+            "{} {} {}#{} {}{} {}{}",
+            ui.yellow(&record.checkpoint.to_short_hex(12)),
+            entry.date.as_deref().unwrap_or("-"),
+            entry.partition,
+            entry.version,
+            entry.name,
+            version_text(entry.schema_version),
+            serde_json::to_string(&entry.data)?,
+            origin_text(entry.upcast.as_ref()),
+        ))?;
     }
+    Ok(())
 }

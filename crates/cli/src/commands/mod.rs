@@ -60,6 +60,25 @@ fn nothing_written(result: Result<()>, json: bool, ui: &mut Ui) -> Result<()> {
     Ok(())
 }
 
+/// The upcasters `--upcast` applies: those of the domain manifest (`--manifest`, else
+/// `$RETRO_MANIFEST`, else `<depot>/manifest.json`, else the built-in bank, which has none);
+/// `None` without `--upcast`.
+fn upcasters_for(
+    flag: Option<&Path>,
+    upcast: bool,
+    manifest: Option<&Path>,
+) -> Result<Option<engine::Upcasters>> {
+    if !upcast {
+        return Ok(None);
+    }
+    let from_env = std::env::var_os("RETRO_MANIFEST").map(PathBuf::from);
+    let manifest = manifest.or(from_env.as_deref());
+    let dir = locate::depot_dir(flag)?;
+    Ok(Some(
+        apply::load_manifest(&dir, manifest)?.upcasters().clone(),
+    ))
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
     let depot_flag = cli.depot.clone();
@@ -101,23 +120,40 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         Commands::Session(SessionCommand::End { id }) => apply::session_end(flag, &id, ui),
         Commands::Log(args) => history::log(&*open(flag)?, &args, ui),
         Commands::CatObject(args) => objects::cat(&*open(flag)?, &args, ui),
-        Commands::Show { rev, json } => history::show(&*open(flag)?, rev.as_deref(), json, ui),
+        Commands::Show {
+            rev,
+            json,
+            upcast,
+            manifest,
+        } => {
+            let upcasters = upcasters_for(flag, upcast, manifest.as_deref())?;
+            history::show(&*open(flag)?, rev.as_deref(), json, upcasters.as_ref(), ui)
+        }
         Commands::Events {
             glob,
             since,
             at,
             json,
-        } => match at {
-            Some(at) => history::events_at(
-                &*open(flag)?,
-                glob.as_deref(),
-                &at,
-                since.as_deref(),
+            upcast,
+            manifest,
+        } => {
+            let upcasters = upcasters_for(flag, upcast, manifest.as_deref())?;
+            let view = history::EventsView {
                 json,
-                ui,
-            ),
-            None => history::events(&*open(flag)?, glob.as_deref(), since.as_deref(), json, ui),
-        },
+                upcasters: upcasters.as_ref(),
+            };
+            match at {
+                Some(at) => history::events_at(
+                    &*open(flag)?,
+                    glob.as_deref(),
+                    &at,
+                    since.as_deref(),
+                    view,
+                    ui,
+                ),
+                None => history::events(&*open(flag)?, glob.as_deref(), since.as_deref(), view, ui),
+            }
+        }
         Commands::Partitions { glob, at, json } => match at {
             Some(at) => history::partitions_at(&*open(flag)?, glob.as_deref(), &at, json, ui),
             None => history::partitions(&*open(flag)?, glob.as_deref(), json, ui),

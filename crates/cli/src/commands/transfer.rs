@@ -7,6 +7,7 @@
 //!
 //! `message` and `data` carry the stored bytes verbatim when they are JSON (else `message_text` /
 //! `data_text` strings), so importing an export into an empty depot gives the very same ids.
+//! An event at a schema version other than 1 carries `"version": N` (absent means 1).
 //! Only `events` is required, so other stores' histories come in easily.
 //!
 //! A recorded failed command (an orphaned checkpoint in the depot's failure log) is a line with
@@ -84,6 +85,9 @@ struct LineEvent {
     data: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     data_text: Option<String>,
+    /// The event's schema version; absent means 1 (docs/format.md, `json;v=<N>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
 }
 
 fn raw_or_text(bytes: &[u8]) -> (Option<Box<RawValue>>, Option<String>) {
@@ -109,6 +113,7 @@ fn line_events(depot: &Depot, affix: &Affix) -> Result<Vec<LineEvent>> {
                 name: event.name().to_string(),
                 data,
                 data_text,
+                version: (event.version() != 1).then_some(event.version()),
             });
         }
     }
@@ -245,7 +250,16 @@ fn events_of(events: Vec<LineEvent>, number: usize) -> Result<Vec<(PartitionName
             (None, Some(text)) => text.into_bytes(),
             (None, None) => b"{}".to_vec(),
         };
-        out.push((partition, Event::new(name, data)));
+        let stored = match event.version {
+            Some(0) => {
+                return Err(context(
+                    "event version 0 does not exist (absent means 1)".to_owned(),
+                ))
+            }
+            Some(version) => Event::new(name, data).with_version(version),
+            None => Event::new(name, data),
+        };
+        out.push((partition, stored));
     }
     Ok(out)
 }

@@ -23,7 +23,30 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("ref_name", ref_name),
     ("partition_name", partition_name),
     ("revision", revision),
+    ("event_format", event_format),
 ];
+
+/// An event header's `<format>` token (`json`, `json;v=<N>`) never panics the decoder; one that
+/// decodes names the canonical form of its schema version (`json` for 1, `json;v=N` for N >= 2),
+/// so the event re-encodes to the very same bytes.
+pub fn event_format(data: &[u8]) {
+    let Ok(format) = std::str::from_utf8(data) else {
+        return;
+    };
+    if format.contains(['\0', ' ']) {
+        return;
+    }
+    let bytes = format!("event {format} e 2\0{{}}").into_bytes();
+    let Ok(Object::Event(event)) = Object::decode(&bytes) else {
+        return;
+    };
+    let canonical = match event.version() {
+        1 => "json".to_owned(),
+        n => format!("json;v={n}"),
+    };
+    assert_eq!(canonical, format, "only the canonical form decodes");
+    assert_eq!(Object::Event(event).encode(), bytes);
+}
 
 /// `Object::decode` never panics; what decodes re-encodes to the very same bytes, decodes again
 /// to the same object, and is named by the SHA-256 of those bytes, stably.

@@ -19,7 +19,37 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("exec_response", exec_response),
     ("manifest", manifest),
     ("spec_line", spec_line),
+    ("upcasters", upcasters),
+    ("upcast_output", upcast_output),
 ];
+
+/// The `upcasters`/`event_versions` sections of a manifest never panic the parser; what it
+/// accepts is a gap-free chain per name (every name's newest version is at least 1, and a
+/// declared version equals its chain's end).
+pub fn upcasters(data: &[u8]) {
+    let mut upcasters = engine::Upcasters::new();
+    if engine::exec::parse_upcasters(data, Path::new("fuzz"), &mut upcasters).is_err() {
+        return;
+    }
+    for (name, version) in upcasters.versions() {
+        assert!(version >= 1);
+        assert_eq!(upcasters.current(&name), version);
+        assert!(depot::EventName::new(&name).is_ok());
+    }
+    assert_eq!(upcasters.is_empty(), upcasters.fingerprint().is_none());
+}
+
+/// An exec upcaster's standard output never panics the parser; accepted results have valid
+/// names and versions of at least 1.
+pub fn upcast_output(data: &[u8]) {
+    let Ok(events) = engine::upcast::parse_exec_output(data, &|_| 2) else {
+        return;
+    };
+    for event in events {
+        assert!(depot::EventName::new(&event.name).is_ok());
+        assert!(event.version >= 1);
+    }
+}
 
 /// `Command::parse` never panics; an accepted command has a valid path and name, its ids are
 /// valid tokens that make valid checkpoint fields, and its compact JSON (which never holds the
