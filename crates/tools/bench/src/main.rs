@@ -39,6 +39,7 @@ mod peers;
 mod postgres_bench;
 mod report;
 mod snapshot_bench;
+mod upcast_bench;
 mod verify_bench;
 mod workload;
 
@@ -84,7 +85,7 @@ struct Cli {
 }
 
 /// Every measurement `--only` can name: the depot's, then the engine's, then the memory one.
-const PHASES: [&str; 15] = [
+const PHASES: [&str; 16] = [
     "bulk",
     "walk",
     "fsync",
@@ -100,6 +101,7 @@ const PHASES: [&str; 15] = [
     "eventsourcing",
     "verify",
     "snapshot",
+    "upcast",
 ];
 /// Whether `phase` runs, given `--only`.
 fn wanted(only: &[String], phase: &str) -> bool {
@@ -232,6 +234,14 @@ fn run(cli: Cli) -> Result<()> {
                 snapshot_bench::Sizes::full()
             };
             snapshot_bench::run(&snapshot_sizes, scratch.path(), &mut figures)?;
+        }
+        if wanted(&cli.only, "upcast") {
+            let upcast_sizes = if cli.quick {
+                upcast_bench::Sizes::quick()
+            } else {
+                upcast_bench::Sizes::full()
+            };
+            upcast_bench::run(&upcast_sizes, scratch.path(), &mut figures)?;
         }
         if wanted(&cli.only, "memory") {
             if let Err(err) = memory::run(&memory_sizes, scratch.path(), &mut figures) {

@@ -1070,6 +1070,11 @@ const METHOD: &str = "
   `snapshot_every(100)`, and an exec handler (`sh`, returns `\"state\"`, `\"snapshot_every\": 100`);
   one unmeasured apply, then durable applies one at a time. Compared with the same 10,000-event
   apply without snapshots.
+- **Upcasting** (phase `upcast`): `Engine::load` of one partition of schema-version-1 `Deposited`
+  events (10,000; the exec case fewer, one process each) read with no upcaster, a declarative one
+  (v1 -> v2: a renamed field and a default) and an exec one (`sh`), each from a fresh engine, and
+  the exec case again from the same engine (its results cached in memory). Figures:
+  `upcast_read_*_ms` and the cost over the plain read per event, `upcast_read_*_us_per_event`.
 - **Memory of the command line** (in the default run, or alone with `--only memory`: about 2.5
   minutes): a JSON-lines file of 333,330 workload commands (999,990 events, 10-event identity
   partitions) is imported into a fresh depot with `retro import` (batches of 1,000), then

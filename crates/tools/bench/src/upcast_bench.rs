@@ -1,12 +1,10 @@
-//! Measures the read cost of upcasting (phase `upcast`, not yet wired into `main.rs`): a full
+//! Measures the read cost of upcasting (phase `upcast`): a full
 //! rehydration (`Engine::load`) of one partition of 10,000 schema-version-1 `Deposited` events,
 //! with no upcaster (the events are at their newest version), with a declarative upcaster
 //! (v1 → v2: rename a field, add a default), and with an exec upcaster (a shell script, one
 //! process per event, on fewer events: it is that slow), read cold (a fresh engine each read)
 //! and cached (the same engine again: the upcasters keep an exec step's results in memory).
 //!
-//! To wire it in, in `main.rs`: `mod upcast_bench;` and, in the phase list,
-//! `upcast_bench::run(&if quick { upcast_bench::Sizes::quick() } else { upcast_bench::Sizes::full() }, scratch.path(), &mut figures)?;`.
 //! It files `upcast_read_{plain,declarative,exec,exec_cached}_ms` (n: events read) and
 //! `upcast_read_{declarative,exec,exec_cached}_us_per_event` (the cost over the plain read, per
 //! event).
