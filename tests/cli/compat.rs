@@ -51,8 +51,14 @@ fn a_depot_written_by_the_round_1_release_opens_reads_and_takes_new_commits() {
         .collect();
     assert_eq!(packs.len(), 1, "{packs:?}");
     assert_eq!(&fs::read(&packs[0]).unwrap()[..8], b"RETROIX2");
-    assert_eq!(&fs::read(packs[0].with_extension("pack")).unwrap()[..8], b"RETROPK2");
-    assert_eq!(alice, json_lines(&depot.ok(&["events", "--json", "accounts/alice"])));
+    assert_eq!(
+        &fs::read(packs[0].with_extension("pack")).unwrap()[..8],
+        b"RETROPK2"
+    );
+    assert_eq!(
+        alice,
+        json_lines(&depot.ok(&["events", "--json", "accounts/alice"]))
+    );
     depot.apply(r#"{"path":"accounts/carol","name":"deposit","params":{"amount":7}}"#);
     assert_eq!(depot.ok(&["log", "--oneline"]).lines().count(), 9);
     let fsck = depot.ok(&["fsck"]);

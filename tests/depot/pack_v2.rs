@@ -80,14 +80,20 @@ fn gc_upgrades_version_1_packs_to_one_smaller_version_2_pack_with_the_same_objec
     let compacted = std::fs::read(&reflog_path).unwrap();
     assert_eq!(&compacted[..8], b"RETRORL1");
     assert!((compacted.len() as u64) * 2 < reflog_bytes);
-    assert_eq!(Depot::open(&root).unwrap().reflog(&master).unwrap(), reflog_before);
+    assert_eq!(
+        Depot::open(&root).unwrap().reflog(&master).unwrap(),
+        reflog_before
+    );
     let packs = packs_with(&root, ".idx");
     assert_eq!(packs.len(), 1);
     let sealed = std::fs::read(packs[0].with_extension("pack")).unwrap();
     assert_eq!(&sealed[..8], b"RETROPK2");
     assert_eq!(sealed[8], 4, "the dictionary record comes first");
     let dictionary_len = u32::from_be_bytes(sealed[9..13].try_into().unwrap());
-    assert!(dictionary_len > 0, "enough objects to train a dictionary on");
+    assert!(
+        dictionary_len > 0,
+        "enough objects to train a dictionary on"
+    );
     let after = pack_bytes(&root);
     assert!(
         after * 2 < before,
@@ -116,7 +122,11 @@ fn a_version_2_pack_without_its_index_is_scanned_then_reindexed() {
     let idx = packs_with(&root, ".idx").remove(0);
     std::fs::remove_file(&idx).unwrap();
     let scanned = Depot::open(&root).unwrap();
-    assert_eq!(all_objects(&scanned), objects_after, "ids derived by hashing");
+    assert_eq!(
+        all_objects(&scanned),
+        objects_after,
+        "ids derived by hashing"
+    );
     let report = scanned.repair().unwrap();
     assert!(
         report.fixed.iter().any(|f| f.contains("rebuilt the index")),
@@ -137,7 +147,11 @@ fn a_damaged_version_2_header_is_found_and_rewritten_as_version_2() {
     bytes[..8].copy_from_slice(b"XXXXXXXX");
     std::fs::write(&pack, &bytes).unwrap();
     let depot = Depot::open(&root).unwrap();
-    assert_eq!(all_objects(&depot), objects, "still read by its dictionary record");
+    assert_eq!(
+        all_objects(&depot),
+        objects,
+        "still read by its dictionary record"
+    );
     depot.repair().unwrap();
     drop(depot);
     assert_eq!(&std::fs::read(&pack).unwrap()[..8], b"RETROPK2");
@@ -200,7 +214,11 @@ fn a_version_2_index_keeps_short_ids_and_still_finds_abbreviations() {
     assert_eq!(&bytes[..8], b"RETROIX2");
     let count = entry_count(&bytes);
     assert_eq!(count, objects.len());
-    assert_eq!(bytes.len(), IDX_HEADER + count * ENTRY + 4, "16 bytes an entry");
+    assert_eq!(
+        bytes.len(),
+        IDX_HEADER + count * ENTRY + 4,
+        "16 bytes an entry"
+    );
     let depot = Depot::open(&root).unwrap();
     for (id, _) in objects.iter().step_by(97) {
         let hex = id.trim_start_matches("sha256:");

@@ -362,7 +362,9 @@ mod tests {
             let mut compressor = Compressor::new(dictionary).unwrap();
             let mut out = Vec::new();
             for object in &samples {
-                compressor.compress(&untranscode(object).unwrap(), &mut out).unwrap();
+                compressor
+                    .compress(&untranscode(object).unwrap(), &mut out)
+                    .unwrap();
             }
             out.len()
         };
@@ -373,7 +375,12 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let dict = Dictionary::new(train(&samples()));
-        for data in [&b""[..], b"\x00", b"\xff\xff\xff\xff\xff\xff", b"\x20\x05hello"] {
+        for data in [
+            &b""[..],
+            b"\x00",
+            b"\xff\xff\xff\xff\xff\xff",
+            b"\x20\x05hello",
+        ] {
             for codec in 0..5 {
                 let _ = decode(codec, data, Some(&dict), 1 << 20);
                 let _ = decode(codec, data, None, 1 << 20);

@@ -570,13 +570,9 @@ struct IdFilter {
 
 impl IdFilter {
     fn positions(id: &[u8], mask: u64) -> [u64; 3] {
-        let part = |i: usize| {
-            u64::from(u32::from_le_bytes(
-                id[i..i + 4].try_into().expect("4 bytes"),
-            ))
-        };
+        let part = |i: usize| u32::from_le_bytes(id[i..i + 4].try_into().expect("4 bytes"));
         // Within the first 10 bytes: all a version 2 index keeps (byte 0 picks the fan-out slot).
-        [part(1) & mask, part(5) & mask, part(3).rotate_left(16) & mask]
+        [part(1), part(5), part(3).rotate_left(16)].map(|p| u64::from(p) & mask)
     }
 
     fn build(sealed: &Sealed) -> IdFilter {
@@ -661,9 +657,9 @@ impl Sealed {
                     }
                     // Its records hold no id: the first one must decode to an object whose id
                     // starts as the entry says.
-                    Layout::V2 { .. } => sealed.decoded_id(offset).is_some_and(|id| {
-                        id.as_bytes().starts_with(key)
-                    }),
+                    Layout::V2 { .. } => sealed
+                        .decoded_id(offset)
+                        .is_some_and(|id| id.as_bytes().starts_with(key)),
                 };
                 if !bound {
                     return Err(bad(

@@ -65,13 +65,16 @@ pub(crate) fn compact(storage: &dyn Storage, path: &Path, temp_dir: &Path) -> io
     };
     let len = file.len()?;
     let mut head = [0u8; HEADER as usize];
-    let compacted = len >= HEADER && file.read_exact_at(&mut head, 0).is_ok() && head[..8] == *MAGIC;
+    let compacted =
+        len >= HEADER && file.read_exact_at(&mut head, 0).is_ok() && head[..8] == *MAGIC;
     let frame_len = u64::from_be_bytes(head[8..16].try_into().expect("8 bytes"));
     if (!compacted && len < WORTH_IT) || (compacted && HEADER + frame_len >= len) {
         return Ok(false);
     }
     if compacted && HEADER + frame_len > len {
-        return Err(io::Error::other("its compacted part runs past the end of the file"));
+        return Err(io::Error::other(
+            "its compacted part runs past the end of the file",
+        ));
     }
     let temp = fsutil::temp_path_for(&temp_dir.join("reflog"));
     let result = (|| {
@@ -161,7 +164,12 @@ mod tests {
 
     fn lines(n: usize, from: usize) -> String {
         (from..from + n)
-            .map(|i| format!("sha256:{i:064x} sha256:{:064x} 2026-01-01T00:00:00Z s1\tcommit {i}\n", i + 1))
+            .map(|i| {
+                format!(
+                    "sha256:{i:064x} sha256:{:064x} 2026-01-01T00:00:00Z s1\tcommit {i}\n",
+                    i + 1
+                )
+            })
             .collect()
     }
 
@@ -176,14 +184,23 @@ mod tests {
         assert!(bytes.starts_with(MAGIC));
         assert!(bytes.len() * 2 < lines(500, 0).len());
         assert_eq!(text(&bytes).unwrap(), lines(500, 0).as_bytes());
-        assert!(!compact(&storage, &path, dir.path()).unwrap(), "nothing new to fold");
+        assert!(
+            !compact(&storage, &path, dir.path()).unwrap(),
+            "nothing new to fold"
+        );
         // Appended lines (and a torn one) follow the frame; a second compaction folds them.
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(lines(3, 500).as_bytes()).unwrap();
         file.write_all(b"sha256:torn").unwrap();
         drop(file);
         let expected = format!("{}{}sha256:torn", lines(500, 0), lines(3, 500));
-        assert_eq!(text(&std::fs::read(&path).unwrap()).unwrap(), expected.as_bytes());
+        assert_eq!(
+            text(&std::fs::read(&path).unwrap()).unwrap(),
+            expected.as_bytes()
+        );
         assert!(compact(&storage, &path, dir.path()).unwrap());
         assert_eq!(
             text(&std::fs::read(&path).unwrap()).unwrap(),
