@@ -227,7 +227,7 @@ fn a_version_2_index_keeps_short_ids_and_still_finds_abbreviations() {
             let found = depot.objects().find_prefix(&prefix, 5).unwrap();
             assert_eq!(
                 found.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
-                [id.clone()],
+                std::slice::from_ref(id),
                 "{digits} digits of {id}"
             );
         }
