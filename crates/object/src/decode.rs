@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::str;
 
-use super::{parse_date, Affix, Checkpoint, Event, Kind, Object, DATE_KEY, SESSION_KEY};
+use super::{
+    parse_date, Affix, Checkpoint, Data, Event, Kind, Object, DATE_KEY, SALT_LEN, SESSION_KEY,
+};
 use crate::hash::ObjectId;
 use crate::name::{EventName, FieldKey, FieldValue, NameError, PartitionName};
 
@@ -24,9 +26,15 @@ pub enum DecodeError {
     /// The header names a kind that does not exist.
     #[error("unknown object kind '{0}'")]
     UnknownKind(String),
-    /// An event's encoding is not `json`.
-    #[error("event encoding '{0}' is not supported (only 'json')")]
+    /// An event's encoding is not `json` or `sealed`.
+    #[error("event encoding '{0}' is not supported (only 'json' and 'sealed')")]
     UnknownEncoding(String),
+    /// A sealed event's body is not exactly `data sha256:<64 lowercase hex>\n`.
+    #[error("sealed event body is not 'data sha256:<hex>\\n': {0}")]
+    BadSealedBody(String),
+    /// A data object's body does not start with `salt <32 lowercase hex>\n`.
+    #[error("data object does not start with 'salt <32 lowercase hex>\\n'")]
+    BadSalt,
     /// The declared body length differs from the actual one.
     #[error("header declares a body of {declared} bytes but the body has {actual}")]
     LengthMismatch {
@@ -116,6 +124,7 @@ pub(super) fn kind_of(bytes: &[u8]) -> Result<Kind, DecodeError> {
         Some("event") => Ok(Kind::Event),
         Some("affix") => Ok(Kind::Affix),
         Some("checkpoint") => Ok(Kind::Checkpoint),
+        Some("data") => Ok(Kind::Data),
         Some(other) => Err(DecodeError::UnknownKind(other.to_owned())),
         None => Err(DecodeError::BadHeader(header.to_owned())),
     }
@@ -126,7 +135,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
     let tokens: Vec<&str> = header.split(' ').collect();
     match tokens.as_slice() {
         ["event", encoding, name, len] => {
-            if *encoding != "json" {
+            if !matches!(*encoding, "json" | "sealed") {
                 return Err(DecodeError::UnknownEncoding((*encoding).to_owned()));
             }
             check_len(parse_len(header, len)?, body)?;
@@ -134,7 +143,14 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
                 kind: Kind::Event,
                 source,
             })?;
+            if *encoding == "sealed" {
+                return Ok(Object::Event(Event::new_sealed(name, decode_sealed(body)?)));
+            }
             Ok(Object::Event(Event::new(name, body)))
+        }
+        ["data", len] => {
+            check_len(parse_len(header, len)?, body)?;
+            decode_data(body).map(Object::Data)
         }
         ["affix", len] => {
             check_len(parse_len(header, len)?, body)?;
@@ -144,11 +160,45 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
             check_len(parse_len(header, len)?, body)?;
             decode_checkpoint(body).map(Object::Checkpoint)
         }
-        [kind, ..] if !matches!(*kind, "event" | "affix" | "checkpoint") => {
+        [kind, ..] if !matches!(*kind, "event" | "affix" | "checkpoint" | "data") => {
             Err(DecodeError::UnknownKind((*kind).to_owned()))
         }
         _ => Err(DecodeError::BadHeader(header.to_owned())),
     }
+}
+
+/// A sealed event's body: exactly `data sha256:<64 lowercase hex>\n`.
+fn decode_sealed(body: &[u8]) -> Result<ObjectId, DecodeError> {
+    let bad = |reason: &str| DecodeError::BadSealedBody(reason.to_owned());
+    let text = str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
+    let line = text
+        .strip_prefix("data ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .ok_or_else(|| bad("expected one line 'data <id>'"))?;
+    let id: ObjectId = line.parse().map_err(|e| bad(&format!("bad object id: {e}")))?;
+    // Canonical only: the id must re-print as it was written (lowercase hex).
+    if id.to_string() != line {
+        return Err(bad("the id is not in its canonical lowercase form"));
+    }
+    Ok(id)
+}
+
+/// A data object's body: `salt <32 lowercase hex>\n` and the JSON bytes, kept as they are.
+fn decode_data(body: &[u8]) -> Result<Data, DecodeError> {
+    let prefix_len = 5 + 2 * SALT_LEN + 1;
+    if body.len() < prefix_len || &body[..5] != b"salt " || body[prefix_len - 1] != b'\n' {
+        return Err(DecodeError::BadSalt);
+    }
+    let hex_digits = &body[5..prefix_len - 1];
+    if !hex_digits
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
+        return Err(DecodeError::BadSalt);
+    }
+    let mut salt = [0u8; SALT_LEN];
+    hex::decode_to_slice(hex_digits, &mut salt).map_err(|_| DecodeError::BadSalt)?;
+    Ok(Data::new(salt, &body[prefix_len..]))
 }
 
 fn parse_id(text: &str, line: usize, kind: Kind) -> Result<ObjectId, DecodeError> {

@@ -2,13 +2,14 @@
 
 use std::io::Write;
 
-use super::{Affix, Checkpoint, Event, Object};
+use super::{Affix, Checkpoint, Data, Event, Object};
 
 pub(super) fn encode(object: &Object) -> Vec<u8> {
     match object {
         Object::Event(event) => encode_event(event),
         Object::Affix(affix) => frame("affix", &affix_body(affix)),
         Object::Checkpoint(checkpoint) => frame("checkpoint", &checkpoint_body(checkpoint)),
+        Object::Data(data) => frame("data", &data_body(data)),
     }
 }
 
@@ -21,7 +22,20 @@ fn frame(header: &str, body: &[u8]) -> Vec<u8> {
 }
 
 fn encode_event(event: &Event) -> Vec<u8> {
-    frame(&format!("event json {}", event.name()), event.data())
+    match event.sealed_data() {
+        None => frame(&format!("event json {}", event.name()), event.data()),
+        Some(data_id) => frame(
+            &format!("event sealed {}", event.name()),
+            format!("data {data_id}\n").as_bytes(),
+        ),
+    }
+}
+
+fn data_body(data: &Data) -> Vec<u8> {
+    let mut body = Vec::with_capacity(38 + data.json().len());
+    writeln!(body, "salt {}", hex::encode(data.salt())).expect("writing to a Vec cannot fail");
+    body.extend_from_slice(data.json());
+    body
 }
 
 fn affix_body(affix: &Affix) -> Vec<u8> {

@@ -1,5 +1,6 @@
-//! retro's objects: their ids ([`hash`]), the validated names inside them ([`name`]), the three
-//! kinds of objects (events, affixes, checkpoints) and their one canonical encoding. No I/O:
+//! retro's objects: their ids ([`hash`]), the validated names inside them ([`name`]), the four
+//! kinds of objects (events, affixes, checkpoints, and the `data` objects that hold a sealed
+//! event's payload or a checkpoint's command) and their one canonical encoding. No I/O:
 //! stores live in `retro-depot`.
 //!
 //! Every object is stored as `<header>\0<body>` and named by the SHA-256 of exactly those bytes
@@ -26,7 +27,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 pub use decode::DecodeError;
 
-/// Which of the three kinds an object is.
+/// Which of the four kinds an object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A domain event.
@@ -35,6 +36,8 @@ pub enum Kind {
     Affix,
     /// A commit-like record: affix, parents, fields and message.
     Checkpoint,
+    /// A salt and JSON bytes: the erasable payload of a sealed event or a checkpoint's command.
+    Data,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Event => "event",
             Kind::Affix => "affix",
             Kind::Checkpoint => "checkpoint",
+            Kind::Data => "data",
         }
     }
 }
@@ -55,10 +59,17 @@ impl fmt::Display for Kind {
 }
 
 /// A domain event: a name and its JSON payload, kept byte for byte as given.
+///
+/// A *sealed* event (format `sealed`, see `docs/format.md`) hashes only the id of a [`Data`]
+/// object that holds its payload, so the payload can be erased while the event's id still
+/// verifies. Decoded from its bytes, a sealed event knows only that id ([`Event::sealed_data`])
+/// and its [`Event::data`] is empty until a store resolves it ([`Event::with_resolved_data`]).
+/// The encoding of a sealed event never depends on its resolved data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     name: EventName,
     data: Vec<u8>,
+    sealed: Option<ObjectId>,
 }
 
 impl Event {
@@ -67,7 +78,29 @@ impl Event {
         Event {
             name,
             data: data.into(),
+            sealed: None,
         }
+    }
+
+    /// A sealed event whose payload is in the data object `data_id`, not yet resolved.
+    pub fn new_sealed(name: EventName, data_id: ObjectId) -> Event {
+        Event {
+            name,
+            data: Vec::new(),
+            sealed: Some(data_id),
+        }
+    }
+
+    /// The id of the data object holding a sealed event's payload; `None` for a plain event.
+    pub fn sealed_data(&self) -> Option<ObjectId> {
+        self.sealed
+    }
+
+    /// The same event with `data` as its payload, as read from its data object (or a tombstone
+    /// once erased). The encoding, and so the id, of a sealed event does not change.
+    pub fn with_resolved_data(mut self, data: impl Into<Vec<u8>>) -> Event {
+        self.data = data.into();
+        self
     }
 
     /// The event's name.
@@ -75,9 +108,41 @@ impl Event {
         &self.name
     }
 
-    /// The event's JSON payload.
+    /// The event's JSON payload (empty for a sealed event not yet resolved).
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+}
+
+/// The length of a data object's salt, in bytes (written as 32 lowercase hex digits).
+pub const SALT_LEN: usize = 16;
+
+/// A data object: a random salt and JSON bytes, kept byte for byte. The salt makes the id of a
+/// small payload (`{"owner":"Alice"}`) impossible to confirm by guessing once the data is erased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data {
+    salt: [u8; SALT_LEN],
+    json: Vec<u8>,
+}
+
+impl Data {
+    /// A data object holding `json`, salted with `salt` (16 random bytes from the OS in every
+    /// object retro writes).
+    pub fn new(salt: [u8; SALT_LEN], json: impl Into<Vec<u8>>) -> Data {
+        Data {
+            salt,
+            json: json.into(),
+        }
+    }
+
+    /// The salt.
+    pub fn salt(&self) -> &[u8; SALT_LEN] {
+        &self.salt
+    }
+
+    /// The JSON bytes.
+    pub fn json(&self) -> &[u8] {
+        &self.json
     }
 }
 
@@ -274,6 +339,8 @@ pub enum Object {
     Affix(Affix),
     /// A checkpoint.
     Checkpoint(Checkpoint),
+    /// A data object.
+    Data(Data),
 }
 
 impl Object {
@@ -283,6 +350,7 @@ impl Object {
             Object::Event(_) => Kind::Event,
             Object::Affix(_) => Kind::Affix,
             Object::Checkpoint(_) => Kind::Checkpoint,
+            Object::Data(_) => Kind::Data,
         }
     }
 
@@ -317,6 +385,12 @@ impl From<Affix> for Object {
 impl From<Checkpoint> for Object {
     fn from(value: Checkpoint) -> Self {
         Object::Checkpoint(value)
+    }
+}
+
+impl From<Data> for Object {
+    fn from(value: Data) -> Self {
+        Object::Data(value)
     }
 }
 

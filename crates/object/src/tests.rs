@@ -110,7 +110,7 @@ fn decoding_names_what_is_wrong() {
     assert_eq!(err(b"affix 03\0abc"), "malformed object header 'affix 03'");
     assert_eq!(
         err(b"event xml x 0\0"),
-        "event encoding 'xml' is not supported (only 'json')"
+        "event encoding 'xml' is not supported (only 'json' and 'sealed')"
     );
     let affix = b"0 a/1 sha256:zz\n";
     let mut bytes = format!("affix {}\0", affix.len()).into_bytes();
@@ -199,5 +199,121 @@ proptest! {
         let checkpoint = Object::Checkpoint(Checkpoint::new(affix, parents, &session, date, message).unwrap());
         let bytes = checkpoint.encode();
         prop_assert_eq!(Object::decode(&bytes).unwrap(), checkpoint);
+    }
+}
+
+/// The data object of the sealed-event vector: salt 00 01 … 0f and the go-retro vector's JSON.
+fn vector_data() -> Data {
+    let salt: [u8; SALT_LEN] = std::array::from_fn(|i| i as u8);
+    Data::new(salt, r#"{"foo":"hello","bar":"world"}"#)
+}
+
+#[test]
+fn data_object_vector() {
+    let encoded = Object::from(vector_data()).to_encoded();
+    assert_eq!(
+        encoded.bytes(),
+        b"data 67\0salt 000102030405060708090a0b0c0d0e0f\n{\"foo\":\"hello\",\"bar\":\"world\"}"
+    );
+    assert_eq!(encoded.id(), id(DATA_VECTOR_ID));
+    assert_eq!(encoded.kind().unwrap(), Kind::Data);
+    assert_eq!(encoded.decode().unwrap(), Object::Data(vector_data()));
+}
+
+const DATA_VECTOR_ID: &str =
+    "sha256:ad1ba5223801fc5f001c736f6dfea2127b2959b77e0ad327754cd723185e25ff";
+
+#[test]
+fn sealed_event_vector() {
+    let data_id = id(DATA_VECTOR_ID);
+    let event = Event::new_sealed(EventName::new("dummy").unwrap(), data_id);
+    let encoded = Object::from(event.clone()).to_encoded();
+    let expected = format!("event sealed dummy 77\0data {DATA_VECTOR_ID}\n");
+    assert_eq!(encoded.bytes(), expected.as_bytes());
+    assert_eq!(
+        encoded.id(),
+        id("sha256:df130314424b0792fccbc8b72b9fda588104c00669946c7d339b4fa75d07d25d")
+    );
+    let decoded = encoded.decode().unwrap();
+    assert_eq!(decoded, Object::Event(event.clone()));
+    let Object::Event(decoded) = decoded else {
+        unreachable!()
+    };
+    assert_eq!(decoded.sealed_data(), Some(data_id));
+    assert!(decoded.data().is_empty());
+    // Resolving the payload never changes the encoding, so the id survives erasure.
+    let resolved = decoded.with_resolved_data(r#"{"redacted":true}"#);
+    assert_eq!(Object::from(resolved).to_encoded().id(), encoded.id());
+}
+
+#[test]
+fn sealed_and_data_decoding_is_strict() {
+    let good_id = "sha256:".to_owned() + &"ab".repeat(32);
+    let sealed = |body: &str| format!("event sealed e {}\0{body}", body.len()).into_bytes();
+    assert!(Object::decode(&sealed(&format!("data {good_id}\n"))).is_ok());
+    for body in [
+        format!("data {good_id}"),
+        format!("data {good_id}\n\n"),
+        format!("data  {good_id}\n"),
+        format!("data {}\n", good_id.to_uppercase()),
+        format!("data sha256:{}\n", "AB".repeat(32)),
+        format!("date {good_id}\n"),
+        "data sha256:abcd\n".to_owned(),
+        String::new(),
+    ] {
+        assert!(
+            matches!(
+                Object::decode(&sealed(&body)),
+                Err(DecodeError::BadSealedBody(_))
+            ),
+            "{body:?} decoded"
+        );
+    }
+    let data = |body: &str| format!("data {}\0{body}", body.len()).into_bytes();
+    assert!(Object::decode(&data(&format!("salt {}\n", "0f".repeat(16)))).is_ok());
+    for body in [
+        format!("salt {}", "0f".repeat(16)),
+        format!("salt {}\n", "0F".repeat(16)),
+        format!("salt {}\n", "0f".repeat(15)),
+        format!("salt {}x\n", "0f".repeat(16)),
+        format!("salt  {}\n", "0f".repeat(16)),
+        format!("pepper {}\n", "0f".repeat(16)),
+        String::new(),
+    ] {
+        assert_eq!(Object::decode(&data(&body)), Err(DecodeError::BadSalt), "{body:?}");
+    }
+    assert!(matches!(
+        Object::decode(b"event sealedx e 0\0"),
+        Err(DecodeError::UnknownEncoding(_))
+    ));
+}
+
+proptest! {
+    #[test]
+    fn data_objects_round_trip(salt in any::<[u8; 16]>(), json in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let data = Data::new(salt, json);
+        let encoded = Object::from(data.clone()).to_encoded();
+        prop_assert_eq!(encoded.decode().unwrap(), Object::Data(data));
+    }
+
+    #[test]
+    fn sealed_events_round_trip(name in "[A-Za-z][A-Za-z0-9_.:-]{0,20}", data_id in id_strategy()) {
+        let event = Event::new_sealed(EventName::new(&name).unwrap(), data_id);
+        let encoded = Object::from(event.clone()).to_encoded();
+        prop_assert_eq!(encoded.decode().unwrap(), Object::Event(event));
+    }
+
+    #[test]
+    fn bytes_after_a_sealed_or_data_header_never_panic(
+        data_header in any::<bool>(),
+        body in proptest::collection::vec(any::<u8>(), 0..120),
+    ) {
+        let mut bytes = if data_header {
+            format!("data {}\0", body.len()).into_bytes()
+        } else {
+            format!("event sealed e {}\0", body.len()).into_bytes()
+        };
+        bytes.extend_from_slice(&body);
+        let _ = Object::decode(&bytes);
     }
 }
