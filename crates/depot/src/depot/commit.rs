@@ -20,7 +20,7 @@ use super::{Depot, Error};
 use crate::hash::ObjectId;
 use crate::index::IndexedCheckpoint;
 use crate::journal::{JournalRecord, JournalUpdate};
-use crate::name::PartitionName;
+use crate::name::{FieldKey, FieldValue, PartitionName};
 use crate::object::{Affix, Checkpoint, EncodedObject, Event, Object};
 use crate::odb::{pack_object_payload, RecordKind};
 use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefValue};
@@ -62,6 +62,9 @@ pub struct CommitRequest {
     pub rebase: bool,
     /// The reflog line (default: `commit`).
     pub reflog_message: String,
+    /// Extra checkpoint fields beyond `date` and `session` (a redaction checkpoint's
+    /// `redaction` and `redaction-batch`); empty for a command.
+    pub fields: Vec<(FieldKey, FieldValue)>,
 }
 
 impl CommitRequest {
@@ -82,6 +85,7 @@ impl CommitRequest {
             reads: Vec::new(),
             rebase: false,
             reflog_message: "commit".to_owned(),
+            fields: Vec::new(),
         }
     }
 }
@@ -107,12 +111,14 @@ pub struct Committed {
 struct Prepared {
     request: CommitRequest,
     events: Vec<EncodedObject>,
+    /// The data objects of sealed events, written with them.
+    data: Vec<EncodedObject>,
     affix: Affix,
     affix_encoded: EncodedObject,
     touched: HashSet<PartitionName>,
 }
 
-fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
+fn prepare(mut request: CommitRequest, seal: bool) -> Result<Prepared, Error> {
     if request.session.is_empty()
         || request.session.len() > 128
         || request
@@ -126,6 +132,14 @@ fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
         )));
     }
     let mut events = Vec::with_capacity(request.events.len());
+    let mut data = Vec::new();
+    if seal {
+        for (_, event) in &mut request.events {
+            let (sealed, data_object) = super::redact::seal(event)?;
+            *event = sealed;
+            data.push(data_object);
+        }
+    }
     let mut affix = Affix::new();
     for (partition, event) in &request.events {
         let encoded = Object::Event(event.clone()).to_encoded();
@@ -141,6 +155,7 @@ fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
     Ok(Prepared {
         request,
         events,
+        data,
         affix,
         affix_encoded,
         touched,
@@ -283,7 +298,7 @@ impl Depot {
     pub fn commit(&self, request: CommitRequest) -> Result<Committed, Error> {
         // A thread that announced its commit (see `commit_intent`) is already counted.
         let active = (!HAS_INTENT.with(Cell::get)).then(|| Active::enter(&self.committer.active));
-        let prepared = prepare(request)?;
+        let prepared = prepare(request, self.seals_events())?;
         let slot = Arc::new(Slot::default());
         let mut queue = self.committer.queue.lock().expect("commit queue poisoned");
         queue.jobs.push(Job {
@@ -352,7 +367,7 @@ impl Depot {
         let mut prepared = Vec::with_capacity(requests.len());
         let mut early: Vec<Option<Error>> = Vec::with_capacity(requests.len());
         for request in requests {
-            match prepare(request) {
+            match prepare(request, self.seals_events()) {
                 Ok(p) => {
                     prepared.push(p);
                     early.push(None);
@@ -572,7 +587,7 @@ impl Depot {
                     continue;
                 }
             };
-            let checkpoint = Checkpoint::new(
+            let mut checkpoint = Checkpoint::new(
                 job.affix_encoded.id(),
                 parent.into_iter().collect(),
                 &request.session,
@@ -580,9 +595,13 @@ impl Depot {
                 request.message.clone(),
             )
             .map_err(|e| Error::Invalid(e.to_string()))?;
+            for (key, value) in &request.fields {
+                checkpoint.set_field(key.clone(), value.clone());
+            }
             let date = checkpoint.date();
             let encoded = Object::Checkpoint(checkpoint).to_encoded();
             let id = encoded.id();
+            plan.objects.extend(job.data.iter().cloned());
             plan.objects.extend(job.events.iter().cloned());
             plan.objects.push(job.affix_encoded.clone());
             plan.objects.push(encoded);

@@ -17,6 +17,7 @@ mod gc;
 mod graph_walk;
 mod history;
 mod index_state;
+mod redact;
 mod repair;
 mod snapshots;
 mod subscribe;
@@ -33,6 +34,9 @@ pub use fsck::{FsckKind, FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use graph_walk::{HistoryEntry, PartitionFilter};
 pub use history::{EventRecord, HistoryOrder};
+pub use redact::{
+    RedactReport, Redaction, REDACTED_EVENT_NAME, REDACTION_BATCH_FIELD, REDACTION_FIELD,
+};
 pub use repair::RepairReport;
 pub use subscribe::{Consumer, Delivery, Subscription};
 pub use sync::{RefOutcome, RefSync, SyncOptions, SyncReport};
@@ -52,6 +56,10 @@ use crate::storage::{FsStorage, Storage};
 
 /// The format line in a native depot's `config`.
 const FORMAT_LINE: &str = "retro depot 1";
+/// The `config` line that makes commits write sealed (redactable) events; `retro init` writes it.
+const SEALED_LINE: &str = "events sealed";
+/// The `config` line that keeps commits writing plain events (the default without a line).
+const PLAIN_LINE: &str = "events plain";
 
 /// Which on-disk shape a depot has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +168,10 @@ pub struct Depot {
     graph: Option<graph_walk::GraphHandle>,
     /// Aggregate snapshots (derived; opened on first use: see `snapshots`).
     snapshots: std::sync::OnceLock<Option<crate::snapshot::SnapshotStore>>,
+    /// Whether commits write sealed events (see `redact`).
+    seal_events: std::sync::atomic::AtomicBool,
+    /// The redactions known (the `redactions` file of a native depot; see `redact`).
+    redactions: std::sync::RwLock<redact::Redactions>,
 }
 
 impl Depot {
@@ -199,7 +211,7 @@ impl Depot {
         fsutil::write_atomic(
             &*storage,
             &dir.join("config"),
-            format!("{FORMAT_LINE}\n").as_bytes(),
+            format!("{FORMAT_LINE}\n{SEALED_LINE}\n").as_bytes(),
         )
         .map_err(Error::io("write", dir.join("config")))?;
         Self::open_on(storage, dir, options)
@@ -235,7 +247,24 @@ impl Depot {
                     found: first,
                 });
             }
-            return Self::open_native(storage, dir, options);
+            let mut seal = false;
+            for line in text.lines().skip(1).map(str::trim) {
+                match line {
+                    SEALED_LINE => seal = true,
+                    PLAIN_LINE => seal = false,
+                    "" => {}
+                    other => {
+                        return Err(Error::UnsupportedFormat {
+                            path: dir.to_path_buf(),
+                            found: other.to_owned(),
+                        })
+                    }
+                }
+            }
+            let depot = Self::open_native(storage, dir, options)?;
+            depot.set_seal_events(seal)?;
+            depot.reload_redactions()?;
+            return Ok(depot);
         }
         if !storage.is_os() {
             return Err(Error::NotADepot(dir.to_path_buf()));
@@ -245,7 +274,9 @@ impl Depot {
             return Err(Error::MissingConfig(dir.to_path_buf()));
         }
         if detect_go_retro(dir) {
-            return Self::open_go_retro(dir, options);
+            let depot = Self::open_go_retro(dir, options)?;
+            depot.reload_redactions()?;
+            return Ok(depot);
         }
         Err(Error::NotADepot(dir.to_path_buf()))
     }
@@ -301,6 +332,8 @@ impl Depot {
             )),
             storage,
             snapshots: Default::default(),
+            seal_events: Default::default(),
+            redactions: Default::default(),
         })
     }
 
@@ -325,6 +358,8 @@ impl Depot {
             storage: FsStorage::shared(),
             graph: None,
             snapshots: Default::default(),
+            seal_events: Default::default(),
+            redactions: Default::default(),
         })
     }
 
@@ -382,6 +417,8 @@ impl Depot {
             storage: FsStorage::shared(),
             graph: None,
             snapshots: Default::default(),
+            seal_events: Default::default(),
+            redactions: Default::default(),
         })
     }
 
@@ -527,10 +564,14 @@ impl Depot {
         }
     }
 
-    /// Reads an event.
+    /// Reads an event, resolved: a sealed event with its data, a redacted one with its
+    /// tombstone (see [`Depot::resolve_event`]).
     pub fn read_event(&self, id: &ObjectId) -> Result<Event, Error> {
+        if let Some(tombstone) = self.erased_plain_event(id) {
+            return Ok(tombstone);
+        }
         match self.read_decoded(id)? {
-            Object::Event(e) => Ok(e),
+            Object::Event(e) => self.resolve_event(id, e),
             other => Err(Error::WrongKind {
                 id: *id,
                 expected: Kind::Event,

@@ -2327,3 +2327,83 @@ pub(crate) fn object_payload(object: &EncodedObject) -> Vec<u8> {
     payload.extend_from_slice(object.bytes());
     payload
 }
+
+// ---------------------------------------------------------------------------------------------
+// Erasure (redaction, `crates/depot/src/depot/redact.rs`): the one pack-level hook it needs.
+// Added on its own, touching nothing above: an object record overwritten in place.
+// ---------------------------------------------------------------------------------------------
+
+/// The codec byte of an object record whose data was erased in place (see
+/// [`PackStore::erase_object_records`]); reads of it fail (`unknown codec 2`), so the depot
+/// consults its redaction list before reading such an object.
+pub(crate) const ERASED_CODEC: u8 = 2;
+
+impl PackStore {
+    /// Overwrites every pack record of object `id` in place, at the same length: the tag and the
+    /// id stay, the codec becomes [`ERASED_CODEC`], every data byte becomes zero, and the crc is
+    /// recomputed, so offsets, pack indexes, key logs and scans stay valid. Each pack written is
+    /// `fdatasync`ed before this returns. Returns how many records were overwritten (0 when no
+    /// pack holds the object, or every record of it was erased already): idempotent, so a re-run
+    /// after a crash finishes the job. Holds the pack write lock (appends wait).
+    pub(crate) fn erase_object_records(&self, id: &ObjectId) -> Result<usize, Error> {
+        let _lock = self.take_write_lock()?;
+        self.refresh()?;
+        let places: Vec<(u64, u64)> = {
+            let state = self.state.read().expect("pack state lock poisoned");
+            let mut places = Vec::new();
+            if let Some(active) = &state.active {
+                places.extend(active.map.get(id).map(|&o| (active.seq, o)));
+            }
+            for sealed in &state.sealed {
+                places.extend(sealed.find(id).map(|o| (sealed.seq, o)));
+            }
+            for pack in &state.unindexed {
+                places.extend(pack.map.get(id).map(|&o| (pack.seq, o)));
+            }
+            places
+        };
+        let mut erased = 0;
+        for (seq, offset) in places {
+            let path = self.dir.join(pack_name(seq));
+            let options = OpenOptions {
+                read: true,
+                ..OpenOptions::WRITE
+            };
+            let file = self
+                .storage
+                .open(&path, options)
+                .map_err(Error::io("open", &path))?;
+            let len = file.len().map_err(Error::io("stat", &path))?;
+            let Some((tag, payload)) = read_record_at(&*file, offset, len) else {
+                return Err(Error::Corrupt {
+                    id: *id,
+                    reason: format!("pack {seq}: no whole record at offset {offset} to erase"),
+                });
+            };
+            if RecordKind::from_tag(tag) != Some(RecordKind::Object)
+                || payload.len() < 33
+                || &payload[..32] != id.as_bytes()
+            {
+                return Err(Error::Corrupt {
+                    id: *id,
+                    reason: format!("pack {seq}: the record at {offset} is not this object's"),
+                });
+            }
+            if payload[32] == ERASED_CODEC && payload[33..].iter().all(|&b| b == 0) {
+                continue;
+            }
+            let zeros = vec![0u8; payload.len() - 33];
+            let mut record = Vec::with_capacity(payload.len() + RECORD_OVERHEAD as usize);
+            frame_raw(
+                &mut record,
+                tag,
+                &[id.as_bytes(), &[ERASED_CODEC], &zeros],
+            );
+            file.write_all_at(&record, offset)
+                .map_err(Error::io("write", &path))?;
+            file.sync_data().map_err(Error::io("fdatasync", &path))?;
+            erased += 1;
+        }
+        Ok(erased)
+    }
+}
