@@ -694,6 +694,7 @@ impl Engine {
                 reads: std::mem::take(&mut ctx.reads),
                 rebase: true,
                 reflog_message: format!("apply {} {}", command.path(), command.name()),
+                fields: Vec::new(),
             };
             // The commit span covers the group commit, its fsync included.
             let span = tracing::info_span!(

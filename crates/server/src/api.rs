@@ -451,6 +451,17 @@ pub enum ObjectView {
     Affix(AffixObject),
     /// A checkpoint (without its affix's counts).
     Checkpoint(CheckpointObject),
+    /// A data object: a sealed event's payload.
+    Data(DataObject),
+}
+
+/// A data object (the payload of a sealed event).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DataObject {
+    /// Its id.
+    pub id: String,
+    /// Its JSON (a string when it is not JSON).
+    pub data: Value,
 }
 
 /// An event object.
@@ -514,6 +525,10 @@ impl ObjectView {
             Object::Checkpoint(checkpoint) => ObjectView::Checkpoint(CheckpointObject {
                 id: id.to_string(),
                 checkpoint: CheckpointSummary::new(id, checkpoint, None),
+            }),
+            Object::Data(data) => ObjectView::Data(DataObject {
+                id: id.to_string(),
+                data: message_value(data.json()),
             }),
         }
     }

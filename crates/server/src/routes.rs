@@ -446,18 +446,17 @@ async fn object(
     let json = wants_json(&headers);
     read(&state, move || {
         let id: ObjectId = depot.resolve_revision(&name)?;
-        let object = depot.read_object(&id)?;
-        if !json {
-            return Ok((
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                object.into_bytes(),
-            )
-                .into_response());
+        if json {
+            // Events resolved: a sealed event with its data, a redacted one with its tombstone.
+            let decoded = depot.read_resolved(&id)?;
+            return Ok(Json(ObjectView::new(&id, &decoded)).into_response());
         }
-        let decoded = object
-            .decode()
-            .map_err(|source| depot::Error::Decode { id, source })?;
-        Ok(Json(ObjectView::new(&id, &decoded)).into_response())
+        let object = depot.read_object(&id)?;
+        Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            object.into_bytes(),
+        )
+            .into_response())
     })
     .await
 }

@@ -527,6 +527,12 @@ impl Depot {
 
     /// Reads an object, verified.
     pub fn read_object(&self, id: &ObjectId) -> Result<EncodedObject, Error> {
+        if self.is_erased(id) {
+            return Err(Error::MissingObject {
+                id: *id,
+                context: "its bytes were erased by a redaction ('retro redact')".to_owned(),
+            });
+        }
         self.objects.read(id)?.ok_or_else(|| Error::MissingObject {
             id: *id,
             context: "not in the object store".to_owned(),

@@ -303,6 +303,19 @@ impl Depot {
         }
     }
 
+    /// Reads and decodes any object, events resolved as [`Depot::read_event`] does (a plain
+    /// event that was erased reads as its tombstone). An erased data object is missing, with a
+    /// context that says it was redacted.
+    pub fn read_resolved(&self, id: &ObjectId) -> Result<Object, Error> {
+        if let Some(tombstone) = self.erased_plain_event(id) {
+            return Ok(Object::Event(tombstone));
+        }
+        match self.read_decoded(id)? {
+            Object::Event(event) => Ok(Object::Event(self.resolve_event(id, event)?)),
+            other => Ok(other),
+        }
+    }
+
     /// Redacts `events`: makes their data unrecoverable from every file of the depot by the time
     /// it returns, and records a redaction checkpoint (fields `redaction <reason>` and
     /// `redaction-batch <batch>`, the event ids as its message, one a line) on `HEAD`'s branch.
