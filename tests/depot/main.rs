@@ -11,6 +11,7 @@ mod graph;
 mod maintenance;
 mod power_loss;
 mod recovery;
+mod redact;
 mod reliability;
 mod revisions;
 mod storage_v2;

@@ -174,6 +174,25 @@ pub enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Erase the data of events for good (their ids, checkpoints and fsck stay valid) and
+    /// record the redaction in history; a re-run finishes one a crash interrupted
+    #[command(
+        after_help = "Examples:\n  retro redact sha256:3f2a… --reason 'GDPR erasure request 2026-118'\n  retro redact 3f2a 9c1d --reason 'personal data' --json\n\nSee docs/redaction.md for what is guaranteed and what is not."
+    )]
+    Redact {
+        /// The events: ids or unique prefixes.
+        #[arg(required = true, value_name = "EVENT-ID")]
+        events: Vec<String>,
+        /// Why (one line; recorded in the redaction checkpoint and the tombstones).
+        #[arg(long, required = true)]
+        reason: String,
+        /// The session redacting them.
+        #[arg(long, env = "RETRO_SESSION")]
+        session: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Repack objects into one pack; optionally prune unreachable ones
     #[command(after_help = EXAMPLES_GC)]
     Gc {

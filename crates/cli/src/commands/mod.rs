@@ -130,6 +130,19 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
             manifest,
             json,
         } => apply::snapshot(flag, &glob, manifest.as_deref(), json, ui),
+        Commands::Redact {
+            events,
+            reason,
+            session,
+            json,
+        } => maintenance::redact(
+            &*open(flag)?,
+            &events,
+            &reason,
+            session.as_deref().unwrap_or("cli"),
+            json,
+            ui,
+        ),
         Commands::Gc { prune, json } => maintenance::gc(&*open(flag)?, prune.as_deref(), json, ui),
         Commands::Reindex => maintenance::reindex(&*open(flag)?, ui),
         Commands::Status { json } => {

@@ -244,6 +244,16 @@ impl Depot {
         Ok(())
     }
 
+    /// Takes `other`'s redactions as this depot's own (a mirror that reads `other`'s objects
+    /// through: the engine's replay), so that what `other` erased reads as tombstones here too.
+    pub fn adopt_redactions(&self, other: &Depot) {
+        let theirs: Vec<Redaction> = other.redactions();
+        let mut set = self.redactions.write().expect("redactions lock poisoned");
+        for redaction in theirs {
+            set.insert(redaction);
+        }
+    }
+
     /// The redaction of `event`, if it was redacted.
     pub fn redaction_of(&self, event: &ObjectId) -> Option<Redaction> {
         let set = self.redactions.read().expect("redactions lock poisoned");
