@@ -15,6 +15,7 @@ mod golden;
 mod history;
 mod maintenance;
 mod objects;
+mod redact;
 mod refs;
 mod repair;
 #[cfg(unix)]
