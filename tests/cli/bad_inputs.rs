@@ -319,6 +319,16 @@ fn run_category(category: &str) {
                 )]
             }
             "objects" => vec![("fsck".to_owned(), depot.run(&["fsck"]))],
+            "redacts" => match argument(&bytes) {
+                Err(e) => {
+                    failures.push(format!("{name}: unusable as an argument: {e}"));
+                    continue;
+                }
+                Ok(arg) => vec![(
+                    format!("redact --reason r -- {arg:?}"),
+                    depot.run(&["redact", "--reason", "r", "--", &arg]),
+                )],
+            },
             "specs" => vec![(
                 "test".to_owned(),
                 depot.run(&["test", input.to_str().unwrap()]),
@@ -396,6 +406,11 @@ fn refs() {
 #[test]
 fn objects() {
     run_category("objects");
+}
+
+#[test]
+fn redacts() {
+    run_category("redacts");
 }
 
 #[test]

@@ -51,6 +51,11 @@ pub enum Commands {
     Init {
         /// Where to create it.
         dir: Option<PathBuf>,
+        /// The event format new commits write: `sealed` (redactable, the default) or `plain`
+        /// (go-retro's; ids reproducible from the same history, not redactable with a
+        /// verifiable id; see docs/redaction.md).
+        #[arg(long, value_name = "FORMAT", default_value = "sealed", value_parser = ["sealed", "plain"])]
+        events: String,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

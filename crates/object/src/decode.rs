@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::str;
 
 use super::{
-    parse_date, Affix, Checkpoint, Data, Event, Kind, Object, DATE_KEY, SALT_LEN, SESSION_KEY,
+    parse_date, Affix, Checkpoint, Data, Event, Kind, Object, DATE_KEY, MESSAGE_DATA_KEY, SALT_LEN,
+    SESSION_KEY,
 };
 use crate::hash::ObjectId;
 use crate::name::{EventName, FieldKey, FieldValue, NameError, PartitionName};
@@ -319,6 +320,20 @@ fn decode_checkpoint(body: &[u8]) -> Result<Checkpoint, DecodeError> {
                 }
                 if key.as_str() == DATE_KEY {
                     parse_date(value.as_str()).map_err(bad)?;
+                }
+                if key.as_str() == MESSAGE_DATA_KEY {
+                    let id: ObjectId = value
+                        .as_str()
+                        .parse()
+                        .map_err(|e| bad(format!("message-data is not an object id: {e}")))?;
+                    if id.to_string() != value.as_str() {
+                        return Err(bad("message-data is not a canonical id".to_owned()));
+                    }
+                    if !message.is_empty() {
+                        return Err(bad(
+                            "a checkpoint with message-data has an empty message".to_owned(),
+                        ));
+                    }
                 }
                 if key.as_str() == SESSION_KEY && value.as_str().contains(char::is_whitespace) {
                     return Err(bad(format!(

@@ -49,7 +49,7 @@ fn affix_body(affix: &Affix) -> Vec<u8> {
 }
 
 fn checkpoint_body(checkpoint: &Checkpoint) -> Vec<u8> {
-    let mut body = Vec::with_capacity(256 + checkpoint.message().len());
+    let mut body = Vec::with_capacity(256 + checkpoint.stored_message().len());
     writeln!(body, "affix {}", checkpoint.affix()).expect("writing to a Vec cannot fail");
     for parent in checkpoint.parents() {
         writeln!(body, "parent {parent}").expect("writing to a Vec cannot fail");
@@ -58,7 +58,7 @@ fn checkpoint_body(checkpoint: &Checkpoint) -> Vec<u8> {
         writeln!(body, "{key} {value}").expect("writing to a Vec cannot fail");
     }
     body.push(b'\n');
-    body.extend_from_slice(checkpoint.message());
+    body.extend_from_slice(checkpoint.stored_message());
     body.push(b'\n');
     body
 }

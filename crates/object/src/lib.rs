@@ -199,6 +199,9 @@ impl FromIterator<(PartitionName, ObjectId)> for Affix {
 pub const SESSION_KEY: &str = "session";
 /// The header key of a checkpoint's date.
 pub const DATE_KEY: &str = "date";
+/// The header key naming the data object that holds a checkpoint's command (its message is
+/// then empty), so the command can be erased while the checkpoint's id still verifies.
+pub const MESSAGE_DATA_KEY: &str = "message-data";
 
 /// A commit-like record: the affix it adds, its parents, sorted header fields (`date` and `session`
 /// among them) and a message (retro keeps the original command payload there).
@@ -208,6 +211,9 @@ pub struct Checkpoint {
     parents: Vec<ObjectId>,
     fields: BTreeMap<FieldKey, FieldValue>,
     message: Vec<u8>,
+    /// The command read from the `message-data` object (or its tombstone), when resolved by a
+    /// store; never encoded.
+    resolved: Option<Vec<u8>>,
 }
 
 /// Why a checkpoint could not be built.
@@ -239,6 +245,7 @@ impl Checkpoint {
             parents,
             fields,
             message: message.into(),
+            resolved: None,
         })
     }
 
@@ -255,6 +262,7 @@ impl Checkpoint {
             parents,
             fields,
             message: message.into(),
+            resolved: None,
         }
     }
 
@@ -307,9 +315,28 @@ impl Checkpoint {
         self.field(DATE_KEY).and_then(|d| parse_date(d).ok())
     }
 
-    /// The message: the original command payload.
+    /// The message: the original command payload. For a checkpoint with a `message-data`
+    /// field this is the command a store resolved from that data object (or its tombstone once
+    /// redacted), and empty until then; [`Checkpoint::stored_message`] is what is encoded.
     pub fn message(&self) -> &[u8] {
+        self.resolved.as_deref().unwrap_or(&self.message)
+    }
+
+    /// The message as encoded (empty when a `message-data` field names the command's object).
+    pub fn stored_message(&self) -> &[u8] {
         &self.message
+    }
+
+    /// The data object holding the command, if the `message-data` field names one.
+    pub fn message_data(&self) -> Option<ObjectId> {
+        self.field(MESSAGE_DATA_KEY).and_then(|v| v.parse().ok())
+    }
+
+    /// The same checkpoint with `message` as its resolved command (its encoding, and so its id,
+    /// does not change).
+    pub fn with_resolved_message(mut self, message: impl Into<Vec<u8>>) -> Checkpoint {
+        self.resolved = Some(message.into());
+        self
     }
 }
 

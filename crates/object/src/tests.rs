@@ -317,3 +317,40 @@ proptest! {
         let _ = Object::decode(&bytes);
     }
 }
+
+#[test]
+fn checkpoint_with_message_data_vector() {
+    let mut checkpoint = Checkpoint::new(
+        ObjectId::of(b"hello"),
+        vec![],
+        "s1",
+        Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap(),
+        "",
+    )
+    .unwrap();
+    checkpoint.set_field(
+        FieldKey::new(MESSAGE_DATA_KEY).unwrap(),
+        FieldValue::new(DATA_VECTOR_ID).unwrap(),
+    );
+    let encoded = Object::from(checkpoint.clone()).to_encoded();
+    let expected = format!(
+        "checkpoint 187\0affix sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\ndate 2026-12-03T12:00:00Z\nmessage-data {DATA_VECTOR_ID}\nsession s1\n\n\n"
+    );
+    assert_eq!(String::from_utf8_lossy(encoded.bytes()), expected);
+    assert_eq!(encoded.id(), id(MESSAGE_DATA_VECTOR_ID));
+    let Object::Checkpoint(decoded) = encoded.decode().unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(decoded.message_data(), Some(id(DATA_VECTOR_ID)));
+    let resolved = decoded.with_resolved_message(r#"{"path":"a","name":"b","params":{}}"#);
+    assert_eq!(resolved.message(), br#"{"path":"a","name":"b","params":{}}"#);
+    assert_eq!(Object::from(resolved).to_encoded().id(), encoded.id());
+    // A message beside message-data, or a bad id, is refused.
+    let bad = expected.replace("\n\n\n", "\n\nx\n").replace("checkpoint 187", "checkpoint 188");
+    assert!(Object::decode(bad.as_bytes()).is_err());
+    let bad = expected.replace(DATA_VECTOR_ID, &DATA_VECTOR_ID.to_uppercase().replace("SHA256", "sha256"));
+    assert!(Object::decode(bad.as_bytes()).is_err());
+}
+
+const MESSAGE_DATA_VECTOR_ID: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";

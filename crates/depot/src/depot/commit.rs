@@ -140,6 +140,19 @@ fn prepare(mut request: CommitRequest, seal: bool) -> Result<Prepared, Error> {
             data.push(data_object);
         }
     }
+    if seal && !request.message.is_empty() {
+        // The command goes into a data object of its own: erasable like an event's data.
+        let message = Object::Data(crate::object::Data::new(
+            super::redact::os_random()?,
+            std::mem::take(&mut request.message),
+        ))
+        .to_encoded();
+        request.fields.push((
+            FieldKey::new(crate::object::MESSAGE_DATA_KEY).map_err(|e| Error::Invalid(e.to_string()))?,
+            FieldValue::new(&message.id().to_string()).map_err(|e| Error::Invalid(e.to_string()))?,
+        ));
+        data.push(message);
+    }
     let mut affix = Affix::new();
     for (partition, event) in &request.events {
         let encoded = Object::Event(event.clone()).to_encoded();

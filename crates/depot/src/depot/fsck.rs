@@ -261,6 +261,9 @@ impl Depot {
                     for parent in checkpoint.parents() {
                         stack.push((*parent, Kind::Checkpoint, here));
                     }
+                    if let Some(data) = checkpoint.message_data() {
+                        stack.push((data, Kind::Data, here));
+                    }
                     stack.push((checkpoint.affix(), Kind::Affix, here));
                 }
                 Object::Affix(affix) => {

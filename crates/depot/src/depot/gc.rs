@@ -171,6 +171,7 @@ impl Depot {
                 match encoded.decode() {
                     Ok(Object::Checkpoint(c)) => {
                         stack.push(c.affix());
+                        stack.extend(c.message_data());
                         stack.extend(c.parents().iter().copied());
                     }
                     Ok(Object::Affix(a)) => {

@@ -549,7 +549,7 @@ impl Depot {
     /// Reads a checkpoint.
     pub fn read_checkpoint(&self, id: &ObjectId) -> Result<Checkpoint, Error> {
         match self.read_decoded(id)? {
-            Object::Checkpoint(c) => Ok(c),
+            Object::Checkpoint(c) => self.resolve_checkpoint(id, c),
             other => Err(Error::WrongKind {
                 id: *id,
                 expected: Kind::Checkpoint,

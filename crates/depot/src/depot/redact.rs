@@ -254,6 +254,24 @@ impl Depot {
         }
     }
 
+    /// Chooses the event format of later commits and, in a native depot, records it in its
+    /// `config` (`events sealed` or `events plain`, replaced atomically). Objects already
+    /// written stay as they are. A backend or memory depot keeps the choice for this process.
+    pub fn configure_events(&self, sealed: bool) -> Result<(), Error> {
+        self.set_seal_events(sealed)?;
+        if let (Layout::Native, Some(root)) = (self.layout, &self.root) {
+            let line = if sealed { super::SEALED_LINE } else { super::PLAIN_LINE };
+            let config = root.join("config");
+            crate::fsutil::write_atomic(
+                &*self.storage,
+                &config,
+                format!("{}\n{line}\n", super::FORMAT_LINE).as_bytes(),
+            )
+            .map_err(Error::io("write", &config))?;
+        }
+        Ok(())
+    }
+
     /// The redaction of `event`, if it was redacted.
     pub fn redaction_of(&self, event: &ObjectId) -> Option<Redaction> {
         let set = self.redactions.read().expect("redactions lock poisoned");
@@ -313,6 +331,38 @@ impl Depot {
         }
     }
 
+    /// The one resolver of a checkpoint's command: a checkpoint with a `message-data` field
+    /// gets the command read (verified by id) from that data object, or its tombstone once
+    /// redacted; any other checkpoint is returned as it is.
+    pub fn resolve_checkpoint(
+        &self,
+        id: &ObjectId,
+        checkpoint: crate::object::Checkpoint,
+    ) -> Result<crate::object::Checkpoint, Error> {
+        let Some(data_id) = checkpoint.message_data() else {
+            return Ok(checkpoint);
+        };
+        if let Some(redaction) = self.redaction_of(id) {
+            return Ok(checkpoint.with_resolved_message(redaction.tombstone()));
+        }
+        match self.read_decoded(&data_id) {
+            Ok(Object::Data(data)) => {
+                let json = data.json().to_vec();
+                Ok(checkpoint.with_resolved_message(json))
+            }
+            Ok(other) => Err(Error::WrongKind {
+                id: data_id,
+                expected: crate::object::Kind::Data,
+                found: other.kind(),
+            }),
+            Err(Error::MissingObject { .. }) => Err(Error::MissingObject {
+                id: data_id,
+                context: format!("the command of checkpoint {id}, which no redaction covers"),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads and decodes any object, events resolved as [`Depot::read_event`] does (a plain
     /// event that was erased reads as its tombstone). An erased data object is missing, with a
     /// context that says it was redacted.
@@ -322,6 +372,7 @@ impl Depot {
         }
         match self.read_decoded(id)? {
             Object::Event(event) => Ok(Object::Event(self.resolve_event(id, event)?)),
+            Object::Checkpoint(c) => Ok(Object::Checkpoint(self.resolve_checkpoint(id, c)?)),
             other => Ok(other),
         }
     }
@@ -376,16 +427,28 @@ impl Depot {
                     .map_err(|source| Error::Decode { id: *id, source })?,
                 None => return Err(Error::NoSuchObject(*id)),
             };
-            let Object::Event(event) = object else {
-                return Err(Error::Invalid(format!(
-                    "{id} is {} {}, not an event: only events are redacted",
-                    if object.kind() == crate::object::Kind::Checkpoint { "a" } else { "an" },
-                    object.kind()
-                )));
-            };
-            let (erased, sealed) = match event.sealed_data() {
-                Some(data) => (data, true),
-                None => (*id, false),
+            let (erased, sealed) = match &object {
+                Object::Event(event) => match event.sealed_data() {
+                    Some(data) => (data, true),
+                    None => (*id, false),
+                },
+                // A checkpoint: its command, when it is in a data object of its own.
+                Object::Checkpoint(checkpoint) => match checkpoint.message_data() {
+                    Some(data) => (data, true),
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "checkpoint {id} keeps its command in itself (written without \
+                             'events sealed'): erasing it would break the history that names it"
+                        )))
+                    }
+                },
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "{id} is {} {}: only events and checkpoints' commands are redacted",
+                        if other.kind() == crate::object::Kind::Affix { "an" } else { "a" },
+                        other.kind()
+                    )))
+                }
             };
             report.redacted.push(*id);
             if !sealed {
@@ -455,6 +518,101 @@ impl Depot {
             report.checkpoints.push(checkpoint);
         }
         Ok(report)
+    }
+
+    /// The data object of event `id` if it is a sealed event (`None` for a plain one, or one
+    /// whose bytes were erased).
+    pub(super) fn sealed_data_of(&self, id: &ObjectId) -> Result<Option<ObjectId>, Error> {
+        if self.is_erased(id) {
+            return Ok(None);
+        }
+        match self.read_decoded(id)? {
+            Object::Event(event) => Ok(event.sealed_data()),
+            _ => Ok(None),
+        }
+    }
+
+    /// Sync's first step: for every redaction checkpoint among `incoming` (the source's
+    /// checkpoints this depot lacks), records its redactions here as intents and erases what
+    /// this depot holds of them. Returns the batches to close once the checkpoints are in.
+    pub(super) fn receive_redactions(
+        &self,
+        source: &Depot,
+        incoming: &[ObjectId],
+    ) -> Result<Vec<(String, ObjectId)>, Error> {
+        self.reload_redactions()?;
+        let mut intents = Vec::new();
+        let mut batches = Vec::new();
+        for id in incoming {
+            let checkpoint = source.read_checkpoint(id)?;
+            let (Some(reason), Some(batch)) = (
+                checkpoint.field(REDACTION_FIELD),
+                checkpoint.field(REDACTION_BATCH_FIELD),
+            ) else {
+                continue;
+            };
+            let at = checkpoint.date().unwrap_or_else(Utc::now);
+            for line in String::from_utf8_lossy(checkpoint.message()).lines() {
+                let Ok(target) = line.trim().parse::<ObjectId>() else {
+                    continue;
+                };
+                if self.redaction_of(&target).is_some() {
+                    continue;
+                }
+                let (erased, sealed) = match source.redaction_of(&target) {
+                    Some(r) => (r.erased, r.sealed),
+                    None => match source.read_decoded(&target) {
+                        Ok(Object::Event(e)) => match e.sealed_data() {
+                            Some(d) => (d, true),
+                            None => (target, false),
+                        },
+                        Ok(Object::Checkpoint(c)) => match c.message_data() {
+                            Some(d) => (d, true),
+                            None => continue,
+                        },
+                        _ => continue,
+                    },
+                };
+                intents.push(Redaction {
+                    event: target,
+                    erased,
+                    sealed,
+                    reason: reason.to_owned(),
+                    at,
+                    session: checkpoint.session().to_owned(),
+                    batch: batch.to_owned(),
+                    checkpoint: None,
+                });
+            }
+            batches.push((batch.to_owned(), *id));
+        }
+        if intents.is_empty() {
+            return Ok(batches);
+        }
+        self.append_intents(&intents)?;
+        let targets: Vec<ObjectId> = intents.iter().map(|r| r.erased).collect();
+        {
+            let mut set = self.redactions.write().expect("redactions lock poisoned");
+            for intent in intents {
+                set.insert(intent);
+            }
+        }
+        self.erase_objects(targets.into_iter())?;
+        Ok(batches)
+    }
+
+    /// Sync's last step: the redaction checkpoints are in, so their batches are done here.
+    pub(super) fn close_redactions(&self, batches: &[(String, ObjectId)]) -> Result<(), Error> {
+        for (batch, checkpoint) in batches {
+            self.append_line(&format!("done {batch} {checkpoint}\n"))?;
+            let mut set = self.redactions.write().expect("redactions lock poisoned");
+            for r in set.by_event.values_mut() {
+                if &r.batch == batch {
+                    r.checkpoint = Some(*checkpoint);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Erases the bytes of `ids` from every file of the depot: pack records overwritten in place,
