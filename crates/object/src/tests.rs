@@ -334,7 +334,7 @@ fn checkpoint_with_message_data_vector() {
     );
     let encoded = Object::from(checkpoint.clone()).to_encoded();
     let expected = format!(
-        "checkpoint 187\0affix sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\ndate 2026-12-03T12:00:00Z\nmessage-data {DATA_VECTOR_ID}\nsession s1\n\n\n"
+        "checkpoint 202\0affix sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\ndate 2026-12-03T12:00:00Z\nmessage-data {DATA_VECTOR_ID}\nsession s1\n\n\n"
     );
     assert_eq!(String::from_utf8_lossy(encoded.bytes()), expected);
     assert_eq!(encoded.id(), id(MESSAGE_DATA_VECTOR_ID));
@@ -346,11 +346,11 @@ fn checkpoint_with_message_data_vector() {
     assert_eq!(resolved.message(), br#"{"path":"a","name":"b","params":{}}"#);
     assert_eq!(Object::from(resolved).to_encoded().id(), encoded.id());
     // A message beside message-data, or a bad id, is refused.
-    let bad = expected.replace("\n\n\n", "\n\nx\n").replace("checkpoint 187", "checkpoint 188");
+    let bad = expected.replace("\n\n\n", "\n\nx\n").replace("checkpoint 202", "checkpoint 203");
     assert!(Object::decode(bad.as_bytes()).is_err());
     let bad = expected.replace(DATA_VECTOR_ID, &DATA_VECTOR_ID.to_uppercase().replace("SHA256", "sha256"));
     assert!(Object::decode(bad.as_bytes()).is_err());
 }
 
 const MESSAGE_DATA_VECTOR_ID: &str =
-    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    "sha256:b63d74f79a397447ae723391d9a1aa763db5efad1a5f71d747c9c453d196ce9f";
