@@ -679,3 +679,42 @@ impl ConsumerStatus {
         Ok(consumers)
     }
 }
+
+/// The body of `POST /redact` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedactRequest {
+    /// The events (or checkpoints, for their commands) to redact: ids or unique prefixes.
+    pub events: Vec<String>,
+    /// Why: one line, recorded in the redaction checkpoint and every tombstone.
+    pub reason: String,
+}
+
+/// What a redaction did: `POST /redact`'s answer and `retro redact --json`'s output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Redacted {
+    /// The ids redacted by this call.
+    pub redacted: Vec<String>,
+    /// Of those, plain (go-retro format) events: their ids can no longer be verified.
+    pub unverifiable: Vec<String>,
+    /// Ids that were redacted already (left as they were).
+    pub already: Vec<String>,
+    /// Pack records overwritten and loose files deleted.
+    pub records_erased: usize,
+    /// The redaction checkpoints committed (this call's, and any an interrupted one left).
+    pub checkpoints: Vec<String>,
+}
+
+impl Redacted {
+    /// The answer for a depot's report.
+    pub fn new(report: &depot::RedactReport) -> Redacted {
+        let strings = |ids: &[ObjectId]| ids.iter().map(ToString::to_string).collect();
+        Redacted {
+            redacted: strings(&report.redacted),
+            unverifiable: strings(&report.unverifiable),
+            already: strings(&report.already),
+            records_erased: report.records_erased,
+            checkpoints: strings(&report.checkpoints),
+        }
+    }
+}

@@ -125,15 +125,9 @@ pub fn redact(
         .map(|name| depot.resolve_revision(name))
         .collect::<Result<Vec<_>, _>>()?;
     let report = depot.redact(&ids, reason, session)?;
-    let strings = |ids: &[depot::ObjectId]| ids.iter().map(ToString::to_string).collect::<Vec<_>>();
     if json {
-        ui.json(&json!({
-            "redacted": strings(&report.redacted),
-            "unverifiable": strings(&report.unverifiable),
-            "already": strings(&report.already),
-            "records_erased": report.records_erased,
-            "checkpoints": strings(&report.checkpoints),
-        }))?;
+        // The same body as `POST /redact`.
+        ui.json(&server::api::Redacted::new(&report))?;
         return Ok(());
     }
     for id in &report.redacted {
