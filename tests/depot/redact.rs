@@ -93,7 +93,8 @@ fn redaction_erases_the_data_from_every_file_and_keeps_every_id_valid() {
     let fsck = depot.fsck(|_| {}).unwrap();
     assert!(fsck.is_clean(), "{:?}", fsck.problems);
     assert_eq!(fsck.redacted, 1);
-    assert_eq!(fsck.data, 1);
+    // The public event's data and the three checkpoints' commands (two commits, the redaction).
+    assert_eq!(fsck.data, 4);
     // The event's own object still verifies by id; its data reads as a tombstone.
     assert!(depot.read_object(&secret).is_ok());
     let tomb = depot.read_event(&secret).unwrap();
@@ -129,7 +130,8 @@ fn an_unknown_id_or_a_non_event_is_refused_before_anything_is_written() {
     assert!(matches!(err, depot::Error::NoSuchObject(id) if id == unknown), "{err}");
     assert_eq!(err.class(), depot::ErrorClass::NotFound);
     let head = depot.resolve_revision("HEAD").unwrap();
-    let err = depot.redact(&[head], "r", "s").unwrap_err();
+    let affix = depot.read_checkpoint(&head).unwrap().affix();
+    let err = depot.redact(&[affix], "r", "s").unwrap_err();
     assert_eq!(err.class(), depot::ErrorClass::Invalid, "{err}");
     let err = depot.redact(&[secret], "two\nlines", "s").unwrap_err();
     assert_eq!(err.class(), depot::ErrorClass::Invalid, "{err}");
@@ -176,4 +178,63 @@ fn a_depot_without_the_config_line_keeps_writing_plain_events() {
         .commit(CommitRequest::new(None, vec![(p("a"), ev("E", "{}"))], "s", "{}"))
         .unwrap();
     assert!(depot.read_object(&c.events[0]).unwrap().bytes().starts_with(b"event json E 2\0"));
+}
+
+#[test]
+fn sync_carries_the_redaction_and_the_other_depot_erases_its_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, secret, _) = depot_with_secret(&tmp.path().join("a"));
+    let b_dir = tmp.path().join("b");
+    let b = Depot::init(&b_dir).unwrap();
+    b.sync_from(&a, &Default::default(), |_| {}).unwrap();
+    // Synced before the redaction: b holds the data.
+    assert_eq!(
+        b.read_event(&secret).unwrap().data(),
+        format!(r#"{{"name":"{SECRET}"}}"#).as_bytes()
+    );
+    assert!(!files_containing(&b_dir, SECRET.as_bytes()).is_empty());
+    a.redact(&[secret], "erasure request 9", "admin").unwrap();
+    // Its next sync brings the redaction checkpoint, and b erases what it holds.
+    b.sync_from(&a, &Default::default(), |_| {}).unwrap();
+    assert_eq!(files_containing(&b_dir, SECRET.as_bytes()), Vec::<String>::new());
+    let tomb = b.read_event(&secret).unwrap();
+    assert!(tomb.data().starts_with(br#"{"redacted":true,"reason":"erasure request 9""#));
+    let fsck = b.fsck(|_| {}).unwrap();
+    assert!(fsck.is_clean(), "{:?}", fsck.problems);
+    assert_eq!(fsck.redacted, 1);
+    assert_eq!(b.redaction_of(&secret).unwrap().checkpoint, a.redaction_of(&secret).unwrap().checkpoint);
+    // A depot cloned after the redaction never receives the data at all.
+    let c_dir = tmp.path().join("c");
+    let c = Depot::init(&c_dir).unwrap();
+    c.sync_from(&a, &Default::default(), |_| {}).unwrap();
+    assert_eq!(files_containing(&c_dir, SECRET.as_bytes()), Vec::<String>::new());
+    assert!(c.fsck(|_| {}).unwrap().is_clean());
+    assert!(c.read_event(&secret).unwrap().data().starts_with(br#"{"redacted":true"#));
+}
+
+#[test]
+fn a_checkpoint_command_in_its_own_data_object_is_redacted_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".retro");
+    let depot = Depot::init(&dir).unwrap();
+    let command = format!(r#"{{"path":"people/z","name":"register","params":{{"name":"{SECRET}"}}}}"#);
+    let c = depot
+        .commit(CommitRequest::new(
+            None,
+            vec![(p("people/z"), ev("Registered", &format!(r#"{{"name":"{SECRET}"}}"#)))],
+            "s1",
+            command.clone(),
+        ))
+        .unwrap();
+    let checkpoint = depot.read_checkpoint(&c.checkpoint).unwrap();
+    assert!(checkpoint.stored_message().is_empty());
+    assert!(checkpoint.message_data().is_some());
+    assert_eq!(checkpoint.message(), command.as_bytes());
+    depot.redact(&[c.events[0], c.checkpoint], "erasure", "admin").unwrap();
+    assert_eq!(files_containing(&dir, SECRET.as_bytes()), Vec::<String>::new());
+    let checkpoint = depot.read_checkpoint(&c.checkpoint).unwrap();
+    assert!(checkpoint.message().starts_with(br#"{"redacted":true"#));
+    let fsck = depot.fsck(|_| {}).unwrap();
+    assert!(fsck.is_clean(), "{:?}", fsck.problems);
+    assert_eq!(fsck.redacted, 2);
 }
