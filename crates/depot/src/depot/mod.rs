@@ -528,10 +528,7 @@ impl Depot {
     /// Reads an object, verified.
     pub fn read_object(&self, id: &ObjectId) -> Result<EncodedObject, Error> {
         if self.is_erased(id) {
-            return Err(Error::MissingObject {
-                id: *id,
-                context: "its bytes were erased by a redaction ('retro redact')".to_owned(),
-            });
+            return Err(Error::Erased(*id));
         }
         self.objects.read(id)?.ok_or_else(|| Error::MissingObject {
             id: *id,
