@@ -778,3 +778,78 @@ fn failpoint(name: &str) {
         std::process::abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn intent(batch: &str, reason: &str) -> Redaction {
+        Redaction {
+            event: ObjectId::of(b"event"),
+            erased: ObjectId::of(b"data"),
+            sealed: true,
+            reason: reason.to_owned(),
+            at: parse_date("2026-12-03T12:00:00Z").unwrap(),
+            session: "admin".to_owned(),
+            batch: batch.to_owned(),
+            checkpoint: None,
+        }
+    }
+
+    fn line(r: &Redaction) -> String {
+        format!(
+            "intent {} {} {} sealed {} {} {}\n",
+            r.batch,
+            r.event,
+            r.erased,
+            format_date(r.at),
+            r.session,
+            r.reason
+        )
+    }
+
+    #[test]
+    fn the_log_reads_intents_and_done_lines_and_ignores_a_torn_tail() {
+        let a = intent("00aa", "erasure request 1");
+        let checkpoint = ObjectId::of(b"checkpoint");
+        let text = format!("{}done 00aa {checkpoint}\n{}", line(&a), line(&intent("00bb", "x")));
+        let torn = &text[..text.len() - 1];
+        let (intents, warnings) = parse_log(torn);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(intents.len(), 1, "the torn last line is not an intent");
+        assert_eq!(intents[0].checkpoint, Some(checkpoint));
+        assert_eq!(intents[0].reason, "erasure request 1");
+        let (intents, _) = parse_log(&text);
+        assert_eq!(intents.len(), 2);
+        assert_eq!(intents[1].checkpoint, None);
+        let (_, warnings) = parse_log("intent nonsense\n");
+        assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn tombstones_are_json() {
+        let t = intent("00aa", r#"a "quoted" \ reason"#).tombstone();
+        assert_eq!(
+            String::from_utf8(t).unwrap(),
+            r#"{"redacted":true,"reason":"a \"quoted\" \\ reason","at":"2026-12-03T12:00:00Z"}"#
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_log_text_parses_without_panicking(text in ".{0,300}") {
+            let _ = parse_log(&text);
+        }
+
+        #[test]
+        fn written_intents_read_back(batch in "[0-9a-f]{16}", reason in "[ -~]{1,80}") {
+            let r = intent(&batch, reason.trim());
+            prop_assume!(!r.reason.is_empty());
+            let (intents, warnings) = parse_log(&line(&r));
+            prop_assert!(warnings.is_empty());
+            prop_assert_eq!(intents, vec![r]);
+        }
+    }
+}
