@@ -87,15 +87,19 @@ pub enum SkipReason {
     Merge,
     /// Its message is not a command (an import, say).
     NotACommand,
+    /// Its command or one of its events was redacted (`retro redact`): what was recorded is a
+    /// tombstone, so there is nothing to compare a replay with.
+    Redacted,
 }
 
 impl SkipReason {
-    /// A short name: `session`, `merge`, `not-a-command`.
+    /// A short name: `session`, `merge`, `not-a-command`, `redacted`.
     pub fn as_str(self) -> &'static str {
         match self {
             SkipReason::Session => "session",
             SkipReason::Merge => "merge",
             SkipReason::NotACommand => "not-a-command",
+            SkipReason::Redacted => "redacted",
         }
     }
 }
@@ -437,6 +441,13 @@ impl Replay {
     ) -> Result<Verdict, ReplayError> {
         if checkpoint.parents().len() > 1 {
             return Ok(Verdict::Skipped(SkipReason::Merge));
+        }
+        let redacted = self.source.redaction_of(&id).is_some()
+            || recorded_affix
+                .partitions()
+                .any(|(_, ids)| ids.iter().any(|e| self.source.redaction_of(e).is_some()));
+        if redacted {
+            return Ok(Verdict::Skipped(SkipReason::Redacted));
         }
         let Ok(command) = Command::parse(checkpoint.message()) else {
             return Ok(Verdict::Skipped(SkipReason::NotACommand));
