@@ -84,11 +84,11 @@ impl Depot {
             id =
                 match *step {
                     Step::Parent(0) => {
-                        self.read_checkpoint(&id)?;
+                        self.read_checkpoint_unresolved(&id)?;
                         id
                     }
                     Step::Parent(n) => {
-                        let checkpoint = self.read_checkpoint(&id)?;
+                        let checkpoint = self.read_checkpoint_unresolved(&id)?;
                         *checkpoint.parents().get(n as usize - 1).ok_or_else(|| {
                             Error::BadRevision {
                                 rev: text.to_owned(),
@@ -103,7 +103,7 @@ impl Depot {
                     Step::Ancestor(n) => {
                         let mut current = id;
                         for walked in 0..n {
-                            current = self.read_checkpoint(&current)?.first_parent().ok_or_else(
+                            current = self.read_checkpoint_unresolved(&current)?.first_parent().ok_or_else(
                                 || Error::BadRevision {
                                     rev: text.to_owned(),
                                     reason: format!(

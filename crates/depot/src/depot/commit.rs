@@ -705,7 +705,7 @@ impl Depot {
         {
             return Ok(found);
         }
-        let checkpoint = self.read_checkpoint(id)?;
+        let checkpoint = self.read_checkpoint_unresolved(id)?;
         let affix = self.read_affix(&checkpoint.affix())?;
         Ok(Arc::new(IndexedCheckpoint {
             id: *id,

@@ -318,7 +318,7 @@ impl Depot {
         let mut cursor = head;
         while let Some(id) = cursor {
             chain.push(id);
-            cursor = match self.read_checkpoint(&id) {
+            cursor = match self.read_checkpoint_unresolved(&id) {
                 Ok(c) => c.first_parent(),
                 Err(_) => return Ok(()), // already reported above
             };
@@ -326,7 +326,7 @@ impl Depot {
         // Keyed by a 64-bit hash of the name: 40 bytes a partition instead of a heap string.
         let mut replay: HashMap<u64, (u64, [u8; 32])> = HashMap::new();
         for id in chain.iter().rev() {
-            let Ok(checkpoint) = self.read_checkpoint(id) else {
+            let Ok(checkpoint) = self.read_checkpoint_unresolved(id) else {
                 return Ok(());
             };
             let Ok(affix) = self.read_affix(&checkpoint.affix()) else {

@@ -454,7 +454,7 @@ impl Depot {
         match indexed {
             Some(version) => Ok(version),
             None => {
-                let parent = self.read_checkpoint(checkpoint)?.first_parent();
+                let parent = self.read_checkpoint_unresolved(checkpoint)?.first_parent();
                 Ok(self.partition_events_at(parent, partition)?.len() as u64)
             }
         }

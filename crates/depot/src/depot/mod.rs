@@ -555,6 +555,19 @@ impl Depot {
         }
     }
 
+    /// Reads a checkpoint without resolving its command (`message()` is empty when a
+    /// `message-data` field names it): for walks that need only parents, affix and fields.
+    pub(crate) fn read_checkpoint_unresolved(&self, id: &ObjectId) -> Result<Checkpoint, Error> {
+        match self.read_decoded(id)? {
+            Object::Checkpoint(c) => Ok(c),
+            other => Err(Error::WrongKind {
+                id: *id,
+                expected: Kind::Checkpoint,
+                found: other.kind(),
+            }),
+        }
+    }
+
     /// Reads an affix.
     pub fn read_affix(&self, id: &ObjectId) -> Result<Affix, Error> {
         match self.read_decoded(id)? {
@@ -600,7 +613,7 @@ impl Depot {
     pub fn update_refs(&self, edits: &[RefEdit]) -> Result<(), Error> {
         for edit in edits {
             if let Some(RefValue::Direct(id)) = &edit.new {
-                self.read_checkpoint(id)?;
+                self.read_checkpoint_unresolved(id)?;
             }
         }
         match &self.journal {

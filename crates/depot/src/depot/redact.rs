@@ -661,7 +661,7 @@ impl Depot {
         };
         let mut cursor = head;
         while let Some(id) = cursor {
-            let checkpoint = self.read_checkpoint(&id)?;
+            let checkpoint = self.read_checkpoint_unresolved(&id)?;
             if checkpoint.field(REDACTION_BATCH_FIELD) == Some(batch) {
                 return Ok(Some(id));
             }

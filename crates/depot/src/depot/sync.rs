@@ -115,7 +115,7 @@ impl Depot {
                 Ok(())
             };
             for id in chunk {
-                let checkpoint = source.read_checkpoint(id)?;
+                let checkpoint = source.read_checkpoint_unresolved(id)?;
                 let affix = source.read_affix(&checkpoint.affix())?;
                 for (_, events) in affix.partitions() {
                     for event in events {
@@ -191,7 +191,7 @@ impl Depot {
             if known.contains(&id) {
                 continue;
             }
-            let checkpoint = source.read_checkpoint(&id)?;
+            let checkpoint = source.read_checkpoint_unresolved(&id)?;
             let mut objects = Vec::with_capacity(3);
             if let Some(data) = checkpoint.message_data().filter(|d| !source.is_erased(d)) {
                 objects.push(source.read_object(&data)?);
@@ -224,7 +224,7 @@ impl Depot {
                 if !seen.insert(id) || self.objects.contains(&id)? {
                     continue;
                 }
-                let checkpoint = source.read_checkpoint(&id)?;
+                let checkpoint = source.read_checkpoint_unresolved(&id)?;
                 stack.push((id, true));
                 for parent in checkpoint.parents().iter().rev() {
                     if !seen.contains(parent) {
