@@ -84,6 +84,10 @@ fn a_redaction_killed_at_any_step_is_finished_by_a_re_run() {
         assert_eq!(fsck["clean"], true, "{failpoint}: {fsck}");
         // Exactly one redaction checkpoint, whichever step the kill hit.
         let log = depot.ok(&["log"]);
-        assert_eq!(log.matches("Redaction: killed").count(), 1, "{failpoint}: {log}");
+        assert_eq!(
+            log.matches("Redaction: killed").count(),
+            1,
+            "{failpoint}: {log}"
+        );
     }
 }

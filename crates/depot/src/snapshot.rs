@@ -330,9 +330,7 @@ impl SnapshotStore {
     /// rewrites the file.
     pub fn erase_all(&self) -> Result<(), SnapshotError> {
         let conn = self.conn();
-        conn.execute_batch(
-            "PRAGMA secure_delete = ON; DELETE FROM snapshots; VACUUM;",
-        )?;
+        conn.execute_batch("PRAGMA secure_delete = ON; DELETE FROM snapshots; VACUUM;")?;
         if self.path.is_some() {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }

@@ -176,7 +176,9 @@ fn decode_sealed(body: &[u8]) -> Result<ObjectId, DecodeError> {
         .strip_prefix("data ")
         .and_then(|rest| rest.strip_suffix('\n'))
         .ok_or_else(|| bad("expected one line 'data <id>'"))?;
-    let id: ObjectId = line.parse().map_err(|e| bad(&format!("bad object id: {e}")))?;
+    let id: ObjectId = line
+        .parse()
+        .map_err(|e| bad(&format!("bad object id: {e}")))?;
     // Canonical only: the id must re-print as it was written (lowercase hex).
     if id.to_string() != line {
         return Err(bad("the id is not in its canonical lowercase form"));
@@ -331,7 +333,7 @@ fn decode_checkpoint(body: &[u8]) -> Result<Checkpoint, DecodeError> {
                     }
                     if !message.is_empty() {
                         return Err(bad(
-                            "a checkpoint with message-data has an empty message".to_owned(),
+                            "a checkpoint with message-data has an empty message".to_owned()
                         ));
                     }
                 }

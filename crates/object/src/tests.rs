@@ -280,7 +280,11 @@ fn sealed_and_data_decoding_is_strict() {
         format!("pepper {}\n", "0f".repeat(16)),
         String::new(),
     ] {
-        assert_eq!(Object::decode(&data(&body)), Err(DecodeError::BadSalt), "{body:?}");
+        assert_eq!(
+            Object::decode(&data(&body)),
+            Err(DecodeError::BadSalt),
+            "{body:?}"
+        );
     }
     assert!(matches!(
         Object::decode(b"event sealedx e 0\0"),
@@ -343,12 +347,20 @@ fn checkpoint_with_message_data_vector() {
     };
     assert_eq!(decoded.message_data(), Some(id(DATA_VECTOR_ID)));
     let resolved = decoded.with_resolved_message(r#"{"path":"a","name":"b","params":{}}"#);
-    assert_eq!(resolved.message(), br#"{"path":"a","name":"b","params":{}}"#);
+    assert_eq!(
+        resolved.message(),
+        br#"{"path":"a","name":"b","params":{}}"#
+    );
     assert_eq!(Object::from(resolved).to_encoded().id(), encoded.id());
     // A message beside message-data, or a bad id, is refused.
-    let bad = expected.replace("\n\n\n", "\n\nx\n").replace("checkpoint 202", "checkpoint 203");
+    let bad = expected
+        .replace("\n\n\n", "\n\nx\n")
+        .replace("checkpoint 202", "checkpoint 203");
     assert!(Object::decode(bad.as_bytes()).is_err());
-    let bad = expected.replace(DATA_VECTOR_ID, &DATA_VECTOR_ID.to_uppercase().replace("SHA256", "sha256"));
+    let bad = expected.replace(
+        DATA_VECTOR_ID,
+        &DATA_VECTOR_ID.to_uppercase().replace("SHA256", "sha256"),
+    );
     assert!(Object::decode(bad.as_bytes()).is_err());
 }
 

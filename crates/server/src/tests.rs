@@ -786,7 +786,10 @@ async fn post_redact_takes_the_admin_token_and_events_read_as_tombstones() {
     for token in [None, Some("r"), Some("w")] {
         let answer = call(&state, "POST", "/redact", token, &body).await;
         assert!(
-            matches!(answer.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+            matches!(
+                answer.status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ),
             "{token:?}: {}",
             answer.status
         );
@@ -794,13 +797,26 @@ async fn post_redact_takes_the_admin_token_and_events_read_as_tombstones() {
     // Bad bodies and unknown ids: nothing written.
     let bad = call(&state, "POST", "/redact", Some("a"), r#"{"events":[]}"#).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    let unknown = format!(r#"{{"events":["sha256:{}"],"reason":"r"}}"#, "ab".repeat(32));
+    let unknown = format!(
+        r#"{{"events":["sha256:{}"],"reason":"r"}}"#,
+        "ab".repeat(32)
+    );
     let answer = call(&state, "POST", "/redact", Some("a"), &unknown).await;
-    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert!(depot.redactions().is_empty());
 
     let answer = call(&state, "POST", "/redact", Some("a"), &body).await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     let redacted = answer.json();
     assert_eq!(redacted["redacted"][0], event.as_str());
     assert_eq!(redacted["checkpoints"].as_array().unwrap().len(), 1);
@@ -811,6 +827,8 @@ async fn post_redact_takes_the_admin_token_and_events_read_as_tombstones() {
     let object = call(&state, "GET", &format!("/objects/{event}"), Some("r"), "").await;
     assert_eq!(object.status, StatusCode::OK);
     // The raw object is intact (its id verifies); its data object is gone.
-    assert!(object.body.starts_with(b"event sealed AccountOpened 77\0data sha256:"));
+    assert!(object
+        .body
+        .starts_with(b"event sealed AccountOpened 77\0data sha256:"));
     assert_eq!(depot::ObjectId::of(&object.body).to_string(), event);
 }

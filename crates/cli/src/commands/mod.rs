@@ -58,7 +58,9 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
     let depot_flag = cli.depot.clone();
     let flag = depot_flag.as_deref();
     match cli.command {
-        Commands::Init { dir, events, json } => apply::init(flag, dir, events == "sealed", json, ui),
+        Commands::Init { dir, events, json } => {
+            apply::init(flag, dir, events == "sealed", json, ui)
+        }
         Commands::Apply {
             command,
             batch,

@@ -148,8 +148,10 @@ fn prepare(mut request: CommitRequest, seal: bool) -> Result<Prepared, Error> {
         ))
         .to_encoded();
         request.fields.push((
-            FieldKey::new(crate::object::MESSAGE_DATA_KEY).map_err(|e| Error::Invalid(e.to_string()))?,
-            FieldValue::new(&message.id().to_string()).map_err(|e| Error::Invalid(e.to_string()))?,
+            FieldKey::new(crate::object::MESSAGE_DATA_KEY)
+                .map_err(|e| Error::Invalid(e.to_string()))?,
+            FieldValue::new(&message.id().to_string())
+                .map_err(|e| Error::Invalid(e.to_string()))?,
         ));
         data.push(message);
     }

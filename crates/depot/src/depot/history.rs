@@ -339,10 +339,13 @@ impl Depot {
                         session: row.session,
                     });
                 }
-                let object = objects.next().flatten().ok_or_else(|| Error::MissingObject {
-                    id: row.event,
-                    context: "not in the object store".to_owned(),
-                })?;
+                let object = objects
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| Error::MissingObject {
+                        id: row.event,
+                        context: "not in the object store".to_owned(),
+                    })?;
                 let event = match object.decode().map_err(|source| Error::Decode {
                     id: row.event,
                     source,

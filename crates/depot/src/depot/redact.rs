@@ -187,7 +187,9 @@ fn parse_log(text: &str) -> (Vec<Redaction>, Vec<String>) {
             Some(())
         })();
         if parsed.is_none() {
-            warnings.push(format!("the redactions file has a line that does not parse, skipped: {line}"));
+            warnings.push(format!(
+                "the redactions file has a line that does not parse, skipped: {line}"
+            ));
         }
     }
     for intent in &mut intents {
@@ -260,7 +262,11 @@ impl Depot {
     pub fn configure_events(&self, sealed: bool) -> Result<(), Error> {
         self.set_seal_events(sealed)?;
         if let (Layout::Native, Some(root)) = (self.layout, &self.root) {
-            let line = if sealed { super::SEALED_LINE } else { super::PLAIN_LINE };
+            let line = if sealed {
+                super::SEALED_LINE
+            } else {
+                super::PLAIN_LINE
+            };
             let config = root.join("config");
             crate::fsutil::write_atomic(
                 &*self.storage,
@@ -404,7 +410,9 @@ impl Depot {
             )));
         }
         if events.is_empty() {
-            return Err(Error::Invalid("name at least one event to redact".to_owned()));
+            return Err(Error::Invalid(
+                "name at least one event to redact".to_owned(),
+            ));
         }
         self.reload_redactions()?;
         let batch = hex::encode(&os_random()?[..8]);
@@ -445,7 +453,11 @@ impl Depot {
                 other => {
                     return Err(Error::Invalid(format!(
                         "{id} is {} {}: only events and checkpoints' commands are redacted",
-                        if other.kind() == crate::object::Kind::Affix { "an" } else { "a" },
+                        if other.kind() == crate::object::Kind::Affix {
+                            "an"
+                        } else {
+                            "a"
+                        },
                         other.kind()
                     )))
                 }
@@ -814,7 +826,11 @@ mod tests {
     fn the_log_reads_intents_and_done_lines_and_ignores_a_torn_tail() {
         let a = intent("00aa", "erasure request 1");
         let checkpoint = ObjectId::of(b"checkpoint");
-        let text = format!("{}done 00aa {checkpoint}\n{}", line(&a), line(&intent("00bb", "x")));
+        let text = format!(
+            "{}done 00aa {checkpoint}\n{}",
+            line(&a),
+            line(&intent("00bb", "x"))
+        );
         let torn = &text[..text.len() - 1];
         let (intents, warnings) = parse_log(torn);
         assert!(warnings.is_empty(), "{warnings:?}");

@@ -2394,11 +2394,7 @@ impl PackStore {
             }
             let zeros = vec![0u8; payload.len() - 33];
             let mut record = Vec::with_capacity(payload.len() + RECORD_OVERHEAD as usize);
-            frame_raw(
-                &mut record,
-                tag,
-                &[id.as_bytes(), &[ERASED_CODEC], &zeros],
-            );
+            frame_raw(&mut record, tag, &[id.as_bytes(), &[ERASED_CODEC], &zeros]);
             file.write_all_at(&record, offset)
                 .map_err(Error::io("write", &path))?;
             file.sync_data().map_err(Error::io("fdatasync", &path))?;
