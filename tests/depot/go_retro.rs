@@ -168,7 +168,10 @@ fn a_go_retro_event_is_redacted_as_unverifiable() {
     assert_eq!(depot.layout(), Layout::GoRetro);
     let events = depot.partition_events(&p("identity/0")).unwrap();
     assert_eq!(events[0].event.name().as_str(), depot::REDACTED_EVENT_NAME);
-    assert!(events[0].event.data().starts_with(br#"{"redacted":true,"reason":"erasure""#));
+    assert!(events[0]
+        .event
+        .data()
+        .starts_with(br#"{"redacted":true,"reason":"erasure""#));
     let fsck = depot.fsck(|_| {}).unwrap();
     assert!(fsck.is_clean(), "{:?}", fsck.problems);
     assert_eq!(fsck.unverifiable, vec![event]);
@@ -176,7 +179,10 @@ fn a_go_retro_event_is_redacted_as_unverifiable() {
     assert!(depot.read_checkpoint(&first).is_ok());
     let head = depot.head().unwrap().unwrap();
     assert_eq!(
-        depot.read_checkpoint(&head).unwrap().field(depot::REDACTION_FIELD),
+        depot
+            .read_checkpoint(&head)
+            .unwrap()
+            .field(depot::REDACTION_FIELD),
         Some("erasure")
     );
 }

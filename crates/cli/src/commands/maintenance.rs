@@ -52,7 +52,7 @@ pub fn fsck(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
         }
         if report.redacted > 0 {
             ui.line(format!(
-                "{} redacted sealed events (data erased, ids verified)",
+                "{} redacted (events' data or commands erased, their ids verified)",
                 report.redacted
             ))?;
         }

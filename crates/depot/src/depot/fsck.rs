@@ -81,7 +81,8 @@ pub struct FsckReport {
     pub events: u64,
     /// Data objects (of sealed events) reachable and present.
     pub data: u64,
-    /// Sealed events whose data was erased by a recorded redaction: valid, ids verified.
+    /// Data objects (a sealed event's data, a checkpoint's command) erased by a recorded
+    /// redaction: valid, the ids that name them verified.
     pub redacted: u64,
     /// Plain (go-retro format) events erased by a recorded redaction: their bytes are gone, so
     /// their ids cannot be verified ("redacted, unverifiable"); not a problem.

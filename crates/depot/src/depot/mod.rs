@@ -712,9 +712,21 @@ impl Depot {
         affix: &Affix,
     ) -> Result<ObjectId, Error> {
         let affix = Object::from(affix.clone()).to_encoded();
-        let encoded = Object::from(checkpoint.clone()).to_encoded();
+        let mut objects = vec![affix];
+        let mut checkpoint = checkpoint.clone();
+        if self.seals_events()
+            && checkpoint.message_data().is_none()
+            && !checkpoint.stored_message().is_empty()
+        {
+            // Sealed like a committed checkpoint: the command in a data object of its own.
+            let (sealed, data) = redact::seal_message(&checkpoint)?;
+            checkpoint = sealed;
+            objects.push(data);
+        }
+        let encoded = Object::from(checkpoint).to_encoded();
         let id = encoded.id();
-        self.write_objects_then(&[affix, encoded], || self.append_failure_line(&id))?;
+        objects.push(encoded);
+        self.write_objects_then(&objects, || self.append_failure_line(&id))?;
         Ok(id)
     }
 

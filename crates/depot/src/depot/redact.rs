@@ -140,6 +140,31 @@ pub(crate) fn seal(event: &Event) -> Result<(Event, EncodedObject), Error> {
     Ok((sealed, data))
 }
 
+/// Seals a checkpoint's inline command: the command goes into a new salted data object, the
+/// checkpoint gets `message-data <id>` and an empty message (resolved, so callers still see it).
+pub(crate) fn seal_message(
+    checkpoint: &crate::object::Checkpoint,
+) -> Result<(crate::object::Checkpoint, EncodedObject), Error> {
+    let command = checkpoint.stored_message().to_vec();
+    let data = Object::Data(Data::new(os_random()?, command.clone())).to_encoded();
+    let mut fields: BTreeMap<FieldKey, FieldValue> = checkpoint
+        .fields()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    fields.insert(
+        FieldKey::new(crate::object::MESSAGE_DATA_KEY)?,
+        FieldValue::new(&data.id().to_string())?,
+    );
+    let sealed = crate::object::Checkpoint::with_fields(
+        checkpoint.affix(),
+        checkpoint.parents().to_vec(),
+        fields,
+        Vec::new(),
+    )
+    .with_resolved_message(command);
+    Ok((sealed, data))
+}
+
 /// Parses the `redactions` file: intent lines and done lines; a torn last line (no newline) is
 /// ignored, a line that does not parse is skipped and named in the returned warnings.
 fn parse_log(text: &str) -> (Vec<Redaction>, Vec<String>) {
