@@ -252,13 +252,8 @@ impl Depot {
                 match line {
                     SEALED_LINE => seal = true,
                     PLAIN_LINE => seal = false,
-                    "" => {}
-                    other => {
-                        return Err(Error::UnsupportedFormat {
-                            path: dir.to_path_buf(),
-                            found: other.to_owned(),
-                        })
-                    }
+                    // Other settings belong to other features (or a later release).
+                    _ => {}
                 }
             }
             let depot = Self::open_native(storage, dir, options)?;
