@@ -365,6 +365,16 @@ fn run_category(category: &str) {
                     ),
                 ]
             }
+            "redacts" => match argument(&bytes) {
+                Err(e) => {
+                    failures.push(format!("{name}: unusable as an argument: {e}"));
+                    continue;
+                }
+                Ok(arg) => vec![(
+                    format!("redact --reason r -- {arg:?}"),
+                    depot.run(&["redact", "--reason", "r", "--", &arg]),
+                )],
+            },
             "specs" => vec![(
                 "test".to_owned(),
                 depot.run(&["test", input.to_str().unwrap()]),
@@ -457,6 +467,11 @@ fn merges() {
 #[test]
 fn signing_keys() {
     run_category("signing-keys");
+}
+
+#[test]
+fn redacts() {
+    run_category("redacts");
 }
 
 #[test]

@@ -134,6 +134,15 @@ impl TestDepot {
         depot
     }
 
+    /// A fresh depot that writes plain events (`retro init --events plain`): its ids are
+    /// reproducible from the same history (golden files, export/import round trips), which
+    /// sealed events, salted at random, never are.
+    pub fn plain() -> TestDepot {
+        let depot = TestDepot::uninitialized();
+        depot.ok(&["init", "--events", "plain"]);
+        depot
+    }
+
     /// A temporary directory whose depot path does not exist yet.
     pub fn uninitialized() -> TestDepot {
         let tmp = tempfile::Builder::new()
@@ -146,7 +155,7 @@ impl TestDepot {
 
     /// A depot holding the fixed history of `fixtures/cli/history.jsonl`.
     pub fn with_history() -> TestDepot {
-        let depot = TestDepot::new();
+        let depot = TestDepot::plain();
         let file = history_file();
         let out = depot.ok(&["import", file.to_str().unwrap()]);
         assert!(out.starts_with("imported 8 checkpoints"), "{out}");
@@ -155,7 +164,7 @@ impl TestDepot {
 
     /// A depot with `n` imported checkpoints of fixed content (one event each, long messages).
     pub fn with_bulk(n: usize) -> TestDepot {
-        let depot = TestDepot::new();
+        let depot = TestDepot::plain();
         let file = depot.tmp.path().join("bulk.jsonl");
         fs::write(&file, bulk_history(n)).unwrap();
         let out = depot.ok(&["import", file.to_str().unwrap()]);

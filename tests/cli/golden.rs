@@ -62,7 +62,7 @@ fn golden_outputs() {
 #[test]
 fn golden_ids_do_not_depend_on_the_batch_size() {
     // One commit per fsync or all in one: the same history, the same ids.
-    let depot = TestDepot::new();
+    let depot = TestDepot::plain();
     let file = history_file();
     depot.ok(&["import", "--batch", "1", file.to_str().unwrap()]);
     golden("log/oneline", &depot.ok(&["log", "--oneline"]));

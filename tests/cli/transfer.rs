@@ -7,7 +7,7 @@ use crate::common::*;
 /// A depot with a history made by `apply` (dates are now), sessions, both fixture handlers and a
 /// recorded failure (exported as a `failed` line after the checkpoint it was tried on).
 fn applied_depot() -> TestDepot {
-    let depot = TestDepot::new();
+    let depot = TestDepot::plain();
     let manifest = manifest();
     let manifest = manifest.to_str().unwrap();
     let session = depot.ok(&["session", "start"]).trim().to_owned();
@@ -54,7 +54,7 @@ fn export_import_round_trip() {
     assert_eq!(lines.len(), log.lines().count());
     assert!(lines[0].get("parents").is_none(), "the root has no parents");
 
-    let target = TestDepot::new();
+    let target = TestDepot::plain();
     let out = target.ok(&["import", file.to_str().unwrap()]);
     assert_eq!(
         out,
@@ -110,7 +110,7 @@ fn export_import_round_trip() {
 fn import_from_stdin_and_export_of_a_revision() {
     let source = TestDepot::with_history();
     let exported = source.ok(&["export"]);
-    let target = TestDepot::new();
+    let target = TestDepot::plain();
     let value = json(
         target
             .ok_stdin(&["import", "--json", "-"], &exported)
@@ -120,7 +120,7 @@ fn import_from_stdin_and_export_of_a_revision() {
     assert_eq!(value["events"], 12);
     assert_eq!(target.ok(&["log", "--json"]), source.ok(&["log", "--json"]));
     // No file argument means stdin too; small batches give the same result.
-    let third = TestDepot::new();
+    let third = TestDepot::plain();
     third.ok_stdin(&["import", "--batch", "3"], &exported);
     assert_eq!(third.ok(&["log", "--json"]), source.ok(&["log", "--json"]));
 
@@ -152,7 +152,7 @@ fn the_history_fixture_exports_back_with_ids() {
 fn import_into_a_non_empty_depot_warns_about_differing_ids() {
     let source = TestDepot::with_history();
     let exported = source.ok(&["export"]);
-    let target = TestDepot::new();
+    let target = TestDepot::plain();
     target.apply(r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#);
     let run = target.run_stdin(&["import", "--json"], &exported);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -233,7 +233,7 @@ fn checkpoints_fsck_clean(depot: &TestDepot) -> usize {
 
 #[test]
 fn d6_reimport_after_an_interrupted_import_writes_each_line_once() {
-    let depot = TestDepot::new();
+    let depot = TestDepot::plain();
     let n = 300;
     let text = undated_lines(n);
     let whole = depot.tmp.path().join("whole.jsonl");
@@ -281,7 +281,7 @@ fn d6_reimport_after_an_interrupted_import_writes_each_line_once() {
 
 #[test]
 fn d6_reimport_after_a_killed_import_writes_each_line_once() {
-    let depot = TestDepot::new();
+    let depot = TestDepot::plain();
     let n = 20_000;
     let file = depot.tmp.path().join("big.jsonl");
     fs::write(&file, undated_lines(n)).unwrap();
@@ -325,7 +325,7 @@ fn d6_reimport_after_a_killed_import_writes_each_line_once() {
 
 #[test]
 fn d6_lines_whose_reflog_markers_are_lost_are_still_recognised() {
-    let depot = TestDepot::new();
+    let depot = TestDepot::plain();
     let n = 60;
     let file = depot.tmp.path().join("lines.jsonl");
     fs::write(&file, undated_lines(n)).unwrap();
@@ -488,7 +488,7 @@ fn i16_11_export_keeps_failed_commands() {
     );
 
     // Into a fresh depot: `retro failed --json` is identical, fsck is clean.
-    let target = TestDepot::new();
+    let target = TestDepot::plain();
     let out = target.ok_stdin(&["import", "--json"], &exported);
     let value = json(out.trim());
     assert_eq!(value["failed_restored"], 2);
@@ -507,7 +507,7 @@ fn i16_11_export_keeps_failed_commands() {
 
     // Into a depot where the checkpoints get other ids (it was not empty): the failures' parents
     // are not there, so they are not restored, and the warning and the counts say so.
-    let other = TestDepot::new();
+    let other = TestDepot::plain();
     other.ok(&[
         "apply",
         r#"{"path":"accounts/zed","name":"open","params":{"owner":"Zed"}}"#,
@@ -532,7 +532,7 @@ fn i16_11_export_keeps_failed_commands() {
     // A failed line whose content does not match its id is refused before anything is written.
     let tampered = exported.replace(r#""fields":{"error":""#, r#""fields":{"error":"x"#);
     assert_ne!(tampered, exported);
-    let fresh = TestDepot::new();
+    let fresh = TestDepot::plain();
     let run = fresh.run_stdin(&["import"], &tampered);
     assert_error(&run, 1);
     assert!(run.stderr.contains("hashes to"), "{}", run.stderr);

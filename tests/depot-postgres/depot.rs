@@ -360,3 +360,19 @@ fn a_command_id_is_found_by_a_host_that_did_not_write_it() {
         1
     );
 }
+
+/// A PostgreSQL depot writes plain events and refuses a redaction (its rows would not be
+/// erased: docs/redaction.md), before writing anything.
+#[test]
+fn a_redaction_is_refused_and_nothing_is_written() {
+    let (_url, depot) = fresh();
+    assert!(!depot.seals_events());
+    let committed = deposit(&depot, 1);
+    let err = depot
+        .redact(&committed.events, "erasure", "admin")
+        .unwrap_err();
+    assert_eq!(err.class(), depot::ErrorClass::Invalid, "{err}");
+    assert!(err.to_string().contains("not supported"), "{err}");
+    assert_eq!(depot.head().unwrap(), Some(committed.checkpoint));
+    assert!(depot.redactions().is_empty());
+}

@@ -147,3 +147,42 @@ fn d12_a_native_depot_without_config_is_reported_damaged_not_opened_as_go_retro(
     assert_eq!(depot.layout(), depot::Layout::Native);
     assert!(depot.head().unwrap().is_some());
 }
+
+/// A go-retro depot's events are plain: a redaction deletes the event's loose file (its bytes
+/// were its id), reads give the tombstone, and fsck lists it as redacted, unverifiable.
+#[test]
+fn a_go_retro_event_is_redacted_as_unverifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = build_go_retro_depot(dir.path());
+    let depot = Depot::open(dir.path()).unwrap();
+    assert!(!depot.seals_events());
+    let event = depot.partition_events(&p("identity/0")).unwrap()[0].id;
+    let hex = event.to_hex();
+    let file = dir.path().join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..]);
+    assert!(file.is_file());
+    let report = depot.redact(&[event], "erasure", "DEADBEEF").unwrap();
+    assert_eq!(report.unverifiable, vec![event]);
+    assert!(!file.exists(), "the loose object is deleted");
+    drop(depot);
+    let depot = Depot::open(dir.path()).unwrap();
+    assert_eq!(depot.layout(), Layout::GoRetro);
+    let events = depot.partition_events(&p("identity/0")).unwrap();
+    assert_eq!(events[0].event.name().as_str(), depot::REDACTED_EVENT_NAME);
+    assert!(events[0]
+        .event
+        .data()
+        .starts_with(br#"{"redacted":true,"reason":"erasure""#));
+    let fsck = depot.fsck(|_| {}).unwrap();
+    assert!(fsck.is_clean(), "{:?}", fsck.problems);
+    assert_eq!(fsck.unverifiable, vec![event]);
+    // The checkpoint that names it still verifies, and the redaction is the new head.
+    assert!(depot.read_checkpoint(&first).is_ok());
+    let head = depot.head().unwrap().unwrap();
+    assert_eq!(
+        depot
+            .read_checkpoint(&head)
+            .unwrap()
+            .field(depot::REDACTION_FIELD),
+        Some("erasure")
+    );
+}

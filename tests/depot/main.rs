@@ -13,6 +13,7 @@ mod maintenance;
 mod pack_v2;
 mod power_loss;
 mod recovery;
+mod redact;
 mod reliability;
 mod revisions;
 mod storage_v2;

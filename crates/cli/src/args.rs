@@ -56,6 +56,11 @@ pub enum Commands {
     Init {
         /// Where to create it.
         dir: Option<PathBuf>,
+        /// The event format new commits write: `sealed` (redactable, the default) or `plain`
+        /// (go-retro's; ids reproducible from the same history, not redactable with a
+        /// verifiable id; see docs/redaction.md).
+        #[arg(long, value_name = "FORMAT", default_value = "sealed", value_parser = ["sealed", "plain"])]
+        events: String,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -200,6 +205,25 @@ pub enum Commands {
         #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
         manifest: Option<PathBuf>,
         /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase the data of events for good (their ids, checkpoints and fsck stay valid) and
+    /// record the redaction in history; a re-run finishes one a crash interrupted
+    #[command(
+        after_help = "Examples:\n  retro redact sha256:3f2a… --reason 'GDPR erasure request 2026-118'\n  retro redact 3f2a 9c1d --reason 'personal data' --json\n\nSee docs/redaction.md for what is guaranteed and what is not."
+    )]
+    Redact {
+        /// The events: ids or unique prefixes.
+        #[arg(required = true, value_name = "EVENT-ID")]
+        events: Vec<String>,
+        /// Why (one line; recorded in the redaction checkpoint and the tombstones).
+        #[arg(long, required = true)]
+        reason: String,
+        /// The session redacting them.
+        #[arg(long, env = "RETRO_SESSION")]
+        session: Option<String>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -140,5 +140,11 @@ pub fn pretty_object(object: &Object) -> String {
             out.push('\n');
             out
         }
+        Object::Data(data) => {
+            let json = data_value(data.json());
+            let body = serde_json::to_string_pretty(&json).unwrap_or_default();
+            let salt: String = data.salt().iter().map(|b| format!("{b:02x}")).collect();
+            format!("salt {salt}\n{body}\n")
+        }
     }
 }

@@ -50,8 +50,9 @@ pub use depot::native_without_config;
 pub use depot::{
     Backend, Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error,
     EventRecord, FailureStore, FsckKind, FsckProblem, FsckReport, GcOptions, GcReport,
-    HistoryEntry, HistoryOrder, Layout, Maintenance, Options, PartitionFilter, RefOutcome, RefSync,
-    RepairReport, Subscription, SyncOptions, SyncReport,
+    HistoryEntry, HistoryOrder, Layout, Maintenance, Options, PartitionFilter, RedactReport,
+    Redaction, RefOutcome, RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
+    REDACTED_EVENT_NAME, REDACTION_BATCH_FIELD, REDACTION_FIELD,
 };
 pub use depot::{CAUSATION_ID_FIELD, COMMAND_ID_FIELD, CORRELATION_ID_FIELD};
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
@@ -63,8 +64,8 @@ pub use name::{
     PartitionName,
 };
 pub use object::{
-    format_date, parse_date, Affix, Checkpoint, CheckpointError, DecodeError, EncodedObject, Event,
-    Kind, Object,
+    format_date, parse_date, Affix, Checkpoint, CheckpointError, Data, DecodeError, EncodedObject,
+    Event, Kind, Object,
 };
 pub use refdb::{Expected, LogInfo, RefEdit, RefName, RefValue, ReflogEntry};
 pub use rev::{Revision, Step};

@@ -81,40 +81,41 @@ impl Depot {
         let revision = Revision::parse(text)?;
         let mut id = self.resolve_base(&revision.base)?;
         for step in &revision.steps {
-            id =
-                match *step {
-                    Step::Parent(0) => {
-                        self.read_checkpoint(&id)?;
-                        id
-                    }
-                    Step::Parent(n) => {
-                        let checkpoint = self.read_checkpoint(&id)?;
-                        *checkpoint.parents().get(n as usize - 1).ok_or_else(|| {
-                            Error::BadRevision {
+            id = match *step {
+                Step::Parent(0) => {
+                    self.read_checkpoint_unresolved(&id)?;
+                    id
+                }
+                Step::Parent(n) => {
+                    let checkpoint = self.read_checkpoint_unresolved(&id)?;
+                    *checkpoint
+                        .parents()
+                        .get(n as usize - 1)
+                        .ok_or_else(|| Error::BadRevision {
+                            rev: text.to_owned(),
+                            reason: format!(
+                                "checkpoint {} has {} parent(s), not {n}",
+                                id.to_short_hex(12),
+                                checkpoint.parents().len()
+                            ),
+                        })?
+                }
+                Step::Ancestor(n) => {
+                    let mut current = id;
+                    for walked in 0..n {
+                        current = self
+                            .read_checkpoint_unresolved(&current)?
+                            .first_parent()
+                            .ok_or_else(|| Error::BadRevision {
                                 rev: text.to_owned(),
                                 reason: format!(
-                                    "checkpoint {} has {} parent(s), not {n}",
-                                    id.to_short_hex(12),
-                                    checkpoint.parents().len()
+                                    "history is only {walked} checkpoint(s) deep there"
                                 ),
-                            }
-                        })?
+                            })?;
                     }
-                    Step::Ancestor(n) => {
-                        let mut current = id;
-                        for walked in 0..n {
-                            current = self.read_checkpoint(&current)?.first_parent().ok_or_else(
-                                || Error::BadRevision {
-                                    rev: text.to_owned(),
-                                    reason: format!(
-                                        "history is only {walked} checkpoint(s) deep there"
-                                    ),
-                                },
-                            )?;
-                        }
-                        current
-                    }
-                };
+                    current
+                }
+            };
         }
         Ok(id)
     }

@@ -325,6 +325,18 @@ impl SnapshotStore {
         Ok(n as u64)
     }
 
+    /// Removes every snapshot so that no file keeps their bytes (redaction): SQLite's secure
+    /// delete zeroes the freed pages, the WAL is checkpointed and truncated, and a vacuum
+    /// rewrites the file.
+    pub fn erase_all(&self) -> Result<(), SnapshotError> {
+        let conn = self.conn();
+        conn.execute_batch("PRAGMA secure_delete = ON; DELETE FROM snapshots; VACUUM;")?;
+        if self.path.is_some() {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
     /// Removes every snapshot.
     pub fn clear(&self) -> Result<(), SnapshotError> {
         self.conn().execute("DELETE FROM snapshots", [])?;

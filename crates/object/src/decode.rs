@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::str;
 
-use super::{parse_date, Affix, Checkpoint, Event, Kind, Object, DATE_KEY, SESSION_KEY};
+use super::{
+    parse_date, Affix, Checkpoint, Data, Event, Kind, Object, DATE_KEY, MESSAGE_DATA_KEY, SALT_LEN,
+    SESSION_KEY,
+};
 use crate::hash::ObjectId;
 use crate::name::{EventName, FieldKey, FieldValue, NameError, PartitionName};
 
@@ -24,13 +27,19 @@ pub enum DecodeError {
     /// The header names a kind that does not exist.
     #[error("unknown object kind '{0}'")]
     UnknownKind(String),
-    /// An event's encoding is not `json` or `json;v=<N>`.
-    #[error("event encoding '{0}' is not supported (only 'json' and 'json;v=<N>')")]
+    /// An event's encoding is not `json`, `sealed`, or one of them with `;v=<N>`.
+    #[error("event encoding '{0}' is not supported (only 'json', 'sealed', 'json;v=<N>' and 'sealed;v=<N>')")]
     UnknownEncoding(String),
-    /// An event's `json;v=<N>` carries a version that is never written: not a decimal number
-    /// of at least 2 without leading zeros (1 is written as plain `json`).
-    #[error("event encoding '{0}' has an invalid schema version (expected 'json;v=<N>', N a decimal number >= 2 without leading zeros)")]
+    /// An event's `;v=<N>` carries a version that is never written: not a decimal number
+    /// of at least 2 without leading zeros (1 is written without it).
+    #[error("event encoding '{0}' has an invalid schema version (expected 'json;v=<N>' or 'sealed;v=<N>', N a decimal number >= 2 without leading zeros)")]
     BadEventVersion(String),
+    /// A sealed event's body is not exactly `data sha256:<64 lowercase hex>\n`.
+    #[error("sealed event body is not 'data sha256:<hex>\\n': {0}")]
+    BadSealedBody(String),
+    /// A data object's body does not start with `salt <32 lowercase hex>\n`.
+    #[error("data object does not start with 'salt <32 lowercase hex>\\n'")]
+    BadSalt,
     /// The declared body length differs from the actual one.
     #[error("header declares a body of {declared} bytes but the body has {actual}")]
     LengthMismatch {
@@ -120,6 +129,7 @@ pub(super) fn kind_of(bytes: &[u8]) -> Result<Kind, DecodeError> {
         Some("event") => Ok(Kind::Event),
         Some("affix") => Ok(Kind::Affix),
         Some("checkpoint") => Ok(Kind::Checkpoint),
+        Some("data") => Ok(Kind::Data),
         Some(other) => Err(DecodeError::UnknownKind(other.to_owned())),
         None => Err(DecodeError::BadHeader(header.to_owned())),
     }
@@ -136,7 +146,15 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
                 kind: Kind::Event,
                 source,
             })?;
+            if encoding.starts_with("sealed") {
+                let event = Event::new_sealed(name, decode_sealed(body)?);
+                return Ok(Object::Event(event.with_version(version)));
+            }
             Ok(Object::Event(Event::new(name, body).with_version(version)))
+        }
+        ["data", len] => {
+            check_len(parse_len(header, len)?, body)?;
+            decode_data(body).map(Object::Data)
         }
         ["affix", len] => {
             check_len(parse_len(header, len)?, body)?;
@@ -146,21 +164,27 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
             check_len(parse_len(header, len)?, body)?;
             decode_checkpoint(body).map(Object::Checkpoint)
         }
-        [kind, ..] if !matches!(*kind, "event" | "affix" | "checkpoint") => {
+        [kind, ..] if !matches!(*kind, "event" | "affix" | "checkpoint" | "data") => {
             Err(DecodeError::UnknownKind((*kind).to_owned()))
         }
         _ => Err(DecodeError::BadHeader(header.to_owned())),
     }
 }
 
-/// The schema version an event's `<format>` token declares: `json` is 1, `json;v=<N>` is N (N a
-/// decimal number >= 2 without leading zeros, fitting a u32); anything else is refused.
+/// The schema version an event's `<format>` token declares: `json` and `sealed` are 1,
+/// `json;v=<N>` and `sealed;v=<N>` are N (N a decimal number >= 2 without leading zeros, fitting a
+/// u32); anything else is refused.
 pub fn parse_event_format(format: &str) -> Result<u32, DecodeError> {
-    if format == "json" {
+    let unknown = || DecodeError::UnknownEncoding(format.to_owned());
+    let rest = format
+        .strip_prefix("json")
+        .or_else(|| format.strip_prefix("sealed"))
+        .ok_or_else(unknown)?;
+    if rest.is_empty() {
         return Ok(super::DEFAULT_EVENT_VERSION);
     }
-    let Some(digits) = format.strip_prefix("json;v=") else {
-        return Err(DecodeError::UnknownEncoding(format.to_owned()));
+    let Some(digits) = rest.strip_prefix(";v=") else {
+        return Err(unknown());
     };
     let bad = || DecodeError::BadEventVersion(format.to_owned());
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
@@ -170,6 +194,42 @@ pub fn parse_event_format(format: &str) -> Result<u32, DecodeError> {
         Ok(version) if version >= 2 => Ok(version),
         _ => Err(bad()),
     }
+}
+
+/// A sealed event's body: exactly `data sha256:<64 lowercase hex>\n`.
+fn decode_sealed(body: &[u8]) -> Result<ObjectId, DecodeError> {
+    let bad = |reason: &str| DecodeError::BadSealedBody(reason.to_owned());
+    let text = str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
+    let line = text
+        .strip_prefix("data ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .ok_or_else(|| bad("expected one line 'data <id>'"))?;
+    let id: ObjectId = line
+        .parse()
+        .map_err(|e| bad(&format!("bad object id: {e}")))?;
+    // Canonical only: the id must re-print as it was written (lowercase hex).
+    if id.to_string() != line {
+        return Err(bad("the id is not in its canonical lowercase form"));
+    }
+    Ok(id)
+}
+
+/// A data object's body: `salt <32 lowercase hex>\n` and the JSON bytes, kept as they are.
+fn decode_data(body: &[u8]) -> Result<Data, DecodeError> {
+    let prefix_len = 5 + 2 * SALT_LEN + 1;
+    if body.len() < prefix_len || &body[..5] != b"salt " || body[prefix_len - 1] != b'\n' {
+        return Err(DecodeError::BadSalt);
+    }
+    let hex_digits = &body[5..prefix_len - 1];
+    if !hex_digits
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
+        return Err(DecodeError::BadSalt);
+    }
+    let mut salt = [0u8; SALT_LEN];
+    hex::decode_to_slice(hex_digits, &mut salt).map_err(|_| DecodeError::BadSalt)?;
+    Ok(Data::new(salt, &body[prefix_len..]))
 }
 
 fn parse_id(text: &str, line: usize, kind: Kind) -> Result<ObjectId, DecodeError> {
@@ -290,6 +350,20 @@ fn decode_checkpoint(body: &[u8]) -> Result<Checkpoint, DecodeError> {
                 }
                 if key.as_str() == DATE_KEY {
                     parse_date(value.as_str()).map_err(bad)?;
+                }
+                if key.as_str() == MESSAGE_DATA_KEY {
+                    let id: ObjectId = value
+                        .as_str()
+                        .parse()
+                        .map_err(|e| bad(format!("message-data is not an object id: {e}")))?;
+                    if id.to_string() != value.as_str() {
+                        return Err(bad("message-data is not a canonical id".to_owned()));
+                    }
+                    if !message.is_empty() {
+                        return Err(bad(
+                            "a checkpoint with message-data has an empty message".to_owned()
+                        ));
+                    }
                 }
                 if key.as_str() == SESSION_KEY && value.as_str().contains(char::is_whitespace) {
                     return Err(bad(format!(

@@ -2,13 +2,14 @@
 
 use std::io::Write;
 
-use super::{Affix, Checkpoint, Event, Object};
+use super::{Affix, Checkpoint, Data, Event, Object};
 
 pub(super) fn encode(object: &Object) -> Vec<u8> {
     match object {
         Object::Event(event) => encode_event(event),
         Object::Affix(affix) => frame("affix", &affix_body(affix)),
         Object::Checkpoint(checkpoint) => frame("checkpoint", &checkpoint_body(checkpoint)),
+        Object::Data(data) => frame("data", &data_body(data)),
     }
 }
 
@@ -21,14 +22,27 @@ fn frame(header: &str, body: &[u8]) -> Vec<u8> {
 }
 
 fn encode_event(event: &Event) -> Vec<u8> {
-    if event.version() == super::DEFAULT_EVENT_VERSION {
-        frame(&format!("event json {}", event.name()), event.data())
-    } else {
-        frame(
-            &format!("event json;v={} {}", event.version(), event.name()),
+    let version = match event.version() {
+        super::DEFAULT_EVENT_VERSION => String::new(),
+        n => format!(";v={n}"),
+    };
+    match event.sealed_data() {
+        None => frame(
+            &format!("event json{version} {}", event.name()),
             event.data(),
-        )
+        ),
+        Some(data_id) => frame(
+            &format!("event sealed{version} {}", event.name()),
+            format!("data {data_id}\n").as_bytes(),
+        ),
     }
+}
+
+fn data_body(data: &Data) -> Vec<u8> {
+    let mut body = Vec::with_capacity(38 + data.json().len());
+    writeln!(body, "salt {}", hex::encode(data.salt())).expect("writing to a Vec cannot fail");
+    body.extend_from_slice(data.json());
+    body
 }
 
 fn affix_body(affix: &Affix) -> Vec<u8> {
@@ -42,7 +56,7 @@ fn affix_body(affix: &Affix) -> Vec<u8> {
 }
 
 fn checkpoint_body(checkpoint: &Checkpoint) -> Vec<u8> {
-    let mut body = Vec::with_capacity(256 + checkpoint.message().len());
+    let mut body = Vec::with_capacity(256 + checkpoint.stored_message().len());
     writeln!(body, "affix {}", checkpoint.affix()).expect("writing to a Vec cannot fail");
     for parent in checkpoint.parents() {
         writeln!(body, "parent {parent}").expect("writing to a Vec cannot fail");
@@ -51,7 +65,7 @@ fn checkpoint_body(checkpoint: &Checkpoint) -> Vec<u8> {
         writeln!(body, "{key} {value}").expect("writing to a Vec cannot fail");
     }
     body.push(b'\n');
-    body.extend_from_slice(checkpoint.message());
+    body.extend_from_slice(checkpoint.stored_message());
     body.push(b'\n');
     body
 }

@@ -1,5 +1,6 @@
-//! retro's objects: their ids ([`hash`]), the validated names inside them ([`name`]), the three
-//! kinds of objects (events, affixes, checkpoints) and their one canonical encoding. No I/O:
+//! retro's objects: their ids ([`hash`]), the validated names inside them ([`name`]), the four
+//! kinds of objects (events, affixes, checkpoints, and the `data` objects that hold a sealed
+//! event's payload or a checkpoint's command) and their one canonical encoding. No I/O:
 //! stores live in `retro-depot`.
 //!
 //! Every object is stored as `<header>\0<body>` and named by the SHA-256 of exactly those bytes
@@ -26,7 +27,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 pub use decode::{parse_event_format, DecodeError};
 
-/// Which of the three kinds an object is.
+/// Which of the four kinds an object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A domain event.
@@ -35,6 +36,8 @@ pub enum Kind {
     Affix,
     /// A commit-like record: affix, parents, fields and message.
     Checkpoint,
+    /// A salt and JSON bytes: the erasable payload of a sealed event or a checkpoint's command.
+    Data,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Event => "event",
             Kind::Affix => "affix",
             Kind::Checkpoint => "checkpoint",
+            Kind::Data => "data",
         }
     }
 }
@@ -55,12 +59,19 @@ impl fmt::Display for Kind {
 }
 
 /// A domain event: a name, its JSON payload, kept byte for byte as given, and the schema version
-/// of that payload (1 unless the header says `json;v=<N>`; see `docs/format.md`).
+/// of that payload (1 unless the header says `json;v=<N>` or `sealed;v=<N>`; see `docs/format.md`).
+///
+/// A *sealed* event (format `sealed`, see `docs/format.md`) hashes only the id of a [`Data`]
+/// object that holds its payload, so the payload can be erased while the event's id still
+/// verifies. Decoded from its bytes, a sealed event knows only that id ([`Event::sealed_data`])
+/// and its [`Event::data`] is empty until a store resolves it ([`Event::with_resolved_data`]).
+/// The encoding of a sealed event never depends on its resolved data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     name: EventName,
     data: Vec<u8>,
     version: u32,
+    sealed: Option<ObjectId>,
 }
 
 /// The schema version of an event whose header carries none (`json`).
@@ -73,6 +84,7 @@ impl Event {
             name,
             data: data.into(),
             version: DEFAULT_EVENT_VERSION,
+            sealed: None,
         }
     }
 
@@ -88,14 +100,69 @@ impl Event {
         self.version
     }
 
+
+    /// A sealed event whose payload is in the data object `data_id`, not yet resolved.
+    pub fn new_sealed(name: EventName, data_id: ObjectId) -> Event {
+        Event {
+            name,
+            data: Vec::new(),
+            version: DEFAULT_EVENT_VERSION,
+            sealed: Some(data_id),
+        }
+    }
+
+    /// The id of the data object holding a sealed event's payload; `None` for a plain event.
+    pub fn sealed_data(&self) -> Option<ObjectId> {
+        self.sealed
+    }
+
+    /// The same event with `data` as its payload, as read from its data object (or a tombstone
+    /// once erased). The encoding, and so the id, of a sealed event does not change.
+    pub fn with_resolved_data(mut self, data: impl Into<Vec<u8>>) -> Event {
+        self.data = data.into();
+        self
+    }
+
     /// The event's name.
     pub fn name(&self) -> &EventName {
         &self.name
     }
 
-    /// The event's JSON payload.
+    /// The event's JSON payload (empty for a sealed event not yet resolved).
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+}
+
+/// The length of a data object's salt, in bytes (written as 32 lowercase hex digits).
+pub const SALT_LEN: usize = 16;
+
+/// A data object: a random salt and JSON bytes, kept byte for byte. The salt makes the id of a
+/// small payload (`{"owner":"Alice"}`) impossible to confirm by guessing once the data is erased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data {
+    salt: [u8; SALT_LEN],
+    json: Vec<u8>,
+}
+
+impl Data {
+    /// A data object holding `json`, salted with `salt` (16 random bytes from the OS in every
+    /// object retro writes).
+    pub fn new(salt: [u8; SALT_LEN], json: impl Into<Vec<u8>>) -> Data {
+        Data {
+            salt,
+            json: json.into(),
+        }
+    }
+
+    /// The salt.
+    pub fn salt(&self) -> &[u8; SALT_LEN] {
+        &self.salt
+    }
+
+    /// The JSON bytes.
+    pub fn json(&self) -> &[u8] {
+        &self.json
     }
 }
 
@@ -152,6 +219,9 @@ impl FromIterator<(PartitionName, ObjectId)> for Affix {
 pub const SESSION_KEY: &str = "session";
 /// The header key of a checkpoint's date.
 pub const DATE_KEY: &str = "date";
+/// The header key naming the data object that holds a checkpoint's command (its message is
+/// then empty), so the command can be erased while the checkpoint's id still verifies.
+pub const MESSAGE_DATA_KEY: &str = "message-data";
 
 /// A commit-like record: the affix it adds, its parents, sorted header fields (`date` and `session`
 /// among them) and a message (retro keeps the original command payload there).
@@ -161,6 +231,9 @@ pub struct Checkpoint {
     parents: Vec<ObjectId>,
     fields: BTreeMap<FieldKey, FieldValue>,
     message: Vec<u8>,
+    /// The command read from the `message-data` object (or its tombstone), when resolved by a
+    /// store; never encoded.
+    resolved: Option<Vec<u8>>,
 }
 
 /// Why a checkpoint could not be built.
@@ -192,6 +265,7 @@ impl Checkpoint {
             parents,
             fields,
             message: message.into(),
+            resolved: None,
         })
     }
 
@@ -208,6 +282,7 @@ impl Checkpoint {
             parents,
             fields,
             message: message.into(),
+            resolved: None,
         }
     }
 
@@ -260,9 +335,28 @@ impl Checkpoint {
         self.field(DATE_KEY).and_then(|d| parse_date(d).ok())
     }
 
-    /// The message: the original command payload.
+    /// The message: the original command payload. For a checkpoint with a `message-data`
+    /// field this is the command a store resolved from that data object (or its tombstone once
+    /// redacted), and empty until then; [`Checkpoint::stored_message`] is what is encoded.
     pub fn message(&self) -> &[u8] {
+        self.resolved.as_deref().unwrap_or(&self.message)
+    }
+
+    /// The message as encoded (empty when a `message-data` field names the command's object).
+    pub fn stored_message(&self) -> &[u8] {
         &self.message
+    }
+
+    /// The data object holding the command, if the `message-data` field names one.
+    pub fn message_data(&self) -> Option<ObjectId> {
+        self.field(MESSAGE_DATA_KEY).and_then(|v| v.parse().ok())
+    }
+
+    /// The same checkpoint with `message` as its resolved command (its encoding, and so its id,
+    /// does not change).
+    pub fn with_resolved_message(mut self, message: impl Into<Vec<u8>>) -> Checkpoint {
+        self.resolved = Some(message.into());
+        self
     }
 }
 
@@ -292,6 +386,8 @@ pub enum Object {
     Affix(Affix),
     /// A checkpoint.
     Checkpoint(Checkpoint),
+    /// A data object.
+    Data(Data),
 }
 
 impl Object {
@@ -301,6 +397,7 @@ impl Object {
             Object::Event(_) => Kind::Event,
             Object::Affix(_) => Kind::Affix,
             Object::Checkpoint(_) => Kind::Checkpoint,
+            Object::Data(_) => Kind::Data,
         }
     }
 
@@ -335,6 +432,12 @@ impl From<Affix> for Object {
 impl From<Checkpoint> for Object {
     fn from(value: Checkpoint) -> Self {
         Object::Checkpoint(value)
+    }
+}
+
+impl From<Data> for Object {
+    fn from(value: Data) -> Self {
+        Object::Data(value)
     }
 }
 

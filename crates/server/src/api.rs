@@ -600,6 +600,17 @@ pub enum ObjectView {
     Affix(AffixObject),
     /// A checkpoint (without its affix's counts).
     Checkpoint(CheckpointObject),
+    /// A data object: a sealed event's payload.
+    Data(DataObject),
+}
+
+/// A data object (the payload of a sealed event).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DataObject {
+    /// Its id.
+    pub id: String,
+    /// Its JSON (a string when it is not JSON).
+    pub data: Value,
 }
 
 /// An event object.
@@ -667,6 +678,10 @@ impl ObjectView {
             Object::Checkpoint(checkpoint) => ObjectView::Checkpoint(CheckpointObject {
                 id: id.to_string(),
                 checkpoint: CheckpointSummary::new(id, checkpoint, None),
+            }),
+            Object::Data(data) => ObjectView::Data(DataObject {
+                id: id.to_string(),
+                data: message_value(data.json()),
             }),
         }
     }
@@ -815,5 +830,44 @@ impl ConsumerStatus {
             });
         }
         Ok(consumers)
+    }
+}
+
+/// The body of `POST /redact` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedactRequest {
+    /// The events (or checkpoints, for their commands) to redact: ids or unique prefixes.
+    pub events: Vec<String>,
+    /// Why: one line, recorded in the redaction checkpoint and every tombstone.
+    pub reason: String,
+}
+
+/// What a redaction did: `POST /redact`'s answer and `retro redact --json`'s output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Redacted {
+    /// The ids redacted by this call.
+    pub redacted: Vec<String>,
+    /// Of those, plain (go-retro format) events: their ids can no longer be verified.
+    pub unverifiable: Vec<String>,
+    /// Ids that were redacted already (left as they were).
+    pub already: Vec<String>,
+    /// Pack records overwritten and loose files deleted.
+    pub records_erased: usize,
+    /// The redaction checkpoints committed (this call's, and any an interrupted one left).
+    pub checkpoints: Vec<String>,
+}
+
+impl Redacted {
+    /// The answer for a depot's report.
+    pub fn new(report: &depot::RedactReport) -> Redacted {
+        let strings = |ids: &[ObjectId]| ids.iter().map(ToString::to_string).collect();
+        Redacted {
+            redacted: strings(&report.redacted),
+            unverifiable: strings(&report.unverifiable),
+            already: strings(&report.already),
+            records_erased: report.records_erased,
+            checkpoints: strings(&report.checkpoints),
+        }
     }
 }

@@ -34,6 +34,7 @@ use crate::routes;
         routes::metrics,
         routes::failed,
         routes::stats,
+        routes::redact,
     ),
     components(schemas(
         api::Health,
@@ -55,6 +56,9 @@ use crate::routes;
         api::AffixObject,
         api::AffixPartition,
         api::CheckpointObject,
+        api::DataObject,
+        api::RedactRequest,
+        api::Redacted,
         api::Delivered,
         api::DeliveredCheckpoint,
         api::NonFastForward,

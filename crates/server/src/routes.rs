@@ -88,6 +88,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::GET, "/metrics", Read, true, get(metrics)),
         route(Method::GET, "/failed", Read, true, get(failed)),
         route(Method::GET, "/admin/stats", Admin, true, get(stats)),
+        route(Method::POST, "/redact", Admin, true, post(redact)),
     ]
 }
 
@@ -172,6 +173,46 @@ async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
 async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let depot = state.depot.clone();
     Ok(Json(read(&state, move || Ok(Stats::read(&depot)?)).await?))
+}
+
+/// Redacts events (or checkpoints' commands): their data is erased from every file of the
+/// depot before the answer, every id stays valid, and a redaction checkpoint records it
+/// (docs/redaction.md). Every id is checked before anything is written.
+#[utoipa::path(post, path = "/redact", tag = "admin",
+    request_body(content = crate::api::RedactRequest, content_type = "application/json"),
+    params(("X-Retro-Session" = Option<String>, Header, description = "The session (default `http`)")),
+    responses(
+        (status = 200, description = "Redacted (ids redacted already are listed as such)", body = crate::api::Redacted),
+        (status = 400, description = "Malformed body, a bad reason or id, an object that is not redactable", body = crate::api::ErrorBody),
+        (status = 404, description = "An id names no object: nothing was written", body = crate::api::ErrorBody),
+        (status = 415, description = "Not application/json", body = crate::api::ErrorBody),
+        (status = 503, description = "The depot lock is busy: retry", body = crate::api::ErrorBody),
+    ))]
+async fn redact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<crate::api::Redacted>, ApiError> {
+    check_json(&headers)?;
+    let session = session(&headers)?;
+    let request: crate::api::RedactRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("POST /redact takes {{\"events\": [ids], \"reason\": text}}: {e}"),
+        )
+    })?;
+    let depot = state.depot.clone();
+    read(&state, move || {
+        let ids = request
+            .events
+            .iter()
+            .map(|name| depot.resolve_revision(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let report = depot.redact(&ids, &request.reason, &session)?;
+        Ok(Json(crate::api::Redacted::new(&report)))
+    })
+    .await
 }
 
 /// The server's metrics in the Prometheus text format (version 0.0.4): this process's counters
@@ -474,18 +515,17 @@ async fn object(
     let json = wants_json(&headers);
     read(&state, move || {
         let id: ObjectId = depot.resolve_revision(&name)?;
-        let object = depot.read_object(&id)?;
-        if !json {
-            return Ok((
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                object.into_bytes(),
-            )
-                .into_response());
+        if json {
+            // Events resolved: a sealed event with its data, a redacted one with its tombstone.
+            let decoded = depot.read_resolved(&id)?;
+            return Ok(Json(ObjectView::new(&id, &decoded)).into_response());
         }
-        let decoded = object
-            .decode()
-            .map_err(|source| depot::Error::Decode { id, source })?;
-        Ok(Json(ObjectView::new(&id, &decoded)).into_response())
+        let object = depot.read_object(&id)?;
+        Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            object.into_bytes(),
+        )
+            .into_response())
     })
     .await
 }

@@ -460,7 +460,11 @@ async fn the_openapi_document_describes_exactly_the_routes() {
     );
     for (method, path) in documented(&document) {
         let path = path.replace("{id}", "HEAD").replace("{rev}", "HEAD");
-        let body = if method == "POST" {
+        let body = if path == "/redact" {
+            let events = call(&state, "GET", "/events?glob=accounts/*", None, "").await;
+            let event = events.json()[0]["event"].as_str().unwrap().to_owned();
+            format!(r#"{{"events":["{event}"],"reason":"the document's own test"}}"#)
+        } else if method == "POST" {
             OPEN.replace("alice", "carol")
         } else {
             String::new()
@@ -1037,4 +1041,66 @@ async fn an_event_newer_than_the_domain_knows_is_a_500_naming_it() {
     // Stored events are still served as they are.
     let stored = call(&state, "GET", "/events", None, "").await;
     assert_eq!(stored.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn post_redact_takes_the_admin_token_and_events_read_as_tombstones() {
+    let depot = Arc::new(depot::Depot::in_memory().unwrap());
+    depot.set_seal_events(true).unwrap();
+    let state = state_on(all_tokens(), depot.clone());
+    assert_eq!(
+        call(&state, "POST", "/apply", Some("w"), OPEN).await.status,
+        StatusCode::CREATED
+    );
+    let events = call(&state, "GET", "/events?glob=accounts/*", Some("r"), "").await;
+    let event = events.json()[0]["event"].as_str().unwrap().to_owned();
+    let body = format!(r#"{{"events":["{event}"],"reason":"erasure 3"}}"#);
+    for token in [None, Some("r"), Some("w")] {
+        let answer = call(&state, "POST", "/redact", token, &body).await;
+        assert!(
+            matches!(
+                answer.status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ),
+            "{token:?}: {}",
+            answer.status
+        );
+    }
+    // Bad bodies and unknown ids: nothing written.
+    let bad = call(&state, "POST", "/redact", Some("a"), r#"{"events":[]}"#).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let unknown = format!(
+        r#"{{"events":["sha256:{}"],"reason":"r"}}"#,
+        "ab".repeat(32)
+    );
+    let answer = call(&state, "POST", "/redact", Some("a"), &unknown).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(depot.redactions().is_empty());
+
+    let answer = call(&state, "POST", "/redact", Some("a"), &body).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let redacted = answer.json();
+    assert_eq!(redacted["redacted"][0], event.as_str());
+    assert_eq!(redacted["checkpoints"].as_array().unwrap().len(), 1);
+    let events = call(&state, "GET", "/events?glob=accounts/*", Some("r"), "").await;
+    let data = &events.json()[0]["data"];
+    assert_eq!(data["redacted"], true, "{data}");
+    assert_eq!(data["reason"], "erasure 3");
+    let object = call(&state, "GET", &format!("/objects/{event}"), Some("r"), "").await;
+    assert_eq!(object.status, StatusCode::OK);
+    // The raw object is intact (its id verifies); its data object is gone.
+    assert!(object
+        .body
+        .starts_with(b"event sealed AccountOpened 77\0data sha256:"));
+    assert_eq!(depot::ObjectId::of(&object.body).to_string(), event);
 }

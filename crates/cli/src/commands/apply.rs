@@ -19,13 +19,22 @@ use crate::ui::Ui;
 /// The session used when none is given.
 pub const DEFAULT_SESSION: &str = "cli";
 
-pub fn init(flag: Option<&Path>, dir: Option<PathBuf>, json: bool, ui: &mut Ui) -> Result<()> {
+pub fn init(
+    flag: Option<&Path>,
+    dir: Option<PathBuf>,
+    sealed: bool,
+    json: bool,
+    ui: &mut Ui,
+) -> Result<()> {
     let dir = match (dir, flag) {
         (Some(dir), _) => dir,
         (None, Some(flag)) => flag.to_path_buf(),
         (None, None) => PathBuf::from(DEFAULT_DIR),
     };
-    let (_, shown) = super::init_location(&dir)?;
+    let (depot, shown) = super::init_location(&dir)?;
+    if !sealed {
+        depot.configure_events(false)?;
+    }
     if json {
         ui.json(&json!({"depot": shown}))?;
     } else {

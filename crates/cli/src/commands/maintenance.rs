@@ -22,6 +22,9 @@ pub fn fsck(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
             "checkpoints": report.checkpoints,
             "affixes": report.affixes,
             "events": report.events,
+            "data": report.data,
+            "redacted": report.redacted,
+            "unverifiable": report.unverifiable.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "failed_commands": report.failed_commands,
             "partitions_checked": report.partitions_checked,
             "unreachable": report.unreachable.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -43,6 +46,15 @@ pub fn fsck(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
         }
         for warning in &report.warnings {
             ui.line(format!("warning {warning}"))?;
+        }
+        for id in &report.unverifiable {
+            ui.line(format!("redacted, unverifiable event {id}"))?;
+        }
+        if report.redacted > 0 {
+            ui.line(format!(
+                "{} redacted (events' data or commands erased, their ids verified)",
+                report.redacted
+            ))?;
         }
         for problem in &report.problems {
             match problem.id {
@@ -96,6 +108,43 @@ pub fn parse_age(text: &str) -> Result<Duration> {
         ),
     };
     Ok(Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+/// `retro redact EVENT-ID... --reason TEXT`: every id is resolved and checked before anything
+/// is written.
+pub fn redact(
+    depot: &Depot,
+    events: &[String],
+    reason: &str,
+    session: &str,
+    json: bool,
+    ui: &mut Ui,
+) -> Result<()> {
+    let ids = events
+        .iter()
+        .map(|name| depot.resolve_revision(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = depot.redact(&ids, reason, session)?;
+    if json {
+        // The same body as `POST /redact`.
+        ui.json(&server::api::Redacted::new(&report))?;
+        return Ok(());
+    }
+    for id in &report.redacted {
+        let note = if report.unverifiable.contains(id) {
+            " (plain event: its id can no longer be verified)"
+        } else {
+            ""
+        };
+        ui.line(format!("redacted {id}{note}"))?;
+    }
+    for id in &report.already {
+        ui.line(format!("already redacted {id}"))?;
+    }
+    for id in &report.checkpoints {
+        ui.line(format!("recorded in checkpoint {id}"))?;
+    }
+    Ok(())
 }
 
 pub fn gc(depot: &Depot, prune: Option<&str>, json: bool, ui: &mut Ui) -> Result<()> {

@@ -84,7 +84,9 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
     let depot_flag = cli.depot.clone();
     let flag = depot_flag.as_deref();
     match cli.command {
-        Commands::Init { dir, json } => apply::init(flag, dir, json, ui),
+        Commands::Init { dir, events, json } => {
+            apply::init(flag, dir, events == "sealed", json, ui)
+        }
         Commands::Apply {
             command,
             batch,
@@ -181,6 +183,19 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
             manifest,
             json,
         } => apply::snapshot(flag, &glob, manifest.as_deref(), json, ui),
+        Commands::Redact {
+            events,
+            reason,
+            session,
+            json,
+        } => maintenance::redact(
+            &*open(flag)?,
+            &events,
+            &reason,
+            session.as_deref().unwrap_or("cli"),
+            json,
+            ui,
+        ),
         Commands::Gc { prune, json } => maintenance::gc(&*open(flag)?, prune.as_deref(), json, ui),
         Commands::Reindex => maintenance::reindex(&*open(flag)?, ui),
         Commands::Status { json } => {

@@ -26,17 +26,18 @@ pub fn cat(depot: &Depot, args: &CatArgs, ui: &mut Ui) -> Result<()> {
         bail!("name an object: an id, a unique prefix, or a revision such as HEAD");
     };
     let id = resolve_object(depot, name)?;
+    if args.pretty {
+        // Events resolved: a sealed event with its data, a redacted one with its tombstone.
+        let decoded = depot.read_resolved(&id)?;
+        let text = render::pretty_object(&decoded);
+        ui.out().write_all(text.as_bytes())?;
+        return Ok(());
+    }
     let object = depot.read_object(&id)?;
     if args.kind {
         ui.line(object.kind().map(|k| k.as_str()).unwrap_or("unknown"))?;
     } else if args.size {
         ui.line(object.body_len().to_string())?;
-    } else if args.pretty {
-        let decoded = object
-            .decode()
-            .map_err(|source| depot::Error::Decode { id, source })?;
-        let text = render::pretty_object(&decoded);
-        ui.out().write_all(text.as_bytes())?;
     } else {
         ui.out().write_all(object.bytes())?;
     }

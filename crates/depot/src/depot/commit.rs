@@ -63,7 +63,8 @@ pub struct CommitRequest {
     /// The reflog line (default: `commit`).
     pub reflog_message: String,
     /// Further checkpoint fields (not `date`, `session` or `signature`, which the pipeline
-    /// writes itself), such as `correlation-id` or `replayed-from`. A [`COMMAND_ID_FIELD`] among
+    /// writes itself), such as `correlation-id`, `replayed-from` or a redaction checkpoint's `redaction` and
+    /// `redaction-batch`. A [`COMMAND_ID_FIELD`] among
     /// them makes the commit idempotent: when a checkpoint with that command id is already on the
     /// target's first-parent history (or earlier in the same batch), nothing is written and the
     /// result is that checkpoint's, with [`Committed::replayed`] set (see `command_ids.rs`).
@@ -134,12 +135,14 @@ pub struct Committed {
 struct Prepared {
     request: CommitRequest,
     events: Vec<EncodedObject>,
+    /// The data objects of sealed events, written with them.
+    data: Vec<EncodedObject>,
     affix: Affix,
     affix_encoded: EncodedObject,
     touched: HashSet<PartitionName>,
 }
 
-fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
+fn prepare(mut request: CommitRequest, seal: bool) -> Result<Prepared, Error> {
     if request.session.is_empty()
         || request.session.len() > 128
         || request
@@ -166,6 +169,29 @@ fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
         }
     }
     let mut events = Vec::with_capacity(request.events.len());
+    let mut data = Vec::new();
+    if seal {
+        for (_, event) in &mut request.events {
+            let (sealed, data_object) = super::redact::seal(event)?;
+            *event = sealed;
+            data.push(data_object);
+        }
+    }
+    if seal && !request.message.is_empty() {
+        // The command goes into a data object of its own: erasable like an event's data.
+        let message = Object::Data(crate::object::Data::new(
+            super::redact::os_random()?,
+            std::mem::take(&mut request.message),
+        ))
+        .to_encoded();
+        request.fields.push((
+            FieldKey::new(crate::object::MESSAGE_DATA_KEY)
+                .map_err(|e| Error::Invalid(e.to_string()))?,
+            FieldValue::new(&message.id().to_string())
+                .map_err(|e| Error::Invalid(e.to_string()))?,
+        ));
+        data.push(message);
+    }
     let mut affix = Affix::new();
     for (partition, event) in &request.events {
         let encoded = Object::Event(event.clone()).to_encoded();
@@ -181,6 +207,7 @@ fn prepare(request: CommitRequest) -> Result<Prepared, Error> {
     Ok(Prepared {
         request,
         events,
+        data,
         affix,
         affix_encoded,
         touched,
@@ -323,7 +350,7 @@ impl Depot {
     pub fn commit(&self, request: CommitRequest) -> Result<Committed, Error> {
         // A thread that announced its commit (see `commit_intent`) is already counted.
         let active = (!HAS_INTENT.with(Cell::get)).then(|| Active::enter(&self.committer.active));
-        let prepared = prepare(request)?;
+        let prepared = prepare(request, self.seals_events())?;
         let slot = Arc::new(Slot::default());
         let mut queue = self.committer.queue.lock().expect("commit queue poisoned");
         queue.jobs.push(Job {
@@ -392,7 +419,7 @@ impl Depot {
         let mut prepared = Vec::with_capacity(requests.len());
         let mut early: Vec<Option<Error>> = Vec::with_capacity(requests.len());
         for request in requests {
-            match prepare(request) {
+            match prepare(request, self.seals_events()) {
                 Ok(p) => {
                     prepared.push(p);
                     early.push(None);
@@ -650,6 +677,7 @@ impl Depot {
             let date = checkpoint.date();
             let encoded = Object::Checkpoint(checkpoint).to_encoded();
             let id = encoded.id();
+            plan.objects.extend(job.data.iter().cloned());
             plan.objects.extend(job.events.iter().cloned());
             plan.objects.push(job.affix_encoded.clone());
             plan.objects.push(encoded);
@@ -746,7 +774,7 @@ impl Depot {
         {
             return Ok(found);
         }
-        let checkpoint = self.read_checkpoint(id)?;
+        let checkpoint = self.read_checkpoint_unresolved(id)?;
         let affix = self.read_affix(&checkpoint.affix())?;
         Ok(Arc::new(IndexedCheckpoint {
             id: *id,

@@ -56,6 +56,9 @@ pub enum Error {
     /// The partition index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// An object whose bytes a redaction erased (`retro redact`; docs/redaction.md).
+    #[error("object {0} was erased by a redaction ('retro redact'): its data is gone for good")]
+    Erased(ObjectId),
     /// An object is missing.
     #[error("object {id} is missing ({context})")]
     MissingObject {
@@ -226,9 +229,10 @@ impl Error {
     /// The class of this failure (what a caller should do about it).
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::NotADepot(_) | Error::UnknownRevision(_) | Error::NoSuchObject(_) => {
-                ErrorClass::NotFound
-            }
+            Error::NotADepot(_)
+            | Error::UnknownRevision(_)
+            | Error::NoSuchObject(_)
+            | Error::Erased(_) => ErrorClass::NotFound,
             // A compare-and-swap that needed the ref to exist lost the race like any other.
             Error::Conflict { .. } | Error::RefMissing(_) | Error::Contended { .. } => {
                 ErrorClass::Conflict

@@ -104,10 +104,14 @@ impl Depot {
         all.sort();
         all.dedup();
         let total = all.len();
+        // Erased records (redaction) are dropped: the new pack does not carry even their zeros.
+        // The log is re-read under the depot lock, so a redaction of another process counts.
+        self.reload_redactions()?;
         let kept: Vec<ObjectId> = match options.prune_older_than {
             Some(_) => all.into_iter().filter(|id| keep.contains(id)).collect(),
             None => all,
         };
+        let kept: Vec<ObjectId> = kept.into_iter().filter(|id| !self.is_erased(id)).collect();
         report.kept = kept.len() as u64;
         report.pruned = (total - kept.len()) as u64;
         drop(keep);
@@ -166,10 +170,14 @@ impl Depot {
             if !keep.insert(id) {
                 continue;
             }
+            if self.is_erased(&id) {
+                continue;
+            }
             if let Some(encoded) = self.objects.read(&id)? {
                 match encoded.decode() {
                     Ok(Object::Checkpoint(c)) => {
                         stack.push(c.affix());
+                        stack.extend(c.message_data());
                         stack.extend(c.parents().iter().copied());
                     }
                     Ok(Object::Affix(a)) => {
@@ -177,7 +185,8 @@ impl Depot {
                             stack.extend(ids.iter().copied());
                         }
                     }
-                    Ok(Object::Event(_)) | Err(_) => {}
+                    Ok(Object::Event(e)) => stack.extend(e.sealed_data()),
+                    Ok(Object::Data(_)) | Err(_) => {}
                 }
             }
         }

@@ -406,7 +406,7 @@ impl Depot {
 
     /// What the objects say about a checkpoint, for the graph.
     fn object_info(&self, id: &ObjectId) -> Result<Option<Info>, Error> {
-        let checkpoint = self.read_checkpoint(id)?;
+        let checkpoint = self.read_checkpoint_unresolved(id)?;
         let affix = self.read_affix(&checkpoint.affix())?;
         let bloom = bloom_of(affix.partitions().map(|(p, _)| p.as_str()));
         Ok(Some((
@@ -509,7 +509,7 @@ impl Depot {
                 }
             }
         }
-        let checkpoint: Checkpoint = self.read_checkpoint(id)?;
+        let checkpoint: Checkpoint = self.read_checkpoint_unresolved(id)?;
         entry.id = *id;
         entry.parents.clear();
         entry.parents.extend_from_slice(checkpoint.parents());

@@ -313,20 +313,44 @@ impl Depot {
     }
 
     pub(super) fn load_rows(&self, rows: Vec<EventRow>) -> Result<Vec<EventRecord>, Error> {
-        let ids: Vec<(ObjectId, Option<u64>)> = rows.iter().map(|r| (r.event, r.at)).collect();
-        let objects = self.objects.read_many_hinted(&ids)?;
+        // A plain event whose bytes were erased is not read: it reads as its tombstone.
+        let tombstones: Vec<Option<crate::object::Event>> = rows
+            .iter()
+            .map(|r| self.erased_plain_event(&r.event))
+            .collect();
+        let ids: Vec<(ObjectId, Option<u64>)> = rows
+            .iter()
+            .zip(&tombstones)
+            .filter(|(_, t)| t.is_none())
+            .map(|(r, _)| (r.event, r.at))
+            .collect();
+        let mut objects = self.objects.read_many_hinted(&ids)?.into_iter();
         rows.into_iter()
-            .zip(objects)
-            .map(|(row, object)| {
-                let object = object.ok_or_else(|| Error::MissingObject {
-                    id: row.event,
-                    context: "not in the object store".to_owned(),
-                })?;
+            .zip(tombstones)
+            .map(|(row, tombstone)| {
+                if let Some(event) = tombstone {
+                    return Ok(EventRecord {
+                        partition: row.partition,
+                        version: row.version,
+                        id: row.event,
+                        event,
+                        checkpoint: row.checkpoint,
+                        date: row.date,
+                        session: row.session,
+                    });
+                }
+                let object = objects
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| Error::MissingObject {
+                        id: row.event,
+                        context: "not in the object store".to_owned(),
+                    })?;
                 let event = match object.decode().map_err(|source| Error::Decode {
                     id: row.event,
                     source,
                 })? {
-                    crate::object::Object::Event(e) => e,
+                    crate::object::Object::Event(e) => self.resolve_event(&row.event, e)?,
                     other => {
                         return Err(Error::WrongKind {
                             id: row.event,
@@ -433,7 +457,7 @@ impl Depot {
         match indexed {
             Some(version) => Ok(version),
             None => {
-                let parent = self.read_checkpoint(checkpoint)?.first_parent();
+                let parent = self.read_checkpoint_unresolved(checkpoint)?.first_parent();
                 Ok(self.partition_events_at(parent, partition)?.len() as u64)
             }
         }

@@ -18,6 +18,7 @@ mod gc;
 mod graph_walk;
 mod history;
 mod index_state;
+mod redact;
 mod repair;
 mod snapshots;
 mod subscribe;
@@ -37,6 +38,9 @@ pub use fsck::{FsckKind, FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use graph_walk::{HistoryEntry, PartitionFilter};
 pub use history::{EventRecord, HistoryOrder};
+pub use redact::{
+    RedactReport, Redaction, REDACTED_EVENT_NAME, REDACTION_BATCH_FIELD, REDACTION_FIELD,
+};
 pub use repair::RepairReport;
 pub use subscribe::{Consumer, Delivery, Subscription};
 pub use sync::{RefOutcome, RefSync, SyncOptions, SyncReport};
@@ -56,6 +60,10 @@ use crate::storage::{FsStorage, Storage};
 
 /// The format line in a native depot's `config`.
 const FORMAT_LINE: &str = "retro depot 1";
+/// The `config` line that makes commits write sealed (redactable) events; `retro init` writes it.
+const SEALED_LINE: &str = "events sealed";
+/// The `config` line that keeps commits writing plain events (the default without a line).
+const PLAIN_LINE: &str = "events plain";
 
 /// Which on-disk shape a depot has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +174,10 @@ pub struct Depot {
     snapshots: std::sync::OnceLock<Option<crate::snapshot::SnapshotStore>>,
     /// The key that signs each new checkpoint, if one is set ([`Depot::set_signer`]).
     signer: std::sync::RwLock<Option<Arc<crate::signing::Signer>>>,
+    /// Whether commits write sealed events (see `redact`).
+    seal_events: std::sync::atomic::AtomicBool,
+    /// The redactions known (the `redactions` file of a native depot; see `redact`).
+    redactions: std::sync::RwLock<redact::Redactions>,
 }
 
 impl Depot {
@@ -205,7 +217,7 @@ impl Depot {
         fsutil::write_atomic(
             &*storage,
             &dir.join("config"),
-            format!("{FORMAT_LINE}\n").as_bytes(),
+            format!("{FORMAT_LINE}\n{SEALED_LINE}\n").as_bytes(),
         )
         .map_err(Error::io("write", dir.join("config")))?;
         Self::open_on(storage, dir, options)
@@ -241,7 +253,19 @@ impl Depot {
                     found: first,
                 });
             }
-            return Self::open_native(storage, dir, options);
+            let mut seal = false;
+            for line in text.lines().skip(1).map(str::trim) {
+                match line {
+                    SEALED_LINE => seal = true,
+                    PLAIN_LINE => seal = false,
+                    // Other settings belong to other features (or a later release).
+                    _ => {}
+                }
+            }
+            let depot = Self::open_native(storage, dir, options)?;
+            depot.set_seal_events(seal)?;
+            depot.reload_redactions()?;
+            return Ok(depot);
         }
         if !storage.is_os() {
             return Err(Error::NotADepot(dir.to_path_buf()));
@@ -251,7 +275,9 @@ impl Depot {
             return Err(Error::MissingConfig(dir.to_path_buf()));
         }
         if detect_go_retro(dir) {
-            return Self::open_go_retro(dir, options);
+            let depot = Self::open_go_retro(dir, options)?;
+            depot.reload_redactions()?;
+            return Ok(depot);
         }
         Err(Error::NotADepot(dir.to_path_buf()))
     }
@@ -310,6 +336,8 @@ impl Depot {
             storage,
             snapshots: Default::default(),
             signer: Default::default(),
+            seal_events: Default::default(),
+            redactions: Default::default(),
         })
     }
 
@@ -335,6 +363,8 @@ impl Depot {
             graph: None,
             snapshots: Default::default(),
             signer: Default::default(),
+            seal_events: Default::default(),
+            redactions: Default::default(),
         })
     }
 
@@ -393,6 +423,8 @@ impl Depot {
             graph: None,
             snapshots: Default::default(),
             signer: Default::default(),
+            seal_events: Default::default(),
+            redactions: Default::default(),
         })
     }
 
@@ -501,6 +533,9 @@ impl Depot {
 
     /// Reads an object, verified.
     pub fn read_object(&self, id: &ObjectId) -> Result<EncodedObject, Error> {
+        if self.is_erased(id) {
+            return Err(Error::Erased(*id));
+        }
         self.objects.read(id)?.ok_or_else(|| Error::MissingObject {
             id: *id,
             context: "not in the object store".to_owned(),
@@ -516,6 +551,19 @@ impl Depot {
 
     /// Reads a checkpoint.
     pub fn read_checkpoint(&self, id: &ObjectId) -> Result<Checkpoint, Error> {
+        match self.read_decoded(id)? {
+            Object::Checkpoint(c) => self.resolve_checkpoint(id, c),
+            other => Err(Error::WrongKind {
+                id: *id,
+                expected: Kind::Checkpoint,
+                found: other.kind(),
+            }),
+        }
+    }
+
+    /// Reads a checkpoint without resolving its command (`message()` is empty when a
+    /// `message-data` field names it): for walks that need only parents, affix and fields.
+    pub(crate) fn read_checkpoint_unresolved(&self, id: &ObjectId) -> Result<Checkpoint, Error> {
         match self.read_decoded(id)? {
             Object::Checkpoint(c) => Ok(c),
             other => Err(Error::WrongKind {
@@ -538,10 +586,14 @@ impl Depot {
         }
     }
 
-    /// Reads an event.
+    /// Reads an event, resolved: a sealed event with its data, a redacted one with its
+    /// tombstone (see [`Depot::resolve_event`]).
     pub fn read_event(&self, id: &ObjectId) -> Result<Event, Error> {
+        if let Some(tombstone) = self.erased_plain_event(id) {
+            return Ok(tombstone);
+        }
         match self.read_decoded(id)? {
-            Object::Event(e) => Ok(e),
+            Object::Event(e) => self.resolve_event(id, e),
             other => Err(Error::WrongKind {
                 id: *id,
                 expected: Kind::Event,
@@ -590,7 +642,7 @@ impl Depot {
     pub fn update_refs(&self, edits: &[RefEdit]) -> Result<(), Error> {
         for edit in edits {
             if let Some(RefValue::Direct(id)) = &edit.new {
-                self.read_checkpoint(id)?;
+                self.read_checkpoint_unresolved(id)?;
             }
         }
         match &self.journal {
@@ -689,9 +741,21 @@ impl Depot {
         affix: &Affix,
     ) -> Result<ObjectId, Error> {
         let affix = Object::from(affix.clone()).to_encoded();
-        let encoded = Object::from(checkpoint.clone()).to_encoded();
+        let mut objects = vec![affix];
+        let mut checkpoint = checkpoint.clone();
+        if self.seals_events()
+            && checkpoint.message_data().is_none()
+            && !checkpoint.stored_message().is_empty()
+        {
+            // Sealed like a committed checkpoint: the command in a data object of its own.
+            let (sealed, data) = redact::seal_message(&checkpoint)?;
+            checkpoint = sealed;
+            objects.push(data);
+        }
+        let encoded = Object::from(checkpoint).to_encoded();
         let id = encoded.id();
-        self.write_objects_then(&[affix, encoded], || self.append_failure_line(&id))?;
+        objects.push(encoded);
+        self.write_objects_then(&objects, || self.append_failure_line(&id))?;
         Ok(id)
     }
 

@@ -72,7 +72,7 @@ impl Depot {
 
     /// The store if it is open or its file exists: reads never create the file (a depot that
     /// was never given a snapshot stays as it was, read-only ones included).
-    fn existing_snapshots(&self) -> Option<&SnapshotStore> {
+    pub(super) fn existing_snapshots(&self) -> Option<&SnapshotStore> {
         if let Some(store) = self.snapshots.get() {
             return store.as_ref();
         }

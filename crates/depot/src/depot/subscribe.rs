@@ -129,7 +129,7 @@ impl<'d> Subscription<'d> {
         let matcher = compile_glob(glob)?;
         let (target, _) = depot.resolve_ref(target)?;
         if let Some(id) = position {
-            depot.read_checkpoint(&id)?;
+            depot.read_checkpoint_unresolved(&id)?;
         }
         Ok(Subscription {
             depot,

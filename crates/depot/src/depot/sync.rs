@@ -101,19 +101,35 @@ impl Depot {
             }
         }
         let order = self.missing_checkpoints(source, tips.iter().map(|(_, id)| *id))?;
+        // Redactions first: the redaction checkpoints about to arrive erase what this depot
+        // holds of their events before anything is copied (see `redact`).
+        let redactions = self.receive_redactions(source, &order)?;
         let mut report = SyncReport::default();
         for chunk in order.chunks(options.batch.max(1)) {
             let mut objects: Vec<EncodedObject> = Vec::with_capacity(chunk.len() * 5);
+            // What the source erased is not there to copy (and must not be).
+            let mut copy = |id: &ObjectId| -> Result<(), Error> {
+                if !source.is_erased(id) && !self.is_erased(id) {
+                    objects.push(source.read_object(id)?);
+                }
+                Ok(())
+            };
             for id in chunk {
-                let checkpoint = source.read_checkpoint(id)?;
+                let checkpoint = source.read_checkpoint_unresolved(id)?;
                 let affix = source.read_affix(&checkpoint.affix())?;
                 for (_, events) in affix.partitions() {
                     for event in events {
-                        objects.push(source.read_object(event)?);
+                        if let Some(data) = source.sealed_data_of(event)? {
+                            copy(&data)?;
+                        }
+                        copy(event)?;
                     }
                 }
-                objects.push(source.read_object(&checkpoint.affix())?);
-                objects.push(source.read_object(id)?);
+                if let Some(data) = checkpoint.message_data() {
+                    copy(&data)?;
+                }
+                copy(&checkpoint.affix())?;
+                copy(id)?;
             }
             self.write_objects(&objects)?;
             report.checkpoints += chunk.len() as u64;
@@ -121,6 +137,7 @@ impl Depot {
             progress(report.checkpoints);
         }
         report.failures = self.copy_failures(source)?;
+        self.close_redactions(&redactions)?;
         for (name, new) in tips {
             let old = match self.refs.read(&name)? {
                 Some(RefValue::Direct(id)) => Some(id),
@@ -174,11 +191,13 @@ impl Depot {
             if known.contains(&id) {
                 continue;
             }
-            let checkpoint = source.read_checkpoint(&id)?;
-            let objects = [
-                source.read_object(&checkpoint.affix())?,
-                source.read_object(&id)?,
-            ];
+            let checkpoint = source.read_checkpoint_unresolved(&id)?;
+            let mut objects = Vec::with_capacity(3);
+            if let Some(data) = checkpoint.message_data().filter(|d| !source.is_erased(d)) {
+                objects.push(source.read_object(&data)?);
+            }
+            objects.push(source.read_object(&checkpoint.affix())?);
+            objects.push(source.read_object(&id)?);
             self.write_objects_then(&objects, || self.append_failure_line(&id))?;
             copied += 1;
         }
@@ -205,7 +224,7 @@ impl Depot {
                 if !seen.insert(id) || self.objects.contains(&id)? {
                     continue;
                 }
-                let checkpoint = source.read_checkpoint(&id)?;
+                let checkpoint = source.read_checkpoint_unresolved(&id)?;
                 stack.push((id, true));
                 for parent in checkpoint.parents().iter().rev() {
                     if !seen.contains(parent) {

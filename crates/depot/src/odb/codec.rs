@@ -7,6 +7,7 @@
 //! | 1 | the encoded object deflated with zlib (RFC 1950) |
 //! | 2 | the object *transcoded* (each `sha256:` followed by 64 lowercase hex digits becomes the byte `0xFF` and the 32 raw bytes), compressed with zstd against the pack's dictionary |
 //! | 3 | the object as is (it holds a `0xFF` byte, which transcoding reserves), compressed the same way |
+//! | 238 | erased by a redaction: zeros, the record's length unchanged |
 //!
 //! Version 1 packs use codecs 0 and 1; version 2 packs (written by `retro gc`) carry a zstd
 //! dictionary trained on their own objects and use 0, 2 and 3. A zstd frame is stored without
@@ -33,6 +34,8 @@ pub(crate) const ZLIB: u8 = 1;
 pub(crate) const ZSTD_TRANSCODED: u8 = 2;
 /// zstd with the pack's dictionary.
 pub(crate) const ZSTD: u8 = 3;
+/// A record a redaction erased in place: its data is zeros (see `PackStore::erase_object_records`).
+pub(crate) const ERASED: u8 = 0xEE;
 
 /// The byte that stands for `sha256:` and 64 hex digits in a transcoded object.
 const ID_MARK: u8 = 0xFF;
@@ -249,6 +252,7 @@ pub(crate) fn decode(
                 Ok(plain)
             }
         }
+        ERASED => Err("its data was erased by a redaction".to_owned()),
         other => Err(format!("unknown codec {other}")),
     }
 }

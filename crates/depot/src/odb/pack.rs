@@ -2540,3 +2540,105 @@ pub(crate) fn object_payload(object: &EncodedObject) -> Vec<u8> {
     payload.extend_from_slice(object.bytes());
     payload
 }
+
+// ---------------------------------------------------------------------------------------------
+// Erasure (redaction, `crates/depot/src/depot/redact.rs`): an object record overwritten in place.
+// ---------------------------------------------------------------------------------------------
+
+/// The codec byte of an object record whose data was erased in place (see
+/// [`PackStore::erase_object_records`]); reads of it fail, and the depot consults its redaction
+/// list before reading such an object.
+pub(crate) const ERASED_CODEC: u8 = codec::ERASED;
+
+impl Sealed {
+    /// The offset of `id`'s record, checked against the record (a version 2 index keeps
+    /// prefixes: each candidate is decoded and hashed); `None` when the pack does not hold it
+    /// or its record no longer decodes (erased already).
+    fn verified_offset(&self, id: &ObjectId) -> Option<u64> {
+        let (first, offset) = self.find(id)?;
+        if !self.short {
+            return Some(offset);
+        }
+        let key = &id.as_bytes()[..SHORT_ID];
+        (first..self.count)
+            .map(|i| self.entry(i))
+            .take_while(|(probe, _)| *probe == key)
+            .map(|(_, offset)| offset)
+            .find(|&offset| self.decoded_id(offset) == Some(*id))
+    }
+}
+
+impl PackStore {
+    /// Overwrites every pack record of object `id` in place, at the same length: the tag (and,
+    /// in a version 1 pack, the id) stay, the codec becomes [`ERASED_CODEC`], every data byte
+    /// becomes zero, and the crc is recomputed, so offsets, pack indexes, key logs and scans stay
+    /// valid. Each pack written is `fdatasync`ed before this returns. Returns how many records
+    /// were overwritten (0 when no pack holds the object, or every record of it was erased
+    /// already): idempotent, so a re-run after a crash finishes the job. Holds the pack write
+    /// lock (appends wait).
+    pub(crate) fn erase_object_records(&self, id: &ObjectId) -> Result<usize, Error> {
+        let _lock = self.take_write_lock()?;
+        self.refresh()?;
+        let places: Vec<(u64, u64, bool)> = {
+            let state = self.state.read().expect("pack state lock poisoned");
+            let mut places = Vec::new();
+            if let Some(active) = &state.active {
+                places.extend(active.map.get(id).map(|&o| (active.seq, o, false)));
+            }
+            for sealed in &state.sealed {
+                let v2 = matches!(sealed.layout, Layout::V2 { .. });
+                places.extend(sealed.verified_offset(id).map(|o| (sealed.seq, o, v2)));
+            }
+            for pack in &state.unindexed {
+                let v2 = matches!(pack.layout, Layout::V2 { .. });
+                places.extend(pack.map.get(id).map(|&o| (pack.seq, o, v2)));
+            }
+            places
+        };
+        let mut erased = 0;
+        for (seq, offset, v2) in places {
+            let path = self.dir.join(pack_name(seq));
+            let options = OpenOptions {
+                read: true,
+                ..OpenOptions::WRITE
+            };
+            let file = self
+                .storage
+                .open(&path, options)
+                .map_err(Error::io("open", &path))?;
+            let len = file.len().map_err(Error::io("stat", &path))?;
+            let Some((tag, payload)) = read_record_at(&*file, offset, len) else {
+                return Err(Error::Corrupt {
+                    id: *id,
+                    reason: format!("pack {seq}: no whole record at offset {offset} to erase"),
+                });
+            };
+            // Version 1 records carry their id; version 2 ones were checked by decoding.
+            let id_len = if v2 { 0 } else { 32 };
+            if RecordKind::from_tag(tag) != Some(RecordKind::Object)
+                || payload.len() < id_len + 1
+                || (!v2 && &payload[..32] != id.as_bytes())
+            {
+                return Err(Error::Corrupt {
+                    id: *id,
+                    reason: format!("pack {seq}: the record at {offset} is not this object's"),
+                });
+            }
+            if payload[id_len] == ERASED_CODEC && payload[id_len + 1..].iter().all(|&b| b == 0) {
+                continue;
+            }
+            let zeros = vec![0u8; payload.len() - id_len - 1];
+            let mut record = Vec::with_capacity(payload.len() + RECORD_OVERHEAD as usize);
+            frame_raw(
+                &mut record,
+                tag,
+                &[&payload[..id_len], &[ERASED_CODEC], &zeros],
+            );
+            file.write_all_at(&record, offset)
+                .map_err(Error::io("write", &path))?;
+            file.sync_data().map_err(Error::io("fdatasync", &path))?;
+            erased += 1;
+        }
+        Ok(erased)
+    }
+}

@@ -199,7 +199,7 @@ fn bulk(dir: &Path, sizes: &Sizes, figures: &mut Figures) -> Result<()> {
     let commands = sizes.bulk_commands;
     let events = commands * EVENTS_PER_COMMAND;
     eprintln!("retro-bench: bulk write of {commands} commands ({events} events)");
-    let depot = Depot::init(dir)?;
+    let depot = crate::workload::init_plain(dir)?;
     let spent = bulk_load(&depot, commands, Shape::Fresh, "bulk write")?;
     let note = format!(
         "Depot::commit_many, Base::Tip, {BULK_BATCH} commands per call (one fsync each), \
@@ -341,7 +341,7 @@ fn disk_fsync(dir: &Path, n: u64, figures: &mut Figures) -> Result<()> {
 /// request expects the head the previous one produced (as SQLite's transaction checks it).
 fn durable(dir: &Path, n: u64, figures: &mut Figures) -> Result<()> {
     eprintln!("retro-bench: {n} durable commits, one writer");
-    let depot = Depot::init(dir)?;
+    let depot = crate::workload::init_plain(dir)?;
     let warmup = 50;
     let mut head: Option<ObjectId> = None;
     let mut samples = Vec::with_capacity(usize::try_from(n)?);
@@ -382,7 +382,7 @@ fn group(dir: &Path, sizes: &Sizes, figures: &mut Figures) -> Result<()> {
     let writers = sizes.writers;
     let each = sizes.group_commands_per_writer;
     eprintln!("retro-bench: group commit, {writers} writers x {each} commands");
-    let depot = Depot::init(dir)?;
+    let depot = crate::workload::init_plain(dir)?;
     // Warm up: one command per writer, unmeasured.
     for writer in 0..writers {
         let mut request = workload::request(1_000_000_000, Shape::Writer { writer }, Base::Tip)?;
@@ -468,7 +468,7 @@ fn build_read_depot(dir: &Path, events: u64, figures: &mut Figures) -> Result<()
     let commands = workload::read_commands(events);
     let stored = commands * EVENTS_PER_COMMAND;
     eprintln!("retro-bench: building a read depot of {stored} events");
-    let depot = Depot::init(dir)?;
+    let depot = crate::workload::init_plain(dir)?;
     let spent = bulk_load(
         &depot,
         commands,

@@ -339,9 +339,9 @@ fn durable_applies(dirs: &[PathBuf; 3], sizes: &Sizes, figures: &mut Figures) ->
         "retro-bench: durable applies (engine, Rust handler): 1 writer x {n} and {writers} \
          writers x {n}, in rounds of {BLOCK} with {n} depot commits"
     );
-    let depot = Depot::init(&dirs[0])?;
-    let one = engine_over(Depot::init(&dirs[1])?)?;
-    let many = engine_over(Depot::init(&dirs[2])?)?;
+    let depot = crate::workload::init_plain(&dirs[0])?;
+    let one = engine_over(crate::workload::init_plain(&dirs[1])?)?;
+    let many = engine_over(crate::workload::init_plain(&dirs[2])?)?;
     let mut head: Option<ObjectId> = None;
     let mut commit = |i: u64| -> Result<Duration> {
         let request = workload::request(i, Shape::Fresh, Base::Expect(head))?;
@@ -496,7 +496,7 @@ fn scale_depots(dirs: &[PathBuf; 2], sizes: &Sizes, figures: &mut Figures) -> Re
             "a depot of {stored} events has fewer than {SCALE_AGGREGATES} identities"
         );
         eprintln!("retro-bench: engine scale: building a depot of {stored} events");
-        let depot = Depot::init(dir)?;
+        let depot = crate::workload::init_plain(dir)?;
         bulk_load(
             &depot,
             commands,

@@ -147,7 +147,7 @@ fn deposit(account: &str) -> String {
 pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
     let retro = benchkit::sibling_binary("retro", "`cargo build --release -p retro-cli`")?;
     let dir = scratch.join("http");
-    Depot::init(&dir).context("creating the HTTP bench depot")?;
+    crate::workload::init_plain(&dir).context("creating the HTTP bench depot")?;
     let server = start_server(&retro, &dir)?;
     let port = server.port;
     let mut setup = Client::connect(port)?;

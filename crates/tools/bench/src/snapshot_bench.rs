@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
-use depot::{Base, CommitRequest, Depot, Event, EventName, PartitionName};
+use depot::{Base, CommitRequest, Event, EventName, PartitionName};
 use engine::{exec, Aggregate, Engine, Manifest, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
@@ -116,7 +116,7 @@ fn measure(
 ) -> Result<Percentiles> {
     let dir = scratch.join(name);
     std::fs::create_dir_all(&dir)?;
-    let depot = Arc::new(Depot::init(dir.join("depot"))?);
+    let depot = Arc::new(crate::workload::init_plain(dir.join("depot"))?);
     let partition = PartitionName::new("counters/c")?;
     let mut written = 0;
     while written < events {

@@ -117,7 +117,7 @@ fn manifest(dir: &Path, upcaster: &str) -> Result<Manifest> {
 /// A fresh depot whose `wallets/w` holds `events` v1 `Deposited {"amount": 1, "n": i}` (each
 /// its own object: identical events share an id, and the exec step's results are cached by it).
 fn depot_with(dir: &Path, events: u64) -> Result<Arc<Depot>> {
-    let depot = Arc::new(Depot::init(dir.join("depot"))?);
+    let depot = Arc::new(crate::workload::init_plain(dir.join("depot"))?);
     let partition = PartitionName::new("wallets/w")?;
     let mut written = 0;
     while written < events {

@@ -76,7 +76,7 @@ pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
         let _ = engine.apply("bench", command.as_bytes());
     }
     let dir = scratch.join("verify");
-    let files = Arc::new(Depot::init(&dir).context("creating the verify depot")?);
+    let files = Arc::new(crate::workload::init_plain(&dir).context("creating the verify depot")?);
     files.sync_from(&memory, &Default::default(), |_| {})?;
     drop(engine);
     drop(memory);

@@ -10,6 +10,15 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use depot::{Base, CommitRequest, Event, EventName, PartitionName};
 
+/// A fresh native depot at `dir` writing plain events: the peers store the same JSON with no
+/// way to erase it, so plain events are what compares with them (a sealed depot, the default of
+/// `retro init`, adds a salted data object per event and per command: see the disk figures).
+pub fn init_plain(dir: impl AsRef<std::path::Path>) -> Result<depot::Depot> {
+    let depot = depot::Depot::init(dir)?;
+    depot.configure_events(false)?;
+    Ok(depot)
+}
+
 /// Events each command emits.
 pub const EVENTS_PER_COMMAND: u64 = 3;
 /// Events the read measurement's identity partitions hold.
