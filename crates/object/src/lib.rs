@@ -100,7 +100,6 @@ impl Event {
         self.version
     }
 
-
     /// A sealed event whose payload is in the data object `data_id`, not yet resolved.
     pub fn new_sealed(name: EventName, data_id: ObjectId) -> Event {
         Event {

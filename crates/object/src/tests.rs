@@ -268,7 +268,7 @@ fn versions_that_are_never_written_do_not_decode() {
         let bytes = format!("event {format} e 2\0{{}}");
         assert_eq!(
             err(bytes.as_bytes()),
-            format!("event encoding '{format}' has an invalid schema version (expected 'json;v=<N>', N a decimal number >= 2 without leading zeros)"),
+            format!("event encoding '{format}' has an invalid schema version (expected 'json;v=<N>' or 'sealed;v=<N>', N a decimal number >= 2 without leading zeros)"),
             "{format}"
         );
     }
@@ -282,6 +282,8 @@ fn versions_that_are_never_written_do_not_decode() {
     }
     assert_eq!(parse_event_format("json"), Ok(1));
     assert_eq!(parse_event_format("json;v=17"), Ok(17));
+    assert_eq!(parse_event_format("sealed;v=3"), Ok(3));
+}
 
 /// The data object of the sealed-event vector: salt 00 01 … 0f and the go-retro vector's JSON.
 fn vector_data() -> Data {
@@ -386,14 +388,17 @@ proptest! {
     }
 
     #[test]
-    fn event_format_parsing_is_total_and_canonical(format in "(json|json;v=|json;v=[0-9]{1,12}|[ -~]{0,16})") {
+    fn event_format_parsing_is_total_and_canonical(format in "((json|sealed)(;v=[0-9]{0,12})?|[ -~]{0,16})") {
         if let Ok(version) = parse_event_format(&format) {
-            let canonical = if version == 1 { "json".to_owned() } else { format!("json;v={version}") };
+            let base = if format.starts_with("sealed") { "sealed" } else { "json" };
+            let canonical = if version == 1 { base.to_owned() } else { format!("{base};v={version}") };
             prop_assert_eq!(canonical, format);
         }
     }
 }
 
+proptest! {
+    #[test]
     fn data_objects_round_trip(salt in any::<[u8; 16]>(), json in proptest::collection::vec(any::<u8>(), 0..200)) {
         let data = Data::new(salt, json);
         let encoded = Object::from(data.clone()).to_encoded();
