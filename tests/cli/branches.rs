@@ -262,9 +262,12 @@ fn merge_needs_a_current_branch_and_an_unborn_one_fast_forwards() {
 #[test]
 fn the_same_command_on_both_sides_counts_twice() {
     // Both sides deposit 20 into alice (in other sessions, so the checkpoints differ): the two
-    // Deposited events have the same id, and both must be in the merged history (a replay,
-    // since both sides wrote alice).
-    let depot = two_accounts();
+    // Deposited events have the same id (plain events: sealed ones differ by their salts), and
+    // both must be in the merged history (a replay, since both sides wrote alice).
+    let depot = TestDepot::plain();
+    depot.apply(OPEN_ALICE);
+    depot.apply(OPEN_BOB);
+    depot.ok(&["branch", "feature"]);
     let ours = depot.apply(&deposit("alice", 20));
     depot.ok(&["switch", "feature"]);
     let out = depot.ok(&["apply", "--session", "other", &deposit("alice", 20)]);

@@ -117,7 +117,7 @@ pub fn signed_bytes(checkpoint: &Checkpoint) -> Vec<u8> {
         checkpoint.affix(),
         checkpoint.parents().to_vec(),
         fields,
-        checkpoint.message().to_vec(),
+        checkpoint.stored_message().to_vec(),
     );
     Object::Checkpoint(unsigned).encode()
 }

@@ -129,10 +129,12 @@ fn export_line(
 ) -> Result<Line> {
     let affix = depot.read_affix(&checkpoint.affix())?;
     let (message, message_text) = raw_or_text(checkpoint.message());
-    // Every other field: so an import into an empty depot gives the very same ids.
+    // Every other field: so an import into an empty depot gives the very same ids. Not a sealed
+    // checkpoint's `message-data`: the line carries the command itself, and the importing depot
+    // seals it (or not) as it is configured to.
     let fields = checkpoint
         .fields()
-        .filter(|(key, _)| !matches!(key.as_str(), "session" | "date"))
+        .filter(|(key, _)| !matches!(key.as_str(), "session" | "date" | "message-data"))
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
     Ok(Line {

@@ -38,6 +38,7 @@ mod memory;
 mod peers;
 mod postgres_bench;
 mod report;
+mod redact_bench;
 mod snapshot_bench;
 mod upcast_bench;
 mod verify_bench;
@@ -85,7 +86,7 @@ struct Cli {
 }
 
 /// Every measurement `--only` can name: the depot's, then the engine's, then the memory one.
-const PHASES: [&str; 16] = [
+const PHASES: [&str; 17] = [
     "bulk",
     "walk",
     "fsync",
@@ -102,6 +103,7 @@ const PHASES: [&str; 16] = [
     "verify",
     "snapshot",
     "upcast",
+    "redact",
 ];
 /// Whether `phase` runs, given `--only`.
 fn wanted(only: &[String], phase: &str) -> bool {
@@ -242,6 +244,14 @@ fn run(cli: Cli) -> Result<()> {
                 upcast_bench::Sizes::full()
             };
             upcast_bench::run(&upcast_sizes, scratch.path(), &mut figures)?;
+        }
+        if wanted(&cli.only, "redact") {
+            let redact_sizes = if cli.quick {
+                redact_bench::Sizes::quick()
+            } else {
+                redact_bench::Sizes::full()
+            };
+            redact_bench::run(&redact_sizes, scratch.path(), &mut figures)?;
         }
         if wanted(&cli.only, "memory") {
             if let Err(err) = memory::run(&memory_sizes, scratch.path(), &mut figures) {

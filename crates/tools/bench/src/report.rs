@@ -1075,6 +1075,13 @@ const METHOD: &str = "
   (v1 -> v2: a renamed field and a default) and an exec one (`sh`), each from a fresh engine, and
   the exec case again from the same engine (its results cached in memory). Figures:
   `upcast_read_*_ms` and the cost over the plain read per event, `upcast_read_*_us_per_event`.
+- **Redaction** (phase `redact`): a depot that seals its events (the default of `retro init`)
+  bulk-built with the workload's commands (999,999 events; `--quick`: 30,000), then single events
+  of random identities redacted one `Depot::redact` call at a time (intent fsynced, the data's
+  pack record overwritten in place and fsynced, the redaction checkpoint committed): p50 and p99.
+  Then gc and the same disk figure as the `disk` phase (`disk_bytes_per_event_sealed_after_gc`),
+  so that what erasability costs in bytes stands beside the plain depot's. The other phases build
+  plain-event depots (`configure_events(false)`): the peers hold the same JSON, unerasable.
 - **Memory of the command line** (in the default run, or alone with `--only memory`: about 2.5
   minutes): a JSON-lines file of 333,330 workload commands (999,990 events, 10-event identity
   partitions) is imported into a fresh depot with `retro import` (batches of 1,000), then
