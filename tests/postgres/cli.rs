@@ -11,8 +11,9 @@ fn every_command_works_on_postgres_with_the_files_depot_output() {
     let url = fresh_url();
     let url = url.as_str();
 
-    // Build history in a files depot, then clone it into PostgreSQL.
-    ok(w, &["init", files]);
+    // Build history in a files depot, then clone it into PostgreSQL (plain events, as a
+    // PostgreSQL depot writes them, so that the two print the same ids).
+    ok(w, &["init", "--events", "plain", files]);
     for (path, name, params) in [
         ("accounts/alice", "open", r#"{"owner":"Alice"}"#),
         ("accounts/bob", "open", r#"{"owner":"Bob"}"#),
@@ -306,7 +307,7 @@ fn a_command_id_is_applied_once_on_postgres_and_survives_a_clone_from_files() {
     let url = fresh_url();
     let url = url.as_str();
     let open = command("accounts/alice", "open", r#"{"owner":"Alice"}"#);
-    ok(w, &["init", files]);
+    ok(w, &["init", "--events", "plain", files]);
     let first = ok(w, &["--depot", files, "apply", "--id", "open-1", &open]);
     ok(w, &["clone", files, url]);
     // The clone's index carries the id: applying it again on PostgreSQL writes nothing.

@@ -44,7 +44,7 @@ fn files_to_postgres_to_files_is_byte_identical() {
     let w = work.path();
     let (a, b) = (w.join("a"), w.join("b"));
     let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
-    ok(w, &["init", a_s]);
+    ok(w, &["init", "--events", "plain", a_s]);
     let history = w.join("history.jsonl");
     write_history(&history, 300);
     ok(w, &["--depot", a_s, "import", history.to_str().unwrap()]);
@@ -158,7 +158,7 @@ fn an_interrupted_sync_resumes_and_never_leaves_a_ref_on_a_missing_object() {
     let w = work.path();
     let a = w.join("a");
     let a_s = a.to_str().unwrap();
-    ok(w, &["init", a_s]);
+    ok(w, &["init", "--events", "plain", a_s]);
     let history = w.join("history.jsonl");
     write_history(&history, 3000);
     ok(w, &["--depot", a_s, "import", history.to_str().unwrap()]);
