@@ -166,7 +166,8 @@ pub struct Command {
     ids: CommandIds,
 }
 
-fn kind_of(value: &Value) -> &'static str {
+/// What kind of JSON value `value` is, for error messages ("a string", "an array", ...).
+pub(crate) fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -244,17 +244,6 @@ pub struct SpecError {
     pub error: CaseError,
 }
 
-fn type_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// An object with only `allowed` keys, else the error naming the first other one.
 fn object<'v>(
     value: &'v Value,
@@ -264,12 +253,12 @@ fn object<'v>(
 ) -> Result<&'v Map<String, Value>, CaseError> {
     let Value::Object(map) = value else {
         if key.is_empty() {
-            return Err(CaseError::NotAnObject(type_of(value)));
+            return Err(CaseError::NotAnObject(crate::command::kind_of(value)));
         }
         return Err(CaseError::WrongType {
             key: key.to_owned(),
             expected: "an object",
-            found: type_of(value),
+            found: crate::command::kind_of(value),
         });
     };
     if let Some(other) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -296,7 +285,7 @@ fn string<'v>(map: &'v Map<String, Value>, parent: &str, key: &str) -> Result<&'
         Some(other) => Err(CaseError::WrongType {
             key: join(parent, key),
             expected: "a string",
-            found: type_of(other),
+            found: crate::command::kind_of(other),
         }),
     }
 }
@@ -334,7 +323,7 @@ fn events(value: &Value, key: &str) -> Result<Vec<TestEvent>, CaseError> {
         return Err(CaseError::WrongType {
             key: key.to_owned(),
             expected: "an array of events",
-            found: type_of(value),
+            found: crate::command::kind_of(value),
         });
     };
     items

@@ -98,7 +98,7 @@ impl Transform {
             let Value::Object(fields) = &event.data else {
                 return Err(format!(
                     "its payload is not a JSON object but {}",
-                    kind_of(&event.data)
+                    crate::command::kind_of(&event.data)
                 ));
             };
             let mut fields = fields.clone();
@@ -133,17 +133,6 @@ impl Transform {
             name,
             data,
         })
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -250,7 +239,7 @@ pub fn parse_exec_output(
     let Value::Array(list) = value else {
         return Err(format!(
             "printed {} instead of a JSON array of events",
-            kind_of(&value)
+            crate::command::kind_of(&value)
         ));
     };
     let mut out = Vec::with_capacity(list.len());

@@ -356,7 +356,7 @@ async fn apply(
     let (tx, rx) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let _entered = span.enter();
+        let entered = span.enter();
         let started = std::time::Instant::now();
         let outcome = engine::Command::parse(&body)
             .and_then(|command| command.with_ids(header_ids.explicit))
@@ -379,6 +379,10 @@ async fn apply(
             elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             "applied"
         );
+        // The span ends before the answer leaves: a client that stops the server as soon as it
+        // has its answer still finds the span among those flushed at exit.
+        drop(entered);
+        drop(span);
         if let Err(Ok(applied)) = tx.send(outcome) {
             tracing::warn!(
                 "request {id}: the client left before the answer; its command was applied as {}",

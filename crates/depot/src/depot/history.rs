@@ -328,36 +328,9 @@ impl Depot {
         rows.into_iter()
             .zip(tombstones)
             .map(|(row, tombstone)| {
-                if let Some(event) = tombstone {
-                    return Ok(EventRecord {
-                        partition: row.partition,
-                        version: row.version,
-                        id: row.event,
-                        event,
-                        checkpoint: row.checkpoint,
-                        date: row.date,
-                        session: row.session,
-                    });
-                }
-                let object = objects
-                    .next()
-                    .flatten()
-                    .ok_or_else(|| Error::MissingObject {
-                        id: row.event,
-                        context: "not in the object store".to_owned(),
-                    })?;
-                let event = match object.decode().map_err(|source| Error::Decode {
-                    id: row.event,
-                    source,
-                })? {
-                    crate::object::Object::Event(e) => self.resolve_event(&row.event, e)?,
-                    other => {
-                        return Err(Error::WrongKind {
-                            id: row.event,
-                            expected: crate::object::Kind::Event,
-                            found: other.kind(),
-                        })
-                    }
+                let event = match tombstone {
+                    Some(event) => event,
+                    None => self.next_row_event(&row.event, objects.next().flatten())?,
                 };
                 Ok(EventRecord {
                     partition: row.partition,
@@ -370,6 +343,29 @@ impl Depot {
                 })
             })
             .collect()
+    }
+
+    /// The event of index row `id` from the object read for it (resolved, as every read is).
+    fn next_row_event(
+        &self,
+        id: &ObjectId,
+        object: Option<crate::object::EncodedObject>,
+    ) -> Result<Event, Error> {
+        let object = object.ok_or_else(|| Error::MissingObject {
+            id: *id,
+            context: "not in the object store".to_owned(),
+        })?;
+        match object
+            .decode()
+            .map_err(|source| Error::Decode { id: *id, source })?
+        {
+            crate::object::Object::Event(e) => self.resolve_event(id, e),
+            other => Err(Error::WrongKind {
+                id: *id,
+                expected: crate::object::Kind::Event,
+                found: other.kind(),
+            }),
+        }
     }
 
     /// One partition's events on `HEAD`, oldest first, with checkpoint, date and session.

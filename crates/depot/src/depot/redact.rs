@@ -345,19 +345,29 @@ impl Depot {
         if let Some(redaction) = self.redaction_of(id) {
             return Ok(event.with_resolved_data(redaction.tombstone()));
         }
-        match self.read_decoded(&data_id) {
-            Ok(Object::Data(data)) => {
-                let json = data.json().to_vec();
-                Ok(event.with_resolved_data(json))
-            }
+        let json = self.read_data(&data_id, || {
+            format!("the data of sealed event {id}, which no redaction covers")
+        })?;
+        Ok(event.with_resolved_data(json))
+    }
+
+    /// The JSON a data object holds (verified by id); `missing` says whose data it is when the
+    /// object is not there.
+    fn read_data(
+        &self,
+        data_id: &ObjectId,
+        missing: impl FnOnce() -> String,
+    ) -> Result<Vec<u8>, Error> {
+        match self.read_decoded(data_id) {
+            Ok(Object::Data(data)) => Ok(data.json().to_vec()),
             Ok(other) => Err(Error::WrongKind {
-                id: data_id,
+                id: *data_id,
                 expected: crate::object::Kind::Data,
                 found: other.kind(),
             }),
             Err(Error::MissingObject { .. }) => Err(Error::MissingObject {
-                id: data_id,
-                context: format!("the data of sealed event {id}, which no redaction covers"),
+                id: *data_id,
+                context: missing(),
             }),
             Err(e) => Err(e),
         }
@@ -377,22 +387,10 @@ impl Depot {
         if let Some(redaction) = self.redaction_of(id) {
             return Ok(checkpoint.with_resolved_message(redaction.tombstone()));
         }
-        match self.read_decoded(&data_id) {
-            Ok(Object::Data(data)) => {
-                let json = data.json().to_vec();
-                Ok(checkpoint.with_resolved_message(json))
-            }
-            Ok(other) => Err(Error::WrongKind {
-                id: data_id,
-                expected: crate::object::Kind::Data,
-                found: other.kind(),
-            }),
-            Err(Error::MissingObject { .. }) => Err(Error::MissingObject {
-                id: data_id,
-                context: format!("the command of checkpoint {id}, which no redaction covers"),
-            }),
-            Err(e) => Err(e),
-        }
+        let json = self.read_data(&data_id, || {
+            format!("the command of checkpoint {id}, which no redaction covers")
+        })?;
+        Ok(checkpoint.with_resolved_message(json))
     }
 
     /// Reads and decodes any object, events resolved as [`Depot::read_event`] does (a plain

@@ -600,7 +600,12 @@ fn breakdown(parts: &[(String, u64)], events: u64) -> String {
 
 /// The disk figures of the depot in `dir` holding `stored` events, named with `suffix` (`""`
 /// before gc, `"_after_gc"` after).
-pub(crate) fn disk_figures(dir: &Path, stored: u64, suffix: &str, figures: &mut Figures) -> Result<()> {
+pub(crate) fn disk_figures(
+    dir: &Path,
+    stored: u64,
+    suffix: &str,
+    figures: &mut Figures,
+) -> Result<()> {
     let DiskUse {
         total,
         index,

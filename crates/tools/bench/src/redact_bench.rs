@@ -66,10 +66,7 @@ pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
     let mut rng = benchkit::Rng::new(0x4ed);
     let mut samples: Vec<Duration> = Vec::new();
     for _ in 0..sizes.redactions {
-        let partition = PartitionName::new(&format!(
-            "identity/{}",
-            rng.below(sizes.commands)
-        ))?;
+        let partition = PartitionName::new(&format!("identity/{}", rng.below(sizes.commands)))?;
         let target = depot.partition_events(&partition)?;
         ensure!(!target.is_empty(), "{partition} holds no event");
         let id = target[0].id;
@@ -86,7 +83,9 @@ pub fn run(sizes: &Sizes, scratch: &Path, figures: &mut Figures) -> Result<()> {
         "Depot::redact of one event in {events} sealed events (intent, in-place erasure, redaction checkpoint; each fsynced), {} calls",
         sizes.redactions
     );
-    figures.push(Figure::new(RETRO, "redact_one_p50", "ms", p.p50_us / 1000.0, events).note(note.clone()));
+    figures.push(
+        Figure::new(RETRO, "redact_one_p50", "ms", p.p50_us / 1000.0, events).note(note.clone()),
+    );
     figures.push(Figure::new(RETRO, "redact_one_p99", "ms", p.p99_us / 1000.0, events).note(note));
     eprintln!(
         "retro-bench: redact: one event in {events}: p50 {:.1} ms",
