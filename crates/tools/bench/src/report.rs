@@ -1084,7 +1084,8 @@ const METHOD: &str = "
   plain-event depots (`configure_events(false)`): the peers hold the same JSON, unerasable.
 - **Memory of the command line** (in the default run, or alone with `--only memory`: about 2.5
   minutes): a JSON-lines file of 333,330 workload commands (999,990 events, 10-event identity
-  partitions) is imported into a fresh depot with `retro import` (batches of 1,000), then
+  partitions) is imported into a fresh depot (`retro init`: sealed events, the default) with
+  `retro import` (batches of 1,000), then
   `retro log` and `retro events` (stdout to /dev/null), `retro export -o FILE`, `retro fsck` and
   `retro gc` run on it, each under GNU `/usr/bin/time -v` (Debian package `time`): max RSS as the
   kernel counts it for that process (pages of memory-mapped files it touched included), and wall
