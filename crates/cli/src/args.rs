@@ -519,7 +519,7 @@ pub enum ConfigCommand {
         /// A key file (one line 'retro-ed25519-secret <64 hex digits>').
         #[arg(conflicts_with_all = ["generate", "unset"])]
         path: Option<PathBuf>,
-        /// Generate a new key into <depot>/signing.key (mode 0600) and sign with it.
+        /// Generate a new key into the depot's signing.key (mode 0600) and sign with it.
         #[arg(long, conflicts_with = "unset")]
         generate: bool,
         /// Stop signing (the key file is left where it is).

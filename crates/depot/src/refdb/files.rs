@@ -440,7 +440,7 @@ impl FilesRefStore {
         Ok((entries, bad))
     }
 
-    /// Folds the reflog of `name` into one compressed frame (see [`super::compact`]); the
+    /// Folds the reflog of `name` into one compressed frame (see `refdb/compact.rs`); the
     /// caller holds the depot lock. `Ok(false)` when there was nothing worth folding.
     pub fn compact_reflog(&self, name: &RefName) -> Result<bool, Error> {
         let path = self.log_path_of(name);
