@@ -4,22 +4,8 @@
 //! Each test works on a copy; the fixture itself is never changed.
 
 use std::fs;
-use std::path::Path;
 
 use crate::common::*;
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// A copy of the fixture depot, as a `TestDepot`.
 fn round_1_depot() -> TestDepot {

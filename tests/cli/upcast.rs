@@ -8,19 +8,6 @@ use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A copy of the v1 fixture depot.
 fn v1_depot() -> TestDepot {
     let depot = TestDepot::uninitialized();
