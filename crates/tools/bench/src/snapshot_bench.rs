@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
-use depot::{Base, CommitRequest, Event, EventName, PartitionName};
+use depot::PartitionName;
 use engine::{exec, Aggregate, Engine, Manifest, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
@@ -116,27 +116,13 @@ fn measure(
 ) -> Result<Percentiles> {
     let dir = scratch.join(name);
     std::fs::create_dir_all(&dir)?;
-    let depot = Arc::new(crate::workload::init_plain(dir.join("depot"))?);
-    let partition = PartitionName::new("counters/c")?;
-    let mut written = 0;
-    while written < events {
-        let batch = (events - written).min(1000);
-        let list = (written..written + batch)
-            .map(|i| {
-                Ok((
-                    partition.clone(),
-                    Event::new(
-                        EventName::new("Incremented")?,
-                        format!(r#"{{"n":{}}}"#, i + 1),
-                    ),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut request = CommitRequest::new(None, list, "bench", "load");
-        request.base = Base::Tip;
-        depot.commit(request)?;
-        written += batch;
-    }
+    let depot = Arc::new(crate::workload::one_partition_depot(
+        dir.join("depot"),
+        "counters/c",
+        "Incremented",
+        events,
+        |i| format!(r#"{{"n":{}}}"#, i + 1),
+    )?);
     let engine = Engine::new(depot, manifest(&dir)?);
     let command = br#"{"path":"counters/c","name":"increment"}"#;
     engine

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use depot::{Base, CommitRequest, Depot, Event, EventName, PartitionName};
+use depot::Depot;
 use engine::{exec, Aggregate, Engine, Manifest, RecordedEvent, Transform, Upcaster};
 
 use benchkit::{Figure, Percentiles};
@@ -117,27 +117,13 @@ fn manifest(dir: &Path, upcaster: &str) -> Result<Manifest> {
 /// A fresh depot whose `wallets/w` holds `events` v1 `Deposited {"amount": 1, "n": i}` (each
 /// its own object: identical events share an id, and the exec step's results are cached by it).
 fn depot_with(dir: &Path, events: u64) -> Result<Arc<Depot>> {
-    let depot = Arc::new(crate::workload::init_plain(dir.join("depot"))?);
-    let partition = PartitionName::new("wallets/w")?;
-    let mut written = 0;
-    while written < events {
-        let batch = (events - written).min(1000);
-        let list = (written..written + batch)
-            .map(|i| {
-                Ok((
-                    partition.clone(),
-                    Event::new(
-                        EventName::new("Deposited")?,
-                        format!(r#"{{"amount":1,"n":{i}}}"#),
-                    ),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut request = CommitRequest::new(None, list, "bench", "load");
-        request.base = Base::Tip;
-        depot.commit(request)?;
-        written += batch;
-    }
+    let depot = Arc::new(crate::workload::one_partition_depot(
+        dir.join("depot"),
+        "wallets/w",
+        "Deposited",
+        events,
+        |i| format!(r#"{{"amount":1,"n":{i}}}"#),
+    )?);
     Ok(depot)
 }
 

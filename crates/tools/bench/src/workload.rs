@@ -19,6 +19,32 @@ pub fn init_plain(dir: impl AsRef<std::path::Path>) -> Result<depot::Depot> {
     Ok(depot)
 }
 
+/// A fresh plain depot at `dir` whose `partition` holds `events` events named `name`, event `i`
+/// (from 0) carrying `data(i)`, bulk-committed 1,000 a checkpoint.
+pub fn one_partition_depot(
+    dir: impl AsRef<std::path::Path>,
+    partition: &str,
+    name: &str,
+    events: u64,
+    data: impl Fn(u64) -> String,
+) -> Result<depot::Depot> {
+    let depot = init_plain(dir)?;
+    let partition = PartitionName::new(partition)?;
+    let name = EventName::new(name)?;
+    let mut written = 0;
+    while written < events {
+        let batch = (events - written).min(1000);
+        let list = (written..written + batch)
+            .map(|i| (partition.clone(), Event::new(name.clone(), data(i))))
+            .collect();
+        let mut request = CommitRequest::new(None, list, "bench", "load");
+        request.base = Base::Tip;
+        depot.commit(request)?;
+        written += batch;
+    }
+    Ok(depot)
+}
+
 /// Events each command emits.
 pub const EVENTS_PER_COMMAND: u64 = 3;
 /// Events the read measurement's identity partitions hold.
