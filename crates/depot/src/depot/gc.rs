@@ -89,44 +89,45 @@ impl Depot {
                 keep.extend(young);
             }
         }
-        let mut all = Vec::with_capacity(before.objects as usize);
         let mut loose_ids = Vec::new();
-        crate::odb::ObjectStore::for_each_id(&**packs, &mut |id| {
-            all.push(id);
-            Ok(())
-        })?;
         if let Some(loose) = packs.loose() {
             crate::odb::ObjectStore::for_each_id(loose, &mut |id| {
                 loose_ids.push(id);
                 Ok(())
             })?;
         }
-        all.sort();
-        all.dedup();
-        let total = all.len();
         // Erased records (redaction) are dropped: the new pack does not carry even their zeros.
         // The log is re-read under the depot lock, so a redaction of another process counts.
         self.reload_redactions()?;
-        let kept: Vec<ObjectId> = match options.prune_older_than {
-            Some(_) => all.into_iter().filter(|id| keep.contains(id)).collect(),
-            None => all,
-        };
-        let kept: Vec<ObjectId> = kept.into_iter().filter(|id| !self.is_erased(id)).collect();
-        report.kept = kept.len() as u64;
-        report.pruned = (total - kept.len()) as u64;
-        drop(keep);
-        let mut done = 0u64;
-        let objects = kept.iter().map(|id| {
+        // Streamed in id order from the packs' indexes (never every id in memory): each kept
+        // object is read and written to the new pack as the merge reaches it.
+        let (mut kept, mut dropped, mut done) = (0u64, 0u64, 0u64);
+        let objects = packs.sorted_ids()?.filter_map(|id| {
+            let id = match id {
+                Ok(id) => id,
+                Err(e) => return Some(Err(e)),
+            };
+            let wanted = options.prune_older_than.is_none() || keep.contains(&id);
+            if !wanted || self.is_erased(&id) {
+                dropped += 1;
+                return None;
+            }
+            kept += 1;
             done += 1;
             if done.is_multiple_of(10_000) {
                 progress(done);
             }
-            self.objects.read(id)?.ok_or(crate::odb::Error::Corrupt {
-                id: *id,
-                reason: "vanished during gc".to_owned(),
-            })
+            Some(self.objects.read(&id).and_then(|object| {
+                object.ok_or(crate::odb::Error::Corrupt {
+                    id,
+                    reason: "vanished during gc".to_owned(),
+                })
+            }))
         });
         let after = packs.repack(objects, &loose_ids)?;
+        report.kept = kept;
+        report.pruned = dropped;
+        drop(keep);
         // The journal state names positions in the packs just deleted: point it at the new end
         // (no record after it), so the next open reads nothing back.
         journal.settle_locked()?;
@@ -158,10 +159,14 @@ impl Depot {
         let mut roots: Vec<ObjectId> = Vec::new();
         for (name, value) in self.list_refs("")? {
             roots.extend(value.id());
-            for entry in self.refs.reflog(&name).unwrap_or_default() {
-                roots.extend(entry.new);
-                roots.extend(entry.old);
-            }
+            // Streamed: a reflog of millions of lines is never held whole.
+            let _ = self.refs.for_each_reflog_line(&name, &mut |line| {
+                if let Ok(entry) = line {
+                    roots.extend(entry.new);
+                    roots.extend(entry.old);
+                }
+                Ok(())
+            });
         }
         roots.extend(self.failures()?);
         let mut keep = HashSet::new();

@@ -690,6 +690,20 @@ impl Sealed {
         (id, offset)
     }
 
+    /// The id of the object the record at `offset` holds: a version 1 record says it (one
+    /// small read, checked later by the read that hashes the record); a version 2 one is decoded
+    /// and hashed.
+    fn id_at(&self, offset: u64) -> Option<ObjectId> {
+        match self.layout {
+            Layout::V1 => {
+                let mut head = [0u8; 5 + 32];
+                self.data.read_exact_at(&mut head, offset).ok()?;
+                (head[0] == RecordKind::Object.tag()).then(|| ObjectId::from_slice(&head[5..]))?
+            }
+            Layout::V2 { .. } => self.decoded_id(offset),
+        }
+    }
+
     /// The id of the object the record at `offset` holds, by decoding and hashing it.
     fn decoded_id(&self, offset: u64) -> Option<ObjectId> {
         let placeholder = ObjectId::from_slice(&[0; 32]).expect("32 bytes");
@@ -716,6 +730,9 @@ impl Sealed {
             match self.record(offset, id) {
                 Ok(bytes) if ObjectId::of(&bytes) == *id => return Some(Ok(bytes)),
                 Ok(_) => {}
+                // A version 1 record names its object: another one sharing the prefix is no
+                // damage, only not this id.
+                Err(_) if matches!(self.layout, Layout::V1) && self.id_at(offset) != Some(*id) => {}
                 Err(e) => damaged = damaged.or(Some(e)),
             }
         }
@@ -737,7 +754,7 @@ impl Sealed {
             let (key, offset) = self.entry(i);
             if !self.short {
                 f(ObjectId::from_slice(key).expect("32 bytes"))?;
-            } else if let Some(id) = self.decoded_id(offset) {
+            } else if let Some(id) = self.id_at(offset) {
                 f(id)?;
             }
         }
@@ -1788,14 +1805,18 @@ impl PackStore {
             .open(&active.path, OpenOptions::WRITE)
             .map_err(Error::io("open", &active.path))?;
         pack.sync_data().map_err(Error::io("fsync", &active.path))?;
-        let mut entries: Vec<(ObjectId, u64)> = active.map.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut entries: Vec<([u8; 32], u64)> = active
+            .map
+            .iter()
+            .map(|(k, v)| (*k.as_bytes(), *v))
+            .collect();
         entries.sort();
         write_index(
             &*self.storage,
             &self.dir.join(idx_name(seq)),
             active.scanned,
             &entries,
-            false,
+            true,
         )?;
         // Re-read the directory's numbers: a killed gc may have left a higher one behind.
         if let Ok(listing) = self.list() {
@@ -1974,8 +1995,8 @@ impl PackStore {
                 return Err(e);
             }
         };
-        entries.sort();
-        entries.dedup_by_key(|e| e.0);
+        // By prefix, then offset: `objects` come distinct (and, from gc, sorted already).
+        entries.sort_unstable();
         let idx = self.dir.join(idx_name(seq));
         if let Err(e) = write_index(&*self.storage, &idx, offset, &entries, true) {
             let _ = self.storage.remove_file(&temp);
@@ -2041,7 +2062,7 @@ impl PackStore {
         &self,
         temp: &Path,
         objects: I,
-    ) -> Result<(u64, Vec<(ObjectId, u64)>), Error>
+    ) -> Result<(u64, Vec<[u8; IDX_ENTRY_V2]>), Error>
     where
         I: IntoIterator<Item = Result<EncodedObject, Error>>,
     {
@@ -2082,7 +2103,15 @@ impl PackStore {
             record.clear();
             frame_record(&mut record, RecordKind::Object, &[&[codec], &data]);
             out.write_all(&record).map_err(Error::io("write", temp))?;
-            entries.push((object.id(), offset));
+            if offset >= 1 << 48 {
+                return Err(Error::io("write", temp)(io::Error::other(
+                    "a pack offset past 2^48 bytes",
+                )));
+            }
+            let mut entry = [0u8; IDX_ENTRY_V2];
+            entry[..SHORT_ID].copy_from_slice(&object.id().as_bytes()[..SHORT_ID]);
+            entry[SHORT_ID..].copy_from_slice(&offset.to_be_bytes()[2..]);
+            entries.push(entry);
             offset += record.len() as u64;
         }
         out.into_inner()
@@ -2127,12 +2156,14 @@ impl PackStore {
                     let Some(scanned) = state.unindexed.iter().find(|a| a.seq == *pack) else {
                         continue;
                     };
-                    let mut entries: Vec<(ObjectId, u64)> =
-                        scanned.map.iter().map(|(k, v)| (*k, *v)).collect();
+                    let mut entries: Vec<([u8; 32], u64)> = scanned
+                        .map
+                        .iter()
+                        .map(|(k, v)| (*k.as_bytes(), *v))
+                        .collect();
                     entries.sort();
                     let idx = self.dir.join(idx_name(*pack));
-                    let short = matches!(scanned.layout, Layout::V2 { .. });
-                    write_index(&*self.storage, &idx, scanned.scanned, &entries, short)?;
+                    write_index(&*self.storage, &idx, scanned.scanned, &entries, true)?;
                     report.fixed.push(format!(
                         "rebuilt the index of {} ({} objects)",
                         pack_name(*pack),
@@ -2252,12 +2283,12 @@ impl PackStore {
 
 /// Writes a pack index durably (temp file, fsync, rename, fsync the directory), streaming the
 /// entries so that a large index is never built in memory. `short`: a version 2 index (id
-/// prefixes and 48-bit offsets), for version 2 packs.
-fn write_index(
+/// prefixes and 48-bit offsets), which every index written now is (the version 1 one is read).
+fn write_index<E: IndexEntry>(
     storage: &dyn Storage,
     path: &Path,
     covered: u64,
-    entries: &[(ObjectId, u64)],
+    entries: &[E],
     short: bool,
 ) -> Result<(), Error> {
     let temp = fsutil::temp_path_for(path);
@@ -2273,23 +2304,24 @@ fn write_index(
         put(&mut out, &covered.to_be_bytes())?;
         put(&mut out, &(entries.len() as u64).to_be_bytes())?;
         let mut fanout = [0u32; 256];
-        for (id, _) in entries {
-            fanout[id.first_byte() as usize] += 1;
+        for entry in entries {
+            fanout[entry.key()[0] as usize] += 1;
         }
         let mut running = 0u32;
         for count in fanout {
             running += count;
             put(&mut out, &running.to_be_bytes())?;
         }
-        for (id, offset) in entries {
+        for entry in entries {
+            let (key, offset) = (entry.key(), entry.offset());
             if short {
-                if *offset >= 1 << 48 {
+                if offset >= 1 << 48 {
                     return Err(io::Error::other("a pack offset past 2^48 bytes"));
                 }
-                put(&mut out, &id.as_bytes()[..SHORT_ID])?;
+                put(&mut out, &key[..SHORT_ID])?;
                 put(&mut out, &offset.to_be_bytes()[2..])?;
             } else {
-                put(&mut out, id.as_bytes())?;
+                put(&mut out, key)?;
                 put(&mut out, &offset.to_be_bytes())?;
             }
         }
@@ -2308,6 +2340,34 @@ fn write_index(
         let _ = storage.remove_file(&temp);
     }
     result.map_err(Error::io("write", path))
+}
+
+/// What [`write_index`] writes an entry from: an id (or its prefix) and an offset.
+trait IndexEntry {
+    fn key(&self) -> &[u8];
+    fn offset(&self) -> u64;
+}
+
+impl IndexEntry for ([u8; 32], u64) {
+    fn key(&self) -> &[u8] {
+        &self.0
+    }
+    fn offset(&self) -> u64 {
+        self.1
+    }
+}
+
+/// A version 2 entry as it is stored, `prefix[10] | offset u48`: 16 bytes an object, so gc's
+/// list of a million-object pack's entries stays small.
+impl IndexEntry for [u8; IDX_ENTRY_V2] {
+    fn key(&self) -> &[u8] {
+        &self[..SHORT_ID]
+    }
+    fn offset(&self) -> u64 {
+        let mut offset = [0u8; 8];
+        offset[2..].copy_from_slice(&self[SHORT_ID..]);
+        u64::from_be_bytes(offset)
+    }
 }
 
 /// A location hint packs a pack number and an offset in one `u64` (the partition index keeps it
@@ -2508,7 +2568,7 @@ impl ObjectStore for PackStore {
                     if matched > limit {
                         break;
                     }
-                    if let Some(id) = sealed.decoded_id(offset).filter(|id| prefix.matches(id)) {
+                    if let Some(id) = sealed.id_at(offset).filter(|id| prefix.matches(id)) {
                         found.push(id);
                         matched += 1;
                     }
@@ -2564,7 +2624,7 @@ impl Sealed {
             .map(|i| self.entry(i))
             .take_while(|(probe, _)| *probe == key)
             .map(|(_, offset)| offset)
-            .find(|&offset| self.decoded_id(offset) == Some(*id))
+            .find(|&offset| self.id_at(offset) == Some(*id))
     }
 }
 
@@ -2640,5 +2700,175 @@ impl PackStore {
             erased += 1;
         }
         Ok(erased)
+    }
+}
+
+/// Ids taken from one sealed pack's index per refill: enough that the merge rarely refills,
+/// few enough that a merge over a hundred packs holds a few MiB.
+const SORTED_CHUNK: usize = 4096;
+
+/// Every object id of a [`PackStore`] (its packs and its loose objects), ascending, each once
+/// ([`PackStore::sorted_ids`]): a merge of the packs' sorted indexes, each read a slice at a time,
+/// so gc walks millions of objects without ever holding their ids. The pack state lock is held
+/// only while a slice is read, never while the caller works with an id.
+pub struct SortedIds<'a> {
+    store: &'a PackStore,
+    /// Per source: the ids taken and not yet merged (ascending), and for a sealed pack its
+    /// number and the next index entry to read.
+    sources: Vec<SortedSource>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(ObjectId, usize)>>,
+    last: Option<ObjectId>,
+}
+
+struct SortedSource {
+    pending: std::collections::VecDeque<ObjectId>,
+    /// `(pack number, next entry)` of a sealed pack still to read; `None` once all is taken.
+    sealed: Option<(u64, usize)>,
+}
+
+impl PackStore {
+    /// Every object id, ascending, each once (see [`SortedIds`]). The active and unindexed packs
+    /// and the loose objects are listed whole (they are small: the active pack is sealed at
+    /// 8 MiB); sealed packs are read from their indexes as the merge goes.
+    pub fn sorted_ids(&self) -> Result<SortedIds<'_>, Error> {
+        self.refresh()?;
+        let mut sources = Vec::new();
+        {
+            let state = self.state.read().expect("pack state lock poisoned");
+            for sealed in &state.sealed {
+                sources.push(SortedSource {
+                    pending: Default::default(),
+                    sealed: Some((sealed.seq, 0)),
+                });
+            }
+            let mut listed: Vec<ObjectId> = state
+                .unindexed
+                .iter()
+                .chain(state.active.as_ref())
+                .flat_map(|pack| pack.map.keys().copied())
+                .collect();
+            listed.sort_unstable();
+            sources.push(SortedSource {
+                pending: listed.into(),
+                sealed: None,
+            });
+        }
+        if let Some(loose) = &self.loose {
+            let mut listed = Vec::new();
+            loose.for_each_id(&mut |id| {
+                listed.push(id);
+                Ok(())
+            })?;
+            listed.sort_unstable();
+            sources.push(SortedSource {
+                pending: listed.into(),
+                sealed: None,
+            });
+        }
+        let mut ids = SortedIds {
+            store: self,
+            sources,
+            heap: Default::default(),
+            last: None,
+        };
+        for i in 0..ids.sources.len() {
+            ids.advance(i)?;
+        }
+        Ok(ids)
+    }
+}
+
+impl SortedIds<'_> {
+    /// Puts source `i`'s next id on the heap, refilling it from its pack's index when empty.
+    fn advance(&mut self, i: usize) -> Result<(), Error> {
+        if self.sources[i].pending.is_empty() {
+            self.refill(i)?;
+        }
+        if let Some(id) = self.sources[i].pending.pop_front() {
+            self.heap.push(std::cmp::Reverse((id, i)));
+        }
+        Ok(())
+    }
+
+    /// Reads the next slice of a sealed pack's index into source `i`. Entries of a version 2
+    /// index are sorted by prefix only: a slice always ends where the prefix changes, and is
+    /// sorted by whole id once the ids are known.
+    fn refill(&mut self, i: usize) -> Result<(), Error> {
+        let Some((seq, next)) = self.sources[i].sealed else {
+            return Ok(());
+        };
+        let state = self.store.state.read().expect("pack state lock poisoned");
+        let Some(sealed) = state.sealed.iter().find(|s| s.seq == seq) else {
+            return Err(Error::CorruptFile {
+                path: self.store.dir.join(pack_name(seq)),
+                reason: "the pack went away while its ids were listed".to_owned(),
+            });
+        };
+        let mut end = (next + SORTED_CHUNK).min(sealed.count);
+        while end < sealed.count && end > next && sealed.entry(end).0 == sealed.entry(end - 1).0 {
+            end += 1;
+        }
+        let mut ids = Vec::with_capacity(end - next);
+        for n in next..end {
+            let (key, offset) = sealed.entry(n);
+            if !sealed.short {
+                ids.push(ObjectId::from_slice(key).expect("32 bytes"));
+            } else if let Some(id) = sealed.listed_id(offset)? {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let source = &mut self.sources[i];
+        source.pending.extend(ids);
+        source.sealed = (end < sealed.count).then_some((seq, end));
+        Ok(())
+    }
+}
+
+impl Iterator for SortedIds<'_> {
+    type Item = Result<ObjectId, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while let Some(std::cmp::Reverse((id, i))) = self.heap.pop() {
+            if let Err(e) = self.advance(i) {
+                return Some(Err(e));
+            }
+            if self.last == Some(id) {
+                continue;
+            }
+            self.last = Some(id);
+            return Some(Ok(id));
+        }
+        None
+    }
+}
+
+impl Sealed {
+    /// The id of the object whose record is at `offset`, for listing: `Ok(None)` for a record a
+    /// redaction erased (version 2: it no longer decodes; gc drops it), an error for a damaged
+    /// one (never skipped: gc must not drop an object it could not read). A version 1 record
+    /// names its object (the read that follows verifies it).
+    fn listed_id(&self, offset: u64) -> Result<Option<ObjectId>, Error> {
+        let damaged = |reason: &str| Error::CorruptFile {
+            path: PathBuf::from(pack_name(self.seq)),
+            reason: format!("the record at offset {offset}: {reason}"),
+        };
+        let Some((tag, payload)) = read_record_at(&*self.data, offset, self.data_len) else {
+            return Err(damaged("no whole record (its checksum or length is wrong)"));
+        };
+        if RecordKind::from_tag(tag) != Some(RecordKind::Object) {
+            return Err(damaged(
+                "the index points at a record that is not an object",
+            ));
+        }
+        match self.layout {
+            Layout::V1 => Ok(self.layout.record_id(&payload)),
+            Layout::V2 { .. } if payload.first() == Some(&ERASED_CODEC) => Ok(None),
+            Layout::V2 { .. } => self
+                .layout
+                .record_id(&payload)
+                .map(Some)
+                .ok_or_else(|| damaged("it does not decode")),
+        }
     }
 }

@@ -28,6 +28,7 @@ const LEVEL: i32 = 3;
 const MAX_TEXT: u64 = 1 << 40;
 
 /// The text of a reflog file's bytes: the frame's lines, then the plain ones after it.
+#[cfg(test)]
 pub(crate) fn text(bytes: &[u8]) -> Result<Vec<u8>, String> {
     if !bytes.starts_with(MAGIC) {
         return Ok(bytes.to_vec());
@@ -42,6 +43,101 @@ pub(crate) fn text(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// A reader of the text of the reflog file at `path` (the frame's lines, then the plain ones),
+/// streamed: a reflog of millions of lines is never held in memory. `Ok(None)` when there is no
+/// such file.
+pub(crate) fn reader(storage: &dyn Storage, path: &Path) -> io::Result<Option<Box<dyn Read>>> {
+    let file = match storage.open(path, OpenOptions::READ) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.len()?;
+    let mut head = [0u8; HEADER as usize];
+    let compacted =
+        len >= 8 && file.read_exact_at(&mut head[..8], 0).is_ok() && head[..8] == *MAGIC;
+    if !compacted {
+        return Ok(Some(Box::new(OwnedReadAt {
+            file,
+            pos: 0,
+            end: len,
+        })));
+    }
+    if len < HEADER {
+        return Err(io::Error::other("its compacted header is cut short"));
+    }
+    file.read_exact_at(&mut head, 0)?;
+    let frame_len = u64::from_be_bytes(head[8..16].try_into().expect("8 bytes"));
+    let end = HEADER
+        .checked_add(frame_len)
+        .filter(|&end| end <= len)
+        .ok_or_else(|| io::Error::other("its compacted part runs past the end of the file"))?;
+    let file: std::sync::Arc<dyn StorageFile> = std::sync::Arc::from(file);
+    let frame = SharedReadAt {
+        file: file.clone(),
+        pos: HEADER,
+        end,
+    };
+    let decoder = zstd::stream::read::Decoder::new(frame)
+        .map_err(|e| io::Error::other(format!("its compacted part does not decompress: {e}")))?;
+    let tail = SharedReadAt {
+        file,
+        pos: end,
+        end: len,
+    };
+    Ok(Some(Box::new(Checked(decoder).take(MAX_TEXT).chain(tail))))
+}
+
+/// Names a decompression failure for what it is.
+struct Checked<R>(R);
+
+impl<R: Read> Read for Checked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::other(format!("its compacted part does not decompress: {e}")))
+    }
+}
+
+/// A `Read` over `[pos, end)` of a file it owns.
+struct OwnedReadAt {
+    file: Box<dyn StorageFile>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for OwnedReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        ReadAt {
+            file: &*self.file,
+            pos: self.pos,
+            end: self.end,
+        }
+        .read(buf)
+        .inspect(|n| self.pos += *n as u64)
+    }
+}
+
+/// A `Read` over `[pos, end)` of a file shared with another reader.
+struct SharedReadAt {
+    file: std::sync::Arc<dyn StorageFile>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for SharedReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        ReadAt {
+            file: &*self.file,
+            pos: self.pos,
+            end: self.end,
+        }
+        .read(buf)
+        .inspect(|n| self.pos += *n as u64)
+    }
+}
+
+#[cfg(test)]
 fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
     let len = bytes
         .get(8..16)
@@ -205,6 +301,52 @@ mod tests {
         assert_eq!(
             text(&std::fs::read(&path).unwrap()).unwrap(),
             format!("{expected}\n").as_bytes()
+        );
+    }
+
+    fn streamed(path: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        reader(&FsStorage, path)
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn the_streamed_text_is_the_whole_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master");
+        assert!(reader(&FsStorage, &path).unwrap().is_none());
+        std::fs::write(&path, lines(700, 0)).unwrap();
+        assert_eq!(streamed(&path), lines(700, 0).as_bytes());
+        assert!(compact(&FsStorage, &path, dir.path()).unwrap());
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(lines(2, 700).as_bytes()).unwrap();
+        drop(file);
+        let expected = format!("{}{}", lines(700, 0), lines(2, 700));
+        assert_eq!(streamed(&path), expected.as_bytes());
+        assert_eq!(
+            text(&std::fs::read(&path).unwrap()).unwrap(),
+            expected.as_bytes()
+        );
+        // A damaged frame is an error, not a short text.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[40] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut out = Vec::new();
+        let result = reader(&FsStorage, &path)
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut out);
+        assert!(
+            result.is_err(),
+            "a damaged frame read as {} bytes",
+            out.len()
         );
     }
 

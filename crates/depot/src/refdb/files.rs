@@ -406,38 +406,74 @@ impl FilesRefStore {
     /// entries. Those are skipped, not fatal: a reflog is the journal's materialization, and a
     /// power cut can tear its last, unsynced line; fsck reports them.
     pub fn reflog_checked(&self, name: &RefName) -> Result<(Vec<ReflogEntry>, Vec<usize>), Error> {
-        let path = self.log_path_of(name);
-        let bytes = match self.storage.read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
-            // The reflogs of refs below this name (`x/y` for `x`): this one has none.
-            Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
-                return Ok((Vec::new(), Vec::new()))
+        let mut entries = Vec::new();
+        let mut bad = Vec::new();
+        self.for_each_reflog_line(name, &mut |line| {
+            match line {
+                Ok(entry) => entries.push(entry),
+                Err(n) => bad.push(n),
             }
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-                return Ok((Vec::new(), Vec::new()))
+            Ok(())
+        })?;
+        Ok((entries, bad))
+    }
+
+    /// Visits the reflog of `name`, oldest first, streamed (never held in memory): each entry
+    /// as `Ok`, each line that is not one as `Err(its 1-based number)`.
+    pub fn for_each_reflog_line(
+        &self,
+        name: &RefName,
+        visit: &mut dyn FnMut(Result<ReflogEntry, usize>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        use std::io::BufRead;
+        let path = self.log_path_of(name);
+        let reader = match super::compact::reader(&*self.storage, &path) {
+            Ok(Some(reader)) => reader,
+            Ok(None) => return Ok(()),
+            // The reflogs of refs below this name (`x/y` for `x`): this one has none.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(())
             }
             Err(e) => return Err(Error::io("read", &path)(e)),
         };
-        let bytes = super::compact::text(&bytes).map_err(|reason| Error::Corrupt {
-            path: path.clone(),
-            reason,
-        })?;
-        let mut entries = Vec::new();
-        let mut bad = Vec::new();
-        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
+        // A frame that does not decompress is damage; any other failure is the disk's.
+        let corrupt = |e: io::Error| match e.kind() {
+            io::ErrorKind::Other => Error::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
+            _ => Error::io("read", &path)(e),
+        };
+        let mut reader = io::BufReader::with_capacity(1 << 16, reader);
+        let mut line = Vec::new();
+        let mut number = 0;
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                // Opening a directory succeeds; reading it does not: no reflog of its own.
+                Err(e) if e.kind() == io::ErrorKind::IsADirectory && number == 0 => return Ok(()),
+                Err(e) => return Err(corrupt(e)),
+            }
+            number += 1;
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            if text.is_empty() {
                 continue;
             }
-            match std::str::from_utf8(line)
+            match std::str::from_utf8(text)
                 .ok()
                 .and_then(ReflogEntry::parse_line)
             {
-                Some(entry) => entries.push(entry),
-                None => bad.push(i + 1),
+                Some(entry) => visit(Ok(entry))?,
+                None => visit(Err(number))?,
             }
         }
-        Ok((entries, bad))
     }
 
     /// Folds the reflog of `name` into one compressed frame (see `refdb/compact.rs`); the
@@ -677,6 +713,14 @@ impl RefStore for FilesRefStore {
 
     fn reflog_checked(&self, name: &RefName) -> Result<(Vec<ReflogEntry>, Vec<usize>), Error> {
         FilesRefStore::reflog_checked(self, name)
+    }
+
+    fn for_each_reflog_line(
+        &self,
+        name: &RefName,
+        visit: &mut dyn FnMut(Result<ReflogEntry, usize>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        FilesRefStore::for_each_reflog_line(self, name, visit)
     }
 
     fn compact_reflog(&self, name: &RefName) -> Result<bool, Error> {

@@ -346,6 +346,21 @@ pub trait RefStore: Send + Sync {
         Ok((self.reflog(name)?, Vec::new()))
     }
 
+    /// Visits the reflog of `name`, oldest first, each entry as `Ok` and each unreadable line
+    /// as `Err(its 1-based number)`; a store that can stream it does (fsck and gc walk reflogs
+    /// of millions of lines without holding them).
+    fn for_each_reflog_line(
+        &self,
+        name: &RefName,
+        visit: &mut dyn FnMut(Result<ReflogEntry, usize>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let (entries, bad) = self.reflog_checked(name)?;
+        for n in bad {
+            visit(Err(n))?;
+        }
+        entries.into_iter().try_for_each(|entry| visit(Ok(entry)))
+    }
+
     /// Stores the reflog of `name` in less space, keeping every line (gc calls it under the
     /// depot lock); `Ok(false)` when the store has nothing to do.
     fn compact_reflog(&self, _name: &RefName) -> Result<bool, Error> {
