@@ -37,7 +37,8 @@ fn ok(depot: &TestDepot, args: &[&str]) -> Run {
 
 /// Adds a note; returns its checkpoint.
 fn note(depot: &TestDepot, id: &str, text: &str) -> String {
-    let command = serde_json::json!({"path": format!("notes/{id}"), "name": "add", "params": {"text": text}});
+    let command =
+        serde_json::json!({"path": format!("notes/{id}"), "name": "add", "params": {"text": text}});
     ok(depot, &["apply", &command.to_string()])
         .stdout
         .trim()
@@ -78,11 +79,31 @@ fn a_failing_handler_is_retried_then_parked_with_the_failing_event_shown_until_r
 
     let parked = retro(&depot, &["project", "run", "--once", "notes_log"]);
     assert_error(&parked, 4);
-    assert!(parked.stderr.contains("attempt 1 of 3 failed"), "{}", parked.stderr);
-    assert!(parked.stderr.contains("attempt 2 of 3 failed"), "{}", parked.stderr);
-    assert!(parked.stderr.contains("parked after 3 attempt(s)"), "{}", parked.stderr);
+    assert!(
+        parked.stderr.contains("attempt 1 of 3 failed"),
+        "{}",
+        parked.stderr
+    );
+    assert!(
+        parked.stderr.contains("attempt 2 of 3 failed"),
+        "{}",
+        parked.stderr
+    );
+    assert!(
+        parked.stderr.contains("parked after 3 attempt(s)"),
+        "{}",
+        parked.stderr
+    );
     // Three attempts at the failing batch, nothing delivered after it.
-    assert_eq!(seen(&depot, "1"), [first.as_str(), failing.as_str(), failing.as_str(), failing.as_str()]);
+    assert_eq!(
+        seen(&depot, "1"),
+        [
+            first.as_str(),
+            failing.as_str(),
+            failing.as_str(),
+            failing.as_str()
+        ]
+    );
 
     let status = status_json(&depot, "notes_log");
     assert_eq!(status["live"]["position"], first.as_str());
@@ -92,18 +113,27 @@ fn a_failing_handler_is_retried_then_parked_with_the_failing_event_shown_until_r
     assert_eq!(parked["checkpoint"], failing.as_str());
     assert_eq!(parked["attempts"], 3);
     assert!(
-        parked["error"].as_str().unwrap().contains("cannot project note: fail me"),
+        parked["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot project note: fail me"),
         "{parked}"
     );
     assert_eq!(parked["events"][0]["partition"], "notes/n1");
     assert_eq!(parked["events"][0]["version"], 2);
     assert_eq!(parked["events"][0]["name"], "NoteAdded");
     let text = ok(&depot, &["project", "status"]).stdout;
-    assert!(text.contains("parked: generation 1 at checkpoint"), "{text}");
+    assert!(
+        text.contains("parked: generation 1 at checkpoint"),
+        "{text}"
+    );
     assert!(text.contains("notes/n1#2 NoteAdded sha256:"), "{text}");
 
     // Parked is durable: another run delivers nothing until retried.
-    assert_error(&retro(&depot, &["project", "run", "--once", "notes_log"]), 4);
+    assert_error(
+        &retro(&depot, &["project", "run", "--once", "notes_log"]),
+        4,
+    );
     assert_eq!(seen(&depot, "1").len(), 4);
 
     std::fs::write(depot.tmp.path().join("heal"), "").unwrap();
@@ -115,7 +145,14 @@ fn a_failing_handler_is_retried_then_parked_with_the_failing_event_shown_until_r
     ok(&depot, &["project", "run", "--once", "notes_log"]);
     assert_eq!(
         seen(&depot, "1"),
-        [first.as_str(), failing.as_str(), failing.as_str(), failing.as_str(), failing.as_str(), after.as_str()]
+        [
+            first.as_str(),
+            failing.as_str(),
+            failing.as_str(),
+            failing.as_str(),
+            failing.as_str(),
+            after.as_str()
+        ]
     );
     let status = status_json(&depot, "notes_log");
     assert_eq!(status["live"]["position"], after.as_str());
@@ -129,7 +166,10 @@ fn a_failing_handler_is_retried_then_parked_with_the_failing_event_shown_until_r
 fn a_handler_that_crashes_is_restarted_for_each_attempt_then_parked() {
     let depot = TestDepot::new();
     note(&depot, "n1", "crash now");
-    assert_error(&retro(&depot, &["project", "run", "--once", "notes_log"]), 4);
+    assert_error(
+        &retro(&depot, &["project", "run", "--once", "notes_log"]),
+        4,
+    );
     let status = status_json(&depot, "notes_log");
     let error = status["parked"][0]["error"].as_str().unwrap();
     assert!(error.contains("closed its standard output"), "{error}");
@@ -147,7 +187,13 @@ fn a_killed_runner_resumes_from_its_ref_with_no_gap_no_reorder_and_only_the_unac
     let manifest = manifest();
     let mut cmd = std_cmd(
         &depot,
-        &["project", "run", "notes_log", "--manifest", manifest.to_str().unwrap()],
+        &[
+            "project",
+            "run",
+            "notes_log",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
     );
     cmd.env("PROJECTION_OUT", depot.tmp.path())
         .stdout(std::process::Stdio::null())
@@ -158,11 +204,18 @@ fn a_killed_runner_resumes_from_its_ref_with_no_gap_no_reorder_and_only_the_unac
     let pid_file = depot.tmp.path().join("hanging.pid");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !pid_file.exists() || std::fs::read_to_string(&pid_file).unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the handler never reached the third batch");
+        assert!(
+            Instant::now() < deadline,
+            "the handler never reached the third batch"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     runner.kill();
-    let handler: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let handler: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // SAFETY: signalling the orphaned handler this test made hang.
     unsafe {
         libc::kill(handler, libc::SIGKILL);
@@ -196,7 +249,11 @@ fn rebuild_runs_a_new_generation_from_the_start_and_switches_when_it_has_caught_
     );
     let twice = retro(&depot, &["project", "rebuild", "notes_log"]);
     assert_error(&twice, 3);
-    assert!(twice.stderr.contains("already rebuilding generation 2"), "{}", twice.stderr);
+    assert!(
+        twice.stderr.contains("already rebuilding generation 2"),
+        "{}",
+        twice.stderr
+    );
     let status = status_json(&depot, "notes_log");
     assert_eq!(status["live"]["generation"], 1);
     assert_eq!(status["rebuilding"]["generation"], 2);
@@ -205,12 +262,21 @@ fn rebuild_runs_a_new_generation_from_the_start_and_switches_when_it_has_caught_
 
     let c = note(&depot, "n1", "c");
     let ran = ok(&depot, &["project", "run", "--once", "notes_log"]);
-    assert!(ran.stderr.contains("generation 2 caught up and is live"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("generation 2 caught up and is live"),
+        "{}",
+        ran.stderr
+    );
     // The live generation kept going; the new one replayed everything, not live, then was told.
     assert_eq!(seen(&depot, "1"), [a.as_str(), b.as_str(), c.as_str()]);
     assert_eq!(seen(&depot, "2"), [a.as_str(), b.as_str(), c.as_str()]);
     let lines = log_lines(&depot);
-    assert!(lines.iter().any(|l| l.starts_with(&format!("2 rebuild {a}"))), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("2 rebuild {a}"))),
+        "{lines:?}"
+    );
     assert_eq!(lines.last().unwrap(), "2 switch 1");
     let status = status_json(&depot, "notes_log");
     assert_eq!(status["live"]["generation"], 2);
@@ -221,7 +287,10 @@ fn rebuild_runs_a_new_generation_from_the_start_and_switches_when_it_has_caught_
 
     let d = note(&depot, "n2", "d");
     ok(&depot, &["project", "run", "--once", "notes_log"]);
-    assert!(log_lines(&depot).last().unwrap().starts_with(&format!("2 live {d}")));
+    assert!(log_lines(&depot)
+        .last()
+        .unwrap()
+        .starts_with(&format!("2 live {d}")));
     // The records and positions are ordinary refs and objects: fsck finds nothing wrong.
     depot.ok(&["fsck"]);
 }
@@ -243,7 +312,10 @@ fn a_process_managers_command_is_caused_by_its_event_and_issued_once() {
     assert_eq!(shown["causation-id"], event_id.as_str());
     assert_eq!(shown["correlation-id"], ping.as_str());
     let command_id = shown["command-id"].as_str().unwrap();
-    assert!(command_id.starts_with("projection:reactor:"), "{command_id}");
+    assert!(
+        command_id.starts_with("projection:reactor:"),
+        "{command_id}"
+    );
 
     // Delivered again (its position removed, as if the first run had crashed before any ack):
     // the command id makes the second issue a replay, not a second checkpoint.
@@ -257,21 +329,51 @@ fn bad_names_unknown_projections_and_bad_declarations_are_clear_errors() {
     let depot = TestDepot::new();
     let unknown = retro(&depot, &["project", "run", "--once", "nope"]);
     assert_error(&unknown, 1);
-    assert!(unknown.stderr.contains("declares no projection 'nope'"), "{}", unknown.stderr);
-    assert!(unknown.stderr.contains("notes_log, reactor"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("declares no projection 'nope'"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(
+        unknown.stderr.contains("notes_log, reactor"),
+        "{}",
+        unknown.stderr
+    );
     let bad = retro(&depot, &["project", "status", "bad/name"]);
     assert_error(&bad, 1);
-    assert!(bad.stderr.contains("must be 1 to 64 characters"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("must be 1 to 64 characters"),
+        "{}",
+        bad.stderr
+    );
     assert_error(&retro(&depot, &["project", "rebuild", "nope"]), 1);
 
     let dir = depot.tmp.path();
     for (manifest, says) in [
-        (r#"{"aggregates":{},"projections":{"p":{"partitions":[],"exec":["true"]}}}"#, "names no partition glob"),
-        (r#"{"aggregates":{},"projections":{"p":{"partitions":["a/*"],"exec":[]}}}"#, "\"exec\" is empty"),
-        (r#"{"aggregates":{},"projections":{"p q":{"partitions":["a/*"],"exec":["true"]}}}"#, "must be 1 to 64"),
-        (r#"{"aggregates":{},"projections":{"p":{"partitions":["a/*"],"exec":["true"],"retry":{"attempts":0}}}}"#, "retry.attempts"),
-        (r#"{"aggregates":{},"projections":{"p":{"partitions":["a/*"],"exec":["true"],"colour":1}}}"#, "unknown field"),
-        (r#"{"aggregates":{},"projections":{"p":{"partitions":["a/[","b"],"exec":["true"]}}}"#, "invalid"),
+        (
+            r#"{"aggregates":{},"projections":{"p":{"partitions":[],"exec":["true"]}}}"#,
+            "names no partition glob",
+        ),
+        (
+            r#"{"aggregates":{},"projections":{"p":{"partitions":["a/*"],"exec":[]}}}"#,
+            "\"exec\" is empty",
+        ),
+        (
+            r#"{"aggregates":{},"projections":{"p q":{"partitions":["a/*"],"exec":["true"]}}}"#,
+            "must be 1 to 64",
+        ),
+        (
+            r#"{"aggregates":{},"projections":{"p":{"partitions":["a/*"],"exec":["true"],"retry":{"attempts":0}}}}"#,
+            "retry.attempts",
+        ),
+        (
+            r#"{"aggregates":{},"projections":{"p":{"partitions":["a/*"],"exec":["true"],"colour":1}}}"#,
+            "unknown field",
+        ),
+        (
+            r#"{"aggregates":{},"projections":{"p":{"partitions":["a/[","b"],"exec":["true"]}}}"#,
+            "invalid",
+        ),
     ] {
         let file = dir.join("bad.json");
         std::fs::write(&file, manifest).unwrap();
@@ -284,7 +386,11 @@ fn bad_names_unknown_projections_and_bad_declarations_are_clear_errors() {
     }
     let none = run(depot.cmd().args(["project", "run", "--once"]));
     assert_error(&none, 1);
-    assert!(none.stderr.contains("declares no projection"), "{}", none.stderr);
+    assert!(
+        none.stderr.contains("declares no projection"),
+        "{}",
+        none.stderr
+    );
 }
 
 #[test]
@@ -328,7 +434,10 @@ fn serve_with_projections_runs_them_and_get_projections_and_metrics_report_them(
         if let Some(log) = log.filter(|l| l["live"]["position"] == last.as_str()) {
             break log;
         }
-        assert!(Instant::now() < deadline, "notes_log never reached {last}: {views}");
+        assert!(
+            Instant::now() < deadline,
+            "notes_log never reached {last}: {views}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(view["live"]["behind"], 0);
@@ -337,11 +446,13 @@ fn serve_with_projections_runs_them_and_get_projections_and_metrics_report_them(
     let metrics = crate::serve::request(&addr, "GET", "/metrics", &[], b"").unwrap();
     let text = String::from_utf8(metrics.body).unwrap();
     assert!(
-        text.lines().any(|l| l == r#"retro_projection_lag_checkpoints{projection="notes_log"} 0"#),
+        text.lines()
+            .any(|l| l == r#"retro_projection_lag_checkpoints{projection="notes_log"} 0"#),
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l == r#"retro_projection_parked{projection="notes_log"} 0"#),
+        text.lines()
+            .any(|l| l == r#"retro_projection_parked{projection="notes_log"} 0"#),
         "{text}"
     );
     // SIGTERM stops the runners with the server.

@@ -44,7 +44,9 @@ impl Projection for Recorder {
         let mut ack = Ack::default();
         if self.react {
             for event in batch.events {
-                if event.name == "AccountOpened" && event.record.partition.as_str() == "accounts/alice" {
+                if event.name == "AccountOpened"
+                    && event.record.partition.as_str() == "accounts/alice"
+                {
                     ack.commands.push(Issued {
                         event: event.record.id,
                         command: Command::parse(
@@ -95,9 +97,18 @@ fn run_once(engine: &Engine) -> projection::RunOutcome {
 fn batches_come_per_checkpoint_in_order_then_a_failure_parks_until_retry() {
     let recorder = Arc::new(Recorder::default());
     let engine = engine_with(recorder.clone(), &["accounts/alice"]);
-    let open = apply(&engine, r#"{"path":"accounts/alice","name":"open","params":{"owner":"A"}}"#);
-    apply(&engine, r#"{"path":"accounts/bob","name":"open","params":{"owner":"B"}}"#);
-    let deposit = apply(&engine, r#"{"path":"accounts/alice","name":"deposit","params":{"amount":5}}"#);
+    let open = apply(
+        &engine,
+        r#"{"path":"accounts/alice","name":"open","params":{"owner":"A"}}"#,
+    );
+    apply(
+        &engine,
+        r#"{"path":"accounts/bob","name":"open","params":{"owner":"B"}}"#,
+    );
+    let deposit = apply(
+        &engine,
+        r#"{"path":"accounts/alice","name":"deposit","params":{"amount":5}}"#,
+    );
     *recorder.fail_at.lock().unwrap() = Some(deposit);
 
     let outcome = run_once(&engine);
@@ -122,7 +133,10 @@ fn batches_come_per_checkpoint_in_order_then_a_failure_parks_until_retry() {
     assert_eq!(parked.error, "not today");
 
     *recorder.fail_at.lock().unwrap() = None;
-    assert_eq!(projection::retry(engine.depot(), "balances", None).unwrap(), [1]);
+    assert_eq!(
+        projection::retry(engine.depot(), "balances", None).unwrap(),
+        [1]
+    );
     let outcome = run_once(&engine);
     assert!(outcome.parked.is_empty());
     let status = projection::status(engine.depot(), engine.manifest()).unwrap();
@@ -174,8 +188,14 @@ fn a_runner_dropped_mid_batch_resumes_with_only_that_batch_again() {
 fn a_rebuild_feeds_a_second_generation_beside_the_live_one_and_switches() {
     let recorder = Arc::new(Recorder::default());
     let engine = engine_with(recorder.clone(), &["accounts/alice", "accounts/bob"]);
-    let a = apply(&engine, r#"{"path":"accounts/alice","name":"open","params":{"owner":"A"}}"#);
-    let b = apply(&engine, r#"{"path":"accounts/bob","name":"open","params":{"owner":"B"}}"#);
+    let a = apply(
+        &engine,
+        r#"{"path":"accounts/alice","name":"open","params":{"owner":"A"}}"#,
+    );
+    let b = apply(
+        &engine,
+        r#"{"path":"accounts/bob","name":"open","params":{"owner":"B"}}"#,
+    );
     run_once(&engine);
     assert_eq!(projection::rebuild(engine.depot(), "balances").unwrap(), 2);
     assert!(matches!(
@@ -207,17 +227,31 @@ fn an_issued_command_carries_its_event_as_causation_and_is_not_issued_twice() {
         ..Recorder::default()
     });
     let engine = engine_with(recorder.clone(), &["accounts/alice"]);
-    apply(&engine, r#"{"path":"accounts/bob","name":"open","params":{"owner":"B"}}"#);
-    let opened = apply(&engine, r#"{"path":"accounts/alice","name":"open","params":{"owner":"A"}}"#);
+    apply(
+        &engine,
+        r#"{"path":"accounts/bob","name":"open","params":{"owner":"B"}}"#,
+    );
+    let opened = apply(
+        &engine,
+        r#"{"path":"accounts/alice","name":"open","params":{"owner":"A"}}"#,
+    );
     run_once(&engine);
     let depot = engine.depot();
     let head = depot.head().unwrap().unwrap();
     assert_ne!(head, opened);
     let checkpoint = depot.read_checkpoint(&head).unwrap();
-    let event = depot.read_affix(&depot.read_checkpoint(&opened).unwrap().affix()).unwrap();
+    let event = depot
+        .read_affix(&depot.read_checkpoint(&opened).unwrap().affix())
+        .unwrap();
     let (_, ids) = event.partitions().next().unwrap();
-    assert_eq!(checkpoint.field(depot::CAUSATION_ID_FIELD), Some(ids[0].to_string().as_str()));
-    assert_eq!(checkpoint.field(depot::CORRELATION_ID_FIELD), Some(opened.to_string().as_str()));
+    assert_eq!(
+        checkpoint.field(depot::CAUSATION_ID_FIELD),
+        Some(ids[0].to_string().as_str())
+    );
+    assert_eq!(
+        checkpoint.field(depot::CORRELATION_ID_FIELD),
+        Some(opened.to_string().as_str())
+    );
     assert_eq!(
         checkpoint.field(depot::COMMAND_ID_FIELD),
         Some(projection::issued_command_id("balances", &ids[0], 0).as_str())

@@ -168,7 +168,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The pause after failed attempt `attempt` (1-based).
     pub fn pause(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.backoff
             .checked_mul(factor)
             .unwrap_or(self.max_backoff)
@@ -415,7 +417,11 @@ pub fn rebuild(depot: &Depot, name: &str) -> Result<u64, ProjectionError> {
         // A position left by an older generation of that number (never: numbers only grow)
         // would be resumed from: refuse to start from anything but the beginning.
         let stale = state::delete_generation(depot, name, generation)?;
-        Ok(Change::Write(state, stale.into_iter().collect(), generation))
+        Ok(Change::Write(
+            state,
+            stale.into_iter().collect(),
+            generation,
+        ))
     })
 }
 
@@ -498,7 +504,10 @@ fn generation_status(
 }
 
 /// Every projection the manifest declares or the depot has state for, by name.
-pub fn status(depot: &Depot, manifest: &Manifest) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+pub fn status(
+    depot: &Depot,
+    manifest: &Manifest,
+) -> Result<Vec<ProjectionStatus>, ProjectionError> {
     let mut names: Vec<String> = manifest.projections.keys().cloned().collect();
     names.extend(state::names_in(depot)?);
     names.sort();

@@ -935,11 +935,15 @@ pub struct ParkedEventView {
 
 impl ProjectionView {
     /// Every projection the engine's manifest declares or its depot has state for, by name.
-    pub fn read_all(engine: &engine::Engine) -> Result<Vec<ProjectionView>, engine::projection::ProjectionError> {
-        Ok(engine::projection::status(engine.depot(), engine.manifest())?
-            .iter()
-            .map(ProjectionView::from)
-            .collect())
+    pub fn read_all(
+        engine: &engine::Engine,
+    ) -> Result<Vec<ProjectionView>, engine::projection::ProjectionError> {
+        Ok(
+            engine::projection::status(engine.depot(), engine.manifest())?
+                .iter()
+                .map(ProjectionView::from)
+                .collect(),
+        )
     }
 }
 

@@ -249,7 +249,11 @@ impl From<engine::projection::ProjectionError> for ApiError {
             engine::projection::ProjectionError::Depot(e) => depot_error(&e),
             e => {
                 let class = e.class();
-                ApiError::new(status(class), status_code_name(status(class)), e.to_string())
+                ApiError::new(
+                    status(class),
+                    status_code_name(status(class)),
+                    e.to_string(),
+                )
             }
         }
     }

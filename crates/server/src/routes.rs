@@ -427,7 +427,10 @@ pub(crate) async fn projections(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<crate::api::ProjectionView>>, ApiError> {
     let engine = state.engine.clone();
-    let views = read(&state, move || Ok(crate::api::ProjectionView::read_all(&engine)?)).await?;
+    let views = read(&state, move || {
+        Ok(crate::api::ProjectionView::read_all(&engine)?)
+    })
+    .await?;
     Ok(Json(views))
 }
 

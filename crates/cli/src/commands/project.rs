@@ -67,11 +67,20 @@ fn chosen(engine: &Engine, names: &[String]) -> Result<Vec<String>> {
 }
 
 /// `retro project run [NAME]... [--once]`: one thread per projection.
-pub fn run(flag: Option<&Path>, names: &[String], once: bool, manifest: Option<&Path>) -> Result<()> {
+pub fn run(
+    flag: Option<&Path>,
+    names: &[String],
+    once: bool,
+    manifest: Option<&Path>,
+) -> Result<()> {
     let engine = engine_for(flag, manifest)?;
     let names = chosen(&engine, names)?;
     stop_on_signals();
-    let until = if once { Until::CaughtUp } else { Until::Stopped };
+    let until = if once {
+        Until::CaughtUp
+    } else {
+        Until::Stopped
+    };
     let (tx, rx) = mpsc::channel();
     let mut threads = Vec::new();
     for name in &names {
@@ -137,11 +146,15 @@ fn generation_text(label: &str, generation: &GenerationView) -> String {
     format!(
         "{label} generation {} at {}, {}",
         generation.generation,
-        generation.position.as_deref().map_or("the start".to_owned(), short),
-        generation.behind.map_or(
-            "not on HEAD's history".to_owned(),
-            |b| format!("{b} checkpoint(s) behind")
-        )
+        generation
+            .position
+            .as_deref()
+            .map_or("the start".to_owned(), short),
+        generation
+            .behind
+            .map_or("not on HEAD's history".to_owned(), |b| format!(
+                "{b} checkpoint(s) behind"
+            ))
     )
 }
 
@@ -204,7 +217,10 @@ pub fn status(
                 parked
                     .checkpoint
                     .as_deref()
-                    .map_or("its switch notice".to_owned(), |c| format!("checkpoint {}", short(c))),
+                    .map_or("its switch notice".to_owned(), |c| format!(
+                        "checkpoint {}",
+                        short(c)
+                    )),
                 parked.attempts,
                 parked.at,
                 parked.error

@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 
 use depot::ObjectId;
 
-use super::{Ack, Batch, HandlerFailure, Issued, Projection, ProjectionDef, ProjectionError};
 use super::RetryPolicy;
+use super::{Ack, Batch, HandlerFailure, Issued, Projection, ProjectionDef, ProjectionError};
 use crate::command::Command;
 use crate::exec::{DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT_MS};
 
@@ -197,7 +197,8 @@ impl ExecProjection {
                         return;
                     }
                     Ok(_) if line.len() as u64 > limit && !line.ends_with(b"\n") => {
-                        let _ = tx.send(Err(format!("it printed a line longer than {limit} bytes")));
+                        let _ =
+                            tx.send(Err(format!("it printed a line longer than {limit} bytes")));
                         return;
                     }
                     Ok(_) => {
@@ -310,9 +311,10 @@ pub fn parse_ack(line: &[u8], checkpoint: Option<&ObjectId>) -> Result<Ack, Hand
     let event_of = |v: Option<&Value>| -> Result<Option<ObjectId>, HandlerFailure> {
         match v {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
-                HandlerFailure::new(format!("\"event\" {s:?} is not an event id"))
-            }),
+            Some(Value::String(s)) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| HandlerFailure::new(format!("\"event\" {s:?} is not an event id"))),
             Some(other) => Err(HandlerFailure::new(format!(
                 "\"event\" is {other}, not an event id"
             ))),
@@ -353,17 +355,18 @@ pub fn parse_ack(line: &[u8], checkpoint: Option<&ObjectId>) -> Result<Ack, Hand
         Some(Value::Array(list)) => {
             for item in list {
                 let event = event_of(item.get("event"))?.ok_or_else(|| {
-                    HandlerFailure::new("an issued command has no \"event\" (the event that caused it)")
+                    HandlerFailure::new(
+                        "an issued command has no \"event\" (the event that caused it)",
+                    )
                 })?;
-                let command = item.get("command").ok_or_else(|| {
-                    HandlerFailure::new("an issued command has no \"command\"")
-                })?;
-                let command = Command::parse(command.to_string().as_bytes()).map_err(|e| {
-                    HandlerFailure {
+                let command = item
+                    .get("command")
+                    .ok_or_else(|| HandlerFailure::new("an issued command has no \"command\""))?;
+                let command =
+                    Command::parse(command.to_string().as_bytes()).map_err(|e| HandlerFailure {
                         message: format!("it issued an invalid command: {e}"),
                         event: Some(event),
-                    }
-                })?;
+                    })?;
                 commands.push(Issued { event, command });
             }
         }
@@ -377,7 +380,7 @@ impl Projection for ExecProjection {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut program = match running.remove(&batch.generation) {
             Some(program) => program,
-            None => self.start(batch).map_err(|e| HandlerFailure::new(e))?,
+            None => self.start(batch).map_err(HandlerFailure::new)?,
         };
         let answer = match self.exchange(&mut program, &request_line(batch)) {
             Ok(answer) => answer,

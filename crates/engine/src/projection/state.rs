@@ -16,8 +16,8 @@ use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use depot::{
-    Affix, Checkpoint, Depot, EncodedObject, Expected, LogInfo, Object, ObjectId, RefEdit,
-    RefName, RefValue,
+    Affix, Checkpoint, Depot, EncodedObject, Expected, LogInfo, Object, ObjectId, RefEdit, RefName,
+    RefValue,
 };
 
 use super::ProjectionError;
