@@ -257,7 +257,8 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 {
                     (UNAVAILABLE, Some(UNAVAILABLE_HINT.to_owned()))
                 }
-                engine::projection::ProjectionError::Unknown { .. } => (
+                engine::projection::ProjectionError::Unknown { .. }
+                | engine::projection::ProjectionError::NoneDeclared => (
                     ERROR,
                     Some("projections are declared in the domain manifest's \"projections\" (docs/handlers.md); --manifest FILE chooses the manifest".to_owned()),
                 ),

@@ -308,6 +308,9 @@ pub enum ProjectionError {
         /// The declared ones.
         declared: Vec<String>,
     },
+    /// The manifest declares no projection at all (class not found).
+    #[error("the domain manifest declares no projections")]
+    NoneDeclared,
     /// A rebuild is already running (class conflict).
     #[error("projection '{projection}' is already rebuilding generation {generation}; it goes live when it has caught up")]
     AlreadyRebuilding {
@@ -356,7 +359,7 @@ impl ProjectionError {
         use depot::ErrorClass;
         match self {
             ProjectionError::BadName(_) | ProjectionError::Invalid { .. } => ErrorClass::Invalid,
-            ProjectionError::Unknown { .. } => ErrorClass::NotFound,
+            ProjectionError::Unknown { .. } | ProjectionError::NoneDeclared => ErrorClass::NotFound,
             ProjectionError::AlreadyRebuilding { .. }
             | ProjectionError::AnotherRunner { .. }
             | ProjectionError::Contended { .. } => ErrorClass::Conflict,

@@ -53,10 +53,7 @@ fn chosen(engine: &Engine, names: &[String]) -> Result<Vec<String>> {
             .map(|d| d.name().to_owned())
             .collect();
         if all.is_empty() {
-            anyhow::bail!(ProjectionError::Unknown {
-                name: "(any)".to_owned(),
-                declared: Vec::new(),
-            });
+            return Err(ProjectionError::NoneDeclared.into());
         }
         return Ok(all);
     }

@@ -64,10 +64,10 @@ pub fn run(flag: Option<&std::path::Path>, options: Options) -> Result<()> {
         load_manifest(&dir, options.manifest.as_deref())?,
     );
     if options.projections && engine.manifest().projections().next().is_none() {
-        anyhow::bail!(engine::projection::ProjectionError::Unknown {
-            name: "(any, for --projections)".to_owned(),
-            declared: Vec::new(),
-        });
+        return Err(
+            anyhow::Error::new(engine::projection::ProjectionError::NoneDeclared)
+                .context("retro serve --projections"),
+        );
     }
     let exporter = install_log()?;
     let stop = Arc::new(AtomicBool::new(false));
