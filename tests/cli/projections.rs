@@ -173,6 +173,10 @@ fn a_handler_that_crashes_is_restarted_for_each_attempt_then_parked() {
     let status = status_json(&depot, "notes_log");
     let error = status["parked"][0]["error"].as_str().unwrap();
     assert!(error.contains("closed its standard output"), "{error}");
+    assert_eq!(status["parked"][0]["attempts"], 3);
+    assert_eq!(status["parked"][0]["events"][0]["partition"], "notes/n1");
+    let text = ok(&depot, &["project", "status", "notes_log"]).stdout;
+    assert!(text.contains("notes/n1#1 NoteAdded sha256:"), "{text}");
     // Each attempt met a fresh program (the crashed one cannot answer): three lines.
     assert_eq!(seen(&depot, "1").len(), 3);
 }
