@@ -17,6 +17,8 @@ mod history;
 mod idempotency;
 mod maintenance;
 mod objects;
+#[cfg(unix)]
+mod projections;
 mod redact;
 mod refs;
 mod repair;

@@ -22,6 +22,11 @@ fn exec_response() {
 }
 
 #[test]
+fn projection_ack() {
+    run("projection_ack");
+}
+
+#[test]
 fn manifest() {
     run("manifest");
 }

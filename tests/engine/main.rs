@@ -10,5 +10,6 @@ mod given_when_then;
 mod idempotency;
 mod merge;
 mod pipeline;
+mod projections;
 mod snapshots;
 mod upcast;

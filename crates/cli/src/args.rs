@@ -16,6 +16,7 @@ const EXAMPLES_GC: &str = "Examples:\n  retro gc                 # repack everyt
 const EXAMPLES_WATCH: &str = "Examples:\n  retro watch 'accounts/*'                       # new checkpoints touching accounts\n  retro watch --all --json '**'                   # everything, from the start, as JSON lines\n  retro watch --consumer projector 'accounts/*'   # resumes where it left off after a crash";
 const EXAMPLES_SERVE: &str = "Examples:\n  retro serve                                   # http://127.0.0.1:7070/\n  RETRO_TOKEN=secret retro serve --listen 0.0.0.0:7070\n  curl -X POST -H 'Content-Type: application/json' -H 'X-Retro-Session: s1' -d '{\"path\":\"accounts/a\",\"name\":\"open\",\"params\":{\"owner\":\"A\"}}' localhost:7070/apply\n\nSee docs/http.md for every endpoint.";
 const EXAMPLES_SYNC: &str = "Examples:\n  retro sync .retro postgres://app@db.internal/bank      # push a files depot to PostgreSQL\n  retro sync postgres://app@db.internal/bank backup/     # and back\n  retro sync --force src/ dst/                           # also move refs that are not fast-forwards\n\nObjects are copied byte for byte (ids are identical on both sides), oldest first, each batch durable\nbefore the next; refs move last, fast-forward only unless --force. An interrupted sync resumes.";
+const EXAMPLES_PROJECT: &str = "Examples:\n  retro project run balances                 # feed it until interrupted\n  retro project run --once                   # every declared projection, until caught up\n  retro project status --json\n  retro project rebuild balances             # a new generation beside the live one\n  retro project retry balances               # deliver the parked batch again\n\nProjections are declared in the domain manifest (\"projections\": docs/handlers.md).";
 const EXAMPLES_CLONE: &str = "Examples:\n  retro clone .retro postgres://app@db.internal/bank\n  retro clone postgres://app@db.internal/bank ./copy";
 const EXAMPLES_TEST: &str = "Examples:\n  retro test fixtures/specs/bank.jsonl                        # the built-in bank\n  retro test --manifest fixtures/domain/manifest.json my.jsonl   # exec handlers\n\nOne case a line: {\"name\",\"given\":[events],\"when\":{command},\"then\":{\"events\":[…]} | {\"rejected\":\"code\"} | {\"error\":\"text\"}}\n(docs/handlers.md). Prints TAP; exits 0 when every case passes, 7 when one fails, 1 on a malformed line.";
 const EXAMPLES_VERIFY: &str = "Examples:\n  retro verify                                  # every command of HEAD's history\n  retro verify --signatures --trusted-key 8a88e3dd…   # every checkpoint signed by that key?\n  retro verify --manifest new/manifest.json     # does the upgraded domain change anything?\n  retro verify HEAD~10..HEAD --json\n\nExits 0 when every command emits its recorded events again, 7 when one diverges. With --signatures,\n7 when a checkpoint is unsigned, badly signed, or signed by a key not given as --trusted-key.";
@@ -357,9 +358,15 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         #[arg(long)]
         json: bool,
     },
+    /// Projections: run them, show their status, rebuild one, retry a parked one
+    #[command(subcommand)]
+    Project(ProjectCommand),
     /// Serve the depot over HTTP: the API and a read-only web UI
     #[command(after_help = EXAMPLES_SERVE)]
     Serve {
+        /// Also run every projection the domain manifest declares, beside the server.
+        #[arg(long)]
+        projections: bool,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: String,
@@ -507,6 +514,60 @@ pub enum SessionCommand {
     End {
         /// The session id.
         id: String,
+    },
+}
+
+/// `retro project …`
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Feed projections their events until interrupted (or, with --once, until caught up)
+    #[command(after_help = EXAMPLES_PROJECT)]
+    Run {
+        /// The projections (default: every one the manifest declares).
+        names: Vec<String>,
+        /// Return when every generation has caught up with HEAD or is parked (exit 4 if one is
+        /// parked), instead of following HEAD.
+        #[arg(long)]
+        once: bool,
+        /// The domain manifest (as for apply).
+        #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
+        manifest: Option<PathBuf>,
+    },
+    /// Show each projection's generations, how far behind HEAD they are, and what is parked
+    #[command(after_help = EXAMPLES_PROJECT)]
+    Status {
+        /// Only this projection.
+        name: Option<String>,
+        /// The domain manifest (as for apply).
+        #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// One JSON object per projection.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new generation from the beginning beside the live one; it goes live once caught up
+    #[command(after_help = EXAMPLES_PROJECT)]
+    Rebuild {
+        /// The projection.
+        name: String,
+        /// The domain manifest (as for apply).
+        #[arg(long, env = "RETRO_MANIFEST", value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Un-park a projection: its failing batch is delivered again
+    #[command(after_help = EXAMPLES_PROJECT)]
+    Retry {
+        /// The projection.
+        name: String,
+        /// Only this generation (default: every parked one).
+        #[arg(long, value_name = "N")]
+        generation: Option<u64>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

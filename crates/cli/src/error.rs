@@ -238,6 +238,33 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 ),
             );
         }
+        if cause
+            .downcast_ref::<crate::commands::ProjectionsParked>()
+            .is_some()
+        {
+            return (
+                REJECTED,
+                Some("'retro project status' shows each parked batch and its error; fix the handler, then 'retro project retry NAME'".to_owned()),
+            );
+        }
+        if let Some(e) = cause.downcast_ref::<engine::projection::ProjectionError>() {
+            return match e {
+                engine::projection::ProjectionError::Depot(e) if is_corrupt(e) => {
+                    (CORRUPT, Some(CORRUPT_HINT.to_owned()))
+                }
+                engine::projection::ProjectionError::Depot(e)
+                    if e.class() == depot::ErrorClass::Unavailable =>
+                {
+                    (UNAVAILABLE, Some(UNAVAILABLE_HINT.to_owned()))
+                }
+                engine::projection::ProjectionError::Unknown { .. }
+                | engine::projection::ProjectionError::NoneDeclared => (
+                    ERROR,
+                    Some("projections are declared in the domain manifest's \"projections\" (docs/handlers.md); --manifest FILE chooses the manifest".to_owned()),
+                ),
+                e => (exit_code(e.class()), None),
+            };
+        }
         if let Some(e) = cause.downcast_ref::<engine::merge::MergeError>() {
             if let engine::merge::MergeError::Depot(e) = e {
                 if is_corrupt(e) {

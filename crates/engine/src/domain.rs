@@ -300,6 +300,8 @@ pub struct RegistrationError {
 pub struct Manifest {
     kinds: BTreeMap<String, KindEntry>,
     upcasters: Upcasters,
+    /// The declared projections (`crate::projection`).
+    pub(crate) projections: crate::projection::Declared,
 }
 
 /// How a command path resolved.

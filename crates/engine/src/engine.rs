@@ -360,6 +360,11 @@ impl Engine {
         self
     }
 
+    /// The ref it applies commands to (and projections follow).
+    pub fn target(&self) -> &RefName {
+        &self.target
+    }
+
     /// The depot.
     pub fn depot(&self) -> &Arc<Depot> {
         &self.depot

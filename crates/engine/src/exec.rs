@@ -205,7 +205,7 @@ fn rejection_of(value: &Value) -> Option<DomainError> {
     Some(DomainError { code, message })
 }
 
-fn kill_group(pid: u32) {
+pub(crate) fn kill_group(pid: u32) {
     // The handler leads its own process group: kill everything it started.
     #[allow(unsafe_code)]
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
@@ -448,6 +448,9 @@ struct ManifestFile {
     /// The newest version of names reached only by a rename (with a chain: its end).
     #[serde(default)]
     event_versions: BTreeMap<String, u32>,
+    /// Projections by name (docs/handlers.md, "Projections").
+    #[serde(default)]
+    projections: BTreeMap<String, crate::projection::ExecProjectionSpec>,
 }
 
 /// One step of an upcaster chain in a manifest: `from`, `to` (= `from + 1`) and exactly one
@@ -640,6 +643,14 @@ pub fn load_manifest_bytes(
     let mut upcasters = manifest.upcasters().clone();
     add_upcasters(file.upcasters, file.event_versions, &dir, &mut upcasters).map_err(invalid)?;
     manifest.set_upcasters(upcasters);
+    for (name, spec) in file.projections {
+        let def = spec
+            .into_def(&name, &dir)
+            .map_err(|e| invalid(e.to_string()))?;
+        manifest
+            .projection(def)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
     for (kind, spec) in file.aggregates {
         for (name, command) in spec.commands {
             if command.exec.is_empty() {

@@ -142,6 +142,7 @@ mod engine;
 pub mod example;
 pub mod exec;
 pub mod merge;
+pub mod projection;
 pub mod replay;
 #[cfg(feature = "tokio")]
 pub mod stream;

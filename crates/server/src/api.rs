@@ -871,3 +871,121 @@ impl Redacted {
         }
     }
 }
+
+/// One projection: its live generation, the one rebuilding beside it, and what is parked. `GET
+/// /projections` answers a list of them, `retro project status --json` prints one a line, and
+/// `GET /metrics` reports the live generation's `behind` as `retro_projection_lag_checkpoints`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionView {
+    /// Its name (its refs are `refs/projections/NAME/…`).
+    pub name: String,
+    /// Its partition globs (empty when the domain manifest does not declare it).
+    pub partitions: Vec<String>,
+    /// Whether the domain manifest declares it.
+    pub declared: bool,
+    /// The live generation (`null`: it never ran).
+    pub live: Option<GenerationView>,
+    /// The generation rebuilding beside the live one (`null`: none).
+    pub rebuilding: Option<GenerationView>,
+    /// Generations stopped on a batch that kept failing, with that batch.
+    pub parked: Vec<ParkedView>,
+}
+
+/// One generation of a projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GenerationView {
+    /// Its number.
+    pub generation: u64,
+    /// The last checkpoint it acknowledged (`null`: none yet).
+    pub position: Option<String>,
+    /// Checkpoints of `HEAD`'s first-parent history after its position (`null`: its position is
+    /// not on that history).
+    pub behind: Option<u64>,
+}
+
+/// A parked generation and the batch it failed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParkedView {
+    /// The generation.
+    pub generation: u64,
+    /// The failing batch's checkpoint (`null`: the switch notice of a rebuild).
+    pub checkpoint: Option<String>,
+    /// The failing events: the one the handler named, else the whole batch.
+    pub events: Vec<ParkedEventView>,
+    /// The last attempt's error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was parked (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// An event of a parked batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParkedEventView {
+    /// The event's id.
+    pub id: String,
+    /// Its partition.
+    pub partition: String,
+    /// Its position in the partition.
+    pub version: u64,
+    /// Its name.
+    pub name: String,
+}
+
+impl ProjectionView {
+    /// Every projection the engine's manifest declares or its depot has state for, by name.
+    pub fn read_all(
+        engine: &engine::Engine,
+    ) -> Result<Vec<ProjectionView>, engine::projection::ProjectionError> {
+        Ok(
+            engine::projection::status(engine.depot(), engine.manifest())?
+                .iter()
+                .map(ProjectionView::from)
+                .collect(),
+        )
+    }
+}
+
+impl From<&engine::projection::GenerationStatus> for GenerationView {
+    fn from(status: &engine::projection::GenerationStatus) -> GenerationView {
+        GenerationView {
+            generation: status.generation,
+            position: status.position.map(|p| p.to_string()),
+            behind: status.behind,
+        }
+    }
+}
+
+impl From<&engine::projection::ProjectionStatus> for ProjectionView {
+    fn from(status: &engine::projection::ProjectionStatus) -> ProjectionView {
+        ProjectionView {
+            name: status.name.clone(),
+            partitions: status.partitions.clone(),
+            declared: status.declared,
+            live: status.live.as_ref().map(GenerationView::from),
+            rebuilding: status.rebuilding.as_ref().map(GenerationView::from),
+            parked: status
+                .parked
+                .iter()
+                .map(|p| ParkedView {
+                    generation: p.generation,
+                    checkpoint: p.checkpoint.clone(),
+                    events: p
+                        .events
+                        .iter()
+                        .map(|e| ParkedEventView {
+                            id: e.id.clone(),
+                            partition: e.partition.clone(),
+                            version: e.version,
+                            name: e.name.clone(),
+                        })
+                        .collect(),
+                    error: p.error.clone(),
+                    attempts: p.attempts,
+                    at: p.at.clone(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -243,6 +243,22 @@ pub(crate) fn upcast_error(err: &engine::UpcastError) -> ApiError {
     }
 }
 
+impl From<engine::projection::ProjectionError> for ApiError {
+    fn from(err: engine::projection::ProjectionError) -> Self {
+        match err {
+            engine::projection::ProjectionError::Depot(e) => depot_error(&e),
+            e => {
+                let class = e.class();
+                ApiError::new(
+                    status(class),
+                    status_code_name(status(class)),
+                    e.to_string(),
+                )
+            }
+        }
+    }
+}
+
 impl From<engine::UpcastError> for ApiError {
     fn from(err: engine::UpcastError) -> Self {
         upcast_error(&err)

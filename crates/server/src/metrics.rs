@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::api::ConsumerStatus;
+use crate::api::{ConsumerStatus, ProjectionView};
 
 /// The content type of the text format, version 0.0.4.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -143,8 +143,19 @@ impl Metrics {
     }
 
     /// The exposition: this process's counters and `consumers` (read from the depot by the
-    /// caller).
+    /// caller), without projections.
+    #[cfg(test)]
     pub(crate) fn render(&self, consumers: &[ConsumerStatus]) -> String {
+        self.render_with(consumers, &[])
+    }
+
+    /// The exposition: this process's counters, `consumers` and `projections` (read from the
+    /// depot by the caller).
+    pub(crate) fn render_with(
+        &self,
+        consumers: &[ConsumerStatus],
+        projections: &[ProjectionView],
+    ) -> String {
         let mut out = Text::default();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.family(
@@ -213,8 +224,31 @@ impl Metrics {
         out.family(
             "retro_projection_lag_checkpoints",
             "gauge",
-            "Checkpoints each projection is behind HEAD (projections do not exist yet: no samples).",
+            "Checkpoints of HEAD's first-parent history after each projection's live generation's position (refs/projections/NAME/gen-N); none for a projection that never ran or whose position is not on that history.",
         );
+        for projection in projections {
+            if let Some(behind) = projection.live.as_ref().and_then(|l| l.behind) {
+                out.sample(
+                    "retro_projection_lag_checkpoints",
+                    &[("projection", &projection.name)],
+                    behind,
+                );
+            }
+        }
+        out.family(
+            "retro_projection_parked",
+            "gauge",
+            "Generations of each projection parked on a failing batch (retro project status shows it; retro project retry un-parks).",
+        );
+        for projection in projections {
+            if projection.live.is_some() {
+                out.sample(
+                    "retro_projection_parked",
+                    &[("projection", &projection.name)],
+                    projection.parked.len() as u64,
+                );
+            }
+        }
 
         out.family(
             "retro_http_requests_total",

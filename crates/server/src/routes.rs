@@ -87,6 +87,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::GET, "/watch", Read, false, get(watch)),
         route(Method::GET, "/metrics", Read, true, get(metrics)),
         route(Method::GET, "/failed", Read, true, get(failed)),
+        route(Method::GET, "/projections", Read, true, get(projections)),
         route(Method::GET, "/admin/stats", Admin, true, get(stats)),
         route(Method::POST, "/redact", Admin, true, post(redact)),
     ]
@@ -224,8 +225,15 @@ async fn redact(
         (status = "default", body = crate::api::ErrorBody)))]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let depot = state.depot.clone();
-    let consumers = read(&state, move || Ok(ConsumerStatus::read_all(&depot)?)).await?;
-    let text = state.metrics.render(&consumers);
+    let engine = state.engine.clone();
+    let (consumers, projections) = read(&state, move || {
+        Ok((
+            ConsumerStatus::read_all(&depot)?,
+            crate::api::ProjectionView::read_all(&engine)?,
+        ))
+    })
+    .await?;
+    let text = state.metrics.render_with(&consumers, &projections);
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
@@ -410,6 +418,21 @@ async fn apply(
 
 // ---------------------------------------------------------------------------------------------
 // Reads.
+
+/// Every projection the server's domain manifest declares or the depot has state for, by name,
+/// as `retro project status --json` gives them (docs/http.md).
+#[utoipa::path(get, path = "/projections", tag = "read",
+    responses((status = 200, body = Vec<crate::api::ProjectionView>), (status = "default", body = crate::api::ErrorBody)))]
+pub(crate) async fn projections(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<crate::api::ProjectionView>>, ApiError> {
+    let engine = state.engine.clone();
+    let views = read(&state, move || {
+        Ok(crate::api::ProjectionView::read_all(&engine)?)
+    })
+    .await?;
+    Ok(Json(views))
+}
 
 /// The recorded failed commands (rejected or broken), oldest first, as `retro failed --json`
 /// gives them; one whose checkpoint cannot be read is left out (and logged).

@@ -11,6 +11,7 @@ mod history;
 mod log_graph;
 mod maintenance;
 mod objects;
+mod project;
 mod refs;
 mod serve;
 mod status;
@@ -32,9 +33,10 @@ use depot::{Depot, ObjectId};
 pub use batch::BatchError;
 pub use branch::merge_hint;
 pub use config::BadSigningKey;
+pub use project::ProjectionsParked;
 pub use verify_signatures::SignaturesFailed;
 
-use crate::args::{BisectCommand, Cli, Commands, ConfigCommand, SessionCommand};
+use crate::args::{BisectCommand, Cli, Commands, ConfigCommand, ProjectCommand, SessionCommand};
 use crate::locate;
 use crate::ui::Ui;
 
@@ -252,7 +254,30 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
             },
             ui,
         ),
+        Commands::Project(command) => match command {
+            ProjectCommand::Run {
+                names,
+                once,
+                manifest,
+            } => project::run(flag, &names, once, manifest.as_deref()),
+            ProjectCommand::Status {
+                name,
+                manifest,
+                json,
+            } => project::status(flag, name.as_deref(), manifest.as_deref(), json, ui),
+            ProjectCommand::Rebuild {
+                name,
+                manifest,
+                json,
+            } => project::rebuild(flag, &name, manifest.as_deref(), json, ui),
+            ProjectCommand::Retry {
+                name,
+                generation,
+                json,
+            } => project::retry(&*open(flag)?, &name, generation, json, ui),
+        },
         Commands::Serve {
+            projections,
             listen,
             token,
             read_token,
@@ -271,6 +296,7 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
                     admin: admin_token,
                 },
                 manifest,
+                projections,
                 allow_hosts,
                 header_timeout: std::time::Duration::from_secs(header_timeout),
                 request_timeout: std::time::Duration::from_secs(request_timeout),

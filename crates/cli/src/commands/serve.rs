@@ -5,9 +5,12 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use engine::projection::{ProjectionRunner, Until};
 use engine::Engine;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -42,6 +45,8 @@ pub struct Options {
     pub tokens: server::Tokens,
     /// The domain manifest.
     pub manifest: Option<PathBuf>,
+    /// Whether to run the manifest's projections beside the server.
+    pub projections: bool,
     /// Host headers accepted beyond the loopback names and the listening address.
     pub allow_hosts: Vec<String>,
     /// How long a client may take to send its request headers.
@@ -58,7 +63,19 @@ pub fn run(flag: Option<&std::path::Path>, options: Options) -> Result<()> {
         depot.clone(),
         load_manifest(&dir, options.manifest.as_deref())?,
     );
+    if options.projections && engine.manifest().projections().next().is_none() {
+        return Err(
+            anyhow::Error::new(engine::projection::ProjectionError::NoneDeclared)
+                .context("retro serve --projections"),
+        );
+    }
     let exporter = install_log()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let runners = if options.projections {
+        start_projections(&engine, &stop)
+    } else {
+        Vec::new()
+    };
     let config = server::Config {
         listen: options.listen,
         tokens: options.tokens,
@@ -78,6 +95,10 @@ pub fn run(flag: Option<&std::path::Path>, options: Options) -> Result<()> {
         server.run(server::shutdown_signal()).await?;
         Ok(())
     });
+    stop.store(true, Ordering::Relaxed);
+    for runner in runners {
+        let _ = runner.join();
+    }
     if let Some(provider) = exporter {
         // Sends the spans still queued; a collector that is gone only costs a warning.
         if let Err(err) = provider.shutdown() {
@@ -85,6 +106,40 @@ pub fn run(flag: Option<&std::path::Path>, options: Options) -> Result<()> {
         }
     }
     served
+}
+
+/// How long a projection runner that failed (the depot unavailable, another runner moving its
+/// position) waits before it starts again.
+const RUNNER_RESTART: Duration = Duration::from_secs(5);
+
+/// `--projections`: one thread per declared projection, each running it until `stop`; a runner
+/// that fails is logged and started again after [`RUNNER_RESTART`].
+fn start_projections(engine: &Engine, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    let mut threads = Vec::new();
+    for def in engine.manifest().projections() {
+        let name = def.name().to_owned();
+        let engine = engine.clone();
+        let stop = stop.clone();
+        tracing::info!("running projection {name} ({})", def.describe());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let result = ProjectionRunner::new(engine.clone(), &name)
+                    .and_then(|mut runner| runner.run(Until::Stopped, &stop));
+                match result {
+                    Ok(_) => return,
+                    Err(e) => tracing::warn!(
+                        "projection {name} stopped: {e}; starting it again in {} s",
+                        RUNNER_RESTART.as_secs()
+                    ),
+                }
+                let until = std::time::Instant::now() + RUNNER_RESTART;
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }));
+    }
+    threads
 }
 
 /// When `OTEL_EXPORTER_OTLP_ENDPOINT` is set (to a collector's OTLP/HTTP base URL, such as

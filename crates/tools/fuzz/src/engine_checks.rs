@@ -21,7 +21,37 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("spec_line", spec_line),
     ("upcasters", upcasters),
     ("upcast_output", upcast_output),
+    ("projection_ack", projection_ack),
 ];
+
+/// A projection handler's answer line never panics the parser; an accepted acknowledgement
+/// names exactly the batch's checkpoint (the parser refuses any other), and each issued command
+/// carries a valid path.
+pub fn projection_ack(data: &[u8]) {
+    let checkpoint: depot::ObjectId =
+        "sha256:1d877dceb0d2a86a4dd2542e1100ad05e25b3da324af8a68e691731ddb406e82"
+            .parse()
+            .expect("a valid id");
+    for expected in [Some(&checkpoint), None] {
+        match engine::projection::parse_ack(data, expected) {
+            Ok(ack) => {
+                let text = String::from_utf8_lossy(data);
+                let acked = serde_json::from_slice::<serde_json::Value>(data)
+                    .expect("an accepted answer is JSON")["ack"]
+                    .clone();
+                assert_eq!(
+                    acked.as_str(),
+                    expected.map(|c| c.to_string()).as_deref(),
+                    "{text}"
+                );
+                for issued in ack.commands {
+                    assert!(!issued.command.path().is_empty());
+                }
+            }
+            Err(failure) => assert!(!failure.message.is_empty()),
+        }
+    }
+}
 
 /// The `upcasters`/`event_versions` sections of a manifest never panic the parser; what it
 /// accepts is a gap-free chain per name (every name's newest version is at least 1, and a
