@@ -125,21 +125,25 @@ impl Depot {
         }
         for (name, value) in refs {
             // Streamed: a reflog of millions of lines is counted, not held.
-            let mut bad = Vec::new();
+            let (mut bad, mut first_bad) = (0u64, Vec::new());
             let scanned = self.refs.for_each_reflog_line(&name, &mut |line| {
                 if let Err(n) = line {
-                    bad.push(n);
+                    bad += 1;
+                    if first_bad.len() < 5 {
+                        first_bad.push(n.to_string());
+                    }
                 }
                 Ok(())
             });
-            if scanned.is_ok() {
-                if !bad.is_empty() {
-                    report.warnings.push(format!(
-                        "the reflog of '{name}' has {} unreadable line(s) (line {}), skipped: a write torn by a power cut, or damage; the ref itself is intact",
-                        bad.len(),
-                        bad.iter().take(5).map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
-                    ));
-                }
+            match scanned {
+                Err(e) => report.warnings.push(format!(
+                    "the reflog of '{name}' cannot be read ({e}); the ref itself is intact"
+                )),
+                Ok(()) if bad > 0 => report.warnings.push(format!(
+                    "the reflog of '{name}' has {bad} unreadable line(s) (line {}), skipped: a write torn by a power cut, or damage; the ref itself is intact",
+                    first_bad.join(", ")
+                )),
+                Ok(()) => {}
             }
             report.refs += 1;
             if let Some(id) = value.id() {
