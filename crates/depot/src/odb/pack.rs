@@ -1962,16 +1962,7 @@ impl PackStore {
         // The state lock is not held while `objects` runs: it reads from these very packs.
         let (old, seq) = {
             let mut state = self.state.write().expect("pack state lock poisoned");
-            if let Some(problem) = state.problems.iter().find(|p| p.loses_data()) {
-                // Damaged records may still be recoverable from this file (by hand, or from a
-                // copy of the depot that predates the damage): never delete the only copy.
-                return Err(Error::CorruptFile {
-                    path: self.dir.clone(),
-                    reason: format!(
-                        "{problem}; gc will not delete the damaged pack (run 'retro fsck'; restore what it names from a clone or backup)"
-                    ),
-                });
-            }
+            Self::refuse_damaged(&self.dir, &state)?;
             let old: Vec<u64> = state
                 .sealed
                 .iter()
@@ -2052,6 +2043,20 @@ impl PackStore {
         Self::collect_problems(&mut state);
         drop(state);
         self.stats()
+    }
+
+    /// Damaged records may still be recoverable from their file (by hand, or from a copy of the
+    /// depot that predates the damage): gc never deletes the only copy.
+    fn refuse_damaged(dir: &Path, state: &State) -> Result<(), Error> {
+        match state.problems.iter().find(|p| p.loses_data()) {
+            Some(problem) => Err(Error::CorruptFile {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "{problem}; gc will not delete the damaged pack (run 'retro fsck'; restore what it names from a clone or backup)"
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Writes `objects` into a new version 2 pack file at `temp`, fsynced; returns its length
@@ -2732,9 +2737,11 @@ impl PackStore {
     /// 8 MiB); sealed packs are read from their indexes as the merge goes.
     pub fn sorted_ids(&self) -> Result<SortedIds<'_>, Error> {
         self.refresh()?;
+        self.verify_covered()?;
         let mut sources = Vec::new();
         {
             let state = self.state.read().expect("pack state lock poisoned");
+            Self::refuse_damaged(&self.dir, &state)?;
             for sealed in &state.sealed {
                 sources.push(SortedSource {
                     pending: Default::default(),
