@@ -54,6 +54,7 @@ pub use depot::{
     Redaction, RefOutcome, RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
     REDACTED_EVENT_NAME, REDACTION_BATCH_FIELD, REDACTION_FIELD,
 };
+pub use depot::PartialFilter;
 pub use depot::{CAUSATION_ID_FIELD, COMMAND_ID_FIELD, CORRELATION_ID_FIELD};
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};
