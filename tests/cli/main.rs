@@ -17,6 +17,7 @@ mod history;
 mod idempotency;
 mod maintenance;
 mod objects;
+mod partial_clone;
 mod redact;
 mod refs;
 mod repair;
