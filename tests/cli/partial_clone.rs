@@ -64,17 +64,24 @@ fn assert_names_the_filter(out: &Run, what: &str, filter: &str) {
     assert!(out.stderr.contains(what), "{}", out.stderr);
     assert!(out.stderr.contains("partial clone"), "{}", out.stderr);
     assert!(out.stderr.contains(filter), "{}", out.stderr);
-    assert!(out.stderr.contains("retro sync --partitions"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("retro sync --partitions"),
+        "{}",
+        out.stderr
+    );
     for word in ["corrupt", "missing", "fsck"] {
         assert!(!out.stderr.contains(word), "says {word:?}: {}", out.stderr);
     }
 }
 
 fn log_ids(dir: &Path, depot: &str) -> Vec<String> {
-    ok(dir, &["--depot", depot, "log", "--oneline", "--all-parents"])
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    ok(
+        dir,
+        &["--depot", depot, "log", "--oneline", "--all-parents"],
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
 }
 
 #[test]
@@ -123,7 +130,10 @@ fn a_partial_clone_has_every_checkpoint_and_only_the_matching_events() {
             r#"{"path":"accounts/bob","name":"deposit","params":{"amount":5}}"#,
         ],
     );
-    assert_eq!(json(dir, &["--depot", "part", "fsck", "--json"])["clean"], true);
+    assert_eq!(
+        json(dir, &["--depot", "part", "fsck", "--json"])["clean"],
+        true
+    );
 }
 
 #[test]
@@ -136,7 +146,11 @@ fn reading_or_applying_outside_the_filter_is_refused_naming_the_filter() {
     assert_names_the_filter(&out, "'notes/n1'", "'accounts/*'");
     // A glob that reaches an absent partition (the default `**` does) too.
     let out = fails(dir, &["--depot", "part", "events"], 1);
-    assert!(out.stderr.contains("outside the partial clone"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("outside the partial clone"),
+        "{}",
+        out.stderr
+    );
     // An event read by id (`show` of the note's checkpoint).
     let out = fails(dir, &["--depot", "part", "show", "HEAD"], 1);
     assert_names_the_filter(&out, "is not in the partial clone", "'accounts/*'");
@@ -145,7 +159,10 @@ fn reading_or_applying_outside_the_filter_is_refused_naming_the_filter() {
     let out = add_note(dir, "part", &session, "refused");
     assert_error(&out, 1);
     assert!(out.stderr.contains("partial clone"), "{}", out.stderr);
-    assert_eq!(ok(dir, &["--depot", "part", "log", "--json", "-n", "1"]), head);
+    assert_eq!(
+        ok(dir, &["--depot", "part", "log", "--json", "-n", "1"]),
+        head
+    );
     assert_eq!(ok(dir, &["--depot", "part", "failed"]), "");
     // An import that writes to an absent partition is refused before anything is written.
     let line = r#"{"events":[{"partition":"notes/n2","name":"NoteAdded","data":{"text":"x"}}]}"#;
@@ -154,8 +171,14 @@ fn reading_or_applying_outside_the_filter_is_refused_naming_the_filter() {
         .write_stdin(line));
     assert_error(&out, 1);
     assert_names_the_filter(&out, "'notes/n2'", "'accounts/*'");
-    assert_eq!(ok(dir, &["--depot", "part", "log", "--json", "-n", "1"]), head);
-    assert_eq!(json(dir, &["--depot", "part", "fsck", "--json"])["clean"], true);
+    assert_eq!(
+        ok(dir, &["--depot", "part", "log", "--json", "-n", "1"]),
+        head
+    );
+    assert_eq!(
+        json(dir, &["--depot", "part", "fsck", "--json"])["clean"],
+        true
+    );
 }
 
 #[test]
@@ -167,7 +190,10 @@ fn sync_partitions_widens_the_filter_and_fetches_the_missing_events() {
         dir,
         &["sync", "--json", "--partitions", "notes/**", "src", "part"],
     );
-    assert_eq!(out["partitions"], serde_json::json!(["accounts/*", "notes/**"]));
+    assert_eq!(
+        out["partitions"],
+        serde_json::json!(["accounts/*", "notes/**"])
+    );
     assert!(out["events_fetched"].as_u64().unwrap() >= 1, "{out}");
     assert_eq!(
         ok(dir, &["--depot", "src", "events", "notes/**"]),
@@ -177,7 +203,10 @@ fn sync_partitions_widens_the_filter_and_fetches_the_missing_events() {
         fs::read_to_string(dir.join("part/.retro/partial")).unwrap(),
         "retro partial 1\npartitions accounts/*\npartitions notes/**\n"
     );
-    assert_eq!(json(dir, &["--depot", "part", "fsck", "--json"])["clean"], true);
+    assert_eq!(
+        json(dir, &["--depot", "part", "fsck", "--json"])["clean"],
+        true
+    );
     // Later syncs bring the events of every held partition, and only those.
     ok(dir, &["--depot", "src", "apply", DEPOSIT_ALICE]);
     assert_eq!(add_note(dir, "src", &session, "again").code, 0);
@@ -196,7 +225,10 @@ fn sync_partitions_widens_the_filter_and_fetches_the_missing_events() {
         &["sync", "--json", "--partitions", "notes/**", "src", "part"],
     );
     assert_eq!(again["events_fetched"], 0);
-    assert_eq!(json(dir, &["--depot", "part", "fsck", "--json"])["clean"], true);
+    assert_eq!(
+        json(dir, &["--depot", "part", "fsck", "--json"])["clean"],
+        true
+    );
 }
 
 #[test]
@@ -204,19 +236,32 @@ fn a_widening_the_source_cannot_serve_leaves_the_filter_as_it_was() {
     let (tmp, _) = source();
     let dir = tmp.path();
     ok(dir, &["clone", "--partitions", "accounts/*", "src", "part"]);
-    ok(dir, &["clone", "--partitions", "accounts/alice", "src", "alice"]);
+    ok(
+        dir,
+        &["clone", "--partitions", "accounts/alice", "src", "alice"],
+    );
     // `part` lacks notes/n1: `alice` cannot get it from there. The refusal names the source's
     // filter, and `alice` records no wider filter than the events it holds.
-    let out = fails(dir, &["sync", "--partitions", "notes/**", "part", "alice"], 1);
+    let out = fails(
+        dir,
+        &["sync", "--partitions", "notes/**", "part", "alice"],
+        1,
+    );
     assert_names_the_filter(&out, "'notes/n1'", "'accounts/*'");
     assert_eq!(
         fs::read_to_string(dir.join("alice/.retro/partial")).unwrap(),
         "retro partial 1\npartitions accounts/alice\n"
     );
     fails(dir, &["--depot", "alice", "events", "notes/n1"], 1);
-    assert_eq!(json(dir, &["--depot", "alice", "fsck", "--json"])["clean"], true);
+    assert_eq!(
+        json(dir, &["--depot", "alice", "fsck", "--json"])["clean"],
+        true
+    );
     // What `part` holds it can give.
-    ok(dir, &["sync", "--partitions", "accounts/bob", "part", "alice"]);
+    ok(
+        dir,
+        &["sync", "--partitions", "accounts/bob", "part", "alice"],
+    );
     assert_eq!(
         ok(dir, &["--depot", "src", "events", "accounts/bob"]),
         ok(dir, &["--depot", "alice", "events", "accounts/bob"])
@@ -227,11 +272,18 @@ fn a_widening_the_source_cannot_serve_leaves_the_filter_as_it_was() {
         json(dir, &["--depot", "again", "status", "--json"])["partial"],
         serde_json::json!(["accounts/*"])
     );
-    assert_eq!(json(dir, &["--depot", "again", "fsck", "--json"])["clean"], true);
+    assert_eq!(
+        json(dir, &["--depot", "again", "fsck", "--json"])["clean"],
+        true
+    );
     // A full depot cannot take history from a partial clone that lacks its events.
     ok(dir, &["init", "whole"]);
     let out = fails(dir, &["sync", "part", "whole"], 1);
-    assert!(out.stderr.contains("outside the partial clone"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("outside the partial clone"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -259,16 +311,32 @@ fn bad_partition_arguments_are_refused_before_anything_is_made() {
         ],
         1,
     );
-    assert!(out.stderr.contains("must be a files depot"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("must be a files depot"),
+        "{}",
+        out.stderr
+    );
     // Widening a depot that holds every partition is a mistake, said so.
     ok(dir, &["clone", "src", "whole"]);
-    let out = fails(dir, &["sync", "--partitions", "notes/**", "src", "whole"], 1);
-    assert!(out.stderr.contains("is not a partial clone"), "{}", out.stderr);
+    let out = fails(
+        dir,
+        &["sync", "--partitions", "notes/**", "src", "whole"],
+        1,
+    );
+    assert!(
+        out.stderr.contains("is not a partial clone"),
+        "{}",
+        out.stderr
+    );
     ok(dir, &["clone", "--partitions", "accounts/*", "src", "part"]);
     let out = fails(dir, &["sync", "--partitions", "[", "src", "part"], 1);
     assert!(out.stderr.contains("bad partition glob"), "{}", out.stderr);
     // A damaged filter file is corruption (exit 5), named, never guessed around.
     fs::write(dir.join("part/.retro/partial"), "retro partial 1\nglob x\n").unwrap();
     let out = fails(dir, &["--depot", "part", "status"], 5);
-    assert!(out.stderr.contains("partial-clone filter"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("partial-clone filter"),
+        "{}",
+        out.stderr
+    );
 }

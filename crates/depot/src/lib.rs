@@ -47,6 +47,7 @@ pub mod storage;
 
 pub use class::{io_class, BackendError, ErrorClass};
 pub use depot::native_without_config;
+pub use depot::PartialFilter;
 pub use depot::{
     Backend, Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error,
     EventRecord, FailureStore, FsckKind, FsckProblem, FsckReport, GcOptions, GcReport,
@@ -54,7 +55,6 @@ pub use depot::{
     Redaction, RefOutcome, RefSync, RepairReport, Subscription, SyncOptions, SyncReport,
     REDACTED_EVENT_NAME, REDACTION_BATCH_FIELD, REDACTION_FIELD,
 };
-pub use depot::PartialFilter;
 pub use depot::{CAUSATION_ID_FIELD, COMMAND_ID_FIELD, CORRELATION_ID_FIELD};
 pub use hash::{HashKind, ObjectId, ParseIdError, Prefix};
 pub use index::{IndexError, IndexedCheckpoint};

@@ -14,27 +14,10 @@ use super::{depot_dir, open, resolve};
 use crate::error::{NoSuchRef, RefExists};
 use crate::ui::Ui;
 
-/// `NAME` or `refs/heads/NAME`, validated as a ref name.
+/// `NAME` or `refs/heads/NAME`, validated as a ref name (the rule `POST /branches` shares:
+/// `server::branches::branch_ref`).
 pub fn branch_ref(name: &str) -> Result<RefName> {
-    let full = if name.starts_with("refs/heads/") {
-        name.to_owned()
-    } else if name.starts_with("refs/") || name == "HEAD" {
-        bail!(
-            "'{}' is not a branch name: a branch is NAME or refs/heads/NAME",
-            depot::shown(name)
-        );
-    } else {
-        format!("refs/heads/{name}")
-    };
-    let name = RefName::new(&full)?;
-    if full.chars().any(depot::is_invisible) {
-        // As for new partition names: a name that reads as another is refused.
-        bail!(
-            "branch name '{}' contains an invisible or bidi format character",
-            depot::shown(&full)
-        );
-    }
-    Ok(name)
+    Ok(server::branches::branch_ref(name)?)
 }
 
 /// The branch `HEAD` points at (it may be unborn).

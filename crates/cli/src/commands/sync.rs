@@ -19,7 +19,9 @@ fn filter_of(partitions: &[String]) -> Result<Option<PartialFilter>> {
     if partitions.is_empty() {
         return Ok(None);
     }
-    Ok(Some(PartialFilter::new(partitions).context("--partitions")?))
+    Ok(Some(
+        PartialFilter::new(partitions).context("--partitions")?,
+    ))
 }
 
 pub fn sync(
