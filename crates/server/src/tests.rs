@@ -1401,3 +1401,61 @@ async fn a_merge_that_cannot_happen_answers_its_class_and_moves_nothing() {
     assert_eq!(bad_session.status, StatusCode::BAD_REQUEST);
     assert_eq!(depot.head().unwrap(), head);
 }
+
+#[tokio::test]
+async fn a_partial_clone_serves_what_it_holds_and_refuses_the_rest_naming_its_filter() {
+    // The source: accounts (the bank) and a partition of its own.
+    let source = depot::Depot::in_memory().unwrap();
+    let note = depot::Event::new(depot::EventName::new("Noted").unwrap(), "{}");
+    let part = depot::PartitionName::new("notes/n1").unwrap();
+    source
+        .commit(depot::CommitRequest::new(
+            None,
+            vec![(part, note)],
+            "s",
+            "note",
+        ))
+        .unwrap();
+    let clone = Arc::new(depot::Depot::in_memory().unwrap());
+    let filter = depot::PartialFilter::new(["accounts/*", "registry/*"]).unwrap();
+    clone.begin_partial_clone(&filter).unwrap();
+    clone
+        .sync_from(&source, &depot::SyncOptions::default(), |_| {})
+        .unwrap();
+    let state = state_on(Tokens::default(), clone.clone());
+    let refused = call(&state, "GET", "/events?glob=notes/*", None, "").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("'notes/n1'") && message.contains("'accounts/*', 'registry/*'"),
+        "{message}"
+    );
+    // A command on a partition outside the filter (`quiet/…` would answer 200, nothing written).
+    let noop = r#"{"path":"quiet/q1","name":"noop","params":{}}"#;
+    let refused = call(&state, "POST", "/apply", None, noop).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("'quiet/q1' is outside the partial clone"),
+        "{message}"
+    );
+    assert!(clone
+        .partition_events(&depot::PartitionName::new("notes/n1").unwrap())
+        .is_err());
+    // What it holds works as anywhere: an apply (the bank's open writes accounts/alice and
+    // registry/accounts), and its events.
+    assert_eq!(
+        call(&state, "POST", "/apply", None, OPEN).await.status,
+        StatusCode::CREATED
+    );
+    let events = call(&state, "GET", "/events?glob=accounts/*", None, "").await;
+    assert_eq!(events.status, StatusCode::OK);
+    assert_eq!(events.json().as_array().unwrap().len(), 1);
+    assert!(clone.fsck(|_| {}).unwrap().is_clean());
+}

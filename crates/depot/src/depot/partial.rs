@@ -23,7 +23,7 @@ const PARTIAL_FORMAT_LINE: &str = "retro partial 1";
 /// The word that starts each glob line.
 const PARTITIONS_WORD: &str = "partitions ";
 /// The file's name in a native depot's directory.
-pub(crate) const PARTIAL_FILE: &str = "partial";
+const PARTIAL_FILE: &str = "partial";
 
 /// Which partitions' events a partial clone holds: any partition matching one of its globs.
 #[derive(Debug, Clone)]
@@ -261,7 +261,12 @@ impl Depot {
         &self,
         partitions: impl IntoIterator<Item = &'a PartitionName>,
     ) -> Result<(), Error> {
-        if self.partial_filter().is_none() {
+        if self
+            .partial
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
             return Ok(());
         }
         for partition in partitions {
