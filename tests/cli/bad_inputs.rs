@@ -321,6 +321,31 @@ fn run_category(category: &str) {
                     depot.run(&["merge", "--", &arg]),
                 )],
             },
+            "partitions" => match argument(&bytes) {
+                Err(e) => {
+                    failures.push(format!("{name}: unusable as an argument: {e}"));
+                    continue;
+                }
+                Ok(arg) => {
+                    let flag = format!("--partitions={arg}");
+                    let clone_dst = depot.tmp.path().join("partial-clone");
+                    let depot_dir = depot.dir.to_str().unwrap().to_owned();
+                    let runs = vec![
+                        (
+                            format!("clone {flag:?} DEPOT DST"),
+                            depot.run(&["clone", &flag, &depot_dir, clone_dst.to_str().unwrap()]),
+                        ),
+                        (
+                            format!("sync {flag:?} DEPOT DEPOT"),
+                            depot.run(&["sync", &flag, &depot_dir, &depot_dir]),
+                        ),
+                    ];
+                    if clone_dst.exists() {
+                        failures.push(format!("{name}: clone created its destination"));
+                    }
+                    runs
+                }
+            },
             "signing-keys" => vec![(
                 "config signing-key".to_owned(),
                 depot.run(&["config", "signing-key", input.to_str().unwrap()]),
@@ -462,6 +487,11 @@ fn branches() {
 #[test]
 fn merges() {
     run_category("merges");
+}
+
+#[test]
+fn partitions() {
+    run_category("partitions");
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod maintenance;
 mod objects;
 #[cfg(unix)]
 mod projections;
+mod partial_clone;
 mod redact;
 mod refs;
 mod repair;

@@ -198,3 +198,50 @@ fn an_interrupted_sync_resumes_and_never_leaves_a_ref_on_a_missing_object() {
         "{fsck}"
     );
 }
+
+/// A partial clone of a PostgreSQL depot into files, widened from it later; a partial clone into
+/// PostgreSQL is refused before the database is initialised.
+#[test]
+fn a_partial_clone_of_a_postgres_depot_fetches_only_its_partitions_then_more() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let a = w.join("a");
+    let a_s = a.to_str().unwrap();
+    ok(w, &["init", a_s]);
+    let history = w.join("history.jsonl");
+    write_history(&history, 40);
+    ok(w, &["--depot", a_s, "import", history.to_str().unwrap()]);
+    let url = fresh_url();
+    ok(w, &["clone", a_s, &url]);
+    let part = w.join("part");
+    let part_s = part.to_str().unwrap();
+    ok(w, &["clone", "--partitions", "accounts/*", &url, part_s]);
+    let fsck: serde_json::Value =
+        serde_json::from_str(&ok(w, &["--depot", part_s, "fsck", "--json"])).unwrap();
+    assert_eq!(fsck["clean"], true, "{fsck}");
+    assert_eq!(fsck["absent_by_filter"], 40, "the audit/log events: {fsck}");
+    assert_eq!(
+        ok(w, &["--depot", &url, "events", "accounts/*"]),
+        ok(w, &["--depot", part_s, "events", "accounts/*"])
+    );
+    let refused = run(w, &["--depot", part_s, "events", "audit/log"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("outside the partial clone"), "{stderr}");
+    ok(w, &["sync", "--partitions", "audit/*", &url, part_s]);
+    assert_eq!(
+        ok(w, &["--depot", &url, "events", "audit/log"]),
+        ok(w, &["--depot", part_s, "events", "audit/log"])
+    );
+    let fsck: serde_json::Value =
+        serde_json::from_str(&ok(w, &["--depot", part_s, "fsck", "--json"])).unwrap();
+    assert_eq!(fsck["absent_by_filter"], 0, "{fsck}");
+    // Into PostgreSQL: refused, and the database is left uninitialised.
+    let other = fresh_url();
+    let refused = run(w, &["clone", "--partitions", "accounts/*", a_s, &other]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("must be a files depot"), "{stderr}");
+    let open = run(w, &["--depot", &other, "log"]);
+    assert_ne!(open.status.code(), Some(0), "no depot was made there");
+}

@@ -15,9 +15,9 @@ const EXAMPLES_UPDATE_REF: &str = "Examples:\n  retro update-ref refs/tags/audit
 const EXAMPLES_GC: &str = "Examples:\n  retro gc                 # repack everything into one pack\n  retro gc --prune 14d     # also drop unreachable objects older than 14 days";
 const EXAMPLES_WATCH: &str = "Examples:\n  retro watch 'accounts/*'                       # new checkpoints touching accounts\n  retro watch --all --json '**'                   # everything, from the start, as JSON lines\n  retro watch --consumer projector 'accounts/*'   # resumes where it left off after a crash";
 const EXAMPLES_SERVE: &str = "Examples:\n  retro serve                                   # http://127.0.0.1:7070/\n  RETRO_TOKEN=secret retro serve --listen 0.0.0.0:7070\n  curl -X POST -H 'Content-Type: application/json' -H 'X-Retro-Session: s1' -d '{\"path\":\"accounts/a\",\"name\":\"open\",\"params\":{\"owner\":\"A\"}}' localhost:7070/apply\n\nSee docs/http.md for every endpoint.";
-const EXAMPLES_SYNC: &str = "Examples:\n  retro sync .retro postgres://app@db.internal/bank      # push a files depot to PostgreSQL\n  retro sync postgres://app@db.internal/bank backup/     # and back\n  retro sync --force src/ dst/                           # also move refs that are not fast-forwards\n\nObjects are copied byte for byte (ids are identical on both sides), oldest first, each batch durable\nbefore the next; refs move last, fast-forward only unless --force. An interrupted sync resumes.";
+const EXAMPLES_SYNC: &str = "Examples:\n  retro sync .retro postgres://app@db.internal/bank      # push a files depot to PostgreSQL\n  retro sync postgres://app@db.internal/bank backup/     # and back\n  retro sync --force src/ dst/                           # also move refs that are not fast-forwards\n  retro sync --partitions 'notes/**' src/ part/          # a partial clone fetches more partitions\n\nObjects are copied byte for byte (ids are identical on both sides), oldest first, each batch durable\nbefore the next; refs move last, fast-forward only unless --force. An interrupted sync resumes.";
+const EXAMPLES_CLONE: &str = "Examples:\n  retro clone .retro postgres://app@db.internal/bank\n  retro clone postgres://app@db.internal/bank ./copy\n  retro clone --partitions 'accounts/*' .retro ./accounts   # every checkpoint, only accounts' events";
 const EXAMPLES_PROJECT: &str = "Examples:\n  retro project run balances                 # feed it until interrupted\n  retro project run --once                   # every declared projection, until caught up\n  retro project status --json\n  retro project rebuild balances             # a new generation beside the live one\n  retro project retry balances               # deliver the parked batch again\n\nProjections are declared in the domain manifest (\"projections\": docs/handlers.md).";
-const EXAMPLES_CLONE: &str = "Examples:\n  retro clone .retro postgres://app@db.internal/bank\n  retro clone postgres://app@db.internal/bank ./copy";
 const EXAMPLES_TEST: &str = "Examples:\n  retro test fixtures/specs/bank.jsonl                        # the built-in bank\n  retro test --manifest fixtures/domain/manifest.json my.jsonl   # exec handlers\n\nOne case a line: {\"name\",\"given\":[events],\"when\":{command},\"then\":{\"events\":[…]} | {\"rejected\":\"code\"} | {\"error\":\"text\"}}\n(docs/handlers.md). Prints TAP; exits 0 when every case passes, 7 when one fails, 1 on a malformed line.";
 const EXAMPLES_VERIFY: &str = "Examples:\n  retro verify                                  # every command of HEAD's history\n  retro verify --signatures --trusted-key 8a88e3dd…   # every checkpoint signed by that key?\n  retro verify --manifest new/manifest.json     # does the upgraded domain change anything?\n  retro verify HEAD~10..HEAD --json\n\nExits 0 when every command emits its recorded events again, 7 when one diverges. With --signatures,\n7 when a checkpoint is unsigned, badly signed, or signed by a key not given as --trusted-key.";
 const EXAMPLES_BLAME: &str =
@@ -296,6 +296,10 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         /// Move refs that are not fast-forwards too.
         #[arg(long)]
         force: bool,
+        /// Widen DST, a partial clone, to these partitions too (a glob; repeatable) and fetch
+        /// their events.
+        #[arg(long = "partitions", value_name = "GLOB")]
+        partitions: Vec<String>,
         /// Checkpoints per durable batch.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
@@ -310,6 +314,10 @@ Records damaged inside a pack and missing objects cannot be derived: repair name
         src: PathBuf,
         /// The depot to create.
         dst: PathBuf,
+        /// A partial clone: every checkpoint and affix, but only the events of partitions
+        /// matching this glob (repeatable); DST must be a directory.
+        #[arg(long = "partitions", value_name = "GLOB")]
+        partitions: Vec<String>,
         /// Checkpoints per durable batch.
         #[arg(long, default_value_t = 1000)]
         batch: usize,

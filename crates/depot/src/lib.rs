@@ -47,6 +47,7 @@ pub mod storage;
 
 pub use class::{io_class, BackendError, ErrorClass};
 pub use depot::native_without_config;
+pub use depot::PartialFilter;
 pub use depot::{
     Backend, Base, CommitIntent, CommitRequest, Committed, Consumer, Delivery, Depot, Error,
     EventRecord, FailureStore, FsckKind, FsckProblem, FsckReport, GcOptions, GcReport,

@@ -989,3 +989,150 @@ impl From<&engine::projection::ProjectionStatus> for ProjectionView {
         }
     }
 }
+
+/// One branch: `GET /branches` (an array of them), `POST /branches` (the one created); the
+/// shape of `retro branch --list --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BranchEntry {
+    /// Its short name (`feature`).
+    #[schema(example = "feature")]
+    pub name: String,
+    /// Its ref (`refs/heads/feature`).
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    /// The checkpoint it points at.
+    pub checkpoint: String,
+    /// Whether `HEAD` points at it.
+    pub current: bool,
+}
+
+impl BranchEntry {
+    /// Branch `name` (a ref under `refs/heads/`) at `checkpoint`.
+    pub fn new(name: &RefName, checkpoint: &ObjectId, current: bool) -> BranchEntry {
+        BranchEntry {
+            name: name
+                .as_str()
+                .strip_prefix("refs/heads/")
+                .unwrap_or(name.as_str())
+                .to_owned(),
+            ref_name: name.to_string(),
+            checkpoint: checkpoint.to_string(),
+            current,
+        }
+    }
+}
+
+/// `POST /branches`: a new branch, as `retro branch NAME [REV]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BranchRequest {
+    /// `NAME` or `refs/heads/NAME`.
+    #[schema(example = "feature")]
+    pub name: String,
+    /// Where it starts: any revision (default `HEAD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "HEAD~1")]
+    pub at: Option<String>,
+}
+
+/// `POST /merge`: merge a revision into a branch, as `retro merge REV`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRequest {
+    /// What to merge: a branch, a ref or any revision.
+    #[schema(example = "feature")]
+    pub rev: String,
+    /// The branch to merge into, `NAME` or `refs/heads/NAME` (default: the one `HEAD` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "master")]
+    pub into: Option<String>,
+}
+
+/// One replayed checkpoint of a merge by replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplayedEntry {
+    /// The other side's checkpoint whose command was re-run.
+    pub from: String,
+    /// The checkpoint the re-run wrote on the branch.
+    pub checkpoint: String,
+}
+
+/// What `POST /merge` did; the shape of `retro merge --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MergeResult {
+    /// `up-to-date`, `fast-forward`, `merged` (a two-parent merge checkpoint) or `replayed`.
+    #[schema(example = "merged")]
+    pub outcome: String,
+    /// The branch merged into.
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    /// Its head before (`null`: it was unborn).
+    pub from: Option<String>,
+    /// Its head after.
+    pub to: String,
+    /// `merged`: how many events the merge checkpoint's affix brings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<usize>,
+    /// `merged`: the partitions they are in, sorted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<String>>,
+    /// `replayed`: each re-run checkpoint, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<Vec<ReplayedEntry>>,
+}
+
+impl MergeResult {
+    /// The body of `outcome`, a merge into `branch`.
+    pub fn new(branch: &RefName, outcome: &engine::merge::MergeOutcome) -> MergeResult {
+        use engine::merge::MergeOutcome;
+        let mut body = MergeResult {
+            outcome: String::new(),
+            ref_name: branch.to_string(),
+            from: None,
+            to: String::new(),
+            events: None,
+            partitions: None,
+            replayed: None,
+        };
+        match outcome {
+            MergeOutcome::UpToDate { head } => {
+                body.outcome = "up-to-date".to_owned();
+                body.from = Some(head.to_string());
+                body.to = head.to_string();
+            }
+            MergeOutcome::FastForward { from, to } => {
+                body.outcome = "fast-forward".to_owned();
+                body.from = from.map(|f| f.to_string());
+                body.to = to.to_string();
+            }
+            MergeOutcome::Merged {
+                checkpoint,
+                from,
+                events,
+                partitions,
+                ..
+            } => {
+                body.outcome = "merged".to_owned();
+                body.from = Some(from.to_string());
+                body.to = checkpoint.to_string();
+                body.events = Some(*events);
+                body.partitions = Some(partitions.clone());
+            }
+            MergeOutcome::Replayed { from, to, replayed } => {
+                body.outcome = "replayed".to_owned();
+                body.from = Some(from.to_string());
+                body.to = to.to_string();
+                body.replayed = Some(
+                    replayed
+                        .iter()
+                        .map(|(from, new)| ReplayedEntry {
+                            from: from.to_string(),
+                            checkpoint: new.to_string(),
+                        })
+                        .collect(),
+                );
+            }
+        }
+        body
+    }
+}

@@ -282,7 +282,7 @@ impl From<ApplyError> for ApiError {
 
 impl ApiError {
     /// The answer for an engine failure: its status, code and message.
-    fn of_apply(err: &ApplyError) -> ApiError {
+    pub(crate) fn of_apply(err: &ApplyError) -> ApiError {
         let message = err.to_string();
         match err {
             ApplyError::Command(_) | ApplyError::BadSession(_) => {

@@ -81,6 +81,7 @@
 
 pub mod api;
 mod auth;
+pub mod branches;
 mod command_ids;
 mod error;
 mod hosts;

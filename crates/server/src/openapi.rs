@@ -9,6 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::OpenApi as _;
 
 use crate::api;
+use crate::branches;
 use crate::routes;
 
 #[derive(utoipa::OpenApi)]
@@ -36,6 +37,9 @@ use crate::routes;
         routes::projections,
         routes::stats,
         routes::redact,
+        branches::list_branches,
+        branches::create_branch,
+        branches::merge,
     ),
     components(schemas(
         api::Health,
@@ -71,6 +75,11 @@ use crate::routes;
         api::ParkedEventView,
         api::FailedEntry,
         api::LineErrorDetail,
+        api::BranchEntry,
+        api::BranchRequest,
+        api::MergeRequest,
+        api::MergeResult,
+        api::ReplayedEntry,
     )),
     tags(
         (name = "read", description = "Open unless the server has a read token"),

@@ -88,6 +88,28 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::GET, "/metrics", Read, true, get(metrics)),
         route(Method::GET, "/failed", Read, true, get(failed)),
         route(Method::GET, "/projections", Read, true, get(projections)),
+        route(
+            Method::GET,
+            "/branches",
+            Read,
+            true,
+            get(crate::branches::list_branches),
+        ),
+        route(
+            Method::POST,
+            "/branches",
+            Write,
+            true,
+            post(crate::branches::create_branch),
+        ),
+        // A merge may replay commands through handlers: answered with its outcome, as /apply.
+        route(
+            Method::POST,
+            "/merge",
+            Write,
+            false,
+            post(crate::branches::merge),
+        ),
         route(Method::GET, "/admin/stats", Admin, true, get(stats)),
         route(Method::POST, "/redact", Admin, true, post(redact)),
     ]
@@ -243,6 +265,11 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 /// `Content-Type: application/json` (parameters allowed). Anything else is refused: the types a
 /// browser may send cross-origin without asking (text/plain, forms, none at all) included.
 fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    require_json(headers, "POST /apply")
+}
+
+/// [`check_json`] for the route named `route` (`POST /merge`), which its refusal names.
+pub(crate) fn require_json(headers: &HeaderMap, route: &str) -> Result<(), ApiError> {
     let given = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -257,18 +284,16 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
         "unsupported_media_type",
         match given {
             Some(t) => format!(
-                "POST /apply takes 'Content-Type: application/json', not '{}'",
+                "{route} takes 'Content-Type: application/json', not '{}'",
                 t.escape_debug()
             ),
-            None => {
-                "POST /apply takes 'Content-Type: application/json' (none was given)".to_owned()
-            }
+            None => format!("{route} takes 'Content-Type: application/json' (none was given)"),
         },
     ))
 }
 
 /// `X-Retro-Session`, default `http`; a value that is not visible ASCII is refused.
-fn session(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn session(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get("x-retro-session") {
         None => Ok("http".to_owned()),
         Some(value) => value.to_str().map(str::to_owned).map_err(|_| {

@@ -464,6 +464,10 @@ async fn the_openapi_document_describes_exactly_the_routes() {
             let events = call(&state, "GET", "/events?glob=accounts/*", None, "").await;
             let event = events.json()[0]["event"].as_str().unwrap().to_owned();
             format!(r#"{{"events":["{event}"],"reason":"the document's own test"}}"#)
+        } else if path == "/branches" {
+            r#"{"name":"documented"}"#.to_owned()
+        } else if path == "/merge" {
+            r#"{"rev":"HEAD"}"#.to_owned()
         } else if method == "POST" {
             OPEN.replace("alice", "carol")
         } else {
@@ -1103,4 +1107,355 @@ async fn post_redact_takes_the_admin_token_and_events_read_as_tombstones() {
         .body
         .starts_with(b"event sealed AccountOpened 77\0data sha256:"));
     assert_eq!(depot::ObjectId::of(&object.body).to_string(), event);
+}
+
+/// An engine on `depot`'s branch `branch` (the bank), to write on a branch `HEAD` does not name.
+fn bank_on(depot: &Arc<depot::Depot>, branch: &str) -> engine::Engine {
+    let mut manifest = engine::Manifest::new();
+    engine::example::register_bank(&mut manifest).unwrap();
+    engine::Engine::new(depot.clone(), manifest)
+        .with_ref(depot::RefName::new(&format!("refs/heads/{branch}")).unwrap())
+}
+
+#[tokio::test]
+async fn branches_are_listed_and_created_with_the_write_token() {
+    let depot = Arc::new(depot::Depot::in_memory().unwrap());
+    let state = state_on(all_tokens(), depot.clone());
+    assert_eq!(
+        call(
+            &state,
+            "POST",
+            "/branches",
+            Some("w"),
+            r#"{"name":"early"}"#
+        )
+        .await
+        .error_code(),
+        "bad_request",
+        "HEAD unborn and no 'at'"
+    );
+    assert_eq!(
+        call(&state, "POST", "/apply", Some("w"), OPEN).await.status,
+        StatusCode::CREATED
+    );
+    let head = depot.head().unwrap().unwrap().to_string();
+    let listed = call(&state, "GET", "/branches", Some("r"), "").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(
+        listed.json(),
+        serde_json::json!([{"name":"master","ref":"refs/heads/master","checkpoint":head,"current":true}])
+    );
+    // A write: the read token is not enough, nothing is created.
+    for token in [None, Some("r")] {
+        let answer = call(&state, "POST", "/branches", token, r#"{"name":"feature"}"#).await;
+        assert!(
+            matches!(
+                answer.status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ),
+            "{token:?}: {}",
+            answer.status
+        );
+    }
+    assert_eq!(depot.list_refs("refs/heads/").unwrap().len(), 1);
+    let created = call(
+        &state,
+        "POST",
+        "/branches",
+        Some("w"),
+        r#"{"name":"feature","at":"HEAD"}"#,
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    assert_eq!(
+        created.json(),
+        serde_json::json!({"name":"feature","ref":"refs/heads/feature","checkpoint":head,"current":false})
+    );
+    // It exists now: a second create is a conflict and moves nothing.
+    let again = call(
+        &state,
+        "POST",
+        "/branches",
+        Some("a"),
+        r#"{"name":"refs/heads/feature"}"#,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.error_code(), "ref_exists");
+    // Bad bodies, names and revisions: each its status, nothing created.
+    for (body, status, code) in [
+        (
+            r#"{"name":"refs/tags/v1"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_branch",
+        ),
+        (r#"{"name":"a..b"}"#, StatusCode::BAD_REQUEST, "bad_branch"),
+        (
+            "{\"name\":\"x\u{202e}y\"}",
+            StatusCode::BAD_REQUEST,
+            "bad_branch",
+        ),
+        (
+            r#"{"name":"x","at":"nope"}"#,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            r#"{"name":"x","at":"HEAD~9"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            r#"{"name":"x","from":"HEAD"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (r#"{"name":7}"#, StatusCode::BAD_REQUEST, "bad_request"),
+        ("not json", StatusCode::BAD_REQUEST, "bad_request"),
+    ] {
+        let answer = call(&state, "POST", "/branches", Some("w"), body).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (status, code),
+            "{body}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    assert_eq!(depot.list_refs("refs/heads/").unwrap().len(), 2);
+    let listed = call(&state, "GET", "/branches", Some("r"), "").await.json();
+    assert_eq!(listed[0]["name"], "feature");
+    assert_eq!(listed[1]["current"], true);
+}
+
+#[tokio::test]
+async fn merge_fast_forwards_merges_disjoint_sides_and_replays_overlapping_ones() {
+    let depot = Arc::new(depot::Depot::in_memory().unwrap());
+    let state = state_on(all_tokens(), depot.clone());
+    assert_eq!(
+        call(&state, "POST", "/apply", Some("w"), OPEN).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call(
+            &state,
+            "POST",
+            "/branches",
+            Some("w"),
+            r#"{"name":"feature"}"#
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let feature = bank_on(&depot, "feature");
+    let bob = r#"{"path":"accounts/bob","name":"open","params":{"owner":"Bob"}}"#;
+    let on_feature = feature.apply("http", bob.as_bytes()).unwrap();
+    // The read token cannot merge; nothing moves.
+    let refused = call(&state, "POST", "/merge", Some("r"), r#"{"rev":"feature"}"#).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_ne!(depot.head().unwrap(), Some(on_feature.checkpoint));
+    // master has not moved: a fast-forward.
+    let merged = call(&state, "POST", "/merge", Some("w"), r#"{"rev":"feature"}"#).await;
+    assert_eq!(
+        merged.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&merged.body)
+    );
+    let body = merged.json();
+    assert_eq!(body["outcome"], "fast-forward", "{body}");
+    assert_eq!(body["ref"], "refs/heads/master");
+    assert_eq!(body["to"], on_feature.checkpoint.to_string());
+    assert_eq!(depot.head().unwrap(), Some(on_feature.checkpoint));
+    let again = call(&state, "POST", "/merge", Some("w"), r#"{"rev":"feature"}"#).await;
+    assert_eq!(again.json()["outcome"], "up-to-date");
+    // Both sides move; the same partition on both: feature's command is replayed on master.
+    let deposit = |amount: u64| {
+        format!(r#"{{"path":"accounts/alice","name":"deposit","params":{{"amount":{amount}}}}}"#)
+    };
+    assert_eq!(
+        call(&state, "POST", "/apply", Some("w"), &deposit(10))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let theirs = feature.apply("http", deposit(5).as_bytes()).unwrap();
+    let replayed = call(
+        &state,
+        "POST",
+        "/merge",
+        Some("a"),
+        r#"{"rev":"refs/heads/feature","into":"master"}"#,
+    )
+    .await;
+    let body = replayed.json();
+    assert_eq!(replayed.status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], "replayed", "{body}");
+    assert_eq!(body["replayed"][0]["from"], theirs.checkpoint.to_string());
+    assert_eq!(body["to"], depot.head().unwrap().unwrap().to_string());
+    let events = call(&state, "GET", "/events?glob=accounts/alice", Some("r"), "").await;
+    // Opened, then both deposits: master's own and feature's, replayed on top.
+    assert_eq!(events.json().as_array().unwrap().len(), 3);
+    // Sides that wrote disjoint partitions: one merge checkpoint with two parents.
+    assert_eq!(
+        call(&state, "POST", "/branches", Some("w"), r#"{"name":"side"}"#)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let side = bank_on(&depot, "side");
+    let carol = side
+        .apply(
+            "http",
+            br#"{"path":"accounts/carol","name":"open","params":{"owner":"Carol"}}"#,
+        )
+        .unwrap();
+    assert_eq!(
+        call(&state, "POST", "/apply", Some("w"), &deposit(1))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let merged = call(&state, "POST", "/merge", Some("w"), r#"{"rev":"side"}"#).await;
+    let body = merged.json();
+    assert_eq!(merged.status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], "merged", "{body}");
+    assert!(body["partitions"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("accounts/carol")));
+    let head = depot.head().unwrap().unwrap();
+    assert_eq!(body["to"], head.to_string());
+    let checkpoint = depot.read_checkpoint(&head).unwrap();
+    assert_eq!(checkpoint.parents()[1], carol.checkpoint);
+}
+
+#[tokio::test]
+async fn a_merge_that_cannot_happen_answers_its_class_and_moves_nothing() {
+    let depot = Arc::new(depot::Depot::in_memory().unwrap());
+    let state = state_on(all_tokens(), depot.clone());
+    assert_eq!(
+        call(&state, "POST", "/apply", Some("w"), OPEN).await.status,
+        StatusCode::CREATED
+    );
+    // A history of its own: refs/heads/other shares no checkpoint with master.
+    let other = bank_on(&depot, "other");
+    other
+        .apply(
+            "http",
+            br#"{"path":"accounts/zed","name":"open","params":{"owner":"Zed"}}"#,
+        )
+        .unwrap();
+    let head = depot.head().unwrap();
+    for (body, status, code) in [
+        (
+            r#"{"rev":"other"}"#,
+            StatusCode::BAD_REQUEST,
+            "unrelated_histories",
+        ),
+        (r#"{"rev":"nope"}"#, StatusCode::NOT_FOUND, "not_found"),
+        (
+            r#"{"rev":"other","into":"refs/tags/x"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_branch",
+        ),
+        (
+            r#"{"rev":"other","into":"missing"}"#,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            r#"{"rev":"other","onto":"master"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            r#"{"into":"master"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        ("[]", StatusCode::BAD_REQUEST, "bad_request"),
+    ] {
+        let answer = call(&state, "POST", "/merge", Some("w"), body).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (status, code),
+            "{body}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    let bad_session = call_with(
+        &state,
+        "POST",
+        "/merge",
+        Some("w"),
+        &[("x-retro-session", "two words")],
+        r#"{"rev":"other"}"#,
+    )
+    .await;
+    assert_eq!(bad_session.status, StatusCode::BAD_REQUEST);
+    assert_eq!(depot.head().unwrap(), head);
+}
+
+#[tokio::test]
+async fn a_partial_clone_serves_what_it_holds_and_refuses_the_rest_naming_its_filter() {
+    // The source: accounts (the bank) and a partition of its own.
+    let source = depot::Depot::in_memory().unwrap();
+    let note = depot::Event::new(depot::EventName::new("Noted").unwrap(), "{}");
+    let part = depot::PartitionName::new("notes/n1").unwrap();
+    source
+        .commit(depot::CommitRequest::new(
+            None,
+            vec![(part, note)],
+            "s",
+            "note",
+        ))
+        .unwrap();
+    let clone = Arc::new(depot::Depot::in_memory().unwrap());
+    let filter = depot::PartialFilter::new(["accounts/*", "registry/*"]).unwrap();
+    clone.begin_partial_clone(&filter).unwrap();
+    clone
+        .sync_from(&source, &depot::SyncOptions::default(), |_| {})
+        .unwrap();
+    let state = state_on(Tokens::default(), clone.clone());
+    let refused = call(&state, "GET", "/events?glob=notes/*", None, "").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("'notes/n1'") && message.contains("'accounts/*', 'registry/*'"),
+        "{message}"
+    );
+    // A command on a partition outside the filter (`quiet/…` would answer 200, nothing written).
+    let noop = r#"{"path":"quiet/q1","name":"noop","params":{}}"#;
+    let refused = call(&state, "POST", "/apply", None, noop).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("'quiet/q1' is outside the partial clone"),
+        "{message}"
+    );
+    assert!(clone
+        .partition_events(&depot::PartitionName::new("notes/n1").unwrap())
+        .is_err());
+    // What it holds works as anywhere: an apply (the bank's open writes accounts/alice and
+    // registry/accounts), and its events.
+    assert_eq!(
+        call(&state, "POST", "/apply", None, OPEN).await.status,
+        StatusCode::CREATED
+    );
+    let events = call(&state, "GET", "/events?glob=accounts/*", None, "").await;
+    assert_eq!(events.status, StatusCode::OK);
+    assert_eq!(events.json().as_array().unwrap().len(), 1);
+    assert!(clone.fsck(|_| {}).unwrap().is_clean());
 }

@@ -5,36 +5,18 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use serde::Serialize;
-
 use depot::{Depot, Expected, LogInfo, ObjectId, RefEdit, RefName, RefValue};
 use engine::merge::{MergeError, MergeOutcome};
+use server::api::{BranchEntry, MergeResult};
 
 use super::{depot_dir, open, resolve};
 use crate::error::{NoSuchRef, RefExists};
 use crate::ui::Ui;
 
-/// `NAME` or `refs/heads/NAME`, validated as a ref name.
+/// `NAME` or `refs/heads/NAME`, validated as a ref name (the rule `POST /branches` shares:
+/// `server::branches::branch_ref`).
 pub fn branch_ref(name: &str) -> Result<RefName> {
-    let full = if name.starts_with("refs/heads/") {
-        name.to_owned()
-    } else if name.starts_with("refs/") || name == "HEAD" {
-        bail!(
-            "'{}' is not a branch name: a branch is NAME or refs/heads/NAME",
-            depot::shown(name)
-        );
-    } else {
-        format!("refs/heads/{name}")
-    };
-    let name = RefName::new(&full)?;
-    if full.chars().any(depot::is_invisible) {
-        // As for new partition names: a name that reads as another is refused.
-        bail!(
-            "branch name '{}' contains an invisible or bidi format character",
-            depot::shown(&full)
-        );
-    }
-    Ok(name)
+    Ok(server::branches::branch_ref(name)?)
 }
 
 /// The branch `HEAD` points at (it may be unborn).
@@ -47,15 +29,6 @@ fn current_branch(depot: &Depot) -> Result<RefName> {
             bail!("HEAD is detached at {id}, not on a branch; 'retro switch BRANCH' first")
         }
     }
-}
-
-#[derive(Serialize)]
-struct BranchEntry {
-    name: String,
-    #[serde(rename = "ref")]
-    ref_name: String,
-    checkpoint: String,
-    current: bool,
 }
 
 fn create(depot: &Depot, name: &RefName, at: ObjectId) -> Result<()> {
@@ -97,12 +70,8 @@ pub fn branch(
                 .to_owned();
             let is_current = current.as_ref() == Some(&ref_name);
             if json {
-                ui.json(&BranchEntry {
-                    name: short,
-                    ref_name: ref_name.to_string(),
-                    checkpoint: id.to_string(),
-                    current: is_current,
-                })?;
+                // The body of `GET /branches`, one a line.
+                ui.json(&BranchEntry::new(&ref_name, &id, is_current))?;
             } else {
                 let mark = if is_current { "*" } else { " " };
                 ui.line(format!(
@@ -150,27 +119,6 @@ pub fn switch(depot: &Depot, name: &str, create_it: bool) -> Result<()> {
     Ok(())
 }
 
-#[derive(Serialize)]
-struct MergeBody {
-    outcome: &'static str,
-    #[serde(rename = "ref")]
-    ref_name: String,
-    from: Option<String>,
-    to: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    partitions: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    replayed: Option<Vec<Replayed>>,
-}
-
-#[derive(Serialize)]
-struct Replayed {
-    from: String,
-    checkpoint: String,
-}
-
 /// `retro merge REV` into the current branch.
 pub fn merge(
     flag: Option<&Path>,
@@ -187,58 +135,8 @@ pub fn merge(
     let session = session.unwrap_or("cli");
     let outcome = engine::merge::merge(&depot, &manifest, &branch, theirs, rev, session)
         .map_err(anyhow::Error::new)?;
-    let body = match &outcome {
-        MergeOutcome::UpToDate { head } => MergeBody {
-            outcome: "up-to-date",
-            ref_name: branch.to_string(),
-            from: Some(head.to_string()),
-            to: head.to_string(),
-            events: None,
-            partitions: None,
-            replayed: None,
-        },
-        MergeOutcome::FastForward { from, to } => MergeBody {
-            outcome: "fast-forward",
-            ref_name: branch.to_string(),
-            from: from.map(|f| f.to_string()),
-            to: to.to_string(),
-            events: None,
-            partitions: None,
-            replayed: None,
-        },
-        MergeOutcome::Merged {
-            checkpoint,
-            from,
-            events,
-            partitions,
-            ..
-        } => MergeBody {
-            outcome: "merged",
-            ref_name: branch.to_string(),
-            from: Some(from.to_string()),
-            to: checkpoint.to_string(),
-            events: Some(*events),
-            partitions: Some(partitions.clone()),
-            replayed: None,
-        },
-        MergeOutcome::Replayed { from, to, replayed } => MergeBody {
-            outcome: "replayed",
-            ref_name: branch.to_string(),
-            from: Some(from.to_string()),
-            to: to.to_string(),
-            events: None,
-            partitions: None,
-            replayed: Some(
-                replayed
-                    .iter()
-                    .map(|(from, new)| Replayed {
-                        from: from.to_string(),
-                        checkpoint: new.to_string(),
-                    })
-                    .collect(),
-            ),
-        },
-    };
+    // The body of `POST /merge`.
+    let body = MergeResult::new(&branch, &outcome);
     if json {
         ui.json(&body)?;
         return Ok(());

@@ -27,6 +27,8 @@ pub fn fsck(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
             "unverifiable": report.unverifiable.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "failed_commands": report.failed_commands,
             "partitions_checked": report.partitions_checked,
+            "partial": report.partial,
+            "absent_by_filter": report.absent_by_filter,
             "unreachable": report.unreachable.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "warnings": report.warnings,
             "problems": report.problems.iter().map(|p| json!({
@@ -54,6 +56,13 @@ pub fn fsck(depot: &Depot, json: bool, ui: &mut Ui) -> Result<()> {
             ui.line(format!(
                 "{} redacted (events' data or commands erased, their ids verified)",
                 report.redacted
+            ))?;
+        }
+        if let Some(globs) = &report.partial {
+            ui.line(format!(
+                "partial clone: {} event(s) of partitions outside {} absent by design; every id held verified",
+                report.absent_by_filter,
+                super::sync::quoted(globs)
             ))?;
         }
         for problem in &report.problems {

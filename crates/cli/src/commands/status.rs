@@ -22,6 +22,8 @@ struct Status {
     checkpoints: u64,
     partitions: u64,
     events: u64,
+    /// A partial clone's partition globs (`null`: every partition's events are here).
+    partial: Option<Vec<String>>,
     consumers: Vec<ConsumerStatus>,
 }
 
@@ -42,6 +44,7 @@ pub fn status(depot: &Depot, location: String, json: bool, ui: &mut Ui) -> Resul
         checkpoints,
         partitions,
         events,
+        partial: depot.partial_filter().map(|f| f.globs().to_vec()),
         consumers,
     };
     if json {
@@ -56,6 +59,12 @@ pub fn status(depot: &Depot, location: String, json: bool, ui: &mut Ui) -> Resul
         "{} checkpoints, {} partitions, {} events",
         status.checkpoints, status.partitions, status.events
     ))?;
+    if let Some(globs) = &status.partial {
+        ui.line(format!(
+            "partial clone: holds the events of partitions {} only ('retro sync --partitions GLOB SRC DST' fetches more)",
+            super::sync::quoted(globs)
+        ))?;
+    }
     for consumer in &status.consumers {
         let at = consumer.position.as_deref().unwrap_or("(start)");
         match consumer.behind {

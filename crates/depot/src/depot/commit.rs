@@ -350,6 +350,7 @@ impl Depot {
     pub fn commit(&self, request: CommitRequest) -> Result<Committed, Error> {
         // A thread that announced its commit (see `commit_intent`) is already counted.
         let active = (!HAS_INTENT.with(Cell::get)).then(|| Active::enter(&self.committer.active));
+        self.check_partitions_held(request.events.iter().map(|(p, _)| p))?;
         let prepared = prepare(request, self.seals_events())?;
         let slot = Arc::new(Slot::default());
         let mut queue = self.committer.queue.lock().expect("commit queue poisoned");
@@ -419,7 +420,8 @@ impl Depot {
         let mut prepared = Vec::with_capacity(requests.len());
         let mut early: Vec<Option<Error>> = Vec::with_capacity(requests.len());
         for request in requests {
-            match prepare(request, self.seals_events()) {
+            let held = self.check_partitions_held(request.events.iter().map(|(p, _)| p));
+            match held.and_then(|()| prepare(request, self.seals_events())) {
                 Ok(p) => {
                     prepared.push(p);
                     early.push(None);

@@ -143,6 +143,34 @@ pub enum Error {
     /// A request is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// A partition whose events this partial clone does not hold (`retro clone --partitions`).
+    #[error("partition '{}' is outside the partial clone{depot}, which holds only the events of partitions matching {filter}; fetch it with 'retro sync --partitions GLOB SRC DST'", shown(.partition))]
+    OutsidePartialClone {
+        /// The partition asked for.
+        partition: String,
+        /// The clone's filter, quoted globs.
+        filter: String,
+        /// The depot (` '<dir>'`, or empty).
+        depot: String,
+    },
+    /// An event absent by design from a partial clone, read by id.
+    #[error("event {id} is not in the partial clone{depot}, which holds only the events of partitions matching {filter}; fetch its partition with 'retro sync --partitions GLOB SRC DST'")]
+    AbsentFromPartialClone {
+        /// The event.
+        id: ObjectId,
+        /// The clone's filter, quoted globs.
+        filter: String,
+        /// The depot (` '<dir>'`, or empty).
+        depot: String,
+    },
+    /// A partial clone's `partial` file is damaged.
+    #[error("the partial-clone filter '{}' is damaged: {reason} (it is 'retro partial 1' then one 'partitions <glob>' line per glob)", .path.display())]
+    PartialFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A commit batch failed as a whole (a lock timeout, an fsync error): every request in it
     /// gets this, sharing the one cause.
     #[error("commit failed: {0}")]
@@ -246,10 +274,13 @@ impl Error {
             | Error::Id(_)
             | Error::Name(_)
             | Error::Glob { .. }
-            | Error::Invalid(_) => ErrorClass::Invalid,
+            | Error::Invalid(_)
+            | Error::OutsidePartialClone { .. }
+            | Error::AbsentFromPartialClone { .. } => ErrorClass::Invalid,
             Error::MissingObject { .. }
             | Error::Decode { .. }
             | Error::WrongKind { .. }
+            | Error::PartialFile { .. }
             | Error::MissingConfig(_) => ErrorClass::Corrupt,
             Error::Io { source, .. } => io_class(source),
             Error::Objects(e) => odb_class(e),

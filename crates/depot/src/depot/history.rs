@@ -351,9 +351,14 @@ impl Depot {
         id: &ObjectId,
         object: Option<crate::object::EncodedObject>,
     ) -> Result<Event, Error> {
-        let object = object.ok_or_else(|| Error::MissingObject {
-            id: *id,
-            context: "not in the object store".to_owned(),
+        let object = object.ok_or_else(|| {
+            self.absent_or(
+                id,
+                Error::MissingObject {
+                    id: *id,
+                    context: "not in the object store".to_owned(),
+                },
+            )
         })?;
         match object
             .decode()
@@ -380,6 +385,7 @@ impl Depot {
         &self,
         partition: &PartitionName,
     ) -> Result<(Option<ObjectId>, Vec<EventRecord>), Error> {
+        self.check_partition_held(partition)?;
         let (head, rows) =
             self.with_index(false, |state| Ok((state.tip(), state.rows(partition, 0)?)))?;
         Ok((head, self.load_rows(rows)?))
@@ -392,6 +398,7 @@ impl Depot {
         head: Option<ObjectId>,
         partition: &PartitionName,
     ) -> Result<Vec<EventRecord>, Error> {
+        self.check_partition_held(partition)?;
         type Found = (ObjectId, Option<DateTime<Utc>>, String, Vec<ObjectId>);
         let mut found: Vec<Found> = Vec::new();
         if let Some(head) = head {
@@ -433,6 +440,7 @@ impl Depot {
         partition: &PartitionName,
         after: u64,
     ) -> Result<Vec<EventRecord>, Error> {
+        self.check_partition_held(partition)?;
         let rows = self.with_index(false, |state| Ok(state.rows(partition, after)?))?;
         self.load_rows(rows)
     }
@@ -537,6 +545,8 @@ impl Depot {
         };
         // Few matching partitions: merge their indexed lists. Many: walk checkpoints in order.
         let matched = self.partitions(glob)?;
+        // A partial clone: every matching partition must be held (its events are read).
+        self.check_partitions_held(matched.iter().map(|(p, _)| p))?;
         if matched.len() <= 64 {
             let mut rows = self.with_index(true, |state| {
                 let mut rows = Vec::new();

@@ -18,6 +18,7 @@ mod gc;
 mod graph_walk;
 mod history;
 mod index_state;
+mod partial;
 mod redact;
 mod repair;
 mod snapshots;
@@ -38,6 +39,7 @@ pub use fsck::{FsckKind, FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use graph_walk::{HistoryEntry, PartitionFilter};
 pub use history::{EventRecord, HistoryOrder};
+pub use partial::PartialFilter;
 pub use redact::{
     RedactReport, Redaction, REDACTED_EVENT_NAME, REDACTION_BATCH_FIELD, REDACTION_FIELD,
 };
@@ -178,6 +180,8 @@ pub struct Depot {
     seal_events: std::sync::atomic::AtomicBool,
     /// The redactions known (the `redactions` file of a native depot; see `redact`).
     redactions: std::sync::RwLock<redact::Redactions>,
+    /// A partial clone's partition filter (the `partial` file of a native depot; see `partial`).
+    partial: std::sync::RwLock<Option<PartialFilter>>,
 }
 
 impl Depot {
@@ -265,6 +269,7 @@ impl Depot {
             let depot = Self::open_native(storage, dir, options)?;
             depot.set_seal_events(seal)?;
             depot.reload_redactions()?;
+            depot.reload_partial()?;
             return Ok(depot);
         }
         if !storage.is_os() {
@@ -338,6 +343,7 @@ impl Depot {
             signer: Default::default(),
             seal_events: Default::default(),
             redactions: Default::default(),
+            partial: Default::default(),
         })
     }
 
@@ -365,6 +371,7 @@ impl Depot {
             signer: Default::default(),
             seal_events: Default::default(),
             redactions: Default::default(),
+            partial: Default::default(),
         })
     }
 
@@ -425,6 +432,7 @@ impl Depot {
             signer: Default::default(),
             seal_events: Default::default(),
             redactions: Default::default(),
+            partial: Default::default(),
         })
     }
 
@@ -592,7 +600,10 @@ impl Depot {
         if let Some(tombstone) = self.erased_plain_event(id) {
             return Ok(tombstone);
         }
-        match self.read_decoded(id)? {
+        match self
+            .read_decoded(id)
+            .map_err(|missing| self.absent_or(id, missing))?
+        {
             Object::Event(e) => self.resolve_event(id, e),
             other => Err(Error::WrongKind {
                 id: *id,

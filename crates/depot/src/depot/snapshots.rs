@@ -184,6 +184,7 @@ impl Depot {
         partition: &PartitionName,
         after: u64,
     ) -> Result<(Option<ObjectId>, Vec<crate::EventRecord>), Error> {
+        self.check_partition_held(partition)?;
         let (head, rows) = self.with_index(false, |state| {
             Ok((state.tip(), state.rows(partition, after)?))
         })?;

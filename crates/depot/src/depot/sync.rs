@@ -8,11 +8,20 @@
 //! durable. So an interrupted sync leaves no ref pointing at a missing object, and "the
 //! destination has this checkpoint" implies it has the checkpoint's whole history: a second run
 //! resumes where the first stopped. Failed-command records travel too (after their objects).
+//!
+//! Into a partial clone (see `partial`), only the events of the partitions its filter holds are
+//! copied (checkpoints and affixes all are). [`SyncOptions::partitions`] widens the filter: the
+//! events of the newly covered partitions are fetched for the checkpoints already here too, and
+//! the filter is recorded wider only once they are durable, before any ref moves; an interrupted
+//! widening leaves the old filter (and some extra events, which fsck verifies) and is resumed by
+//! running it again. A source that is itself a partial clone can give only what it holds: a
+//! partition the destination needs and the source lacks is refused, naming the source's filter.
 
 use std::collections::HashSet;
 
-use super::{Depot, Error};
+use super::{Depot, Error, PartialFilter};
 use crate::hash::ObjectId;
+use crate::name::PartitionName;
 use crate::object::EncodedObject;
 use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefValue};
 
@@ -25,6 +34,9 @@ pub struct SyncOptions {
     pub batch: usize,
     /// Only refs whose names start with this (default `refs/`: every ref but `HEAD`).
     pub prefix: String,
+    /// Widen the destination's partial-clone filter by these globs and fetch their events
+    /// (`retro sync --partitions`); the destination must be a partial clone.
+    pub partitions: Option<PartialFilter>,
 }
 
 impl Default for SyncOptions {
@@ -33,6 +45,7 @@ impl Default for SyncOptions {
             force: false,
             batch: 1000,
             prefix: "refs/".to_owned(),
+            partitions: None,
         }
     }
 }
@@ -76,6 +89,10 @@ pub struct SyncReport {
     pub failures: u64,
     /// Every source ref, in name order.
     pub refs: Vec<RefSync>,
+    /// The destination's partial-clone filter after the sync (`None`: it holds every partition).
+    pub partial: Option<Vec<String>>,
+    /// Events fetched for checkpoints the destination already had (a widening).
+    pub events_fetched: u64,
 }
 
 impl SyncReport {
@@ -100,6 +117,23 @@ impl Depot {
                 tips.push((name, id));
             }
         }
+        // The filter the copy works to: the current one, widened as asked.
+        let before = self.partial_filter();
+        let filter = match (&before, &options.partitions) {
+            (_, None) => before.clone(),
+            (None, Some(_)) => return Err(super::partial::not_partial(self)),
+            (Some(current), Some(more)) => Some(current.widened(more)),
+        };
+        let wanted = |partition: &PartitionName| -> Result<bool, Error> {
+            if filter
+                .as_ref()
+                .is_some_and(|f| !f.holds(partition.as_str()))
+            {
+                return Ok(false);
+            }
+            source.check_partition_held(partition)?;
+            Ok(true)
+        };
         let order = self.missing_checkpoints(source, tips.iter().map(|(_, id)| *id))?;
         // Redactions first: the redaction checkpoints about to arrive erase what this depot
         // holds of their events before anything is copied (see `redact`).
@@ -117,7 +151,10 @@ impl Depot {
             for id in chunk {
                 let checkpoint = source.read_checkpoint_unresolved(id)?;
                 let affix = source.read_affix(&checkpoint.affix())?;
-                for (_, events) in affix.partitions() {
+                for (partition, events) in affix.partitions() {
+                    if !wanted(partition)? {
+                        continue;
+                    }
                     for event in events {
                         if let Some(data) = source.sealed_data_of(event)? {
                             copy(&data)?;
@@ -136,6 +173,15 @@ impl Depot {
             report.objects += objects.len() as u64;
             progress(report.checkpoints);
         }
+        if let (Some(before), Some(after)) = (&before, &filter) {
+            if !before.contains_all(after) {
+                report.events_fetched = self.fetch_widened(source, before, after, options)?;
+                report.objects += report.events_fetched;
+                // Only now, every newly covered event durable: the filter says they are here.
+                self.widen_partial_filter(after)?;
+            }
+        }
+        report.partial = self.partial_filter().map(|f| f.globs().to_vec());
         report.failures = self.copy_failures(source)?;
         self.close_redactions(&redactions)?;
         for (name, new) in tips {
@@ -180,6 +226,64 @@ impl Depot {
             });
         }
         Ok(report)
+    }
+
+    /// A widening's backfill: for every checkpoint this depot's refs reach, the events (and
+    /// sealed data) of the partitions `after` holds and `before` does not, copied from `source`
+    /// in durable batches. Returns the number of objects copied.
+    fn fetch_widened(
+        &self,
+        source: &Depot,
+        before: &PartialFilter,
+        after: &PartialFilter,
+        options: &SyncOptions,
+    ) -> Result<u64, Error> {
+        let mut stack: Vec<ObjectId> = Vec::new();
+        for (_, value) in self.list_refs("")? {
+            stack.extend(value.id());
+        }
+        let mut seen: HashSet<ObjectId> = HashSet::new();
+        let mut objects: Vec<EncodedObject> = Vec::new();
+        let mut copied = 0u64;
+        let batch = options.batch.max(1);
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let checkpoint = self.read_checkpoint_unresolved(&id)?;
+            stack.extend(checkpoint.parents().iter().copied());
+            let affix = self.read_affix(&checkpoint.affix())?;
+            for (partition, events) in affix.partitions() {
+                let name = partition.as_str();
+                if before.holds(name) || !after.holds(name) {
+                    continue;
+                }
+                source.check_partition_held(partition)?;
+                for event in events {
+                    if self.objects.contains(event)? || self.is_erased(event) {
+                        continue;
+                    }
+                    if source.is_erased(event) {
+                        continue;
+                    }
+                    if let Some(data) = source.sealed_data_of(event)? {
+                        if !source.is_erased(&data) && !self.objects.contains(&data)? {
+                            objects.push(source.read_object(&data)?);
+                        }
+                    }
+                    objects.push(source.read_object(event)?);
+                }
+            }
+            if objects.len() >= batch {
+                copied += objects.len() as u64;
+                self.write_objects(&std::mem::take(&mut objects))?;
+            }
+        }
+        copied += objects.len() as u64;
+        if !objects.is_empty() {
+            self.write_objects(&objects)?;
+        }
+        Ok(copied)
     }
 
     /// Copies the source's failed-command records this depot lacks (checkpoint, affix, then the
