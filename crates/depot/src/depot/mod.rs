@@ -44,6 +44,8 @@ pub use redact::{
 pub use repair::RepairReport;
 pub use subscribe::{Consumer, Delivery, Subscription};
 pub use sync::{RefOutcome, RefSync, SyncOptions, SyncReport};
+pub(crate) use history::compile_glob;
+pub(crate) use subscribe::DepotRef;
 
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
@@ -116,6 +118,8 @@ pub struct Backend {
     pub failures: Arc<dyn FailureStore>,
     /// What gc can do there, if anything.
     pub maintenance: Option<Arc<dyn Maintenance>>,
+    /// Its consumer-group store (`None`: groups are kept in memory, for this process only).
+    pub groups: Option<Arc<dyn crate::group::GroupStore>>,
 }
 
 /// Where failed commands are listed.
@@ -178,6 +182,8 @@ pub struct Depot {
     seal_events: std::sync::atomic::AtomicBool,
     /// The redactions known (the `redactions` file of a native depot; see `redact`).
     redactions: std::sync::RwLock<redact::Redactions>,
+    /// Where consumer groups live (see `group`): set by a backend, else made on first use.
+    groups: std::sync::OnceLock<Arc<dyn crate::group::GroupStore>>,
 }
 
 impl Depot {
@@ -338,6 +344,7 @@ impl Depot {
             signer: Default::default(),
             seal_events: Default::default(),
             redactions: Default::default(),
+            groups: Default::default(),
         })
     }
 
@@ -365,6 +372,7 @@ impl Depot {
             signer: Default::default(),
             seal_events: Default::default(),
             redactions: Default::default(),
+            groups: Default::default(),
         })
     }
 
@@ -425,6 +433,7 @@ impl Depot {
             signer: Default::default(),
             seal_events: Default::default(),
             redactions: Default::default(),
+            groups: Default::default(),
         })
     }
 
@@ -442,6 +451,9 @@ impl Depot {
             FailureLog::Store(backend.failures),
         )?;
         depot.maintenance = backend.maintenance;
+        if let Some(groups) = backend.groups {
+            let _ = depot.groups.set(groups);
+        }
         Ok(depot)
     }
 
@@ -453,6 +465,18 @@ impl Depot {
             .lock()
             .expect("index lock poisoned")
             .set_sink(Box::new(sink));
+    }
+
+    /// The consumer-group store: the backend's, `groups/` in a depot on the file system, or one
+    /// in memory.
+    pub(crate) fn group_store_ref(&self) -> &Arc<dyn crate::group::GroupStore> {
+        self.groups.get_or_init(|| match (&self.root, self.storage.is_os()) {
+            (Some(root), true) => Arc::new(
+                crate::group::FilesGroupStore::new(root.join("groups"))
+                    .with_lock_timeout(self.options.lock_timeout),
+            ),
+            _ => Arc::new(crate::group::MemoryGroupStore::default()),
+        })
     }
 
     /// The depot's directory (none for a memory depot).
