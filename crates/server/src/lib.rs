@@ -83,6 +83,7 @@ pub mod api;
 mod auth;
 mod command_ids;
 mod error;
+mod group_api;
 mod hosts;
 mod metrics;
 pub mod openapi;

@@ -87,6 +87,8 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::GET, "/watch", Read, false, get(watch)),
         route(Method::GET, "/metrics", Read, true, get(metrics)),
         route(Method::GET, "/failed", Read, true, get(failed)),
+        route(Method::GET, "/groups", Read, true, get(groups)),
+        route(Method::GET, "/groups/{name}", Read, true, get(group)),
         route(Method::GET, "/admin/stats", Admin, true, get(stats)),
         route(Method::POST, "/redact", Admin, true, post(redact)),
     ]
@@ -216,7 +218,7 @@ async fn redact(
 }
 
 /// The server's metrics in the Prometheus text format (version 0.0.4): this process's counters
-/// and each durable consumer's lag, read from the depot now.
+/// and each durable consumer's and consumer group's lag, read from the depot now.
 #[utoipa::path(get, path = "/metrics", tag = "read",
     responses(
         (status = 200, description = "The Prometheus text exposition format, version 0.0.4 (docs/http.md lists every metric)",
@@ -224,8 +226,15 @@ async fn redact(
         (status = "default", body = crate::api::ErrorBody)))]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let depot = state.depot.clone();
-    let consumers = read(&state, move || Ok(ConsumerStatus::read_all(&depot)?)).await?;
-    let text = state.metrics.render(&consumers);
+    let (consumers, groups) = read(&state, move || {
+        Ok((
+            ConsumerStatus::read_all(&depot)?,
+            crate::api::GroupStatusBody::read_all(&depot)?,
+        ))
+    })
+    .await?;
+    let mut text = state.metrics.render(&consumers);
+    text.push_str(&crate::metrics::render_groups(&groups));
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
@@ -410,6 +419,37 @@ async fn apply(
 
 // ---------------------------------------------------------------------------------------------
 // Reads.
+
+/// Every consumer group: its members, slots, positions and lag (`retro group status --json`).
+#[utoipa::path(get, path = "/groups", tag = "read",
+    responses((status = 200, body = Vec<crate::api::GroupStatusBody>), (status = "default", body = crate::api::ErrorBody)))]
+async fn groups(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<crate::api::GroupStatusBody>>, ApiError> {
+    let depot = state.depot.clone();
+    let groups = read(&state, move || Ok(crate::api::GroupStatusBody::read_all(&depot)?)).await?;
+    Ok(Json(groups))
+}
+
+/// One consumer group (`retro group status NAME --json`); 404 when there is none of that name.
+#[utoipa::path(get, path = "/groups/{name}", tag = "read",
+    params(("name" = String, Path, description = "The group's name")),
+    responses(
+        (status = 200, body = crate::api::GroupStatusBody),
+        (status = 400, description = "Not a valid group name", body = crate::api::ErrorBody),
+        (status = 404, description = "No such group", body = crate::api::ErrorBody),
+        (status = "default", body = crate::api::ErrorBody)))]
+async fn group(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<crate::api::GroupStatusBody>, ApiError> {
+    let depot = state.depot.clone();
+    let status = read(&state, move || {
+        Ok(crate::api::GroupStatusBody::from(&depot.group_status(&name)?))
+    })
+    .await?;
+    Ok(Json(status))
+}
 
 /// The recorded failed commands (rejected or broken), oldest first, as `retro failed --json`
 /// gives them; one whose checkpoint cannot be read is left out (and logged).
