@@ -13,6 +13,7 @@ mod compat;
 mod domain_test;
 mod errors;
 mod golden;
+mod groups;
 mod history;
 mod idempotency;
 mod maintenance;
