@@ -502,7 +502,8 @@ impl<'d> GroupMember<'d> {
     /// Delivers the next checkpoint with events of the held slots, if one is ready.
     fn step(&mut self) -> Result<Option<GroupDelivery>, Error> {
         loop {
-            let next = self.plan.as_mut().and_then(|p| p.queue.pop_front());
+            // Taken off the queue only once delivered: a failure (the store away) retries it.
+            let next = self.plan.as_ref().and_then(|p| p.queue.front().copied());
             let Some((place, id)) = next else {
                 if self.replan()? {
                     if !self.notices.is_empty() {
@@ -512,7 +513,11 @@ impl<'d> GroupMember<'d> {
                 }
                 return Ok(None);
             };
-            if let Some(delivery) = self.deliver(place, id)? {
+            let delivery = self.deliver(place, id)?;
+            if let Some(plan) = self.plan.as_mut() {
+                plan.queue.pop_front();
+            }
+            if let Some(delivery) = delivery {
                 return Ok(Some(delivery));
             }
         }
