@@ -476,16 +476,13 @@ impl<'d> GroupMember<'d> {
             same
         });
         for h in now_held {
-            if !self.held.contains_key(&h.slot) {
+            if let std::collections::btree_map::Entry::Vacant(entry) = self.held.entry(h.slot) {
                 taken.push(h.slot);
-                self.held.insert(
-                    h.slot,
-                    HeldSlot {
-                        epoch: h.epoch,
-                        acked: h.position,
-                        cursor: h.position,
-                    },
-                );
+                entry.insert(HeldSlot {
+                    epoch: h.epoch,
+                    acked: h.position,
+                    cursor: h.position,
+                });
             }
         }
         if !released.is_empty() || !taken.is_empty() {
