@@ -19,8 +19,17 @@ fn spawn_member(depot: &TestDepot, member: &str) -> (Proc, Lines) {
     let mut cmd = std_cmd(
         depot,
         &[
-            "group", "run", "g", "accounts/*", "--member", member, "--lease-ms", "800", "--slots",
-            "8", "--json",
+            "group",
+            "run",
+            "g",
+            "accounts/*",
+            "--member",
+            member,
+            "--lease-ms",
+            "800",
+            "--slots",
+            "8",
+            "--json",
         ],
     );
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
@@ -149,16 +158,24 @@ fn a_member_killed_mid_stream_loses_nothing_and_its_slots_are_taken_over_in_orde
     apply_all(&depot, &deposits(60, 100));
     // b takes every slot once a's lease ran out, and delivers everything from a's last acks.
     let total_versions = ACCOUNTS * (1 + 100 / ACCOUNTS);
-    pump_until(&mut [(&lines_b, &mut b)], "b owning all and caught up", |m| {
-        let stream = &m[0].1;
-        let mut union: HashMap<(String, u64), ()> = HashMap::new();
-        for (p, v, _, _) in a.events.iter().chain(&stream.events) {
-            union.insert((p.clone(), *v), ());
-        }
-        stream.held() == 8 && union.len() == total_versions
-    });
+    pump_until(
+        &mut [(&lines_b, &mut b)],
+        "b owning all and caught up",
+        |m| {
+            let stream = &m[0].1;
+            let mut union: HashMap<(String, u64), ()> = HashMap::new();
+            for (p, v, _, _) in a.events.iter().chain(&stream.events) {
+                union.insert((p.clone(), *v), ());
+            }
+            stream.held() == 8 && union.len() == total_versions
+        },
+    );
     let took_over = b.slots.last().unwrap();
-    assert_eq!(took_over["taken"].as_array().unwrap().len(), 4, "{took_over}");
+    assert_eq!(
+        took_over["taken"].as_array().unwrap().len(),
+        4,
+        "{took_over}"
+    );
 
     // Within each member's stream, a partition's versions only go up.
     for stream in [&a, &b] {
@@ -192,7 +209,10 @@ fn a_member_killed_mid_stream_loses_nothing_and_its_slots_are_taken_over_in_orde
         );
         if let (Some(last_a), Some(first_b)) = (from_a.last(), from_b.first()) {
             if first_b <= last_a {
-                assert!(last_a - first_b <= 1, "{partition}: a {from_a:?} b {from_b:?}");
+                assert!(
+                    last_a - first_b <= 1,
+                    "{partition}: a {from_a:?} b {from_b:?}"
+                );
             }
         }
     }
@@ -213,7 +233,16 @@ fn group_status_and_bad_arguments() {
     let depot = TestDepot::new();
     depot.apply(r#"{"path":"accounts/x","name":"open","params":{"owner":"X"}}"#);
     let out = depot.ok(&[
-        "group", "run", "g", "accounts/*", "--member", "m1", "--slots", "2", "--idle-exit", "0.2",
+        "group",
+        "run",
+        "g",
+        "accounts/*",
+        "--member",
+        "m1",
+        "--slots",
+        "2",
+        "--idle-exit",
+        "0.2",
         "--json",
     ]);
     let lines: Vec<Value> = out.lines().map(json).collect();
@@ -232,12 +261,24 @@ fn group_status_and_bad_arguments() {
     // (The group's lock file gets its holder's note; the state is what must not change.)
     let state = std::fs::read(depot.dir.join("groups/g")).unwrap();
     let run = depot.fails(&["group", "run", "g", "other/*", "--idle-exit", "0"], 1);
-    assert!(run.stderr.contains("created with the glob"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("created with the glob"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(std::fs::read(depot.dir.join("groups/g")).unwrap(), state);
     let run = depot.fails(&["group", "status", "nope"], 1);
-    assert!(run.stderr.contains("no consumer group 'nope'"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no consumer group 'nope'"),
+        "{}",
+        run.stderr
+    );
     let run = depot.fails_unchanged(&["group", "run", "../x"], 1);
-    assert!(run.stderr.contains("invalid consumer group name"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("invalid consumer group name"),
+        "{}",
+        run.stderr
+    );
     let run = depot.fails_unchanged(&["group", "run", "h", "--lease-ms", "5"], 1);
     assert!(run.stderr.contains("too short"), "{}", run.stderr);
 }

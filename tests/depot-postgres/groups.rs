@@ -43,7 +43,10 @@ fn commit(depot: &Depot, i: u64) {
         let result = head.and_then(|head| {
             depot.commit(depot::CommitRequest::new(
                 head,
-                vec![(p(&format!("p/{}", i % 6)), ev("E", &format!("{{\"i\":{i}}}")))],
+                vec![(
+                    p(&format!("p/{}", i % 6)),
+                    ev("E", &format!("{{\"i\":{i}}}")),
+                )],
                 "s",
                 "x",
             ))
@@ -105,7 +108,10 @@ fn a_group_survives_a_postgresql_restart_under_its_members() {
             if let Some(before) = last.insert(partition, *version) {
                 assert!(before < *version, "{partition}: {before} then {version}");
             }
-            together.entry(partition.clone()).or_default().insert(*version);
+            together
+                .entry(partition.clone())
+                .or_default()
+                .insert(*version);
         }
     }
     assert_eq!(together.len(), 6);

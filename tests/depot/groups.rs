@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use benchkit::wait_until;
 use depot::group::{GroupDelivery, GroupMember, GroupOptions};
 use depot::{Depot, ErrorClass, ObjectId};
-use benchkit::wait_until;
 
 use crate::common::*;
 
@@ -28,7 +28,10 @@ fn fill(depot: &Depot, from: u64, to: u64) -> Vec<ObjectId> {
         .map(|i| {
             commit_retrying(
                 depot,
-                vec![(p(&format!("p/{}", i % 10)), ev("E", &format!("{{\"i\":{i}}}")))],
+                vec![(
+                    p(&format!("p/{}", i % 10)),
+                    ev("E", &format!("{{\"i\":{i}}}")),
+                )],
                 "x",
             )
             .checkpoint
@@ -45,7 +48,12 @@ fn pump(member: &mut GroupMember<'_>, seen: &mut Seen, wait: Duration) -> Option
     if let Some(GroupDelivery::Checkpoint { id, events, .. }) = &delivery {
         for e in events {
             assert_eq!(e.record.checkpoint, *id);
-            seen.push((e.record.partition.to_string(), e.record.version, *id, e.index));
+            seen.push((
+                e.record.partition.to_string(),
+                e.record.version,
+                *id,
+                e.index,
+            ));
         }
     }
     // Also when nothing came: the positions of checkpoints skipped (no event of this member's
@@ -88,12 +96,16 @@ fn a_joining_member_gets_its_share_and_every_event_is_delivered_once_in_order() 
     })
     .unwrap();
     fill(&depot, 30, 50);
-    wait_until("all 50 events delivered and every slot at the head", SOON, || {
-        pump(&mut a, &mut seen_a, Duration::from_millis(20));
-        pump(&mut b, &mut seen_b, Duration::from_millis(20));
-        seen_a.len() + seen_b.len() >= 50
-            && depot.group_status("billing").unwrap().max_behind() == Some(0)
-    })
+    wait_until(
+        "all 50 events delivered and every slot at the head",
+        SOON,
+        || {
+            pump(&mut a, &mut seen_a, Duration::from_millis(20));
+            pump(&mut b, &mut seen_b, Duration::from_millis(20));
+            seen_a.len() + seen_b.len() >= 50
+                && depot.group_status("billing").unwrap().max_behind() == Some(0)
+        },
+    )
     .unwrap();
     let held_a: HashSet<u32> = a.held().into_iter().collect();
     assert!(b.held().iter().all(|s| !held_a.contains(s)));
@@ -183,7 +195,11 @@ fn a_stalled_members_acks_are_refused_once_its_slots_were_taken_over() {
     })
     .unwrap();
     a.ack().unwrap();
-    assert!(a.held().is_empty(), "a still thinks it holds {:?}", a.held());
+    assert!(
+        a.held().is_empty(),
+        "a still thinks it holds {:?}",
+        a.held()
+    );
     match a.next_timeout(Duration::ZERO).unwrap() {
         Some(GroupDelivery::Slots { released, .. }) => assert_eq!(released.len(), 2),
         other => panic!("expected the lost slots, got {other:?}"),
@@ -241,7 +257,11 @@ fn a_group_keeps_its_settings_and_refuses_bad_names() {
 fn a_damaged_state_file_is_a_corrupt_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let depot = Depot::init(dir.path().join("d")).unwrap();
-    depot.join_group("g", "a", &options(4)).unwrap().leave().unwrap();
+    depot
+        .join_group("g", "a", &options(4))
+        .unwrap()
+        .leave()
+        .unwrap();
     let path = dir.path().join("d/groups/g");
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 2;

@@ -54,7 +54,8 @@ impl GroupStore for PgGroupStore {
                         &[],
                     )?
                     .get(0);
-                let row = tx.query_opt("SELECT state FROM retro_groups WHERE name = $1", &[&name])?;
+                let row =
+                    tx.query_opt("SELECT state FROM retro_groups WHERE name = $1", &[&name])?;
                 let mut state = match row.map(|r| decode(r.get::<_, &[u8]>(0))).transpose() {
                     Ok(state) => state,
                     Err(e) => return Ok(Err(e)),

@@ -427,7 +427,10 @@ async fn groups(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<crate::api::GroupStatusBody>>, ApiError> {
     let depot = state.depot.clone();
-    let groups = read(&state, move || Ok(crate::api::GroupStatusBody::read_all(&depot)?)).await?;
+    let groups = read(&state, move || {
+        Ok(crate::api::GroupStatusBody::read_all(&depot)?)
+    })
+    .await?;
     Ok(Json(groups))
 }
 
@@ -445,7 +448,9 @@ async fn group(
 ) -> Result<Json<crate::api::GroupStatusBody>, ApiError> {
     let depot = state.depot.clone();
     let status = read(&state, move || {
-        Ok(crate::api::GroupStatusBody::from(&depot.group_status(&name)?))
+        Ok(crate::api::GroupStatusBody::from(
+            &depot.group_status(&name)?,
+        ))
     })
     .await?;
     Ok(Json(status))

@@ -193,8 +193,7 @@ pub fn run(depot: &Arc<Depot>, args: &RunArgs, ui: &mut Ui) -> Result<()> {
                     back_off(&err, &mut pause);
                     continue;
                 }
-                if idle.is_some_and(|idle| last.elapsed() >= idle)
-                    || super::watch::stdout_closed()
+                if idle.is_some_and(|idle| last.elapsed() >= idle) || super::watch::stdout_closed()
                 {
                     member.leave()?;
                     return Ok(());
@@ -238,10 +237,10 @@ pub fn status(depot: &Depot, name: Option<&str>, json: bool, ui: &mut Ui) -> Res
         body.target,
         body.glob,
         body.slots.len(),
-        body.behind
-            .map_or("? (a slot is off the ref's history)".to_owned(), |b| format!(
-                "{b} checkpoints"
-            ))
+        body.behind.map_or(
+            "? (a slot is off the ref's history)".to_owned(),
+            |b| format!("{b} checkpoints")
+        )
     ))?;
     ui.line(format!("members: {}", body.members.len()))?;
     for m in &body.members {

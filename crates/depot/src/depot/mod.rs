@@ -37,15 +37,15 @@ pub use error::Error;
 pub use fsck::{FsckKind, FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use graph_walk::{HistoryEntry, PartitionFilter};
+pub(crate) use history::compile_glob;
 pub use history::{EventRecord, HistoryOrder};
 pub use redact::{
     RedactReport, Redaction, REDACTED_EVENT_NAME, REDACTION_BATCH_FIELD, REDACTION_FIELD,
 };
 pub use repair::RepairReport;
+pub(crate) use subscribe::DepotRef;
 pub use subscribe::{Consumer, Delivery, Subscription};
 pub use sync::{RefOutcome, RefSync, SyncOptions, SyncReport};
-pub(crate) use history::compile_glob;
-pub(crate) use subscribe::DepotRef;
 
 use crate::fsutil;
 use crate::hash::{ObjectId, Prefix};
@@ -470,13 +470,14 @@ impl Depot {
     /// The consumer-group store: the backend's, `groups/` in a depot on the file system, or one
     /// in memory.
     pub(crate) fn group_store_ref(&self) -> &Arc<dyn crate::group::GroupStore> {
-        self.groups.get_or_init(|| match (&self.root, self.storage.is_os()) {
-            (Some(root), true) => Arc::new(
-                crate::group::FilesGroupStore::new(root.join("groups"))
-                    .with_lock_timeout(self.options.lock_timeout),
-            ),
-            _ => Arc::new(crate::group::MemoryGroupStore::default()),
-        })
+        self.groups
+            .get_or_init(|| match (&self.root, self.storage.is_os()) {
+                (Some(root), true) => Arc::new(
+                    crate::group::FilesGroupStore::new(root.join("groups"))
+                        .with_lock_timeout(self.options.lock_timeout),
+                ),
+                _ => Arc::new(crate::group::MemoryGroupStore::default()),
+            })
     }
 
     /// The depot's directory (none for a memory depot).

@@ -306,7 +306,11 @@ impl<'d> GroupMember<'d> {
                 asked,
             };
             if state.glob != options.glob {
-                return Err(mismatch("the glob", state.glob.clone(), options.glob.clone()));
+                return Err(mismatch(
+                    "the glob",
+                    state.glob.clone(),
+                    options.glob.clone(),
+                ));
             }
             if options.target != RefName::head() && state.target != target {
                 return Err(mismatch(

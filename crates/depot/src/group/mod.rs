@@ -39,7 +39,9 @@ pub enum GroupError {
     #[error("invalid consumer group name '{0}': use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with '.' or '-')")]
     BadName(String),
     /// A member id that is not 1 to 128 of `A-Z a-z 0-9 . _ -` (not starting with `.` or `-`).
-    #[error("invalid member id '{0}': use 1 to 128 of A-Z a-z 0-9 . _ - (not starting with '.' or '-')")]
+    #[error(
+        "invalid member id '{0}': use 1 to 128 of A-Z a-z 0-9 . _ - (not starting with '.' or '-')"
+    )]
     BadMember(String),
     /// A slot count out of range.
     #[error("a consumer group has 1 to {max} slots, not {0}", max = MAX_SLOTS)]

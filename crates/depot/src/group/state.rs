@@ -130,8 +130,7 @@ impl GroupState {
     /// order). Never panics, whatever the bytes.
     pub fn decode(bytes: &[u8]) -> Result<GroupState, GroupError> {
         let corrupt = |reason: String| GroupError::Corrupt { reason };
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| corrupt("it is not UTF-8".to_owned()))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| corrupt("it is not UTF-8".to_owned()))?;
         let (header, body) = text
             .split_once('\n')
             .ok_or_else(|| corrupt("no header line".to_owned()))?;
@@ -167,8 +166,8 @@ impl GroupState {
                 .ok_or_else(|| corrupt(format!("expected a '{key}' line")))
         };
         let group = GroupName::new(field("group")?)?;
-        let target = RefName::new(field("target")?)
-            .map_err(|e| corrupt(format!("bad target: {e}")))?;
+        let target =
+            RefName::new(field("target")?).map_err(|e| corrupt(format!("bad target: {e}")))?;
         let slots: u32 = field("slots")?
             .parse()
             .map_err(|_| corrupt("bad slot count".to_owned()))?;
@@ -193,7 +192,10 @@ impl GroupState {
                     if words.next().is_some() {
                         return Err(corrupt("extra words in a member line".to_owned()));
                     }
-                    if members.insert(id, MemberEntry { joined, expires }).is_some() {
+                    if members
+                        .insert(id, MemberEntry { joined, expires })
+                        .is_some()
+                    {
                         return Err(corrupt("a member is listed twice".to_owned()));
                     }
                 }
@@ -433,9 +435,15 @@ mod tests {
         assert!(b.held.is_empty());
         // a's next round gives up the slots above its share, b's takes them.
         let a = round(&mut s, &m("a"), 20, 100, &[], Intent::Work);
-        assert_eq!(a.held.iter().map(|h| h.slot).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            a.held.iter().map(|h| h.slot).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
         let b = round(&mut s, &m("b"), 30, 100, &[], Intent::Work);
-        assert_eq!(b.held.iter().map(|h| h.slot).collect::<Vec<_>>(), [4, 5, 6, 7]);
+        assert_eq!(
+            b.held.iter().map(|h| h.slot).collect::<Vec<_>>(),
+            [4, 5, 6, 7]
+        );
         assert!(b.held.iter().all(|h| h.epoch == 2));
     }
 

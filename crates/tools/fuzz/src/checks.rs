@@ -43,7 +43,10 @@ pub fn group_state(data: &[u8]) {
             continue;
         };
         let again = GroupState::decode(&state.encode()).expect("an encoded state decodes");
-        assert_eq!(again, state, "decoding the re-encoding gives the same state");
+        assert_eq!(
+            again, state,
+            "decoding the re-encoding gives the same state"
+        );
     }
 }
 
