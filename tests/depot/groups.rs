@@ -271,3 +271,50 @@ fn a_damaged_state_file_is_a_corrupt_error_not_a_panic() {
     assert_eq!(err.class(), ErrorClass::Corrupt);
     assert!(err.to_string().contains("checksum"), "{err}");
 }
+
+#[test]
+fn a_non_fast_forward_move_restarts_the_slots_after_the_common_checkpoint() {
+    let depot = Depot::in_memory().unwrap();
+    let ids = fill(&depot, 0, 6);
+    let mut a = depot.join_group("g", "a", &options(2)).unwrap();
+    let mut seen = Seen::new();
+    wait_until("a at the head", SOON, || {
+        pump(&mut a, &mut seen, Duration::from_millis(20));
+        depot.group_status("g").unwrap().max_behind() == Some(0)
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 6);
+    // The branch is moved back to the third checkpoint, and two new ones land on it.
+    let master = depot::RefName::master();
+    depot
+        .update_refs(&[depot::RefEdit::cas(
+            master,
+            Some(ids[5]),
+            ids[2],
+            depot::LogInfo {
+                session: String::new(),
+                message: "reset".to_owned(),
+            },
+        )])
+        .unwrap();
+    let new = fill(&depot, 100, 102);
+    let mut notices = Vec::new();
+    let mut after = Seen::new();
+    wait_until("the new checkpoints delivered", SOON, || {
+        if let Some(GroupDelivery::NonFastForward { base, from, .. }) =
+            pump(&mut a, &mut after, Duration::from_millis(20))
+        {
+            notices.push((from, base));
+        }
+        after.len() >= 2
+    })
+    .unwrap();
+    assert!(!notices.is_empty());
+    assert!(notices
+        .iter()
+        .all(|(from, base)| *from == ids[5] && *base == Some(ids[2])));
+    // Only what the new history adds after the base, in order.
+    let delivered: Vec<ObjectId> = after.iter().map(|(_, _, id, _)| *id).collect();
+    assert_eq!(delivered, new);
+    assert_eq!(depot.group_status("g").unwrap().max_behind(), Some(0));
+}
