@@ -321,6 +321,22 @@ fn run_category(category: &str) {
                     depot.run(&["merge", "--", &arg]),
                 )],
             },
+            "groups" => match argument(&bytes) {
+                Err(e) => {
+                    failures.push(format!("{name}: unusable as an argument: {e}"));
+                    continue;
+                }
+                Ok(arg) => vec![
+                    (
+                        format!("group run --idle-exit 0 -- {arg:?}"),
+                        depot.run(&["group", "run", "--idle-exit", "0", "--", &arg]),
+                    ),
+                    (
+                        format!("group status -- {arg:?}"),
+                        depot.run(&["group", "status", "--", &arg]),
+                    ),
+                ],
+            },
             "signing-keys" => vec![(
                 "config signing-key".to_owned(),
                 depot.run(&["config", "signing-key", input.to_str().unwrap()]),
@@ -462,6 +478,11 @@ fn branches() {
 #[test]
 fn merges() {
     run_category("merges");
+}
+
+#[test]
+fn groups() {
+    run_category("groups");
 }
 
 #[test]
