@@ -10,6 +10,32 @@
 //! - [`state`]: the stored state, its encoding, and the lease round (a pure function);
 //! - [`store`]: the [`GroupStore`] trait, [`FilesGroupStore`], [`MemoryGroupStore`];
 //! - [`member`]: [`GroupMember`] (what a process runs), [`GroupDelivery`], [`GroupStatus`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use depot::group::{GroupDelivery, GroupOptions};
+//! use depot::{CommitRequest, Depot, Event, EventName, PartitionName};
+//!
+//! let depot = Depot::in_memory()?;
+//! let event = Event::new(EventName::new("Opened")?, "{}");
+//! depot.commit(CommitRequest::new(None, vec![(PartitionName::new("accounts/ada")?, event)], "s1", "open"))?;
+//! let options = GroupOptions { glob: "accounts/*".to_owned(), ..GroupOptions::new() };
+//! let mut member = depot.join_group("billing", "worker-1", &options)?;
+//! let mut handled = Vec::new();
+//! while let Some(delivery) = member.next_timeout(Duration::from_millis(100))? {
+//!     if let GroupDelivery::Checkpoint { id, events, .. } = delivery {
+//!         for e in events {
+//!             // (checkpoint, index) names the event on every redelivery: deduplicate by it.
+//!             handled.push((id, e.index, e.record.partition.to_string()));
+//!         }
+//!     }
+//!     member.ack()?; // after handling: the slots' positions move
+//! }
+//! assert_eq!(handled.len(), 1);
+//! assert_eq!(depot.group_status("billing")?.max_behind(), Some(0));
+//! member.leave()?; // its slots are free at once
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod member;
 pub mod state;
