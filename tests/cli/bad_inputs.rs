@@ -346,6 +346,22 @@ fn run_category(category: &str) {
                     runs
                 }
             },
+            "groups" => match argument(&bytes) {
+                Err(e) => {
+                    failures.push(format!("{name}: unusable as an argument: {e}"));
+                    continue;
+                }
+                Ok(arg) => vec![
+                    (
+                        format!("group run --idle-exit 0 -- {arg:?}"),
+                        depot.run(&["group", "run", "--idle-exit", "0", "--", &arg]),
+                    ),
+                    (
+                        format!("group status -- {arg:?}"),
+                        depot.run(&["group", "status", "--", &arg]),
+                    ),
+                ],
+            },
             "signing-keys" => vec![(
                 "config signing-key".to_owned(),
                 depot.run(&["config", "signing-key", input.to_str().unwrap()]),
@@ -492,6 +508,11 @@ fn merges() {
 #[test]
 fn partitions() {
     run_category("partitions");
+}
+
+#[test]
+fn groups() {
+    run_category("groups");
 }
 
 #[test]

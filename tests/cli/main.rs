@@ -13,13 +13,14 @@ mod compat;
 mod domain_test;
 mod errors;
 mod golden;
+mod groups;
 mod history;
 mod idempotency;
 mod maintenance;
 mod objects;
+mod partial_clone;
 #[cfg(unix)]
 mod projections;
-mod partial_clone;
 mod redact;
 mod refs;
 mod repair;

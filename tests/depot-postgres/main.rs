@@ -3,6 +3,7 @@
 //! installed by `make test`). The CLI's tests on PostgreSQL depots are in `tests/postgres`.
 
 mod depot;
+mod groups;
 
 /// Helpers shared with the files-depot tests.
 #[path = "../depot/common.rs"]

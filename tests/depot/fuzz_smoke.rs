@@ -33,6 +33,11 @@ fn partition_name() {
 }
 
 #[test]
+fn group_state() {
+    run("group_state");
+}
+
+#[test]
 fn revision() {
     run("revision");
 }

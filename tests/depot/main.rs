@@ -9,6 +9,7 @@ mod crash;
 mod fuzz_smoke;
 mod go_retro;
 mod graph;
+mod groups;
 mod maintenance;
 mod pack_v2;
 mod partial;

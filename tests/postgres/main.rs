@@ -7,11 +7,13 @@
 //! - 8 writer processes on one depot: no lost update, one linear history, fsck clean;
 //! - PostgreSQL killed in the middle of a write loop: clear errors, then nothing acknowledged lost;
 //! - `retro watch` woken across processes by `LISTEN/NOTIFY`;
+//! - `retro group run` members sharing a group, one killed and taken over;
 //! - TLS with a private CA, and no silent downgrade.
 
 mod cli;
 mod common;
 mod crash;
+mod groups;
 mod serve;
 mod sync;
 mod tls;

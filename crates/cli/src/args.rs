@@ -14,6 +14,9 @@ const EXAMPLES_EVENTS: &str =
 const EXAMPLES_UPDATE_REF: &str = "Examples:\n  retro update-ref refs/tags/audit HEAD            # create or move\n  retro update-ref refs/heads/master HEAD~1 HEAD   # move only if it is still HEAD\n  retro update-ref -d refs/tags/audit";
 const EXAMPLES_GC: &str = "Examples:\n  retro gc                 # repack everything into one pack\n  retro gc --prune 14d     # also drop unreachable objects older than 14 days";
 const EXAMPLES_WATCH: &str = "Examples:\n  retro watch 'accounts/*'                       # new checkpoints touching accounts\n  retro watch --all --json '**'                   # everything, from the start, as JSON lines\n  retro watch --consumer projector 'accounts/*'   # resumes where it left off after a crash";
+const EXAMPLES_GROUP_RUN: &str = "Examples:\n  retro group run billing 'accounts/*' --json       # one member; start more anywhere\n  retro group run billing 'accounts/*' --member host-a --lease-ms 5000\n\nPartitions are hashed into slots that members lease; each partition is delivered in order by one\nmember at a time, at least once: a redelivery has the same checkpoint id and event index.\nSee docs/operations.md, \"Running a consumer group\".";
+const EXAMPLES_GROUP_STATUS: &str =
+    "Examples:\n  retro group status                # every group, one line each\n  retro group status billing --json";
 const EXAMPLES_SERVE: &str = "Examples:\n  retro serve                                   # http://127.0.0.1:7070/\n  RETRO_TOKEN=secret retro serve --listen 0.0.0.0:7070\n  curl -X POST -H 'Content-Type: application/json' -H 'X-Retro-Session: s1' -d '{\"path\":\"accounts/a\",\"name\":\"open\",\"params\":{\"owner\":\"A\"}}' localhost:7070/apply\n\nSee docs/http.md for every endpoint.";
 const EXAMPLES_SYNC: &str = "Examples:\n  retro sync .retro postgres://app@db.internal/bank      # push a files depot to PostgreSQL\n  retro sync postgres://app@db.internal/bank backup/     # and back\n  retro sync --force src/ dst/                           # also move refs that are not fast-forwards\n  retro sync --partitions 'notes/**' src/ part/          # a partial clone fetches more partitions\n\nObjects are copied byte for byte (ids are identical on both sides), oldest first, each batch durable\nbefore the next; refs move last, fast-forward only unless --force. An interrupted sync resumes.";
 const EXAMPLES_CLONE: &str = "Examples:\n  retro clone .retro postgres://app@db.internal/bank\n  retro clone postgres://app@db.internal/bank ./copy\n  retro clone --partitions 'accounts/*' .retro ./accounts   # every checkpoint, only accounts' events";
@@ -102,6 +105,9 @@ pub enum Commands {
     /// Sessions: start or end one
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Consumer groups: several processes share a durable consumer's partitions
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Show history, newest first
     #[command(after_help = EXAMPLES_LOG)]
     Log(LogArgs),
@@ -574,6 +580,51 @@ pub enum ProjectCommand {
         #[arg(long, value_name = "N")]
         generation: Option<u64>,
         /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `retro group …`
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Join a consumer group and print the events of this member's slots as they land (until
+    /// interrupted), acknowledging each checkpoint after printing it
+    #[command(after_help = EXAMPLES_GROUP_RUN)]
+    Run {
+        /// The group's name (1 to 64 of A-Z a-z 0-9 . _ -).
+        name: String,
+        /// Partition glob (default '**'); every member of a group gives the same.
+        glob: Option<String>,
+        /// This member's id, unique in the group (default HOST-PID).
+        #[arg(long, value_name = "ID")]
+        member: Option<String>,
+        /// Lease length in milliseconds: a member that stops heartbeating loses its slots this
+        /// long after its last heartbeat. Longer than handling one checkpoint takes.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        lease_ms: u64,
+        /// Slots partitions are hashed into, for a new group (default 64; fixed once created).
+        #[arg(long, value_name = "N")]
+        slots: Option<u32>,
+        /// A new group starts after this checkpoint (default: from the first one).
+        #[arg(long, value_name = "REV")]
+        since: Option<String>,
+        /// The ref to follow, for a new group (default HEAD's branch).
+        #[arg(long = "ref", value_name = "REF")]
+        target: Option<String>,
+        /// Leave the group and exit when nothing arrived for this many seconds.
+        #[arg(long, value_name = "SECS")]
+        idle_exit: Option<f64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a consumer group's members, slots and lag (every group without NAME)
+    #[command(after_help = EXAMPLES_GROUP_STATUS)]
+    Status {
+        /// The group.
+        name: Option<String>,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -7,12 +7,15 @@
 //!   that also appends `retro_reflog` rows and sends `NOTIFY retro_refs` (cross-host watch);
 //! - [`PgIndex`]: the partition index as tables of the same database, appended by the commit's
 //!   own transaction;
+//! - [`PgGroupStore`]: consumer groups, one `retro_groups` row each, updated under an advisory
+//!   lock with the server's clock;
 //! - [`schema`]: the versioned schema and its migrations.
 //!
 //! Writes are durable when PostgreSQL commits them (its WAL is fsynced at commit). Objects are
 //! committed before the ref transaction that references them, as in every other layout.
 
 mod connection;
+mod groups;
 mod index;
 mod objects;
 mod refs;
@@ -24,6 +27,7 @@ use depot::index::PartitionIndex;
 use depot::{Backend, BackendError, Depot, ErrorClass, FailureStore, Maintenance, ObjectId};
 
 pub use connection::{PgConnection, PgSession, CA_FILE_VAR};
+pub use groups::PgGroupStore;
 pub use index::{PgIndex, PgIndexWriter};
 pub use objects::PgObjectStore;
 pub use refs::{PgListener, PgRefStore, RefLockGuard};
@@ -58,6 +62,7 @@ pub fn open(url: &str) -> Result<Depot, depot::Error> {
             objects,
             url: url.to_owned(),
         })),
+        groups: Some(Arc::new(PgGroupStore::new(PgConnection::connect(url)?))),
     })
 }
 

@@ -249,6 +249,13 @@ const MIGRATIONS: &[&str] = &[
          command_id text NOT NULL
      );
      CREATE INDEX retro_command_ids_by_id ON retro_command_ids (command_id);",
+    // 5: consumer groups (`groups.rs`): one row per group, its state in the encoding a files
+    // depot keeps in groups/NAME (checksummed; leases, members, a position per slot).
+    "CREATE TABLE retro_groups (
+         name text PRIMARY KEY,
+         state bytea NOT NULL,
+         updated timestamptz NOT NULL DEFAULT now()
+     );",
 ];
 
 /// The newest schema version this build knows.

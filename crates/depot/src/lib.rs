@@ -6,6 +6,7 @@
 //! - [`refdb`]: ref stores (files, memory) behind [`refdb::RefStore`], moved by compare-and-swap;
 //! - [`index`]: the derived partition index behind [`index::IndexStore`] (SQLite here);
 //! - [`snapshot`]: aggregate snapshots the engine keeps beside the depot (derived data);
+//! - [`group`]: consumer groups (slots leased by members, a position per slot);
 //! - [`storage`]: the I/O seam native depots write through ([`storage::FsStorage`], and
 //!   [`storage::SimStorage`] for power-loss tests);
 //! - [`Depot`]: all of it together with the journal (one fsync per commit), group commit, history
@@ -35,6 +36,7 @@ use retro_object::{hash, name};
 mod depot;
 mod fsutil;
 pub mod graph;
+pub mod group;
 pub mod index;
 mod journal;
 mod lockfile;

@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+pub use crate::group_api::{
+    GroupCheckpoint, GroupDelivered, GroupEventEntry, GroupMemberEntry, GroupNonFastForward,
+    GroupSlotEntry, GroupSlots, GroupStatusBody,
+};
+
 use depot::{Affix, Checkpoint, Delivery, Depot, EventRecord, Object, ObjectId, RefName, RefValue};
 
 /// A message as JSON when it is JSON (retro keeps the command payload there), else a string.

@@ -84,6 +84,7 @@ mod auth;
 pub mod branches;
 mod command_ids;
 mod error;
+mod group_api;
 mod hosts;
 mod metrics;
 pub mod openapi;

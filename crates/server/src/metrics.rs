@@ -277,6 +277,51 @@ impl Metrics {
     }
 }
 
+/// The consumer groups' families: each group's largest slot lag, live members and slots without a
+/// live lease (read from the depot by the caller, after [`Metrics::render`]'s text).
+pub(crate) fn render_groups(groups: &[crate::api::GroupStatusBody]) -> String {
+    let mut out = Text::default();
+    out.family(
+        "retro_group_lag_checkpoints",
+        "gauge",
+        "Checkpoints of each consumer group's ref after its furthest-behind slot's position; none for a group with a slot off that history.",
+    );
+    for group in groups {
+        if let Some(behind) = group.behind {
+            out.sample(
+                "retro_group_lag_checkpoints",
+                &[("group", &group.name)],
+                behind,
+            );
+        }
+    }
+    out.family(
+        "retro_group_members",
+        "gauge",
+        "Live members of each consumer group (heartbeat not expired).",
+    );
+    for group in groups {
+        out.sample(
+            "retro_group_members",
+            &[("group", &group.name)],
+            group.members.len() as u64,
+        );
+    }
+    out.family(
+        "retro_group_unowned_slots",
+        "gauge",
+        "Slots of each consumer group without a live lease: their partitions are not being consumed.",
+    );
+    for group in groups {
+        out.sample(
+            "retro_group_unowned_slots",
+            &[("group", &group.name)],
+            u64::from(group.unowned),
+        );
+    }
+    out.0
+}
+
 /// The text being written.
 #[derive(Default)]
 struct Text(String);

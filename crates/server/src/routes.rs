@@ -110,6 +110,8 @@ pub(crate) fn routes() -> Vec<Route> {
             false,
             post(crate::branches::merge),
         ),
+        route(Method::GET, "/groups", Read, true, get(groups)),
+        route(Method::GET, "/groups/{name}", Read, true, get(group)),
         route(Method::GET, "/admin/stats", Admin, true, get(stats)),
         route(Method::POST, "/redact", Admin, true, post(redact)),
     ]
@@ -239,7 +241,7 @@ async fn redact(
 }
 
 /// The server's metrics in the Prometheus text format (version 0.0.4): this process's counters
-/// and each durable consumer's lag, read from the depot now.
+/// and each durable consumer's and consumer group's lag, read from the depot now.
 #[utoipa::path(get, path = "/metrics", tag = "read",
     responses(
         (status = 200, description = "The Prometheus text exposition format, version 0.0.4 (docs/http.md lists every metric)",
@@ -248,14 +250,16 @@ async fn redact(
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let depot = state.depot.clone();
     let engine = state.engine.clone();
-    let (consumers, projections) = read(&state, move || {
+    let (consumers, projections, groups) = read(&state, move || {
         Ok((
             ConsumerStatus::read_all(&depot)?,
             crate::api::ProjectionView::read_all(&engine)?,
+            crate::api::GroupStatusBody::read_all(&depot)?,
         ))
     })
     .await?;
-    let text = state.metrics.render_with(&consumers, &projections);
+    let mut text = state.metrics.render_with(&consumers, &projections);
+    text.push_str(&crate::metrics::render_groups(&groups));
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
@@ -457,6 +461,42 @@ pub(crate) async fn projections(
     })
     .await?;
     Ok(Json(views))
+}
+
+/// Every consumer group: its members, slots, positions and lag (`retro group status --json`).
+#[utoipa::path(get, path = "/groups", tag = "read",
+    responses((status = 200, body = Vec<crate::api::GroupStatusBody>), (status = "default", body = crate::api::ErrorBody)))]
+async fn groups(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<crate::api::GroupStatusBody>>, ApiError> {
+    let depot = state.depot.clone();
+    let groups = read(&state, move || {
+        Ok(crate::api::GroupStatusBody::read_all(&depot)?)
+    })
+    .await?;
+    Ok(Json(groups))
+}
+
+/// One consumer group (`retro group status NAME --json`); 404 when there is none of that name.
+#[utoipa::path(get, path = "/groups/{name}", tag = "read",
+    params(("name" = String, Path, description = "The group's name")),
+    responses(
+        (status = 200, body = crate::api::GroupStatusBody),
+        (status = 400, description = "Not a valid group name", body = crate::api::ErrorBody),
+        (status = 404, description = "No such group", body = crate::api::ErrorBody),
+        (status = "default", body = crate::api::ErrorBody)))]
+async fn group(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<crate::api::GroupStatusBody>, ApiError> {
+    let depot = state.depot.clone();
+    let status = read(&state, move || {
+        Ok(crate::api::GroupStatusBody::from(
+            &depot.group_status(&name)?,
+        ))
+    })
+    .await?;
+    Ok(Json(status))
 }
 
 /// The recorded failed commands (rejected or broken), oldest first, as `retro failed --json`

@@ -458,8 +458,18 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         call(&state, "POST", "/apply", None, OPEN).await.status,
         StatusCode::CREATED
     );
+    // A consumer group for `/groups/{name}`.
+    state
+        .depot
+        .join_group("g", "m", &depot::group::GroupOptions::new())
+        .unwrap()
+        .leave()
+        .unwrap();
     for (method, path) in documented(&document) {
-        let path = path.replace("{id}", "HEAD").replace("{rev}", "HEAD");
+        let path = path
+            .replace("{id}", "HEAD")
+            .replace("{rev}", "HEAD")
+            .replace("{name}", "g");
         let body = if path == "/redact" {
             let events = call(&state, "GET", "/events?glob=accounts/*", None, "").await;
             let event = events.json()[0]["event"].as_str().unwrap().to_owned();
@@ -805,6 +815,44 @@ async fn metrics_report_each_consumers_lag_behind_head() {
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].name, "billing");
     assert_eq!(status[0].behind, Some(u64::from(n)));
+}
+
+#[tokio::test]
+async fn groups_are_listed_with_their_lag_and_on_metrics() {
+    let depot = Arc::new(depot::Depot::in_memory().unwrap());
+    let state = state_on(Tokens::default(), depot.clone());
+    assert_eq!(
+        call(&state, "POST", "/apply", None, OPEN).await.status,
+        StatusCode::CREATED
+    );
+    let options = depot::group::GroupOptions {
+        slots: Some(4),
+        ..depot::group::GroupOptions::new()
+    };
+    // A member that has delivered nothing yet: every slot is one checkpoint behind.
+    let member = depot.join_group("billing", "m1", &options).unwrap();
+    let answer = call(&state, "GET", "/groups/billing", None, "").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let body = answer.json();
+    assert_eq!(body["behind"], 1, "{body}");
+    assert_eq!(body["unowned"], 0, "{body}");
+    assert_eq!(body["members"][0]["id"], "m1", "{body}");
+    assert_eq!(body["members"][0]["slots"], 4, "{body}");
+    let samples = scrape(&state, None).await;
+    assert_eq!(samples["retro_group_lag_checkpoints{group=billing}"], 1.0);
+    assert_eq!(samples["retro_group_members{group=billing}"], 1.0);
+    assert_eq!(samples["retro_group_unowned_slots{group=billing}"], 0.0);
+    member.leave().unwrap();
+    let samples = scrape(&state, None).await;
+    assert_eq!(samples["retro_group_members{group=billing}"], 0.0);
+    assert_eq!(samples["retro_group_unowned_slots{group=billing}"], 4.0);
+    let list = call(&state, "GET", "/groups", None, "").await.json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // Unknown and malformed names.
+    let answer = call(&state, "GET", "/groups/nope", None, "").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    let answer = call(&state, "GET", "/groups/.bad", None, "").await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod blame;
 mod branch;
 mod config;
 mod demo;
+mod group;
 mod history;
 mod log_graph;
 mod maintenance;
@@ -36,7 +37,9 @@ pub use config::BadSigningKey;
 pub use project::ProjectionsParked;
 pub use verify_signatures::SignaturesFailed;
 
-use crate::args::{BisectCommand, Cli, Commands, ConfigCommand, ProjectCommand, SessionCommand};
+use crate::args::{
+    BisectCommand, Cli, Commands, ConfigCommand, GroupCommand, ProjectCommand, SessionCommand,
+};
 use crate::locate;
 use crate::ui::Ui;
 
@@ -122,6 +125,34 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         ),
         Commands::Session(SessionCommand::Start { json }) => apply::session_start(flag, json, ui),
         Commands::Session(SessionCommand::End { id }) => apply::session_end(flag, &id, ui),
+        Commands::Group(GroupCommand::Run {
+            name,
+            glob,
+            member,
+            lease_ms,
+            slots,
+            since,
+            target,
+            idle_exit,
+            json,
+        }) => group::run(
+            &open(flag)?,
+            &group::RunArgs {
+                name,
+                glob: glob.unwrap_or_else(|| "**".to_owned()),
+                member,
+                lease_ms,
+                slots,
+                since,
+                target,
+                idle_exit,
+                json,
+            },
+            ui,
+        ),
+        Commands::Group(GroupCommand::Status { name, json }) => {
+            group::status(&*open(flag)?, name.as_deref(), json, ui)
+        }
         Commands::Log(args) => history::log(&*open(flag)?, &args, ui),
         Commands::CatObject(args) => objects::cat(&*open(flag)?, &args, ui),
         Commands::Show {

@@ -67,7 +67,7 @@ fn print(delivery: &Delivery, json: bool, ui: &mut Ui) -> Result<()> {
 /// Whether stdout is a pipe or socket whose reading end is gone: `poll` reports an error or a
 /// hang-up on it. Never true for files and terminals that are still there.
 #[cfg(unix)]
-fn stdout_closed() -> bool {
+pub(crate) fn stdout_closed() -> bool {
     let mut fd = libc::pollfd {
         fd: 1,
         events: 0,
@@ -79,7 +79,7 @@ fn stdout_closed() -> bool {
 }
 
 #[cfg(not(unix))]
-fn stdout_closed() -> bool {
+pub(crate) fn stdout_closed() -> bool {
     false
 }
 

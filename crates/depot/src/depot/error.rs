@@ -50,6 +50,9 @@ pub enum Error {
     /// The ref store failed.
     #[error(transparent)]
     Refs(refdb::Error),
+    /// A consumer group's operation failed.
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -295,6 +298,7 @@ impl Error {
                 _ => ErrorClass::Unavailable,
             },
             Error::Backend(e) => e.class(),
+            Error::Group(e) => e.class(),
             Error::Graph(e) => match e {
                 crate::graph::GraphError::Io { source, .. } => io_class(source),
                 crate::graph::GraphError::Busy { .. } => ErrorClass::Unavailable,

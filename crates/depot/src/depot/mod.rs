@@ -38,12 +38,14 @@ pub use error::Error;
 pub use fsck::{FsckKind, FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use graph_walk::{HistoryEntry, PartitionFilter};
+pub(crate) use history::compile_glob;
 pub use history::{EventRecord, HistoryOrder};
 pub use partial::PartialFilter;
 pub use redact::{
     RedactReport, Redaction, REDACTED_EVENT_NAME, REDACTION_BATCH_FIELD, REDACTION_FIELD,
 };
 pub use repair::RepairReport;
+pub(crate) use subscribe::DepotRef;
 pub use subscribe::{Consumer, Delivery, Subscription};
 pub use sync::{RefOutcome, RefSync, SyncOptions, SyncReport};
 
@@ -118,6 +120,8 @@ pub struct Backend {
     pub failures: Arc<dyn FailureStore>,
     /// What gc can do there, if anything.
     pub maintenance: Option<Arc<dyn Maintenance>>,
+    /// Its consumer-group store (`None`: groups are kept in memory, for this process only).
+    pub groups: Option<Arc<dyn crate::group::GroupStore>>,
 }
 
 /// Where failed commands are listed.
@@ -182,6 +186,8 @@ pub struct Depot {
     redactions: std::sync::RwLock<redact::Redactions>,
     /// A partial clone's partition filter (the `partial` file of a native depot; see `partial`).
     partial: std::sync::RwLock<Option<PartialFilter>>,
+    /// Where consumer groups live (see `group`): set by a backend, else made on first use.
+    groups: std::sync::OnceLock<Arc<dyn crate::group::GroupStore>>,
 }
 
 impl Depot {
@@ -344,6 +350,7 @@ impl Depot {
             seal_events: Default::default(),
             redactions: Default::default(),
             partial: Default::default(),
+            groups: Default::default(),
         })
     }
 
@@ -372,6 +379,7 @@ impl Depot {
             seal_events: Default::default(),
             redactions: Default::default(),
             partial: Default::default(),
+            groups: Default::default(),
         })
     }
 
@@ -433,6 +441,7 @@ impl Depot {
             seal_events: Default::default(),
             redactions: Default::default(),
             partial: Default::default(),
+            groups: Default::default(),
         })
     }
 
@@ -450,6 +459,9 @@ impl Depot {
             FailureLog::Store(backend.failures),
         )?;
         depot.maintenance = backend.maintenance;
+        if let Some(groups) = backend.groups {
+            let _ = depot.groups.set(groups);
+        }
         Ok(depot)
     }
 
@@ -461,6 +473,19 @@ impl Depot {
             .lock()
             .expect("index lock poisoned")
             .set_sink(Box::new(sink));
+    }
+
+    /// The consumer-group store: the backend's, `groups/` in a depot on the file system, or one
+    /// in memory.
+    pub(crate) fn group_store_ref(&self) -> &Arc<dyn crate::group::GroupStore> {
+        self.groups
+            .get_or_init(|| match (&self.root, self.storage.is_os()) {
+                (Some(root), true) => Arc::new(
+                    crate::group::FilesGroupStore::new(root.join("groups"))
+                        .with_lock_timeout(self.options.lock_timeout),
+                ),
+                _ => Arc::new(crate::group::MemoryGroupStore::default()),
+            })
     }
 
     /// The depot's directory (none for a memory depot).

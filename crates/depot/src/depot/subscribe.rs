@@ -66,7 +66,7 @@ pub enum Delivery {
 }
 
 /// The depot a subscription reads: borrowed, or shared (`'static`).
-enum DepotRef<'d> {
+pub(crate) enum DepotRef<'d> {
     Borrowed(&'d Depot),
     Shared(Arc<Depot>),
 }
@@ -120,7 +120,7 @@ impl Depot {
 }
 
 impl<'d> Subscription<'d> {
-    fn new(
+    pub(crate) fn new(
         depot: DepotRef<'d>,
         target: &RefName,
         glob: &str,
@@ -186,7 +186,7 @@ impl Subscription<'_> {
     }
 
     /// Waits for a change notification on the ref's directory, or `pause`.
-    fn wait(&mut self, pause: Duration) {
+    pub(crate) fn wait(&mut self, pause: Duration) {
         if self.depot.root().is_none() {
             if self.listener.is_none() {
                 self.listener = self.depot.refs().listener();

@@ -24,7 +24,31 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("partition_name", partition_name),
     ("revision", revision),
     ("event_format", event_format),
+    ("group_state", group_state),
 ];
+
+/// A consumer group's stored state (`depot::group::GroupState`) never panics its decoder, as
+/// given or as a body under a correct checksum header (so the body parser is reached); what
+/// decodes re-encodes to a state that decodes to the same value.
+pub fn group_state(data: &[u8]) {
+    use depot::group::GroupState;
+    let mut framed = format!(
+        "retro-group 1 {}\n",
+        ObjectId::of(data).to_string().trim_start_matches("sha256:")
+    )
+    .into_bytes();
+    framed.extend_from_slice(data);
+    for input in [data, framed.as_slice()] {
+        let Ok(state) = GroupState::decode(input) else {
+            continue;
+        };
+        let again = GroupState::decode(&state.encode()).expect("an encoded state decodes");
+        assert_eq!(
+            again, state,
+            "decoding the re-encoding gives the same state"
+        );
+    }
+}
 
 /// An event header's `<format>` token (`json`, `json;v=<N>`) never panics the decoder; one that
 /// decodes names the canonical form of its schema version (`json` for 1, `json;v=N` for N >= 2),
