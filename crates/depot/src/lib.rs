@@ -38,7 +38,9 @@ pub mod graph;
 pub mod index;
 mod journal;
 mod lockfile;
+mod log_frontiers;
 pub mod odb;
+pub mod proof;
 pub mod refdb;
 mod rev;
 pub mod signing;
@@ -67,5 +69,6 @@ pub use object::{
     format_date, parse_date, Affix, Checkpoint, CheckpointError, Data, DecodeError, EncodedObject,
     Event, Kind, Object,
 };
+pub use object::checkpoint_log;
 pub use refdb::{Expected, LogInfo, RefEdit, RefName, RefValue, ReflogEntry};
 pub use rev::{Revision, Step};

@@ -351,6 +351,9 @@ fn merge_checkpoint(
         FieldKey::new(MERGE_KEY).expect("a valid key"),
         FieldValue::new("disjoint").expect("a valid value"),
     );
+    // Its log is its first parent's (the branch's head): the merged side's checkpoints are not
+    // leaves; the events it brings are in its own affix.
+    checkpoint.set_log_head(depot.log_head_for_child(Some(ours))?);
     depot.sign_checkpoint(&mut checkpoint);
     let encoded = Object::Checkpoint(checkpoint).to_encoded();
     let id = encoded.id();

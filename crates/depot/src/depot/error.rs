@@ -143,6 +143,25 @@ pub enum Error {
     /// A request is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// A checkpoint's `log` field is not the head of the log over its first-parent chain.
+    #[error("checkpoint {id} is corrupt: {reason}")]
+    BadLog {
+        /// The checkpoint.
+        id: ObjectId,
+        /// What disagrees.
+        reason: String,
+    },
+    /// A proof was asked at a checkpoint without a `log` field.
+    #[error("checkpoint {0} has no 'log' field (it was committed before retro wrote one): commit on top of it and prove at the new checkpoint")]
+    NoLog(ObjectId),
+    /// The event is neither in the checkpoint nor in its first-parent history.
+    #[error("event {event} is not in the history of checkpoint {at} (its first-parent chain; a merged branch's events count through the merge checkpoint)")]
+    NotInHistory {
+        /// The event.
+        event: ObjectId,
+        /// The checkpoint.
+        at: ObjectId,
+    },
     /// A commit batch failed as a whole (a lock timeout, an fsync error): every request in it
     /// gets this, sharing the one cause.
     #[error("commit failed: {0}")]
@@ -232,7 +251,8 @@ impl Error {
             Error::NotADepot(_)
             | Error::UnknownRevision(_)
             | Error::NoSuchObject(_)
-            | Error::Erased(_) => ErrorClass::NotFound,
+            | Error::Erased(_)
+            | Error::NotInHistory { .. } => ErrorClass::NotFound,
             // A compare-and-swap that needed the ref to exist lost the race like any other.
             Error::Conflict { .. } | Error::RefMissing(_) | Error::Contended { .. } => {
                 ErrorClass::Conflict
@@ -246,11 +266,13 @@ impl Error {
             | Error::Id(_)
             | Error::Name(_)
             | Error::Glob { .. }
-            | Error::Invalid(_) => ErrorClass::Invalid,
+            | Error::Invalid(_)
+            | Error::NoLog(_) => ErrorClass::Invalid,
             Error::MissingObject { .. }
             | Error::Decode { .. }
             | Error::WrongKind { .. }
-            | Error::MissingConfig(_) => ErrorClass::Corrupt,
+            | Error::MissingConfig(_)
+            | Error::BadLog { .. } => ErrorClass::Corrupt,
             Error::Io { source, .. } => io_class(source),
             Error::Objects(e) => odb_class(e),
             Error::Refs(e) => refs_class(e),
