@@ -11,6 +11,7 @@ mod go_retro;
 mod graph;
 mod maintenance;
 mod pack_v2;
+mod proofs;
 mod power_loss;
 mod recovery;
 mod redact;
