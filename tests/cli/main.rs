@@ -17,6 +17,7 @@ mod history;
 mod idempotency;
 mod maintenance;
 mod objects;
+mod proofs;
 mod redact;
 mod refs;
 mod repair;

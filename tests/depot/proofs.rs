@@ -335,3 +335,78 @@ fn an_in_memory_depot_writes_the_field_too() {
     let head = depot.read_checkpoint(&last.unwrap()).unwrap().log_head();
     assert_eq!(head.map(|h| h.size), Some(4));
 }
+
+/// The measurement docs/cli.md quotes: a proof's size and its check time at 1,000,000
+/// checkpoints. The leaves are 1,000,000 ids (the proved checkpoint's real one among them); the
+/// trusted checkpoint, the proved one and its affix are real encodings of the bank's shape.
+/// Run it in release: `cargo test --release -p retro-depot --test depot measure -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "a measurement: about a second of hashing in release, much more in debug"]
+fn measure_a_proof_at_a_million_checkpoints() {
+    const N: u64 = 1_000_000;
+    let date = depot::parse_date("2026-12-03T12:00:00Z").unwrap();
+    let checkpoint_with = |affix: &Affix, parent: ObjectId, head: LogHead, message: &str| {
+        let affix = Object::Affix(affix.clone()).to_encoded();
+        let mut checkpoint =
+            Checkpoint::new(affix.id(), vec![parent], "cli", date, message).unwrap();
+        checkpoint.set_log_head(head);
+        (affix, Object::Checkpoint(checkpoint).to_encoded())
+    };
+    let event = Object::Event(ev("AccountOpened", r#"{"owner":"Alice"}"#)).to_encoded();
+    let affix: Affix = [
+        (p("accounts/alice"), event.id()),
+        (p("registry/accounts"), ObjectId::of(b"registered")),
+    ]
+    .into_iter()
+    .collect();
+    let message = r#"{"path":"accounts/alice","name":"open","params":{"owner":"Alice"}}"#;
+    let holder_index = 123_457u64;
+    let mut leaves = Vec::with_capacity(N as usize);
+    let mut frontier = Frontier::new();
+    let mut holder = None;
+    for i in 0..N {
+        if i == holder_index {
+            let (affix_bytes, encoded) =
+                checkpoint_with(&affix, ObjectId::of(b"parent"), frontier.head(), message);
+            holder = Some((affix_bytes, encoded));
+        }
+        let id = match (&holder, i == holder_index) {
+            (Some((_, encoded)), true) => encoded.id(),
+            _ => ObjectId::of(&i.to_be_bytes()),
+        };
+        leaves.push(depot::checkpoint_log::leaf_hash(&id));
+        frontier.push_id(&id);
+    }
+    let (affix_bytes, holder) = holder.unwrap();
+    let (_, at) = checkpoint_with(&Affix::new(), ObjectId::of(b"tip"), frontier.head(), message);
+    let started = std::time::Instant::now();
+    let path = depot::checkpoint_log::inclusion_path(&leaves, holder_index).unwrap();
+    let built = started.elapsed();
+    let proof = InclusionProof {
+        event: event.id(),
+        at: at.bytes().to_vec(),
+        checkpoint: Some(holder.bytes().to_vec()),
+        affix: affix_bytes.bytes().to_vec(),
+        leaf: Some(holder_index),
+        path,
+    };
+    let file = proof.to_json();
+    let runs = 1000;
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        let proven = InclusionProof::parse(file.as_bytes())
+            .unwrap()
+            .verify(Some(at.id()))
+            .unwrap();
+        assert_eq!(proven.size, N);
+    }
+    let check = started.elapsed() / runs;
+    println!(
+        "proof at {N} checkpoints: {} bytes ({} path hashes); audit path built in {built:?}; parse + verify {check:?}",
+        file.len(),
+        proof.path.len()
+    );
+    assert_eq!(proof.path.len(), 20);
+    assert!(file.len() < 4096, "a few KiB: {}", file.len());
+}

@@ -18,7 +18,7 @@ use crate::storage::{OpenOptions, Storage};
 
 const MAGIC: &[u8; 8] = b"RETROLF1";
 /// How many checkpoints' frontiers the file keeps.
-pub(crate) const KEEP: usize = 64;
+pub(crate) const KEEP: usize = 16;
 
 /// The file's name in a native depot.
 pub(crate) const FILE_NAME: &str = "log-frontiers";
