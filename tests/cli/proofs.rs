@@ -68,11 +68,15 @@ fn a_proof_verifies_with_no_depot_and_says_what_it_proved() {
         .unwrap()
         .to_owned();
     let nowhere = tempfile::tempdir().unwrap();
-    let run = run(retro_in(nowhere.path())
+    let from_stdin = crate::common::run(retro_in(nowhere.path())
         .args(["verify-proof", "-", "--trusted", &older_head])
         .write_stdin(older.into_bytes()));
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("leaf 2 of the 4-checkpoint log"), "{}", run.stdout);
+    assert_eq!(from_stdin.code, 0, "{}", from_stdin.stderr);
+    assert!(
+        from_stdin.stdout.contains("leaf 2 of the 4-checkpoint log"),
+        "{}",
+        from_stdin.stdout
+    );
 }
 
 #[test]

@@ -131,10 +131,16 @@ fn export_line(
     let (message, message_text) = raw_or_text(checkpoint.message());
     // Every other field: so an import into an empty depot gives the very same ids. Not a sealed
     // checkpoint's `message-data`: the line carries the command itself, and the importing depot
-    // seals it (or not) as it is configured to.
+    // seals it (or not) as it is configured to. Nor `log`: the importing commit computes it
+    // from the history it commits on (the same value on the same history).
     let fields = checkpoint
         .fields()
-        .filter(|(key, _)| !matches!(key.as_str(), "session" | "date" | "message-data"))
+        .filter(|(key, _)| {
+            !matches!(
+                key.as_str(),
+                "session" | "date" | "message-data" | depot::checkpoint_log::LOG_KEY
+            )
+        })
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
     Ok(Line {
@@ -602,7 +608,12 @@ fn holds_line(depot: &Depot, id: &ObjectId, parsed: &Parsed) -> Result<bool> {
     }
     let extra: Vec<(&str, &str)> = checkpoint
         .fields()
-        .filter(|(key, _)| !matches!(key.as_str(), "session" | "date"))
+        .filter(|(key, _)| {
+            !matches!(
+                key.as_str(),
+                "session" | "date" | depot::checkpoint_log::LOG_KEY
+            )
+        })
         .map(|(key, value)| (key.as_str(), value.as_str()))
         .collect();
     let mut wanted: Vec<(&str, &str)> = request
