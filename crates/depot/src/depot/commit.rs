@@ -70,6 +70,9 @@ pub struct CommitRequest {
     /// target's first-parent history (or earlier in the same batch), nothing is written and the
     /// result is that checkpoint's, with [`Committed::replayed`] set (see `command_ids.rs`).
     pub fields: Vec<(FieldKey, FieldValue)>,
+    /// Whether the checkpoint carries the `log` field (docs/format.md, the checkpoint log): true
+    /// unless an import reproduces a checkpoint written before the field, byte for byte.
+    pub log: bool,
 }
 
 /// The checkpoint field naming the command a checkpoint applied: the key of idempotency.
@@ -108,6 +111,7 @@ impl CommitRequest {
             rebase: false,
             reflog_message: "commit".to_owned(),
             fields: Vec::new(),
+            log: true,
         }
     }
 }
@@ -682,18 +686,25 @@ impl Depot {
             }
             // Computed here, where the parent is final (a rebase re-parents before this), and
             // before signing, so the signature covers it.
-            let log_before = self.log_frontier_for_child(parent, &batch_logs)?;
-            checkpoint.set_log_head(log_before.head());
+            let log_before = match request.log {
+                true => Some(self.log_frontier_for_child(parent, &batch_logs)?),
+                false => None,
+            };
+            if let Some(before) = &log_before {
+                checkpoint.set_log_head(before.head());
+            }
             if let Some(signer) = &signer {
                 signer.sign(&mut checkpoint);
             }
             let date = checkpoint.date();
             let encoded = Object::Checkpoint(checkpoint).to_encoded();
             let id = encoded.id();
-            let mut log_after = log_before.clone();
-            log_after.push_id(&id);
-            batch_logs.insert(id, log_after);
-            plan.log_frontiers.push((id, log_before));
+            if let Some(before) = log_before {
+                let mut after = before.clone();
+                after.push_id(&id);
+                batch_logs.insert(id, after);
+                plan.log_frontiers.push((id, before));
+            }
             plan.objects.extend(job.data.iter().cloned());
             plan.objects.extend(job.events.iter().cloned());
             plan.objects.push(job.affix_encoded.clone());
