@@ -410,3 +410,25 @@ fn measure_a_proof_at_a_million_checkpoints() {
     assert_eq!(proof.path.len(), 20);
     assert!(file.len() < 4096, "a few KiB: {}", file.len());
 }
+
+/// An import reproducing checkpoints written before the field (`log: false`), then one with it,
+/// in one batch: the one with it commits to all of them.
+#[test]
+fn checkpoints_without_the_field_and_with_it_share_one_batch() {
+    let depot = Depot::in_memory().unwrap();
+    let requests = (0..4)
+        .map(|n| {
+            let mut r = CommitRequest::new(None, vec![(p(&format!("a/{n}")), ev("E", "{}"))], "s1", "x");
+            r.base = Base::Tip;
+            r.log = n == 3;
+            r
+        })
+        .collect();
+    let results: Vec<_> = depot.commit_many(requests).into_iter().map(|r| r.unwrap()).collect();
+    for (n, committed) in results.iter().enumerate() {
+        let head = depot.read_checkpoint(&committed.checkpoint).unwrap().log_head();
+        assert_eq!(head.map(|h| h.size), (n == 3).then_some(3));
+    }
+    assert_logs_right(&depot, results[3].checkpoint);
+    assert!(depot.fsck(|_| {}).unwrap().is_clean());
+}

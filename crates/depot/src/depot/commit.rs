@@ -686,12 +686,11 @@ impl Depot {
             }
             // Computed here, where the parent is final (a rebase re-parents before this), and
             // before signing, so the signature covers it.
-            let log_before = match request.log {
-                true => Some(self.log_frontier_for_child(parent, &batch_logs)?),
-                false => None,
-            };
-            if let Some(before) = &log_before {
-                checkpoint.set_log_head(before.head());
+            // (Also for a checkpoint without the field, so that a later one in the batch, or in
+            // this process, extends its chain in O(log n).)
+            let log_before = self.log_frontier_for_child(parent, &batch_logs)?;
+            if request.log {
+                checkpoint.set_log_head(log_before.head());
             }
             if let Some(signer) = &signer {
                 signer.sign(&mut checkpoint);
@@ -699,12 +698,10 @@ impl Depot {
             let date = checkpoint.date();
             let encoded = Object::Checkpoint(checkpoint).to_encoded();
             let id = encoded.id();
-            if let Some(before) = log_before {
-                let mut after = before.clone();
-                after.push_id(&id);
-                batch_logs.insert(id, after);
-                plan.log_frontiers.push((id, before));
-            }
+            let mut log_after = log_before.clone();
+            log_after.push_id(&id);
+            batch_logs.insert(id, log_after);
+            plan.log_frontiers.push((id, log_before));
             plan.objects.extend(job.data.iter().cloned());
             plan.objects.extend(job.events.iter().cloned());
             plan.objects.push(job.affix_encoded.clone());
