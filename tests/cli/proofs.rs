@@ -68,9 +68,11 @@ fn a_proof_verifies_with_no_depot_and_says_what_it_proved() {
         .unwrap()
         .to_owned();
     let nowhere = tempfile::tempdir().unwrap();
-    let from_stdin = crate::common::run(retro_in(nowhere.path())
-        .args(["verify-proof", "-", "--trusted", &older_head])
-        .write_stdin(older.into_bytes()));
+    let from_stdin = crate::common::run(
+        retro_in(nowhere.path())
+            .args(["verify-proof", "-", "--trusted", &older_head])
+            .write_stdin(older.into_bytes()),
+    );
     assert_eq!(from_stdin.code, 0, "{}", from_stdin.stderr);
     assert!(
         from_stdin.stdout.contains("leaf 2 of the 4-checkpoint log"),
@@ -90,7 +92,11 @@ fn bad_proofs_and_bad_requests_are_refused() {
     fs::write(&truncated, &proof[..proof.len() / 2]).unwrap();
     let run = verify_without_depot(&truncated, &[]);
     assert_error(&run, 1);
-    assert!(run.stderr.contains("not an inclusion proof"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not an inclusion proof"),
+        "{}",
+        run.stderr
+    );
     // Tampered: one hex digit of the audit path, of the proved checkpoint, of the trusted one:
     // refused (exit 7).
     let value = json(&proof);
@@ -101,7 +107,11 @@ fn bad_proofs_and_bad_requests_are_refused() {
             _ => tampered[key].as_str().unwrap().to_owned(),
         };
         let position = text.len() - 3;
-        let digit = if &text[position..position + 1] == "0" { "1" } else { "0" };
+        let digit = if &text[position..position + 1] == "0" {
+            "1"
+        } else {
+            "0"
+        };
         let changed = format!("{}{digit}{}", &text[..position], &text[position + 1..]);
         match key {
             "path" => tampered["path"][0] = changed.into(),
@@ -111,7 +121,11 @@ fn bad_proofs_and_bad_requests_are_refused() {
         fs::write(&file, tampered.to_string()).unwrap();
         let run = verify_without_depot(&file, &["--trusted", &head]);
         assert_error(&run, 7);
-        assert!(run.stderr.contains("does not verify"), "{key}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("does not verify"),
+            "{key}: {}",
+            run.stderr
+        );
     }
     // A proof for another trusted checkpoint.
     let good = dir.join("proof.json");
@@ -157,6 +171,10 @@ fn history_from_before_the_field_is_provable_at_a_checkpoint_committed_on_top() 
     fs::write(&file, proof).unwrap();
     let run = verify_without_depot(&file, &["--trusted", &depot.head().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("leaf 0 of the 7-checkpoint log"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("leaf 0 of the 7-checkpoint log"),
+        "{}",
+        run.stdout
+    );
     assert!(depot.ok(&["fsck"]).contains("no problems"));
 }

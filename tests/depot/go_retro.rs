@@ -87,11 +87,21 @@ fn commits_to_a_go_retro_depot_stay_in_its_format() {
     let committed = commit_retrying(&depot, workload(7, "DEADBEEF"), "identity/7/createIdentity");
     assert_eq!(committed.parent, Some(second));
     // go-retro's checkpoints have no `log` field; the new one commits to the log over them.
-    let log = depot.read_checkpoint(&committed.checkpoint).unwrap().log_head();
+    let log = depot
+        .read_checkpoint(&committed.checkpoint)
+        .unwrap()
+        .log_head();
     assert_eq!(log.map(|l| l.size), Some(2));
     let event = committed.events[0];
-    let proven = depot.prove(event, committed.checkpoint).unwrap().verify(None).unwrap();
-    assert_eq!((proven.checkpoint, proven.leaf), (committed.checkpoint, None));
+    let proven = depot
+        .prove(event, committed.checkpoint)
+        .unwrap()
+        .verify(None)
+        .unwrap();
+    assert_eq!(
+        (proven.checkpoint, proven.leaf),
+        (committed.checkpoint, None)
+    );
     assert!(depot.fsck(|_| {}).unwrap().is_clean());
     let hex = committed.checkpoint.to_hex();
     assert!(dir

@@ -6,8 +6,8 @@
 use depot::checkpoint_log::{Frontier, LogHead};
 use depot::proof::{InclusionProof, ProofError};
 use depot::{
-    Affix, Base, Checkpoint, CommitRequest, Depot, ErrorClass, FsckKind, Object, ObjectId,
-    RefEdit, RefName, RefValue,
+    Affix, Base, Checkpoint, CommitRequest, Depot, ErrorClass, FsckKind, Object, ObjectId, RefEdit,
+    RefName, RefValue,
 };
 
 use crate::common::*;
@@ -116,7 +116,10 @@ fn a_rebased_checkpoint_commits_to_the_log_of_its_new_parent() {
     for result in depot.commit_many(requests) {
         result.unwrap();
     }
-    assert_eq!(assert_logs_right(&depot, depot.head().unwrap().unwrap()).len(), 8);
+    assert_eq!(
+        assert_logs_right(&depot, depot.head().unwrap().unwrap()).len(),
+        8
+    );
     assert!(depot.fsck(|_| {}).unwrap().is_clean());
 }
 
@@ -292,7 +295,10 @@ fn tampered_proofs_are_refused() {
                 2 => tampered.affix[byte] ^= 1,
                 _ => tampered.path[byte / 32][byte % 32] ^= 1,
             }
-            assert!(tampered.verify(Some(at)).is_err(), "field {field} byte {byte}");
+            assert!(
+                tampered.verify(Some(at)).is_err(),
+                "field {field} byte {byte}"
+            );
             refused += 1;
         }
     }
@@ -300,10 +306,16 @@ fn tampered_proofs_are_refused() {
     // Another leaf index, another event, a path cut short, a proof at another checkpoint.
     let mut other = proof.clone();
     other.leaf = Some(4);
-    assert!(matches!(other.verify(None), Err(ProofError::NotIncluded { .. })));
+    assert!(matches!(
+        other.verify(None),
+        Err(ProofError::NotIncluded { .. })
+    ));
     let mut other = proof.clone();
     other.event = ObjectId::of(b"not an event");
-    assert!(matches!(other.verify(None), Err(ProofError::NotInAffix { .. })));
+    assert!(matches!(
+        other.verify(None),
+        Err(ProofError::NotInAffix { .. })
+    ));
     let mut other = proof.clone();
     other.path.pop();
     assert!(other.verify(None).is_err());
@@ -319,9 +331,13 @@ fn tampered_proofs_are_refused() {
     }
     // Unknown or repeated keys are refused.
     let extra = text.replacen('{', "{\n  \"extra\": 1,", 1);
-    assert!(InclusionProof::parse(extra.as_bytes()).unwrap_err().is_malformed());
-    let twice = text.replacen('{', &format!("{{\n  \"leaf\": 0,"), 1);
-    assert!(InclusionProof::parse(twice.as_bytes()).unwrap_err().is_malformed());
+    assert!(InclusionProof::parse(extra.as_bytes())
+        .unwrap_err()
+        .is_malformed());
+    let twice = text.replacen('{', "{\n  \"leaf\": 0,", 1);
+    assert!(InclusionProof::parse(twice.as_bytes())
+        .unwrap_err()
+        .is_malformed());
 }
 
 #[test]
@@ -379,7 +395,12 @@ fn measure_a_proof_at_a_million_checkpoints() {
         frontier.push_id(&id);
     }
     let (affix_bytes, holder) = holder.unwrap();
-    let (_, at) = checkpoint_with(&Affix::new(), ObjectId::of(b"tip"), frontier.head(), message);
+    let (_, at) = checkpoint_with(
+        &Affix::new(),
+        ObjectId::of(b"tip"),
+        frontier.head(),
+        message,
+    );
     let started = std::time::Instant::now();
     let path = depot::checkpoint_log::inclusion_path(&leaves, holder_index).unwrap();
     let built = started.elapsed();
@@ -418,15 +439,23 @@ fn checkpoints_without_the_field_and_with_it_share_one_batch() {
     let depot = Depot::in_memory().unwrap();
     let requests = (0..4)
         .map(|n| {
-            let mut r = CommitRequest::new(None, vec![(p(&format!("a/{n}")), ev("E", "{}"))], "s1", "x");
+            let mut r =
+                CommitRequest::new(None, vec![(p(&format!("a/{n}")), ev("E", "{}"))], "s1", "x");
             r.base = Base::Tip;
             r.log = n == 3;
             r
         })
         .collect();
-    let results: Vec<_> = depot.commit_many(requests).into_iter().map(|r| r.unwrap()).collect();
+    let results: Vec<_> = depot
+        .commit_many(requests)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
     for (n, committed) in results.iter().enumerate() {
-        let head = depot.read_checkpoint(&committed.checkpoint).unwrap().log_head();
+        let head = depot
+            .read_checkpoint(&committed.checkpoint)
+            .unwrap()
+            .log_head();
         assert_eq!(head.map(|h| h.size), (n == 3).then_some(3));
     }
     assert_logs_right(&depot, results[3].checkpoint);

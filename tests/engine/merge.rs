@@ -386,8 +386,15 @@ fn a_merge_checkpoint_commits_to_its_first_parents_log_and_proves_what_it_brings
         .next()
         .unwrap();
     let next = apply(&master, &deposit("alice", 1));
-    let proven = depot.prove(brought, next).unwrap().verify(Some(next)).unwrap();
-    assert_eq!((proven.checkpoint, proven.leaf, proven.size), (checkpoint, Some(3), 4));
+    let proven = depot
+        .prove(brought, next)
+        .unwrap()
+        .verify(Some(next))
+        .unwrap();
+    assert_eq!(
+        (proven.checkpoint, proven.leaf, proven.size),
+        (checkpoint, Some(3), 4)
+    );
     // (The same event is in the feature branch's checkpoint, which is not a leaf: the proof
     // names the merge checkpoint.)
     assert_ne!(proven.checkpoint, theirs);

@@ -65,10 +65,10 @@ pub use name::{
     escape_invisible, is_invisible, shown, EventName, FieldKey, FieldValue, NameError,
     PartitionName,
 };
+pub use object::checkpoint_log;
 pub use object::{
     format_date, parse_date, Affix, Checkpoint, CheckpointError, Data, DecodeError, EncodedObject,
     Event, Kind, Object,
 };
-pub use object::checkpoint_log;
 pub use refdb::{Expected, LogInfo, RefEdit, RefName, RefValue, ReflogEntry};
 pub use rev::{Revision, Step};

@@ -60,7 +60,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<(ObjectId, Frontier)>> {
             .chunks_exact(32)
             .map(|c| c.try_into().expect("32 bytes"))
             .collect();
-        entries.push((ObjectId::from_slice(id)?, Frontier::from_parts(size, roots)?));
+        entries.push((
+            ObjectId::from_slice(id)?,
+            Frontier::from_parts(size, roots)?,
+        ));
         rest = after;
     }
     rest.is_empty().then_some(entries)

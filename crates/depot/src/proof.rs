@@ -270,20 +270,19 @@ impl InclusionProof {
             None => (at, at_checkpoint.clone()),
         };
         let affix_encoded = EncodedObject::from_bytes(self.affix.clone());
-        let affix: Affix = match Object::decode(&self.affix).map_err(|source| {
-            ProofError::Decode {
+        let affix: Affix =
+            match Object::decode(&self.affix).map_err(|source| ProofError::Decode {
                 what: "affix",
                 source,
-            }
-        })? {
-            Object::Affix(affix) => affix,
-            _ => {
-                return Err(ProofError::WrongKind {
-                    what: "affix",
-                    expected: "affix",
-                })
-            }
-        };
+            })? {
+                Object::Affix(affix) => affix,
+                _ => {
+                    return Err(ProofError::WrongKind {
+                        what: "affix",
+                        expected: "affix",
+                    })
+                }
+            };
         if affix_encoded.id() != holder.affix() {
             return Err(ProofError::AffixMismatch {
                 checkpoint,

@@ -325,12 +325,18 @@ mod tests {
                 // Another leaf, index, root or any flipped path byte fails.
                 let other = (i + 1) % n;
                 if other != i {
-                    assert!(verify_inclusion(&all[other], i as u64, n as u64, &path, &root).is_err());
-                    assert!(verify_inclusion(&all[i], other as u64, n as u64, &path, &root).is_err());
+                    assert!(
+                        verify_inclusion(&all[other], i as u64, n as u64, &path, &root).is_err()
+                    );
+                    assert!(
+                        verify_inclusion(&all[i], other as u64, n as u64, &path, &root).is_err()
+                    );
                 }
                 // (The size and the root come together, from the trusted head: the same root
                 // claimed for another size proves nothing about that size's tree.)
-                assert!(verify_inclusion(&all[i], i as u64, n as u64, &path, &mth(&all[1..])).is_err());
+                assert!(
+                    verify_inclusion(&all[i], i as u64, n as u64, &path, &mth(&all[1..])).is_err()
+                );
                 for (j, _) in path.iter().enumerate() {
                     let mut bad = path.clone();
                     bad[j][0] ^= 1;

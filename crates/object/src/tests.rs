@@ -505,7 +505,7 @@ fn checkpoint_with_log_vector() {
         format!("log 01 {LOG_VECTOR_LEAF}"),
         format!("log 1 {}", LOG_VECTOR_LEAF.to_uppercase()),
         format!("log 1 {}", &LOG_VECTOR_LEAF[..62]).replace("log 1 ", "log 1   "),
-        "log 1 xx".repeat(1),
+        "log 1 xx".to_owned(),
     ] {
         let text = expected.replace(&format!("log 1 {LOG_VECTOR_LEAF}"), &bad);
         let len = text.split_once('\0').unwrap().1.len();

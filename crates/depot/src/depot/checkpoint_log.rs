@@ -219,11 +219,17 @@ impl Depot {
         let path = checkpoint_log::inclusion_path(&leaves, index as u64)
             .expect("the index is one of the leaves");
         // The path must lead to the field: a checkpoint whose field is wrong proves nothing.
-        checkpoint_log::verify_inclusion(&leaves[index], index as u64, head.size, &path, &head.root)
-            .map_err(|e| Error::BadLog {
-                id: at,
-                reason: format!("its first-parent chain does not hash to its log field ({e})"),
-            })?;
+        checkpoint_log::verify_inclusion(
+            &leaves[index],
+            index as u64,
+            head.size,
+            &path,
+            &head.root,
+        )
+        .map_err(|e| Error::BadLog {
+            id: at,
+            reason: format!("its first-parent chain does not hash to its log field ({e})"),
+        })?;
         Ok(InclusionProof {
             event,
             at: at_bytes.bytes().to_vec(),
