@@ -203,3 +203,35 @@ fn a_go_retro_event_is_redacted_as_unverifiable() {
         Some("erasure")
     );
 }
+
+/// A new process extends the log from `.retro-log-frontiers` without walking history: with the
+/// root checkpoint's object gone, a commit on top still gets its field (reading only its
+/// parent); without the file it would have to walk, and the walk meets the missing object.
+#[test]
+fn a_commit_in_a_new_process_reads_its_parents_frontier_not_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = build_go_retro_depot(dir.path());
+    let depot = Depot::open(dir.path()).unwrap();
+    let x = commit_retrying(&depot, workload(1, "DEADBEEF"), "x").checkpoint;
+    drop(depot);
+    assert!(dir.path().join(".retro-log-frontiers").is_file());
+    let hex = first.to_hex();
+    std::fs::remove_file(dir.path().join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..])).unwrap();
+    let depot = Depot::open(dir.path()).unwrap();
+    let y = commit_retrying(&depot, workload(2, "DEADBEEF"), "y");
+    assert_eq!(y.parent, Some(x));
+    let log = depot.read_checkpoint(&y.checkpoint).unwrap().log_head();
+    assert_eq!(log.map(|l| l.size), Some(3));
+    drop(depot);
+    std::fs::remove_file(dir.path().join(".retro-log-frontiers")).unwrap();
+    let depot = Depot::open(dir.path()).unwrap();
+    let err = depot
+        .commit(depot::CommitRequest::new(
+            Some(y.checkpoint),
+            workload(3, "DEADBEEF"),
+            "DEADBEEF",
+            "z",
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+}

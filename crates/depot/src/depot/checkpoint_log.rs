@@ -24,8 +24,6 @@ const MEMORY_CAPACITY: usize = 1024;
 pub(crate) struct LogCache {
     after: HashMap<ObjectId, Frontier>,
     order: VecDeque<ObjectId>,
-    /// The `log-frontiers` file's entries as last read or written (`None`: not read yet).
-    file: Option<Vec<(ObjectId, Frontier)>>,
 }
 
 impl LogCache {
@@ -120,16 +118,13 @@ impl Depot {
     /// The stored frontier of `id`'s log, if the `log-frontiers` file has one whose head is
     /// `head` (the field as read from the checkpoint).
     fn stored_frontier(&self, id: &ObjectId, head: LogHead) -> Option<Frontier> {
+        // Read on each miss (another process may have committed `id`): a few KiB, and only
+        // when this process did not commit the parent itself.
         let path = self.log_frontiers_path()?;
-        let mut cache = self.log_cache();
-        let storage = &*self.storage;
-        let entries = cache
-            .file
-            .get_or_insert_with(|| log_frontiers::read(storage, &path));
-        entries
-            .iter()
+        log_frontiers::read(&*self.storage, &path)
+            .into_iter()
             .find(|(entry, frontier)| entry == id && frontier.head() == head)
-            .map(|(_, frontier)| frontier.clone())
+            .map(|(_, frontier)| frontier)
     }
 
     /// The ids of `start`'s first-parent chain, root first, `start` last.
@@ -159,16 +154,14 @@ impl Depot {
         }
         let Some(path) = path else { return };
         let storage = &*self.storage;
-        let old = cache
-            .file
-            .take()
-            .unwrap_or_else(|| log_frontiers::read(storage, &path));
+        // Read again: another process may have written since (a native depot writes under the
+        // depot lock, so no entry of another writer is lost).
+        let old = log_frontiers::read(storage, &path);
         let fresh: HashSet<ObjectId> = committed.iter().map(|(id, _)| *id).collect();
         let mut entries: Vec<(ObjectId, Frontier)> = committed.iter().rev().cloned().collect();
         entries.extend(old.into_iter().filter(|(id, _)| !fresh.contains(id)));
         entries.truncate(log_frontiers::KEEP);
         log_frontiers::write(storage, &path, &entries);
-        cache.file = Some(entries);
     }
 
     /// An inclusion proof that `event` is in the history `at` commits to: `at`'s own affix, or

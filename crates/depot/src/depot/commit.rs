@@ -485,6 +485,8 @@ impl Depot {
                         };
                         journal.commit_locked(records, &record)?;
                         self.graph_committed(&plan.indexed);
+                        // Under the depot lock, so writers of this depot take turns on the file.
+                        self.log_committed(&std::mem::take(&mut plan.log_frontiers));
                     }
                     Ok::<_, Error>(plan)
                 })();
