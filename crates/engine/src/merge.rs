@@ -192,7 +192,16 @@ pub fn merge(
             },
         };
         match depot.update_refs(&[edit]) {
-            Ok(()) => return Ok(outcome),
+            Ok(()) => {
+                if let MergeOutcome::Merged {
+                    checkpoint, from, ..
+                } = &outcome
+                {
+                    // Derived data (the log frontier for the next commit on top): best effort.
+                    let _ = depot.remember_log(*checkpoint, Some(*from));
+                }
+                return Ok(outcome);
+            }
             // Someone moved the branch since it was read: merge again from its new head.
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e.into()),

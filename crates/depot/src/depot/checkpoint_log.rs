@@ -60,6 +60,19 @@ impl Depot {
         Ok(self.log_frontier_for_child(parent, &HashMap::new())?.head())
     }
 
+    /// Remembers the log frontier of `checkpoint`, written outside the commit pipeline (a merge
+    /// checkpoint) on top of `first_parent`, in memory and in the `log-frontiers` file, so that
+    /// the next commit on top of it is O(log n) in any process. Derived data: best effort.
+    pub fn remember_log(
+        &self,
+        checkpoint: ObjectId,
+        first_parent: Option<ObjectId>,
+    ) -> Result<(), Error> {
+        let before = self.log_frontier_for_child(first_parent, &HashMap::new())?;
+        self.log_committed(&[(checkpoint, before)]);
+        Ok(())
+    }
+
     /// The frontier a child of `parent` commits to: `parent`'s log with `parent` appended.
     /// `batch` holds the frontiers of checkpoints planned in the same commit batch.
     pub(crate) fn log_frontier_for_child(
