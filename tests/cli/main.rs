@@ -21,6 +21,7 @@ mod objects;
 mod partial_clone;
 #[cfg(unix)]
 mod projections;
+mod proofs;
 mod redact;
 mod refs;
 mod repair;

@@ -376,3 +376,32 @@ fn a_redaction_is_refused_and_nothing_is_written() {
     assert_eq!(depot.head().unwrap(), Some(committed.checkpoint));
     assert!(depot.redactions().is_empty());
 }
+
+/// Every checkpoint a PostgreSQL depot commits carries its `log` field, right across two hosts
+/// (each extends the other's checkpoints, walking once), and proofs verify.
+#[test]
+fn checkpoints_carry_their_log_across_hosts_and_prove_their_events() {
+    let (url, one) = fresh();
+    let two = depot_postgres::open(&url).unwrap();
+    let mut commits = Vec::new();
+    for i in 0..6 {
+        let host = if i % 2 == 0 { &one } else { &two };
+        commits.push(deposit(host, i));
+    }
+    for (i, committed) in commits.iter().enumerate() {
+        let checkpoint = one.read_checkpoint(&committed.checkpoint).unwrap();
+        assert_eq!(checkpoint.log_head().map(|h| h.size), Some(i as u64));
+    }
+    let report = one.fsck(|_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let head = commits[5].checkpoint;
+    let proven = two
+        .prove(commits[1].events[0], head)
+        .unwrap()
+        .verify(Some(head))
+        .unwrap();
+    assert_eq!(
+        (proven.checkpoint, proven.leaf, proven.size),
+        (commits[1].checkpoint, Some(1), 5)
+    );
+}

@@ -67,7 +67,7 @@ fn a_repeat_writes_nothing_and_answers_the_original() {
         "nothing was written"
     );
     // A commit without an id is as it always was: no id field (a sealed depot's `message-data`
-    // aside), its own checkpoint.
+    // and every new checkpoint's `log` aside), its own checkpoint.
     let plain = crate::common::commit_retrying(&depot, vec![(p("accounts/a"), ev("X", "{}"))], "x");
     let checkpoint = depot.read_checkpoint(&plain.checkpoint).unwrap();
     assert_eq!(
@@ -76,7 +76,7 @@ fn a_repeat_writes_nothing_and_answers_the_original() {
             .map(|(k, _)| k.as_str())
             .filter(|k| *k != "message-data")
             .collect::<Vec<_>>(),
-        ["date", "session"]
+        ["date", "log", "session"]
     );
 }
 

@@ -13,6 +13,11 @@ fn run(target: &str) {
 }
 
 #[test]
+fn inclusion_proof() {
+    run("inclusion_proof");
+}
+
+#[test]
 fn object_decode() {
     run("object_decode");
 }

@@ -86,6 +86,23 @@ fn commits_to_a_go_retro_depot_stay_in_its_format() {
     let depot = Depot::open(dir.path()).unwrap();
     let committed = commit_retrying(&depot, workload(7, "DEADBEEF"), "identity/7/createIdentity");
     assert_eq!(committed.parent, Some(second));
+    // go-retro's checkpoints have no `log` field; the new one commits to the log over them.
+    let log = depot
+        .read_checkpoint(&committed.checkpoint)
+        .unwrap()
+        .log_head();
+    assert_eq!(log.map(|l| l.size), Some(2));
+    let event = committed.events[0];
+    let proven = depot
+        .prove(event, committed.checkpoint)
+        .unwrap()
+        .verify(None)
+        .unwrap();
+    assert_eq!(
+        (proven.checkpoint, proven.leaf),
+        (committed.checkpoint, None)
+    );
+    assert!(depot.fsck(|_| {}).unwrap().is_clean());
     let hex = committed.checkpoint.to_hex();
     assert!(dir
         .path()
@@ -185,4 +202,36 @@ fn a_go_retro_event_is_redacted_as_unverifiable() {
             .field(depot::REDACTION_FIELD),
         Some("erasure")
     );
+}
+
+/// A new process extends the log from `.retro-log-frontiers` without walking history: with the
+/// root checkpoint's object gone, a commit on top still gets its field (reading only its
+/// parent); without the file it would have to walk, and the walk meets the missing object.
+#[test]
+fn a_commit_in_a_new_process_reads_its_parents_frontier_not_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = build_go_retro_depot(dir.path());
+    let depot = Depot::open(dir.path()).unwrap();
+    let x = commit_retrying(&depot, workload(1, "DEADBEEF"), "x").checkpoint;
+    drop(depot);
+    assert!(dir.path().join(".retro-log-frontiers").is_file());
+    let hex = first.to_hex();
+    std::fs::remove_file(dir.path().join(&hex[0..2]).join(&hex[2..4]).join(&hex[4..])).unwrap();
+    let depot = Depot::open(dir.path()).unwrap();
+    let y = commit_retrying(&depot, workload(2, "DEADBEEF"), "y");
+    assert_eq!(y.parent, Some(x));
+    let log = depot.read_checkpoint(&y.checkpoint).unwrap().log_head();
+    assert_eq!(log.map(|l| l.size), Some(3));
+    drop(depot);
+    std::fs::remove_file(dir.path().join(".retro-log-frontiers")).unwrap();
+    let depot = Depot::open(dir.path()).unwrap();
+    let err = depot
+        .commit(depot::CommitRequest::new(
+            Some(y.checkpoint),
+            workload(3, "DEADBEEF"),
+            "DEADBEEF",
+            "z",
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
 }

@@ -14,6 +14,7 @@ mod maintenance;
 mod pack_v2;
 mod partial;
 mod power_loss;
+mod proofs;
 mod recovery;
 mod redact;
 mod reliability;

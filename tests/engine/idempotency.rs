@@ -88,14 +88,15 @@ fn a_repeated_command_id_runs_nothing_and_answers_the_original() {
 #[test]
 fn a_command_without_ids_writes_the_same_checkpoint_bytes_as_before() {
     let (_dir, engine, _, _) = setup();
-    // A depot writing plain events, as before sealing existed (a sealed one adds `message-data`).
+    // A depot writing plain events, as before sealing existed (a sealed one adds `message-data`);
+    // every new checkpoint carries its `log` field (docs/format.md), ids or not.
     engine.depot().configure_events(false).unwrap();
     let applied = engine
         .apply("s1", br#"{"path":"counters/a","name":"bump"}"#)
         .unwrap();
     let checkpoint = engine.depot().read_checkpoint(&applied.checkpoint).unwrap();
     let keys: Vec<&str> = checkpoint.fields().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["date", "session"]);
+    assert_eq!(keys, ["date", "log", "session"]);
 }
 
 #[test]

@@ -351,3 +351,53 @@ fn a_merge_that_loses_the_race_starts_over_and_keeps_the_winner() {
     );
     assert!(refs.armed.lock().unwrap().is_none(), "the race was run");
 }
+
+/// A disjoint merge checkpoint commits to its first parent's log; the events it brings are proved
+/// through it (it lists them), the merged branch's own checkpoints are not leaves of master's log,
+/// and the next commit on master extends the log by the merge checkpoint.
+#[test]
+fn a_merge_checkpoint_commits_to_its_first_parents_log_and_proves_what_it_brings() {
+    let (_dir, depot, master, on_feature) = setup();
+    let theirs = apply(&on_feature, &deposit("bob", 20));
+    let ours = apply(&master, &deposit("alice", 10));
+    let outcome = merge(
+        &depot,
+        master.manifest(),
+        &RefName::master(),
+        theirs,
+        "feature",
+        "cli",
+    )
+    .unwrap();
+    let MergeOutcome::Merged { checkpoint, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    let merged = depot.read_checkpoint(&checkpoint).unwrap();
+    assert_eq!(
+        merged.log_head(),
+        Some(depot.log_head_for_child(Some(ours)).unwrap())
+    );
+    assert_eq!(merged.log_head().unwrap().size, 3);
+    let brought = depot
+        .read_affix(&merged.affix())
+        .unwrap()
+        .partitions()
+        .flat_map(|(_, ids)| ids.to_vec())
+        .next()
+        .unwrap();
+    let next = apply(&master, &deposit("alice", 1));
+    let proven = depot
+        .prove(brought, next)
+        .unwrap()
+        .verify(Some(next))
+        .unwrap();
+    assert_eq!(
+        (proven.checkpoint, proven.leaf, proven.size),
+        (checkpoint, Some(3), 4)
+    );
+    // (The same event is in the feature branch's checkpoint, which is not a leaf: the proof
+    // names the merge checkpoint.)
+    assert_ne!(proven.checkpoint, theirs);
+    let report = depot.fsck(|_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}

@@ -23,6 +23,8 @@ const EXAMPLES_CLONE: &str = "Examples:\n  retro clone .retro postgres://app@db.
 const EXAMPLES_PROJECT: &str = "Examples:\n  retro project run balances                 # feed it until interrupted\n  retro project run --once                   # every declared projection, until caught up\n  retro project status --json\n  retro project rebuild balances             # a new generation beside the live one\n  retro project retry balances               # deliver the parked batch again\n\nProjections are declared in the domain manifest (\"projections\": docs/handlers.md).";
 const EXAMPLES_TEST: &str = "Examples:\n  retro test fixtures/specs/bank.jsonl                        # the built-in bank\n  retro test --manifest fixtures/domain/manifest.json my.jsonl   # exec handlers\n\nOne case a line: {\"name\",\"given\":[events],\"when\":{command},\"then\":{\"events\":[…]} | {\"rejected\":\"code\"} | {\"error\":\"text\"}}\n(docs/handlers.md). Prints TAP; exits 0 when every case passes, 7 when one fails, 1 on a malformed line.";
 const EXAMPLES_VERIFY: &str = "Examples:\n  retro verify                                  # every command of HEAD's history\n  retro verify --signatures --trusted-key 8a88e3dd…   # every checkpoint signed by that key?\n  retro verify --manifest new/manifest.json     # does the upgraded domain change anything?\n  retro verify HEAD~10..HEAD --json\n\nExits 0 when every command emits its recorded events again, 7 when one diverges. With --signatures,\n7 when a checkpoint is unsigned, badly signed, or signed by a key not given as --trusted-key.";
+const EXAMPLES_PROVE: &str = "Examples:\n  retro prove sha256:92854f07… > proof.json            # at HEAD\n  retro prove 92854f07 --at refs/heads/master~3 > proof.json\n\nThe event must be in REV's affix or in the affix of a checkpoint on REV's first-parent chain\n(a merged branch's events through the merge checkpoint). See docs/cli.md.";
+const EXAMPLES_VERIFY_PROOF: &str = "Examples:\n  retro verify-proof proof.json\n  retro verify-proof --trusted sha256:d673c469… proof.json --json\n\nNeeds no depot. Exits 0 when the proof verifies, 7 when it does not (tampered, or at another\ncheckpoint than --trusted), 1 when the file is not a proof.";
 const EXAMPLES_BLAME: &str =
     "Examples:\n  retro blame accounts/alice\n  retro blame registry/accounts --json";
 const EXAMPLES_BISECT: &str = "Examples:\n  retro bisect run --good HEAD~20 --bad HEAD -- sh -c 'retro events --at \"$RETRO_REV\" accounts/alice | grep -q Frozen && exit 1 || exit 0'\n\nCMD runs once per step with RETRO_REV (the checkpoint's full id) and RETRO_DEPOT set: exit 0 is good,\n125 skips the checkpoint, anything else is bad.";
@@ -197,6 +199,28 @@ pub enum Commands {
     /// Verify every object and ref, and the partition index
     Fsck {
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a proof (JSON) that an event is in the history a checkpoint commits to
+    #[command(after_help = EXAMPLES_PROVE)]
+    Prove {
+        /// The event's id (or a unique prefix of it).
+        event: String,
+        /// The checkpoint whose log the proof is against (default HEAD); it must have a log
+        /// field (every checkpoint retro commits now has one).
+        #[arg(long, value_name = "REV")]
+        at: Option<String>,
+    },
+    /// Check an inclusion proof by itself (no depot needed) and print what it proves
+    #[command(after_help = EXAMPLES_VERIFY_PROOF)]
+    VerifyProof {
+        /// The proof file ('-': stdin).
+        file: PathBuf,
+        /// The checkpoint id you trust: the proof must be at exactly that checkpoint.
+        #[arg(long, value_name = "ID")]
+        trusted: Option<String>,
+        /// Print what it proves as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -226,6 +226,15 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 Some("each divergence above names its checkpoint and what differs; 'retro show CHECKPOINT' shows what was recorded".to_owned()),
             );
         }
+        if let Some(e) = cause.downcast_ref::<depot::proof::ProofError>() {
+            if e.is_malformed() {
+                return (ERROR, None);
+            }
+            return (
+                TEST_FAILED,
+                Some("the proof was refused: nothing it claims is proved".to_owned()),
+            );
+        }
         if cause
             .downcast_ref::<crate::commands::SignaturesFailed>()
             .is_some()

@@ -40,7 +40,9 @@ pub mod group;
 pub mod index;
 mod journal;
 mod lockfile;
+mod log_frontiers;
 pub mod odb;
+pub mod proof;
 pub mod refdb;
 mod rev;
 pub mod signing;
@@ -66,6 +68,7 @@ pub use name::{
     escape_invisible, is_invisible, shown, EventName, FieldKey, FieldValue, NameError,
     PartitionName,
 };
+pub use object::checkpoint_log;
 pub use object::{
     format_date, parse_date, Affix, Checkpoint, CheckpointError, Data, DecodeError, EncodedObject,
     Event, Kind, Object,

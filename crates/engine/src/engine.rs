@@ -773,6 +773,7 @@ impl Engine {
                 rebase: true,
                 reflog_message: format!("apply {} {}", command.path(), command.name()),
                 fields: fields.clone(),
+                log: true,
             };
             // The commit span covers the group commit, its fsync included.
             let span = tracing::info_span!(

@@ -192,7 +192,16 @@ pub fn merge(
             },
         };
         match depot.update_refs(&[edit]) {
-            Ok(()) => return Ok(outcome),
+            Ok(()) => {
+                if let MergeOutcome::Merged {
+                    checkpoint, from, ..
+                } = &outcome
+                {
+                    // Derived data (the log frontier for the next commit on top): best effort.
+                    let _ = depot.remember_log(*checkpoint, Some(*from));
+                }
+                return Ok(outcome);
+            }
             // Someone moved the branch since it was read: merge again from its new head.
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e.into()),
@@ -351,6 +360,9 @@ fn merge_checkpoint(
         FieldKey::new(MERGE_KEY).expect("a valid key"),
         FieldValue::new("disjoint").expect("a valid value"),
     );
+    // Its log is its first parent's (the branch's head): the merged side's checkpoints are not
+    // leaves; the events it brings are in its own affix.
+    checkpoint.set_log_head(depot.log_head_for_child(Some(ours))?);
     depot.sign_checkpoint(&mut checkpoint);
     let encoded = Object::Checkpoint(checkpoint).to_encoded();
     let id = encoded.id();

@@ -351,6 +351,9 @@ fn decode_checkpoint(body: &[u8]) -> Result<Checkpoint, DecodeError> {
                 if key.as_str() == DATE_KEY {
                     parse_date(value.as_str()).map_err(bad)?;
                 }
+                if key.as_str() == crate::checkpoint_log::LOG_KEY {
+                    crate::checkpoint_log::LogHead::parse(value.as_str()).map_err(bad)?;
+                }
                 if key.as_str() == MESSAGE_DATA_KEY {
                     let id: ObjectId = value
                         .as_str()

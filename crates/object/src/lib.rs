@@ -9,6 +9,7 @@
 //! arbitrary bytes give a typed [`DecodeError`], never a panic, and a decoded object re-encodes to the
 //! very same bytes.
 
+pub mod checkpoint_log;
 mod decode;
 mod encode;
 pub mod hash;
@@ -321,6 +322,22 @@ impl Checkpoint {
             .iter()
             .find(|(k, _)| k.as_str() == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The head of the checkpoint log this checkpoint commits to (its `log` field; see
+    /// [`checkpoint_log`]), if it has one: retro writes it on every checkpoint it commits on a
+    /// branch; checkpoints from before the field, and go-retro's, have none.
+    pub fn log_head(&self) -> Option<checkpoint_log::LogHead> {
+        self.field(checkpoint_log::LOG_KEY)
+            .and_then(|v| checkpoint_log::LogHead::parse(v).ok())
+    }
+
+    /// Sets the `log` field to `head`.
+    pub fn set_log_head(&mut self, head: checkpoint_log::LogHead) {
+        self.fields.insert(
+            FieldKey::new(checkpoint_log::LOG_KEY).expect("a valid constant key"),
+            FieldValue::new(&head.to_string()).expect("a log head is a valid value"),
+        );
     }
 
     /// The session that made this checkpoint.

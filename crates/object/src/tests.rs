@@ -471,3 +471,50 @@ fn checkpoint_with_message_data_vector() {
 
 const MESSAGE_DATA_VECTOR_ID: &str =
     "sha256:b63d74f79a397447ae723391d9a1aa763db5efad1a5f71d747c9c453d196ce9f";
+
+/// The `log` field's vector (docs/format.md): a checkpoint whose only predecessor is its parent
+/// `sha256("parent")` commits to the one-leaf log whose head is that id's leaf hash.
+#[test]
+fn checkpoint_with_log_vector() {
+    let parent = ObjectId::of(b"parent");
+    let mut frontier = checkpoint_log::Frontier::new();
+    frontier.push_id(&parent);
+    let head = frontier.head();
+    assert_eq!(head.to_string(), format!("1 {LOG_VECTOR_LEAF}"));
+    let mut checkpoint = Checkpoint::new(
+        ObjectId::of(b"affix"),
+        vec![parent],
+        "s1",
+        Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap(),
+        r#"{"path":"accounts/a","name":"open","params":{}}"#,
+    )
+    .unwrap();
+    checkpoint.set_log_head(head);
+    let encoded = Object::from(checkpoint.clone()).to_encoded();
+    let expected = format!(
+        "checkpoint 314\0affix sha256:3875faf071b29a31d6d9a5f28f2b1504a5b3814615dc27610df3a8d86d638a26\nparent sha256:e47125968b3b71049fbc4802d1e40a71ea1359decfabacf70b34588037d4ff0c\ndate 2026-12-03T12:00:00Z\nlog 1 {LOG_VECTOR_LEAF}\nsession s1\n\n{{\"path\":\"accounts/a\",\"name\":\"open\",\"params\":{{}}}}\n"
+    );
+    assert_eq!(String::from_utf8_lossy(encoded.bytes()), expected);
+    assert_eq!(encoded.id(), id(LOG_VECTOR_ID));
+    let Object::Checkpoint(decoded) = encoded.decode().unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(decoded.log_head(), Some(head));
+    // A malformed log field does not decode.
+    for bad in [
+        format!("log 01 {LOG_VECTOR_LEAF}"),
+        format!("log 1 {}", LOG_VECTOR_LEAF.to_uppercase()),
+        format!("log 1 {}", &LOG_VECTOR_LEAF[..62]).replace("log 1 ", "log 1   "),
+        "log 1 xx".to_owned(),
+    ] {
+        let text = expected.replace(&format!("log 1 {LOG_VECTOR_LEAF}"), &bad);
+        let len = text.split_once('\0').unwrap().1.len();
+        let text = text.replace("checkpoint 314", &format!("checkpoint {len}"));
+        let err = Object::decode(text.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("log"), "{bad}: {err}");
+    }
+}
+
+const LOG_VECTOR_LEAF: &str = "7b3b34f6373e3411bb6ccc13c8b721af49be839518c0ba750b88fa41fdc2257c";
+const LOG_VECTOR_ID: &str =
+    "sha256:0b5ba8653cfb07754dfd7422c66e5894f2b25888899045d87b5743de010c74d5";

@@ -13,6 +13,7 @@ mod log_graph;
 mod maintenance;
 mod objects;
 mod project;
+mod proofs;
 mod refs;
 mod serve;
 mod status;
@@ -211,6 +212,12 @@ pub fn run(cli: Cli, ui: &mut Ui) -> Result<()> {
         ),
         Commands::Reflog { name, json } => refs::reflog(&*open(flag)?, name.as_deref(), json, ui),
         Commands::Fsck { json } => maintenance::fsck(&*open(flag)?, json, ui),
+        Commands::Prove { event, at } => proofs::prove(&*open(flag)?, &event, at.as_deref(), ui),
+        Commands::VerifyProof {
+            file,
+            trusted,
+            json,
+        } => proofs::verify_proof(&file, trusted.as_deref(), json, ui),
         Commands::Snapshot {
             glob,
             manifest,

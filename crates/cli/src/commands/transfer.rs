@@ -131,7 +131,8 @@ fn export_line(
     let (message, message_text) = raw_or_text(checkpoint.message());
     // Every other field: so an import into an empty depot gives the very same ids. Not a sealed
     // checkpoint's `message-data`: the line carries the command itself, and the importing depot
-    // seals it (or not) as it is configured to.
+    // seals it (or not) as it is configured to. `log` goes with the line, so that the import
+    // writes one exactly when the original had one (it computes it again for its own parent).
     let fields = checkpoint
         .fields()
         .filter(|(key, _)| !matches!(key.as_str(), "session" | "date" | "message-data"))
@@ -298,10 +299,18 @@ const ID_FIELDS: [&str; 3] = [
 fn request_of(line: Line, number: usize) -> Result<Parsed> {
     let context = |what: String| format!("line {number}: {what}");
     let mut fields = Vec::with_capacity(line.fields.len());
+    let mut logged = false;
     for (key, value) in &line.fields {
+        if key == depot::checkpoint_log::LOG_KEY {
+            // Computed again by the commit for the parent it lands on; only its form is checked.
+            depot::checkpoint_log::LogHead::parse(value)
+                .map_err(|e| anyhow::anyhow!(context(e)))?;
+            logged = true;
+            continue;
+        }
         let Some(known) = ID_FIELDS.iter().copied().find(|k| *k == key.as_str()) else {
             bail!(context(format!(
-                "field '{}' belongs to failed-command lines (with 'failed') only; a checkpoint line's 'fields' are {}",
+                "field '{}' belongs to failed-command lines (with 'failed') only; a checkpoint line's 'fields' are {} and log",
                 depot::shown(key),
                 ID_FIELDS.join(", ")
             )));
@@ -332,6 +341,7 @@ fn request_of(line: Line, number: usize) -> Result<Parsed> {
     request.target = RefName::head();
     request.reflog_message = "import".to_owned();
     request.fields = fields;
+    request.log = logged;
     Ok(Parsed { id, request, dated })
 }
 
@@ -602,7 +612,12 @@ fn holds_line(depot: &Depot, id: &ObjectId, parsed: &Parsed) -> Result<bool> {
     }
     let extra: Vec<(&str, &str)> = checkpoint
         .fields()
-        .filter(|(key, _)| !matches!(key.as_str(), "session" | "date"))
+        .filter(|(key, _)| {
+            !matches!(
+                key.as_str(),
+                "session" | "date" | depot::checkpoint_log::LOG_KEY
+            )
+        })
         .map(|(key, value)| (key.as_str(), value.as_str()))
         .collect();
     let mut wanted: Vec<(&str, &str)> = request

@@ -21,6 +21,7 @@ use crate::hash::ObjectId;
 use crate::index::IndexedCheckpoint;
 use crate::journal::{JournalRecord, JournalUpdate};
 use crate::name::{FieldKey, FieldValue, PartitionName};
+use crate::object::checkpoint_log::Frontier;
 use crate::object::{Affix, Checkpoint, EncodedObject, Event, Object};
 use crate::odb::{pack_object_payload, RecordKind};
 use crate::refdb::{Expected, LogInfo, RefEdit, RefName, RefValue};
@@ -69,6 +70,9 @@ pub struct CommitRequest {
     /// target's first-parent history (or earlier in the same batch), nothing is written and the
     /// result is that checkpoint's, with [`Committed::replayed`] set (see `command_ids.rs`).
     pub fields: Vec<(FieldKey, FieldValue)>,
+    /// Whether the checkpoint carries the `log` field (docs/format.md, the checkpoint log): true
+    /// unless an import reproduces a checkpoint written before the field, byte for byte.
+    pub log: bool,
 }
 
 /// The checkpoint field naming the command a checkpoint applied: the key of idempotency.
@@ -107,6 +111,7 @@ impl CommitRequest {
             rebase: false,
             reflog_message: "commit".to_owned(),
             fields: Vec::new(),
+            log: true,
         }
     }
 }
@@ -159,7 +164,10 @@ fn prepare(mut request: CommitRequest, seal: bool) -> Result<Prepared, Error> {
     for (key, _) in &request.fields {
         let written_here = matches!(
             key.as_str(),
-            crate::object::SESSION_KEY | crate::object::DATE_KEY | crate::signing::SIGNATURE_KEY
+            crate::object::SESSION_KEY
+                | crate::object::DATE_KEY
+                | crate::signing::SIGNATURE_KEY
+                | crate::object::checkpoint_log::LOG_KEY
         );
         if written_here || !keys.insert(key.as_str()) {
             return Err(Error::Invalid(format!(
@@ -277,6 +285,8 @@ pub(crate) struct Committer {
     done: Condvar,
     pub(crate) recent: Mutex<Recent>,
     failures: Mutex<Vec<ObjectId>>,
+    /// Frontiers of the checkpoint log (see `checkpoint_log.rs`).
+    pub(crate) log: Mutex<super::checkpoint_log::LogCache>,
 }
 
 impl Committer {
@@ -477,6 +487,8 @@ impl Depot {
                         };
                         journal.commit_locked(records, &record)?;
                         self.graph_committed(&plan.indexed);
+                        // Under the depot lock, so writers of this depot take turns on the file.
+                        self.log_committed(&std::mem::take(&mut plan.log_frontiers));
                     }
                     Ok::<_, Error>(plan)
                 })();
@@ -554,6 +566,7 @@ impl Depot {
     }
 
     fn finish(&self, plan: Plan) -> Vec<Result<Committed, Error>> {
+        self.log_committed(&plan.log_frontiers);
         let mut recent = self.committer.recent.lock().expect("recent poisoned");
         for checkpoint in plan.indexed {
             recent.insert(checkpoint);
@@ -575,6 +588,8 @@ impl Depot {
         let mut created: Vec<RefName> = Vec::new();
         // Command ids committed earlier in this batch, per target: a repeat replays them.
         let mut batch_commands: HashMap<(RefName, String), Committed> = HashMap::new();
+        // The log frontier after each checkpoint planned here (for one planned on top of it).
+        let mut batch_logs: HashMap<ObjectId, Frontier> = HashMap::new();
         for job in jobs {
             let request = &job.request;
             let target = match targets.get(&request.target) {
@@ -673,12 +688,24 @@ impl Depot {
             for (key, value) in &request.fields {
                 checkpoint.set_field(key.clone(), value.clone());
             }
+            // Computed here, where the parent is final (a rebase re-parents before this), and
+            // before signing, so the signature covers it.
+            // (Also for a checkpoint without the field, so that a later one in the batch, or in
+            // this process, extends its chain in O(log n).)
+            let log_before = self.log_frontier_for_child(parent, &batch_logs)?;
+            if request.log {
+                checkpoint.set_log_head(log_before.head());
+            }
             if let Some(signer) = &signer {
                 signer.sign(&mut checkpoint);
             }
             let date = checkpoint.date();
             let encoded = Object::Checkpoint(checkpoint).to_encoded();
             let id = encoded.id();
+            let mut log_after = log_before.clone();
+            log_after.push_id(&id);
+            batch_logs.insert(id, log_after);
+            plan.log_frontiers.push((id, log_before));
             plan.objects.extend(job.data.iter().cloned());
             plan.objects.extend(job.events.iter().cloned());
             plan.objects.push(job.affix_encoded.clone());
@@ -800,4 +827,6 @@ struct Plan {
     ref_moves: HashMap<RefName, (Option<ObjectId>, ObjectId, LogInfo)>,
     indexed: Vec<IndexedCheckpoint>,
     results: Vec<Result<Committed, Error>>,
+    /// Each planned checkpoint with the frontier of the log it commits to, oldest first.
+    log_frontiers: Vec<(ObjectId, Frontier)>,
 }

@@ -174,6 +174,25 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A checkpoint's `log` field is not the head of the log over its first-parent chain.
+    #[error("checkpoint {id} is corrupt: {reason}")]
+    BadLog {
+        /// The checkpoint.
+        id: ObjectId,
+        /// What disagrees.
+        reason: String,
+    },
+    /// A proof was asked at a checkpoint without a `log` field.
+    #[error("checkpoint {0} has no 'log' field (it was committed before retro wrote one): commit on top of it and prove at the new checkpoint")]
+    NoLog(ObjectId),
+    /// The event is neither in the checkpoint nor in its first-parent history.
+    #[error("event {event} is not in the history of checkpoint {at} (its first-parent chain; a merged branch's events count through the merge checkpoint)")]
+    NotInHistory {
+        /// The event.
+        event: ObjectId,
+        /// The checkpoint.
+        at: ObjectId,
+    },
     /// A commit batch failed as a whole (a lock timeout, an fsync error): every request in it
     /// gets this, sharing the one cause.
     #[error("commit failed: {0}")]
@@ -263,7 +282,8 @@ impl Error {
             Error::NotADepot(_)
             | Error::UnknownRevision(_)
             | Error::NoSuchObject(_)
-            | Error::Erased(_) => ErrorClass::NotFound,
+            | Error::Erased(_)
+            | Error::NotInHistory { .. } => ErrorClass::NotFound,
             // A compare-and-swap that needed the ref to exist lost the race like any other.
             Error::Conflict { .. } | Error::RefMissing(_) | Error::Contended { .. } => {
                 ErrorClass::Conflict
@@ -279,12 +299,14 @@ impl Error {
             | Error::Glob { .. }
             | Error::Invalid(_)
             | Error::OutsidePartialClone { .. }
-            | Error::AbsentFromPartialClone { .. } => ErrorClass::Invalid,
+            | Error::AbsentFromPartialClone { .. }
+            | Error::NoLog(_) => ErrorClass::Invalid,
             Error::MissingObject { .. }
             | Error::Decode { .. }
             | Error::WrongKind { .. }
             | Error::PartialFile { .. }
-            | Error::MissingConfig(_) => ErrorClass::Corrupt,
+            | Error::MissingConfig(_)
+            | Error::BadLog { .. } => ErrorClass::Corrupt,
             Error::Io { source, .. } => io_class(source),
             Error::Objects(e) => odb_class(e),
             Error::Refs(e) => refs_class(e),

@@ -38,6 +38,8 @@ pub enum FsckKind {
     BadDate,
     /// The partition index disagrees with history (`retro reindex` rebuilds it).
     Index,
+    /// A checkpoint's `log` field is not the head of the log over its first-parent chain.
+    BadLog,
 }
 
 impl FsckKind {
@@ -53,6 +55,7 @@ impl FsckKind {
             FsckKind::WrongKind => "wrong_kind",
             FsckKind::BadDate => "bad_date",
             FsckKind::Index => "index",
+            FsckKind::BadLog => "bad_log",
         }
     }
 }
@@ -322,6 +325,7 @@ impl Depot {
         report.unreachable.dedup();
         drop(reachable);
         self.check_index(&mut report)?;
+        self.check_logs(&mut report)?;
         self.fsck_graph(&mut report.warnings);
         Ok(report)
     }

@@ -10,6 +10,7 @@
 //!   `retro-depot-postgres`, `postgres://…`) keeps objects, refs, reflogs, failed commands and the
 //!   partition index in one database.
 
+mod checkpoint_log;
 mod command_ids;
 mod commit;
 mod error;

@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("revision", revision),
     ("event_format", event_format),
     ("group_state", group_state),
+    ("inclusion_proof", inclusion_proof),
 ];
 
 /// A consumer group's stored state (`depot::group::GroupState`) never panics its decoder, as
@@ -48,6 +49,27 @@ pub fn group_state(data: &[u8]) {
             "decoding the re-encoding gives the same state"
         );
     }
+}
+
+/// `InclusionProof::parse` and `verify` never panic on any bytes; a proof that parses writes
+/// back to a file that parses to the same proof, and one that verifies verifies the same way
+/// again, and no longer once the trusted id is another.
+pub fn inclusion_proof(data: &[u8]) {
+    let Ok(proof) = depot::proof::InclusionProof::parse(data) else {
+        return;
+    };
+    let again = depot::proof::InclusionProof::parse(proof.to_json().as_bytes())
+        .expect("a parsed proof's own file parses");
+    assert_eq!(again, proof, "a proof survives writing and reading back");
+    let Ok(proven) = proof.verify(None) else {
+        return;
+    };
+    assert_eq!(proof.verify(Some(proven.at)).ok(), Some(proven.clone()));
+    let other = ObjectId::of(proven.at.as_bytes());
+    assert!(
+        proof.verify(Some(other)).is_err(),
+        "a proof at one checkpoint is refused for another"
+    );
 }
 
 /// An event header's `<format>` token (`json`, `json;v=<N>`) never panics the decoder; one that
