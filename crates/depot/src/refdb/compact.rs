@@ -57,7 +57,7 @@ pub(crate) fn reader(storage: &dyn Storage, path: &Path) -> io::Result<Option<Bo
     let compacted =
         len >= 8 && file.read_exact_at(&mut head[..8], 0).is_ok() && head[..8] == *MAGIC;
     if !compacted {
-        return Ok(Some(Box::new(OwnedReadAt {
+        return Ok(Some(Box::new(ReadAt {
             file,
             pos: 0,
             end: len,
@@ -73,14 +73,14 @@ pub(crate) fn reader(storage: &dyn Storage, path: &Path) -> io::Result<Option<Bo
         .filter(|&end| end <= len)
         .ok_or_else(|| io::Error::other("its compacted part runs past the end of the file"))?;
     let file: std::sync::Arc<dyn StorageFile> = std::sync::Arc::from(file);
-    let frame = SharedReadAt {
+    let frame = ReadAt {
         file: file.clone(),
         pos: HEADER,
         end,
     };
     let decoder = zstd::stream::read::Decoder::new(frame)
         .map_err(|e| io::Error::other(format!("its compacted part does not decompress: {e}")))?;
-    let tail = SharedReadAt {
+    let tail = ReadAt {
         file,
         pos: end,
         end: len,
@@ -96,44 +96,6 @@ impl<R: Read> Read for Checked<R> {
         self.0
             .read(buf)
             .map_err(|e| io::Error::other(format!("its compacted part does not decompress: {e}")))
-    }
-}
-
-/// A `Read` over `[pos, end)` of a file it owns.
-struct OwnedReadAt {
-    file: Box<dyn StorageFile>,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for OwnedReadAt {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        ReadAt {
-            file: &*self.file,
-            pos: self.pos,
-            end: self.end,
-        }
-        .read(buf)
-        .inspect(|n| self.pos += *n as u64)
-    }
-}
-
-/// A `Read` over `[pos, end)` of a file shared with another reader.
-struct SharedReadAt {
-    file: std::sync::Arc<dyn StorageFile>,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for SharedReadAt {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        ReadAt {
-            file: &*self.file,
-            pos: self.pos,
-            end: self.end,
-        }
-        .read(buf)
-        .inspect(|n| self.pos += *n as u64)
     }
 }
 
@@ -234,14 +196,15 @@ pub(crate) fn compact(storage: &dyn Storage, path: &Path, temp_dir: &Path) -> io
     result
 }
 
-/// A `Read` over `[pos, end)` of a file.
-struct ReadAt<'a> {
-    file: &'a dyn StorageFile,
+/// A `Read` over `[pos, end)` of a file: borrowed (`&dyn StorageFile`), owned (`Box`) or
+/// shared by two readers (`Arc`).
+struct ReadAt<F> {
+    file: F,
     pos: u64,
     end: u64,
 }
 
-impl Read for ReadAt<'_> {
+impl<F: std::ops::Deref<Target = dyn StorageFile>> Read for ReadAt<F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let want = (self.end.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
         if want == 0 {
