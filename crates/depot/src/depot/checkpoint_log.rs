@@ -261,9 +261,14 @@ impl Depot {
                 }
             }
         }
-        let mut checked: HashSet<ObjectId> = HashSet::new();
+        // 8 bytes of each id (not 32): a checkpoint sharing its prefix with one checked already
+        // (odds of 2^-64 a pair) would not have its field checked again; nothing else depends
+        // on it (every chain's log is still computed over all of its ids).
+        let key =
+            |id: &ObjectId| u64::from_be_bytes(id.as_bytes()[..8].try_into().expect("8 bytes"));
+        let mut checked: HashSet<u64> = HashSet::new();
         for head in heads {
-            if checked.contains(&head) {
+            if checked.contains(&key(&head)) {
                 continue;
             }
             let chain = match self.first_parent_ids(head) {
@@ -273,7 +278,7 @@ impl Depot {
             };
             let mut frontier = Frontier::new();
             for id in &chain {
-                if checked.insert(*id) {
+                if checked.insert(key(id)) {
                     let Ok(checkpoint) = self.read_checkpoint_unresolved(id) else {
                         break;
                     };

@@ -324,8 +324,18 @@ impl Depot {
         report.unreachable.sort();
         report.unreachable.dedup();
         drop(reachable);
+        // The walk looked up every object: its index pages need not stay resident for the
+        // history passes below (bounded memory at any depot size).
+        let release = || {
+            if let Some(packs) = &self.packs {
+                packs.release_index_pages();
+            }
+        };
+        release();
         self.check_index(&mut report)?;
+        release();
         self.check_logs(&mut report)?;
+        release();
         self.fsck_graph(&mut report.warnings);
         Ok(report)
     }

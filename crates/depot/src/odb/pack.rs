@@ -2045,6 +2045,15 @@ impl PackStore {
         self.stats()
     }
 
+    /// Drops the mapped pages of every sealed pack's index from resident memory (a pass that
+    /// looked up every object touched them all); later lookups fault back what they need.
+    pub fn release_index_pages(&self) {
+        let state = self.state.read().expect("pack state lock poisoned");
+        for sealed in &state.sealed {
+            sealed.idx.release(0..sealed.idx.len());
+        }
+    }
+
     /// Damaged records may still be recoverable from their file (by hand, or from a copy of the
     /// depot that predates the damage): gc never deletes the only copy.
     fn refuse_damaged(dir: &Path, state: &State) -> Result<(), Error> {
