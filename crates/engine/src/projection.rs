@@ -2,7 +2,7 @@
 //! per checkpoint, each acknowledged before the projection's position moves past it.
 //!
 //! A projection is declared in the [`Manifest`] ([`Manifest::projection`], or a JSON manifest's
-//! `"projections"`: [`exec`](self::exec)) with a name, partition globs and a handler: a Rust
+//! `"projections"`: [`exec`](crate::exec)) with a name, partition globs and a handler: a Rust
 //! [`Projection`] or an external program ([`ExecProjection`]). A [`ProjectionRunner`] feeds it:
 //!
 //! - Each [`Batch`] is one checkpoint's matching events (never half a checkpoint), with the
@@ -27,7 +27,7 @@
 //!   reacted to).
 //!
 //! The durable state (refs and the state record) is [`state`]'s; the exec protocol is
-//! [`exec`](self::exec)'s; [`status`] reads it all back for `retro project status`, `GET
+//! [`exec`](crate::exec)'s; [`status`] reads it all back for `retro project status`, `GET
 //! /projections` and the lag metric.
 
 mod exec_projection;

@@ -2741,7 +2741,7 @@ struct SortedSource {
 }
 
 impl PackStore {
-    /// Every object id, ascending, each once (see [`SortedIds`]). The active and unindexed packs
+    /// Every object id, ascending, each once (see `SortedIds`). The active and unindexed packs
     /// and the loose objects are listed whole (they are small: the active pack is sealed at
     /// 8 MiB); sealed packs are read from their indexes as the merge goes.
     pub fn sorted_ids(&self) -> Result<SortedIds<'_>, Error> {

@@ -8,7 +8,7 @@
 //!   any other (verified by their hash on read); a change of state writes a new record and moves
 //!   `state` to it by compare-and-swap, so a switch of the live generation, a rebuild request, a
 //!   park and an un-park are each one CAS, and concurrent changes are re-read and re-applied,
-//!   never lost ([`update`]).
+//!   never lost (`update`).
 //! - `gen-N` → the last checkpoint generation `N` acknowledged (absent: none yet, the generation
 //!   starts from the beginning of history).
 
