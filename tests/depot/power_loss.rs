@@ -543,3 +543,44 @@ fn power_loss_regression_gc_deletions_are_durable_before_its_marker_goes() {
         }
     }
 }
+
+/// Regression (found by `power_loss_long`, seed 1011, cut 909, KeepSubset): a power cut during an
+/// append to the failed-command log kept the whole id but turned its newline into a zero (the file
+/// was kept at its new length, its last byte not written); fsck called that line unreadable. It is
+/// the id, listed, and the next append goes on after it.
+#[test]
+fn power_loss_regression_a_failed_log_line_whose_newline_tore_to_a_zero_is_its_id() {
+    use depot::storage::{OpenOptions, Storage as _};
+    let (storage, depot, ids) = small_depot(2);
+    let failed = |i: usize| {
+        let affix = Affix::new();
+        let affix_id = depot::Object::Affix(affix.clone()).to_encoded().id();
+        let checkpoint = Checkpoint::new(
+            affix_id,
+            vec![ids[1]],
+            "s1",
+            chrono::DateTime::from_timestamp(1_600_000_000 + i as i64, 0).unwrap(),
+            format!(r#"{{"failed":{i}}}"#),
+        )
+        .unwrap();
+        (checkpoint, affix)
+    };
+    let (checkpoint, affix) = failed(1);
+    let first = depot.record_failure(&checkpoint, &affix).unwrap();
+    drop(depot);
+    let crashed = storage.crash(CrashMode::DropUnsynced, 0);
+    // What the torn append left: the id, then a zero where its newline was to be.
+    let log = Path::new("/depot/logs/failed");
+    let file = crashed.open(log, OpenOptions::WRITE).unwrap();
+    let len = file.len().unwrap();
+    file.write_all_at(&[0], len - 1).unwrap();
+    drop(file);
+    let reopened = Depot::open_on(Arc::new(crashed), DIR, options()).unwrap();
+    let report = reopened.fsck(|_| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(reopened.failures().unwrap(), vec![first]);
+    let (checkpoint, affix) = failed(2);
+    let second = reopened.record_failure(&checkpoint, &affix).unwrap();
+    assert_eq!(reopened.failures().unwrap(), vec![first, second]);
+    assert!(reopened.fsck(|_| {}).unwrap().is_clean());
+}

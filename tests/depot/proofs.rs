@@ -266,6 +266,36 @@ fn a_new_process_uses_the_frontiers_file_and_a_damaged_one_costs_only_a_walk() {
     assert!(depot.fsck(|_| {}).unwrap().is_clean());
 }
 
+/// The file is saved every 64 commits and when the depot closes: a process killed in between
+/// leaves it stale, and the next process extends the newest frontier it knows by a short walk.
+#[test]
+fn a_process_killed_between_saves_leaves_a_stale_file_that_still_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    let depot = Depot::init(&path).unwrap();
+    let file = path.join("log-frontiers");
+    for n in 0..70 {
+        commit_retrying(&depot, workload(n, "s"), "c");
+        // Not rewritten after each commit: only after the 64th.
+        assert_eq!(file.is_file(), n >= 63, "after commit {}", n + 1);
+    }
+    let saved = std::fs::read(&file).unwrap();
+    // Killed: no save at close, so the file knows commit 64, not the 6 after it.
+    std::mem::forget(depot);
+    let depot = Depot::open(&path).unwrap();
+    let head = commit_retrying(&depot, workload(70, "s"), "c").checkpoint;
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        saved,
+        "not saved before close"
+    );
+    drop(depot);
+    assert_ne!(std::fs::read(&file).unwrap(), saved, "saved at close");
+    let depot = Depot::open(&path).unwrap();
+    assert_eq!(assert_logs_right(&depot, head).len(), 71);
+    assert!(depot.fsck(|_| {}).unwrap().is_clean());
+}
+
 #[test]
 fn tampered_proofs_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,8 +5,9 @@
 //!
 //! Format (all integers big-endian): `RETROLF1 | count u32 | count × (id[32] | size u64 |
 //! popcount(size) × root[32]) | crc32 (IEEE) of everything before it`, newest entry first, at most
-//! [`KEEP`] entries. Replaced whole (temp file, rename) after commits, never fsynced: a lost,
-//! torn or stale file costs one walk of the first-parent chain, never a wrong field, since an
+//! [`KEEP`] entries. Replaced whole (temp file, rename) every few dozen commits and when a depot
+//! closes, never fsynced: a stale file costs a walk back to the newest checkpoint it knows, a lost
+//! or torn one a walk of the first-parent chain, never a wrong field, since an
 //! entry is used only when its frontier's head equals the `log` field of the checkpoint it is
 //! for (read and hash-verified).
 

@@ -17,6 +17,11 @@ use crate::proof::InclusionProof;
 /// How many checkpoints' frontiers a depot keeps in memory.
 const MEMORY_CAPACITY: usize = 1024;
 
+/// How many commits a process makes between two saves of the `log-frontiers` file (it is also
+/// saved when the depot is dropped). A process killed before a save costs the next one a walk of
+/// at most this many checkpoints (plus those of other killed processes), never of the history.
+const SAVE_EVERY: usize = 64;
+
 /// Frontiers known to this process: for a checkpoint id, the frontier of its log *with itself
 /// appended* (what a child's `log` field is the head of). A pure function of the id, so any
 /// entry stays right; bounded, oldest out first.
@@ -24,6 +29,11 @@ const MEMORY_CAPACITY: usize = 1024;
 pub(crate) struct LogCache {
     after: HashMap<ObjectId, Frontier>,
     order: VecDeque<ObjectId>,
+    /// The newest checkpoints committed by this process, newest first, with the frontier of the
+    /// log *before* each (what the file keeps): at most `log_frontiers::KEEP`.
+    committed: VecDeque<(ObjectId, Frontier)>,
+    /// Commits since the file was last saved.
+    unsaved: usize,
 }
 
 impl LogCache {
@@ -89,37 +99,50 @@ impl Depot {
         if let Some(found) = self.log_cache().after.get(&parent) {
             return Ok(found.clone());
         }
-        // The parent is read (so hash-verified): a stored frontier is used only if its head is
-        // the parent's own `log` field.
-        let checkpoint = self.read_checkpoint_unresolved(&parent)?;
-        let claimed = checkpoint.log_head();
-        if let Some(head) = claimed {
-            if let Some(before) = self.stored_frontier(&parent, head) {
-                let mut after = before;
-                after.push_id(&parent);
-                self.log_cache().insert(parent, after.clone());
-                return Ok(after);
+        // Walk the first-parent chain back from the parent to the newest checkpoint whose
+        // frontier is known: in memory, or in the `log-frontiers` file (used only if its head is
+        // that checkpoint's own `log` field, read and hash-verified). That is at most a few
+        // dozen checkpoints after any commit (see `SAVE_EVERY`); the whole chain only when the
+        // file is lost.
+        let stored: HashMap<ObjectId, Frontier> = self.stored_frontiers();
+        let mut newer = Vec::new();
+        let mut base = Frontier::new();
+        self.walk_ids(parent, HistoryOrder::FirstParent, |entry| {
+            if let Some(after) = self.log_cache().after.get(&entry.id) {
+                base = after.clone();
+                return Ok(false);
             }
-        }
-        let mut chain = self.first_parent_ids(parent)?;
-        chain.pop(); // the parent itself; the rest, root first, are the leaves before it
-        let mut before = Frontier::new();
-        for id in &chain {
-            before.push_id(id);
-        }
-        if let Some(head) = claimed {
-            if head != before.head() {
-                return Err(Error::BadLog {
-                    id: parent,
-                    reason: format!(
-                        "its log field is '{head}', its first-parent chain gives '{}'",
-                        before.head()
-                    ),
-                });
+            if let Some(before) = stored.get(&entry.id) {
+                let checkpoint = self.read_checkpoint_unresolved(&entry.id)?;
+                if checkpoint.log_head() == Some(before.head()) {
+                    base = before.clone();
+                    base.push_id(&entry.id);
+                    return Ok(false);
+                }
             }
+            newer.push(entry.id);
+            Ok(true)
+        })?;
+        // `newer` is newest first: the parent, then the checkpoints back to the known one.
+        let mut frontier = base;
+        if let Some((_, older)) = newer.split_first() {
+            for id in older.iter().rev() {
+                frontier.push_id(id);
+            }
+            if let Some(head) = self.read_checkpoint_unresolved(&parent)?.log_head() {
+                if head != frontier.head() {
+                    return Err(Error::BadLog {
+                        id: parent,
+                        reason: format!(
+                            "its log field is '{head}', its first-parent chain gives '{}'",
+                            frontier.head()
+                        ),
+                    });
+                }
+            }
+            frontier.push_id(&parent);
         }
-        let mut after = before;
-        after.push_id(&parent);
+        let after = frontier;
         self.log_cache().insert(parent, after.clone());
         Ok(after)
     }
@@ -128,16 +151,15 @@ impl Depot {
         self.committer.log.lock().expect("log cache poisoned")
     }
 
-    /// The stored frontier of `id`'s log, if the `log-frontiers` file has one whose head is
-    /// `head` (the field as read from the checkpoint).
-    fn stored_frontier(&self, id: &ObjectId, head: LogHead) -> Option<Frontier> {
-        // Read on each miss (another process may have committed `id`): a few KiB, and only
-        // when this process did not commit the parent itself.
-        let path = self.log_frontiers_path()?;
-        log_frontiers::read(&*self.storage, &path)
-            .into_iter()
-            .find(|(entry, frontier)| entry == id && frontier.head() == head)
-            .map(|(_, frontier)| frontier)
+    /// The frontiers in the `log-frontiers` file (each of the log before its checkpoint),
+    /// unverified: read on each miss, since another process may have committed since.
+    fn stored_frontiers(&self) -> HashMap<ObjectId, Frontier> {
+        match self.log_frontiers_path() {
+            Some(path) => log_frontiers::read(&*self.storage, &path)
+                .into_iter()
+                .collect(),
+            None => HashMap::new(),
+        }
     }
 
     /// The ids of `start`'s first-parent chain, root first, `start` last.
@@ -153,26 +175,46 @@ impl Depot {
     }
 
     /// Remembers the frontiers of committed checkpoints (`(id, frontier of its log)`, oldest
-    /// first) and writes the newest to the `log-frontiers` file.
+    /// first), and saves the `log-frontiers` file every [`SAVE_EVERY`] commits.
     pub(crate) fn log_committed(&self, committed: &[(ObjectId, Frontier)]) {
         if committed.is_empty() {
             return;
         }
-        let path = self.log_frontiers_path();
         let mut cache = self.log_cache();
         for (id, before) in committed {
             let mut after = before.clone();
             after.push_id(id);
             cache.insert(*id, after);
+            cache.committed.push_front((*id, before.clone()));
         }
-        let Some(path) = path else { return };
+        cache.committed.truncate(log_frontiers::KEEP);
+        cache.unsaved += committed.len();
+        if cache.unsaved >= SAVE_EVERY {
+            self.save_log_frontiers(&mut cache);
+        }
+    }
+
+    /// Saves the frontiers of this process's newest commits, if any are unsaved (the depot
+    /// does when it is dropped).
+    pub(crate) fn flush_log_frontiers(&self) {
+        let mut cache = self.log_cache();
+        if cache.unsaved > 0 {
+            self.save_log_frontiers(&mut cache);
+        }
+    }
+
+    fn save_log_frontiers(&self, cache: &mut LogCache) {
+        cache.unsaved = 0;
+        let Some(path) = self.log_frontiers_path() else {
+            return;
+        };
         let storage = &*self.storage;
-        // Read again: another process may have written since (a native depot writes under the
-        // depot lock, so no entry of another writer is lost).
+        // Read again: another process may have written since. Its entries stay behind ours;
+        // any entry on a chain shortens a later walk, so losing the oldest costs little.
         let old = log_frontiers::read(storage, &path);
-        let fresh: HashSet<ObjectId> = committed.iter().map(|(id, _)| *id).collect();
-        let mut entries: Vec<(ObjectId, Frontier)> = committed.iter().rev().cloned().collect();
-        entries.extend(old.into_iter().filter(|(id, _)| !fresh.contains(id)));
+        let ours: HashSet<ObjectId> = cache.committed.iter().map(|(id, _)| *id).collect();
+        let mut entries: Vec<(ObjectId, Frontier)> = cache.committed.iter().cloned().collect();
+        entries.extend(old.into_iter().filter(|(id, _)| !ours.contains(id)));
         entries.truncate(log_frontiers::KEEP);
         log_frontiers::write(storage, &path, &entries);
     }

@@ -123,7 +123,15 @@ impl Depot {
         report.partial = partial.as_ref().map(|f| f.globs().to_vec());
         // 16 bytes of each id: half the memory of full ids, and a collision among SHA-256
         // prefixes of 128 bits is not a practical concern.
-        let mut reachable: HashSet<u128> = HashSet::new();
+        // Sized once for every stored object (a cheap count from the pack indexes): grown by
+        // doubling, the set would hold its old and new tables at once, half as much again at its
+        // peak (about 35 MB more at 3 million objects).
+        let stored = match &self.packs {
+            Some(packs) => packs.stats()?.objects,
+            None => 0,
+        };
+        let mut reachable: HashSet<u128> =
+            HashSet::with_capacity(usize::try_from(stored).unwrap_or(0));
         let mut roots: Vec<(String, ObjectId)> = Vec::new();
         let (refs, unreadable) = self.refs.list_lenient("")?;
         for error in unreadable {
@@ -416,14 +424,16 @@ impl Depot {
                 });
                 return Ok(());
             };
-            let rows = index.partition_events(&partition, 0)?;
-            let mut digest = [0u8; 32];
-            for row in &rows {
+            // Streamed: a partition of a million events is folded, not held.
+            let (mut rows, mut digest) = (0u64, [0u8; 32]);
+            index.for_each_partition_event(&partition, |row| {
+                rows += 1;
                 digest = fold(&digest, &row.event);
-            }
+                Ok(true)
+            })?;
             checked += 1;
             match replay.remove(&name_key(name)) {
-                Some((n, d)) if n == count && n == rows.len() as u64 && d == digest => {}
+                Some((n, d)) if n == count && n == rows && d == digest => {}
                 Some((n, _)) => problems.push(FsckProblem {
                     kind: FsckKind::Index,
                     id: None,

@@ -867,6 +867,9 @@ impl Depot {
                 let mut ids = Vec::new();
                 let mut bad = Vec::new();
                 for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                    // A power cut can leave the file longer than the bytes written to it, zeros
+                    // at the end: a whole id whose newline is a zero is that id.
+                    let line = &line[..line.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)];
                     let parsed = std::str::from_utf8(line)
                         .ok()
                         .map(str::trim)
@@ -903,13 +906,10 @@ impl Depot {
 }
 
 /// True for the start of an id line cut short (`sha256:` and fewer than 64 hex digits, or a
-/// prefix of `sha256:`, possibly followed by zeros, or only zeros): what a torn append to a log
-/// of ids leaves.
+/// prefix of `sha256:`; the caller strips the zeros a power cut can leave at the end): what a
+/// torn append to a log of ids leaves.
 fn is_torn_id(line: &[u8]) -> bool {
     const TAG: &[u8] = b"sha256:";
-    // A power cut can also leave the file longer than the bytes written to it: zeros at the end.
-    let end = line.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let line = &line[..end];
     let (tag, digits) = line.split_at(line.len().min(TAG.len()));
     TAG.starts_with(tag)
         && digits.len() < 64
@@ -1031,6 +1031,7 @@ impl Drop for Depot {
     fn drop(&mut self) {
         // The tail is derived data: losing it costs a catch-up, so a failure here is ignored.
         let _ = self.flush_index();
+        self.flush_log_frontiers();
     }
 }
 

@@ -109,6 +109,24 @@ pub trait IndexStore: Send {
         max_seq: Option<u64>,
     ) -> Result<Vec<EventRow>, IndexError>;
 
+    /// The same events as [`IndexStore::partition_events_upto`], streamed to `f` one at a time
+    /// (memory independent of the partition's length) until `f` returns false. The default
+    /// collects them first; a backend that can stream overrides it.
+    fn for_each_partition_event_upto(
+        &self,
+        partition: &PartitionName,
+        after_version: u64,
+        max_seq: Option<u64>,
+        f: &mut dyn FnMut(EventRow) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError> {
+        for row in self.partition_events_upto(partition, after_version, max_seq)? {
+            if !f(row)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// How many events a partition has in checkpoints up to sequence `max_seq`.
     fn partition_version_upto(
         &self,
@@ -239,6 +257,17 @@ impl PartitionIndex {
     ) -> Result<Vec<EventRow>, IndexError> {
         self.0
             .partition_events_upto(partition, after_version, max_seq)
+    }
+
+    /// Every event of one partition, oldest first, streamed to `f` until it returns false
+    /// (see [`IndexStore::for_each_partition_event_upto`]).
+    pub fn for_each_partition_event(
+        &self,
+        partition: &PartitionName,
+        mut f: impl FnMut(EventRow) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError> {
+        self.0
+            .for_each_partition_event_upto(partition, 0, None, &mut f)
     }
 
     /// See [`IndexStore::partition_version_upto`].

@@ -145,41 +145,46 @@ impl IndexStore for SqliteIndex {
         after_version: u64,
         max_seq: Option<u64>,
     ) -> Result<Vec<EventRow>, IndexError> {
+        let mut out = Vec::new();
+        self.for_each_partition_event_upto(partition, after_version, max_seq, &mut |row| {
+            out.push(row);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn for_each_partition_event_upto(
+        &self,
+        partition: &PartitionName,
+        after_version: u64,
+        max_seq: Option<u64>,
+        f: &mut dyn FnMut(EventRow) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.n, e.event, c.id, c.seq, c.date, c.session, e.at
              FROM partitions p JOIN events e ON e.pid = p.pid JOIN checkpoints c ON c.seq = e.cseq
              WHERE p.name = ?1 AND e.n > ?2 AND e.cseq <= ?3 ORDER BY e.n",
         )?;
         let max_seq = max_seq.map_or(i64::MAX, |s| s as i64);
-        let rows = stmt.query_map(
-            params![partition.as_str(), after_version as i64, max_seq],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                ))
-            },
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (n, event, checkpoint, seq, date, session, at) = row?;
-            out.push(EventRow {
+        let mut rows = stmt.query(params![partition.as_str(), after_version as i64, max_seq])?;
+        while let Some(r) = rows.next()? {
+            let row = EventRow {
                 partition: partition.clone(),
-                version: n as u64,
-                event: id_from(event)?,
-                checkpoint: id_from(checkpoint)?,
-                checkpoint_seq: seq as u64,
-                date: date_from(date),
-                session,
-                at: at.and_then(|a| u64::try_from(a).ok()),
-            });
+                version: r.get::<_, i64>(0)? as u64,
+                event: id_from(r.get::<_, Vec<u8>>(1)?)?,
+                checkpoint: id_from(r.get::<_, Vec<u8>>(2)?)?,
+                checkpoint_seq: r.get::<_, i64>(3)? as u64,
+                date: date_from(r.get::<_, Option<i64>>(4)?),
+                session: r.get::<_, String>(5)?,
+                at: r
+                    .get::<_, Option<i64>>(6)?
+                    .and_then(|a| u64::try_from(a).ok()),
+            };
+            if !f(row)? {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// How many events a partition has in checkpoints up to sequence `max_seq`.
